@@ -1,0 +1,141 @@
+//! The one API error type: maps every failure to an RFC 9457 problem document
+//! with a stable `code`. Internal causes are logged, never returned.
+
+use crate::authority::AuthorityError;
+use crate::csr::CsrError;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tessera_core::api::Problem;
+
+/// An API error: status, stable code and a client-safe detail.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code.
+    pub code: &'static str,
+    /// Client-safe explanation.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// 401: no usable credentials.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "this route needs a client certificate or API token",
+        )
+    }
+
+    /// 403: credentials lack the role.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 404 for unknown routes.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "no_such_route", "no such route")
+    }
+}
+
+impl From<AuthorityError> for ApiError {
+    fn from(e: AuthorityError) -> Self {
+        use AuthorityError as A;
+        use StatusCode as S;
+        match &e {
+            A::Invalid { .. } => Self::new(S::BAD_REQUEST, "invalid_field", e.to_string()),
+            A::SpiffeId(..) => Self::new(S::BAD_REQUEST, "invalid_spiffe_id", e.to_string()),
+            A::WrongTrustDomain(..) => {
+                Self::new(S::BAD_REQUEST, "wrong_trust_domain", e.to_string())
+            }
+            A::Csr(c) => {
+                let code = match c {
+                    CsrError::TooLarge(_) => "csr_too_large",
+                    CsrError::Malformed => "csr_malformed",
+                    CsrError::BadSignature => "csr_bad_signature",
+                    CsrError::WeakKey(_) => "csr_key_refused",
+                };
+                let status = if matches!(c, CsrError::TooLarge(_)) {
+                    S::PAYLOAD_TOO_LARGE
+                } else {
+                    S::BAD_REQUEST
+                };
+                Self::new(status, code, e.to_string())
+            }
+            A::NoEntry(_) => Self::new(S::FORBIDDEN, "no_entry", e.to_string()),
+            A::NotFound(_) => Self::new(S::NOT_FOUND, "not_found", e.to_string()),
+            A::Token(_) => Self::new(S::FORBIDDEN, "join_token_refused", e.to_string()),
+            A::Renewal(_) => Self::new(S::FORBIDDEN, "renewal_refused", e.to_string()),
+            A::Conflict(_) => Self::new(S::CONFLICT, "conflict", e.to_string()),
+            A::Store(_) | A::Ca(_) | A::Keystore(_) => {
+                tracing::error!(error = %e, "internal error");
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        use StatusCode as S;
+        match &r {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type must be application/json",
+            ),
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::new(S::BAD_REQUEST, "malformed_json", r.body_text())
+            }
+            JsonRejection::JsonDataError(_) => {
+                Self::new(S::BAD_REQUEST, "invalid_body", r.body_text())
+            }
+            _ if r.status() == S::PAYLOAD_TOO_LARGE => Self::new(
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body exceeds the limit",
+            ),
+            _ => Self::new(r.status(), "invalid_body", r.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let p = Problem {
+            type_uri: format!("https://tessera.dev/problems/{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("error").to_owned(),
+            status: self.status.as_u16(),
+            detail: Some(self.detail),
+            code: self.code.to_owned(),
+        };
+        let body = serde_json::to_vec(&p).unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}

@@ -1,0 +1,436 @@
+//! Thin handlers: parse, call the authority, shape the answer.
+
+use super::{ApiError, ApiJson, ApiQuery, RouteSpec};
+use crate::authority::{Authority, Principal};
+use crate::store::CertFilter;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_core::api;
+
+type St = State<Arc<Authority>>;
+type Res<T> = Result<T, ApiError>;
+
+/// The handler for a route of the table.
+pub(super) fn method_router(spec: &RouteSpec) -> MethodRouter<Arc<Authority>> {
+    match (spec.method, spec.path) {
+        ("GET", "/healthz") => get(|| async { "ok\n" }),
+        ("GET", "/readyz") => get(readyz),
+        ("GET", "/metrics") => get(metrics),
+        ("GET", "/v1/openapi.json") => get(openapi),
+        ("GET", "/v1/bundle") => get(bundle),
+        ("GET", "/v1/crl") => get(crl),
+        ("GET", "/v1/ca") => get(ca_status),
+        ("POST", "/v1/certs") => post(issue),
+        ("GET", "/v1/certs") => get(list_certs),
+        ("GET", "/v1/certs/{serial}") => get(show_cert),
+        ("POST", "/v1/certs/redeem") => post(redeem),
+        ("POST", "/v1/certs/renew") => post(renew),
+        ("POST", "/v1/revocations") => post(revoke),
+        ("GET", "/v1/revocations") => get(feed),
+        ("GET", "/v1/entries") => get(list_entries),
+        ("POST", "/v1/entries") => post(create_entry),
+        ("GET", "/v1/entries/{id}") => get(show_entry),
+        ("PUT", "/v1/entries/{id}") => put(update_entry),
+        ("DELETE", "/v1/entries/{id}") => delete(delete_entry),
+        ("GET", "/v1/tokens") => get(list_tokens),
+        ("POST", "/v1/tokens") => post(create_token),
+        ("DELETE", "/v1/tokens/{id}") => delete(delete_token),
+        ("GET", "/v1/audit") => get(audit),
+        ("GET", "/v1/credentials") => get(list_credentials),
+        ("POST", "/v1/credentials") => post(create_credential),
+        ("DELETE", "/v1/credentials/{id}") => delete(delete_credential),
+        (m, p) => panic!("route table names {m} {p} but no handler exists"),
+    }
+}
+
+/// The OpenAPI document, as checked in.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn readyz(State(a): St) -> Response {
+    match a.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: database");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "database unreachable",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics(State(a): St) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        a.metrics.registry.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormatQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    ca_id: Option<String>,
+}
+
+async fn bundle(
+    State(a): St,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<FormatQuery>,
+) -> Res<Response> {
+    let b = a.bundle();
+    let etag = format!("\"{}\"", b.sequence);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let (ctype, body) = match q.format.as_deref() {
+        None | Some("pem") => ("application/x-pem-file", b.pem.clone()),
+        Some("jwks") | Some("spiffe") => ("application/json", b.jwks.clone()),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("format: {other:?} is not pem or jwks"),
+            ));
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_owned()),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn crl(State(a): St, ApiQuery(q): ApiQuery<FormatQuery>) -> Res<Response> {
+    let crl = a
+        .crl(q.ca_id.as_deref())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no CRL for that CA"))?;
+    Ok(match q.format.as_deref() {
+        None | Some("der") => (
+            [(header::CONTENT_TYPE, "application/pkix-crl")],
+            crl.der.clone(),
+        )
+            .into_response(),
+        Some("pem") => (
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            crl.pem.clone(),
+        )
+            .into_response(),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("format: {other:?} is not der or pem"),
+            ));
+        }
+    })
+}
+
+async fn ca_status(State(a): St) -> Res<Json<api::CaStatus>> {
+    Ok(Json(a.status().await?))
+}
+
+async fn issue(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::IssueRequest>,
+) -> Res<Response> {
+    let out = a.issue_direct(&req, &p).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn redeem(State(a): St, ApiJson(req): ApiJson<api::RedeemRequest>) -> Res<Response> {
+    let out = a.redeem(&req).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn renew(
+    State(a): St,
+    Extension(peer): Extension<super::PeerCert>,
+    ApiJson(req): ApiJson<api::RenewRequest>,
+) -> Res<Response> {
+    let der = peer.0.ok_or_else(ApiError::unauthenticated)?;
+    let out = a.renew(&der, &req).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertQuery {
+    #[serde(default)]
+    spiffe_id: Option<String>,
+    #[serde(default)]
+    expiring_within: Option<i64>,
+    #[serde(default)]
+    revoked: Option<bool>,
+    #[serde(default)]
+    attestation_hash: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn list_certs(
+    State(a): St,
+    ApiQuery(q): ApiQuery<CertQuery>,
+) -> Res<Json<api::CertificateList>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit: 1 to 1000",
+        ));
+    }
+    if q.expiring_within.is_some_and(|w| w < 0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "expiring_within: seconds, not negative",
+        ));
+    }
+    let f = CertFilter {
+        spiffe_id: q.spiffe_id,
+        expiring_within: q.expiring_within,
+        revoked: q.revoked,
+        attestation_hash: q.attestation_hash.map(|h| h.to_ascii_lowercase()),
+        limit,
+    };
+    Ok(Json(api::CertificateList {
+        items: a.list_certs(&f).await?,
+    }))
+}
+
+async fn show_cert(State(a): St, Path(serial): Path<String>) -> Res<Json<api::CertificateRecord>> {
+    match a.store.get_cert(&serial.to_ascii_lowercase()).await {
+        Ok(r) => Ok(Json(r.to_api(true))),
+        Err(crate::store::StoreError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "certificate not found",
+        )),
+        Err(e) => Err(crate::authority::AuthorityError::from(e).into()),
+    }
+}
+
+async fn revoke(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::RevokeRequest>,
+) -> Res<Json<api::RevokeResponse>> {
+    Ok(Json(a.revoke(&req, &p).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    #[serde(default)]
+    since: i64,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// Long-poll: answer at once if anything is newer than `since`, else wait up to
+/// `wait` seconds for a revocation (local, or seen by the cross-replica poller).
+async fn feed(State(a): St, ApiQuery(q): ApiQuery<FeedQuery>) -> Res<Json<api::RevocationFeed>> {
+    const PAGE: i64 = 1000;
+    let wait = Duration::from_secs(q.wait.min(a.cfg.limits.max_wait_seconds));
+    let mut rx = a.revocation_watch();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let current = *rx.borrow_and_update();
+        if current > q.since || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let revocations = a
+        .store
+        .revocations_since(q.since, PAGE + 1)
+        .await
+        .map_err(crate::authority::AuthorityError::from)?;
+    let more = revocations.len() as i64 > PAGE;
+    let revocations: Vec<_> = revocations.into_iter().take(PAGE as usize).collect();
+    let version = revocations.last().map(|r| r.version).unwrap_or(q.since);
+    Ok(Json(api::RevocationFeed {
+        version,
+        revocations,
+        more,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryQuery {
+    #[serde(default)]
+    spiffe_id: Option<String>,
+}
+
+async fn list_entries(
+    State(a): St,
+    ApiQuery(q): ApiQuery<EntryQuery>,
+) -> Res<Json<api::EntryList>> {
+    let items = a
+        .store
+        .list_entries(q.spiffe_id.as_deref())
+        .await
+        .map_err(crate::authority::AuthorityError::from)?;
+    Ok(Json(api::EntryList { items }))
+}
+
+async fn create_entry(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::EntryRequest>,
+) -> Res<Response> {
+    let e = a.create_entry(&req, &p).await?;
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+async fn show_entry(State(a): St, Path(id): Path<String>) -> Res<Json<api::Entry>> {
+    Ok(Json(a.get_entry(&id).await?))
+}
+
+async fn update_entry(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<api::EntryRequest>,
+) -> Res<Json<api::Entry>> {
+    Ok(Json(a.update_entry(&id, &req, &p).await?))
+}
+
+async fn delete_entry(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<StatusCode> {
+    a.delete_entry(&id, &p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_tokens(State(a): St) -> Res<Json<api::TokenList>> {
+    let items = a
+        .store
+        .list_tokens()
+        .await
+        .map_err(crate::authority::AuthorityError::from)?;
+    Ok(Json(api::TokenList { items }))
+}
+
+async fn create_token(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::TokenCreateRequest>,
+) -> Res<Response> {
+    let t = a.create_token(&req, &p).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(t),
+    )
+        .into_response())
+}
+
+async fn delete_token(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<StatusCode> {
+    a.delete_token(&id, &p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn audit(State(a): St, ApiQuery(q): ApiQuery<AuditQuery>) -> Res<Json<api::AuditList>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit: 1 to 1000",
+        ));
+    }
+    let items = a
+        .store
+        .audit_list(q.after, limit)
+        .await
+        .map_err(crate::authority::AuthorityError::from)?;
+    Ok(Json(api::AuditList { items }))
+}
+
+async fn list_credentials(State(a): St) -> Res<Json<api::ApiCredentialList>> {
+    let items = a
+        .store
+        .list_credentials()
+        .await
+        .map_err(crate::authority::AuthorityError::from)?
+        .into_iter()
+        .map(|c| api::ApiCredential {
+            id: c.id,
+            kind: c.kind,
+            name: c.name,
+            role: c.role,
+            expires_at: api::rfc3339(c.expires_at.min(253402300799)),
+            disabled: c.disabled,
+        })
+        .collect();
+    Ok(Json(api::ApiCredentialList { items }))
+}
+
+async fn create_credential(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::ApiTokenCreateRequest>,
+) -> Res<Response> {
+    let t = a.create_api_token(&req, &p).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(t),
+    )
+        .into_response())
+}
+
+async fn delete_credential(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<StatusCode> {
+    a.disable_credential(&id, &p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

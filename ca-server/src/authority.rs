@@ -1,0 +1,1342 @@
+//! The authority: Tessera's domain operations (issue, redeem, renew, revoke,
+//! entries, tokens, credentials, bundle, CRL) over the CA engine and the store.
+//! The HTTP layer is a thin shell over this.
+
+use crate::ca::{self, KeyAlgorithm, LeafSpec, SigningCa};
+use crate::config::Config;
+use crate::csr::{self, CsrError, VerifiedCsr};
+use crate::keystore::{Kek, KeystoreError};
+use crate::metrics::Metrics;
+use crate::store::ledger::Precondition;
+use crate::store::{AuditEntry, CaRow, CertFilter, CredentialRow, Store, StoreError, TokenRow};
+use ring::digest::{SHA256, digest};
+use rustls::pki_types::CertificateDer;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use subtle::ConstantTimeEq;
+use tessera_core::api::{self, IssuedCertificate, Role};
+use tessera_core::{SpiffeId, SpiffeIdError, TrustDomain, now_unix, pem};
+use tokio::sync::watch;
+
+/// Errors from domain operations; each maps to one HTTP status and stable code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A SPIFFE ID field is invalid.
+    #[error("{0}: invalid SPIFFE ID: {1}")]
+    SpiffeId(&'static str, SpiffeIdError),
+    /// A SPIFFE ID is outside the CA's trust domain.
+    #[error("{0}: SPIFFE ID is not in trust domain {1}")]
+    WrongTrustDomain(&'static str, String),
+    /// The CSR was refused.
+    #[error("csr: {0}")]
+    Csr(#[from] CsrError),
+    /// No registration entry grants this SPIFFE ID.
+    #[error("no registration entry for {0}")]
+    NoEntry(String),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A join token was refused.
+    #[error("join token {0}")]
+    Token(&'static str),
+    /// A renewal was refused.
+    #[error("renewal refused: {0}")]
+    Renewal(String),
+    /// The request conflicts with current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error("storage: {0}")]
+    Store(StoreError),
+    /// The CA engine failed.
+    #[error("ca: {0}")]
+    Ca(#[from] ca::CaError),
+    /// Key material could not be opened.
+    #[error("keystore: {0}")]
+    Keystore(#[from] KeystoreError),
+}
+
+impl From<StoreError> for AuthorityError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AuthorityError::NotFound("resource"),
+            StoreError::Precondition(why) => AuthorityError::Conflict(why),
+            other => AuthorityError::Store(other),
+        }
+    }
+}
+
+type Result<T, E = AuthorityError> = std::result::Result<T, E>;
+
+/// Who is calling, as established by the API layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An operator credential (admin certificate or API token) with a role.
+    Credential {
+        /// Credential ID.
+        id: String,
+        /// Credential name (for audit).
+        name: String,
+        /// Role.
+        role: Role,
+    },
+    /// A workload presenting a certificate this CA issued.
+    Workload {
+        /// Its SPIFFE ID.
+        spiffe_id: String,
+        /// Its certificate serial.
+        serial: String,
+    },
+    /// No credentials.
+    Anonymous,
+}
+
+impl Principal {
+    /// How the principal is named in audit records.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Principal::Credential { name, role, .. } => format!("{}:{name}", role.as_str()),
+            Principal::Workload { spiffe_id, .. } => spiffe_id.clone(),
+            Principal::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// The trust bundle in the forms it is served.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Trust anchors.
+    pub anchors: Vec<CertificateDer<'static>>,
+    /// PEM of the anchors.
+    pub pem: String,
+    /// SPIFFE bundle (JWKS) JSON.
+    pub jwks: String,
+    /// Sequence number (changes when the anchors do).
+    pub sequence: i64,
+}
+
+/// A signed CRL in both encodings.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    /// DER.
+    pub der: Vec<u8>,
+    /// PEM.
+    pub pem: String,
+    /// When it was made.
+    pub this_update: i64,
+}
+
+/// The authority; shared by every request.
+pub struct Authority {
+    /// Configuration.
+    pub cfg: Config,
+    /// The trust domain.
+    pub td: TrustDomain,
+    /// The store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    signing: RwLock<Arc<SigningCa>>,
+    bundle: RwLock<Arc<Bundle>>,
+    crls: RwLock<HashMap<String, Arc<Crl>>>,
+    rev_version: watch::Sender<i64>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest(&SHA256, data))
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, data).as_ref());
+    out
+}
+
+/// Makes a secret of 256 random bits in URL-safe base64.
+fn random_secret() -> String {
+    use base64::Engine;
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 32];
+    let _ = SystemRandom::new().fill(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Splits `prefix_<id>.<secret>` tokens.
+fn split_token<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    let rest = token.trim().strip_prefix(prefix)?;
+    let (id, secret) = rest.split_once('.')?;
+    if id.len() != 32
+        || !id.bytes().all(|b| b.is_ascii_hexdigit())
+        || secret.is_empty()
+        || secret.len() > 128
+    {
+        return None;
+    }
+    Some((id, secret))
+}
+
+/// Compares a presented secret with a stored SHA-256 hex in constant time.
+fn secret_matches(secret: &str, stored_hash_hex: &str) -> bool {
+    let presented = sha256_hex(secret.as_bytes());
+    presented
+        .as_bytes()
+        .ct_eq(stored_hash_hex.as_bytes())
+        .into()
+}
+
+impl Authority {
+    /// Opens the store, loads or creates the CA, and prepares bundle and CRLs.
+    pub async fn start(cfg: Config) -> Result<Arc<Self>> {
+        let td = TrustDomain::new(&cfg.trust_domain).map_err(|e| AuthorityError::Invalid {
+            field: "trust_domain",
+            reason: e.to_string(),
+        })?;
+        create_private_dir(&cfg.data_dir).map_err(|e| AuthorityError::Invalid {
+            field: "data_dir",
+            reason: e.to_string(),
+        })?;
+        let kek = match std::env::var("TESSERA_KEK") {
+            Ok(v) if !v.is_empty() => Kek::from_hex(&v)?,
+            _ => {
+                let path = if cfg.ca.kek_file.is_empty() {
+                    cfg.data_dir.join("kek")
+                } else {
+                    std::path::PathBuf::from(&cfg.ca.kek_file)
+                };
+                if cfg.ca.kek_file.is_empty() {
+                    Kek::load_or_create(&path)?
+                } else {
+                    Kek::from_file(&path)?
+                }
+            }
+        };
+        let store = Store::open(&cfg.database_url(), cfg.database_max_connections).await?;
+        let stored_td = store.meta_init("trust_domain", td.as_str()).await?;
+        if stored_td != td.as_str() {
+            return Err(AuthorityError::Invalid {
+                field: "trust_domain",
+                reason: format!("database belongs to trust domain {stored_td}"),
+            });
+        }
+        let this = Self::load(cfg, td, store, kek).await?;
+        Ok(this)
+    }
+
+    async fn load(cfg: Config, td: TrustDomain, store: Store, kek: Kek) -> Result<Arc<Self>> {
+        let mut cas = store.list_cas().await?;
+        if !cas.iter().any(|c| c.state == "active") {
+            Self::bootstrap_ca(&cfg, &td, &store, &kek).await?;
+            cas = store.list_cas().await?;
+        }
+        let active = cas
+            .iter()
+            .find(|c| c.state == "active")
+            .ok_or(AuthorityError::NotFound("active CA"))?;
+        let signing = open_ca(&kek, active)?;
+        let bundle = build_bundle(&cas)?;
+        let version = store.revocation_version().await?;
+        let (rev_version, _) = watch::channel(version);
+        let this = Arc::new(Self {
+            metrics: Metrics::new(),
+            cfg,
+            td,
+            store,
+            signing: RwLock::new(Arc::new(signing)),
+            bundle: RwLock::new(Arc::new(bundle)),
+            crls: RwLock::new(HashMap::new()),
+            rev_version,
+        });
+        this.refresh_crls().await?;
+        Ok(this)
+    }
+
+    async fn bootstrap_ca(cfg: &Config, td: &TrustDomain, store: &Store, kek: &Kek) -> Result<()> {
+        let id = ca::random_id();
+        let now = now_unix();
+        let (row, what) = if !cfg.ca.import_cert.is_empty() {
+            let cert_pem =
+                std::fs::read(&cfg.ca.import_cert).map_err(|e| AuthorityError::Invalid {
+                    field: "ca.import_cert",
+                    reason: e.to_string(),
+                })?;
+            let key_pem = std::fs::read_to_string(&cfg.ca.import_key).map_err(|e| {
+                AuthorityError::Invalid {
+                    field: "ca.import_key",
+                    reason: e.to_string(),
+                }
+            })?;
+            let bundle_pem = if cfg.ca.import_bundle.is_empty() {
+                String::new()
+            } else {
+                std::fs::read_to_string(&cfg.ca.import_bundle).map_err(|e| {
+                    AuthorityError::Invalid {
+                        field: "ca.import_bundle",
+                        reason: e.to_string(),
+                    }
+                })?
+            };
+            let mut certs = pem::certs(&cert_pem).map_err(|e| AuthorityError::Invalid {
+                field: "ca.import_cert",
+                reason: e.to_string(),
+            })?;
+            let cert = certs.remove(0);
+            let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| AuthorityError::Invalid {
+                field: "ca.import_key",
+                reason: e.to_string(),
+            })?;
+            let key_der = key.serialize_der();
+            let loaded = SigningCa::load(&id, cert.clone(), certs.clone(), &key_der)?;
+            let self_signed = bundle_pem.is_empty();
+            (
+                CaRow {
+                    id: id.clone(),
+                    state: "active".into(),
+                    kind: if self_signed { "root" } else { "intermediate" }.into(),
+                    key_algorithm: loaded.algorithm.as_str().into(),
+                    cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
+                    upstream_chain_pem: pem::encode_certs(certs.iter().map(|c| c.as_ref())),
+                    bundle_pem,
+                    key_sealed: kek.seal(&id, &key_der)?,
+                    not_before: loaded.not_before,
+                    not_after: loaded.not_after,
+                },
+                "ca.import",
+            )
+        } else {
+            let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
+            let (cert, key_der) = ca::new_root(td, &id, alg, now, cfg.ca.ttl_seconds)?;
+            let loaded = SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
+            (
+                CaRow {
+                    id: id.clone(),
+                    state: "active".into(),
+                    kind: "root".into(),
+                    key_algorithm: alg.as_str().into(),
+                    cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
+                    upstream_chain_pem: String::new(),
+                    bundle_pem: String::new(),
+                    key_sealed: kek.seal(&id, &key_der)?,
+                    not_before: loaded.not_before,
+                    not_after: loaded.not_after,
+                },
+                "ca.create",
+            )
+        };
+        let audit = AuditEntry {
+            actor: "system".into(),
+            action: what,
+            target: id,
+            details: json!({"kind": row.kind, "key_algorithm": row.key_algorithm, "not_after": row.not_after}),
+        };
+        store.insert_ca(&row, audit).await?;
+        Ok(())
+    }
+
+    /// The CA currently signing.
+    pub fn signing_ca(&self) -> Arc<SigningCa> {
+        self.signing
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The current trust bundle.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The CRL of a CA (the active one if `ca_id` is None).
+    pub fn crl(&self, ca_id: Option<&str>) -> Option<Arc<Crl>> {
+        let id = ca_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.signing_ca().id.clone());
+        self.crls.read().ok()?.get(&id).cloned()
+    }
+
+    /// Watch channel of the revocation-feed version.
+    pub fn revocation_watch(&self) -> watch::Receiver<i64> {
+        self.rev_version.subscribe()
+    }
+
+    /// Re-reads the feed version from the store (picks up other replicas' revocations).
+    pub async fn poll_revocation_version(&self) -> Result<i64> {
+        let v = self.store.revocation_version().await?;
+        self.rev_version.send_if_modified(|cur| {
+            if v > *cur {
+                *cur = v;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(v)
+    }
+
+    /// Regenerates the CRL of every CA that can sign.
+    pub async fn refresh_crls(&self) -> Result<()> {
+        let ca = self.signing_ca();
+        let now = now_unix();
+        let entries = self.store.crl_entries(&ca.id, now).await?;
+        let next = now + self.cfg.crl.interval_seconds * 2;
+        // CRL numbers must increase; milliseconds since the epoch do, across replicas too.
+        let number = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let der = ca.sign_crl(&entries, now, next, number)?;
+        let crl = Crl {
+            pem: pem::encode("X509 CRL", &der),
+            der,
+            this_update: now,
+        };
+        if let Ok(mut m) = self.crls.write() {
+            m.insert(ca.id.clone(), Arc::new(crl));
+        }
+        Ok(())
+    }
+
+    fn check_td(&self, field: &'static str, s: &str) -> Result<SpiffeId> {
+        let id = SpiffeId::new(s).map_err(|e| AuthorityError::SpiffeId(field, e))?;
+        if !id.is_member_of(&self.td) {
+            return Err(AuthorityError::WrongTrustDomain(field, self.td.to_string()));
+        }
+        Ok(id)
+    }
+
+    fn resolve_ttl(&self, requested: Option<u64>, cap: i64) -> Result<i64> {
+        let i = &self.cfg.issuance;
+        let cap = cap.min(i.max_ttl_seconds);
+        match requested {
+            None => Ok(cap),
+            Some(t) => {
+                let t = i64::try_from(t).unwrap_or(i64::MAX);
+                if t < i.min_ttl_seconds || t > cap {
+                    Err(AuthorityError::Invalid {
+                        field: "ttl_seconds",
+                        reason: format!("must be between {} and {cap}", i.min_ttl_seconds),
+                    })
+                } else {
+                    Ok(t)
+                }
+            }
+        }
+    }
+
+    fn verify_csr(&self, csr_text: &str) -> Result<VerifiedCsr> {
+        Ok(csr::verify(
+            csr_text.as_bytes(),
+            self.cfg.limits.max_csr_bytes,
+        )?)
+    }
+
+    /// Signs and durably records a certificate; the core of every issuance path.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue(
+        &self,
+        entry: &api::Entry,
+        spiffe_id: &SpiffeId,
+        csr: &VerifiedCsr,
+        ttl: i64,
+        attestation: serde_json::Value,
+        actor: &Principal,
+        preconditions: Vec<Precondition>,
+        action: &'static str,
+    ) -> Result<IssuedCertificate> {
+        let started = std::time::Instant::now();
+        let canonical = attestation.to_string();
+        let hash = sha256(canonical.as_bytes());
+        let ca = self.signing_ca();
+        let now = now_unix();
+        let leaf = ca.sign_leaf(
+            &LeafSpec {
+                spiffe_id,
+                dns_names: &entry.dns_names,
+                ip_addrs: &[],
+                ttl_seconds: ttl,
+                skew_seconds: self.cfg.issuance.clock_skew_seconds,
+                attestation_hash: Some(hash),
+            },
+            &csr.public_key,
+            now,
+        )?;
+        let hash_hex = hex::encode(hash);
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action,
+            target: leaf.serial.clone(),
+            details: json!({
+                "spiffe_id": spiffe_id.as_str(),
+                "entry_id": entry.id,
+                "not_after": leaf.not_after,
+                "attestation_hash": hash_hex,
+                "key_type": csr.key_type,
+            }),
+        };
+        self.store
+            .record_certificate(
+                crate::store::NewCert {
+                    serial: leaf.serial.clone(),
+                    spiffe_id: spiffe_id.to_string(),
+                    entry_id: entry.id.clone(),
+                    ca_id: ca.id.clone(),
+                    not_before: leaf.not_before,
+                    not_after: leaf.not_after,
+                    requested_by: actor.audit_name(),
+                    attestation: canonical,
+                    attestation_hash: hash_hex.clone(),
+                    der: leaf.der.to_vec(),
+                },
+                preconditions,
+                audit,
+            )
+            .await?;
+        self.metrics.issued.inc(&[if action == "cert.renew" {
+            "renew"
+        } else {
+            "issue"
+        }]);
+        self.metrics
+            .issue_latency
+            .observe(&[action], started.elapsed().as_secs_f64());
+        Ok(IssuedCertificate {
+            serial: leaf.serial,
+            spiffe_id: spiffe_id.to_string(),
+            not_before: api::rfc3339(leaf.not_before),
+            not_after: api::rfc3339(leaf.not_after),
+            certificate: pem::encode("CERTIFICATE", &leaf.der),
+            chain: pem::encode_certs(ca.upstream_chain_if_intermediate()),
+            bundle: self.bundle().pem.clone(),
+            attestation_hash: hash_hex,
+        })
+    }
+
+    fn single_entry(entries: Vec<api::Entry>, spiffe_id: &str) -> Result<api::Entry> {
+        // Several entries may grant one ID (different parents); direct issuance uses the oldest.
+        entries
+            .into_iter()
+            .min_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)))
+            .ok_or_else(|| AuthorityError::NoEntry(spiffe_id.to_owned()))
+    }
+
+    /// Issues for a SPIFFE ID that has an entry (operator path).
+    pub async fn issue_direct(
+        &self,
+        req: &api::IssueRequest,
+        actor: &Principal,
+    ) -> Result<IssuedCertificate> {
+        let id = self.check_td("spiffe_id", &req.spiffe_id)?;
+        let csr = self.verify_csr(&req.csr)?;
+        let entry = Self::single_entry(
+            self.store.list_entries(Some(id.as_str())).await?,
+            id.as_str(),
+        )?;
+        let ttl = self.resolve_ttl(req.ttl_seconds, entry.ttl_seconds as i64)?;
+        let att = json!({
+            "method": "api",
+            "entry_id": entry.id,
+            "spiffe_id": id.as_str(),
+            "requested_by": actor.audit_name(),
+        });
+        let pre = vec![Precondition::EntryExists(entry.id.clone())];
+        self.issue(&entry, &id, &csr, ttl, att, actor, pre, "cert.issue")
+            .await
+    }
+
+    /// Redeems a join token with a CSR.
+    pub async fn redeem(&self, req: &api::RedeemRequest) -> Result<IssuedCertificate> {
+        let (tid, secret) =
+            split_token(&req.token, "tsj_").ok_or(AuthorityError::Token("is malformed"))?;
+        let csr = self.verify_csr(&req.csr)?;
+        let row = match self.store.get_token(tid).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => return Err(AuthorityError::Token("is unknown")),
+            Err(e) => return Err(e.into()),
+        };
+        if !secret_matches(secret, &row.token_hash) {
+            return Err(AuthorityError::Token("is unknown"));
+        }
+        let now = now_unix();
+        if row.used_at.is_some() {
+            return Err(AuthorityError::Token("was already used"));
+        }
+        if row.expires_at <= now {
+            return Err(AuthorityError::Token("has expired"));
+        }
+        let entry = match self.store.get_entry(&row.entry_id).await {
+            Ok(e) => e,
+            Err(StoreError::NotFound) => {
+                return Err(AuthorityError::Token("refers to a deleted entry"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
+        let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
+        let att = json!({
+            "method": "join_token",
+            "token_id": row.id,
+            "entry_id": entry.id,
+            "spiffe_id": id.as_str(),
+            "selectors": entry.selectors,
+        });
+        let actor = Principal::Workload {
+            spiffe_id: id.to_string(),
+            serial: String::new(),
+        };
+        let pre = vec![
+            Precondition::ConsumeToken {
+                id: row.id.clone(),
+                now,
+            },
+            Precondition::EntryExists(entry.id.clone()),
+        ];
+        match self
+            .issue(&entry, &id, &csr, ttl, att, &actor, pre, "cert.redeem")
+            .await
+        {
+            Err(AuthorityError::Conflict(why)) if why.contains("join token") => {
+                Err(AuthorityError::Token("was already used"))
+            }
+            other => other,
+        }
+    }
+
+    /// Renews for a workload authenticated by its current certificate.
+    pub async fn renew(
+        &self,
+        peer_der: &[u8],
+        req: &api::RenewRequest,
+    ) -> Result<IssuedCertificate> {
+        let info = tessera_core::svid::check_leaf(peer_der)
+            .map_err(|e| AuthorityError::Renewal(format!("client certificate: {e}")))?;
+        let csr = self.verify_csr(&req.csr)?;
+        let row = match self.store.get_cert(&info.serial).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => {
+                return Err(AuthorityError::Renewal(
+                    "certificate is not in the ledger".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = now_unix();
+        if row.revoked_at.is_some() {
+            return Err(AuthorityError::Renewal("certificate is revoked".into()));
+        }
+        if row.not_after <= now {
+            return Err(AuthorityError::Renewal("certificate has expired".into()));
+        }
+        if row.entry_id.is_empty() {
+            return Err(AuthorityError::Renewal(
+                "operator certificates are not renewed here".into(),
+            ));
+        }
+        let entry = match self.store.get_entry(&row.entry_id).await {
+            Ok(e) => e,
+            Err(StoreError::NotFound) => {
+                return Err(AuthorityError::Renewal(
+                    "registration entry was deleted".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if entry.spiffe_id != row.spiffe_id {
+            return Err(AuthorityError::Renewal(
+                "registration entry now grants another SPIFFE ID".into(),
+            ));
+        }
+        let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
+        let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
+        let att = json!({
+            "method": "renewal",
+            "previous_serial": row.serial,
+            "previous_attestation_hash": row.attestation_hash,
+            "entry_id": entry.id,
+            "spiffe_id": id.as_str(),
+        });
+        let actor = Principal::Workload {
+            spiffe_id: id.to_string(),
+            serial: row.serial.clone(),
+        };
+        let pre = vec![
+            Precondition::NotRevoked(row.serial.clone()),
+            Precondition::EntryExists(entry.id.clone()),
+        ];
+        self.issue(&entry, &id, &csr, ttl, att, &actor, pre, "cert.renew")
+            .await
+    }
+
+    /// Revokes by exactly one selector; regenerates the CRL and wakes the feed.
+    pub async fn revoke(
+        &self,
+        req: &api::RevokeRequest,
+        actor: &Principal,
+    ) -> Result<api::RevokeResponse> {
+        let given = [
+            req.serial.is_some(),
+            req.spiffe_id.is_some(),
+            req.entry_id.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            return Err(AuthorityError::Invalid {
+                field: "serial|spiffe_id|entry_id",
+                reason: "give exactly one".into(),
+            });
+        }
+        if let Some(s) = &req.serial
+            && (s.is_empty() || s.len() > 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(AuthorityError::Invalid {
+                field: "serial",
+                reason: "must be hex, at most 20 octets".into(),
+            });
+        }
+        if let Some(s) = &req.spiffe_id {
+            self.check_td("spiffe_id", s)?;
+        }
+        let serial = req.serial.as_ref().map(|s| s.to_ascii_lowercase());
+        if let Some(s) = &serial {
+            match self.store.get_cert(s).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound) => return Err(AuthorityError::NotFound("certificate")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(e) = &req.entry_id {
+            match self.store.get_entry(e).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound) => return Err(AuthorityError::NotFound("entry")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (revoked, version) = self
+            .store
+            .revoke(
+                serial,
+                req.spiffe_id.clone(),
+                req.entry_id.clone(),
+                req.reason.code(),
+                now_unix(),
+                &actor.audit_name(),
+            )
+            .await?;
+        self.metrics
+            .revoked
+            .add(&[req.reason.as_str()], revoked.len() as u64);
+        if !revoked.is_empty() {
+            self.refresh_crls().await?;
+            self.rev_version.send_if_modified(|cur| {
+                if version > *cur {
+                    *cur = version;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        let version = if revoked.is_empty() {
+            *self.rev_version.borrow()
+        } else {
+            version
+        };
+        Ok(api::RevokeResponse { revoked, version })
+    }
+
+    fn validate_entry(&self, req: &api::EntryRequest) -> Result<SpiffeId> {
+        let id = self.check_td("spiffe_id", &req.spiffe_id)?;
+        if req.selectors.is_empty() {
+            return Err(AuthorityError::Invalid {
+                field: "selectors",
+                reason: "at least one selector is required".into(),
+            });
+        }
+        if req.selectors.len() > 64 {
+            return Err(AuthorityError::Invalid {
+                field: "selectors",
+                reason: "at most 64".into(),
+            });
+        }
+        for s in &req.selectors {
+            let ok = s.len() <= 512
+                && s.split_once(':').is_some_and(|(t, v)| {
+                    !t.is_empty()
+                        && !v.is_empty()
+                        && t.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                        })
+                })
+                && !s.chars().any(char::is_control);
+            if !ok {
+                return Err(AuthorityError::Invalid {
+                    field: "selectors",
+                    reason: format!("{s:?} is not type:value (lowercase type, non-empty value)"),
+                });
+            }
+        }
+        if let Some(p) = &req.parent_id {
+            SpiffeId::new(p).map_err(|e| AuthorityError::SpiffeId("parent_id", e))?;
+        }
+        if let Some(t) = req.ttl_seconds {
+            let i = &self.cfg.issuance;
+            if (t as i64) < i.min_ttl_seconds || (t as i64) > i.max_ttl_seconds {
+                return Err(AuthorityError::Invalid {
+                    field: "ttl_seconds",
+                    reason: format!(
+                        "must be between {} and {}",
+                        i.min_ttl_seconds, i.max_ttl_seconds
+                    ),
+                });
+            }
+        }
+        if req.dns_names.len() > 32 {
+            return Err(AuthorityError::Invalid {
+                field: "dns_names",
+                reason: "at most 32".into(),
+            });
+        }
+        for d in &req.dns_names {
+            if rustls::pki_types::DnsName::try_from(d.as_str()).is_err() || d.len() > 253 {
+                return Err(AuthorityError::Invalid {
+                    field: "dns_names",
+                    reason: format!("{d:?} is not a DNS name"),
+                });
+            }
+        }
+        if req.note.as_ref().is_some_and(|n| n.len() > 1024) {
+            return Err(AuthorityError::Invalid {
+                field: "note",
+                reason: "at most 1024 bytes".into(),
+            });
+        }
+        Ok(id)
+    }
+
+    fn entry_from(
+        &self,
+        id: String,
+        req: &api::EntryRequest,
+        created_at: String,
+        now: i64,
+    ) -> api::Entry {
+        let mut selectors = req.selectors.clone();
+        selectors.sort();
+        selectors.dedup();
+        api::Entry {
+            id,
+            spiffe_id: req.spiffe_id.clone(),
+            selectors,
+            parent_id: req.parent_id.clone(),
+            ttl_seconds: req
+                .ttl_seconds
+                .unwrap_or(self.cfg.issuance.default_ttl_seconds as u64),
+            dns_names: req.dns_names.clone(),
+            note: req.note.clone(),
+            created_at,
+            updated_at: api::rfc3339(now),
+        }
+    }
+
+    /// Creates a registration entry.
+    pub async fn create_entry(
+        &self,
+        req: &api::EntryRequest,
+        actor: &Principal,
+    ) -> Result<api::Entry> {
+        self.validate_entry(req)?;
+        let now = now_unix();
+        let e = self.entry_from(ca::random_id(), req, api::rfc3339(now), now);
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "entry.create",
+            target: e.id.clone(),
+            details: serde_json::to_value(&e).unwrap_or_default(),
+        };
+        self.store.create_entry(&e, audit).await?;
+        Ok(e)
+    }
+
+    /// Replaces a registration entry's fields.
+    pub async fn update_entry(
+        &self,
+        id: &str,
+        req: &api::EntryRequest,
+        actor: &Principal,
+    ) -> Result<api::Entry> {
+        self.validate_entry(req)?;
+        let old = self.get_entry(id).await?;
+        let e = self.entry_from(old.id.clone(), req, old.created_at.clone(), now_unix());
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "entry.update",
+            target: e.id.clone(),
+            details: json!({"before": old, "after": e}),
+        };
+        self.store.update_entry(&e, audit).await?;
+        Ok(e)
+    }
+
+    /// Deletes a registration entry (renewals under it stop at once).
+    pub async fn delete_entry(&self, id: &str, actor: &Principal) -> Result<()> {
+        let old = self.get_entry(id).await?;
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "entry.delete",
+            target: id.to_owned(),
+            details: serde_json::to_value(&old).unwrap_or_default(),
+        };
+        self.store
+            .delete_entry(id, audit)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => AuthorityError::NotFound("entry"),
+                e => e.into(),
+            })
+    }
+
+    /// Reads one entry.
+    pub async fn get_entry(&self, id: &str) -> Result<api::Entry> {
+        self.store.get_entry(id).await.map_err(|e| match e {
+            StoreError::NotFound => AuthorityError::NotFound("entry"),
+            e => e.into(),
+        })
+    }
+
+    /// Creates a join token for an entry (by ID, or the entry of a SPIFFE ID).
+    pub async fn create_token(
+        &self,
+        req: &api::TokenCreateRequest,
+        actor: &Principal,
+    ) -> Result<api::TokenCreated> {
+        let entry = match (&req.entry_id, &req.spiffe_id) {
+            (Some(id), None) => self.get_entry(id).await?,
+            (None, Some(sid)) => {
+                let id = self.check_td("spiffe_id", sid)?;
+                Self::single_entry(self.store.list_entries(Some(id.as_str())).await?, sid)?
+            }
+            _ => {
+                return Err(AuthorityError::Invalid {
+                    field: "entry_id|spiffe_id",
+                    reason: "give exactly one".into(),
+                });
+            }
+        };
+        let ttl = req
+            .ttl_seconds
+            .unwrap_or(self.cfg.issuance.join_token_ttl_seconds as u64);
+        if !(30..=7 * 86400).contains(&ttl) {
+            return Err(AuthorityError::Invalid {
+                field: "ttl_seconds",
+                reason: "between 30 and 604800".into(),
+            });
+        }
+        let now = now_unix();
+        let id = ca::random_id();
+        let secret = random_secret();
+        let row = TokenRow {
+            id: id.clone(),
+            token_hash: sha256_hex(secret.as_bytes()),
+            entry_id: entry.id.clone(),
+            expires_at: now + ttl as i64,
+            used_at: None,
+            created_at: now,
+        };
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "token.create",
+            target: id.clone(),
+            details: json!({"entry_id": entry.id, "spiffe_id": entry.spiffe_id, "expires_at": row.expires_at}),
+        };
+        self.store
+            .create_token(&row, &actor.audit_name(), audit)
+            .await?;
+        Ok(api::TokenCreated {
+            token: format!("tsj_{id}.{secret}"),
+            id,
+            entry_id: entry.id,
+            expires_at: api::rfc3339(row.expires_at),
+        })
+    }
+
+    /// Deletes a join token.
+    pub async fn delete_token(&self, id: &str, actor: &Principal) -> Result<()> {
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "token.delete",
+            target: id.to_owned(),
+            details: json!({}),
+        };
+        self.store
+            .delete_token(id, audit)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => AuthorityError::NotFound("token"),
+                e => e.into(),
+            })
+    }
+
+    /// Creates a scoped API token.
+    pub async fn create_api_token(
+        &self,
+        req: &api::ApiTokenCreateRequest,
+        actor: &Principal,
+    ) -> Result<api::ApiTokenCreated> {
+        if req.name.is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control) {
+            return Err(AuthorityError::Invalid {
+                field: "name",
+                reason: "1 to 128 printable characters".into(),
+            });
+        }
+        let ttl = req.ttl_seconds.unwrap_or(30 * 86400);
+        if !(60..=366 * 86400).contains(&ttl) {
+            return Err(AuthorityError::Invalid {
+                field: "ttl_seconds",
+                reason: "between 60 and 31622400".into(),
+            });
+        }
+        let id = ca::random_id();
+        let secret = random_secret();
+        let expires_at = now_unix() + ttl as i64;
+        let row = CredentialRow {
+            id: id.clone(),
+            kind: "token".into(),
+            name: req.name.clone(),
+            role: req.role,
+            spiffe_id: None,
+            token_hash: Some(sha256_hex(secret.as_bytes())),
+            expires_at,
+            disabled: false,
+        };
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "credential.create",
+            target: id.clone(),
+            details: json!({"kind": "token", "name": req.name, "role": req.role.as_str(), "expires_at": expires_at}),
+        };
+        self.store.insert_credential(&row, audit).await?;
+        Ok(api::ApiTokenCreated {
+            token: format!("tsa_{id}.{secret}"),
+            id,
+            role: req.role,
+            expires_at: api::rfc3339(expires_at),
+        })
+    }
+
+    /// Disables an API credential.
+    pub async fn disable_credential(&self, id: &str, actor: &Principal) -> Result<()> {
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "credential.disable",
+            target: id.to_owned(),
+            details: json!({}),
+        };
+        self.store
+            .disable_credential(id, audit)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => AuthorityError::NotFound("credential"),
+                e => e.into(),
+            })
+    }
+
+    /// Resolves a bearer token to a principal, or None if it is not valid now.
+    pub async fn principal_from_token(&self, token: &str) -> Result<Option<Principal>> {
+        let Some((id, secret)) = split_token(token, "tsa_") else {
+            return Ok(None);
+        };
+        let Some(c) = self.store.credential(id).await? else {
+            return Ok(None);
+        };
+        let hash = c.token_hash.as_deref().unwrap_or("");
+        if c.kind != "token"
+            || !secret_matches(secret, hash)
+            || c.disabled
+            || c.expires_at <= now_unix()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Principal::Credential {
+            id: c.id,
+            name: c.name,
+            role: c.role,
+        }))
+    }
+
+    /// Resolves a verified client certificate to a principal, or None if it is
+    /// unknown to the ledger, revoked, or a disabled credential.
+    pub async fn principal_from_cert(&self, der: &[u8]) -> Result<Option<Principal>> {
+        let Ok(info) = tessera_core::svid::check_leaf(der) else {
+            return Ok(None);
+        };
+        let row = match self.store.get_cert(&info.serial).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if row.revoked_at.is_some() || row.not_after <= now_unix() {
+            return Ok(None);
+        }
+        if row.entry_id.is_empty() {
+            let Some(c) = self
+                .store
+                .credential_by_spiffe_id(info.spiffe_id.as_str())
+                .await?
+            else {
+                return Ok(None);
+            };
+            if c.disabled || c.expires_at <= now_unix() {
+                return Ok(None);
+            }
+            return Ok(Some(Principal::Credential {
+                id: c.id,
+                name: c.name,
+                role: c.role,
+            }));
+        }
+        Ok(Some(Principal::Workload {
+            spiffe_id: row.spiffe_id,
+            serial: row.serial,
+        }))
+    }
+
+    /// Issues an operator client certificate (admin or another role) with a key
+    /// generated here, for `tessera-ca init`. Returns (key PEM, cert PEM).
+    pub async fn issue_operator_cert(&self, name: &str, role: Role) -> Result<(String, String)> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(AuthorityError::Invalid {
+                field: "name",
+                reason: "letters, digits, '-' and '_'".into(),
+            });
+        }
+        let id = self
+            .td
+            .workload_id(&format!("/tessera/operator/{name}"))
+            .map_err(|e| AuthorityError::SpiffeId("name", e))?;
+        let key = KeyAlgorithm::EcdsaP256.generate()?;
+        let ca = self.signing_ca();
+        let now = now_unix();
+        let ttl = self.cfg.admin.cert_ttl_seconds;
+        let leaf = ca.sign_leaf(
+            &LeafSpec {
+                spiffe_id: &id,
+                dns_names: &[],
+                ip_addrs: &[],
+                ttl_seconds: ttl,
+                skew_seconds: self.cfg.issuance.clock_skew_seconds,
+                attestation_hash: None,
+            },
+            &key,
+            now,
+        )?;
+        if self
+            .store
+            .credential_by_spiffe_id(id.as_str())
+            .await?
+            .is_none()
+        {
+            let row = CredentialRow {
+                id: ca::random_id(),
+                kind: "certificate".into(),
+                name: name.to_owned(),
+                role,
+                spiffe_id: Some(id.to_string()),
+                token_hash: None,
+                expires_at: i64::MAX / 2,
+                disabled: false,
+            };
+            let audit = AuditEntry {
+                actor: "system".into(),
+                action: "credential.create",
+                target: row.id.clone(),
+                details: json!({"kind": "certificate", "name": name, "role": role.as_str(), "spiffe_id": id.as_str()}),
+            };
+            self.store.insert_credential(&row, audit).await?;
+        }
+        let att = json!({"method": "operator_init", "name": name, "role": role.as_str()});
+        let canonical = att.to_string();
+        let audit = AuditEntry {
+            actor: "system".into(),
+            action: "cert.issue_operator",
+            target: leaf.serial.clone(),
+            details: json!({"spiffe_id": id.as_str(), "role": role.as_str(), "not_after": leaf.not_after}),
+        };
+        self.store
+            .record_certificate(
+                crate::store::NewCert {
+                    serial: leaf.serial.clone(),
+                    spiffe_id: id.to_string(),
+                    entry_id: String::new(),
+                    ca_id: ca.id.clone(),
+                    not_before: leaf.not_before,
+                    not_after: leaf.not_after,
+                    requested_by: "system".into(),
+                    attestation_hash: sha256_hex(canonical.as_bytes()),
+                    attestation: canonical,
+                    der: leaf.der.to_vec(),
+                },
+                vec![],
+                audit,
+            )
+            .await?;
+        Ok((key.serialize_pem(), pem::encode("CERTIFICATE", &leaf.der)))
+    }
+
+    /// Issues the API server's own certificate: key made here, never stored.
+    pub fn server_certified_key(&self) -> Result<rustls::sign::CertifiedKey> {
+        let id = self
+            .td
+            .workload_id("/tessera/ca-server")
+            .map_err(|e| AuthorityError::SpiffeId("trust_domain", e))?;
+        let key = KeyAlgorithm::EcdsaP256.generate()?;
+        let ca = self.signing_ca();
+        let leaf = ca.sign_leaf(
+            &LeafSpec {
+                spiffe_id: &id,
+                dns_names: &self.cfg.server_dns_names,
+                ip_addrs: &self.cfg.server_ips,
+                ttl_seconds: self.cfg.issuance.max_ttl_seconds,
+                skew_seconds: self.cfg.issuance.clock_skew_seconds,
+                attestation_hash: None,
+            },
+            &key,
+            now_unix(),
+        )?;
+        let mut chain = vec![leaf.der];
+        chain.extend(
+            ca.upstream_chain_if_intermediate()
+                .map(|c| CertificateDer::from(c.to_vec())),
+        );
+        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        tessera_core::tls::certified_key(chain, key_der).map_err(|e| AuthorityError::Invalid {
+            field: "server certificate",
+            reason: e.to_string(),
+        })
+    }
+
+    /// CA status for the API.
+    pub async fn status(&self) -> Result<api::CaStatus> {
+        let cas = self.store.list_cas().await?;
+        Ok(api::CaStatus {
+            trust_domain: self.td.to_string(),
+            cas: cas
+                .iter()
+                .map(|c| api::CaInfo {
+                    id: c.id.clone(),
+                    state: c.state.clone(),
+                    key_algorithm: c.key_algorithm.clone(),
+                    subject: c
+                        .cert_pem
+                        .as_deref()
+                        .and_then(|p| pem::certs(p.as_bytes()).ok())
+                        .and_then(|v| v.into_iter().next())
+                        .and_then(|d| {
+                            tessera_core::svid::parse(&d)
+                                .ok()
+                                .map(|x| x.subject().to_string())
+                        })
+                        .unwrap_or_default(),
+                    not_before: api::rfc3339(c.not_before),
+                    not_after: api::rfc3339(c.not_after),
+                    kind: c.kind.clone(),
+                })
+                .collect(),
+            revocation_version: *self.rev_version.borrow(),
+            storage: self.store.backend().as_str().into(),
+        })
+    }
+
+    /// Lists certificates.
+    pub async fn list_certs(&self, f: &CertFilter) -> Result<Vec<api::CertificateRecord>> {
+        Ok(self
+            .store
+            .list_certs(f, now_unix())
+            .await?
+            .iter()
+            .map(|r| r.to_api(false))
+            .collect())
+    }
+}
+
+/// Creates a directory readable only by its owner (0700), or tightens an existing one.
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens a CA row's sealed key and loads it for signing.
+fn open_ca(kek: &Kek, row: &CaRow) -> Result<SigningCa> {
+    let cert_pem = row
+        .cert_pem
+        .as_deref()
+        .ok_or(AuthorityError::NotFound("CA certificate"))?;
+    let mut certs = pem::certs(cert_pem.as_bytes()).map_err(|e| AuthorityError::Invalid {
+        field: "ca certificate",
+        reason: e.to_string(),
+    })?;
+    let cert = certs.remove(0);
+    let chain = if row.upstream_chain_pem.is_empty() {
+        vec![]
+    } else {
+        pem::certs(row.upstream_chain_pem.as_bytes()).map_err(|e| AuthorityError::Invalid {
+            field: "ca chain",
+            reason: e.to_string(),
+        })?
+    };
+    let key = kek.open(&row.id, &row.key_sealed)?;
+    Ok(SigningCa::load(&row.id, cert, chain, &key)?)
+}
+
+/// Builds the trust bundle: self-signed CAs that are not retired, plus the
+/// upstream anchors of intermediates.
+fn build_bundle(cas: &[CaRow]) -> Result<Bundle> {
+    let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
+    for c in cas
+        .iter()
+        .filter(|c| c.state != "retired" && c.state != "pending")
+    {
+        let source = if c.kind == "root" {
+            c.cert_pem.clone().unwrap_or_default()
+        } else {
+            c.bundle_pem.clone()
+        };
+        if let Ok(certs) = pem::certs(source.as_bytes()) {
+            for cert in certs {
+                if !anchors.contains(&cert) {
+                    anchors.push(cert);
+                }
+            }
+        }
+    }
+    if anchors.is_empty() {
+        return Err(AuthorityError::NotFound("trust anchor"));
+    }
+    let pem = pem::encode_certs(anchors.iter().map(|c| c.as_ref()));
+    let sequence =
+        i64::from_be_bytes(sha256(pem.as_bytes())[..8].try_into().unwrap_or([0; 8])) & i64::MAX;
+    let jwks = crate::jwks::spiffe_bundle(&anchors, sequence);
+    Ok(Bundle {
+        anchors,
+        pem,
+        jwks,
+        sequence,
+    })
+}

@@ -1,0 +1,368 @@
+//! Server configuration: a TOML file (see `config/ca-server.toml`), overridden by
+//! environment variables `TESSERA__SECTION__KEY` and `--set section.key=value` flags.
+//! Unknown options are errors that name the option.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The trust domain served, such as `example.org`.
+    pub trust_domain: String,
+    /// Directory for the SQLite database, the KEK file and admin credentials.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; empty means `sqlite://<data_dir>/tessera.db`.
+    pub database_url: String,
+    /// Most database connections.
+    pub database_max_connections: u32,
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// DNS names in the API server certificate.
+    pub server_dns_names: Vec<String>,
+    /// IP addresses in the API server certificate.
+    pub server_ips: Vec<IpAddr>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// CA options.
+    pub ca: CaConfig,
+    /// Issuance policy.
+    pub issuance: IssuanceConfig,
+    /// Input and connection limits.
+    pub limits: LimitsConfig,
+    /// CRL options.
+    pub crl: CrlConfig,
+    /// Pruning of expired history.
+    pub retention: RetentionConfig,
+    /// Admin credentials created at init.
+    pub admin: AdminConfig,
+}
+
+/// CA options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// `ecdsa-p256`, `ecdsa-p384` or `ed25519`.
+    pub key_algorithm: String,
+    /// Lifetime of a self-created root, seconds.
+    pub ttl_seconds: i64,
+    /// KEK file (hex); empty means `<data_dir>/kek`, created 0600 if absent.
+    /// The environment variable `TESSERA_KEK` takes precedence.
+    pub kek_file: String,
+    /// Import this CA certificate (PEM) at first start instead of creating a root.
+    pub import_cert: String,
+    /// The key (PEM) for `import_cert`.
+    pub import_key: String,
+    /// Trust anchors (PEM) above an imported intermediate.
+    pub import_bundle: String,
+}
+
+/// Issuance policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceConfig {
+    /// Default leaf lifetime, seconds.
+    pub default_ttl_seconds: i64,
+    /// Shortest lifetime an entry or request may ask for.
+    pub min_ttl_seconds: i64,
+    /// Longest lifetime an entry or request may ask for.
+    pub max_ttl_seconds: i64,
+    /// notBefore back-dating for clock skew, seconds.
+    pub clock_skew_seconds: i64,
+    /// Default join-token lifetime, seconds.
+    pub join_token_ttl_seconds: i64,
+}
+
+/// Limits on every input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest CSR, bytes.
+    pub max_csr_bytes: usize,
+    /// TLS handshake deadline, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Whole-request deadline, milliseconds (long-polls are capped below it).
+    pub request_timeout_ms: u64,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Longest revocation-feed long-poll, seconds.
+    pub max_wait_seconds: u64,
+}
+
+/// CRL options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrlConfig {
+    /// Regenerate at least this often, seconds (also on every revocation).
+    pub interval_seconds: i64,
+}
+
+/// Pruning options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep expired certificates and used tokens this long, seconds.
+    pub keep_expired_seconds: i64,
+    /// Run the pruner this often, seconds.
+    pub prune_interval_seconds: u64,
+    /// Rows deleted per table per run.
+    pub prune_batch: i64,
+}
+
+/// Admin-credential options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Lifetime of admin client certificates, seconds.
+    pub cert_ttl_seconds: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            trust_domain: "example.org".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: String::new(),
+            database_max_connections: 8,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            server_dns_names: vec!["localhost".into()],
+            server_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            log_format: "text".into(),
+            ca: CaConfig::default(),
+            issuance: IssuanceConfig::default(),
+            limits: LimitsConfig::default(),
+            crl: CrlConfig::default(),
+            retention: RetentionConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            key_algorithm: "ecdsa-p256".into(),
+            ttl_seconds: 365 * 86400,
+            kek_file: String::new(),
+            import_cert: String::new(),
+            import_key: String::new(),
+            import_bundle: String::new(),
+        }
+    }
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_seconds: 3600,
+            min_ttl_seconds: 60,
+            max_ttl_seconds: 86400,
+            clock_skew_seconds: 30,
+            join_token_ttl_seconds: 600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_csr_bytes: 16 * 1024,
+            handshake_timeout_ms: 10_000,
+            request_timeout_ms: 90_000,
+            max_connections: 1024,
+            max_headers: 64,
+            max_wait_seconds: 60,
+        }
+    }
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 300,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            keep_expired_seconds: 86400,
+            prune_interval_seconds: 60,
+            prune_batch: 1000,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            cert_ttl_seconds: 90 * 86400,
+        }
+    }
+}
+
+/// A configuration error, naming the option at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the file (if any), applies environment and `--set` overrides, validates.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut doc: toml::Table = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("TESSERA__")
+                    .map(|rest| (rest.to_ascii_lowercase().replace("__", "."), v))
+            })
+            .collect();
+        for s in sets {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| ConfigError(format!("--set {s:?}: expected section.key=value")))?;
+            overrides.push((k.trim().to_owned(), v.to_owned()));
+        }
+        for (key, value) in overrides {
+            set_path(&mut doc, &key, &value)?;
+        }
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        tessera_core::TrustDomain::new(&self.trust_domain)
+            .map_err(|e| ConfigError(format!("trust_domain: {e}")))?;
+        if crate::ca::KeyAlgorithm::parse(&self.ca.key_algorithm).is_none() {
+            return Err(ConfigError(
+                "ca.key_algorithm: must be ecdsa-p256, ecdsa-p384 or ed25519".into(),
+            ));
+        }
+        let i = &self.issuance;
+        if i.min_ttl_seconds < 60 {
+            return Err(ConfigError("issuance.min_ttl_seconds: at least 60".into()));
+        }
+        if i.max_ttl_seconds < i.min_ttl_seconds {
+            return Err(ConfigError(
+                "issuance.max_ttl_seconds: below min_ttl_seconds".into(),
+            ));
+        }
+        if i.default_ttl_seconds < i.min_ttl_seconds || i.default_ttl_seconds > i.max_ttl_seconds {
+            return Err(ConfigError(
+                "issuance.default_ttl_seconds: outside min_ttl_seconds..max_ttl_seconds".into(),
+            ));
+        }
+        if !(0..=600).contains(&i.clock_skew_seconds) {
+            return Err(ConfigError("issuance.clock_skew_seconds: 0 to 600".into()));
+        }
+        if self.ca.ttl_seconds <= i.max_ttl_seconds {
+            return Err(ConfigError(
+                "ca.ttl_seconds: must exceed issuance.max_ttl_seconds".into(),
+            ));
+        }
+        if self.limits.max_body_bytes < 1024 || self.limits.max_csr_bytes < 256 {
+            return Err(ConfigError(
+                "limits.max_body_bytes / max_csr_bytes: too small".into(),
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError("limits.max_connections: at least 1".into()));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError("log_format: text or json".into()));
+        }
+        if self.ca.import_cert.is_empty() != self.ca.import_key.is_empty() {
+            return Err(ConfigError(
+                "ca.import_cert and ca.import_key go together".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}/tessera.db?mode=rwc", self.data_dir.display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table, typing the value like TOML would
+/// (integers, booleans and arrays parse; anything else is a string).
+fn set_path(doc: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ConfigError(format!("{key}: empty option name")))?;
+    let mut table = doc;
+    for p in parts {
+        table = table
+            .entry(p.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError(format!("{key}: {p} is not a section")))?;
+    }
+    table.insert(last.to_owned(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_errors_name_the_option() {
+        let cfg = Config::load(
+            None,
+            vec![(
+                "TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS".into(),
+                "120".into(),
+            )],
+            &["trust_domain=prod.example".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.issuance.default_ttl_seconds, 120);
+        assert_eq!(cfg.trust_domain, "prod.example");
+        let e = Config::load(None, vec![], &["issuance.bogus=1".into()]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        let e = Config::load(None, vec![], &["trust_domain=Bad.Domain".into()]).unwrap_err();
+        assert!(e.0.contains("trust_domain"), "{e}");
+        let e = Config::load(None, vec![], &["issuance.min_ttl_seconds=5".into()]).unwrap_err();
+        assert!(e.0.contains("min_ttl_seconds"), "{e}");
+    }
+
+    #[test]
+    fn shipped_example_config_loads() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml");
+        Config::load(Some(&p), vec![], &[]).unwrap();
+    }
+}

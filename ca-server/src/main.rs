@@ -1,0 +1,201 @@
+//! `tessera-ca`: the Tessera CA server.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tessera_ca::authority::Authority;
+use tessera_ca::config::Config;
+use tessera_ca::keystore::write_private_file;
+use tessera_core::api::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-ca",
+    version,
+    about = "Tessera CA server: SPIFFE X.509-SVIDs for containers"
+)]
+struct Cli {
+    /// Configuration file (TOML); see config/ca-server.toml.
+    #[arg(long, short, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any option: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Data directory (SQLite database, KEK file, admin credentials).
+    #[arg(long, env = "TESSERA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTPS listen address.
+    #[arg(long, env = "TESSERA_LISTEN")]
+    listen: Option<String>,
+    /// Database URL (sqlite://... or postgres://...).
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Trust domain.
+    #[arg(long, env = "TESSERA_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "TESSERA_LOG_FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Create the CA and the admin credentials, then exit.
+    Init,
+    /// Issue an operator client certificate with a role into a directory.
+    OperatorCert {
+        /// Credential name.
+        #[arg(long)]
+        name: String,
+        /// Role: admin, registrar, issuer or auditor.
+        #[arg(long)]
+        role: String,
+        /// Output directory (key.pem 0600, cert.pem, bundle.pem).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut sets = cli.sets.clone();
+    if let Some(d) = &cli.data_dir {
+        sets.push(format!("data_dir={}", toml_str(&d.display().to_string())));
+    }
+    if let Some(v) = &cli.listen {
+        sets.push(format!("listen={}", toml_str(v)));
+    }
+    if let Some(v) = &cli.database_url {
+        sets.push(format!("database_url={}", toml_str(v)));
+    }
+    if let Some(v) = &cli.trust_domain {
+        sets.push(format!("trust_domain={}", toml_str(v)));
+    }
+    if let Some(v) = &cli.log_format {
+        sets.push(format!("log_format={}", toml_str(v)));
+    }
+    Ok(Config::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        &sets,
+    )?)
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Writes an operator credential set into `dir`: key.pem (0600), cert.pem, bundle.pem.
+async fn write_operator_creds(auth: &Authority, dir: &Path, name: &str, role: Role) -> Result<()> {
+    tessera_ca::authority::create_private_dir(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let (key, cert) = auth.issue_operator_cert(name, role).await?;
+    write_private_file(&dir.join("key.pem"), key.as_bytes())?;
+    std::fs::write(dir.join("cert.pem"), cert)?;
+    std::fs::write(dir.join("bundle.pem"), &auth.bundle().pem)?;
+    Ok(())
+}
+
+/// On first start, creates the admin credentials where the CLI looks for them.
+async fn ensure_admin(auth: &Authority, cfg: &Config, server_url: &str) -> Result<PathBuf> {
+    let dir = cfg.data_dir.join("admin");
+    if !dir.join("cert.pem").exists() {
+        write_operator_creds(auth, &dir, "admin", Role::Admin).await?;
+        tracing::info!(dir = %dir.display(), "created admin credentials");
+    }
+    std::fs::write(dir.join("bundle.pem"), &auth.bundle().pem)?;
+    std::fs::write(
+        dir.join("cli.toml"),
+        format!(
+            "# Written by tessera-ca; read by the tessera CLI.\nserver = {}\n",
+            toml_str(server_url)
+        ),
+    )?;
+    Ok(dir)
+}
+
+fn server_url(cfg: &Config, addr: std::net::SocketAddr) -> String {
+    let host = cfg
+        .server_dns_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| addr.ip().to_string());
+    format!("https://{host}:{}", addr.port())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let cfg = load_config(&cli)?;
+    init_logging(&cfg.log_format);
+    let auth = Authority::start(cfg.clone())
+        .await
+        .context("starting the CA")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Init => {
+            let dir = ensure_admin(&auth, &cfg, &server_url(&cfg, cfg.listen)).await?;
+            println!(
+                "CA ready for {}; admin credentials in {}",
+                cfg.trust_domain,
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::OperatorCert {
+            name,
+            role,
+            out_dir,
+        } => {
+            let role = Role::parse(&role).context("--role: admin, registrar, issuer or auditor")?;
+            write_operator_creds(&auth, &out_dir, &name, role).await?;
+            println!(
+                "wrote {} credentials to {}",
+                role.as_str(),
+                out_dir.display()
+            );
+            Ok(())
+        }
+        Command::Run => run(auth, cfg).await,
+    }
+}
+
+async fn run(auth: Arc<Authority>, cfg: Config) -> Result<()> {
+    let running = tessera_ca::server::start(auth.clone(), cfg.listen)
+        .await
+        .with_context(|| format!("listen: binding {}", cfg.listen))?;
+    let url = server_url(&cfg, running.addr);
+    let dir = ensure_admin(&auth, &cfg, &url).await?;
+    tracing::info!(addr = %running.addr, trust_domain = %cfg.trust_domain, storage = auth.store.backend().as_str(), "tessera-ca listening");
+    // One stable line on stdout, for scripts and tests that bind port 0.
+    println!(
+        "tessera-ca listening on {} (admin credentials in {})",
+        running.addr,
+        dir.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.shutdown(std::time::Duration::from_secs(10)).await;
+    Ok(())
+}

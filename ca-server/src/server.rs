@@ -1,0 +1,274 @@
+//! The HTTPS server: TLS accept with a handshake deadline and a connection cap,
+//! HTTP/1.1 and HTTP/2 via hyper-util, the client certificate passed to the
+//! router as [`PeerCert`], a whole-request deadline, graceful shutdown, and the
+//! background tasks (CRL refresh, cross-replica revocation polling, pruning,
+//! rotation of the server's own certificate).
+
+use crate::api::{self, ApiError, PeerCert};
+use crate::authority::Authority;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Serves the current server certificate; swapped on rotation without a restart.
+#[derive(Debug)]
+pub struct RotatingCert(RwLock<Arc<CertifiedKey>>);
+
+impl RotatingCert {
+    /// Starts with `key`.
+    pub fn new(key: CertifiedKey) -> Self {
+        Self(RwLock::new(Arc::new(key)))
+    }
+
+    /// Replaces the certificate for new handshakes.
+    pub fn set(&self, key: CertifiedKey) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Arc::new(key);
+        }
+    }
+}
+
+impl ResolvesServerCert for RotatingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|g| g.clone())
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets open requests finish (up to `drain`), then returns.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(drain, self.task).await;
+    }
+}
+
+/// Binds and serves the API; returns once listening.
+pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let cert = Arc::new(RotatingCert::new(
+        auth.server_certified_key().map_err(std::io::Error::other)?,
+    ));
+    let tls =
+        tessera_core::tls::server_config_optional_client_auth(&auth.bundle().anchors, cert.clone())
+            .map_err(std::io::Error::other)?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    spawn_background(auth.clone(), cert, shutdown_rx.clone());
+    let router = api::router(auth.clone());
+    let task = tokio::spawn(accept_loop(auth, listener, acceptor, router, shutdown_rx));
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+async fn accept_loop(
+    auth: Arc<Authority>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = auth.cfg.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            auth.metrics.refused.inc(&["connection_limit"]);
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (auth, acceptor, router, mut shutdown) = (
+            auth.clone(),
+            acceptor.clone(),
+            router.clone(),
+            shutdown.clone(),
+        );
+        let limits = limits.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let hs = Duration::from_millis(limits.handshake_timeout_ms);
+            let tls = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    auth.metrics.refused.inc(&["tls_error"]);
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    auth.metrics.refused.inc(&["handshake_timeout"]);
+                    return;
+                }
+            };
+            let peer = PeerCert(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.clone().into_owned())),
+            );
+            let req_timeout = Duration::from_millis(limits.request_timeout_ms);
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                let router = router.clone();
+                async move {
+                    let resp =
+                        match tokio::time::timeout(req_timeout, router.oneshot(req.map(Body::new)))
+                            .await
+                        {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(infallible)) => match infallible {},
+                            Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "timeout",
+                                "request took too long",
+                            )),
+                        };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(hs)
+                .max_headers(limits.max_headers);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(64 * 1024)
+                .max_concurrent_streams(64);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+fn spawn_background(
+    auth: Arc<Authority>,
+    cert: Arc<RotatingCert>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let every = |secs: u64| {
+        let mut i = tokio::time::interval(Duration::from_secs(secs.max(1)));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    };
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        Vec::new();
+    {
+        let auth = auth.clone();
+        let mut tick = every(auth.cfg.crl.interval_seconds as u64);
+        tasks.push(Box::pin(async move {
+            loop {
+                tick.tick().await;
+                if let Err(e) = auth.refresh_crls().await {
+                    tracing::warn!(error = %e, "CRL refresh failed");
+                }
+            }
+        }));
+    }
+    {
+        // Revocations written by another replica reach this one's feed within a second.
+        let auth = auth.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tasks.push(Box::pin(async move {
+            let mut last = *auth.revocation_watch().borrow();
+            loop {
+                tick.tick().await;
+                match auth.poll_revocation_version().await {
+                    Ok(v) if v > last => {
+                        last = v;
+                        if let Err(e) = auth.refresh_crls().await {
+                            tracing::warn!(error = %e, "CRL refresh failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+                }
+            }
+        }));
+    }
+    {
+        let auth = auth.clone();
+        let mut tick = every(auth.cfg.retention.prune_interval_seconds);
+        tasks.push(Box::pin(async move {
+            loop {
+                tick.tick().await;
+                let before = tessera_core::now_unix() - auth.cfg.retention.keep_expired_seconds;
+                match auth
+                    .store
+                    .prune(before, auth.cfg.retention.prune_batch)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned expired history"),
+                    Err(e) => tracing::warn!(error = %e, "prune failed"),
+                }
+            }
+        }));
+    }
+    {
+        let auth = auth.clone();
+        let half = (auth.cfg.issuance.max_ttl_seconds / 2).max(30) as u64;
+        tasks.push(Box::pin(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(half)).await;
+                match auth.server_certified_key() {
+                    Ok(k) => cert.set(k),
+                    Err(e) => tracing::error!(error = %e, "server certificate rotation failed"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = t => {}
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,541 @@
+//! REST API types shared by the CA server and the CLI (JSON, `/v1`).
+//!
+//! Request types refuse unknown fields, so a typo in a field name is an error
+//! rather than a silently ignored option.
+
+use serde::{Deserialize, Serialize};
+
+/// An API role. Each route names the roles that may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including CA administration and API credentials.
+    Admin,
+    /// Registration entries and join tokens.
+    Registrar,
+    /// Issuing and revoking certificates.
+    Issuer,
+    /// Read-only access to entries, certificates, CA status and the audit log.
+    Auditor,
+}
+
+impl Role {
+    /// Every role, in a fixed order.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Registrar, Role::Issuer, Role::Auditor];
+
+    /// The role's name as used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Registrar => "registrar",
+            Role::Issuer => "issuer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Issue a certificate from a CSR for a SPIFFE ID that has a registration entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// The SPIFFE ID to issue for.
+    pub spiffe_id: String,
+    /// The PKCS#10 CSR, PEM.
+    pub csr: String,
+    /// Requested lifetime in seconds (bounded by the entry and the server).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Redeem a join token with a CSR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemRequest {
+    /// The join token, as returned once at creation.
+    pub token: String,
+    /// The PKCS#10 CSR, PEM.
+    pub csr: String,
+}
+
+/// Renew over mTLS with the caller's current certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The PKCS#10 CSR for the new key, PEM.
+    pub csr: String,
+}
+
+/// A freshly issued certificate with what a workload needs to use it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// The SPIFFE ID the certificate carries.
+    pub spiffe_id: String,
+    /// notBefore, RFC 3339.
+    pub not_before: String,
+    /// notAfter, RFC 3339.
+    pub not_after: String,
+    /// The leaf certificate, PEM.
+    pub certificate: String,
+    /// Intermediate certificates between the leaf and the trust anchor, PEM (may be empty).
+    pub chain: String,
+    /// The trust bundle (all CA certificates to trust), PEM.
+    pub bundle: String,
+    /// SHA-256 of the attestation record (hex), also in the certificate's binding extension.
+    pub attestation_hash: String,
+}
+
+/// RFC 5280 CRL reason codes that may be given on revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    /// No reason given (code 0).
+    #[default]
+    Unspecified,
+    /// The subject's key was compromised (1).
+    KeyCompromise,
+    /// The CA's key was compromised (2).
+    CaCompromise,
+    /// The subject's affiliation changed (3).
+    AffiliationChanged,
+    /// The certificate was replaced (4).
+    Superseded,
+    /// The workload stopped operating (5).
+    CessationOfOperation,
+    /// Privileges were withdrawn (9).
+    PrivilegeWithdrawn,
+}
+
+impl RevocationReason {
+    /// The RFC 5280 numeric code.
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Unspecified => 0,
+            Self::KeyCompromise => 1,
+            Self::CaCompromise => 2,
+            Self::AffiliationChanged => 3,
+            Self::Superseded => 4,
+            Self::CessationOfOperation => 5,
+            Self::PrivilegeWithdrawn => 9,
+        }
+    }
+
+    /// The reason for a numeric code, if it is one we accept.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Unspecified,
+            1 => Self::KeyCompromise,
+            2 => Self::CaCompromise,
+            3 => Self::AffiliationChanged,
+            4 => Self::Superseded,
+            5 => Self::CessationOfOperation,
+            9 => Self::PrivilegeWithdrawn,
+            _ => return None,
+        })
+    }
+
+    /// The snake_case name used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::KeyCompromise => "key_compromise",
+            Self::CaCompromise => "ca_compromise",
+            Self::AffiliationChanged => "affiliation_changed",
+            Self::Superseded => "superseded",
+            Self::CessationOfOperation => "cessation_of_operation",
+            Self::PrivilegeWithdrawn => "privilege_withdrawn",
+        }
+    }
+}
+
+/// Revoke by serial, by SPIFFE ID (all its live certificates) or by entry; exactly one.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// A serial number, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// A SPIFFE ID: every live certificate for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// A registration entry ID: every live certificate issued under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<String>,
+    /// The RFC 5280 reason.
+    #[serde(default)]
+    pub reason: RevocationReason,
+}
+
+/// The outcome of a revocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    /// Serials revoked by this call (already revoked ones are not repeated).
+    pub revoked: Vec<String>,
+    /// The revocation-feed version after this call.
+    pub version: i64,
+}
+
+/// A certificate as recorded in the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// Serial number, hex.
+    pub serial: String,
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// The registration entry it was issued under.
+    pub entry_id: String,
+    /// The issuing CA's ID.
+    pub ca_id: String,
+    /// notBefore, RFC 3339.
+    pub not_before: String,
+    /// notAfter, RFC 3339.
+    pub not_after: String,
+    /// When it was revoked, RFC 3339, if it was.
+    pub revoked_at: Option<String>,
+    /// The revocation reason, if revoked.
+    pub revocation_reason: Option<RevocationReason>,
+    /// SHA-256 of the attestation record, hex.
+    pub attestation_hash: String,
+    /// The canonical attestation record that justified the issuance.
+    pub attestation: serde_json::Value,
+    /// Who asked for it (credential name or attested identity).
+    pub requested_by: String,
+    /// The certificate itself, PEM (only on the single-certificate route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+/// A page of certificates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateList {
+    /// The certificates, newest first.
+    pub items: Vec<CertificateRecord>,
+}
+
+/// Create or replace a registration entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRequest {
+    /// The SPIFFE ID the entry grants; must be in the CA's trust domain.
+    pub spiffe_id: String,
+    /// Selectors that must all match, such as `container:label:app:web`; never empty.
+    pub selectors: Vec<String>,
+    /// Which node or token may claim it (a SPIFFE ID); absent means join tokens only.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// Certificate lifetime for this entry, seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// DNS SANs to put in certificates issued under this entry.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// A free-form note for operators.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A registration entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry's ID.
+    pub id: String,
+    /// The SPIFFE ID it grants.
+    pub spiffe_id: String,
+    /// Selectors, sorted.
+    pub selectors: Vec<String>,
+    /// The parent (node or token) allowed to claim it.
+    pub parent_id: Option<String>,
+    /// Certificate lifetime, seconds.
+    pub ttl_seconds: u64,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// Operator note.
+    pub note: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+/// A list of entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryList {
+    /// The entries.
+    pub items: Vec<Entry>,
+}
+
+/// Create a join token for an entry (by ID) or for the entry of a SPIFFE ID.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// The entry the token redeems for.
+    #[serde(default)]
+    pub entry_id: Option<String>,
+    /// Or the SPIFFE ID whose (single) entry the token redeems for.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// Lifetime in seconds (default 600).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A newly created join token; `token` is shown only here, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The token's public ID.
+    pub id: String,
+    /// The secret token to hand to the workload.
+    pub token: String,
+    /// The entry it redeems for.
+    pub entry_id: String,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
+}
+
+/// A join token's public information (never the secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The token's public ID.
+    pub id: String,
+    /// The entry it redeems for.
+    pub entry_id: String,
+    /// The entry's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
+    /// When it was redeemed, if it was.
+    pub used_at: Option<String>,
+}
+
+/// A list of join tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    /// The tokens.
+    pub items: Vec<TokenInfo>,
+}
+
+/// Create a scoped API token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenCreateRequest {
+    /// A name for audit records.
+    pub name: String,
+    /// The role it carries.
+    pub role: Role,
+    /// Lifetime in seconds (default 30 days).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A new API token; `token` is shown only here, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    /// The credential's ID.
+    pub id: String,
+    /// The bearer token.
+    pub token: String,
+    /// Its role.
+    pub role: Role,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
+}
+
+/// An API credential (client certificate or token), never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiCredential {
+    /// The credential's ID.
+    pub id: String,
+    /// `certificate` or `token`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
+    /// Whether it was disabled.
+    pub disabled: bool,
+}
+
+/// A list of API credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiCredentialList {
+    /// The credentials.
+    pub items: Vec<ApiCredential>,
+}
+
+/// One revocation in the feed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Feed version of this revocation (strictly increasing).
+    pub version: i64,
+    /// The revoked serial, hex.
+    pub serial: String,
+    /// The SPIFFE ID it carried.
+    pub spiffe_id: String,
+    /// The issuing CA's ID.
+    pub ca_id: String,
+    /// The reason.
+    pub reason: RevocationReason,
+    /// Revocation time, unix seconds.
+    pub revoked_at: i64,
+    /// The certificate's notAfter, unix seconds (followers may forget it after then).
+    pub not_after: i64,
+}
+
+/// The revocation feed's answer: changes after `since`, and the version to ask from next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevocationFeed {
+    /// The highest version included (or `since` if nothing changed).
+    pub version: i64,
+    /// Revocations with a version greater than `since`, oldest first.
+    pub revocations: Vec<RevocationEvent>,
+    /// True when more changes are waiting (ask again from `version`).
+    pub more: bool,
+}
+
+/// One CA generation's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaInfo {
+    /// The CA's ID.
+    pub id: String,
+    /// `active` for the one signing now.
+    pub state: String,
+    /// Key algorithm.
+    pub key_algorithm: String,
+    /// Subject DN.
+    pub subject: String,
+    /// notBefore, RFC 3339.
+    pub not_before: String,
+    /// notAfter, RFC 3339.
+    pub not_after: String,
+    /// Whether it is a self-signed root or an intermediate under an upstream.
+    pub kind: String,
+}
+
+/// The CA server's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaStatus {
+    /// The trust domain served.
+    pub trust_domain: String,
+    /// CA generations.
+    pub cas: Vec<CaInfo>,
+    /// Current revocation-feed version.
+    pub revocation_version: i64,
+    /// Database backend (`sqlite` or `postgres`).
+    pub storage: String,
+}
+
+/// One audit-log record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number, from 1.
+    pub seq: i64,
+    /// Time, unix seconds.
+    pub at: i64,
+    /// Who acted.
+    pub actor: String,
+    /// What kind of action, such as `cert.issue`.
+    pub action: String,
+    /// What it acted on.
+    pub target: String,
+    /// Details, canonical JSON text.
+    pub details: String,
+    /// Hash of the previous record, hex (all zeros for the first).
+    pub prev_hash: String,
+    /// This record's hash, hex.
+    pub hash: String,
+}
+
+/// A page of audit records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    /// The records, in sequence order.
+    pub items: Vec<AuditRecord>,
+}
+
+/// The audit-record hash: SHA-256 over the previous hash and every field, each
+/// length-prefixed so no two records can encode alike.
+pub fn audit_hash(
+    prev_hash: &[u8; 32],
+    seq: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &str,
+) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"tessera-audit-v1");
+    ctx.update(prev_hash);
+    ctx.update(&seq.to_be_bytes());
+    ctx.update(&at.to_be_bytes());
+    for field in [actor, action, target, details] {
+        ctx.update(&(field.len() as u64).to_be_bytes());
+        ctx.update(field.as_bytes());
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Checks a run of audit records: each hash recomputes and each links to the one
+/// before. `prev` is the hash before the first record (zeros for seq 1).
+/// Returns the sequence number of the first bad record.
+pub fn verify_audit_chain(prev: [u8; 32], records: &[AuditRecord]) -> Result<[u8; 32], i64> {
+    let mut prev = prev;
+    for r in records {
+        let want_prev = hex::encode(prev);
+        let h = audit_hash(
+            &prev, r.seq, r.at, &r.actor, &r.action, &r.target, &r.details,
+        );
+        if r.prev_hash != want_prev || r.hash != hex::encode(h) {
+            return Err(r.seq);
+        }
+        prev = h;
+    }
+    Ok(prev)
+}
+
+/// RFC 9457 problem details, with Tessera's stable `code`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Human explanation of this occurrence, naming the field at fault where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Stable machine-readable code, such as `csr_invalid`.
+    pub code: String,
+}
+
+/// Formats unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses RFC 3339 into unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}

@@ -1,0 +1,276 @@
+//! A small Prometheus text-format registry: labelled counters, gauges and
+//! histograms. Small on purpose: every Tessera process exposes `/metrics`, and a
+//! full metrics stack would cost more build time than this whole module.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Something that renders itself in the Prometheus text format.
+pub trait Metric: Send + Sync {
+    /// Appends the metric's `# HELP`, `# TYPE` and sample lines.
+    fn render(&self, out: &mut String);
+}
+
+/// A set of metrics rendered together.
+#[derive(Default, Clone)]
+pub struct Registry {
+    metrics: Arc<Mutex<Vec<Arc<dyn Metric>>>>,
+}
+
+impl Registry {
+    /// Adds a metric and returns it for use.
+    pub fn register<M: Metric + 'static>(&self, m: M) -> Arc<M> {
+        let m = Arc::new(m);
+        if let Ok(mut v) = self.metrics.lock() {
+            v.push(m.clone());
+        }
+        m
+    }
+
+    /// Renders every registered metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(v) = self.metrics.lock() {
+            for m in v.iter() {
+                m.render(&mut out);
+            }
+        }
+        out
+    }
+}
+
+fn label_str(names: &[&str], values: &[String]) -> String {
+    let mut s = String::new();
+    for (i, (n, v)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(s, "{n}=\"{v}\"");
+    }
+    s
+}
+
+/// A counter with labels.
+pub struct CounterVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    values: Mutex<HashMap<Vec<String>, u64>>,
+}
+
+impl CounterVec {
+    /// A new counter family.
+    pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            help,
+            labels,
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds one to the series with these label values.
+    pub fn inc(&self, values: &[&str]) {
+        self.add(values, 1);
+    }
+
+    /// Adds `n` to the series with these label values.
+    pub fn add(&self, values: &[&str], n: u64) {
+        if let Ok(mut m) = self.values.lock() {
+            let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
+            *m.entry(key).or_insert(0) += n;
+        }
+    }
+
+    /// The current value of one series (0 if never touched).
+    pub fn get(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
+        self.values
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+            .unwrap_or(0)
+    }
+}
+
+impl Metric for CounterVec {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} counter",
+            self.name, self.help, self.name
+        );
+        if let Ok(m) = self.values.lock() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort();
+            for (k, v) in rows {
+                let _ = writeln!(out, "{}{{{}}} {}", self.name, label_str(self.labels, k), v);
+            }
+        }
+    }
+}
+
+/// A gauge without labels.
+pub struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    value: AtomicI64,
+}
+
+impl Gauge {
+    /// A new gauge at zero.
+    pub fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            value: AtomicI64::new(0),
+        }
+    }
+
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+
+    /// Adds (or subtracts) from the value.
+    pub fn add(&self, d: i64) {
+        self.value.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+impl Metric for Gauge {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} gauge\n{} {}",
+            self.name,
+            self.help,
+            self.name,
+            self.name,
+            self.get()
+        );
+    }
+}
+
+#[derive(Clone)]
+struct Hist {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// A histogram with labels (seconds buckets by default).
+pub struct HistogramVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    buckets: &'static [f64],
+    values: Mutex<HashMap<Vec<String>, Hist>>,
+}
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+impl HistogramVec {
+    /// A new histogram family with the given buckets.
+    pub fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+    ) -> Self {
+        Self {
+            name,
+            help,
+            labels,
+            buckets,
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, values: &[&str], v: f64) {
+        if let Ok(mut m) = self.values.lock() {
+            let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
+            let h = m.entry(key).or_insert_with(|| Hist {
+                counts: vec![0; self.buckets.len()],
+                sum: 0.0,
+                count: 0,
+            });
+            if let Some(i) = self.buckets.iter().position(|b| v <= *b) {
+                h.counts[i] += 1;
+            }
+            h.sum += v;
+            h.count += 1;
+        }
+    }
+}
+
+impl Metric for HistogramVec {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} histogram",
+            self.name, self.help, self.name
+        );
+        let Ok(m) = self.values.lock() else { return };
+        let mut rows: Vec<_> = m.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, h) in rows {
+            let labels = label_str(self.labels, k);
+            let sep = if labels.is_empty() { "" } else { "," };
+            let mut cum = 0;
+            for (b, c) in self.buckets.iter().zip(&h.counts) {
+                cum += c;
+                let _ = writeln!(out, "{}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}", self.name);
+            }
+            let _ = writeln!(
+                out,
+                "{}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+                self.name, h.count
+            );
+            let _ = writeln!(out, "{}_sum{{{labels}}} {}", self.name, h.sum);
+            let _ = writeln!(out, "{}_count{{{labels}}} {}", self.name, h.count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let r = Registry::default();
+        let c = r.register(CounterVec::new("t_total", "things", &["kind"]));
+        let h = r.register(HistogramVec::new(
+            "t_seconds",
+            "time",
+            &["route"],
+            &[0.1, 1.0],
+        ));
+        c.inc(&["a\"b"]);
+        c.add(&["x"], 2);
+        h.observe(&["/v1"], 0.5);
+        let text = r.render();
+        assert!(text.contains("t_total{kind=\"a\\\"b\"} 1"), "{text}");
+        assert!(text.contains("t_total{kind=\"x\"} 2"));
+        assert!(text.contains("t_seconds_bucket{route=\"/v1\",le=\"0.1\"} 0"));
+        assert!(text.contains("t_seconds_bucket{route=\"/v1\",le=\"1\"} 1"));
+        assert!(text.contains("t_seconds_count{route=\"/v1\"} 1"));
+    }
+}
