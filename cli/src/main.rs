@@ -1,1 +1,706 @@
-fn main() {}
+//! `tessera`: the operator's command-line tool for the Tessera CA.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 local failure (file, check),
+//! 2 usage error or request refused as invalid, 3 not found, 4 refused
+//! (unauthenticated, forbidden, conflict), 5 server error or unreachable.
+#![forbid(unsafe_code)]
+
+mod client;
+mod output;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use client::Client;
+use hyper::{Method, StatusCode};
+use output::{Failure, Out, rows};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use tessera_core::api::{self, Problem};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Operate a Tessera CA: entries, join tokens, certificates, revocation, audit")]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct ConnArgs {
+    /// CA URL. Default: from <data-dir>/admin/cli.toml, else https://localhost:8443.
+    #[arg(long, global = true, env = "TESSERA_SERVER")]
+    server: Option<String>,
+    /// Data directory whose admin/ holds the CLI's default credentials.
+    #[arg(long, global = true, env = "TESSERA_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Client certificate (PEM). Default: <data-dir>/admin/cert.pem if present.
+    #[arg(long, global = true, env = "TESSERA_CERT")]
+    cert: Option<PathBuf>,
+    /// Client key (PEM). Default: <data-dir>/admin/key.pem if present.
+    #[arg(long, global = true, env = "TESSERA_KEY")]
+    key: Option<PathBuf>,
+    /// Trust bundle used to verify the CA's certificate. Default: <data-dir>/admin/bundle.pem.
+    #[arg(long, global = true, env = "TESSERA_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+    /// API token (instead of a client certificate).
+    #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// CA status and trust bundle.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Registration entries.
+    #[command(subcommand)]
+    Entry(EntryCmd),
+    /// Join tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Certificate revocation lists.
+    #[command(subcommand)]
+    Crl(CrlCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Scoped API tokens for automation.
+    #[command(subcommand, name = "api-token")]
+    ApiToken(ApiTokenCmd),
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Show the trust domain, CA generations and feed version.
+    Status,
+    /// Print or save the trust bundle.
+    Bundle {
+        /// pem or jwks (SPIFFE bundle).
+        #[arg(long, default_value = "pem")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct EntryFields {
+    /// SPIFFE ID the entry grants (in the CA's trust domain).
+    #[arg(long)]
+    spiffe_id: String,
+    /// Selector type:value; repeat; all must match.
+    #[arg(long = "selector", required = true)]
+    selectors: Vec<String>,
+    /// Node or token SPIFFE ID that may claim the entry.
+    #[arg(long)]
+    parent_id: Option<String>,
+    /// Certificate lifetime (e.g. 1h, 30m, 3600).
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<u64>,
+    /// DNS SAN to include; repeat.
+    #[arg(long = "dns-name")]
+    dns_names: Vec<String>,
+    /// Operator note.
+    #[arg(long)]
+    note: Option<String>,
+}
+
+impl EntryFields {
+    fn request(self) -> api::EntryRequest {
+        api::EntryRequest {
+            spiffe_id: self.spiffe_id,
+            selectors: self.selectors,
+            parent_id: self.parent_id,
+            ttl_seconds: self.ttl,
+            dns_names: self.dns_names,
+            note: self.note,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum EntryCmd {
+    /// Create an entry.
+    Create(EntryFields),
+    /// List entries.
+    List {
+        /// Only entries for this SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+    },
+    /// Show one entry.
+    Show { id: String },
+    /// Replace an entry's fields.
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: EntryFields,
+    },
+    /// Delete an entry (renewals under it stop).
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a single-use join token for an entry.
+    Create {
+        /// The entry the token redeems for.
+        #[arg(long, conflicts_with = "spiffe_id", required_unless_present = "spiffe_id")]
+        entry_id: Option<String>,
+        /// Or the SPIFFE ID whose entry it redeems for.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// Lifetime (default 10m).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<u64>,
+    },
+    /// List join tokens (never their secrets).
+    List,
+    /// Delete a join token.
+    Delete { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyType {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Generate a key here and get a certificate for it (the key never leaves this machine).
+    Issue {
+        /// SPIFFE ID to issue for (needs issuer or admin credentials).
+        #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+        spiffe_id: Option<String>,
+        /// Join token to redeem instead (needs no credentials, only --ca-bundle).
+        #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Directory for key.pem (0600), cert.pem, chain.pem, bundle.pem.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Key type.
+        #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
+        key_type: KeyType,
+        /// Requested lifetime.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<u64>,
+    },
+    /// Renew the certificate in a directory over mTLS with a new key.
+    Renew {
+        /// Directory holding key.pem and cert.pem (rewritten in place).
+        #[arg(long)]
+        cert_dir: PathBuf,
+        /// Key type of the new key.
+        #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
+        key_type: KeyType,
+    },
+    /// Revoke by serial, SPIFFE ID or entry.
+    Revoke {
+        #[arg(long, group = "sel")]
+        serial: Option<String>,
+        #[arg(long, group = "sel")]
+        spiffe_id: Option<String>,
+        #[arg(long, group = "sel")]
+        entry_id: Option<String>,
+        /// unspecified, key_compromise, ca_compromise, affiliation_changed,
+        /// superseded, cessation_of_operation, privilege_withdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// List certificates.
+    List {
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// Only live certificates expiring within this duration.
+        #[arg(long, value_parser = parse_duration)]
+        expiring_within: Option<u64>,
+        /// Only revoked (true) or only unrevoked (false).
+        #[arg(long)]
+        revoked: Option<bool>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one certificate's ledger record.
+    Show { serial: String },
+    /// Inspect a certificate file locally (no server).
+    Inspect {
+        file: PathBuf,
+        /// Run the X.509-SVID and Tessera profile checks; exit 1 on failure.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrlCmd {
+    /// Fetch the active CA's CRL and list its serials.
+    Fetch {
+        /// Save it here (DER, or PEM with --format pem).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// der or pem.
+        #[arg(long, default_value = "der")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// List audit records.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Verify the whole hash chain.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum ApiTokenCmd {
+    /// Create a scoped API token (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, registrar, issuer or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<u64>,
+    },
+    /// List API credentials.
+    List,
+    /// Disable a credential.
+    Delete { id: String },
+}
+
+/// Parses `90`, `90s`, `15m`, `2h` or `7d` into seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a duration like 90s, 15m, 2h or 7d"))
+}
+
+struct Ctx {
+    client: Client,
+    out: Out,
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{what}: reading {}", path.display()))
+}
+
+fn connect(conn: &ConnArgs, client_cert: Option<(PathBuf, PathBuf)>, need_creds: bool) -> Result<Client> {
+    let admin = conn.data_dir.join("admin");
+    let server = match &conn.server {
+        Some(s) => s.clone(),
+        None => std::fs::read_to_string(admin.join("cli.toml"))
+            .ok()
+            .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+            .and_then(|t| t.get("server").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "https://localhost:8443".into()),
+    };
+    let bundle_path = conn.ca_bundle.clone().unwrap_or_else(|| admin.join("bundle.pem"));
+    let bundle = tessera_core::pem::certs(&read(&bundle_path, "--ca-bundle")?)
+        .map_err(|e| Failure::usage(format!("--ca-bundle {}: {e}", bundle_path.display())))?;
+    let pair = match client_cert {
+        Some(p) => Some(p),
+        None if conn.token.is_some() || !need_creds => None,
+        None => {
+            let cert = conn.cert.clone().unwrap_or_else(|| admin.join("cert.pem"));
+            let key = conn.key.clone().unwrap_or_else(|| admin.join("key.pem"));
+            if cert.exists() && key.exists() {
+                Some((cert, key))
+            } else if conn.cert.is_some() || conn.key.is_some() {
+                return Err(Failure::usage("--cert and --key: both files must exist").into());
+            } else {
+                None
+            }
+        }
+    };
+    let identity = match pair {
+        Some((c, k)) => {
+            let chain = tessera_core::pem::certs(&read(&c, "--cert")?)
+                .map_err(|e| Failure::usage(format!("--cert {}: {e}", c.display())))?;
+            let key = tessera_core::pem::private_key(&read(&k, "--key")?)
+                .map_err(|e| Failure::usage(format!("--key {}: {e}", k.display())))?;
+            Some((chain, key))
+        }
+        None => None,
+    };
+    let tls = tessera_core::tls::api_client_config(&bundle, identity, false)?;
+    Client::new(&server, tls, conn.token.clone())
+}
+
+impl Ctx {
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<T> {
+        let bytes = self.call_raw(method, path, body).await?;
+        serde_json::from_slice(&bytes).context("decoding the server's answer")
+    }
+
+    async fn call_raw(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<bytes::Bytes> {
+        let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
+        let reply = self
+            .client
+            .call(method, path, body)
+            .await
+            .map_err(|e| Failure::new(5, format!("{e:#}")))?;
+        if reply.status.is_success() || reply.status == StatusCode::NOT_MODIFIED {
+            return Ok(reply.body);
+        }
+        let problem: Option<Problem> = serde_json::from_slice(&reply.body).ok();
+        let msg = match &problem {
+            Some(p) => format!("{} ({}): {}", p.title, p.code, p.detail.clone().unwrap_or_default()),
+            None => format!("server answered {}", reply.status),
+        };
+        let code = match reply.status.as_u16() {
+            404 => 3,
+            401 | 403 | 409 => 4,
+            400..=499 => 2,
+            _ => 5,
+        };
+        Err(Failure::new(code, msg).into())
+    }
+}
+
+fn csr_for(key_type: KeyType) -> Result<(rcgen::KeyPair, String)> {
+    let alg = match key_type {
+        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+    };
+    let key = rcgen::KeyPair::generate_for(alg)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((key, csr))
+}
+
+/// Writes key.pem (0600), cert.pem, chain.pem and bundle.pem atomically.
+fn write_cert_dir(dir: &Path, key: &rcgen::KeyPair, issued: &api::IssuedCertificate) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("--out-dir: creating {}", dir.display()))?;
+    let write = |name: &str, data: &[u8], mode: u32| -> Result<()> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        Ok(())
+    };
+    write("key.pem", key.serialize_pem().as_bytes(), 0o600)?;
+    write("cert.pem", format!("{}{}", issued.certificate, issued.chain).as_bytes(), 0o644)?;
+    write("chain.pem", issued.chain.as_bytes(), 0o644)?;
+    write("bundle.pem", issued.bundle.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+fn q(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let out = Out { json: cli.output == Format::Json };
+    // Local commands first: they need no server.
+    if let Cmd::Cert(CertCmd::Inspect { file, check }) = &cli.command {
+        return output::inspect(&out, file, *check);
+    }
+    let (client_cert, need_creds) = match &cli.command {
+        Cmd::Cert(CertCmd::Renew { cert_dir, .. }) => (Some((cert_dir.join("cert.pem"), cert_dir.join("key.pem"))), true),
+        Cmd::Cert(CertCmd::Issue { token: Some(_), .. }) => (None, false),
+        _ => (None, true),
+    };
+    let ctx = Ctx { client: connect(&cli.conn, client_cert, need_creds)?, out };
+    match cli.command {
+        Cmd::Ca(CaCmd::Status) => {
+            let s: api::CaStatus = ctx.call(Method::GET, "/v1/ca", None).await?;
+            ctx.out.show(&s, || {
+                let mut t = format!(
+                    "trust domain: {}\nstorage:      {}\nrevocations:  version {}\n\n",
+                    s.trust_domain, s.storage, s.revocation_version
+                );
+                t += &rows(
+                    &["ID", "STATE", "KIND", "KEY", "NOT AFTER", "SUBJECT"],
+                    s.cas.iter().map(|c| vec![c.id.clone(), c.state.clone(), c.kind.clone(), c.key_algorithm.clone(), c.not_after.clone(), c.subject.clone()]),
+                );
+                t
+            })
+        }
+        Cmd::Ca(CaCmd::Bundle { format, out: file }) => {
+            let body = ctx.call_raw(Method::GET, &format!("/v1/bundle?format={}", q(&format)), None).await?;
+            match file {
+                Some(f) => std::fs::write(&f, &body).with_context(|| format!("--out {}", f.display())),
+                None => {
+                    print!("{}", String::from_utf8_lossy(&body));
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Entry(cmd) => entry(&ctx, cmd).await,
+        Cmd::Token(cmd) => token(&ctx, cmd).await,
+        Cmd::Cert(cmd) => cert(&ctx, cmd).await,
+        Cmd::Crl(CrlCmd::Fetch { out: file, format }) => {
+            if format != "der" && format != "pem" {
+                return Err(Failure::usage("--format: der or pem").into());
+            }
+            let der = ctx.call_raw(Method::GET, "/v1/crl?format=der", None).await?;
+            output::crl(&ctx.out, &der, file.as_deref(), &format)
+        }
+        Cmd::Audit(AuditCmd::List { after, limit }) => {
+            let l: api::AuditList = ctx.call(Method::GET, &format!("/v1/audit?after={after}&limit={limit}"), None).await?;
+            ctx.out.show(&l, || {
+                rows(
+                    &["SEQ", "TIME", "ACTOR", "ACTION", "TARGET"],
+                    l.items.iter().map(|r| vec![r.seq.to_string(), api::rfc3339(r.at), r.actor.clone(), r.action.clone(), r.target.clone()]),
+                )
+            })
+        }
+        Cmd::Audit(AuditCmd::Verify) => {
+            let mut after = 0;
+            let mut prev = [0u8; 32];
+            let mut count = 0;
+            loop {
+                let l: api::AuditList = ctx.call(Method::GET, &format!("/v1/audit?after={after}&limit=1000"), None).await?;
+                if l.items.is_empty() {
+                    break;
+                }
+                if l.items[0].seq != after + 1 {
+                    return Err(Failure::new(1, format!("audit chain broken: record {} is missing", after + 1)).into());
+                }
+                prev = api::verify_audit_chain(prev, &l.items)
+                    .map_err(|seq| Failure::new(1, format!("audit chain broken at record {seq}: hash does not match")))?;
+                count += l.items.len();
+                after = l.items.last().map(|r| r.seq).unwrap_or(after);
+            }
+            let v = json!({"intact": true, "records": count, "head": hex::encode(prev)});
+            ctx.out.show(&v, || format!("audit chain intact: {count} records, head {}\n", hex::encode(prev)))
+        }
+        Cmd::ApiToken(cmd) => api_token(&ctx, cmd).await,
+    }
+}
+
+async fn entry(ctx: &Ctx, cmd: EntryCmd) -> Result<()> {
+    let table = |items: &[api::Entry]| {
+        rows(
+            &["ID", "SPIFFE ID", "SELECTORS", "PARENT", "TTL"],
+            items.iter().map(|e| vec![e.id.clone(), e.spiffe_id.clone(), e.selectors.join(","), e.parent_id.clone().unwrap_or_else(|| "-".into()), e.ttl_seconds.to_string()]),
+        )
+    };
+    match cmd {
+        EntryCmd::Create(f) => {
+            let e: api::Entry = ctx.call(Method::POST, "/v1/entries", Some(serde_json::to_value(f.request())?)).await?;
+            ctx.out.show(&e, || table(std::slice::from_ref(&e)))
+        }
+        EntryCmd::List { spiffe_id } => {
+            let path = match spiffe_id {
+                Some(s) => format!("/v1/entries?spiffe_id={}", q(&s)),
+                None => "/v1/entries".into(),
+            };
+            let l: api::EntryList = ctx.call(Method::GET, &path, None).await?;
+            ctx.out.show(&l, || table(&l.items))
+        }
+        EntryCmd::Show { id } => {
+            let e: api::Entry = ctx.call(Method::GET, &format!("/v1/entries/{}", q(&id)), None).await?;
+            ctx.out.show(&e, || output::kv(&serde_json::to_value(&e).unwrap_or_default()))
+        }
+        EntryCmd::Update { id, fields } => {
+            let e: api::Entry = ctx.call(Method::PUT, &format!("/v1/entries/{}", q(&id)), Some(serde_json::to_value(fields.request())?)).await?;
+            ctx.out.show(&e, || table(std::slice::from_ref(&e)))
+        }
+        EntryCmd::Delete { id } => {
+            ctx.call_raw(Method::DELETE, &format!("/v1/entries/{}", q(&id)), None).await?;
+            ctx.out.show(&json!({"deleted": id}), || format!("deleted entry {id}\n"))
+        }
+    }
+}
+
+async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create { entry_id, spiffe_id, ttl } => {
+            let req = api::TokenCreateRequest { entry_id, spiffe_id, ttl_seconds: ttl };
+            let t: api::TokenCreated = ctx.call(Method::POST, "/v1/tokens", Some(serde_json::to_value(req)?)).await?;
+            ctx.out.show(&t, || format!("{}\n", t.token))
+        }
+        TokenCmd::List => {
+            let l: api::TokenList = ctx.call(Method::GET, "/v1/tokens", None).await?;
+            ctx.out.show(&l, || {
+                rows(
+                    &["ID", "SPIFFE ID", "EXPIRES", "USED"],
+                    l.items.iter().map(|t| vec![t.id.clone(), t.spiffe_id.clone(), t.expires_at.clone(), t.used_at.clone().unwrap_or_else(|| "-".into())]),
+                )
+            })
+        }
+        TokenCmd::Delete { id } => {
+            ctx.call_raw(Method::DELETE, &format!("/v1/tokens/{}", q(&id)), None).await?;
+            ctx.out.show(&json!({"deleted": id}), || format!("deleted token {id}\n"))
+        }
+    }
+}
+
+async fn cert(ctx: &Ctx, cmd: CertCmd) -> Result<()> {
+    let cert_table = |items: &[api::CertificateRecord]| {
+        rows(
+            &["SERIAL", "SPIFFE ID", "NOT AFTER", "REVOKED"],
+            items.iter().map(|c| vec![c.serial.clone(), c.spiffe_id.clone(), c.not_after.clone(), c.revoked_at.clone().unwrap_or_else(|| "-".into())]),
+        )
+    };
+    match cmd {
+        CertCmd::Issue { spiffe_id, token, out_dir, key_type, ttl } => {
+            let (key, csr) = csr_for(key_type)?;
+            let issued: api::IssuedCertificate = match (spiffe_id, token) {
+                (_, Some(token)) => {
+                    if ttl.is_some() {
+                        return Err(Failure::usage("--ttl: a join token issues with its entry's lifetime").into());
+                    }
+                    ctx.call(Method::POST, "/v1/certs/redeem", Some(serde_json::to_value(api::RedeemRequest { token, csr })?)).await?
+                }
+                (Some(spiffe_id), None) => {
+                    ctx.call(Method::POST, "/v1/certs", Some(serde_json::to_value(api::IssueRequest { spiffe_id, csr, ttl_seconds: ttl })?)).await?
+                }
+                (None, None) => return Err(Failure::usage("give --spiffe-id or --token").into()),
+            };
+            write_cert_dir(&out_dir, &key, &issued)?;
+            ctx.out.show(&issued_summary(&issued, &out_dir), || {
+                format!("issued {} serial {} (expires {})\nwrote {}/{{key,cert,chain,bundle}}.pem\n", issued.spiffe_id, issued.serial, issued.not_after, out_dir.display())
+            })
+        }
+        CertCmd::Renew { cert_dir, key_type } => {
+            let (key, csr) = csr_for(key_type)?;
+            let issued: api::IssuedCertificate = ctx.call(Method::POST, "/v1/certs/renew", Some(serde_json::to_value(api::RenewRequest { csr })?)).await?;
+            write_cert_dir(&cert_dir, &key, &issued)?;
+            ctx.out.show(&issued_summary(&issued, &cert_dir), || {
+                format!("renewed {} serial {} (expires {})\n", issued.spiffe_id, issued.serial, issued.not_after)
+            })
+        }
+        CertCmd::Revoke { serial, spiffe_id, entry_id, reason } => {
+            let reason: api::RevocationReason = serde_json::from_value(json!(reason))
+                .map_err(|_| Failure::usage(format!("--reason: {reason:?} is not an RFC 5280 reason name")))?;
+            if serial.is_none() && spiffe_id.is_none() && entry_id.is_none() {
+                return Err(Failure::usage("give one of --serial, --spiffe-id or --entry-id").into());
+            }
+            let req = api::RevokeRequest { serial, spiffe_id, entry_id, reason };
+            let r: api::RevokeResponse = ctx.call(Method::POST, "/v1/revocations", Some(serde_json::to_value(req)?)).await?;
+            ctx.out.show(&r, || {
+                let mut s = format!("revoked {} certificate(s); feed version {}\n", r.revoked.len(), r.version);
+                for serial in &r.revoked {
+                    s += &format!("  {serial}\n");
+                }
+                s
+            })
+        }
+        CertCmd::List { spiffe_id, expiring_within, revoked, limit } => {
+            let mut path = format!("/v1/certs?limit={limit}");
+            if let Some(s) = spiffe_id {
+                path += &format!("&spiffe_id={}", q(&s));
+            }
+            if let Some(w) = expiring_within {
+                path += &format!("&expiring_within={w}");
+            }
+            if let Some(r) = revoked {
+                path += &format!("&revoked={r}");
+            }
+            let l: api::CertificateList = ctx.call(Method::GET, &path, None).await?;
+            ctx.out.show(&l, || cert_table(&l.items))
+        }
+        CertCmd::Show { serial } => {
+            let c: api::CertificateRecord = ctx.call(Method::GET, &format!("/v1/certs/{}", q(&serial)), None).await?;
+            ctx.out.show(&c, || {
+                let mut v = serde_json::to_value(&c).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("certificate");
+                }
+                output::kv(&v)
+            })
+        }
+        CertCmd::Inspect { .. } => unreachable!("handled before connecting"),
+    }
+}
+
+fn issued_summary(i: &api::IssuedCertificate, dir: &Path) -> serde_json::Value {
+    json!({
+        "serial": i.serial, "spiffe_id": i.spiffe_id, "not_before": i.not_before, "not_after": i.not_after,
+        "attestation_hash": i.attestation_hash, "dir": dir.display().to_string(),
+    })
+}
+
+async fn api_token(ctx: &Ctx, cmd: ApiTokenCmd) -> Result<()> {
+    match cmd {
+        ApiTokenCmd::Create { name, role, ttl } => {
+            let role = api::Role::parse(&role).ok_or_else(|| Failure::usage("--role: admin, registrar, issuer or auditor"))?;
+            let req = api::ApiTokenCreateRequest { name, role, ttl_seconds: ttl };
+            let t: api::ApiTokenCreated = ctx.call(Method::POST, "/v1/credentials", Some(serde_json::to_value(req)?)).await?;
+            ctx.out.show(&t, || format!("{}\n", t.token))
+        }
+        ApiTokenCmd::List => {
+            let l: api::ApiCredentialList = ctx.call(Method::GET, "/v1/credentials", None).await?;
+            ctx.out.show(&l, || {
+                rows(
+                    &["ID", "KIND", "NAME", "ROLE", "EXPIRES", "DISABLED"],
+                    l.items.iter().map(|c| vec![c.id.clone(), c.kind.clone(), c.name.clone(), c.role.as_str().into(), c.expires_at.clone(), c.disabled.to_string()]),
+                )
+            })
+        }
+        ApiTokenCmd::Delete { id } => {
+            ctx.call_raw(Method::DELETE, &format!("/v1/credentials/{}", q(&id)), None).await?;
+            ctx.out.show(&json!({"disabled": id}), || format!("disabled credential {id}\n"))
+        }
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        let code = e.downcast_ref::<Failure>().map(|f| f.code).unwrap_or(1);
+        eprintln!("error: {e:#}");
+        std::process::exit(code);
+    }
+}

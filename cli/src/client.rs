@@ -1,0 +1,84 @@
+//! A small HTTPS client for the CA API: rustls (through tessera-core's TLS
+//! module) and hyper's HTTP/1.1 connection, one connection per command.
+
+use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Where and how to reach the CA.
+pub struct Client {
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+    bearer: Option<String>,
+}
+
+/// A response: status and body.
+pub struct Reply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Client {
+    /// Builds a client for `server` (https://host:port).
+    pub fn new(server: &str, tls: rustls::ClientConfig, bearer: Option<String>) -> Result<Self> {
+        let rest = server
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow!("--server must start with https:// (got {server:?})"))?
+            .trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h.to_owned(), p.parse::<u16>().map_err(|_| anyhow!("--server: bad port in {server:?}"))?)
+            }
+            _ => (rest.to_owned(), 443),
+        };
+        let name_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let server_name = ServerName::try_from(name_host.clone())
+            .map_err(|_| anyhow!("--server: {name_host:?} is not a DNS name or IP address"))?;
+        Ok(Self { host: name_host, port, server_name, tls: Arc::new(tls), bearer })
+    }
+
+    /// Sends one request and reads the whole reply.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("connecting to {}:{}", self.host, self.port))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("TLS handshake with the CA")?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(hyper::header::ACCEPT, "application/json");
+        if let Some(t) = &self.bearer {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(b))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = send.send_request(req.body(body)?).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, body })
+    }
+}
