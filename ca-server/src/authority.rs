@@ -338,8 +338,11 @@ impl Authority {
             target: id,
             details: json!({"kind": row.kind, "key_algorithm": row.key_algorithm, "not_after": row.not_after}),
         };
-        store.insert_ca(&row, audit).await?;
-        Ok(())
+        match store.insert_ca(&row, audit).await {
+            // Another replica bootstrapped the same database first; use its CA.
+            Ok(()) | Err(StoreError::Precondition(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The CA currently signing.

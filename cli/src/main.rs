@@ -5,12 +5,11 @@
 //! (unauthenticated, forbidden, conflict), 5 server error or unreachable.
 #![forbid(unsafe_code)]
 
-mod client;
 mod output;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use client::Client;
+use tessera_core::client::Client;
 use hyper::{Method, StatusCode};
 use output::{Failure, Out, rows};
 use serde::de::DeserializeOwned;
@@ -355,7 +354,7 @@ fn connect(conn: &ConnArgs, client_cert: Option<(PathBuf, PathBuf)>, need_creds:
         None => None,
     };
     let tls = tessera_core::tls::api_client_config(&bundle, identity, false)?;
-    Client::new(&server, tls, conn.token.clone())
+    Client::new(&server, tls, conn.token.clone()).map_err(|e| Failure::usage(format!("--server: {e}")).into())
 }
 
 impl Ctx {

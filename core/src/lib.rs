@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod client;
 pub mod metrics;
 pub mod pem;
 pub mod spiffe;

@@ -350,12 +350,22 @@ impl Store {
 
     // ---- CAs --------------------------------------------------------------
 
-    /// Inserts a CA generation, audited.
+    /// Inserts a CA generation, audited. An `active` one is refused with
+    /// [`StoreError::Precondition`] if another is already active (two replicas
+    /// bootstrapping one empty database at once: the first wins).
     pub async fn insert_ca(&self, ca: &CaRow, audit: AuditEntry) -> Result<(), StoreError> {
         let ca = ca.clone();
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
+                    if ca.state == "active"
+                        && sqlx::query("SELECT 1 FROM cas WHERE state = 'active'")
+                            .fetch_optional(&mut **tx)
+                            .await?
+                            .is_some()
+                    {
+                        return Err(StoreError::Precondition("an active CA already exists".into()));
+                    }
                     sqlx::query(
                         "INSERT INTO cas (id, state, kind, key_algorithm, cert_pem, upstream_chain_pem, \
                          bundle_pem, key_sealed, not_before, not_after, created_at) \
@@ -1160,6 +1170,13 @@ impl StoreCore {
         let f: WriteFn = Box::new(f);
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Serialises check-then-write sequences (and the audit chain) across replicas.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK_AUDIT)
+                .execute(&mut *tx)
+                .await?;
+        }
         f(&mut tx).await?;
         append_audit(&mut tx, self.backend, &audit, tessera_core::now_unix()).await?;
         tx.commit().await?;

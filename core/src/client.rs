@@ -1,7 +1,7 @@
-//! A small HTTPS client for the CA API: rustls (through tessera-core's TLS
-//! module) and hyper's HTTP/1.1 connection, one connection per command.
+//! A small HTTPS client for the CA API (used by the CLI, the sidecar and the
+//! tests): rustls through [`crate::tls`] and hyper's HTTP/1.1 client, one
+//! connection per call.
 
-use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -10,6 +10,26 @@ use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+/// Errors reaching the CA.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server URL is unusable.
+    #[error("server URL: {0}")]
+    Url(String),
+    /// TCP connect failed.
+    #[error("connecting to {0}: {1}")]
+    Connect(String, std::io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake with {0}: {1}")]
+    Tls(String, std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
 
 /// Where and how to reach the CA.
 pub struct Client {
@@ -33,31 +53,46 @@ impl Client {
     pub fn new(server: &str, tls: rustls::ClientConfig, bearer: Option<String>) -> Result<Self> {
         let rest = server
             .strip_prefix("https://")
-            .ok_or_else(|| anyhow!("--server must start with https:// (got {server:?})"))?
+            .ok_or_else(|| ClientError::Url(format!("must start with https:// (got {server:?})")))?
             .trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h.to_owned(), p.parse::<u16>().map_err(|_| anyhow!("--server: bad port in {server:?}"))?)
+                (h.to_owned(), p.parse::<u16>().map_err(|_| ClientError::Url(format!("bad port in {server:?}")))?)
             }
             _ => (rest.to_owned(), 443),
         };
         let name_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let server_name = ServerName::try_from(name_host.clone())
-            .map_err(|_| anyhow!("--server: {name_host:?} is not a DNS name or IP address"))?;
+            .map_err(|_| ClientError::Url(format!("{name_host:?} is not a DNS name or IP address")))?;
         Ok(Self { host: name_host, port, server_name, tls: Arc::new(tls), bearer })
     }
 
-    /// Sends one request and reads the whole reply.
+    /// Sends one request with an optional JSON body and reads the whole reply.
     pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+        self.call_with(method, path, body, "application/json").await
+    }
+
+    /// Sends one request with a body of the given content type.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<Reply> {
+        let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .with_context(|| format!("connecting to {}:{}", self.host, self.port))?;
+            .map_err(|e| ClientError::Connect(addr.clone(), e))?;
         let _ = tcp.set_nodelay(true);
         let tls = TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await
-            .context("TLS handshake with the CA")?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            .map_err(|e| ClientError::Tls(addr.clone(), e))?;
+        let http = |e: hyper::Error| ClientError::Http(e.to_string());
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(http)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -71,14 +106,15 @@ impl Client {
         }
         let body = match body {
             Some(b) => {
-                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                req = req.header(hyper::header::CONTENT_TYPE, content_type);
                 Full::new(Bytes::from(b))
             }
             None => Full::new(Bytes::new()),
         };
-        let resp = send.send_request(req.body(body)?).await?;
+        let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = send.send_request(req).await.map_err(http)?;
         let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
+        let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
         Ok(Reply { status, body })
     }
 }
