@@ -9,16 +9,20 @@ mod output;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tessera_core::client::Client;
 use hyper::{Method, StatusCode};
 use output::{Failure, Out, rows};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tessera_core::api::{self, Problem};
+use tessera_core::client::Client;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Operate a Tessera CA: entries, join tokens, certificates, revocation, audit")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Operate a Tessera CA: entries, join tokens, certificates, revocation, audit"
+)]
 struct Cli {
     #[command(flatten)]
     conn: ConnArgs,
@@ -41,7 +45,12 @@ struct ConnArgs {
     #[arg(long, global = true, env = "TESSERA_SERVER")]
     server: Option<String>,
     /// Data directory whose admin/ holds the CLI's default credentials.
-    #[arg(long, global = true, env = "TESSERA_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DATA_DIR",
+        default_value = "./data"
+    )]
     data_dir: PathBuf,
     /// Client certificate (PEM). Default: <data-dir>/admin/cert.pem if present.
     #[arg(long, global = true, env = "TESSERA_CERT")]
@@ -159,7 +168,11 @@ enum TokenCmd {
     /// Create a single-use join token for an entry.
     Create {
         /// The entry the token redeems for.
-        #[arg(long, conflicts_with = "spiffe_id", required_unless_present = "spiffe_id")]
+        #[arg(
+            long,
+            conflicts_with = "spiffe_id",
+            required_unless_present = "spiffe_id"
+        )]
         entry_id: Option<String>,
         /// Or the SPIFFE ID whose entry it redeems for.
         #[arg(long)]
@@ -315,7 +328,11 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{what}: reading {}", path.display()))
 }
 
-fn connect(conn: &ConnArgs, client_cert: Option<(PathBuf, PathBuf)>, need_creds: bool) -> Result<Client> {
+fn connect(
+    conn: &ConnArgs,
+    client_cert: Option<(PathBuf, PathBuf)>,
+    need_creds: bool,
+) -> Result<Client> {
     let admin = conn.data_dir.join("admin");
     let server = match &conn.server {
         Some(s) => s.clone(),
@@ -325,7 +342,10 @@ fn connect(conn: &ConnArgs, client_cert: Option<(PathBuf, PathBuf)>, need_creds:
             .and_then(|t| t.get("server").and_then(|v| v.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "https://localhost:8443".into()),
     };
-    let bundle_path = conn.ca_bundle.clone().unwrap_or_else(|| admin.join("bundle.pem"));
+    let bundle_path = conn
+        .ca_bundle
+        .clone()
+        .unwrap_or_else(|| admin.join("bundle.pem"));
     let bundle = tessera_core::pem::certs(&read(&bundle_path, "--ca-bundle")?)
         .map_err(|e| Failure::usage(format!("--ca-bundle {}: {e}", bundle_path.display())))?;
     let pair = match client_cert {
@@ -354,16 +374,27 @@ fn connect(conn: &ConnArgs, client_cert: Option<(PathBuf, PathBuf)>, need_creds:
         None => None,
     };
     let tls = tessera_core::tls::api_client_config(&bundle, identity, false)?;
-    Client::new(&server, tls, conn.token.clone()).map_err(|e| Failure::usage(format!("--server: {e}")).into())
+    Client::new(&server, tls, conn.token.clone())
+        .map_err(|e| Failure::usage(format!("--server: {e}")).into())
 }
 
 impl Ctx {
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T> {
         let bytes = self.call_raw(method, path, body).await?;
         serde_json::from_slice(&bytes).context("decoding the server's answer")
     }
 
-    async fn call_raw(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<bytes::Bytes> {
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<bytes::Bytes> {
         let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
         let reply = self
             .client
@@ -375,7 +406,12 @@ impl Ctx {
         }
         let problem: Option<Problem> = serde_json::from_slice(&reply.body).ok();
         let msg = match &problem {
-            Some(p) => format!("{} ({}): {}", p.title, p.code, p.detail.clone().unwrap_or_default()),
+            Some(p) => format!(
+                "{} ({}): {}",
+                p.title,
+                p.code,
+                p.detail.clone().unwrap_or_default()
+            ),
             None => format!("server answered {}", reply.status),
         };
         let code = match reply.status.as_u16() {
@@ -405,18 +441,27 @@ fn csr_for(key_type: KeyType) -> Result<(rcgen::KeyPair, String)> {
 fn write_cert_dir(dir: &Path, key: &rcgen::KeyPair, issued: &api::IssuedCertificate) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("--out-dir: creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--out-dir: creating {}", dir.display()))?;
     let write = |name: &str, data: &[u8], mode: u32| -> Result<()> {
         let tmp = dir.join(format!(".{name}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(name))?;
         Ok(())
     };
     write("key.pem", key.serialize_pem().as_bytes(), 0o600)?;
-    write("cert.pem", format!("{}{}", issued.certificate, issued.chain).as_bytes(), 0o644)?;
+    write(
+        "cert.pem",
+        format!("{}{}", issued.certificate, issued.chain).as_bytes(),
+        0o644,
+    )?;
     write("chain.pem", issued.chain.as_bytes(), 0o644)?;
     write("bundle.pem", issued.bundle.as_bytes(), 0o644)?;
     Ok(())
@@ -435,17 +480,25 @@ fn q(s: &str) -> String {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let out = Out { json: cli.output == Format::Json };
+    let out = Out {
+        json: cli.output == Format::Json,
+    };
     // Local commands first: they need no server.
     if let Cmd::Cert(CertCmd::Inspect { file, check }) = &cli.command {
         return output::inspect(&out, file, *check);
     }
     let (client_cert, need_creds) = match &cli.command {
-        Cmd::Cert(CertCmd::Renew { cert_dir, .. }) => (Some((cert_dir.join("cert.pem"), cert_dir.join("key.pem"))), true),
+        Cmd::Cert(CertCmd::Renew { cert_dir, .. }) => (
+            Some((cert_dir.join("cert.pem"), cert_dir.join("key.pem"))),
+            true,
+        ),
         Cmd::Cert(CertCmd::Issue { token: Some(_), .. }) => (None, false),
         _ => (None, true),
     };
-    let ctx = Ctx { client: connect(&cli.conn, client_cert, need_creds)?, out };
+    let ctx = Ctx {
+        client: connect(&cli.conn, client_cert, need_creds)?,
+        out,
+    };
     match cli.command {
         Cmd::Ca(CaCmd::Status) => {
             let s: api::CaStatus = ctx.call(Method::GET, "/v1/ca", None).await?;
@@ -456,15 +509,32 @@ async fn run(cli: Cli) -> Result<()> {
                 );
                 t += &rows(
                     &["ID", "STATE", "KIND", "KEY", "NOT AFTER", "SUBJECT"],
-                    s.cas.iter().map(|c| vec![c.id.clone(), c.state.clone(), c.kind.clone(), c.key_algorithm.clone(), c.not_after.clone(), c.subject.clone()]),
+                    s.cas.iter().map(|c| {
+                        vec![
+                            c.id.clone(),
+                            c.state.clone(),
+                            c.kind.clone(),
+                            c.key_algorithm.clone(),
+                            c.not_after.clone(),
+                            c.subject.clone(),
+                        ]
+                    }),
                 );
                 t
             })
         }
         Cmd::Ca(CaCmd::Bundle { format, out: file }) => {
-            let body = ctx.call_raw(Method::GET, &format!("/v1/bundle?format={}", q(&format)), None).await?;
+            let body = ctx
+                .call_raw(
+                    Method::GET,
+                    &format!("/v1/bundle?format={}", q(&format)),
+                    None,
+                )
+                .await?;
             match file {
-                Some(f) => std::fs::write(&f, &body).with_context(|| format!("--out {}", f.display())),
+                Some(f) => {
+                    std::fs::write(&f, &body).with_context(|| format!("--out {}", f.display()))
+                }
                 None => {
                     print!("{}", String::from_utf8_lossy(&body));
                     Ok(())
@@ -478,15 +548,31 @@ async fn run(cli: Cli) -> Result<()> {
             if format != "der" && format != "pem" {
                 return Err(Failure::usage("--format: der or pem").into());
             }
-            let der = ctx.call_raw(Method::GET, "/v1/crl?format=der", None).await?;
+            let der = ctx
+                .call_raw(Method::GET, "/v1/crl?format=der", None)
+                .await?;
             output::crl(&ctx.out, &der, file.as_deref(), &format)
         }
         Cmd::Audit(AuditCmd::List { after, limit }) => {
-            let l: api::AuditList = ctx.call(Method::GET, &format!("/v1/audit?after={after}&limit={limit}"), None).await?;
+            let l: api::AuditList = ctx
+                .call(
+                    Method::GET,
+                    &format!("/v1/audit?after={after}&limit={limit}"),
+                    None,
+                )
+                .await?;
             ctx.out.show(&l, || {
                 rows(
                     &["SEQ", "TIME", "ACTOR", "ACTION", "TARGET"],
-                    l.items.iter().map(|r| vec![r.seq.to_string(), api::rfc3339(r.at), r.actor.clone(), r.action.clone(), r.target.clone()]),
+                    l.items.iter().map(|r| {
+                        vec![
+                            r.seq.to_string(),
+                            api::rfc3339(r.at),
+                            r.actor.clone(),
+                            r.action.clone(),
+                            r.target.clone(),
+                        ]
+                    }),
                 )
             })
         }
@@ -495,20 +581,39 @@ async fn run(cli: Cli) -> Result<()> {
             let mut prev = [0u8; 32];
             let mut count = 0;
             loop {
-                let l: api::AuditList = ctx.call(Method::GET, &format!("/v1/audit?after={after}&limit=1000"), None).await?;
+                let l: api::AuditList = ctx
+                    .call(
+                        Method::GET,
+                        &format!("/v1/audit?after={after}&limit=1000"),
+                        None,
+                    )
+                    .await?;
                 if l.items.is_empty() {
                     break;
                 }
                 if l.items[0].seq != after + 1 {
-                    return Err(Failure::new(1, format!("audit chain broken: record {} is missing", after + 1)).into());
+                    return Err(Failure::new(
+                        1,
+                        format!("audit chain broken: record {} is missing", after + 1),
+                    )
+                    .into());
                 }
-                prev = api::verify_audit_chain(prev, &l.items)
-                    .map_err(|seq| Failure::new(1, format!("audit chain broken at record {seq}: hash does not match")))?;
+                prev = api::verify_audit_chain(prev, &l.items).map_err(|seq| {
+                    Failure::new(
+                        1,
+                        format!("audit chain broken at record {seq}: hash does not match"),
+                    )
+                })?;
                 count += l.items.len();
                 after = l.items.last().map(|r| r.seq).unwrap_or(after);
             }
             let v = json!({"intact": true, "records": count, "head": hex::encode(prev)});
-            ctx.out.show(&v, || format!("audit chain intact: {count} records, head {}\n", hex::encode(prev)))
+            ctx.out.show(&v, || {
+                format!(
+                    "audit chain intact: {count} records, head {}\n",
+                    hex::encode(prev)
+                )
+            })
         }
         Cmd::ApiToken(cmd) => api_token(&ctx, cmd).await,
     }
@@ -518,12 +623,26 @@ async fn entry(ctx: &Ctx, cmd: EntryCmd) -> Result<()> {
     let table = |items: &[api::Entry]| {
         rows(
             &["ID", "SPIFFE ID", "SELECTORS", "PARENT", "TTL"],
-            items.iter().map(|e| vec![e.id.clone(), e.spiffe_id.clone(), e.selectors.join(","), e.parent_id.clone().unwrap_or_else(|| "-".into()), e.ttl_seconds.to_string()]),
+            items.iter().map(|e| {
+                vec![
+                    e.id.clone(),
+                    e.spiffe_id.clone(),
+                    e.selectors.join(","),
+                    e.parent_id.clone().unwrap_or_else(|| "-".into()),
+                    e.ttl_seconds.to_string(),
+                ]
+            }),
         )
     };
     match cmd {
         EntryCmd::Create(f) => {
-            let e: api::Entry = ctx.call(Method::POST, "/v1/entries", Some(serde_json::to_value(f.request())?)).await?;
+            let e: api::Entry = ctx
+                .call(
+                    Method::POST,
+                    "/v1/entries",
+                    Some(serde_json::to_value(f.request())?),
+                )
+                .await?;
             ctx.out.show(&e, || table(std::slice::from_ref(&e)))
         }
         EntryCmd::List { spiffe_id } => {
@@ -535,25 +654,47 @@ async fn entry(ctx: &Ctx, cmd: EntryCmd) -> Result<()> {
             ctx.out.show(&l, || table(&l.items))
         }
         EntryCmd::Show { id } => {
-            let e: api::Entry = ctx.call(Method::GET, &format!("/v1/entries/{}", q(&id)), None).await?;
-            ctx.out.show(&e, || output::kv(&serde_json::to_value(&e).unwrap_or_default()))
+            let e: api::Entry = ctx
+                .call(Method::GET, &format!("/v1/entries/{}", q(&id)), None)
+                .await?;
+            ctx.out.show(&e, || {
+                output::kv(&serde_json::to_value(&e).unwrap_or_default())
+            })
         }
         EntryCmd::Update { id, fields } => {
-            let e: api::Entry = ctx.call(Method::PUT, &format!("/v1/entries/{}", q(&id)), Some(serde_json::to_value(fields.request())?)).await?;
+            let e: api::Entry = ctx
+                .call(
+                    Method::PUT,
+                    &format!("/v1/entries/{}", q(&id)),
+                    Some(serde_json::to_value(fields.request())?),
+                )
+                .await?;
             ctx.out.show(&e, || table(std::slice::from_ref(&e)))
         }
         EntryCmd::Delete { id } => {
-            ctx.call_raw(Method::DELETE, &format!("/v1/entries/{}", q(&id)), None).await?;
-            ctx.out.show(&json!({"deleted": id}), || format!("deleted entry {id}\n"))
+            ctx.call_raw(Method::DELETE, &format!("/v1/entries/{}", q(&id)), None)
+                .await?;
+            ctx.out
+                .show(&json!({"deleted": id}), || format!("deleted entry {id}\n"))
         }
     }
 }
 
 async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
     match cmd {
-        TokenCmd::Create { entry_id, spiffe_id, ttl } => {
-            let req = api::TokenCreateRequest { entry_id, spiffe_id, ttl_seconds: ttl };
-            let t: api::TokenCreated = ctx.call(Method::POST, "/v1/tokens", Some(serde_json::to_value(req)?)).await?;
+        TokenCmd::Create {
+            entry_id,
+            spiffe_id,
+            ttl,
+        } => {
+            let req = api::TokenCreateRequest {
+                entry_id,
+                spiffe_id,
+                ttl_seconds: ttl,
+            };
+            let t: api::TokenCreated = ctx
+                .call(Method::POST, "/v1/tokens", Some(serde_json::to_value(req)?))
+                .await?;
             ctx.out.show(&t, || format!("{}\n", t.token))
         }
         TokenCmd::List => {
@@ -561,13 +702,22 @@ async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
             ctx.out.show(&l, || {
                 rows(
                     &["ID", "SPIFFE ID", "EXPIRES", "USED"],
-                    l.items.iter().map(|t| vec![t.id.clone(), t.spiffe_id.clone(), t.expires_at.clone(), t.used_at.clone().unwrap_or_else(|| "-".into())]),
+                    l.items.iter().map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.spiffe_id.clone(),
+                            t.expires_at.clone(),
+                            t.used_at.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    }),
                 )
             })
         }
         TokenCmd::Delete { id } => {
-            ctx.call_raw(Method::DELETE, &format!("/v1/tokens/{}", q(&id)), None).await?;
-            ctx.out.show(&json!({"deleted": id}), || format!("deleted token {id}\n"))
+            ctx.call_raw(Method::DELETE, &format!("/v1/tokens/{}", q(&id)), None)
+                .await?;
+            ctx.out
+                .show(&json!({"deleted": id}), || format!("deleted token {id}\n"))
         }
     }
 }
@@ -576,54 +726,130 @@ async fn cert(ctx: &Ctx, cmd: CertCmd) -> Result<()> {
     let cert_table = |items: &[api::CertificateRecord]| {
         rows(
             &["SERIAL", "SPIFFE ID", "NOT AFTER", "REVOKED"],
-            items.iter().map(|c| vec![c.serial.clone(), c.spiffe_id.clone(), c.not_after.clone(), c.revoked_at.clone().unwrap_or_else(|| "-".into())]),
+            items.iter().map(|c| {
+                vec![
+                    c.serial.clone(),
+                    c.spiffe_id.clone(),
+                    c.not_after.clone(),
+                    c.revoked_at.clone().unwrap_or_else(|| "-".into()),
+                ]
+            }),
         )
     };
     match cmd {
-        CertCmd::Issue { spiffe_id, token, out_dir, key_type, ttl } => {
+        CertCmd::Issue {
+            spiffe_id,
+            token,
+            out_dir,
+            key_type,
+            ttl,
+        } => {
             let (key, csr) = csr_for(key_type)?;
             let issued: api::IssuedCertificate = match (spiffe_id, token) {
                 (_, Some(token)) => {
                     if ttl.is_some() {
-                        return Err(Failure::usage("--ttl: a join token issues with its entry's lifetime").into());
+                        return Err(Failure::usage(
+                            "--ttl: a join token issues with its entry's lifetime",
+                        )
+                        .into());
                     }
-                    ctx.call(Method::POST, "/v1/certs/redeem", Some(serde_json::to_value(api::RedeemRequest { token, csr })?)).await?
+                    ctx.call(
+                        Method::POST,
+                        "/v1/certs/redeem",
+                        Some(serde_json::to_value(api::RedeemRequest { token, csr })?),
+                    )
+                    .await?
                 }
                 (Some(spiffe_id), None) => {
-                    ctx.call(Method::POST, "/v1/certs", Some(serde_json::to_value(api::IssueRequest { spiffe_id, csr, ttl_seconds: ttl })?)).await?
+                    ctx.call(
+                        Method::POST,
+                        "/v1/certs",
+                        Some(serde_json::to_value(api::IssueRequest {
+                            spiffe_id,
+                            csr,
+                            ttl_seconds: ttl,
+                        })?),
+                    )
+                    .await?
                 }
                 (None, None) => return Err(Failure::usage("give --spiffe-id or --token").into()),
             };
             write_cert_dir(&out_dir, &key, &issued)?;
             ctx.out.show(&issued_summary(&issued, &out_dir), || {
-                format!("issued {} serial {} (expires {})\nwrote {}/{{key,cert,chain,bundle}}.pem\n", issued.spiffe_id, issued.serial, issued.not_after, out_dir.display())
+                format!(
+                    "issued {} serial {} (expires {})\nwrote {}/{{key,cert,chain,bundle}}.pem\n",
+                    issued.spiffe_id,
+                    issued.serial,
+                    issued.not_after,
+                    out_dir.display()
+                )
             })
         }
         CertCmd::Renew { cert_dir, key_type } => {
             let (key, csr) = csr_for(key_type)?;
-            let issued: api::IssuedCertificate = ctx.call(Method::POST, "/v1/certs/renew", Some(serde_json::to_value(api::RenewRequest { csr })?)).await?;
+            let issued: api::IssuedCertificate = ctx
+                .call(
+                    Method::POST,
+                    "/v1/certs/renew",
+                    Some(serde_json::to_value(api::RenewRequest { csr })?),
+                )
+                .await?;
             write_cert_dir(&cert_dir, &key, &issued)?;
             ctx.out.show(&issued_summary(&issued, &cert_dir), || {
-                format!("renewed {} serial {} (expires {})\n", issued.spiffe_id, issued.serial, issued.not_after)
+                format!(
+                    "renewed {} serial {} (expires {})\n",
+                    issued.spiffe_id, issued.serial, issued.not_after
+                )
             })
         }
-        CertCmd::Revoke { serial, spiffe_id, entry_id, reason } => {
-            let reason: api::RevocationReason = serde_json::from_value(json!(reason))
-                .map_err(|_| Failure::usage(format!("--reason: {reason:?} is not an RFC 5280 reason name")))?;
+        CertCmd::Revoke {
+            serial,
+            spiffe_id,
+            entry_id,
+            reason,
+        } => {
+            let reason: api::RevocationReason =
+                serde_json::from_value(json!(reason)).map_err(|_| {
+                    Failure::usage(format!(
+                        "--reason: {reason:?} is not an RFC 5280 reason name"
+                    ))
+                })?;
             if serial.is_none() && spiffe_id.is_none() && entry_id.is_none() {
-                return Err(Failure::usage("give one of --serial, --spiffe-id or --entry-id").into());
+                return Err(
+                    Failure::usage("give one of --serial, --spiffe-id or --entry-id").into(),
+                );
             }
-            let req = api::RevokeRequest { serial, spiffe_id, entry_id, reason };
-            let r: api::RevokeResponse = ctx.call(Method::POST, "/v1/revocations", Some(serde_json::to_value(req)?)).await?;
+            let req = api::RevokeRequest {
+                serial,
+                spiffe_id,
+                entry_id,
+                reason,
+            };
+            let r: api::RevokeResponse = ctx
+                .call(
+                    Method::POST,
+                    "/v1/revocations",
+                    Some(serde_json::to_value(req)?),
+                )
+                .await?;
             ctx.out.show(&r, || {
-                let mut s = format!("revoked {} certificate(s); feed version {}\n", r.revoked.len(), r.version);
+                let mut s = format!(
+                    "revoked {} certificate(s); feed version {}\n",
+                    r.revoked.len(),
+                    r.version
+                );
                 for serial in &r.revoked {
                     s += &format!("  {serial}\n");
                 }
                 s
             })
         }
-        CertCmd::List { spiffe_id, expiring_within, revoked, limit } => {
+        CertCmd::List {
+            spiffe_id,
+            expiring_within,
+            revoked,
+            limit,
+        } => {
             let mut path = format!("/v1/certs?limit={limit}");
             if let Some(s) = spiffe_id {
                 path += &format!("&spiffe_id={}", q(&s));
@@ -638,7 +864,9 @@ async fn cert(ctx: &Ctx, cmd: CertCmd) -> Result<()> {
             ctx.out.show(&l, || cert_table(&l.items))
         }
         CertCmd::Show { serial } => {
-            let c: api::CertificateRecord = ctx.call(Method::GET, &format!("/v1/certs/{}", q(&serial)), None).await?;
+            let c: api::CertificateRecord = ctx
+                .call(Method::GET, &format!("/v1/certs/{}", q(&serial)), None)
+                .await?;
             ctx.out.show(&c, || {
                 let mut v = serde_json::to_value(&c).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
@@ -661,9 +889,20 @@ fn issued_summary(i: &api::IssuedCertificate, dir: &Path) -> serde_json::Value {
 async fn api_token(ctx: &Ctx, cmd: ApiTokenCmd) -> Result<()> {
     match cmd {
         ApiTokenCmd::Create { name, role, ttl } => {
-            let role = api::Role::parse(&role).ok_or_else(|| Failure::usage("--role: admin, registrar, issuer or auditor"))?;
-            let req = api::ApiTokenCreateRequest { name, role, ttl_seconds: ttl };
-            let t: api::ApiTokenCreated = ctx.call(Method::POST, "/v1/credentials", Some(serde_json::to_value(req)?)).await?;
+            let role = api::Role::parse(&role)
+                .ok_or_else(|| Failure::usage("--role: admin, registrar, issuer or auditor"))?;
+            let req = api::ApiTokenCreateRequest {
+                name,
+                role,
+                ttl_seconds: ttl,
+            };
+            let t: api::ApiTokenCreated = ctx
+                .call(
+                    Method::POST,
+                    "/v1/credentials",
+                    Some(serde_json::to_value(req)?),
+                )
+                .await?;
             ctx.out.show(&t, || format!("{}\n", t.token))
         }
         ApiTokenCmd::List => {
@@ -671,13 +910,25 @@ async fn api_token(ctx: &Ctx, cmd: ApiTokenCmd) -> Result<()> {
             ctx.out.show(&l, || {
                 rows(
                     &["ID", "KIND", "NAME", "ROLE", "EXPIRES", "DISABLED"],
-                    l.items.iter().map(|c| vec![c.id.clone(), c.kind.clone(), c.name.clone(), c.role.as_str().into(), c.expires_at.clone(), c.disabled.to_string()]),
+                    l.items.iter().map(|c| {
+                        vec![
+                            c.id.clone(),
+                            c.kind.clone(),
+                            c.name.clone(),
+                            c.role.as_str().into(),
+                            c.expires_at.clone(),
+                            c.disabled.to_string(),
+                        ]
+                    }),
                 )
             })
         }
         ApiTokenCmd::Delete { id } => {
-            ctx.call_raw(Method::DELETE, &format!("/v1/credentials/{}", q(&id)), None).await?;
-            ctx.out.show(&json!({"disabled": id}), || format!("disabled credential {id}\n"))
+            ctx.call_raw(Method::DELETE, &format!("/v1/credentials/{}", q(&id)), None)
+                .await?;
+            ctx.out.show(&json!({"disabled": id}), || {
+                format!("disabled credential {id}\n")
+            })
         }
     }
 }
@@ -690,7 +941,10 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

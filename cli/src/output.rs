@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::Path;
 use tessera_core::api;
-use x509_parser::prelude::{FromDer, CertificateRevocationList};
+use x509_parser::prelude::{CertificateRevocationList, FromDer};
 
 /// An error with the exit code it should produce.
 #[derive(Debug)]
@@ -19,7 +19,10 @@ pub struct Failure {
 impl Failure {
     /// A failure with an exit code.
     pub fn new(code: i32, msg: impl Into<String>) -> Self {
-        Self { code, msg: msg.into() }
+        Self {
+            code,
+            msg: msg.into(),
+        }
     }
 
     /// A usage error (exit 2).
@@ -104,8 +107,9 @@ pub fn kv(v: &Value) -> String {
 /// `tessera cert inspect FILE [--check]`.
 pub fn inspect(out: &Out, file: &Path, check: bool) -> Result<()> {
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let certs = tessera_core::pem::certs(&data)
-        .or_else(|_| Ok::<_, anyhow::Error>(vec![rustls::pki_types::CertificateDer::from(data.clone())]))?;
+    let certs = tessera_core::pem::certs(&data).or_else(|_| {
+        Ok::<_, anyhow::Error>(vec![rustls::pki_types::CertificateDer::from(data.clone())])
+    })?;
     let der = &certs[0];
     let cert = tessera_core::svid::parse(der)
         .map_err(|e| Failure::new(1, format!("{}: {e}", file.display())))?;
@@ -183,9 +187,18 @@ pub fn crl(out: &Out, der: &[u8], file: Option<&Path>, format: &str) -> Result<(
         "revoked": serials,
     });
     out.show(&v, || {
-        let mut s = format!("issuer:      {}\nthis update: {}\nrevoked:     {}\n", crl.issuer(), api::rfc3339(crl.last_update().timestamp()), serials.len());
+        let mut s = format!(
+            "issuer:      {}\nthis update: {}\nrevoked:     {}\n",
+            crl.issuer(),
+            api::rfc3339(crl.last_update().timestamp()),
+            serials.len()
+        );
         for r in &serials {
-            s += &format!("  {}  {}\n", r["serial"].as_str().unwrap_or(""), r["revoked_at"].as_str().unwrap_or(""));
+            s += &format!(
+                "  {}  {}\n",
+                r["serial"].as_str().unwrap_or(""),
+                r["revoked_at"].as_str().unwrap_or("")
+            );
         }
         s
     })

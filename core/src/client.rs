@@ -56,15 +56,27 @@ impl Client {
             .ok_or_else(|| ClientError::Url(format!("must start with https:// (got {server:?})")))?
             .trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h.to_owned(), p.parse::<u16>().map_err(|_| ClientError::Url(format!("bad port in {server:?}")))?)
-            }
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h.to_owned(),
+                p.parse::<u16>()
+                    .map_err(|_| ClientError::Url(format!("bad port in {server:?}")))?,
+            ),
             _ => (rest.to_owned(), 443),
         };
-        let name_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let server_name = ServerName::try_from(name_host.clone())
-            .map_err(|_| ClientError::Url(format!("{name_host:?} is not a DNS name or IP address")))?;
-        Ok(Self { host: name_host, port, server_name, tls: Arc::new(tls), bearer })
+        let name_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name = ServerName::try_from(name_host.clone()).map_err(|_| {
+            ClientError::Url(format!("{name_host:?} is not a DNS name or IP address"))
+        })?;
+        Ok(Self {
+            host: name_host,
+            port,
+            server_name,
+            tls: Arc::new(tls),
+            bearer,
+        })
     }
 
     /// Sends one request with an optional JSON body and reads the whole reply.
@@ -111,7 +123,9 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = send.send_request(req).await.map_err(http)?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map_err(http)?.to_bytes();

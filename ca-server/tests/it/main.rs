@@ -1,0 +1,6 @@
+//! Integration tests of the CA server: real TLS on loopback, real SQLite and
+//! PostgreSQL. Every database test runs on both backends.
+
+mod common;
+
+mod walkthrough;

@@ -1,0 +1,221 @@
+//! The main path end to end: entry → join token → certificate → renewal →
+//! revocation → CRL and feed, checked with our own checker and with openssl.
+
+use crate::both_backends;
+use crate::common::{Db, Harness, call, csr};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use tessera_core::api::Role;
+use x509_parser::prelude::FromDer;
+
+async fn issue_renew_revoke(db: Db) {
+    let h = Harness::start(db).await;
+    let entry = h.entry("spiffe://example.org/web").await;
+    let (cert_pem, key_pem, issued) = h.workload("spiffe://example.org/web").await;
+
+    // Profile: our checker, and openssl as an independent verifier.
+    let der = tessera_core::pem::certs(cert_pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    let info = tessera_core::svid::check_tessera_leaf(&der).unwrap();
+    assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/web");
+    assert_eq!(
+        hex::encode(info.attestation_hash.unwrap()),
+        issued["attestation_hash"].as_str().unwrap()
+    );
+    assert!(info.not_after - info.not_before <= 3600 + 30);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bundle.pem"),
+        issued["bundle"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
+        .arg(dir.path().join("bundle.pem"))
+        .arg(dir.path().join("cert.pem"))
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        out.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The ledger maps the binding hash back to the attestation record.
+    let admin = h.operator(Role::Admin).await;
+    let hash = issued["attestation_hash"].as_str().unwrap();
+    let (s, list) = call(
+        &admin,
+        Method::GET,
+        &format!("/v1/certs?attestation_hash={hash}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["attestation"]["method"], "join_token");
+    assert_eq!(list["items"][0]["attestation"]["entry_id"], entry["id"]);
+
+    // Renewal over mTLS keeps the identity; the new key may differ.
+    let workload = h.with_cert(&cert_pem, &key_pem);
+    let (_, csr2) = csr();
+    let (s, renewed) = call(
+        &workload,
+        Method::POST,
+        "/v1/certs/renew",
+        Some(json!({"csr": csr2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{renewed}");
+    assert_eq!(renewed["spiffe_id"], "spiffe://example.org/web");
+    assert_ne!(renewed["serial"], issued["serial"]);
+
+    // Revoke the first certificate: feed, CRL and renewal all see it.
+    let serial = issued["serial"].as_str().unwrap();
+    let (s, v) = call(&admin, Method::GET, "/v1/revocations?since=0", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["version"], 0);
+    // An auditor long-polls the feed while the revocation happens.
+    let waiter = {
+        let follower = h.operator(Role::Auditor).await;
+        tokio::spawn(async move {
+            call(
+                &follower,
+                Method::GET,
+                "/v1/revocations?since=0&wait=30",
+                None,
+            )
+            .await
+        })
+    };
+    let (s, r) = call(
+        &admin,
+        Method::POST,
+        "/v1/revocations",
+        Some(json!({"serial": serial, "reason": "key_compromise"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["revoked"], json!([serial]));
+    let (s, feed) = waiter.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(feed["revocations"][0]["serial"], serial);
+    assert_eq!(feed["revocations"][0]["reason"], "key_compromise");
+    assert_eq!(feed["version"], r["version"]);
+
+    let crl = h
+        .anonymous()
+        .call(Method::GET, "/v1/crl", None)
+        .await
+        .unwrap();
+    assert_eq!(crl.status, StatusCode::OK);
+    let (_, parsed) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.body).unwrap();
+    let serials: Vec<String> = parsed
+        .iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect();
+    assert_eq!(serials, vec![serial.to_owned()]);
+    assert!(
+        parsed
+            .verify_signature(
+                &tessera_core::svid::parse(&h.anchors()[0])
+                    .unwrap()
+                    .tbs_certificate
+                    .subject_pki
+            )
+            .is_ok()
+    );
+
+    let (s, v) = call(
+        &workload,
+        Method::POST,
+        "/v1/certs/renew",
+        Some(json!({"csr": csr().1})),
+    )
+    .await;
+    assert!(
+        s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN,
+        "revoked certificate renewed: {s} {v}"
+    );
+
+    // Revoking again changes nothing.
+    let (s, r2) = call(
+        &admin,
+        Method::POST,
+        "/v1/revocations",
+        Some(json!({"serial": serial})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r2["revoked"], json!([]));
+    assert_eq!(r2["version"], r["version"]);
+
+    // Every change is in the audit log, and the chain verifies.
+    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let records: Vec<tessera_core::api::AuditRecord> =
+        serde_json::from_value(audit["items"].clone()).unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    for want in [
+        "ca.create",
+        "entry.create",
+        "token.create",
+        "cert.redeem",
+        "cert.renew",
+        "cert.revoke",
+    ] {
+        assert!(actions.contains(&want), "{want} missing from {actions:?}");
+    }
+    tessera_core::api::verify_audit_chain([0; 32], &records).unwrap();
+}
+
+both_backends!(issue_renew_revoke);
+
+async fn revoke_by_spiffe_id_and_entry(db: Db) {
+    let h = Harness::start(db).await;
+    let e = h.entry("spiffe://example.org/api").await;
+    h.entry("spiffe://example.org/other").await;
+    let (_, _, a) = h.workload("spiffe://example.org/api").await;
+    let (_, _, b) = h.workload("spiffe://example.org/api").await;
+    let (_, _, other) = h.workload("spiffe://example.org/other").await;
+    let admin = h.operator(Role::Issuer).await;
+    let (s, r) = call(
+        &admin,
+        Method::POST,
+        "/v1/revocations",
+        Some(json!({"spiffe_id": "spiffe://example.org/api"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let mut got: Vec<String> = serde_json::from_value(r["revoked"].clone()).unwrap();
+    got.sort();
+    let mut want = vec![
+        a["serial"].as_str().unwrap().to_owned(),
+        b["serial"].as_str().unwrap().to_owned(),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    h.workload("spiffe://example.org/api").await;
+    let (s, r) = call(
+        &admin,
+        Method::POST,
+        "/v1/revocations",
+        Some(json!({"entry_id": e["id"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["revoked"].as_array().unwrap().len(), 1);
+    let (s, list) = call(
+        &admin,
+        Method::GET,
+        "/v1/certs?revoked=false&spiffe_id=spiffe%3A%2F%2Fexample.org%2Fother",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["items"][0]["serial"], other["serial"]);
+}
+
+both_backends!(revoke_by_spiffe_id_and_entry);
