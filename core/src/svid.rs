@@ -244,3 +244,186 @@ pub fn check_signing_cert(der: &[u8]) -> Result<String, SvidError> {
 pub fn peer_spiffe_id(der: &[u8]) -> Result<SpiffeId, SvidError> {
     check_leaf(der).map(|i| i.spiffe_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    };
+
+    fn ca() -> (CertificateParams, KeyPair) {
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+        (p, KeyPair::generate().unwrap())
+    }
+
+    /// A valid Tessera leaf's parameters; each case breaks one rule.
+    fn good_leaf() -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![SanType::URI("spiffe://example.org/web".try_into().unwrap())];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.serial_number = Some(SerialNumber::from_slice(&[0x4a; 16]));
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2025, 1, 2);
+        p
+    }
+
+    fn sign(p: &CertificateParams) -> Vec<u8> {
+        let (cap, cak) = ca();
+        let issuer = rcgen::Issuer::new(cap, cak);
+        let key = KeyPair::generate().unwrap();
+        p.signed_by(&key, &issuer).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn valid_leaf_passes_every_check() {
+        let info = check_tessera_leaf(&sign(&good_leaf())).unwrap();
+        assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/web");
+        assert_eq!(info.serial, "4a".repeat(16));
+        assert_eq!(info.not_after - info.not_before, 86400);
+    }
+
+    #[test]
+    fn one_invalid_leaf_per_rule() {
+        type Breaker = fn(&mut CertificateParams);
+        let cases: Vec<(&str, Breaker, SvidError)> = vec![
+            (
+                "no URI SAN",
+                |p| p.subject_alt_names = vec![SanType::DnsName("web".try_into().unwrap())],
+                SvidError::UriSanCount(0),
+            ),
+            (
+                "two URI SANs",
+                |p| {
+                    p.subject_alt_names
+                        .push(SanType::URI("spiffe://example.org/b".try_into().unwrap()))
+                },
+                SvidError::UriSanCount(2),
+            ),
+            (
+                "URI SAN not a SPIFFE ID",
+                |p| {
+                    p.subject_alt_names =
+                        vec![SanType::URI("https://example.org/web".try_into().unwrap())]
+                },
+                SvidError::BadSpiffeId(SpiffeIdError::WrongScheme),
+            ),
+            (
+                "basicConstraints absent",
+                |p| p.is_ca = IsCa::NoCa,
+                SvidError::BasicConstraints(false),
+            ),
+            (
+                "cA=true on a leaf",
+                |p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained),
+                SvidError::BasicConstraints(false),
+            ),
+            (
+                "keyUsage absent",
+                |p| p.key_usages.clear(),
+                SvidError::KeyUsage("must be present"),
+            ),
+            (
+                "keyUsage not critical",
+                |p| {
+                    p.key_usages.clear();
+                    // BIT STRING with digitalSignature only, marked non-critical.
+                    p.custom_extensions = vec![CustomExtension::from_oid_content(
+                        &[2, 5, 29, 15],
+                        vec![0x03, 0x02, 0x07, 0x80],
+                    )];
+                },
+                SvidError::KeyUsage("must be critical"),
+            ),
+            (
+                "no digitalSignature",
+                |p| p.key_usages = vec![KeyUsagePurpose::KeyEncipherment],
+                SvidError::KeyUsage("digitalSignature must be set"),
+            ),
+            (
+                "keyCertSign on a leaf",
+                |p| p.key_usages.push(KeyUsagePurpose::KeyCertSign),
+                SvidError::KeyUsage("keyCertSign and cRLSign must not be set"),
+            ),
+            (
+                "no clientAuth",
+                |p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth],
+                SvidError::ExtendedKeyUsage("clientAuth"),
+            ),
+            (
+                "no serverAuth",
+                |p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth],
+                SvidError::ExtendedKeyUsage("serverAuth"),
+            ),
+            (
+                "no EKU",
+                |p| p.extended_key_usages.clear(),
+                SvidError::ExtendedKeyUsage("serverAuth and clientAuth"),
+            ),
+            (
+                "serial under 64 bits",
+                |p| p.serial_number = Some(SerialNumber::from_slice(&[0x01, 0x02, 0x03])),
+                SvidError::SerialTooShort,
+            ),
+            (
+                "empty validity",
+                |p| p.not_after = p.not_before,
+                SvidError::Validity,
+            ),
+        ];
+        for (name, breaker, want) in cases {
+            let mut p = good_leaf();
+            breaker(&mut p);
+            assert_eq!(check_tessera_leaf(&sign(&p)).unwrap_err(), want, "{name}");
+        }
+        assert_eq!(
+            check_leaf(b"not a certificate").unwrap_err(),
+            SvidError::Malformed
+        );
+    }
+
+    #[test]
+    fn signing_certificate_rules() {
+        let (p, k) = ca();
+        let der = p.self_signed(&k).unwrap().der().to_vec();
+        assert!(check_signing_cert(&der).is_ok());
+        // A leaf is not a signing certificate.
+        assert_eq!(
+            check_signing_cert(&sign(&good_leaf())).unwrap_err(),
+            SvidError::BasicConstraints(true)
+        );
+        let (mut p, k) = ca();
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        assert_eq!(
+            check_signing_cert(&p.self_signed(&k).unwrap().der().to_vec()).unwrap_err(),
+            SvidError::KeyUsage("keyCertSign must be set")
+        );
+        let (mut p, k) = ca();
+        p.subject_alt_names = vec![SanType::URI("spiffe://example.org/ca".try_into().unwrap())];
+        assert_eq!(
+            check_signing_cert(&p.self_signed(&k).unwrap().der().to_vec()).unwrap_err(),
+            SvidError::SigningIdHasPath
+        );
+    }
+
+    #[test]
+    fn binding_extension_roundtrip() {
+        let mut p = good_leaf();
+        let digest = [7u8; 32];
+        p.custom_extensions = vec![CustomExtension::from_oid_content(
+            BINDING_OID_ARCS,
+            binding_extension_value(&digest),
+        )];
+        let info = check_tessera_leaf(&sign(&p)).unwrap();
+        assert_eq!(info.attestation_hash, Some(digest));
+    }
+}
