@@ -124,7 +124,14 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
 }
 
 async fn check(tx: &mut Tx, pre: &[Precondition]) -> Result<Result<(), String>, StoreError> {
-    for p in pre {
+    // Read-only checks first, the one that writes (consuming a token) last: jobs
+    // share the batch transaction without savepoints, so a failed check must
+    // never follow a write it would have to undo.
+    let ordered = pre
+        .iter()
+        .filter(|p| !matches!(p, Precondition::ConsumeToken { .. }))
+        .chain(pre.iter().filter(|p| matches!(p, Precondition::ConsumeToken { .. })));
+    for p in ordered {
         match p {
             Precondition::ConsumeToken { id, now } => {
                 let r = sqlx::query(
