@@ -1,0 +1,222 @@
+//! End-to-end tests of the `tessera` CLI against a real `tessera-ca` process:
+//! the README walkthrough as written, and the exit codes scripts rely on.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tessera"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `tessera-ca` binary beside ours; built first so this test never runs a stale one.
+fn ca_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "tessera-ca-server",
+            "--bin",
+            "tessera-ca",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building tessera-ca");
+    bin_dir().join("tessera-ca")
+}
+
+/// A CA process on a loopback port, killed when dropped.
+struct Ca {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Ca {
+    fn start() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(ca_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("tessera-ca listening on 127.0.0.1:"),
+            "unexpected first line: {line:?}"
+        );
+        Ca { child, dir }
+    }
+
+    fn tessera(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("tessera"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("TESSERA_SERVER")
+            .env_remove("TESSERA_TOKEN")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn readme_walkthrough_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("<!-- walkthrough:start -->")
+        .expect("walkthrough start marker");
+    let end = readme
+        .find("<!-- walkthrough:end -->")
+        .expect("walkthrough end marker");
+    let block = &readme[start..end];
+    let script: String = block
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        script.contains("tessera cert issue"),
+        "walkthrough block not found"
+    );
+    let ca = Ca::start();
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(ca.dir.path())
+        .env("PATH", path)
+        .env_remove("TESSERA_SERVER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "walkthrough failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("check                ok"), "{stdout}");
+    assert!(stdout.contains("./web/cert.pem: OK"), "{stdout}");
+    assert!(stdout.contains("revoked 1 certificate(s)"), "{stdout}");
+    assert!(
+        stdout.contains("Serial Number:"),
+        "CRL listing lacks the serial: {stdout}"
+    );
+    assert!(stdout.contains("audit chain intact"), "{stdout}");
+    // The key was written 0600 by the CLI, never by the CA.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ca.dir.path().join("web/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn exit_codes_scripts_rely_on() {
+    let ca = Ca::start();
+    let code = |o: &Output| o.status.code().unwrap_or(-1);
+
+    let o = ca.tessera(&["entry", "show", "00000000000000000000000000000000"]);
+    assert_eq!(
+        code(&o),
+        3,
+        "not found: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let o = ca.tessera(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://other.org/x",
+        "--selector",
+        "a:b",
+    ]);
+    assert_eq!(code(&o), 2, "invalid request");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("spiffe_id"),
+        "message names the field"
+    );
+
+    let o = ca.tessera(&["entry", "create", "--selector", "a:b"]);
+    assert_eq!(code(&o), 2, "missing flag");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--spiffe-id"));
+
+    let o = ca.tessera(&[
+        "cert",
+        "issue",
+        "--token",
+        "tsj_00000000000000000000000000000000.x",
+        "--out-dir",
+        "x",
+    ]);
+    assert_eq!(
+        code(&o),
+        4,
+        "refused token: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !ca.dir.path().join("x/key.pem").exists(),
+        "nothing written on refusal"
+    );
+
+    let o = ca.tessera(&["--server", "https://localhost:1", "ca", "status"]);
+    assert_eq!(code(&o), 5, "unreachable");
+
+    let o = ca.tessera(&["cert", "inspect", "no-such-file.pem"]);
+    assert_eq!(code(&o), 1, "local failure");
+
+    // An auditor token reads but cannot register.
+    let o = ca.tessera(&[
+        "api-token",
+        "create",
+        "--name",
+        "ro",
+        "--role",
+        "auditor",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let token = v["token"].as_str().unwrap();
+    let o = ca.tessera(&["--token", token, "entry", "list", "--output", "json"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(list["items"].is_array());
+    let o = ca.tessera(&[
+        "--token",
+        token,
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/x",
+        "--selector",
+        "a:b",
+    ]);
+    assert_eq!(code(&o), 4, "auditor may not register");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
+}
