@@ -130,7 +130,10 @@ async fn check(tx: &mut Tx, pre: &[Precondition]) -> Result<Result<(), String>, 
     let ordered = pre
         .iter()
         .filter(|p| !matches!(p, Precondition::ConsumeToken { .. }))
-        .chain(pre.iter().filter(|p| matches!(p, Precondition::ConsumeToken { .. })));
+        .chain(
+            pre.iter()
+                .filter(|p| matches!(p, Precondition::ConsumeToken { .. })),
+        );
     for p in ordered {
         match p {
             Precondition::ConsumeToken { id, now } => {

@@ -3,4 +3,7 @@
 
 mod common;
 
+mod bad_input;
+mod processes;
+mod roles;
 mod walkthrough;
