@@ -374,9 +374,15 @@ impl Authority {
         self.rev_version.subscribe()
     }
 
-    /// Re-reads the feed version from the store (picks up other replicas' revocations).
-    pub async fn poll_revocation_version(&self) -> Result<i64> {
+    /// Picks up revocations written by other replicas: if the stored feed version
+    /// moved, regenerate the CRLs first and only then wake feed followers, so a
+    /// follower that saw a revocation never fetches a CRL without it.
+    pub async fn sync_revocations(&self) -> Result<i64> {
         let v = self.store.revocation_version().await?;
+        if v <= *self.rev_version.borrow() {
+            return Ok(v);
+        }
+        self.refresh_crls().await?;
         self.rev_version.send_if_modified(|cur| {
             if v > *cur {
                 *cur = v;
@@ -1149,11 +1155,6 @@ impl Authority {
             &key,
             now,
         )?;
-        if self
-            .store
-            .credential_by_spiffe_id(id.as_str())
-            .await?
-            .is_none()
         {
             let row = CredentialRow {
                 id: ca::random_id(),
@@ -1171,7 +1172,11 @@ impl Authority {
                 target: row.id.clone(),
                 details: json!({"kind": "certificate", "name": name, "role": role.as_str(), "spiffe_id": id.as_str()}),
             };
-            self.store.insert_credential(&row, audit).await?;
+            match self.store.insert_credential(&row, audit).await {
+                // Already registered (an earlier init, or another replica just now).
+                Ok(()) | Err(StoreError::Precondition(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let att = json!({"method": "operator_init", "name": name, "role": role.as_str()});
         let canonical = att.to_string();

@@ -93,8 +93,10 @@ fn toml_str(s: &str) -> String {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
@@ -178,6 +180,10 @@ async fn main() -> Result<()> {
 }
 
 async fn run(auth: Arc<Authority>, cfg: Config) -> Result<()> {
+    // Signal handlers first: a SIGTERM that arrives as soon as we say we listen
+    // must still mean a graceful shutdown.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let running = tessera_ca::server::start(auth.clone(), cfg.listen)
         .await
         .with_context(|| format!("listen: binding {}", cfg.listen))?;
@@ -190,9 +196,8 @@ async fn run(auth: Arc<Authority>, cfg: Config) -> Result<()> {
         running.addr,
         dir.display()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");

@@ -210,22 +210,14 @@ fn spawn_background(
         }));
     }
     {
-        // Revocations written by another replica reach this one's feed within a second.
+        // Revocations written by another replica reach this one's feed and CRL within a second.
         let auth = auth.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tasks.push(Box::pin(async move {
-            let mut last = *auth.revocation_watch().borrow();
             loop {
                 tick.tick().await;
-                match auth.poll_revocation_version().await {
-                    Ok(v) if v > last => {
-                        last = v;
-                        if let Err(e) = auth.refresh_crls().await {
-                            tracing::warn!(error = %e, "CRL refresh failed");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+                if let Err(e) = auth.sync_revocations().await {
+                    tracing::warn!(error = %e, "revocation poll failed");
                 }
             }
         }));

@@ -882,7 +882,9 @@ impl Store {
 
     // ---- API credentials --------------------------------------------------
 
-    /// Stores an API credential, audited.
+    /// Stores an API credential, audited. A certificate credential whose SPIFFE ID
+    /// already has one is refused with [`StoreError::Precondition`] (checked under
+    /// the write lock, so replicas initialising together cannot both insert).
     pub async fn insert_credential(
         &self,
         c: &CredentialRow,
@@ -892,6 +894,15 @@ impl Store {
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
+                    if let Some(sid) = &c.spiffe_id
+                        && sqlx::query("SELECT 1 FROM api_credentials WHERE spiffe_id = $1")
+                            .bind(sid.clone())
+                            .fetch_optional(&mut **tx)
+                            .await?
+                            .is_some()
+                    {
+                        return Err(StoreError::Precondition("a credential for this SPIFFE ID exists".into()));
+                    }
                     sqlx::query(
                         "INSERT INTO api_credentials (id, kind, name, role, spiffe_id, token_hash, created_at, expires_at, disabled) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
