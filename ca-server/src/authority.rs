@@ -3,6 +3,7 @@
 //! The HTTP layer is a thin shell over this.
 
 use crate::ca::{self, KeyAlgorithm, LeafSpec, SigningCa};
+use crate::cache::Recent;
 use crate::config::Config;
 use crate::csr::{self, CsrError, VerifiedCsr};
 use crate::keystore::{Kek, KeystoreError};
@@ -13,7 +14,9 @@ use ring::digest::{SHA256, digest};
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tessera_core::api::{self, IssuedCertificate, Role};
 use tessera_core::{SpiffeId, SpiffeIdError, TrustDomain, now_unix, pem};
@@ -150,6 +153,12 @@ pub struct Authority {
     bundle: RwLock<Arc<Bundle>>,
     crls: RwLock<HashMap<String, Arc<Crl>>>,
     rev_version: watch::Sender<i64>,
+    /// Bumped when a credential is disabled (invalidates cached principals).
+    cred_epoch: AtomicU64,
+    /// Bumped on every local entry change (invalidates cached entries).
+    entry_epoch: AtomicU64,
+    principals: Recent<Vec<u8>, Option<Principal>, (i64, u64)>,
+    entries: Recent<String, Vec<api::Entry>, u64>,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -255,6 +264,10 @@ impl Authority {
             bundle: RwLock::new(Arc::new(bundle)),
             crls: RwLock::new(HashMap::new()),
             rev_version,
+            cred_epoch: AtomicU64::new(0),
+            entry_epoch: AtomicU64::new(0),
+            principals: Recent::new(Duration::from_secs(5), 4096),
+            entries: Recent::new(Duration::from_secs(2), 4096),
         });
         this.refresh_crls().await?;
         Ok(this)
@@ -540,6 +553,17 @@ impl Authority {
             .ok_or_else(|| AuthorityError::NoEntry(spiffe_id.to_owned()))
     }
 
+    /// The entries granting `id` (cached briefly; see [`crate::cache`]).
+    async fn entries_for(&self, id: &SpiffeId) -> Result<Vec<api::Entry>> {
+        let epoch = self.entry_epoch.load(Ordering::Acquire);
+        if let Some(v) = self.entries.get(&id.to_string(), epoch) {
+            return Ok(v);
+        }
+        let v = self.store.list_entries(Some(id.as_str())).await?;
+        self.entries.put(id.to_string(), v.clone(), epoch);
+        Ok(v)
+    }
+
     /// Issues for a SPIFFE ID that has an entry (operator path).
     pub async fn issue_direct(
         &self,
@@ -548,10 +572,7 @@ impl Authority {
     ) -> Result<IssuedCertificate> {
         let id = self.check_td("spiffe_id", &req.spiffe_id)?;
         let csr = self.verify_csr(&req.csr)?;
-        let entry = Self::single_entry(
-            self.store.list_entries(Some(id.as_str())).await?,
-            id.as_str(),
-        )?;
+        let entry = Self::single_entry(self.entries_for(&id).await?, id.as_str())?;
         let ttl = self.resolve_ttl(req.ttl_seconds, entry.ttl_seconds as i64)?;
         let att = json!({
             "method": "api",
@@ -875,7 +896,9 @@ impl Authority {
             target: e.id.clone(),
             details: serde_json::to_value(&e).unwrap_or_default(),
         };
-        self.store.create_entry(&e, audit).await?;
+        let r = self.store.create_entry(&e, audit).await;
+        self.entry_epoch.fetch_add(1, Ordering::AcqRel);
+        r?;
         Ok(e)
     }
 
@@ -895,7 +918,9 @@ impl Authority {
             target: e.id.clone(),
             details: json!({"before": old, "after": e}),
         };
-        self.store.update_entry(&e, audit).await?;
+        let r = self.store.update_entry(&e, audit).await;
+        self.entry_epoch.fetch_add(1, Ordering::AcqRel);
+        r?;
         Ok(e)
     }
 
@@ -908,13 +933,12 @@ impl Authority {
             target: id.to_owned(),
             details: serde_json::to_value(&old).unwrap_or_default(),
         };
-        self.store
-            .delete_entry(id, audit)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => AuthorityError::NotFound("entry"),
-                e => e.into(),
-            })
+        let r = self.store.delete_entry(id, audit).await;
+        self.entry_epoch.fetch_add(1, Ordering::AcqRel);
+        r.map_err(|e| match e {
+            StoreError::NotFound => AuthorityError::NotFound("entry"),
+            e => e.into(),
+        })
     }
 
     /// Reads one entry.
@@ -935,7 +959,7 @@ impl Authority {
             (Some(id), None) => self.get_entry(id).await?,
             (None, Some(sid)) => {
                 let id = self.check_td("spiffe_id", sid)?;
-                Self::single_entry(self.store.list_entries(Some(id.as_str())).await?, sid)?
+                Self::single_entry(self.entries_for(&id).await?, sid)?
             }
             _ => {
                 return Err(AuthorityError::Invalid {
@@ -1053,13 +1077,12 @@ impl Authority {
             target: id.to_owned(),
             details: json!({}),
         };
-        self.store
-            .disable_credential(id, audit)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => AuthorityError::NotFound("credential"),
-                e => e.into(),
-            })
+        let r = self.store.disable_credential(id, audit).await;
+        self.cred_epoch.fetch_add(1, Ordering::AcqRel);
+        r.map_err(|e| match e {
+            StoreError::NotFound => AuthorityError::NotFound("credential"),
+            e => e.into(),
+        })
     }
 
     /// Resolves a bearer token to a principal, or None if it is not valid now.
@@ -1088,6 +1111,19 @@ impl Authority {
     /// Resolves a verified client certificate to a principal, or None if it is
     /// unknown to the ledger, revoked, or a disabled credential.
     pub async fn principal_from_cert(&self, der: &[u8]) -> Result<Option<Principal>> {
+        let epoch = (
+            *self.rev_version.borrow(),
+            self.cred_epoch.load(Ordering::Acquire),
+        );
+        if let Some(p) = self.principals.get(&der.to_vec(), epoch) {
+            return Ok(p);
+        }
+        let p = self.principal_from_cert_uncached(der).await?;
+        self.principals.put(der.to_vec(), p.clone(), epoch);
+        Ok(p)
+    }
+
+    async fn principal_from_cert_uncached(&self, der: &[u8]) -> Result<Option<Principal>> {
         let Ok(info) = tessera_core::svid::check_leaf(der) else {
             return Ok(None);
         };

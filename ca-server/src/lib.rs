@@ -4,6 +4,7 @@
 pub mod api;
 pub mod authority;
 pub mod ca;
+pub mod cache;
 pub mod config;
 pub mod csr;
 pub mod jwks;

@@ -6,8 +6,12 @@
 //! a single transaction (rows, preconditions and audit records together), then
 //! answers each waiter. Under light load a batch is one row and adds no delay.
 
-use super::{AuditEntry, NewCert, StoreCore, StoreError, Tx, append_audit};
+use super::{
+    AuditEntry, Backend, MAX_ROWS_PER_INSERT, NewCert, PG_LOCK_AUDIT, StoreCore, StoreError, Tx,
+    append_audit, placeholders,
+};
 use sqlx::Row;
+use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most certificates committed in one transaction.
@@ -87,19 +91,30 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
     let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
     let result: Result<(), StoreError> = async {
         let _guard = core.write_lock.lock().await;
-        let mut tx = core.pool.begin().await?;
+        let mut tx = core.begin_write().await?;
+        if core.backend == Backend::Postgres {
+            // Taken before the checks, so no replica can delete an entry or
+            // consume a token between our check and our commit.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK_AUDIT)
+                .execute(&mut *tx)
+                .await?;
+        }
         let now = tessera_core::now_unix();
+        let mut seen_entries = HashSet::new();
         let mut audits = Vec::with_capacity(batch.len());
+        let mut accepted = Vec::with_capacity(batch.len());
         for job in batch.iter() {
-            match check(&mut tx, &job.pre).await? {
+            match check(&mut tx, &job.pre, &mut seen_entries).await? {
                 Ok(()) => {
-                    insert(&mut tx, &job.cert, now).await?;
+                    accepted.push(&job.cert);
                     audits.push(job.audit.clone());
                     outcomes.push(Ok(()));
                 }
                 Err(why) => outcomes.push(Err(StoreError::Precondition(why))),
             }
         }
+        insert(&mut tx, &accepted, now).await?;
         append_audit(&mut tx, core.backend, &audits, now).await?;
         tx.commit().await?;
         Ok(())
@@ -123,7 +138,11 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
     }
 }
 
-async fn check(tx: &mut Tx, pre: &[Precondition]) -> Result<Result<(), String>, StoreError> {
+async fn check(
+    tx: &mut Tx,
+    pre: &[Precondition],
+    seen_entries: &mut HashSet<String>,
+) -> Result<Result<(), String>, StoreError> {
     // Read-only checks first, the one that writes (consuming a token) last: jobs
     // share the batch transaction without savepoints, so a failed check must
     // never follow a write it would have to undo.
@@ -149,6 +168,10 @@ async fn check(tx: &mut Tx, pre: &[Precondition]) -> Result<Result<(), String>, 
                 }
             }
             Precondition::EntryExists(id) => {
+                // Under the write lock nothing deletes entries mid-batch: one look per entry.
+                if seen_entries.contains(id) {
+                    continue;
+                }
                 if sqlx::query("SELECT 1 FROM entries WHERE id = $1")
                     .bind(id.clone())
                     .fetch_optional(&mut **tx)
@@ -157,6 +180,7 @@ async fn check(tx: &mut Tx, pre: &[Precondition]) -> Result<Result<(), String>, 
                 {
                     return Ok(Err("registration entry no longer exists".into()));
                 }
+                seen_entries.insert(id.clone());
             }
             Precondition::NotRevoked(serial) => {
                 let r = sqlx::query("SELECT revoked_at FROM certificates WHERE serial = $1")
@@ -173,23 +197,29 @@ async fn check(tx: &mut Tx, pre: &[Precondition]) -> Result<Result<(), String>, 
     Ok(Ok(()))
 }
 
-async fn insert(tx: &mut Tx, c: &NewCert, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO certificates (serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, \
-         attestation, attestation_hash, cert_der, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(c.serial.clone())
-    .bind(c.spiffe_id.clone())
-    .bind(c.entry_id.clone())
-    .bind(c.ca_id.clone())
-    .bind(c.not_before)
-    .bind(c.not_after)
-    .bind(c.requested_by.clone())
-    .bind(c.attestation.clone())
-    .bind(c.attestation_hash.clone())
-    .bind(c.der.clone())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+async fn insert(tx: &mut Tx, certs: &[&NewCert], now: i64) -> Result<(), StoreError> {
+    for chunk in certs.chunks(MAX_ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO certificates (serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, \
+             attestation, attestation_hash, cert_der, created_at) VALUES {}",
+            placeholders(chunk.len(), 11)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            q = q
+                .bind(c.serial.clone())
+                .bind(c.spiffe_id.clone())
+                .bind(c.entry_id.clone())
+                .bind(c.ca_id.clone())
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(c.requested_by.clone())
+                .bind(c.attestation.clone())
+                .bind(c.attestation_hash.clone())
+                .bind(c.der.clone())
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }

@@ -758,7 +758,7 @@ impl Store {
         let actor = actor.to_owned();
         let core = self.core();
         let _guard = core.write_lock.lock().await;
-        let mut tx = core.pool.begin().await?;
+        let mut tx = core.begin_write().await?;
         if core.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_LOCK_AUDIT)
@@ -1010,6 +1010,9 @@ impl Store {
     /// Deletes at most `batch` expired certificates, expired revocations and
     /// used or expired join tokens older than `before`. Returns rows removed.
     pub async fn prune(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+        let core = self.core();
+        let _guard = core.write_lock.lock().await;
+        let mut tx = core.begin_write().await?;
         let mut n = 0;
         for sql in [
             "DELETE FROM certificates WHERE serial IN \
@@ -1022,10 +1025,11 @@ impl Store {
             n += sqlx::query(sql)
                 .bind(before)
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
         }
+        tx.commit().await?;
         Ok(n)
     }
 
@@ -1128,27 +1132,55 @@ async fn append_audit(
         }
         None => (0, [0u8; 32]),
     };
-    for e in entries {
-        seq += 1;
-        let details = canonical(&e.details);
-        let h = api::audit_hash(&prev, seq, now, &e.actor, e.action, &e.target, &details);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(now)
-        .bind(e.actor.clone())
-        .bind(e.action.to_owned())
-        .bind(e.target.clone())
-        .bind(details)
-        .bind(hex::encode(prev))
-        .bind(hex::encode(h))
-        .execute(&mut **tx)
-        .await?;
-        prev = h;
+    // One multi-row INSERT per chunk: a round trip per record would dominate a batch.
+    for chunk in entries.chunks(MAX_ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash) VALUES {}",
+            placeholders(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            seq += 1;
+            let details = canonical(&e.details);
+            let h = api::audit_hash(&prev, seq, now, &e.actor, e.action, &e.target, &details);
+            q = q
+                .bind(seq)
+                .bind(now)
+                .bind(e.actor.clone())
+                .bind(e.action.to_owned())
+                .bind(e.target.clone())
+                .bind(details)
+                .bind(hex::encode(prev))
+                .bind(hex::encode(h));
+            prev = h;
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Most rows in one multi-row INSERT (keeps bind counts far below both backends' limits).
+pub(crate) const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// `($1, $2, ..), ($n+1, ..)` for `rows` rows of `cols` values. Only numbered
+/// placeholders are generated: values are always bound, never formatted in.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
 }
 
 /// The parts of the store the ledger writer and write helpers need.
@@ -1180,7 +1212,7 @@ impl StoreCore {
     {
         let f: WriteFn = Box::new(f);
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Serialises check-then-write sequences (and the audit chain) across replicas.
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -1192,6 +1224,16 @@ impl StoreCore {
         append_audit(&mut tx, self.backend, &audit, tessera_core::now_unix()).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Begins a write transaction. SQLite: `BEGIN IMMEDIATE`, so the database
+    /// write lock is taken up front (waiting up to busy_timeout) instead of a
+    /// read snapshot that could fail to upgrade when another writer commits.
+    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
