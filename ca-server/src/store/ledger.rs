@@ -7,8 +7,8 @@
 //! answers each waiter. Under light load a batch is one row and adds no delay.
 
 use super::{
-    AuditEntry, Backend, MAX_ROWS_PER_INSERT, NewCert, PG_LOCK_AUDIT, StoreCore, StoreError, Tx,
-    append_audit, placeholders,
+    AUDIT_INSERT, AnyQuery, AuditEntry, Backend, MAX_ROWS_PER_INSERT, NewCert, PG_LOCK_AUDIT,
+    StoreCore, StoreError, Tx, WriterState, append_audit, bind_audit, placeholders,
 };
 use sqlx::Row;
 use std::collections::HashSet;
@@ -71,7 +71,7 @@ impl LedgerHandle {
 
 pub(crate) fn spawn(core: StoreCore) -> LedgerHandle {
     let (tx, mut rx) = mpsc::channel::<Job>(4096);
-    tokio::spawn(async move {
+    let writer = async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.recv().await {
             batch.push(first);
@@ -83,14 +83,36 @@ pub(crate) fn spawn(core: StoreCore) -> LedgerHandle {
             }
             commit(&core, &mut batch).await;
         }
-    });
+    };
+    // The writer is the issuance bottleneck: each of its database round trips
+    // must resume at once, not queue behind request tasks signing certificates.
+    // So it runs on a thread of its own (the OS schedules it promptly) with a
+    // single-threaded runtime; it ends when every handle is dropped.
+    let spawned = std::thread::Builder::new()
+        .name("tessera-ledger".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(writer),
+                Err(e) => tracing::error!(error = %e, "ledger runtime failed to start"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "ledger thread failed to start");
+    }
     LedgerHandle { tx }
 }
 
 async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
     let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
     let result: Result<(), StoreError> = async {
-        let _guard = core.write_lock.lock().await;
+        let mut state = core.write_lock.lock().await;
+        if let Some(fast) = commit_sqlite_fast(core, &mut state, batch).await {
+            outcomes.extend(batch.iter().map(|_| Ok(())));
+            return fast;
+        }
         let mut tx = core.begin_write().await?;
         if core.backend == Backend::Postgres {
             // Taken before the checks, so no replica can delete an entry or
@@ -101,7 +123,12 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
                 .await?;
         }
         let now = tessera_core::now_unix();
-        let mut seen_entries = HashSet::new();
+        // On SQLite this process is the only writer and every entry change goes
+        // through `write`, which clears the set: an entry seen since then exists.
+        let mut seen_entries = match core.backend {
+            Backend::Sqlite => state.verified_entries.clone(),
+            Backend::Postgres => HashSet::new(),
+        };
         let mut audits = Vec::with_capacity(batch.len());
         let mut accepted = Vec::with_capacity(batch.len());
         for job in batch.iter() {
@@ -115,8 +142,12 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
             }
         }
         insert(&mut tx, &accepted, now).await?;
-        append_audit(&mut tx, core.backend, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
         tx.commit().await?;
+        state.committed(core.backend, head);
+        if core.backend == Backend::Sqlite {
+            state.verified_entries = seen_entries;
+        }
         Ok(())
     }
     .await;
@@ -197,29 +228,83 @@ async fn check(
     Ok(Ok(()))
 }
 
+/// The certificates INSERT, before `VALUES`.
+const CERT_INSERT: &str = "INSERT INTO certificates (serial, spiffe_id, entry_id, ca_id, not_before, not_after, \
+     requested_by, attestation, attestation_hash, cert_der, created_at)";
+
+fn bind_certs<'q>(mut q: AnyQuery<'q>, certs: &[&NewCert], now: i64) -> AnyQuery<'q> {
+    for c in certs {
+        q = q
+            .bind(c.serial.clone())
+            .bind(c.spiffe_id.clone())
+            .bind(c.entry_id.clone())
+            .bind(c.ca_id.clone())
+            .bind(c.not_before)
+            .bind(c.not_after)
+            .bind(c.requested_by.clone())
+            .bind(c.attestation.clone())
+            .bind(c.attestation_hash.clone())
+            .bind(c.der.clone())
+            .bind(now);
+    }
+    q
+}
+
 async fn insert(tx: &mut Tx, certs: &[&NewCert], now: i64) -> Result<(), StoreError> {
     for chunk in certs.chunks(MAX_ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO certificates (serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, \
-             attestation, attestation_hash, cert_der, created_at) VALUES {}",
-            placeholders(chunk.len(), 11)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for c in chunk {
-            q = q
-                .bind(c.serial.clone())
-                .bind(c.spiffe_id.clone())
-                .bind(c.entry_id.clone())
-                .bind(c.ca_id.clone())
-                .bind(c.not_before)
-                .bind(c.not_after)
-                .bind(c.requested_by.clone())
-                .bind(c.attestation.clone())
-                .bind(c.attestation_hash.clone())
-                .bind(c.der.clone())
-                .bind(now);
-        }
-        q.execute(&mut **tx).await?;
+        let sql = format!("{CERT_INSERT} VALUES {}", placeholders(chunk.len(), 11, 0));
+        bind_certs(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, now)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
+}
+
+/// SQLite's common case in one round trip: when every precondition is an entry
+/// already known to exist and the chain head is known, the whole batch is one
+/// multi-statement query (BEGIN IMMEDIATE; certificates; audit; COMMIT), since
+/// each round trip to sqlx's SQLite worker thread costs more than the SQL.
+/// Returns None when the batch needs the general path.
+async fn commit_sqlite_fast(
+    core: &StoreCore,
+    state: &mut WriterState,
+    batch: &[Job],
+) -> Option<Result<(), StoreError>> {
+    let head = state.audit_head?;
+    let simple = batch.len() <= MAX_ROWS_PER_INSERT
+        && batch.iter().all(|j| {
+            j.pre.iter().all(|p| match p {
+                Precondition::EntryExists(id) => state.verified_entries.contains(id),
+                _ => false,
+            })
+        });
+    if core.backend != Backend::Sqlite || !simple {
+        return None;
+    }
+    let n = batch.len();
+    let now = tessera_core::now_unix();
+    let sql = format!(
+        "BEGIN IMMEDIATE; {CERT_INSERT} VALUES {}; {AUDIT_INSERT} VALUES {}; COMMIT;",
+        placeholders(n, 11, 0),
+        placeholders(n, 8, n * 11)
+    );
+    let certs: Vec<&NewCert> = batch.iter().map(|j| &j.cert).collect();
+    let audits: Vec<AuditEntry> = batch.iter().map(|j| j.audit.clone()).collect();
+    let mut new_head = head;
+    let q = bind_certs(sqlx::query(sqlx::AssertSqlSafe(sql)), &certs, now);
+    let q = bind_audit(q, &mut new_head, &audits, now);
+    let result = async {
+        let mut conn = core.pool.acquire().await?;
+        if let Err(e) = q.execute(&mut *conn).await {
+            // Leave no transaction open on a pooled connection.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(StoreError::from(e));
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_ok() {
+        state.committed(Backend::Sqlite, Some(new_head));
+    }
+    Some(result)
 }

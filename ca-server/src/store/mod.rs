@@ -238,7 +238,7 @@ pub struct CredentialRow {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    write_lock: Arc<Mutex<()>>,
+    write_lock: Arc<Mutex<WriterState>>,
     ledger: ledger::LedgerHandle,
 }
 
@@ -275,7 +275,10 @@ impl Store {
         };
         let mut opts = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            // A ping per acquire would add a round trip to every transaction;
+            // broken connections surface as errors and are replaced anyway.
+            .test_before_acquire(false);
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -292,7 +295,7 @@ impl Store {
             });
         }
         let pool = opts.connect(url).await?;
-        let write_lock = Arc::new(Mutex::new(()));
+        let write_lock = Arc::new(Mutex::new(WriterState::default()));
         let store_core = StoreCore {
             pool: pool.clone(),
             backend,
@@ -757,7 +760,7 @@ impl Store {
     ) -> Result<(Vec<String>, i64), StoreError> {
         let actor = actor.to_owned();
         let core = self.core();
-        let _guard = core.write_lock.lock().await;
+        let mut state = core.write_lock.lock().await;
         let mut tx = core.begin_write().await?;
         if core.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -817,8 +820,9 @@ impl Store {
             });
             revoked.push(s);
         }
-        append_audit(&mut tx, core.backend, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
         tx.commit().await?;
+        state.committed(core.backend, head);
         Ok((revoked, version))
     }
 
@@ -1104,14 +1108,17 @@ async fn insert_selectors(
 
 /// Appends audit records inside `tx`, chaining each to the one before.
 /// The caller holds the write lock (and, on PostgreSQL, this takes the advisory lock).
+/// Returns the new chain head, for [`WriterState::committed`] once the
+/// transaction commits.
 async fn append_audit(
     tx: &mut Tx,
     backend: Backend,
+    state: &WriterState,
     entries: &[AuditEntry],
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<(i64, [u8; 32])>, StoreError> {
     if entries.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     if backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -1119,52 +1126,79 @@ async fn append_audit(
             .execute(&mut **tx)
             .await?;
     }
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (mut seq, mut prev) = match last {
-        Some(r) => {
+    let cached = match backend {
+        Backend::Sqlite => state.audit_head,
+        Backend::Postgres => None,
+    };
+    let last = match cached {
+        Some(_) => None,
+        None => {
+            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
+    let (seq, prev) = match (cached, last) {
+        (Some(head), _) => head,
+        (None, Some(r)) => {
             let h: String = r.get(1);
             let mut p = [0u8; 32];
             hex::decode_to_slice(&h, &mut p)
                 .map_err(|_| StoreError::Precondition("audit chain head is corrupt".into()))?;
             (r.get::<i64, _>(0), p)
         }
-        None => (0, [0u8; 32]),
+        (None, None) => (0, [0u8; 32]),
     };
     // One multi-row INSERT per chunk: a round trip per record would dominate a batch.
+    let mut head = (seq, prev);
     for chunk in entries.chunks(MAX_ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash) VALUES {}",
-            placeholders(chunk.len(), 8)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            seq += 1;
-            let details = canonical(&e.details);
-            let h = api::audit_hash(&prev, seq, now, &e.actor, e.action, &e.target, &details);
-            q = q
-                .bind(seq)
-                .bind(now)
-                .bind(e.actor.clone())
-                .bind(e.action.to_owned())
-                .bind(e.target.clone())
-                .bind(details)
-                .bind(hex::encode(prev))
-                .bind(hex::encode(h));
-            prev = h;
-        }
+        let sql = format!("{AUDIT_INSERT} VALUES {}", placeholders(chunk.len(), 8, 0));
+        let q = bind_audit(sqlx::query(sqlx::AssertSqlSafe(sql)), &mut head, chunk, now);
         q.execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(Some(head))
+}
+
+/// The audit-log INSERT, before `VALUES`.
+pub(crate) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash)";
+
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds audit rows (8 values each) chained from `head`, advancing `head`.
+pub(crate) fn bind_audit<'q>(
+    mut q: AnyQuery<'q>,
+    head: &mut (i64, [u8; 32]),
+    entries: &[AuditEntry],
+    now: i64,
+) -> AnyQuery<'q> {
+    let (mut seq, mut prev) = *head;
+    for e in entries {
+        seq += 1;
+        let details = canonical(&e.details);
+        let h = api::audit_hash(&prev, seq, now, &e.actor, e.action, &e.target, &details);
+        q = q
+            .bind(seq)
+            .bind(now)
+            .bind(e.actor.clone())
+            .bind(e.action.to_owned())
+            .bind(e.target.clone())
+            .bind(details)
+            .bind(hex::encode(prev))
+            .bind(hex::encode(h));
+        prev = h;
+    }
+    *head = (seq, prev);
+    q
 }
 
 /// Most rows in one multi-row INSERT (keeps bind counts far below both backends' limits).
 pub(crate) const MAX_ROWS_PER_INSERT: usize = 64;
 
-/// `($1, $2, ..), ($n+1, ..)` for `rows` rows of `cols` values. Only numbered
-/// placeholders are generated: values are always bound, never formatted in.
-pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+/// `($k+1, $k+2, ..), ..` for `rows` rows of `cols` values after `k = offset`
+/// earlier parameters. Only numbered placeholders are generated: values are
+/// always bound, never formatted in.
+pub(crate) fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -1176,7 +1210,7 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
                 s.push_str(", ");
             }
             s.push('$');
-            s.push_str(&(r * cols + c + 1).to_string());
+            s.push_str(&(offset + r * cols + c + 1).to_string());
         }
         s.push(')');
     }
@@ -1188,7 +1222,26 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
 pub(crate) struct StoreCore {
     pool: AnyPool,
     backend: Backend,
-    write_lock: Arc<Mutex<()>>,
+    write_lock: Arc<Mutex<WriterState>>,
+}
+
+/// What the single writer knows, guarded by the write lock. Only used on SQLite,
+/// where this process is the only writer; PostgreSQL replicas always read.
+#[derive(Default)]
+pub(crate) struct WriterState {
+    /// The audit chain's head (seq, hash) after the last commit.
+    audit_head: Option<(i64, [u8; 32])>,
+    /// Entries seen to exist since the last entry-changing write.
+    verified_entries: std::collections::HashSet<String>,
+}
+
+impl WriterState {
+    /// Records the chain head after a commit (SQLite only).
+    fn committed(&mut self, backend: Backend, head: Option<(i64, [u8; 32])>) {
+        if backend == Backend::Sqlite && head.is_some() {
+            self.audit_head = head;
+        }
+    }
 }
 
 type WriteFn = Box<
@@ -1211,7 +1264,9 @@ impl StoreCore {
             + 'static,
     {
         let f: WriteFn = Box::new(f);
-        let _guard = self.write_lock.lock().await;
+        let mut state = self.write_lock.lock().await;
+        // Entries may change here: forget which ones the ledger saw exist.
+        state.verified_entries.clear();
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Serialises check-then-write sequences (and the audit chain) across replicas.
@@ -1221,8 +1276,16 @@ impl StoreCore {
                 .await?;
         }
         f(&mut tx).await?;
-        append_audit(&mut tx, self.backend, &audit, tessera_core::now_unix()).await?;
+        let head = append_audit(
+            &mut tx,
+            self.backend,
+            &state,
+            &audit,
+            tessera_core::now_unix(),
+        )
+        .await?;
         tx.commit().await?;
+        state.committed(self.backend, head);
         Ok(())
     }
 

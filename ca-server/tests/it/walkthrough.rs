@@ -219,3 +219,90 @@ async fn revoke_by_spiffe_id_and_entry(db: Db) {
 }
 
 both_backends!(revoke_by_spiffe_id_and_entry);
+
+/// Many concurrent issuances (batched commits, including SQLite's one-round-trip
+/// path): every certificate is recorded once, the audit chain stays intact, and
+/// deleting the entry stops issuance at once even with a warm entry cache.
+async fn concurrent_issuance_is_durable_and_audited(db: Db) {
+    let h = Harness::start(db).await;
+    let e = h.entry("spiffe://example.org/busy").await;
+    let issuer = std::sync::Arc::new(h.operator(Role::Issuer).await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let issuer = issuer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut serials = Vec::new();
+            for _ in 0..12 {
+                let (s, v) = call(
+                    &issuer,
+                    Method::POST,
+                    "/v1/certs",
+                    Some(json!({"spiffe_id": "spiffe://example.org/busy", "csr": csr().1})),
+                )
+                .await;
+                assert_eq!(s, StatusCode::CREATED, "{v}");
+                serials.push(v["serial"].as_str().unwrap().to_owned());
+            }
+            serials
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 96);
+    let admin = h.operator(Role::Admin).await;
+    let (_, list) = call(
+        &admin,
+        Method::GET,
+        "/v1/certs?spiffe_id=spiffe%3A%2F%2Fexample.org%2Fbusy&limit=1000",
+        None,
+    )
+    .await;
+    let mut listed: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, all);
+    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let records: Vec<tessera_core::api::AuditRecord> =
+        serde_json::from_value(audit["items"].clone()).unwrap();
+    tessera_core::api::verify_audit_chain([0; 32], &records).unwrap();
+    assert_eq!(
+        records.iter().filter(|r| r.action == "cert.issue").count(),
+        96
+    );
+
+    let before = h.count("certificates").await;
+    let (s, _) = call(
+        &admin,
+        Method::DELETE,
+        &format!("/v1/entries/{}", e["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = call(
+        &issuer,
+        Method::POST,
+        "/v1/certs",
+        Some(json!({"spiffe_id": "spiffe://example.org/busy", "csr": csr().1})),
+    )
+    .await;
+    assert!(
+        s == StatusCode::FORBIDDEN || s == StatusCode::CONFLICT,
+        "issued after entry deletion: {s} {v}"
+    );
+    assert_eq!(
+        h.count("certificates").await,
+        before,
+        "nothing recorded after the deletion"
+    );
+}
+
+both_backends!(concurrent_issuance_is_durable_and_audited);
