@@ -206,44 +206,20 @@ fn secret_matches(secret: &str, stored_hash_hex: &str) -> bool {
 impl Authority {
     /// Opens the store, loads or creates the CA, and prepares bundle and CRLs.
     pub async fn start(cfg: Config) -> Result<Arc<Self>> {
-        let td = TrustDomain::new(&cfg.trust_domain).map_err(|e| AuthorityError::Invalid {
-            field: "trust_domain",
-            reason: e.to_string(),
-        })?;
-        create_private_dir(&cfg.data_dir).map_err(|e| AuthorityError::Invalid {
-            field: "data_dir",
-            reason: e.to_string(),
-        })?;
-        let kek = match std::env::var("TESSERA_KEK") {
-            Ok(v) if !v.is_empty() => Kek::from_hex(&v)?,
-            _ => {
-                let path = if cfg.ca.kek_file.is_empty() {
-                    cfg.data_dir.join("kek")
-                } else {
-                    std::path::PathBuf::from(&cfg.ca.kek_file)
-                };
-                if cfg.ca.kek_file.is_empty() {
-                    Kek::load_or_create(&path)?
-                } else {
-                    Kek::from_file(&path)?
-                }
-            }
-        };
-        let store = Store::open(&cfg.database_url(), cfg.database_max_connections).await?;
-        let stored_td = store.meta_init("trust_domain", td.as_str()).await?;
-        if stored_td != td.as_str() {
-            return Err(AuthorityError::Invalid {
-                field: "trust_domain",
-                reason: format!("database belongs to trust domain {stored_td}"),
-            });
-        }
-        let this = Self::load(cfg, td, store, kek).await?;
-        Ok(this)
+        let (td, store, kek) = open_parts(&cfg).await?;
+        Self::load(cfg, td, store, kek).await
     }
 
     async fn load(cfg: Config, td: TrustDomain, store: Store, kek: Kek) -> Result<Arc<Self>> {
         let mut cas = store.list_cas().await?;
         if !cas.iter().any(|c| c.state == "active") {
+            if cas.iter().any(|c| c.state == "pending") {
+                return Err(AuthorityError::Conflict(
+                    "an intermediate CA is waiting for its upstream's signature: \
+                     run `tessera-ca ca import-signed --cert SIGNED.pem --bundle ROOT.pem` first"
+                        .into(),
+                ));
+            }
             Self::bootstrap_ca(&cfg, &td, &store, &kek).await?;
             cas = store.list_cas().await?;
         }
@@ -661,6 +637,11 @@ impl Authority {
             }
             Err(e) => return Err(e.into()),
         };
+        if row.der != peer_der {
+            return Err(AuthorityError::Renewal(
+                "certificate was not issued by this CA".into(),
+            ));
+        }
         let now = now_unix();
         if row.revoked_at.is_some() {
             return Err(AuthorityError::Renewal("certificate is revoked".into()));
@@ -1132,7 +1113,9 @@ impl Authority {
             Err(StoreError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if row.revoked_at.is_some() || row.not_after <= now_unix() {
+        // The serial is public: only the exact certificate we issued counts (in
+        // intermediate mode the TLS layer also accepts other children of the root).
+        if row.der != der || row.revoked_at.is_some() || row.not_after <= now_unix() {
             return Ok(None);
         }
         if row.entry_id.is_empty() {
@@ -1159,7 +1142,8 @@ impl Authority {
     }
 
     /// Issues an operator client certificate (admin or another role) with a key
-    /// generated here, for `tessera-ca init`. Returns (key PEM, cert PEM).
+    /// generated here, for `tessera-ca init`. Returns (key PEM, certificate
+    /// chain PEM: the leaf, then any intermediates).
     pub async fn issue_operator_cert(&self, name: &str, role: Role) -> Result<(String, String)> {
         if name.is_empty()
             || !name
@@ -1240,7 +1224,11 @@ impl Authority {
                 audit,
             )
             .await?;
-        Ok((key.serialize_pem(), pem::encode("CERTIFICATE", &leaf.der)))
+        // The certificate file carries the chain, so TLS peers that trust only
+        // the root (an operator's, in intermediate mode) can build the path.
+        let mut cert_pem = pem::encode("CERTIFICATE", &leaf.der);
+        cert_pem.push_str(&pem::encode_certs(ca.upstream_chain_if_intermediate()));
+        Ok((key.serialize_pem(), cert_pem))
     }
 
     /// Issues the API server's own certificate: key made here, never stored.
@@ -1324,6 +1312,150 @@ pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Validates the trust domain, prepares the data directory, loads the KEK and
+/// opens the store (checking it belongs to this trust domain).
+async fn open_parts(cfg: &Config) -> Result<(TrustDomain, Store, Kek)> {
+    let td = TrustDomain::new(&cfg.trust_domain).map_err(|e| AuthorityError::Invalid {
+        field: "trust_domain",
+        reason: e.to_string(),
+    })?;
+    create_private_dir(&cfg.data_dir).map_err(|e| AuthorityError::Invalid {
+        field: "data_dir",
+        reason: e.to_string(),
+    })?;
+    let kek = match std::env::var("TESSERA_KEK") {
+        Ok(v) if !v.is_empty() => Kek::from_hex(&v)?,
+        _ if cfg.ca.kek_file.is_empty() => Kek::load_or_create(&cfg.data_dir.join("kek"))?,
+        _ => Kek::from_file(std::path::Path::new(&cfg.ca.kek_file))?,
+    };
+    let store = Store::open(&cfg.database_url(), cfg.database_max_connections).await?;
+    let stored_td = store.meta_init("trust_domain", td.as_str()).await?;
+    if stored_td != td.as_str() {
+        return Err(AuthorityError::Invalid {
+            field: "trust_domain",
+            reason: format!("database belongs to trust domain {stored_td}"),
+        });
+    }
+    Ok((td, store, kek))
+}
+
+/// Intermediate mode, step 1: creates a key (sealed in the store) and returns a
+/// CSR for the operator's root to sign. The CA stays `pending` until
+/// [`import_signed_intermediate`]. Returns (CA ID, CSR PEM).
+pub async fn prepare_intermediate(cfg: &Config) -> Result<(String, String)> {
+    let (td, store, kek) = open_parts(cfg).await?;
+    let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
+    let id = ca::random_id();
+    let (csr, key_der) = ca::intermediate_csr(&td, &id, alg)?;
+    let row = CaRow {
+        id: id.clone(),
+        state: "pending".into(),
+        kind: "intermediate".into(),
+        key_algorithm: alg.as_str().into(),
+        cert_pem: None,
+        upstream_chain_pem: String::new(),
+        bundle_pem: String::new(),
+        key_sealed: kek.seal(&id, &key_der)?,
+        not_before: 0,
+        not_after: 0,
+    };
+    let audit = AuditEntry {
+        actor: "system".into(),
+        action: "ca.prepare_intermediate",
+        target: id.clone(),
+        details: json!({"key_algorithm": alg.as_str()}),
+    };
+    store.insert_ca(&row, audit).await?;
+    Ok((id, csr))
+}
+
+/// Intermediate mode, step 2: takes the certificate the operator's root signed
+/// for the pending CA, checks that it is a signing certificate for the pending
+/// key, in this trust domain, and signed by a certificate of `chain` or
+/// `bundle`, then makes it the active CA. Returns the CA ID.
+pub async fn import_signed_intermediate(
+    cfg: &Config,
+    cert_pem: &[u8],
+    bundle_pem: &[u8],
+    chain_pem: Option<&[u8]>,
+) -> Result<String> {
+    let (td, store, kek) = open_parts(cfg).await?;
+    let invalid = |field: &'static str, reason: String| AuthorityError::Invalid { field, reason };
+    let cert = pem::certs(cert_pem)
+        .map_err(|e| invalid("--cert", e.to_string()))?
+        .remove(0);
+    let anchors = pem::certs(bundle_pem).map_err(|e| invalid("--bundle", e.to_string()))?;
+    let chain = match chain_pem {
+        Some(p) => pem::certs(p).map_err(|e| invalid("--chain", e.to_string()))?,
+        None => vec![],
+    };
+    let pending = store
+        .list_cas()
+        .await?
+        .into_iter()
+        .find(|c| c.state == "pending")
+        .ok_or(AuthorityError::NotFound(
+            "pending CA (run `tessera-ca ca csr` first)",
+        ))?;
+    let key = kek.open(&pending.id, &pending.key_sealed)?;
+    let loaded = SigningCa::load(&pending.id, cert.clone(), chain.clone(), &key)
+        .map_err(|e| invalid("--cert", e.to_string()))?;
+    let parsed = tessera_core::svid::parse(&cert).map_err(|e| invalid("--cert", e.to_string()))?;
+    let in_td = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value.general_names.iter().all(|g| match g {
+                x509_parser::extensions::GeneralName::URI(u) => *u == td.id_string(),
+                _ => true,
+            })
+        })
+        .unwrap_or(true);
+    if !in_td {
+        return Err(invalid(
+            "--cert",
+            format!("URI SAN is not {}", td.id_string()),
+        ));
+    }
+    let signed_by_upstream = chain.iter().chain(anchors.iter()).any(|issuer| {
+        tessera_core::svid::parse(issuer)
+            .ok()
+            .is_some_and(|i| parsed.verify_signature(Some(i.public_key())).is_ok())
+    });
+    if !signed_by_upstream {
+        return Err(invalid(
+            "--cert",
+            "not signed by any certificate in --chain or --bundle".into(),
+        ));
+    }
+    let now = now_unix();
+    if loaded.not_after <= now + cfg.issuance.max_ttl_seconds {
+        return Err(invalid(
+            "--cert",
+            "expires before a maximum-lifetime leaf would (see issuance.max_ttl_seconds)".into(),
+        ));
+    }
+    let audit = AuditEntry {
+        actor: "system".into(),
+        action: "ca.import_signed",
+        target: pending.id.clone(),
+        details: json!({"subject": loaded.subject, "not_after": loaded.not_after}),
+    };
+    store
+        .activate_pending_ca(
+            &pending.id,
+            &pem::encode("CERTIFICATE", &cert),
+            &pem::encode_certs(chain.iter().map(|c| c.as_ref())),
+            &pem::encode_certs(anchors.iter().map(|c| c.as_ref())),
+            loaded.not_before,
+            loaded.not_after,
+            audit,
+        )
+        .await?;
+    Ok(pending.id)
 }
 
 /// Opens a CA row's sealed key and loads it for signing.

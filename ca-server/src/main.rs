@@ -48,6 +48,9 @@ enum Command {
     Run,
     /// Create the CA and the admin credentials, then exit.
     Init,
+    /// Run as an intermediate under an operator's root (before the first `run`).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Issue an operator client certificate with a role into a directory.
     OperatorCert {
         /// Credential name.
@@ -59,6 +62,30 @@ enum Command {
         /// Output directory (key.pem 0600, cert.pem, bundle.pem).
         #[arg(long)]
         out_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the intermediate CA's key (sealed in the database) and write a CSR
+    /// for the operator's root to sign.
+    Csr {
+        /// Where to write the CSR (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import the certificate the operator's root signed for the pending CA and
+    /// make it active. Leaves then carry it in their chain; the bundle is the root.
+    ImportSigned {
+        /// The signed intermediate certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The operator's trust anchors (PEM), published as the bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Certificates between the intermediate and the root, if any (PEM).
+        #[arg(long)]
+        chain: Option<PathBuf>,
     },
 }
 
@@ -148,10 +175,44 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
     init_logging(&cfg.log_format);
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Ca(ca) = command {
+        return match ca {
+            CaCommand::Csr { out } => {
+                let (id, csr) = tessera_ca::authority::prepare_intermediate(&cfg).await?;
+                std::fs::write(&out, csr).with_context(|| format!("--out {}", out.display()))?;
+                println!(
+                    "pending intermediate CA {id}: CSR written to {}",
+                    out.display()
+                );
+                Ok(())
+            }
+            CaCommand::ImportSigned {
+                cert,
+                bundle,
+                chain,
+            } => {
+                let read = |p: &Path, flag: &str| {
+                    std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+                };
+                let chain = chain.as_deref().map(|c| read(c, "--chain")).transpose()?;
+                let id = tessera_ca::authority::import_signed_intermediate(
+                    &cfg,
+                    &read(&cert, "--cert")?,
+                    &read(&bundle, "--bundle")?,
+                    chain.as_deref(),
+                )
+                .await?;
+                println!("intermediate CA {id} is active");
+                Ok(())
+            }
+        };
+    }
     let auth = Authority::start(cfg.clone())
         .await
         .context("starting the CA")?;
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
+        Command::Ca(_) => unreachable!("handled above"),
         Command::Init => {
             let dir = ensure_admin(&auth, &cfg, &server_url(&cfg, cfg.listen)).await?;
             println!(

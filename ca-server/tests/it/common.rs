@@ -139,13 +139,12 @@ impl Harness {
     pub async fn start_with(db: Db, sets: &[&str]) -> Self {
         let db = TestDb::new(db).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut all = vec![
-            format!("data_dir=\"{}\"", dir.path().display()),
-            format!("database_url=\"{}\"", db.url),
-            "listen=\"127.0.0.1:0\"".to_string(),
-        ];
-        all.extend(sets.iter().map(|s| s.to_string()));
-        let cfg = Config::load(None, Vec::<(String, String)>::new(), &all).unwrap();
+        let cfg = config(&db, dir.path(), sets);
+        Self::start_config(db, dir, cfg).await
+    }
+
+    /// Starts a server on an existing database and data directory.
+    pub async fn start_config(db: TestDb, dir: tempfile::TempDir, cfg: Config) -> Self {
         let auth = Authority::start(cfg).await.unwrap();
         let running = tessera_ca::server::start(auth.clone(), "127.0.0.1:0".parse().unwrap())
             .await
@@ -254,6 +253,18 @@ impl Harness {
             .unwrap()
             .get::<i64, _>(0)
     }
+}
+
+/// The configuration the harness uses: this database, this data directory,
+/// loopback port 0, plus `section.key=value` overrides.
+pub fn config(db: &TestDb, dir: &std::path::Path, sets: &[&str]) -> Config {
+    let mut all = vec![
+        format!("data_dir=\"{}\"", dir.display()),
+        format!("database_url=\"{}\"", db.url),
+        "listen=\"127.0.0.1:0\"".to_string(),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    Config::load(None, Vec::<(String, String)>::new(), &all).unwrap()
 }
 
 /// A fresh P-256 key and a CSR for it (PEM).
