@@ -6,4 +6,5 @@ mod common;
 mod bad_input;
 mod processes;
 mod roles;
+mod upstream;
 mod walkthrough;
