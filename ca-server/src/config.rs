@@ -87,6 +87,9 @@ pub struct LimitsConfig {
     pub handshake_timeout_ms: u64,
     /// Whole-request deadline, milliseconds (long-polls are capped below it).
     pub request_timeout_ms: u64,
+    /// A connection with no request in flight and no bytes read for this long
+    /// is closed, milliseconds (also bounds a client that handshakes, then waits).
+    pub idle_timeout_ms: u64,
     /// Most concurrent connections.
     pub max_connections: usize,
     /// Most request headers.
@@ -176,6 +179,7 @@ impl Default for LimitsConfig {
             max_csr_bytes: 16 * 1024,
             handshake_timeout_ms: 10_000,
             request_timeout_ms: 90_000,
+            idle_timeout_ms: 30_000,
             max_connections: 1024,
             max_headers: 64,
             max_wait_seconds: 60,
@@ -286,6 +290,9 @@ impl Config {
             return Err(ConfigError(
                 "limits.max_body_bytes / max_csr_bytes: too small".into(),
             ));
+        }
+        if self.limits.idle_timeout_ms < 100 {
+            return Err(ConfigError("limits.idle_timeout_ms: at least 100".into()));
         }
         if self.limits.max_connections == 0 {
             return Err(ConfigError("limits.max_connections: at least 1".into()));

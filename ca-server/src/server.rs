@@ -1,5 +1,6 @@
 //! The HTTPS server: TLS accept with a handshake deadline and a connection cap,
-//! HTTP/1.1 and HTTP/2 via hyper-util, the client certificate passed to the
+//! HTTP/1.1 and HTTP/2 via hyper-util, an idle deadline per connection (no
+//! request in flight and nothing read), the client certificate passed to the
 //! router as [`PeerCert`], a whole-request deadline, graceful shutdown, and the
 //! background tasks (CRL refresh, cross-replica revocation polling, pruning,
 //! rotation of the server's own certificate).
@@ -13,8 +14,12 @@ use hyper_util::server::conn::auto;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -140,10 +145,18 @@ async fn accept_loop(
                     .map(|c| Arc::new(c.clone().into_owned())),
             );
             let req_timeout = Duration::from_millis(limits.request_timeout_ms);
+            let activity = Activity::new();
+            let tls = IdleIo {
+                inner: tls,
+                activity: activity.clone(),
+            };
+            let svc_activity = activity.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());
                 let router = router.clone();
+                let busy = svc_activity.request();
                 async move {
+                    let _busy = busy;
                     let resp =
                         match tokio::time::timeout(req_timeout, router.oneshot(req.map(Body::new)))
                             .await
@@ -172,17 +185,126 @@ async fn accept_loop(
                 .max_concurrent_streams(64);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
+            let idle = Duration::from_millis(limits.idle_timeout_ms);
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = shutdown.changed() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
+                _ = activity.idle_for(idle) => {
+                    // Dropping the connection closes it; nothing was in flight.
+                    auth.metrics.refused.inc(&["idle_timeout"]);
+                }
             }
         });
         while conns.try_join_next().is_some() {}
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// Last read time and requests in flight of one connection, for the idle deadline.
+#[derive(Clone)]
+struct Activity(Arc<ActivityInner>);
+
+struct ActivityInner {
+    start: std::time::Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Marks a request in flight until dropped (also when the request is cancelled).
+struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Arc::new(ActivityInner {
+            start: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }))
+    }
+
+    fn touch(&self) {
+        let ms = self.0.start.elapsed().as_millis() as u64;
+        self.0.last_ms.store(ms, Ordering::Release);
+    }
+
+    fn request(&self) -> Busy {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Resolves once nothing is in flight and nothing was read for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        let idle_ms = idle.as_millis() as u64;
+        loop {
+            let now = self.0.start.elapsed().as_millis() as u64;
+            let quiet = now.saturating_sub(self.0.last_ms.load(Ordering::Acquire));
+            if self.0.in_flight.load(Ordering::Acquire) == 0 && quiet >= idle_ms {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(
+                idle_ms.saturating_sub(quiet).max(idle_ms / 4).max(10),
+            ))
+            .await;
+        }
+    }
+}
+
+/// The connection's I/O, recording every successful read as activity.
+struct IdleIo<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 fn spawn_background(

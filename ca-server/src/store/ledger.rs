@@ -10,7 +10,8 @@ use super::{
     AUDIT_INSERT, AnyQuery, AuditEntry, Backend, MAX_ROWS_PER_INSERT, NewCert, PG_LOCK_AUDIT,
     StoreCore, StoreError, Tx, WriterState, append_audit, bind_audit, placeholders,
 };
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Row};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,6 +74,8 @@ pub(crate) fn spawn(core: StoreCore) -> LedgerHandle {
     let (tx, mut rx) = mpsc::channel::<Job>(4096);
     let writer = async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // The connection the one-round-trip path keeps, so its page cache stays warm.
+        let mut conn = None;
         while let Some(first) = rx.recv().await {
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -81,7 +84,7 @@ pub(crate) fn spawn(core: StoreCore) -> LedgerHandle {
                     Err(_) => break,
                 }
             }
-            commit(&core, &mut batch).await;
+            commit(&core, &mut batch, &mut conn).await;
         }
     };
     // The writer is the issuance bottleneck: each of its database round trips
@@ -105,11 +108,11 @@ pub(crate) fn spawn(core: StoreCore) -> LedgerHandle {
     LedgerHandle { tx }
 }
 
-async fn commit(core: &StoreCore, batch: &mut Vec<Job>) {
+async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolConnection<Any>>) {
     let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
     let result: Result<(), StoreError> = async {
         let mut state = core.write_lock.lock().await;
-        if let Some(fast) = commit_sqlite_fast(core, &mut state, batch).await {
+        if let Some(fast) = commit_sqlite_fast(core, &mut state, batch, conn).await {
             outcomes.extend(batch.iter().map(|_| Ok(())));
             return fast;
         }
@@ -269,6 +272,7 @@ async fn commit_sqlite_fast(
     core: &StoreCore,
     state: &mut WriterState,
     batch: &[Job],
+    slot: &mut Option<PoolConnection<Any>>,
 ) -> Option<Result<(), StoreError>> {
     let head = state.audit_head?;
     let simple = batch.len() <= MAX_ROWS_PER_INSERT
@@ -293,16 +297,24 @@ async fn commit_sqlite_fast(
     let mut new_head = head;
     let q = bind_certs(sqlx::query(sqlx::AssertSqlSafe(sql)), &certs, now);
     let q = bind_audit(q, &mut new_head, &audits, now);
-    let result = async {
-        let mut conn = core.pool.acquire().await?;
-        if let Err(e) = q.execute(&mut *conn).await {
-            // Leave no transaction open on a pooled connection.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(StoreError::from(e));
+    let mut conn = match slot.take() {
+        Some(c) => c,
+        None => match core.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e.into())),
+        },
+    };
+    let result = match q.execute(&mut *conn).await {
+        Ok(_) => {
+            *slot = Some(conn);
+            Ok(())
         }
-        Ok(())
-    }
-    .await;
+        Err(e) => {
+            // Leave no transaction open on a pooled connection; take a fresh one next time.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(StoreError::from(e))
+        }
+    };
     if result.is_ok() {
         state.committed(Backend::Sqlite, Some(new_head));
     }
