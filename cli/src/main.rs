@@ -41,7 +41,11 @@ enum Format {
 
 #[derive(Args, Clone)]
 struct ConnArgs {
-    /// CA URL. Default: from <data-dir>/admin/cli.toml, else https://localhost:8443.
+    /// CLI config file (TOML: server, cert, key, ca_bundle, token).
+    /// Default: <data-dir>/admin/cli.toml, written by tessera-ca.
+    #[arg(long, global = true, env = "TESSERA_CLI_CONFIG")]
+    config: Option<PathBuf>,
+    /// CA URL. Default: from the config file, else https://localhost:8443.
     #[arg(long, global = true, env = "TESSERA_SERVER")]
     server: Option<String>,
     /// Data directory whose admin/ holds the CLI's default credentials.
@@ -328,35 +332,75 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{what}: reading {}", path.display()))
 }
 
+/// Settings from the CLI config file (`--config`, default `<data-dir>/admin/cli.toml`);
+/// flags and environment win over it. Relative paths are relative to the file.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca_bundle: Option<PathBuf>,
+    token: Option<String>,
+}
+
+fn file_config(conn: &ConnArgs) -> Result<FileConfig> {
+    let (path, explicit) = match &conn.config {
+        Some(p) => (p.clone(), true),
+        None => (conn.data_dir.join("admin").join("cli.toml"), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) if !explicit => return Ok(FileConfig::default()),
+        Err(e) => return Err(Failure::usage(format!("--config {}: {e}", path.display())).into()),
+    };
+    let mut f: FileConfig = toml::from_str(&text)
+        .map_err(|e| Failure::usage(format!("--config {}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in [&mut f.cert, &mut f.key, &mut f.ca_bundle]
+        .into_iter()
+        .flatten()
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    Ok(f)
+}
+
 fn connect(
     conn: &ConnArgs,
     client_cert: Option<(PathBuf, PathBuf)>,
     need_creds: bool,
 ) -> Result<Client> {
     let admin = conn.data_dir.join("admin");
-    let server = match &conn.server {
-        Some(s) => s.clone(),
-        None => std::fs::read_to_string(admin.join("cli.toml"))
-            .ok()
-            .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
-            .and_then(|t| t.get("server").and_then(|v| v.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| "https://localhost:8443".into()),
-    };
+    let file = file_config(conn)?;
+    let server = conn
+        .server
+        .clone()
+        .or(file.server)
+        .unwrap_or_else(|| "https://localhost:8443".into());
+    let token = conn.token.clone().or(file.token);
     let bundle_path = conn
         .ca_bundle
         .clone()
+        .or(file.ca_bundle)
         .unwrap_or_else(|| admin.join("bundle.pem"));
+    let (cert_flag, key_flag) = (
+        conn.cert.clone().or(file.cert),
+        conn.key.clone().or(file.key),
+    );
     let bundle = tessera_core::pem::certs(&read(&bundle_path, "--ca-bundle")?)
         .map_err(|e| Failure::usage(format!("--ca-bundle {}: {e}", bundle_path.display())))?;
     let pair = match client_cert {
         Some(p) => Some(p),
-        None if conn.token.is_some() || !need_creds => None,
+        None if token.is_some() || !need_creds => None,
         None => {
-            let cert = conn.cert.clone().unwrap_or_else(|| admin.join("cert.pem"));
-            let key = conn.key.clone().unwrap_or_else(|| admin.join("key.pem"));
+            let cert = cert_flag.clone().unwrap_or_else(|| admin.join("cert.pem"));
+            let key = key_flag.clone().unwrap_or_else(|| admin.join("key.pem"));
             if cert.exists() && key.exists() {
                 Some((cert, key))
-            } else if conn.cert.is_some() || conn.key.is_some() {
+            } else if cert_flag.is_some() || key_flag.is_some() {
                 return Err(Failure::usage("--cert and --key: both files must exist").into());
             } else {
                 None
@@ -374,8 +418,7 @@ fn connect(
         None => None,
     };
     let tls = tessera_core::tls::api_client_config(&bundle, identity, false)?;
-    Client::new(&server, tls, conn.token.clone())
-        .map_err(|e| Failure::usage(format!("--server: {e}")).into())
+    Client::new(&server, tls, token).map_err(|e| Failure::usage(format!("--server: {e}")).into())
 }
 
 impl Ctx {

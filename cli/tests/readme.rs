@@ -219,4 +219,48 @@ fn exit_codes_scripts_rely_on() {
     ]);
     assert_eq!(code(&o), 4, "auditor may not register");
     assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
+
+    // The same credentials from a config file (relative paths are relative to it).
+    let server = std::fs::read_to_string(ca.dir.path().join("data/admin/cli.toml")).unwrap();
+    let server = server
+        .lines()
+        .find_map(|l| l.strip_prefix("server = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        ca.dir.path().join("ro.toml"),
+        format!("server = {server}\ntoken = \"{token}\"\nca_bundle = \"data/admin/bundle.pem\"\n"),
+    )
+    .unwrap();
+    let o = ca.tessera(&[
+        "--config",
+        "ro.toml",
+        "--data-dir",
+        "/nonexistent",
+        "cert",
+        "list",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ca.tessera(&[
+        "--config",
+        "ro.toml",
+        "--data-dir",
+        "/nonexistent",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/x",
+        "--selector",
+        "a:b",
+    ]);
+    assert_eq!(code(&o), 4, "the file's auditor token is used");
+    std::fs::write(ca.dir.path().join("bad.toml"), "sever = \"https://x\"\n").unwrap();
+    let o = ca.tessera(&["--config", "bad.toml", "ca", "status"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sever"),
+        "names the unknown key"
+    );
 }
