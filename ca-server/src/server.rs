@@ -3,6 +3,7 @@
 //! request in flight and nothing read), the client certificate passed to the
 //! router as [`PeerCert`], a whole-request deadline, graceful shutdown, and the
 //! background tasks (CRL refresh, cross-replica revocation polling, pruning,
+//! SQLite WAL checkpoints,
 //! rotation of the server's own certificate).
 
 use crate::api::{self, ApiError, PeerCert};
@@ -359,6 +360,18 @@ fn spawn_background(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(rows = n, "pruned expired history"),
                     Err(e) => tracing::warn!(error = %e, "prune failed"),
+                }
+            }
+        }));
+    }
+    {
+        let auth = auth.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tasks.push(Box::pin(async move {
+            loop {
+                tick.tick().await;
+                if let Err(e) = auth.store.checkpoint().await {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
         }));

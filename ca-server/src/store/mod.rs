@@ -291,6 +291,10 @@ impl Store {
                         // ledger's index pages stay hot instead of being re-read.
                         "PRAGMA mmap_size=268435456",
                         "PRAGMA cache_size=-16384",
+                        // Checkpoints run in the background (`Store::checkpoint`), not
+                        // inside a ledger commit; this is only the backstop.
+                        "PRAGMA wal_autocheckpoint=16384",
+                        "PRAGMA journal_size_limit=67108864",
                     ] {
                         sqlx::query(pragma).execute(&mut *conn).await?;
                     }
@@ -1042,6 +1046,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Copies committed WAL pages into the SQLite database file without blocking
+    /// writers (PASSIVE), so commits never pay for it. No-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Counts certificates (for tests and status).
