@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Whole-system and hot-function benchmarks of the CA. Prints the machine, the
 # criterion figures for the signing path, and tessera-load figures against a
-# release tessera-ca on SQLite and on PostgreSQL (same run, so ratios hold).
+# release tessera-ca on SQLite and on PostgreSQL, and against cfssl 1.2 (Debian's
+# golang-cfssl, `cfssl serve` over TLS, no certificate database) with the same
+# load in the same run, so ratios hold on a drifting shared machine.
 #   bench/run.sh                 # everything
 #   CLIENTS=16 REQUESTS=20000 bench/run.sh
 set -euo pipefail
@@ -44,6 +46,29 @@ run_load() { # $1 label, $2 database url ('' = sqlite)
 }
 
 run_load sqlite ""
+
+echo "== cfssl 1.2 serve (TLS, no ledger), $CLIENTS clients"
+command -v cfssl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-cfssl >/dev/null
+cf="$work/cfssl"
+mkdir -p "$cf"
+(
+    cd "$cf"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    openssl req -x509 -new -key ca.key -out ca.pem -days 30 -subj /CN=cfssl-bench-ca \
+        -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl ecparam -name prime256v1 -genkey -noout -out srv.key
+    openssl req -new -key srv.key -subj /CN=localhost -out srv.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
+    openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -extfile srv.ext -out srv.pem
+    echo '{"signing":{"default":{"expiry":"1h","usages":["digital signature","server auth","client auth"]}}}' >cfg.json
+) 2>/dev/null
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+cfssl serve -address 127.0.0.1 -port "$port" -ca "$cf/ca.pem" -ca-key "$cf/ca.key" -config "$cf/cfg.json" \
+    -tls-cert "$cf/srv.pem" -tls-key "$cf/srv.key" -loglevel 5 >"$cf/log" 2>&1 &
+ca_pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null --cacert "$cf/ca.pem" "https://localhost:$port/" && break; sleep 0.1; done
+./target/release/tessera-load --cfssl "https://localhost:$port" --ca-bundle "$cf/ca.pem" --clients "$CLIENTS" --requests "$REQUESTS"
+kill "$ca_pid"; wait "$ca_pid" 2>/dev/null || true; ca_pid=""
 pg_db="tessera_bench_$$"
 psql -q "$PG_ADMIN" -c "CREATE DATABASE $pg_db" >/dev/null
 run_load postgres "${PG_ADMIN%/*}/$pg_db"

@@ -3,6 +3,7 @@
 //! prints certificates/s, p50 and p99 latency.
 //!
 //! `tessera-load --data-dir DIR --clients 16 --requests 20000`
+//! `tessera-load --cfssl https://localhost:8888 --ca-bundle ca.pem` (a peer, same load)
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, Result, bail};
@@ -42,6 +43,13 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Drive a cfssl `serve` at this https URL instead (POST /api/v1/cfssl/sign),
+    /// for same-run comparisons; needs --ca-bundle.
+    #[arg(long)]
+    cfssl: Option<String>,
+    /// Trust anchors for --cfssl's TLS certificate.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
 }
 
 struct Conn {
@@ -82,9 +90,10 @@ impl Conn {
 async fn main() -> Result<()> {
     let a = Args::parse();
     let admin = a.data_dir.join("admin");
-    let server = match a.server.clone() {
-        Some(s) => s,
-        None => {
+    let cfssl = a.cfssl.is_some();
+    let server = match (a.cfssl.clone(), a.server.clone()) {
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => {
             let t: toml::Table = toml::from_str(
                 &std::fs::read_to_string(admin.join("cli.toml"))
                     .context("reading admin/cli.toml")?,
@@ -103,26 +112,40 @@ async fn main() -> Result<()> {
         .map(|(h, _)| h.to_owned())
         .context("--server needs a port")?;
     let addr = rest.replace("localhost", "127.0.0.1");
-    let bundle = tessera_core::pem::certs(&std::fs::read(admin.join("bundle.pem"))?)?;
-    let chain = tessera_core::pem::certs(&std::fs::read(admin.join("cert.pem"))?)?;
-    let key = tessera_core::pem::private_key(&std::fs::read(admin.join("key.pem"))?)?;
-    let tls = Arc::new(tessera_core::tls::api_client_config(
-        &bundle,
-        Some((chain, key)),
-        false,
-    )?);
+    let tls = if cfssl {
+        let bundle = tessera_core::pem::certs(&std::fs::read(
+            a.ca_bundle.as_ref().context("--cfssl needs --ca-bundle")?,
+        )?)?;
+        Arc::new(tessera_core::tls::api_client_config(&bundle, None, false)?)
+    } else {
+        let bundle = tessera_core::pem::certs(&std::fs::read(admin.join("bundle.pem"))?)?;
+        let chain = tessera_core::pem::certs(&std::fs::read(admin.join("cert.pem"))?)?;
+        let key = tessera_core::pem::private_key(&std::fs::read(admin.join("key.pem"))?)?;
+        Arc::new(tessera_core::tls::api_client_config(
+            &bundle,
+            Some((chain, key)),
+            false,
+        )?)
+    };
+    let (path, ok_status): (&'static str, u16) = if cfssl {
+        ("/api/v1/cfssl/sign", 200)
+    } else {
+        ("/v1/certs", 201)
+    };
 
-    // An entry for the load identity.
-    let mut c = connect(&addr, &host, tls.clone()).await?;
-    let entry = serde_json::json!({"spiffe_id": a.spiffe_id, "selectors": ["load:test"]});
-    let (s, b) = c
-        .post("/v1/entries", Bytes::from(entry.to_string()))
-        .await?;
-    if s != 201 {
-        eprintln!(
-            "entry create answered {s}: {} (continuing; one may exist)",
-            String::from_utf8_lossy(&b)
-        );
+    if !cfssl {
+        // An entry for the load identity.
+        let mut c = connect(&addr, &host, tls.clone()).await?;
+        let entry = serde_json::json!({"spiffe_id": a.spiffe_id, "selectors": ["load:test"]});
+        let (s, b) = c
+            .post("/v1/entries", Bytes::from(entry.to_string()))
+            .await?;
+        if s != 201 {
+            eprintln!(
+                "entry create answered {s}: {} (continuing; one may exist)",
+                String::from_utf8_lossy(&b)
+            );
+        }
     }
 
     // Pre-made request bodies: CSR generation is the client's cost, not the CA's.
@@ -135,7 +158,12 @@ async fn main() -> Result<()> {
                     .expect("csr")
                     .pem()
                     .expect("pem");
-                Bytes::from(serde_json::json!({"spiffe_id": a.spiffe_id, "csr": csr}).to_string())
+                let body = if cfssl {
+                    serde_json::json!({"certificate_request": csr, "hosts": ["load.internal"]})
+                } else {
+                    serde_json::json!({"spiffe_id": a.spiffe_id, "csr": csr})
+                };
+                Bytes::from(body.to_string())
             })
             .collect(),
     );
@@ -155,7 +183,7 @@ async fn main() -> Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut conn = connect(&addr, &host, tls).await?;
             for j in 0..warmup {
-                conn.post("/v1/certs", bodies[(i + j) % bodies.len()].clone())
+                conn.post(path, bodies[(i + j) % bodies.len()].clone())
                     .await?;
             }
             gate.wait().await;
@@ -164,10 +192,10 @@ async fn main() -> Result<()> {
             for j in 0..per_client {
                 let t = Instant::now();
                 let (s, _) = conn
-                    .post("/v1/certs", bodies[(i * 7919 + j) % bodies.len()].clone())
+                    .post(path, bodies[(i * 7919 + j) % bodies.len()].clone())
                     .await?;
                 lat.push(t.elapsed());
-                if s != 201 {
+                if s != ok_status {
                     errors += 1;
                 }
             }
