@@ -163,6 +163,55 @@ impl Metric for Gauge {
     }
 }
 
+/// A gauge with labels.
+pub struct GaugeVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    values: Mutex<HashMap<Vec<String>, i64>>,
+}
+
+impl GaugeVec {
+    /// A new gauge family.
+    pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Self { name, help, labels, values: Mutex::new(HashMap::new()) }
+    }
+
+    /// Adds `d` (may be negative) to the series with these label values.
+    pub fn add(&self, values: &[&str], d: i64) {
+        if let Ok(mut m) = self.values.lock() {
+            let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
+            *m.entry(key).or_insert(0) += d;
+        }
+    }
+
+    /// Sets the series with these label values.
+    pub fn set(&self, values: &[&str], v: i64) {
+        if let Ok(mut m) = self.values.lock() {
+            m.insert(values.iter().map(|s| (*s).to_owned()).collect(), v);
+        }
+    }
+
+    /// The current value of one series.
+    pub fn get(&self, values: &[&str]) -> i64 {
+        let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
+        self.values.lock().ok().and_then(|m| m.get(&key).copied()).unwrap_or(0)
+    }
+}
+
+impl Metric for GaugeVec {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", self.name, self.help, self.name);
+        if let Ok(m) = self.values.lock() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort();
+            for (k, v) in rows {
+                let _ = writeln!(out, "{}{{{}}} {}", self.name, label_str(self.labels, k), v);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Hist {
     counts: Vec<u64>,

@@ -97,3 +97,272 @@ pub fn api_client_config(
     };
     Ok(cfg)
 }
+
+/// Serials (lowercase hex) of revoked certificates, shared by every verifier of
+/// a process and updated by the revocation-feed follower.
+#[derive(Debug, Default)]
+pub struct RevokedSerials(std::sync::RwLock<std::collections::HashSet<String>>);
+
+impl RevokedSerials {
+    /// Whether `serial` is revoked.
+    pub fn contains(&self, serial: &str) -> bool {
+        self.0.read().map(|s| s.contains(serial)).unwrap_or(false)
+    }
+
+    /// Adds revoked serials.
+    pub fn extend(&self, serials: impl IntoIterator<Item = String>) {
+        if let Ok(mut s) = self.0.write() {
+            s.extend(serials);
+        }
+    }
+
+    /// How many serials are held.
+    pub fn len(&self) -> usize {
+        self.0.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn webpki_to_rustls(e: webpki::Error) -> rustls::Error {
+    use rustls::CertificateError as C;
+    rustls::Error::InvalidCertificate(match e {
+        webpki::Error::CertExpired { .. } => C::Expired,
+        webpki::Error::CertNotValidYet { .. } => C::NotValidYet,
+        webpki::Error::UnknownIssuer => C::UnknownIssuer,
+        webpki::Error::InvalidSignatureForPublicKey => C::BadSignature,
+        _ => C::BadEncoding,
+    })
+}
+
+/// Checks what every SPIFFE peer certificate must pass beyond the chain: it is
+/// an X.509-SVID, and it is not revoked.
+fn spiffe_checks(end_entity: &CertificateDer<'_>, revoked: &RevokedSerials) -> Result<(), rustls::Error> {
+    let info = crate::svid::check_leaf(end_entity)
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))?;
+    if revoked.contains(&info.serial) {
+        return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+    }
+    Ok(())
+}
+
+/// Client side of SPIFFE mTLS: verifies the server's chain against the bundle
+/// with webpki and requires its SPIFFE ID to match `expected`. Identity is
+/// never taken from DNS names (SPIFFE server certificates carry only a URI SAN).
+#[derive(Debug)]
+pub struct SpiffeServerVerifier {
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    expected: crate::SpiffeIdPattern,
+    revoked: Arc<RevokedSerials>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_to_rustls)?;
+        cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(webpki_to_rustls)?;
+        spiffe_checks(end_entity, &self.revoked)?;
+        let id = crate::svid::peer_spiffe_id(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))?;
+        if !self.expected.matches(&id) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Server side of SPIFFE mTLS: a client certificate is required, must chain to
+/// the bundle (webpki), be an X.509-SVID and not be revoked. The listener's
+/// SPIFFE ID policy is applied after the handshake, where the peer ID is known
+/// and a refusal can be logged with it.
+#[derive(Debug)]
+pub struct SpiffeClientVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    revoked: Arc<RevokedSerials>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // SPIFFE peers pick their certificate by identity, not by issuer name.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        spiffe_checks(end_entity, &self.revoked)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn versions(tls12: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    if tls12 {
+        rustls::ALL_VERSIONS
+    } else {
+        TLS13_ONLY
+    }
+}
+
+static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// Inbound SPIFFE mTLS: serves the certificate `resolver` holds (rotated in
+/// place) and requires a client X.509-SVID chaining to `anchors`. TLS 1.3 only
+/// unless `tls12`.
+pub fn spiffe_server_config(
+    anchors: &[CertificateDer<'static>],
+    resolver: Arc<dyn ResolvesServerCert>,
+    revoked: Arc<RevokedSerials>,
+    tls12: bool,
+) -> Result<ServerConfig, TlsError> {
+    let roots = Arc::new(root_store(anchors)?);
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(SpiffeClientVerifier { inner, revoked });
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(tls12))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    // No session resumption across rotations: every connection proves its current identity.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
+    Ok(cfg)
+}
+
+/// Outbound SPIFFE mTLS: presents the certificate `resolver` holds and requires
+/// the server's SPIFFE ID to match `expected`.
+pub fn spiffe_client_config(
+    anchors: &[CertificateDer<'static>],
+    resolver: Arc<dyn rustls::client::ResolvesClientCert>,
+    expected: crate::SpiffeIdPattern,
+    revoked: Arc<RevokedSerials>,
+    tls12: bool,
+) -> Result<ClientConfig, TlsError> {
+    let anchors: Vec<_> = anchors
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok().map(|a| a.to_owned()))
+        .collect();
+    if anchors.is_empty() {
+        return Err(TlsError::NoAnchors);
+    }
+    let verifier = Arc::new(SpiffeServerVerifier { anchors, expected, revoked, provider: provider() });
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(tls12))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(resolver);
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(cfg)
+}
+
+/// A certificate and key holder that TLS configurations read on every
+/// handshake; replacing its contents rotates the identity without touching
+/// established connections or rebuilding configurations.
+#[derive(Debug)]
+pub struct RotatingKey(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl RotatingKey {
+    /// Starts with `key`.
+    pub fn new(key: CertifiedKey) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(key)))
+    }
+
+    /// Replaces the key for new handshakes.
+    pub fn set(&self, key: CertifiedKey) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Arc::new(key);
+        }
+    }
+
+    /// The current key.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+impl ResolvesServerCert for RotatingKey {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for RotatingKey {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

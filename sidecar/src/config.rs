@@ -1,0 +1,234 @@
+//! Sidecar configuration: `config/sidecar.toml` documents every option; flags
+//! and environment (`TESSERA_SIDECAR__SECTION__KEY`) override the file; the
+//! options are validated at start and errors name the option.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tessera_core::SpiffeIdPattern;
+
+/// The sidecar's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The CA's URL.
+    pub ca_url: String,
+    /// Trust anchors (PEM) for reaching the CA the first time.
+    pub ca_bundle: PathBuf,
+    /// File holding the join token (read once, never written). The token may
+    /// also come from `TESSERA_JOIN_TOKEN` or `--join-token`.
+    pub join_token_file: Option<PathBuf>,
+    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/identity`); loopback only.
+    pub admin_listen: SocketAddr,
+    /// Allow TLS 1.2 besides 1.3.
+    pub tls12: bool,
+    /// Seconds to let connections finish after SIGTERM.
+    pub drain_seconds: u64,
+    /// Inbound listeners: mTLS from peers to the app.
+    pub inbound: Vec<Inbound>,
+    /// Outbound listeners: plaintext from the app to mTLS upstreams.
+    pub outbound: Vec<Outbound>,
+    /// Limits.
+    pub limits: Limits,
+    /// Certificate renewal.
+    pub renew: Renew,
+    /// Revocation-feed following.
+    pub revocation: Revocation,
+    /// Denial reporting.
+    pub denials: Denials,
+}
+
+/// One inbound listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Name used in logs, metrics and denial records.
+    pub name: String,
+    /// Public address to accept mTLS on.
+    pub listen: SocketAddr,
+    /// The app's plaintext address (loopback).
+    pub forward: SocketAddr,
+    /// Peers allowed: exact SPIFFE IDs, `spiffe://td/path/*` prefixes, or `spiffe://td/*`.
+    pub allow: Vec<String>,
+}
+
+/// One outbound listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Name used in logs, metrics and denial records.
+    pub name: String,
+    /// Loopback address the app connects to.
+    pub listen: SocketAddr,
+    /// The upstream's address, `host:port`.
+    pub upstream: String,
+    /// The SPIFFE ID (or pattern) the upstream must present.
+    pub server_id: String,
+}
+
+/// Limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// TLS handshake deadline, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Close a proxied connection idle in both directions this long, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most concurrent connections across listeners.
+    pub max_connections: usize,
+}
+
+/// Renewal timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Renew {
+    /// Renew at this fraction of the lifetime.
+    pub at_fraction: f64,
+    /// ± this fraction of the lifetime, at random.
+    pub jitter_fraction: f64,
+    /// First retry delay after a failure, milliseconds (doubles up to the max).
+    pub retry_min_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub retry_max_ms: u64,
+}
+
+/// Revocation following.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Revocation {
+    /// Follow the CA's revocation feed.
+    pub follow: bool,
+    /// Close established connections whose peer gets revoked.
+    pub close_established: bool,
+    /// Long-poll wait, seconds.
+    pub wait_seconds: u64,
+}
+
+/// Denial reporting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Denials {
+    /// Report denials to the CA.
+    pub report: bool,
+    /// Send a batch at least this often, milliseconds.
+    pub flush_ms: u64,
+    /// Keep at most this many unsent denials (older ones are dropped and counted).
+    pub max_buffered: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ca_url: "https://localhost:8443".into(),
+            ca_bundle: PathBuf::from("bundle.pem"),
+            join_token_file: None,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 15000)),
+            tls12: false,
+            drain_seconds: 10,
+            inbound: vec![],
+            outbound: vec![],
+            limits: Limits::default(),
+            renew: Renew::default(),
+            revocation: Revocation::default(),
+            denials: Denials::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { handshake_timeout_ms: 5000, idle_timeout_ms: 300_000, max_connections: 10_000 }
+    }
+}
+
+impl Default for Renew {
+    fn default() -> Self {
+        Self { at_fraction: 0.5, jitter_fraction: 0.1, retry_min_ms: 500, retry_max_ms: 30_000 }
+    }
+}
+
+impl Default for Revocation {
+    fn default() -> Self {
+        Self { follow: true, close_established: true, wait_seconds: 30 }
+    }
+}
+
+impl Default for Denials {
+    fn default() -> Self {
+        Self { report: true, flush_ms: 2000, max_buffered: 10_000 }
+    }
+}
+
+/// A configuration error naming the option.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads a file (if any) with `section.key=value` overrides, then validates.
+    pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<Self, ConfigError> {
+        let mut text = match file {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
+        for s in sets {
+            let (k, v) = s.split_once('=').ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.to_owned()));
+            let mut parts: Vec<&str> = k.trim().split('.').collect();
+            let last = parts.pop().unwrap_or_default().to_owned();
+            let mut t = &mut doc;
+            for p in parts {
+                t = t
+                    .entry(p.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError(format!("{k}: {p} is not a section")))?;
+            }
+            t.insert(last, value);
+        }
+        text.clear();
+        let cfg: Config = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.ca_url.starts_with("https://") {
+            return Err(ConfigError("ca_url: must start with https://".into()));
+        }
+        if !self.admin_listen.ip().is_loopback() {
+            return Err(ConfigError("admin_listen: must be a loopback address".into()));
+        }
+        if self.inbound.is_empty() && self.outbound.is_empty() {
+            return Err(ConfigError("inbound/outbound: configure at least one listener".into()));
+        }
+        for (i, l) in self.inbound.iter().enumerate() {
+            if l.allow.is_empty() {
+                return Err(ConfigError(format!("inbound[{i}].allow: at least one SPIFFE ID or pattern")));
+            }
+            for a in &l.allow {
+                SpiffeIdPattern::new(a).map_err(|e| ConfigError(format!("inbound[{i}].allow: {a:?}: {e}")))?;
+            }
+        }
+        for (i, o) in self.outbound.iter().enumerate() {
+            if !o.listen.ip().is_loopback() {
+                return Err(ConfigError(format!("outbound[{i}].listen: must be a loopback address")));
+            }
+            SpiffeIdPattern::new(&o.server_id).map_err(|e| ConfigError(format!("outbound[{i}].server_id: {e}")))?;
+            if o.upstream.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(ConfigError(format!("outbound[{i}].upstream: expected host:port")));
+            }
+        }
+        if !(0.1..=0.9).contains(&self.renew.at_fraction) || !(0.0..=0.3).contains(&self.renew.jitter_fraction) {
+            return Err(ConfigError("renew.at_fraction (0.1..0.9) / renew.jitter_fraction (0..0.3)".into()));
+        }
+        if self.limits.max_connections == 0 || self.limits.handshake_timeout_ms == 0 {
+            return Err(ConfigError("limits: max_connections and handshake_timeout_ms must be positive".into()));
+        }
+        Ok(())
+    }
+}

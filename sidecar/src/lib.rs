@@ -1,0 +1,351 @@
+//! Tessera sidecar: one process beside one app container (sharing its network
+//! namespace) that makes every connection into and out of the app mutually
+//! authenticated (SPIFFE mTLS) and authorized, rotates its identity in memory,
+//! follows revocations, and logs and reports every refused connection.
+//!
+//! Architecture invariant: TLS configurations are built only by
+//! `tessera_core::tls`; rotation replaces the key inside a shared
+//! [`tessera_core::tls::RotatingKey`], so established connections are never
+//! touched and new handshakes pick up the new certificate at once.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod identity;
+mod metrics;
+mod proxy;
+
+use config::Config;
+use identity::{IdentitySource, Svid};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tessera_core::api::{Denial, DenialReason, DenialReport, RevocationFeed};
+use tessera_core::tls::{RevokedSerials, RotatingKey};
+use tokio::sync::watch;
+
+pub use metrics::Metrics;
+
+/// Errors starting the sidecar.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SidecarError {
+    /// A listener could not bind.
+    #[error("{0}: {1}")]
+    Bind(String, std::io::Error),
+    /// TLS configuration failed.
+    #[error("tls: {0}")]
+    Tls(#[from] tessera_core::tls::TlsError),
+    /// Identity failure.
+    #[error("identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+}
+
+/// State shared by the listeners, the admin endpoint and the background tasks.
+pub struct Shared {
+    /// Configuration.
+    pub cfg: Config,
+    /// The current identity (None until the first certificate arrives).
+    pub svid: RwLock<Option<Svid>>,
+    /// The key every TLS configuration serves.
+    key: RwLock<Option<Arc<RotatingKey>>>,
+    /// Revoked serials.
+    pub revoked: Arc<RevokedSerials>,
+    /// Bumped whenever new revocations arrive (wakes established connections).
+    revoked_gen: watch::Sender<u64>,
+    /// TLS configurations, republished when the bundle changes.
+    tls: watch::Sender<Option<Arc<proxy::TlsSet>>>,
+    /// Ready once an identity is held and every listener is up.
+    pub ready: AtomicBool,
+    /// Metrics.
+    pub metrics: Metrics,
+    denials: Mutex<Vec<Denial>>,
+    feed_version: std::sync::atomic::AtomicI64,
+}
+
+impl Shared {
+    fn new(cfg: Config) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            svid: RwLock::new(None),
+            key: RwLock::new(None),
+            revoked: Arc::new(RevokedSerials::default()),
+            revoked_gen: watch::channel(0).0,
+            tls: watch::channel(None).0,
+            ready: AtomicBool::new(false),
+            metrics: Metrics::new(),
+            denials: Mutex::new(Vec::new()),
+            feed_version: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    /// The current identity, if any.
+    pub fn identity(&self) -> Option<Svid> {
+        self.svid.read().ok().and_then(|s| s.clone())
+    }
+
+    /// Records a refused connection: one structured log line, a metric, and a
+    /// queued report for the CA.
+    pub fn deny(&self, listener: &str, peer: std::net::SocketAddr, peer_id: Option<String>, reason: DenialReason) {
+        tracing::warn!(
+            target: "tessera_sidecar::denial",
+            listener,
+            peer_addr = %peer,
+            peer_spiffe_id = peer_id.as_deref().unwrap_or("-"),
+            reason = reason.as_str(),
+            "connection denied"
+        );
+        self.metrics.denied.inc(&[listener, reason.as_str()]);
+        if self.cfg.denials.report
+            && let Ok(mut q) = self.denials.lock()
+        {
+            if q.len() >= self.cfg.denials.max_buffered {
+                q.remove(0);
+                self.metrics.denials_dropped.add(1);
+            }
+            q.push(Denial {
+                at: tessera_core::now_unix(),
+                listener: listener.to_owned(),
+                peer_addr: peer.to_string(),
+                peer_spiffe_id: peer_id,
+                reason,
+            });
+        }
+    }
+
+    /// Installs a new identity: rotates the key in place and, if the bundle
+    /// changed, republishes TLS configurations for new handshakes.
+    fn install(&self, svid: Svid) -> Result<(), SidecarError> {
+        let ck = svid.certified_key()?;
+        let bundle_changed = self.identity().map(|old| old.bundle != svid.bundle).unwrap_or(true);
+        let key = {
+            let mut slot = self.key.write().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(k) => {
+                    k.set(ck);
+                    k.clone()
+                }
+                None => {
+                    let k = Arc::new(RotatingKey::new(ck));
+                    *slot = Some(k.clone());
+                    k
+                }
+            }
+        };
+        if bundle_changed {
+            let set = proxy::TlsSet::build(&self.cfg, &svid.bundle, key, self.revoked.clone())?;
+            self.tls.send_replace(Some(Arc::new(set)));
+        }
+        self.metrics.cert_expiry.set(svid.not_after);
+        tracing::info!(spiffe_id = %svid.spiffe_id, serial = %svid.serial, not_after = svid.not_after, "identity installed");
+        *self.svid.write().unwrap_or_else(|p| p.into_inner()) = Some(svid);
+        Ok(())
+    }
+}
+
+/// Bound addresses of a running sidecar.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Addresses {
+    /// Admin endpoint.
+    pub admin: std::net::SocketAddr,
+    /// Inbound listeners by name.
+    pub inbound: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// Outbound listeners by name.
+    pub outbound: std::collections::BTreeMap<String, std::net::SocketAddr>,
+}
+
+/// A started sidecar.
+pub struct Running {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Bound addresses.
+    pub addrs: Addresses,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops accepting, then waits up to `drain` for open connections to finish.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.shared.metrics.active_total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Binds every listener, then gets an identity (retrying while the CA is
+/// unreachable; not ready meanwhile) and starts serving.
+pub async fn start<S: IdentitySource + 'static>(cfg: Config, source: S) -> Result<Running, SidecarError> {
+    let shared = Shared::new(cfg);
+    let (stop, stop_rx) = watch::channel(false);
+    let admin = tokio::net::TcpListener::bind(shared.cfg.admin_listen)
+        .await
+        .map_err(|e| SidecarError::Bind("admin_listen".into(), e))?;
+    let mut addrs = Addresses {
+        admin: admin.local_addr().map_err(|e| SidecarError::Bind("admin_listen".into(), e))?,
+        inbound: Default::default(),
+        outbound: Default::default(),
+    };
+    tokio::spawn(metrics::serve_admin(shared.clone(), admin));
+    let mut listeners = Vec::new();
+    for (i, l) in shared.cfg.inbound.iter().enumerate() {
+        let sock = tokio::net::TcpListener::bind(l.listen)
+            .await
+            .map_err(|e| SidecarError::Bind(format!("inbound[{i}].listen"), e))?;
+        addrs.inbound.insert(l.name.clone(), sock.local_addr().map_err(|e| SidecarError::Bind(l.name.clone(), e))?);
+        listeners.push((true, i, sock));
+    }
+    for (i, o) in shared.cfg.outbound.iter().enumerate() {
+        let sock = tokio::net::TcpListener::bind(o.listen)
+            .await
+            .map_err(|e| SidecarError::Bind(format!("outbound[{i}].listen"), e))?;
+        addrs.outbound.insert(o.name.clone(), sock.local_addr().map_err(|e| SidecarError::Bind(o.name.clone(), e))?);
+        listeners.push((false, i, sock));
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.cfg.limits.max_connections));
+    for (inbound, i, sock) in listeners {
+        tokio::spawn(proxy::accept_loop(shared.clone(), inbound, i, sock, slots.clone(), stop_rx.clone()));
+    }
+    let source = Arc::new(source);
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+            loop {
+                match source.fetch().await {
+                    Ok(svid) => match shared.install(svid) {
+                        Ok(()) => break,
+                        Err(e) => tracing::error!(error = %e, "cannot use the issued identity"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "no identity yet"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
+            }
+            shared.ready.store(true, Ordering::Release);
+            tracing::info!("ready");
+            let follower = shared.clone();
+            if shared.cfg.revocation.follow {
+                tokio::spawn(follow_revocations(follower));
+            }
+            if shared.cfg.denials.report {
+                tokio::spawn(report_denials(shared.clone()));
+            }
+            renew_forever(shared, source).await;
+        });
+    }
+    Ok(Running { shared, addrs, stop })
+}
+
+fn jittered(shared: &Shared, svid: &Svid) -> Duration {
+    use ring::rand::SecureRandom;
+    let life = (svid.not_after - svid.not_before).max(1) as f64;
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let r = (u16::from_be_bytes(b) as f64 / u16::MAX as f64) * 2.0 - 1.0;
+    let at = svid.not_before as f64 + life * (shared.cfg.renew.at_fraction + r * shared.cfg.renew.jitter_fraction);
+    Duration::from_secs_f64((at - tessera_core::now_unix() as f64).max(0.0))
+}
+
+/// Renews at the configured fraction of the lifetime (± jitter); on failure
+/// retries with capped exponential backoff while the current certificate serves.
+async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
+    loop {
+        let Some(current) = shared.identity() else { return };
+        tokio::time::sleep(jittered(&shared, &current)).await;
+        let mut delay = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+        loop {
+            match source.renew(&current).await.map(|s| shared.install(s)) {
+                Ok(Ok(())) => {
+                    shared.metrics.rotations.add(1);
+                    break;
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "renewed identity unusable"),
+                Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "renewal failed; serving with the current certificate"),
+            }
+            if current.not_after <= tessera_core::now_unix() {
+                tracing::error!("certificate expired before it could be renewed");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
+        }
+    }
+}
+
+/// Follows the CA's revocation feed by long-poll; keeps the last known list
+/// when the CA is unreachable and exposes the lag.
+async fn follow_revocations(shared: Arc<Shared>) {
+    let mut since = 0i64;
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        let result = async {
+            let svid = shared.identity().ok_or("no identity")?;
+            let client = svid.client(&shared.cfg.ca_url).map_err(|_| "client")?;
+            let path = format!("/v1/revocations?since={since}&wait={}", shared.cfg.revocation.wait_seconds);
+            let r = client.call(hyper::Method::GET, &path, None).await.map_err(|_| "unreachable")?;
+            if !r.status.is_success() {
+                return Err("refused");
+            }
+            serde_json::from_slice::<RevocationFeed>(&r.body).map_err(|_| "bad answer")
+        }
+        .await;
+        match result {
+            Ok(feed) => {
+                last_ok = tokio::time::Instant::now();
+                if !feed.revocations.is_empty() {
+                    shared.revoked.extend(feed.revocations.iter().map(|r| r.serial.clone()));
+                    shared.revoked_gen.send_modify(|g| *g += 1);
+                    tracing::info!(count = feed.revocations.len(), version = feed.version, "revocations received");
+                }
+                since = feed.version;
+                shared.feed_version.store(since, Ordering::Relaxed);
+                shared.metrics.feed_version.set(since);
+                shared.metrics.feed_lag.set(0);
+                if feed.more {
+                    continue;
+                }
+            }
+            Err(why) => {
+                shared.metrics.feed_lag.set(last_ok.elapsed().as_secs() as i64);
+                tracing::warn!(why, "revocation feed unavailable; keeping the last known list");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Sends queued denials to the CA in batches.
+async fn report_denials(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.denials.flush_ms.max(100)));
+    loop {
+        tick.tick().await;
+        let batch: Vec<Denial> = match shared.denials.lock() {
+            Ok(mut q) if !q.is_empty() => {
+                let n = q.len().min(1000);
+                q.drain(..n).collect()
+            }
+            _ => continue,
+        };
+        let Some(svid) = shared.identity() else { continue };
+        let sent = async {
+            let client = svid.client(&shared.cfg.ca_url).ok()?;
+            let body = serde_json::to_vec(&DenialReport { denials: batch.clone() }).ok()?;
+            let r = client.call(hyper::Method::POST, "/v1/denials", Some(body)).await.ok()?;
+            r.status.is_success().then_some(())
+        }
+        .await;
+        match sent {
+            Some(()) => shared.metrics.denials_reported.add(batch.len() as i64),
+            None => {
+                // Put them back (newest kept within the cap) and try next tick.
+                if let Ok(mut q) = shared.denials.lock() {
+                    let mut merged = batch;
+                    merged.append(&mut q);
+                    let excess = merged.len().saturating_sub(shared.cfg.denials.max_buffered);
+                    merged.drain(..excess);
+                    *q = merged;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `tessera-sidecar`: mTLS in and out of one container.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+use tessera_sidecar::config::Config;
+use tessera_sidecar::identity::JoinTokenSource;
+
+#[derive(Parser)]
+#[command(name = "tessera-sidecar", version, about = "Tessera sidecar: SPIFFE mTLS beside one container")]
+struct Cli {
+    /// Configuration file (see config/sidecar.toml).
+    #[arg(long, short, env = "TESSERA_SIDECAR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any option: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// The join token (prefer TESSERA_JOIN_TOKEN or join_token_file: flags show in `ps`).
+    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+    let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    let token = match (&cli.join_token, &cfg.join_token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("join_token_file {}", f.display()))?.trim().to_owned(),
+        (None, None) => anyhow::bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file"),
+    };
+    let bootstrap = tessera_core::pem::certs(&std::fs::read(&cfg.ca_bundle).with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?)
+        .context("ca_bundle")?;
+    let source = JoinTokenSource::new(cfg.ca_url.clone(), bootstrap, token);
+    let drain = std::time::Duration::from_secs(cfg.drain_seconds);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let running = tessera_sidecar::start(cfg, source).await?;
+    // One line on stdout with every bound address, for scripts and tests.
+    println!("{}", serde_json::json!({"tessera_sidecar": running.addrs}));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("draining");
+    running.shutdown(drain).await;
+    Ok(())
+}

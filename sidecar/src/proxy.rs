@@ -1,0 +1,217 @@
+//! The data plane: inbound (mTLS from peers → plaintext to the app) and
+//! outbound (plaintext from the app → mTLS to an upstream) relays, with the
+//! handshake deadline, the listener's SPIFFE policy, the connection cap, an
+//! idle deadline, and closing connections whose peer gets revoked.
+
+use crate::Shared;
+use crate::config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tessera_core::api::DenialReason;
+use tessera_core::tls::{RevokedSerials, RotatingKey};
+use tessera_core::SpiffeIdPattern;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// TLS configurations for every listener, rebuilt when the trust bundle changes.
+pub(crate) struct TlsSet {
+    inbound: Arc<rustls::ServerConfig>,
+    outbound: Vec<Arc<rustls::ClientConfig>>,
+    allow: Vec<Vec<SpiffeIdPattern>>,
+}
+
+impl TlsSet {
+    pub(crate) fn build(
+        cfg: &Config,
+        bundle: &[rustls::pki_types::CertificateDer<'static>],
+        key: Arc<RotatingKey>,
+        revoked: Arc<RevokedSerials>,
+    ) -> Result<Self, tessera_core::tls::TlsError> {
+        let inbound = Arc::new(tessera_core::tls::spiffe_server_config(bundle, key.clone(), revoked.clone(), cfg.tls12)?);
+        let mut outbound = Vec::new();
+        for o in &cfg.outbound {
+            // Validated at load time.
+            let expected = SpiffeIdPattern::new(&o.server_id).map_err(|_| tessera_core::tls::TlsError::NoAnchors)?;
+            outbound.push(Arc::new(tessera_core::tls::spiffe_client_config(
+                bundle,
+                key.clone(),
+                expected,
+                revoked.clone(),
+                cfg.tls12,
+            )?));
+        }
+        let allow = cfg
+            .inbound
+            .iter()
+            .map(|l| l.allow.iter().filter_map(|a| SpiffeIdPattern::new(a).ok()).collect())
+            .collect();
+        Ok(Self { inbound, outbound, allow })
+    }
+}
+
+/// Maps a handshake failure to the denial reason operators see.
+fn classify(e: &std::io::Error) -> DenialReason {
+    use rustls::CertificateError as C;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::NoCertificatesPresented) => DenialReason::NoCertificate,
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => DenialReason::Expired,
+            C::Revoked => DenialReason::Revoked,
+            C::ApplicationVerificationFailure => DenialReason::InvalidSvid,
+            _ => DenialReason::UntrustedChain,
+        },
+        _ => DenialReason::TlsError,
+    }
+}
+
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    inbound: bool,
+    index: usize,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let name = if inbound { &shared.cfg.inbound[index].name } else { &shared.cfg.outbound[index].name };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            shared.metrics.denied.inc(&[name, "connection_limit"]);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = shared.tls.borrow().clone() else {
+            // Not ready: no identity yet. Refuse rather than relay unauthenticated.
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if inbound {
+                handle_inbound(shared, index, tcp, peer, tls).await;
+            } else {
+                handle_outbound(shared, index, tcp, peer, tls).await;
+            }
+        });
+    }
+}
+
+async fn handle_inbound(shared: Arc<Shared>, index: usize, tcp: TcpStream, peer: SocketAddr, tls: Arc<TlsSet>) {
+    let l = &shared.cfg.inbound[index];
+    let hs = Duration::from_millis(shared.cfg.limits.handshake_timeout_ms);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.inbound.clone());
+    let stream = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return shared.deny(&l.name, peer, None, classify(&e)),
+        Err(_) => return shared.deny(&l.name, peer, None, DenialReason::HandshakeTimeout),
+    };
+    let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+    let Some(info) = leaf.as_ref().and_then(|c| tessera_core::svid::check_leaf(c).ok()) else {
+        return shared.deny(&l.name, peer, None, DenialReason::InvalidSvid);
+    };
+    if !tls.allow[index].iter().any(|p| p.matches(&info.spiffe_id)) {
+        return shared.deny(&l.name, peer, Some(info.spiffe_id.to_string()), DenialReason::NotAllowed);
+    }
+    let app = match TcpStream::connect(l.forward).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(listener = %l.name, error = %e, "app unreachable");
+            return;
+        }
+    };
+    let _ = app.set_nodelay(true);
+    relay(&shared, &l.name, stream, app, Some(info.serial)).await;
+}
+
+async fn handle_outbound(shared: Arc<Shared>, index: usize, app: TcpStream, peer: SocketAddr, tls: Arc<TlsSet>) {
+    let o = &shared.cfg.outbound[index];
+    let hs = Duration::from_millis(shared.cfg.limits.handshake_timeout_ms);
+    let upstream = match tokio::time::timeout(hs, TcpStream::connect(&o.upstream)).await {
+        Ok(Ok(u)) => u,
+        _ => {
+            tracing::warn!(listener = %o.name, upstream = %o.upstream, "upstream unreachable");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let upstream_addr = upstream.peer_addr().unwrap_or(peer);
+    let host = o.upstream.rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost");
+    // SNI only; identity is checked by SPIFFE ID, never by this name.
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("static name"));
+    let connector = tokio_rustls::TlsConnector::from(tls.outbound[index].clone());
+    let stream = match tokio::time::timeout(hs, connector.connect(name, upstream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = match classify(&e) {
+                // The server's certificate was valid but not the expected identity.
+                DenialReason::InvalidSvid => DenialReason::NotAllowed,
+                r => r,
+            };
+            return shared.deny(&o.name, upstream_addr, None, reason);
+        }
+        Err(_) => return shared.deny(&o.name, upstream_addr, None, DenialReason::HandshakeTimeout),
+    };
+    let serial = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| tessera_core::svid::check_leaf(c).ok())
+        .map(|i| i.serial);
+    relay(&shared, &o.name, stream, app, serial).await;
+}
+
+/// Copies both ways until both sides close (half-close is passed on), the
+/// connection idles past the deadline, or the peer's certificate is revoked.
+async fn relay<A, B>(shared: &Shared, listener: &str, mut a: A, mut b: B, peer_serial: Option<String>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let m = &shared.metrics;
+    m.opened.inc(&[listener]);
+    m.active.add(&[listener], 1);
+    m.open_now.fetch_add(1, Ordering::AcqRel);
+    let mut revoked_rx = shared.revoked_gen.subscribe();
+    let close_on_revoke = shared.cfg.revocation.close_established;
+    let revoked = async {
+        let Some(serial) = peer_serial.as_deref() else { return std::future::pending().await };
+        loop {
+            if revoked_rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if close_on_revoke && shared.revoked.contains(serial) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
+            if let Ok((to_b, to_a)) = r {
+                m.bytes_in.add(&[listener], to_b);
+                m.bytes_out.add(&[listener], to_a);
+            }
+        }
+        _ = revoked => {
+            tracing::warn!(listener, serial = peer_serial.as_deref().unwrap_or("-"), "closing connection: peer certificate revoked");
+        }
+    }
+    m.closed.inc(&[listener]);
+    m.active.add(&[listener], -1);
+    m.open_now.fetch_sub(1, Ordering::AcqRel);
+}
+
