@@ -137,25 +137,42 @@ impl Default for Config {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { handshake_timeout_ms: 5000, idle_timeout_ms: 300_000, max_connections: 10_000 }
+        Self {
+            handshake_timeout_ms: 5000,
+            idle_timeout_ms: 300_000,
+            max_connections: 10_000,
+        }
     }
 }
 
 impl Default for Renew {
     fn default() -> Self {
-        Self { at_fraction: 0.5, jitter_fraction: 0.1, retry_min_ms: 500, retry_max_ms: 30_000 }
+        Self {
+            at_fraction: 0.5,
+            jitter_fraction: 0.1,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+        }
     }
 }
 
 impl Default for Revocation {
     fn default() -> Self {
-        Self { follow: true, close_established: true, wait_seconds: 30 }
+        Self {
+            follow: true,
+            close_established: true,
+            wait_seconds: 30,
+        }
     }
 }
 
 impl Default for Denials {
     fn default() -> Self {
-        Self { report: true, flush_ms: 2000, max_buffered: 10_000 }
+        Self {
+            report: true,
+            flush_ms: 2000,
+            max_buffered: 10_000,
+        }
     }
 }
 
@@ -168,12 +185,15 @@ impl Config {
     /// Loads a file (if any) with `section.key=value` overrides, then validates.
     pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<Self, ConfigError> {
         let mut text = match file {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
             None => String::new(),
         };
         let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
         for s in sets {
-            let (k, v) = s.split_once('=').ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
             let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
@@ -191,7 +211,9 @@ impl Config {
             t.insert(last, value);
         }
         text.clear();
-        let cfg: Config = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -201,34 +223,74 @@ impl Config {
             return Err(ConfigError("ca_url: must start with https://".into()));
         }
         if !self.admin_listen.ip().is_loopback() {
-            return Err(ConfigError("admin_listen: must be a loopback address".into()));
+            return Err(ConfigError(
+                "admin_listen: must be a loopback address".into(),
+            ));
         }
         if self.inbound.is_empty() && self.outbound.is_empty() {
-            return Err(ConfigError("inbound/outbound: configure at least one listener".into()));
+            return Err(ConfigError(
+                "inbound/outbound: configure at least one listener".into(),
+            ));
         }
         for (i, l) in self.inbound.iter().enumerate() {
             if l.allow.is_empty() {
-                return Err(ConfigError(format!("inbound[{i}].allow: at least one SPIFFE ID or pattern")));
+                return Err(ConfigError(format!(
+                    "inbound[{i}].allow: at least one SPIFFE ID or pattern"
+                )));
             }
             for a in &l.allow {
-                SpiffeIdPattern::new(a).map_err(|e| ConfigError(format!("inbound[{i}].allow: {a:?}: {e}")))?;
+                SpiffeIdPattern::new(a)
+                    .map_err(|e| ConfigError(format!("inbound[{i}].allow: {a:?}: {e}")))?;
             }
         }
         for (i, o) in self.outbound.iter().enumerate() {
             if !o.listen.ip().is_loopback() {
-                return Err(ConfigError(format!("outbound[{i}].listen: must be a loopback address")));
+                return Err(ConfigError(format!(
+                    "outbound[{i}].listen: must be a loopback address"
+                )));
             }
-            SpiffeIdPattern::new(&o.server_id).map_err(|e| ConfigError(format!("outbound[{i}].server_id: {e}")))?;
-            if o.upstream.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                return Err(ConfigError(format!("outbound[{i}].upstream: expected host:port")));
+            SpiffeIdPattern::new(&o.server_id)
+                .map_err(|e| ConfigError(format!("outbound[{i}].server_id: {e}")))?;
+            if o.upstream
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(ConfigError(format!(
+                    "outbound[{i}].upstream: expected host:port"
+                )));
             }
         }
-        if !(0.1..=0.9).contains(&self.renew.at_fraction) || !(0.0..=0.3).contains(&self.renew.jitter_fraction) {
-            return Err(ConfigError("renew.at_fraction (0.1..0.9) / renew.jitter_fraction (0..0.3)".into()));
+        if !(0.1..=0.9).contains(&self.renew.at_fraction)
+            || !(0.0..=0.3).contains(&self.renew.jitter_fraction)
+        {
+            return Err(ConfigError(
+                "renew.at_fraction (0.1..0.9) / renew.jitter_fraction (0..0.3)".into(),
+            ));
         }
         if self.limits.max_connections == 0 || self.limits.handshake_timeout_ms == 0 {
-            return Err(ConfigError("limits: max_connections and handshake_timeout_ms must be positive".into()));
+            return Err(ConfigError(
+                "limits: max_connections and handshake_timeout_ms must be positive".into(),
+            ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_loads_and_errors_name_the_option() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sidecar.toml");
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        assert_eq!(cfg.inbound.len(), 1);
+        let e = Config::load(Some(&p), &["admin_listen=\"0.0.0.0:15000\"".into()]).unwrap_err();
+        assert!(e.0.contains("admin_listen"), "{e}");
+        let e = Config::load(Some(&p), &["limits.bogus=1".into()]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        let e = Config::load(Some(&p), &["ca_url=\"http://x\"".into()]).unwrap_err();
+        assert!(e.0.contains("ca_url"), "{e}");
     }
 }

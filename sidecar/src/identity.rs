@@ -42,7 +42,10 @@ pub struct Svid {
 
 impl std::fmt::Debug for Svid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Svid").field("spiffe_id", &self.spiffe_id).field("serial", &self.serial).finish_non_exhaustive()
+        f.debug_struct("Svid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,13 +57,18 @@ impl Svid {
 
     /// A rustls signing key for this identity.
     pub fn certified_key(&self) -> Result<rustls::sign::CertifiedKey, IdentityError> {
-        tessera_core::tls::certified_key(self.chain.clone(), self.key()).map_err(|e| IdentityError::Local(e.to_string()))
+        tessera_core::tls::certified_key(self.chain.clone(), self.key())
+            .map_err(|e| IdentityError::Local(e.to_string()))
     }
 
     /// A CA API client authenticating with this identity.
     pub fn client(&self, ca_url: &str) -> Result<Client, IdentityError> {
-        let tls = tessera_core::tls::api_client_config(&self.bundle, Some((self.chain.clone(), self.key())), false)
-            .map_err(|e| IdentityError::Local(e.to_string()))?;
+        let tls = tessera_core::tls::api_client_config(
+            &self.bundle,
+            Some((self.chain.clone(), self.key())),
+            false,
+        )
+        .map_err(|e| IdentityError::Local(e.to_string()))?;
         Client::new(ca_url, tls, None).map_err(|e| IdentityError::Local(e.to_string()))
     }
 }
@@ -70,7 +78,10 @@ pub trait IdentitySource: Send + Sync {
     /// Gets the first identity.
     fn fetch(&self) -> impl std::future::Future<Output = Result<Svid, IdentityError>> + Send;
     /// Renews `current` (with a new key).
-    fn renew(&self, current: &Svid) -> impl std::future::Future<Output = Result<Svid, IdentityError>> + Send;
+    fn renew(
+        &self,
+        current: &Svid,
+    ) -> impl std::future::Future<Output = Result<Svid, IdentityError>> + Send;
 }
 
 /// Direct mode: a single-use join token for the first certificate, mTLS
@@ -83,8 +94,16 @@ pub struct JoinTokenSource {
 
 impl JoinTokenSource {
     /// A source that redeems `token` at `ca_url`, trusting `bootstrap` to reach it.
-    pub fn new(ca_url: String, bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>, token: String) -> Self {
-        Self { ca_url, bootstrap, token: std::sync::Mutex::new(Some(token)) }
+    pub fn new(
+        ca_url: String,
+        bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
+        token: String,
+    ) -> Self {
+        Self {
+            ca_url,
+            bootstrap,
+            token: std::sync::Mutex::new(Some(token)),
+        }
     }
 }
 
@@ -97,22 +116,36 @@ fn new_key_and_csr() -> Result<(Vec<u8>, String), IdentityError> {
     Ok((key.serialize_der(), csr))
 }
 
-async fn post_for_cert(client: &Client, path: &str, body: Vec<u8>, key_der: Vec<u8>) -> Result<Svid, IdentityError> {
+async fn post_for_cert(
+    client: &Client,
+    path: &str,
+    body: Vec<u8>,
+    key_der: Vec<u8>,
+) -> Result<Svid, IdentityError> {
     let reply = client
         .call(hyper::Method::POST, path, Some(body))
         .await
         .map_err(|e| IdentityError::Unreachable(e.to_string()))?;
     if reply.status.as_u16() != 201 {
-        return Err(IdentityError::Refused(reply.status.as_u16(), String::from_utf8_lossy(&reply.body).into_owned()));
+        return Err(IdentityError::Refused(
+            reply.status.as_u16(),
+            String::from_utf8_lossy(&reply.body).into_owned(),
+        ));
     }
-    let issued: IssuedCertificate =
-        serde_json::from_slice(&reply.body).map_err(|e| IdentityError::Local(format!("CA answer: {e}")))?;
-    let mut chain = tessera_core::pem::certs(issued.certificate.as_bytes()).map_err(|e| IdentityError::Local(e.to_string()))?;
+    let issued: IssuedCertificate = serde_json::from_slice(&reply.body)
+        .map_err(|e| IdentityError::Local(format!("CA answer: {e}")))?;
+    let mut chain = tessera_core::pem::certs(issued.certificate.as_bytes())
+        .map_err(|e| IdentityError::Local(e.to_string()))?;
     if !issued.chain.is_empty() {
-        chain.extend(tessera_core::pem::certs(issued.chain.as_bytes()).map_err(|e| IdentityError::Local(e.to_string()))?);
+        chain.extend(
+            tessera_core::pem::certs(issued.chain.as_bytes())
+                .map_err(|e| IdentityError::Local(e.to_string()))?,
+        );
     }
-    let bundle = tessera_core::pem::certs(issued.bundle.as_bytes()).map_err(|e| IdentityError::Local(e.to_string()))?;
-    let info = tessera_core::svid::check_leaf(&chain[0]).map_err(|e| IdentityError::Local(format!("issued certificate: {e}")))?;
+    let bundle = tessera_core::pem::certs(issued.bundle.as_bytes())
+        .map_err(|e| IdentityError::Local(e.to_string()))?;
+    let info = tessera_core::svid::check_leaf(&chain[0])
+        .map_err(|e| IdentityError::Local(format!("issued certificate: {e}")))?;
     Ok(Svid {
         chain,
         key_der: Arc::new(key_der),
@@ -134,9 +167,11 @@ impl IdentitySource for JoinTokenSource {
             .ok_or_else(|| IdentityError::Local("join token already redeemed".into()))?;
         let tls = tessera_core::tls::api_client_config(&self.bootstrap, None, false)
             .map_err(|e| IdentityError::Local(e.to_string()))?;
-        let client = Client::new(&self.ca_url, tls, None).map_err(|e| IdentityError::Local(e.to_string()))?;
+        let client = Client::new(&self.ca_url, tls, None)
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
         let (key, csr) = new_key_and_csr()?;
-        let body = serde_json::to_vec(&RedeemRequest { token, csr }).map_err(|e| IdentityError::Local(e.to_string()))?;
+        let body = serde_json::to_vec(&RedeemRequest { token, csr })
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
         let svid = post_for_cert(&client, "/v1/certs/redeem", body, key).await?;
         // Single use: forget the token once it has worked.
         if let Ok(mut t) = self.token.lock() {
@@ -148,7 +183,8 @@ impl IdentitySource for JoinTokenSource {
     async fn renew(&self, current: &Svid) -> Result<Svid, IdentityError> {
         let client = current.client(&self.ca_url)?;
         let (key, csr) = new_key_and_csr()?;
-        let body = serde_json::to_vec(&RenewRequest { csr }).map_err(|e| IdentityError::Local(e.to_string()))?;
+        let body = serde_json::to_vec(&RenewRequest { csr })
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
         post_for_cert(&client, "/v1/certs/renew", body, key).await
     }
 }

@@ -85,7 +85,13 @@ impl Shared {
 
     /// Records a refused connection: one structured log line, a metric, and a
     /// queued report for the CA.
-    pub fn deny(&self, listener: &str, peer: std::net::SocketAddr, peer_id: Option<String>, reason: DenialReason) {
+    pub fn deny(
+        &self,
+        listener: &str,
+        peer: std::net::SocketAddr,
+        peer_id: Option<String>,
+        reason: DenialReason,
+    ) {
         tracing::warn!(
             target: "tessera_sidecar::denial",
             listener,
@@ -116,7 +122,10 @@ impl Shared {
     /// changed, republishes TLS configurations for new handshakes.
     fn install(&self, svid: Svid) -> Result<(), SidecarError> {
         let ck = svid.certified_key()?;
-        let bundle_changed = self.identity().map(|old| old.bundle != svid.bundle).unwrap_or(true);
+        let bundle_changed = self
+            .identity()
+            .map(|old| old.bundle != svid.bundle)
+            .unwrap_or(true);
         let key = {
             let mut slot = self.key.write().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
@@ -175,14 +184,19 @@ impl Running {
 
 /// Binds every listener, then gets an identity (retrying while the CA is
 /// unreachable; not ready meanwhile) and starts serving.
-pub async fn start<S: IdentitySource + 'static>(cfg: Config, source: S) -> Result<Running, SidecarError> {
+pub async fn start<S: IdentitySource + 'static>(
+    cfg: Config,
+    source: S,
+) -> Result<Running, SidecarError> {
     let shared = Shared::new(cfg);
     let (stop, stop_rx) = watch::channel(false);
     let admin = tokio::net::TcpListener::bind(shared.cfg.admin_listen)
         .await
         .map_err(|e| SidecarError::Bind("admin_listen".into(), e))?;
     let mut addrs = Addresses {
-        admin: admin.local_addr().map_err(|e| SidecarError::Bind("admin_listen".into(), e))?,
+        admin: admin
+            .local_addr()
+            .map_err(|e| SidecarError::Bind("admin_listen".into(), e))?,
         inbound: Default::default(),
         outbound: Default::default(),
     };
@@ -192,19 +206,36 @@ pub async fn start<S: IdentitySource + 'static>(cfg: Config, source: S) -> Resul
         let sock = tokio::net::TcpListener::bind(l.listen)
             .await
             .map_err(|e| SidecarError::Bind(format!("inbound[{i}].listen"), e))?;
-        addrs.inbound.insert(l.name.clone(), sock.local_addr().map_err(|e| SidecarError::Bind(l.name.clone(), e))?);
+        addrs.inbound.insert(
+            l.name.clone(),
+            sock.local_addr()
+                .map_err(|e| SidecarError::Bind(l.name.clone(), e))?,
+        );
         listeners.push((true, i, sock));
     }
     for (i, o) in shared.cfg.outbound.iter().enumerate() {
         let sock = tokio::net::TcpListener::bind(o.listen)
             .await
             .map_err(|e| SidecarError::Bind(format!("outbound[{i}].listen"), e))?;
-        addrs.outbound.insert(o.name.clone(), sock.local_addr().map_err(|e| SidecarError::Bind(o.name.clone(), e))?);
+        addrs.outbound.insert(
+            o.name.clone(),
+            sock.local_addr()
+                .map_err(|e| SidecarError::Bind(o.name.clone(), e))?,
+        );
         listeners.push((false, i, sock));
     }
-    let slots = Arc::new(tokio::sync::Semaphore::new(shared.cfg.limits.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        shared.cfg.limits.max_connections,
+    ));
     for (inbound, i, sock) in listeners {
-        tokio::spawn(proxy::accept_loop(shared.clone(), inbound, i, sock, slots.clone(), stop_rx.clone()));
+        tokio::spawn(proxy::accept_loop(
+            shared.clone(),
+            inbound,
+            i,
+            sock,
+            slots.clone(),
+            stop_rx.clone(),
+        ));
     }
     let source = Arc::new(source);
     {
@@ -217,7 +248,9 @@ pub async fn start<S: IdentitySource + 'static>(cfg: Config, source: S) -> Resul
                         Ok(()) => break,
                         Err(e) => tracing::error!(error = %e, "cannot use the issued identity"),
                     },
-                    Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "no identity yet"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "no identity yet")
+                    }
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
@@ -234,7 +267,11 @@ pub async fn start<S: IdentitySource + 'static>(cfg: Config, source: S) -> Resul
             renew_forever(shared, source).await;
         });
     }
-    Ok(Running { shared, addrs, stop })
+    Ok(Running {
+        shared,
+        addrs,
+        stop,
+    })
 }
 
 fn jittered(shared: &Shared, svid: &Svid) -> Duration {
@@ -243,7 +280,8 @@ fn jittered(shared: &Shared, svid: &Svid) -> Duration {
     let mut b = [0u8; 2];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     let r = (u16::from_be_bytes(b) as f64 / u16::MAX as f64) * 2.0 - 1.0;
-    let at = svid.not_before as f64 + life * (shared.cfg.renew.at_fraction + r * shared.cfg.renew.jitter_fraction);
+    let at = svid.not_before as f64
+        + life * (shared.cfg.renew.at_fraction + r * shared.cfg.renew.jitter_fraction);
     Duration::from_secs_f64((at - tessera_core::now_unix() as f64).max(0.0))
 }
 
@@ -251,7 +289,9 @@ fn jittered(shared: &Shared, svid: &Svid) -> Duration {
 /// retries with capped exponential backoff while the current certificate serves.
 async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
     loop {
-        let Some(current) = shared.identity() else { return };
+        let Some(current) = shared.identity() else {
+            return;
+        };
         tokio::time::sleep(jittered(&shared, &current)).await;
         let mut delay = Duration::from_millis(shared.cfg.renew.retry_min_ms);
         loop {
@@ -261,7 +301,9 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
                     break;
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "renewed identity unusable"),
-                Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "renewal failed; serving with the current certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "renewal failed; serving with the current certificate")
+                }
             }
             if current.not_after <= tessera_core::now_unix() {
                 tracing::error!("certificate expired before it could be renewed");
@@ -281,8 +323,14 @@ async fn follow_revocations(shared: Arc<Shared>) {
         let result = async {
             let svid = shared.identity().ok_or("no identity")?;
             let client = svid.client(&shared.cfg.ca_url).map_err(|_| "client")?;
-            let path = format!("/v1/revocations?since={since}&wait={}", shared.cfg.revocation.wait_seconds);
-            let r = client.call(hyper::Method::GET, &path, None).await.map_err(|_| "unreachable")?;
+            let path = format!(
+                "/v1/revocations?since={since}&wait={}",
+                shared.cfg.revocation.wait_seconds
+            );
+            let r = client
+                .call(hyper::Method::GET, &path, None)
+                .await
+                .map_err(|_| "unreachable")?;
             if !r.status.is_success() {
                 return Err("refused");
             }
@@ -293,9 +341,15 @@ async fn follow_revocations(shared: Arc<Shared>) {
             Ok(feed) => {
                 last_ok = tokio::time::Instant::now();
                 if !feed.revocations.is_empty() {
-                    shared.revoked.extend(feed.revocations.iter().map(|r| r.serial.clone()));
+                    shared
+                        .revoked
+                        .extend(feed.revocations.iter().map(|r| r.serial.clone()));
                     shared.revoked_gen.send_modify(|g| *g += 1);
-                    tracing::info!(count = feed.revocations.len(), version = feed.version, "revocations received");
+                    tracing::info!(
+                        count = feed.revocations.len(),
+                        version = feed.version,
+                        "revocations received"
+                    );
                 }
                 since = feed.version;
                 shared.feed_version.store(since, Ordering::Relaxed);
@@ -306,8 +360,14 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 }
             }
             Err(why) => {
-                shared.metrics.feed_lag.set(last_ok.elapsed().as_secs() as i64);
-                tracing::warn!(why, "revocation feed unavailable; keeping the last known list");
+                shared
+                    .metrics
+                    .feed_lag
+                    .set(last_ok.elapsed().as_secs() as i64);
+                tracing::warn!(
+                    why,
+                    "revocation feed unavailable; keeping the last known list"
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -316,7 +376,8 @@ async fn follow_revocations(shared: Arc<Shared>) {
 
 /// Sends queued denials to the CA in batches.
 async fn report_denials(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.denials.flush_ms.max(100)));
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(shared.cfg.denials.flush_ms.max(100)));
     loop {
         tick.tick().await;
         let batch: Vec<Denial> = match shared.denials.lock() {
@@ -326,11 +387,19 @@ async fn report_denials(shared: Arc<Shared>) {
             }
             _ => continue,
         };
-        let Some(svid) = shared.identity() else { continue };
+        let Some(svid) = shared.identity() else {
+            continue;
+        };
         let sent = async {
             let client = svid.client(&shared.cfg.ca_url).ok()?;
-            let body = serde_json::to_vec(&DenialReport { denials: batch.clone() }).ok()?;
-            let r = client.call(hyper::Method::POST, "/v1/denials", Some(body)).await.ok()?;
+            let body = serde_json::to_vec(&DenialReport {
+                denials: batch.clone(),
+            })
+            .ok()?;
+            let r = client
+                .call(hyper::Method::POST, "/v1/denials", Some(body))
+                .await
+                .ok()?;
             r.status.is_success().then_some(())
         }
         .await;

@@ -8,7 +8,11 @@ use tessera_sidecar::config::Config;
 use tessera_sidecar::identity::JoinTokenSource;
 
 #[derive(Parser)]
-#[command(name = "tessera-sidecar", version, about = "Tessera sidecar: SPIFFE mTLS beside one container")]
+#[command(
+    name = "tessera-sidecar",
+    version,
+    about = "Tessera sidecar: SPIFFE mTLS beside one container"
+)]
 struct Cli {
     /// Configuration file (see config/sidecar.toml).
     #[arg(long, short, env = "TESSERA_SIDECAR_CONFIG")]
@@ -42,11 +46,19 @@ async fn main() -> Result<()> {
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
     let token = match (&cli.join_token, &cfg.join_token_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("join_token_file {}", f.display()))?.trim().to_owned(),
-        (None, None) => anyhow::bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file"),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("join_token_file {}", f.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            anyhow::bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file")
+        }
     };
-    let bootstrap = tessera_core::pem::certs(&std::fs::read(&cfg.ca_bundle).with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?)
-        .context("ca_bundle")?;
+    let bootstrap = tessera_core::pem::certs(
+        &std::fs::read(&cfg.ca_bundle)
+            .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
+    )
+    .context("ca_bundle")?;
     let source = JoinTokenSource::new(cfg.ca_url.clone(), bootstrap, token);
     let drain = std::time::Duration::from_secs(cfg.drain_seconds);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -50,18 +50,60 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::default();
         Self {
-            opened: r.register(CounterVec::new("tessera_sidecar_connections_opened_total", "Connections accepted and relayed.", &["listener"])),
-            closed: r.register(CounterVec::new("tessera_sidecar_connections_closed_total", "Relayed connections closed.", &["listener"])),
-            active: r.register(GaugeVec::new("tessera_sidecar_connections_active", "Relayed connections open now.", &["listener"])),
-            denied: r.register(CounterVec::new("tessera_sidecar_denied_total", "Refused connections (handshake failures and policy denials).", &["listener", "reason"])),
-            bytes_in: r.register(CounterVec::new("tessera_sidecar_bytes_in_total", "Bytes relayed toward the app (inbound) or upstream (outbound).", &["listener"])),
-            bytes_out: r.register(CounterVec::new("tessera_sidecar_bytes_out_total", "Bytes relayed the other way.", &["listener"])),
-            cert_expiry: r.register(Gauge::new("tessera_sidecar_certificate_expiry_timestamp_seconds", "notAfter of the current certificate.")),
-            rotations: r.register(Gauge::new("tessera_sidecar_rotations_total", "Certificate rotations since start.")),
-            feed_version: r.register(Gauge::new("tessera_sidecar_revocation_feed_version", "Revocation-feed version seen.")),
-            feed_lag: r.register(Gauge::new("tessera_sidecar_revocation_feed_lag_seconds", "Seconds since the revocation feed last answered.")),
-            denials_reported: r.register(Gauge::new("tessera_sidecar_denials_reported_total", "Denials sent to the CA.")),
-            denials_dropped: r.register(Gauge::new("tessera_sidecar_denials_dropped_total", "Denials dropped from a full report queue.")),
+            opened: r.register(CounterVec::new(
+                "tessera_sidecar_connections_opened_total",
+                "Connections accepted and relayed.",
+                &["listener"],
+            )),
+            closed: r.register(CounterVec::new(
+                "tessera_sidecar_connections_closed_total",
+                "Relayed connections closed.",
+                &["listener"],
+            )),
+            active: r.register(GaugeVec::new(
+                "tessera_sidecar_connections_active",
+                "Relayed connections open now.",
+                &["listener"],
+            )),
+            denied: r.register(CounterVec::new(
+                "tessera_sidecar_denied_total",
+                "Refused connections (handshake failures and policy denials).",
+                &["listener", "reason"],
+            )),
+            bytes_in: r.register(CounterVec::new(
+                "tessera_sidecar_bytes_in_total",
+                "Bytes relayed toward the app (inbound) or upstream (outbound).",
+                &["listener"],
+            )),
+            bytes_out: r.register(CounterVec::new(
+                "tessera_sidecar_bytes_out_total",
+                "Bytes relayed the other way.",
+                &["listener"],
+            )),
+            cert_expiry: r.register(Gauge::new(
+                "tessera_sidecar_certificate_expiry_timestamp_seconds",
+                "notAfter of the current certificate.",
+            )),
+            rotations: r.register(Gauge::new(
+                "tessera_sidecar_rotations_total",
+                "Certificate rotations since start.",
+            )),
+            feed_version: r.register(Gauge::new(
+                "tessera_sidecar_revocation_feed_version",
+                "Revocation-feed version seen.",
+            )),
+            feed_lag: r.register(Gauge::new(
+                "tessera_sidecar_revocation_feed_lag_seconds",
+                "Seconds since the revocation feed last answered.",
+            )),
+            denials_reported: r.register(Gauge::new(
+                "tessera_sidecar_denials_reported_total",
+                "Denials sent to the CA.",
+            )),
+            denials_dropped: r.register(Gauge::new(
+                "tessera_sidecar_denials_dropped_total",
+                "Denials dropped from a full report queue.",
+            )),
             open_now: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             registry: r,
         }
@@ -83,7 +125,10 @@ pub(crate) async fn serve_admin(shared: Arc<Shared>, listener: tokio::net::TcpLi
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(s): State<Arc<Shared>>| async move { s.metrics.registry.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move { s.metrics.registry.render() }),
+        )
         .route("/identity", get(identity))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tessera_core::SpiffeIdPattern;
 use tessera_core::api::DenialReason;
 use tessera_core::tls::{RevokedSerials, RotatingKey};
-use tessera_core::SpiffeIdPattern;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -30,11 +30,17 @@ impl TlsSet {
         key: Arc<RotatingKey>,
         revoked: Arc<RevokedSerials>,
     ) -> Result<Self, tessera_core::tls::TlsError> {
-        let inbound = Arc::new(tessera_core::tls::spiffe_server_config(bundle, key.clone(), revoked.clone(), cfg.tls12)?);
+        let inbound = Arc::new(tessera_core::tls::spiffe_server_config(
+            bundle,
+            key.clone(),
+            revoked.clone(),
+            cfg.tls12,
+        )?);
         let mut outbound = Vec::new();
         for o in &cfg.outbound {
             // Validated at load time.
-            let expected = SpiffeIdPattern::new(&o.server_id).map_err(|_| tessera_core::tls::TlsError::NoAnchors)?;
+            let expected = SpiffeIdPattern::new(&o.server_id)
+                .map_err(|_| tessera_core::tls::TlsError::NoAnchors)?;
             outbound.push(Arc::new(tessera_core::tls::spiffe_client_config(
                 bundle,
                 key.clone(),
@@ -46,9 +52,18 @@ impl TlsSet {
         let allow = cfg
             .inbound
             .iter()
-            .map(|l| l.allow.iter().filter_map(|a| SpiffeIdPattern::new(a).ok()).collect())
+            .map(|l| {
+                l.allow
+                    .iter()
+                    .filter_map(|a| SpiffeIdPattern::new(a).ok())
+                    .collect()
+            })
             .collect();
-        Ok(Self { inbound, outbound, allow })
+        Ok(Self {
+            inbound,
+            outbound,
+            allow,
+        })
     }
 }
 
@@ -58,7 +73,10 @@ fn classify(e: &std::io::Error) -> DenialReason {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::NoCertificatesPresented) => DenialReason::NoCertificate,
         Some(rustls::Error::InvalidCertificate(c)) => match c {
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => DenialReason::Expired,
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => DenialReason::Expired,
             C::Revoked => DenialReason::Revoked,
             C::ApplicationVerificationFailure => DenialReason::InvalidSvid,
             _ => DenialReason::UntrustedChain,
@@ -87,7 +105,11 @@ pub(crate) async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
-        let name = if inbound { &shared.cfg.inbound[index].name } else { &shared.cfg.outbound[index].name };
+        let name = if inbound {
+            &shared.cfg.inbound[index].name
+        } else {
+            &shared.cfg.outbound[index].name
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             shared.metrics.denied.inc(&[name, "connection_limit"]);
             continue;
@@ -109,7 +131,13 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn handle_inbound(shared: Arc<Shared>, index: usize, tcp: TcpStream, peer: SocketAddr, tls: Arc<TlsSet>) {
+async fn handle_inbound(
+    shared: Arc<Shared>,
+    index: usize,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<TlsSet>,
+) {
     let l = &shared.cfg.inbound[index];
     let hs = Duration::from_millis(shared.cfg.limits.handshake_timeout_ms);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.inbound.clone());
@@ -118,12 +146,25 @@ async fn handle_inbound(shared: Arc<Shared>, index: usize, tcp: TcpStream, peer:
         Ok(Err(e)) => return shared.deny(&l.name, peer, None, classify(&e)),
         Err(_) => return shared.deny(&l.name, peer, None, DenialReason::HandshakeTimeout),
     };
-    let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
-    let Some(info) = leaf.as_ref().and_then(|c| tessera_core::svid::check_leaf(c).ok()) else {
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned();
+    let Some(info) = leaf
+        .as_ref()
+        .and_then(|c| tessera_core::svid::check_leaf(c).ok())
+    else {
         return shared.deny(&l.name, peer, None, DenialReason::InvalidSvid);
     };
     if !tls.allow[index].iter().any(|p| p.matches(&info.spiffe_id)) {
-        return shared.deny(&l.name, peer, Some(info.spiffe_id.to_string()), DenialReason::NotAllowed);
+        return shared.deny(
+            &l.name,
+            peer,
+            Some(info.spiffe_id.to_string()),
+            DenialReason::NotAllowed,
+        );
     }
     let app = match TcpStream::connect(l.forward).await {
         Ok(a) => a,
@@ -136,7 +177,13 @@ async fn handle_inbound(shared: Arc<Shared>, index: usize, tcp: TcpStream, peer:
     relay(&shared, &l.name, stream, app, Some(info.serial)).await;
 }
 
-async fn handle_outbound(shared: Arc<Shared>, index: usize, app: TcpStream, peer: SocketAddr, tls: Arc<TlsSet>) {
+async fn handle_outbound(
+    shared: Arc<Shared>,
+    index: usize,
+    app: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<TlsSet>,
+) {
     let o = &shared.cfg.outbound[index];
     let hs = Duration::from_millis(shared.cfg.limits.handshake_timeout_ms);
     let upstream = match tokio::time::timeout(hs, TcpStream::connect(&o.upstream)).await {
@@ -148,10 +195,16 @@ async fn handle_outbound(shared: Arc<Shared>, index: usize, app: TcpStream, peer
     };
     let _ = upstream.set_nodelay(true);
     let upstream_addr = upstream.peer_addr().unwrap_or(peer);
-    let host = o.upstream.rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost");
+    let host = o
+        .upstream
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or("localhost");
     // SNI only; identity is checked by SPIFFE ID, never by this name.
     let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("static name"));
+        .unwrap_or_else(|_| {
+            rustls::pki_types::ServerName::try_from("localhost").expect("static name")
+        });
     let connector = tokio_rustls::TlsConnector::from(tls.outbound[index].clone());
     let stream = match tokio::time::timeout(hs, connector.connect(name, upstream)).await {
         Ok(Ok(s)) => s,
@@ -177,8 +230,13 @@ async fn handle_outbound(shared: Arc<Shared>, index: usize, app: TcpStream, peer
 
 /// Copies both ways until both sides close (half-close is passed on), the
 /// connection idles past the deadline, or the peer's certificate is revoked.
-async fn relay<A, B>(shared: &Shared, listener: &str, mut a: A, mut b: B, peer_serial: Option<String>)
-where
+async fn relay<A, B>(
+    shared: &Shared,
+    listener: &str,
+    mut a: A,
+    mut b: B,
+    peer_serial: Option<String>,
+) where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
@@ -189,7 +247,9 @@ where
     let mut revoked_rx = shared.revoked_gen.subscribe();
     let close_on_revoke = shared.cfg.revocation.close_established;
     let revoked = async {
-        let Some(serial) = peer_serial.as_deref() else { return std::future::pending().await };
+        let Some(serial) = peer_serial.as_deref() else {
+            return std::future::pending().await;
+        };
         loop {
             if revoked_rx.changed().await.is_err() {
                 return std::future::pending().await;
@@ -214,4 +274,3 @@ where
     m.active.add(&[listener], -1);
     m.open_now.fetch_sub(1, Ordering::AcqRel);
 }
-

@@ -1,0 +1,391 @@
+//! End to end with real processes on loopback: a `tessera-ca`, an echo app, and
+//! sidecars A (outbound, allowed), B (inbound, allows only A) and C (outbound,
+//! valid certificate but not in B's policy). Then openssl as a peer without a
+//! certificate, and a revocation of A closing its open connection.
+
+use hyper::Method;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use tessera_core::client::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn target_dir_bin(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
+        .parent()
+        .unwrap()
+        .join(name)
+}
+
+/// Builds tessera-ca so the test never runs a stale binary.
+fn ca_binary() -> PathBuf {
+    let ok = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "tessera-ca-server",
+            "--bin",
+            "tessera-ca",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building tessera-ca");
+    target_dir_bin("tessera-ca")
+}
+
+/// A child process killed on drop, with its stderr lines on a channel.
+struct Proc {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> (Proc, String) {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (
+            Proc {
+                child,
+                stderr: rx,
+                log: vec![],
+            },
+            first,
+        )
+    }
+
+    /// Waits for a stderr line containing `needle` (the event), failing after DEADLINE.
+    fn await_log(&mut self, needle: &str) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let end = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let line = self.stderr.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no log line with {needle:?}; got:\n{}", self.log.join("\n"))
+            });
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Ca {
+    _proc: Proc,
+    dir: tempfile::TempDir,
+    url: String,
+    admin: Client,
+}
+
+impl Ca {
+    fn start() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let (proc, line) = Proc::spawn(
+            Command::new(ca_binary())
+                .args(["--listen", "127.0.0.1:0"])
+                .current_dir(dir.path()),
+        );
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+            .to_owned();
+        let url = format!("https://localhost:{port}");
+        let admin_dir = dir.path().join("data/admin");
+        let chain =
+            tessera_core::pem::certs(&std::fs::read(admin_dir.join("cert.pem")).unwrap()).unwrap();
+        let key =
+            tessera_core::pem::private_key(&std::fs::read(admin_dir.join("key.pem")).unwrap())
+                .unwrap();
+        let bundle =
+            tessera_core::pem::certs(&std::fs::read(admin_dir.join("bundle.pem")).unwrap())
+                .unwrap();
+        let tls = tessera_core::tls::api_client_config(&bundle, Some((chain, key)), false).unwrap();
+        let admin = Client::new(&url, tls, None).unwrap();
+        Ca {
+            _proc: proc,
+            dir,
+            url,
+            admin,
+        }
+    }
+
+    fn bundle_path(&self) -> PathBuf {
+        self.dir.path().join("data/admin/bundle.pem")
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let r = self
+            .admin
+            .call(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
+            .await
+            .unwrap();
+        assert!(
+            r.status.is_success(),
+            "{path}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// An entry and a join token for `spiffe://example.org/<name>`.
+    async fn token(&self, name: &str) -> String {
+        let id = format!("spiffe://example.org/{name}");
+        self.call(
+            Method::POST,
+            "/v1/entries",
+            Some(serde_json::json!({"spiffe_id": id, "selectors": [format!("test:{name}")]})),
+        )
+        .await;
+        let t = self
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(serde_json::json!({"spiffe_id": id})),
+            )
+            .await;
+        t["token"].as_str().unwrap().to_owned()
+    }
+}
+
+struct Sidecar {
+    proc: Proc,
+    addrs: serde_json::Value,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(ca: &Ca, token: &str, listeners: &str) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "ca_url = \"{}\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n[denials]\nflush_ms = 200\n{listeners}",
+            ca.url,
+            ca.bundle_path().display()
+        );
+        std::fs::write(dir.path().join("sidecar.toml"), cfg).unwrap();
+        let (mut proc, line) = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
+                .arg("--config")
+                .arg(dir.path().join("sidecar.toml"))
+                .env("TESSERA_JOIN_TOKEN", token)
+                .env("TESSERA_LOG", "info"),
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("first line {line:?}: {e}"));
+        proc.await_log("ready");
+        Sidecar {
+            proc,
+            addrs: v["tessera_sidecar"].clone(),
+            _dir: dir,
+        }
+    }
+
+    fn addr(&self, kind: &str, name: &str) -> String {
+        self.addrs[kind][name].as_str().unwrap().to_owned()
+    }
+
+    async fn admin_get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(self.addrs["admin"].as_str().unwrap())
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+}
+
+async fn echo_server() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `msg` and reads the echo; Err if the connection is refused or closed.
+async fn echo(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    s.write_all(msg).await?;
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    assert_eq!(buf, msg);
+    Ok(())
+}
+
+/// Awaits the peer closing `s` (EOF or reset), failing after `within`.
+async fn await_closed(s: &mut TcpStream, within: Duration, what: &str) {
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "{what}: still open after {within:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_denied_refused_and_revoked() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let (ta, tb, tc) = (
+        ca.token("a").await,
+        ca.token("b").await,
+        ca.token("c").await,
+    );
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[[inbound]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/a\"]\n"
+        ),
+    );
+    let b_in = b.addr("inbound", "api");
+    let outbound = |name: &str| {
+        format!(
+            "[[outbound]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{b_in}\"\nserver_id = \"spiffe://example.org/b\"\n"
+        )
+    };
+    let a = Sidecar::start(&ca, &ta, &outbound("to-b"));
+    let mut c = Sidecar::start(&ca, &tc, &outbound("to-b"));
+
+    // A → B: allowed; keep one long connection open.
+    let mut long = TcpStream::connect(a.addr("outbound", "to-b"))
+        .await
+        .unwrap();
+    echo(&mut long, b"hello through the mesh").await.unwrap();
+
+    // C → B: valid certificate, not in B's policy: refused, logged with C's identity.
+    let mut denied = TcpStream::connect(c.addr("outbound", "to-b"))
+        .await
+        .unwrap();
+    assert!(
+        echo(&mut denied, b"let me in").await.is_err(),
+        "C must be refused"
+    );
+    let mut b = b;
+    let line = b.proc.await_log("connection denied");
+    assert!(
+        line.contains("spiffe://example.org/c") && line.contains("not_allowed"),
+        "{line}"
+    );
+    let metrics = b.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("tessera_sidecar_denied_total{listener=\"api\",reason=\"not_allowed\"} 1"),
+        "{metrics}"
+    );
+    let _ = c.proc.await_log("ready");
+
+    // openssl as an independent peer: no client certificate → refused.
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &b_in, "-CAfile"])
+        .arg(ca.bundle_path())
+        .args(["-verify_return_error", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("hello"), "{text}");
+    b.proc.await_log("no_certificate");
+
+    // Readiness and identity are visible on the admin endpoint; no key material.
+    assert!(a.admin_get("/readyz").await.starts_with("HTTP/1.1 200"));
+    let ident = a.admin_get("/identity").await;
+    assert!(
+        ident.contains("spiffe://example.org/a") && !ident.contains("PRIVATE"),
+        "{ident}"
+    );
+    let body = ident.split("\r\n\r\n").nth(1).unwrap();
+    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
+    let serial = serde_json::from_str::<serde_json::Value>(body).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Revoke A: its open connection is closed and new ones are refused within 5 s.
+    let started = std::time::Instant::now();
+    ca.call(
+        Method::POST,
+        "/v1/revocations",
+        Some(serde_json::json!({"serial": serial, "reason": "key_compromise"})),
+    )
+    .await;
+    await_closed(
+        &mut long,
+        Duration::from_secs(5),
+        "A's established connection after revocation",
+    )
+    .await;
+    let mut again = TcpStream::connect(a.addr("outbound", "to-b"))
+        .await
+        .unwrap();
+    assert!(
+        echo(&mut again, b"still here?").await.is_err(),
+        "revoked A must be refused"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "revocation took {:?}",
+        started.elapsed()
+    );
+    b.proc.await_log("revoked");
+}
