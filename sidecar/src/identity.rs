@@ -38,6 +38,9 @@ pub struct Svid {
     pub not_before: i64,
     /// notAfter, unix seconds.
     pub not_after: i64,
+    /// When it arrived, unix seconds (renewal timing counts from here, not from
+    /// the back-dated notBefore).
+    pub received_at: i64,
 }
 
 impl std::fmt::Debug for Svid {
@@ -154,6 +157,7 @@ async fn post_for_cert(
         serial: info.serial,
         not_before: info.not_before,
         not_after: info.not_after,
+        received_at: tessera_core::now_unix(),
     })
 }
 

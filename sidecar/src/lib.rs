@@ -276,12 +276,16 @@ pub async fn start<S: IdentitySource + 'static>(
 
 fn jittered(shared: &Shared, svid: &Svid) -> Duration {
     use ring::rand::SecureRandom;
-    let life = (svid.not_after - svid.not_before).max(1) as f64;
+    // From receipt, not notBefore: the CA back-dates notBefore for clock skew,
+    // which would otherwise pull every renewal earlier (and, for short
+    // lifetimes, into a renewal loop).
+    let start = svid.received_at.max(svid.not_before);
+    let life = (svid.not_after - start).max(1) as f64;
     let mut b = [0u8; 2];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     let r = (u16::from_be_bytes(b) as f64 / u16::MAX as f64) * 2.0 - 1.0;
-    let at = svid.not_before as f64
-        + life * (shared.cfg.renew.at_fraction + r * shared.cfg.renew.jitter_fraction);
+    let at =
+        start as f64 + life * (shared.cfg.renew.at_fraction + r * shared.cfg.renew.jitter_fraction);
     Duration::from_secs_f64((at - tessera_core::now_unix() as f64).max(0.0))
 }
 

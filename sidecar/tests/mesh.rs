@@ -104,7 +104,7 @@ impl Drop for Proc {
 }
 
 struct Ca {
-    _proc: Proc,
+    proc: Option<Proc>,
     dir: tempfile::TempDir,
     url: String,
     admin: Client,
@@ -112,10 +112,14 @@ struct Ca {
 
 impl Ca {
     fn start() -> Ca {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), "127.0.0.1:0")
+    }
+
+    /// Starts (or restarts) the CA on `listen` with its data in `dir`.
+    fn start_in(dir: tempfile::TempDir, listen: &str) -> Ca {
         let (proc, line) = Proc::spawn(
             Command::new(ca_binary())
-                .args(["--listen", "127.0.0.1:0"])
+                .args(["--listen", listen])
                 .current_dir(dir.path()),
         );
         let port = line
@@ -137,7 +141,7 @@ impl Ca {
         let tls = tessera_core::tls::api_client_config(&bundle, Some((chain, key)), false).unwrap();
         let admin = Client::new(&url, tls, None).unwrap();
         Ca {
-            _proc: proc,
+            proc: Some(proc),
             dir,
             url,
             admin,
@@ -388,4 +392,219 @@ async fn allowed_denied_refused_and_revoked() {
         started.elapsed()
     );
     b.proc.await_log("revoked");
+}
+
+/// A sidecar started while the CA is down is not ready, then becomes ready when
+/// the CA comes back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_ca_appears() {
+    let mut ca = Ca::start();
+    let app = echo_server().await;
+    let token = ca.token("late").await;
+    let port = ca.url.rsplit(':').next().unwrap().to_owned();
+    drop(ca.proc.take()); // the CA goes away
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "ca_url = \"{}\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n\
+         [[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n",
+        ca.url,
+        ca.bundle_path().display()
+    );
+    std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
+    let (mut proc, line) = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
+            .arg("--config")
+            .arg(dir.path().join("s.toml"))
+            .env("TESSERA_JOIN_TOKEN", &token),
+    );
+    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let s = Sidecar {
+        proc: Proc {
+            child: Command::new("true").spawn().unwrap(),
+            stderr: mpsc::channel().1,
+            log: vec![],
+        },
+        addrs: addrs["tessera_sidecar"].clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    proc.await_log("no identity yet");
+    assert!(
+        s.admin_get("/readyz").await.starts_with("HTTP/1.1 503"),
+        "ready without an identity"
+    );
+    let ca = Ca::start_in(ca.dir, &format!("127.0.0.1:{port}"));
+    proc.await_log("ready");
+    assert!(s.admin_get("/readyz").await.starts_with("HTTP/1.1 200"));
+    drop(ca);
+}
+
+/// Certificates rotate every few seconds while many short connections and a
+/// few long ones flow through a pair of sidecars: zero errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_drops_nothing() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    // 60 s certificates renewed at 10 % of their life: a rotation every ~6 s.
+    for name in ["ra", "rb"] {
+        let id = format!("spiffe://example.org/{name}");
+        ca.call(
+            Method::POST,
+            "/v1/entries",
+            Some(serde_json::json!({"spiffe_id": id, "selectors": ["t:x"], "ttl_seconds": 60})),
+        )
+        .await;
+    }
+    let mut toks = Vec::new();
+    for name in ["ra", "rb"] {
+        let id = format!("spiffe://example.org/{name}");
+        let t = ca
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(serde_json::json!({"spiffe_id": id})),
+            )
+            .await;
+        toks.push(t["token"].as_str().unwrap().to_owned());
+    }
+    let (ta, tb) = (toks[0].clone(), toks[1].clone());
+    let fast = "[renew]\nat_fraction = 0.1\njitter_fraction = 0.0\n";
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "{fast}[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ra\"]\n"
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &format!(
+            "{fast}[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/rb\"\n",
+            b.addr("inbound", "in")
+        ),
+    );
+    let target = a.addr("outbound", "out");
+    let mut longs = Vec::new();
+    for _ in 0..3 {
+        longs.push(TcpStream::connect(&target).await.unwrap());
+    }
+    let (mut short_ok, mut errors) = (0u64, Vec::new());
+    let mut a = a;
+    let mut b = b;
+    // Traffic until both sides have rotated twice (events in their logs).
+    let mut rotations = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(40);
+    while rotations < 4 && std::time::Instant::now() < end {
+        for _ in 0..20 {
+            match TcpStream::connect(&target).await {
+                Ok(mut s) => match echo(&mut s, b"short").await {
+                    Ok(()) => short_ok += 1,
+                    Err(e) => errors.push(format!("short: {e}")),
+                },
+                Err(e) => errors.push(format!("connect: {e}")),
+            }
+        }
+        for l in longs.iter_mut() {
+            if let Err(e) = echo(l, b"long-lived").await {
+                errors.push(format!("long: {e}"));
+            }
+        }
+        rotations = [&mut a, &mut b]
+            .iter_mut()
+            .map(|s| {
+                while let Ok(l) = s.proc.stderr.try_recv() {
+                    s.proc.log.push(l);
+                }
+                s.proc
+                    .log
+                    .iter()
+                    .filter(|l| l.contains("identity installed"))
+                    .count()
+                    .saturating_sub(1)
+            })
+            .sum();
+    }
+    assert!(
+        errors.is_empty(),
+        "{} errors during rotation: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(rotations >= 4, "only {rotations} rotations happened");
+    assert!(
+        short_ok > 100,
+        "too little traffic: {short_ok}; {:?}",
+        a.proc
+            .log
+            .iter()
+            .chain(b.proc.log.iter())
+            .filter(|l| l.contains("identity"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Half-closed TCP and a large transfer arrive intact (SHA-256 both ways).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_and_large_transfer_intact() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let (ta, tb) = (ca.token("big-a").await, ca.token("big-b").await);
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/big-a\"]\n"
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &format!(
+            "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/big-b\"\n",
+            b.addr("inbound", "in")
+        ),
+    );
+    const TOTAL: usize = 256 * 1024 * 1024;
+    let s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0usize;
+        let mut x: u32 = 0x9e3779b9;
+        while sent < TOTAL {
+            for b in chunk.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            ctx.update(&chunk);
+            w.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        w.shutdown().await.unwrap(); // half-close: we are done sending, still reading
+        ctx.finish().as_ref().to_vec()
+    });
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    let read = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+            got += n;
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "transfer stalled at {got} bytes");
+    assert_eq!(got, TOTAL);
+    assert_eq!(
+        ctx.finish().as_ref(),
+        &writer.await.unwrap()[..],
+        "checksum differs"
+    );
 }
