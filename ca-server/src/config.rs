@@ -81,6 +81,10 @@ pub struct IssuanceConfig {
 pub struct LimitsConfig {
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Largest body of a denial report (`POST /v1/denials`, up to 1000
+    /// denials), bytes; never less than `max_body_bytes`, which every other
+    /// route has.
+    pub max_denial_report_bytes: usize,
     /// Largest CSR, bytes.
     pub max_csr_bytes: usize,
     /// TLS handshake deadline, milliseconds.
@@ -116,6 +120,9 @@ pub struct RetentionConfig {
     pub prune_interval_seconds: u64,
     /// Rows deleted per table per run.
     pub prune_batch: i64,
+    /// Keep reported denials this long after they happened, seconds; older
+    /// ones are pruned, and reports of older ones are refused.
+    pub keep_denials_seconds: i64,
 }
 
 /// Admin-credential options.
@@ -176,6 +183,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            max_denial_report_bytes: 1024 * 1024,
             max_csr_bytes: 16 * 1024,
             handshake_timeout_ms: 10_000,
             request_timeout_ms: 90_000,
@@ -201,6 +209,7 @@ impl Default for RetentionConfig {
             keep_expired_seconds: 86400,
             prune_interval_seconds: 60,
             prune_batch: 1000,
+            keep_denials_seconds: 7 * 86400,
         }
     }
 }
@@ -290,6 +299,14 @@ impl Config {
             return Err(ConfigError(
                 "limits.max_body_bytes / max_csr_bytes: too small".into(),
             ));
+        }
+        if self.retention.keep_denials_seconds < 3600 {
+            return Err(ConfigError(
+                "retention.keep_denials_seconds: at least 3600".into(),
+            ));
+        }
+        if self.retention.prune_batch < 1 {
+            return Err(ConfigError("retention.prune_batch: at least 1".into()));
         }
         if self.limits.idle_timeout_ms < 100 {
             return Err(ConfigError("limits.idle_timeout_ms: at least 100".into()));

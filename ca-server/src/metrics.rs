@@ -20,6 +20,8 @@ pub struct Metrics {
     pub request_latency: Arc<HistogramVec>,
     /// Refused TLS handshakes and connections, by reason.
     pub refused: Arc<CounterVec>,
+    /// Denials reported by sidecars and stored, by reason.
+    pub denials: Arc<CounterVec>,
 }
 
 impl Metrics {
@@ -57,6 +59,11 @@ impl Metrics {
             refused: registry.register(CounterVec::new(
                 "tessera_connections_refused_total",
                 "Connections refused before a request was read.",
+                &["reason"],
+            )),
+            denials: registry.register(CounterVec::new(
+                "tessera_denials_reported_total",
+                "Connections refused by sidecars, as reported and stored.",
                 &["reason"],
             )),
             registry,

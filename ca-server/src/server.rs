@@ -351,7 +351,11 @@ fn spawn_background(
         tasks.push(Box::pin(async move {
             loop {
                 tick.tick().await;
-                let before = tessera_core::now_unix() - auth.cfg.retention.keep_expired_seconds;
+                let now = tessera_core::now_unix();
+                let before = crate::store::PruneBefore {
+                    expired: now - auth.cfg.retention.keep_expired_seconds,
+                    denials: now - auth.cfg.retention.keep_denials_seconds,
+                };
                 match auth
                     .store
                     .prune(before, auth.cfg.retention.prune_batch)

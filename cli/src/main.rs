@@ -21,7 +21,7 @@ use tessera_core::client::Client;
 #[command(
     name = "tessera",
     version,
-    about = "Operate a Tessera CA: entries, join tokens, certificates, revocation, audit"
+    about = "Operate a Tessera CA: entries, join tokens, certificates, revocation, audit, denials"
 )]
 struct Cli {
     #[command(flatten)]
@@ -93,6 +93,9 @@ enum Cmd {
     /// Scoped API tokens for automation.
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCmd),
+    /// Connections refused by sidecars (the container firewall), fleet-wide.
+    #[command(subcommand)]
+    Denials(DenialsCmd),
 }
 
 #[derive(Subcommand)]
@@ -306,6 +309,32 @@ enum ApiTokenCmd {
     List,
     /// Disable a credential.
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum DenialsCmd {
+    /// List refused connections, newest first.
+    List {
+        /// Only those within this long before now (e.g. 1h, 30m, 7d).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<u64>,
+        /// Only those refused by this sidecar (its SPIFFE ID).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only those from this peer (its SPIFFE ID).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only those on this listener or upstream.
+        #[arg(long)]
+        listener: Option<String>,
+        /// no_certificate, untrusted_chain, expired, revoked, not_allowed,
+        /// invalid_svid, handshake_timeout or tls_error.
+        #[arg(long)]
+        reason: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 /// Parses `90`, `90s`, `15m`, `2h` or `7d` into seconds.
@@ -659,6 +688,67 @@ async fn run(cli: Cli) -> Result<()> {
             })
         }
         Cmd::ApiToken(cmd) => api_token(&ctx, cmd).await,
+        Cmd::Denials(cmd) => denials(&ctx, cmd).await,
+    }
+}
+
+async fn denials(ctx: &Ctx, cmd: DenialsCmd) -> Result<()> {
+    match cmd {
+        DenialsCmd::List {
+            since,
+            destination,
+            source,
+            listener,
+            reason,
+            limit,
+        } => {
+            let mut path = format!("/v1/denials?limit={limit}");
+            if let Some(secs) = since {
+                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+                path += &format!("&since={}", tessera_core::now_unix().saturating_sub(secs));
+            }
+            if let Some(r) = reason {
+                let r: api::DenialReason = serde_json::from_value(json!(r)).map_err(|_| {
+                    Failure::usage(format!(
+                        "--reason: {r:?} is not one of {}",
+                        api::DenialReason::ALL.map(|k| k.as_str()).join(", ")
+                    ))
+                })?;
+                path += &format!("&reason={}", r.as_str());
+            }
+            for (name, value) in [
+                ("destination", destination),
+                ("source", source),
+                ("listener", listener),
+            ] {
+                if let Some(v) = value {
+                    path += &format!("&{name}={}", q(&v));
+                }
+            }
+            let l: api::DenialList = ctx.call(Method::GET, &path, None).await?;
+            ctx.out.show(&l, || {
+                rows(
+                    &[
+                        "TIME",
+                        "REASON",
+                        "SOURCE",
+                        "PEER",
+                        "DESTINATION",
+                        "LISTENER",
+                    ],
+                    l.items.iter().map(|d| {
+                        vec![
+                            api::rfc3339(d.at),
+                            d.reason.as_str().into(),
+                            d.peer_spiffe_id.clone().unwrap_or_else(|| "-".into()),
+                            d.peer_addr.clone(),
+                            d.reporter.clone(),
+                            d.listener.clone(),
+                        ]
+                    }),
+                )
+            })
+        }
     }
 }
 

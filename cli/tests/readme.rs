@@ -207,6 +207,16 @@ fn exit_codes_scripts_rely_on() {
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(list["items"].is_array());
+    // An auditor lists the sidecars' denials (none yet); a bad reason is a usage error.
+    let o = ca.tessera(&[
+        "--token", token, "denials", "list", "--since", "1h", "--output", "json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["items"], serde_json::json!([]));
+    let o = ca.tessera(&["--token", token, "denials", "list", "--reason", "bogus"]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--reason"));
     let o = ca.tessera(&[
         "--token",
         token,

@@ -174,7 +174,12 @@ pub struct GaugeVec {
 impl GaugeVec {
     /// A new gauge family.
     pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        Self { name, help, labels, values: Mutex::new(HashMap::new()) }
+        Self {
+            name,
+            help,
+            labels,
+            values: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Adds `d` (may be negative) to the series with these label values.
@@ -195,13 +200,21 @@ impl GaugeVec {
     /// The current value of one series.
     pub fn get(&self, values: &[&str]) -> i64 {
         let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
-        self.values.lock().ok().and_then(|m| m.get(&key).copied()).unwrap_or(0)
+        self.values
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+            .unwrap_or(0)
     }
 }
 
 impl Metric for GaugeVec {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", self.name, self.help, self.name);
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} gauge",
+            self.name, self.help, self.name
+        );
         if let Ok(m) = self.values.lock() {
             let mut rows: Vec<_> = m.iter().collect();
             rows.sort();

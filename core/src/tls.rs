@@ -140,11 +140,17 @@ fn webpki_to_rustls(e: webpki::Error) -> rustls::Error {
 
 /// Checks what every SPIFFE peer certificate must pass beyond the chain: it is
 /// an X.509-SVID, and it is not revoked.
-fn spiffe_checks(end_entity: &CertificateDer<'_>, revoked: &RevokedSerials) -> Result<(), rustls::Error> {
-    let info = crate::svid::check_leaf(end_entity)
-        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))?;
+fn spiffe_checks(
+    end_entity: &CertificateDer<'_>,
+    revoked: &RevokedSerials,
+) -> Result<(), rustls::Error> {
+    let info = crate::svid::check_leaf(end_entity).map_err(|_| {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+    })?;
     if revoked.contains(&info.serial) {
-        return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        return Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Revoked,
+        ));
     }
     Ok(())
 }
@@ -181,10 +187,15 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
         )
         .map_err(webpki_to_rustls)?;
         spiffe_checks(end_entity, &self.revoked)?;
-        let id = crate::svid::peer_spiffe_id(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))?;
+        let id = crate::svid::peer_spiffe_id(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
+        })?;
         if !self.expected.matches(&id) {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
@@ -195,7 +206,12 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -204,11 +220,18 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -234,7 +257,9 @@ impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         spiffe_checks(end_entity, &self.revoked)?;
         Ok(ok)
     }
@@ -307,12 +332,21 @@ pub fn spiffe_client_config(
 ) -> Result<ClientConfig, TlsError> {
     let anchors: Vec<_> = anchors
         .iter()
-        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok().map(|a| a.to_owned()))
+        .filter_map(|c| {
+            webpki::anchor_from_trusted_cert(c)
+                .ok()
+                .map(|a| a.to_owned())
+        })
         .collect();
     if anchors.is_empty() {
         return Err(TlsError::NoAnchors);
     }
-    let verifier = Arc::new(SpiffeServerVerifier { anchors, expected, revoked, provider: provider() });
+    let verifier = Arc::new(SpiffeServerVerifier {
+        anchors,
+        expected,
+        revoked,
+        provider: provider(),
+    });
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(tls12))?
         .dangerous()
@@ -343,7 +377,10 @@ impl RotatingKey {
 
     /// The current key.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.0.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.0
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 }
 

@@ -2,8 +2,9 @@
 
 use super::{ApiError, ApiJson, ApiQuery, RouteSpec};
 use crate::authority::{Authority, Principal};
-use crate::store::CertFilter;
-use axum::extract::{Path, State};
+use crate::config::LimitsConfig;
+use crate::store::{CertFilter, DenialFilter};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
@@ -17,7 +18,10 @@ type St = State<Arc<Authority>>;
 type Res<T> = Result<T, ApiError>;
 
 /// The handler for a route of the table.
-pub(super) fn method_router(spec: &RouteSpec) -> MethodRouter<Arc<Authority>> {
+pub(super) fn method_router(
+    spec: &RouteSpec,
+    limits: &LimitsConfig,
+) -> MethodRouter<Arc<Authority>> {
     match (spec.method, spec.path) {
         ("GET", "/healthz") => get(|| async { "ok\n" }),
         ("GET", "/readyz") => get(readyz),
@@ -45,6 +49,12 @@ pub(super) fn method_router(spec: &RouteSpec) -> MethodRouter<Arc<Authority>> {
         ("GET", "/v1/credentials") => get(list_credentials),
         ("POST", "/v1/credentials") => post(create_credential),
         ("DELETE", "/v1/credentials/{id}") => delete(delete_credential),
+        // A full report (1000 denials) is larger than other bodies; only a
+        // workload that passed the access layer gets to send one.
+        ("POST", "/v1/denials") => post(report_denials).layer(DefaultBodyLimit::max(
+            limits.max_denial_report_bytes.max(limits.max_body_bytes),
+        )),
+        ("GET", "/v1/denials") => get(list_denials),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
 }
@@ -433,4 +443,77 @@ async fn delete_credential(
 ) -> Res<StatusCode> {
     a.disable_credential(&id, &p).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn report_denials(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(report): ApiJson<api::DenialReport>,
+) -> Res<Response> {
+    // The reporter is who the caller proved to be, never a field of the report.
+    let Principal::Workload { spiffe_id, .. } = &p else {
+        return Err(ApiError::forbidden(
+            "this route needs a workload certificate",
+        ));
+    };
+    let accepted = a.report_denials(spiffe_id, &report.denials).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "accepted": accepted })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenialQuery {
+    #[serde(default)]
+    since: Option<i64>,
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    listener: Option<String>,
+    #[serde(default)]
+    reason: Option<api::DenialReason>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn list_denials(
+    State(a): St,
+    ApiQuery(q): ApiQuery<DenialQuery>,
+) -> Res<Json<api::DenialList>> {
+    let bad = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", detail);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad("limit: 1 to 1000".into()));
+    }
+    for (name, id) in [("destination", &q.destination), ("source", &q.source)] {
+        if let Some(id) = id {
+            tessera_core::SpiffeId::new(id)
+                .map_err(|e| bad(format!("{name}: invalid SPIFFE ID: {e}")))?;
+        }
+    }
+    if q.listener
+        .as_ref()
+        .is_some_and(|l| l.len() > crate::authority::MAX_DENIAL_LISTENER_BYTES)
+    {
+        return Err(bad(format!(
+            "listener: at most {} bytes",
+            crate::authority::MAX_DENIAL_LISTENER_BYTES
+        )));
+    }
+    let f = DenialFilter {
+        since: q.since,
+        reporter: q.destination,
+        peer_spiffe_id: q.source,
+        listener: q.listener,
+        reason: q.reason,
+        limit,
+    };
+    Ok(Json(api::DenialList {
+        items: a.list_denials(&f).await?,
+    }))
 }

@@ -52,6 +52,7 @@ const READ_CERTS: &[Role] = &[Role::Admin, Role::Issuer, Role::Auditor];
 const REGISTER: &[Role] = &[Role::Admin, Role::Registrar];
 const READ_ENTRIES: &[Role] = &[Role::Admin, Role::Registrar, Role::Auditor];
 const AUDIT: &[Role] = &[Role::Admin, Role::Auditor];
+const DENIALS: &[Role] = &[Role::Admin, Role::Auditor];
 
 macro_rules! r {
     ($m:literal, $p:literal, $a:expr) => {
@@ -92,6 +93,8 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("GET", "/v1/credentials", Access::Roles(ADMIN)),
     r!("POST", "/v1/credentials", Access::Roles(ADMIN)),
     r!("DELETE", "/v1/credentials/{id}", Access::Roles(ADMIN)),
+    r!("POST", "/v1/denials", Access::Workload),
+    r!("GET", "/v1/denials", Access::Roles(DENIALS)),
 ];
 
 /// The verified client certificate of the connection, if any (set by the server).
@@ -110,7 +113,7 @@ pub fn access_of(method: &Method, path: &str) -> Option<Access> {
 pub fn router(auth: Arc<Authority>) -> Router {
     let mut router: Router<Arc<Authority>> = Router::new();
     for spec in ROUTES {
-        router = router.route(spec.path, handlers::method_router(spec));
+        router = router.route(spec.path, handlers::method_router(spec, &auth.cfg.limits));
     }
     let limit = auth.cfg.limits.max_body_bytes;
     router

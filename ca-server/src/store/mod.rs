@@ -19,7 +19,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_core::api::{self, AuditRecord, RevocationEvent, RevocationReason, Role};
+use tessera_core::api::{
+    self, AuditRecord, Denial, DenialReason, DenialRecord, RevocationEvent, RevocationReason, Role,
+};
 use tokio::sync::Mutex;
 
 /// Errors from the store.
@@ -195,6 +197,33 @@ pub struct CertFilter {
     pub limit: i64,
 }
 
+/// Filters for listing denials; every filter that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct DenialFilter {
+    /// Only denials at or after this time, unix seconds.
+    pub since: Option<i64>,
+    /// Only denials reported by this sidecar (the destination), a SPIFFE ID.
+    pub reporter: Option<String>,
+    /// Only denials of this peer (the source), a SPIFFE ID.
+    pub peer_spiffe_id: Option<String>,
+    /// Only denials on this listener or upstream.
+    pub listener: Option<String>,
+    /// Only denials for this reason.
+    pub reason: Option<DenialReason>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// Cut-offs for [`Store::prune`], unix seconds: rows older than these go.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneBefore {
+    /// Certificates and revocations whose notAfter, and join tokens whose
+    /// expiry, is before this.
+    pub expired: i64,
+    /// Denials that happened (`at`) before this.
+    pub denials: i64,
+}
+
 /// A join token row.
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -242,16 +271,30 @@ pub struct Store {
     ledger: ledger::LedgerHandle,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_initial",
-    include_str!("../../../migrations/sqlite/0001_initial.sql"),
-)];
-const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_initial",
+        include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_denials",
+        include_str!("../../../migrations/sqlite/0002_denials.sql"),
+    ),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_denials",
+        include_str!("../../../migrations/postgres/0002_denials.sql"),
+    ),
+];
 
 /// Advisory-lock key serialising audit appends and migrations across replicas.
 const PG_LOCK_AUDIT: i64 = 0x7e55_e7a0_0001;
@@ -1017,28 +1060,129 @@ impl Store {
             .collect())
     }
 
+    // ---- denials -----------------------------------------------------------
+
+    /// Stores a batch of denials reported by `reporter` (the sidecar's SPIFFE ID,
+    /// from its credentials), received at `received_at`. One multi-row INSERT
+    /// per [`MAX_DENIALS_PER_INSERT`] rows, all in one transaction. Not audited:
+    /// denials are telemetry, and their volume would swamp the audit log.
+    /// Returns the number of rows stored.
+    pub async fn record_denials(
+        &self,
+        reporter: &str,
+        denials: &[Denial],
+        received_at: i64,
+    ) -> Result<u64, StoreError> {
+        if denials.is_empty() {
+            return Ok(0);
+        }
+        let core = self.core();
+        // SQLite has one writer: queue behind the ledger in-process instead of
+        // contending for the database lock (busy_timeout backs off by sleeping).
+        // PostgreSQL inserts need no serialisation and no advisory lock.
+        let _guard = match core.backend {
+            Backend::Sqlite => Some(core.write_lock.lock().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = core.begin_write().await?;
+        let mut n = 0;
+        for chunk in denials.chunks(MAX_DENIALS_PER_INSERT) {
+            let sql = format!("{DENIAL_INSERT} VALUES {}", placeholders(chunk.len(), 7, 0));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                q = q
+                    .bind(d.at)
+                    .bind(reporter.to_owned())
+                    .bind(d.listener.clone())
+                    .bind(d.peer_addr.clone())
+                    .bind(d.peer_spiffe_id.clone())
+                    .bind(d.reason.as_str().to_owned())
+                    .bind(received_at);
+            }
+            n += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Denials matching `f`, newest first (by `at`, then by arrival).
+    pub async fn list_denials(&self, f: &DenialFilter) -> Result<Vec<DenialRecord>, StoreError> {
+        // `since` is always bound (no `IS NULL OR`), so SQLite walks the `at`
+        // index as a range instead of scanning it whole.
+        let rows = sqlx::query(
+            "SELECT id, at, reporter, listener, peer_addr, peer_spiffe_id, reason FROM denials WHERE \
+             at >= $1 AND \
+             (CAST($2 AS TEXT) IS NULL OR reporter = $2) AND \
+             (CAST($3 AS TEXT) IS NULL OR peer_spiffe_id = $3) AND \
+             (CAST($4 AS TEXT) IS NULL OR listener = $4) AND \
+             (CAST($5 AS TEXT) IS NULL OR reason = $5) \
+             ORDER BY at DESC, id DESC LIMIT $6",
+        )
+        .bind(f.since.unwrap_or(i64::MIN))
+        .bind(f.reporter.clone())
+        .bind(f.peer_spiffe_id.clone())
+        .bind(f.listener.clone())
+        .bind(f.reason.map(|r| r.as_str().to_owned()))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let reason: String = r.get(6);
+                Some(DenialRecord {
+                    id: r.get(0),
+                    at: r.get(1),
+                    reporter: r.get(2),
+                    listener: r.get(3),
+                    peer_addr: r.get(4),
+                    peer_spiffe_id: r.get(5),
+                    reason: DenialReason::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == reason)?,
+                })
+            })
+            .collect())
+    }
+
     // ---- pruning ----------------------------------------------------------
 
-    /// Deletes at most `batch` expired certificates, expired revocations and
-    /// join tokens that expired before `before` (used ones included). Returns rows removed.
-    pub async fn prune(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+    /// Deletes, oldest first, at most `batch` rows from each of: certificates
+    /// and revocations that expired before `before.expired`, join tokens that
+    /// expired before it (used ones included), and denials that happened before
+    /// `before.denials`. Returns rows removed.
+    pub async fn prune(&self, before: PruneBefore, batch: i64) -> Result<u64, StoreError> {
         let core = self.core();
         let _guard = core.write_lock.lock().await;
         let mut tx = core.begin_write().await?;
         let mut n = 0;
-        for sql in [
-            "DELETE FROM certificates WHERE serial IN \
-             (SELECT serial FROM certificates WHERE not_after < $1 ORDER BY not_after LIMIT $2)",
+        for (sql, cutoff) in [
+            (
+                "DELETE FROM certificates WHERE serial IN \
+                 (SELECT serial FROM certificates WHERE not_after < $1 ORDER BY not_after LIMIT $2)",
+                before.expired,
+            ),
             // The newest revocation is never pruned: it carries the feed's version,
             // which must never move backwards.
-            "DELETE FROM revocations WHERE version IN \
-             (SELECT version FROM revocations WHERE not_after < $1 \
-             AND version < (SELECT MAX(version) FROM revocations) ORDER BY not_after LIMIT $2)",
-            "DELETE FROM join_tokens WHERE id IN \
-             (SELECT id FROM join_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+            (
+                "DELETE FROM revocations WHERE version IN \
+                 (SELECT version FROM revocations WHERE not_after < $1 \
+                 AND version < (SELECT MAX(version) FROM revocations) ORDER BY not_after LIMIT $2)",
+                before.expired,
+            ),
+            (
+                "DELETE FROM join_tokens WHERE id IN \
+                 (SELECT id FROM join_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+                before.expired,
+            ),
+            (
+                "DELETE FROM denials WHERE id IN \
+                 (SELECT id FROM denials WHERE at < $1 ORDER BY at LIMIT $2)",
+                before.denials,
+            ),
         ] {
             n += sqlx::query(sql)
-                .bind(before)
+                .bind(cutoff)
                 .bind(batch)
                 .execute(&mut *tx)
                 .await?
@@ -1216,6 +1360,15 @@ pub(crate) fn bind_audit<'q>(
 
 /// Most rows in one multi-row INSERT (keeps bind counts far below both backends' limits).
 pub(crate) const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// Most denials in one multi-row INSERT: a whole report (at most 1000) is one
+/// statement; 7 values a row stays far below SQLite's 32766 and PostgreSQL's
+/// 65535 bound parameters.
+pub const MAX_DENIALS_PER_INSERT: usize = 1000;
+
+/// The denials INSERT, before `VALUES` (7 values a row).
+const DENIAL_INSERT: &str =
+    "INSERT INTO denials (at, reporter, listener, peer_addr, peer_spiffe_id, reason, received_at)";
 
 /// `($k+1, $k+2, ..), ..` for `rows` rows of `cols` values after `k = offset`
 /// earlier parameters. Only numbered placeholders are generated: values are

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
-use tessera_ca::store::{AuditEntry, NewCert, TokenRow};
+use tessera_ca::store::{AuditEntry, NewCert, PruneBefore, TokenRow};
 use tessera_core::api::{AuditRecord, Role};
 use tessera_core::now_unix;
 use tokio::io::AsyncReadExt;
@@ -513,6 +513,14 @@ async fn revoke_at(h: &Harness, serial: &str, at: i64) -> i64 {
     version
 }
 
+/// Prune cut-offs: expired history before `cutoff`; denials (none here) likewise.
+fn prune_before(cutoff: i64) -> PruneBefore {
+    PruneBefore {
+        expired: cutoff,
+        denials: cutoff,
+    }
+}
+
 /// (certificates, revocations, join_tokens) row counts.
 async fn history_counts(h: &Harness) -> (i64, i64, i64) {
     (
@@ -577,7 +585,7 @@ async fn pruning_is_batched(db: Db) {
     let mut removed_per_call = vec![];
     loop {
         let before = history_counts(&h).await;
-        let n = h.auth.store.prune(cutoff, 10).await.unwrap();
+        let n = h.auth.store.prune(prune_before(cutoff), 10).await.unwrap();
         let after = history_counts(&h).await;
         let removed = (before.0 - after.0, before.1 - after.1, before.2 - after.2);
         assert!(
@@ -663,7 +671,11 @@ async fn pruning_keeps_the_feed_version(db: Db) {
     assert_eq!(seen, 2, "{feed}");
 
     // Both revocations are past the cut-off.
-    h.auth.store.prune(cutoff, 1000).await.unwrap();
+    h.auth
+        .store
+        .prune(prune_before(cutoff), 1000)
+        .await
+        .unwrap();
 
     // A new revocation must be newer than anything the follower has seen.
     let fresh = record_cert(&h, entry_id, now - 60, now + 3600).await;

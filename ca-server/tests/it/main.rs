@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_input;
+mod denials;
 mod limits;
 mod processes;
 mod roles;
