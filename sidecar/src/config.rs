@@ -232,6 +232,18 @@ impl Config {
                 "inbound/outbound: configure at least one listener".into(),
             ));
         }
+        let names = self
+            .inbound
+            .iter()
+            .map(|l| &l.name)
+            .chain(self.outbound.iter().map(|o| &o.name));
+        for n in names {
+            if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+                return Err(ConfigError(format!(
+                    "inbound/outbound name {n:?}: 1 to 128 printable characters"
+                )));
+            }
+        }
         for (i, l) in self.inbound.iter().enumerate() {
             if l.allow.is_empty() {
                 return Err(ConfigError(format!(

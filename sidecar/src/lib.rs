@@ -386,15 +386,17 @@ async fn report_denials(shared: Arc<Shared>) {
         tick.tick().await;
         let batch: Vec<Denial> = match shared.denials.lock() {
             Ok(mut q) if !q.is_empty() => {
-                let n = q.len().min(1000);
+                // 200 denials are ~35 KB: far below the CA's report size limit.
+                let n = q.len().min(200);
                 q.drain(..n).collect()
             }
             _ => continue,
         };
         let Some(svid) = shared.identity() else {
+            requeue(&shared, batch);
             continue;
         };
-        let sent = async {
+        let status = async {
             let client = svid.client(&shared.cfg.ca_url).ok()?;
             let body = serde_json::to_vec(&DenialReport {
                 denials: batch.clone(),
@@ -404,21 +406,37 @@ async fn report_denials(shared: Arc<Shared>) {
                 .call(hyper::Method::POST, "/v1/denials", Some(body))
                 .await
                 .ok()?;
-            r.status.is_success().then_some(())
+            Some(r.status.as_u16())
         }
         .await;
-        match sent {
-            Some(()) => shared.metrics.denials_reported.add(batch.len() as i64),
-            None => {
-                // Put them back (newest kept within the cap) and try next tick.
-                if let Ok(mut q) = shared.denials.lock() {
-                    let mut merged = batch;
-                    merged.append(&mut q);
-                    let excess = merged.len().saturating_sub(shared.cfg.denials.max_buffered);
-                    merged.drain(..excess);
-                    *q = merged;
-                }
+        match status {
+            Some(s) if (200..300).contains(&s) => {
+                shared.metrics.denials_reported.add(batch.len() as i64)
             }
+            // The CA refused the batch as invalid: retrying cannot help and would
+            // block every later report, so drop it and count it.
+            Some(400 | 413 | 422) => {
+                tracing::warn!(
+                    status = status.unwrap_or(0),
+                    count = batch.len(),
+                    "CA refused a denial report; dropped"
+                );
+                shared.metrics.denials_dropped.add(batch.len() as i64);
+            }
+            // Unreachable, unauthenticated for now, or a server error: try again later.
+            _ => requeue(&shared, batch),
         }
+    }
+}
+
+/// Puts an unsent batch back in front of newer denials, within the cap.
+fn requeue(shared: &Shared, batch: Vec<Denial>) {
+    if let Ok(mut q) = shared.denials.lock() {
+        let mut merged = batch;
+        merged.append(&mut q);
+        let excess = merged.len().saturating_sub(shared.cfg.denials.max_buffered);
+        merged.drain(..excess);
+        shared.metrics.denials_dropped.add(excess as i64);
+        *q = merged;
     }
 }

@@ -334,6 +334,27 @@ async fn allowed_denied_refused_and_revoked() {
         "{metrics}"
     );
     let _ = c.proc.await_log("ready");
+    // B reported the denial to the CA: the fleet-wide list shows it, attributed
+    // to B's identity (the reporter), with C as the source. Reports are batched
+    // (flush_ms = 200), so ask until it arrives, bounded by attempts.
+    let mut found = serde_json::Value::Null;
+    for _ in 0..100 {
+        let l = ca
+            .call(
+                Method::GET,
+                "/v1/denials?source=spiffe%3A%2F%2Fexample.org%2Fc",
+                None,
+            )
+            .await;
+        if let Some(d) = l["items"].as_array().and_then(|a| a.first()) {
+            found = d.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(found["reporter"], "spiffe://example.org/b", "{found}");
+    assert_eq!(found["reason"], "not_allowed");
+    assert_eq!(found["listener"], "api");
 
     // openssl as an independent peer: no client certificate → refused.
     let out = Command::new("openssl")
