@@ -12,43 +12,15 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tessera_core::idle::{Activity, IdleIo};
+use tessera_core::tls::RotatingKey;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-
-/// Serves the current server certificate; swapped on rotation without a restart.
-#[derive(Debug)]
-pub struct RotatingCert(RwLock<Arc<CertifiedKey>>);
-
-impl RotatingCert {
-    /// Starts with `key`.
-    pub fn new(key: CertifiedKey) -> Self {
-        Self(RwLock::new(Arc::new(key)))
-    }
-
-    /// Replaces the certificate for new handshakes.
-    pub fn set(&self, key: CertifiedKey) {
-        if let Ok(mut g) = self.0.write() {
-            *g = Arc::new(key);
-        }
-    }
-}
-
-impl ResolvesServerCert for RotatingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.read().ok().map(|g| g.clone())
-    }
-}
 
 /// A running server.
 pub struct Running {
@@ -70,7 +42,7 @@ impl Running {
 pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<Running> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let cert = Arc::new(RotatingCert::new(
+    let cert = Arc::new(RotatingKey::new(
         auth.server_certified_key().map_err(std::io::Error::other)?,
     ));
     let tls =
@@ -147,10 +119,7 @@ async fn accept_loop(
             );
             let req_timeout = Duration::from_millis(limits.request_timeout_ms);
             let activity = Activity::new();
-            let tls = IdleIo {
-                inner: tls,
-                activity: activity.clone(),
-            };
+            let tls = IdleIo::new(tls, activity.clone());
             let svc_activity = activity.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());
@@ -204,115 +173,7 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
-/// Last read time and requests in flight of one connection, for the idle deadline.
-#[derive(Clone)]
-struct Activity(Arc<ActivityInner>);
-
-struct ActivityInner {
-    start: std::time::Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
-/// Marks a request in flight until dropped (also when the request is cancelled).
-struct Busy(Activity);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity(Arc::new(ActivityInner {
-            start: std::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        }))
-    }
-
-    fn touch(&self) {
-        let ms = self.0.start.elapsed().as_millis() as u64;
-        self.0.last_ms.store(ms, Ordering::Release);
-    }
-
-    fn request(&self) -> Busy {
-        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
-        Busy(self.clone())
-    }
-
-    /// Resolves once nothing is in flight and nothing was read for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        let idle_ms = idle.as_millis() as u64;
-        loop {
-            let now = self.0.start.elapsed().as_millis() as u64;
-            let quiet = now.saturating_sub(self.0.last_ms.load(Ordering::Acquire));
-            if self.0.in_flight.load(Ordering::Acquire) == 0 && quiet >= idle_ms {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(
-                idle_ms.saturating_sub(quiet).max(idle_ms / 4).max(10),
-            ))
-            .await;
-        }
-    }
-}
-
-/// The connection's I/O, recording every successful read as activity.
-struct IdleIo<T> {
-    inner: T,
-    activity: Activity,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-fn spawn_background(
-    auth: Arc<Authority>,
-    cert: Arc<RotatingCert>,
-    shutdown: watch::Receiver<bool>,
-) {
+fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watch::Receiver<bool>) {
     let every = |secs: u64| {
         let mut i = tokio::time::interval(Duration::from_secs(secs.max(1)));
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod idle;
 pub mod metrics;
 pub mod pem;
 pub mod spiffe;

@@ -229,7 +229,8 @@ async fn handle_outbound(
 }
 
 /// Copies both ways until both sides close (half-close is passed on), the
-/// connection idles past the deadline, or the peer's certificate is revoked.
+/// connection is quiet in both directions past `limits.idle_timeout_ms`, or
+/// the peer's certificate is revoked.
 async fn relay<A, B>(
     shared: &Shared,
     listener: &str,
@@ -259,7 +260,16 @@ async fn relay<A, B>(
             }
         }
     };
+    // Both directions feed one activity record: quiet in both for the idle
+    // deadline means the relay is closed.
+    let activity = tessera_core::idle::Activity::new();
+    let mut a = tessera_core::idle::IdleIo::new(&mut a, activity.clone());
+    let mut b = tessera_core::idle::IdleIo::new(&mut b, activity.clone());
+    let idle = Duration::from_millis(shared.cfg.limits.idle_timeout_ms);
     tokio::select! {
+        _ = activity.idle_for(idle) => {
+            tracing::debug!(listener, "closing idle connection");
+        }
         r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
             if let Ok((to_b, to_a)) = r {
                 m.bytes_in.add(&[listener], to_b);

@@ -629,3 +629,35 @@ async fn half_close_and_large_transfer_intact() {
         "checksum differs"
     );
 }
+
+/// A relayed connection quiet in both directions is closed at the idle deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_relays_are_closed() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let (ta, tb) = (ca.token("idle-a").await, ca.token("idle-b").await);
+    let idle = "[limits]\nidle_timeout_ms = 400\n";
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "{idle}[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/idle-a\"]\n"
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &format!(
+            "{idle}[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/idle-b\"\n",
+            b.addr("inbound", "in")
+        ),
+    );
+    let mut s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
+    echo(&mut s, b"ping").await.unwrap();
+    let t = std::time::Instant::now();
+    await_closed(&mut s, Duration::from_secs(10), "an idle relay").await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "closed before the idle deadline"
+    );
+}
