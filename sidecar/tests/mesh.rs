@@ -661,3 +661,135 @@ async fn idle_relays_are_closed() {
         "closed before the idle deadline"
     );
 }
+
+/// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
+/// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
+async fn issue_files(ca: &Ca, name: &str, dir: &Path) {
+    let token = ca.token(name).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let r = ca
+        .call(
+            Method::POST,
+            "/v1/certs/redeem",
+            Some(serde_json::json!({"token": token, "csr": csr})),
+        )
+        .await;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), r["certificate"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("bundle.pem"), r["bundle"].as_str().unwrap()).unwrap();
+}
+
+/// openssl as an independent peer on both sides: `s_client` with a proper
+/// Tessera certificate gets through an inbound listener; `s_server` presenting
+/// the expected SPIFFE ID is accepted as an upstream, one presenting another ID
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_peers_both_ways() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let files = tempfile::tempdir().unwrap();
+    let d = files.path();
+    std::fs::create_dir_all(d.join("client")).unwrap();
+    std::fs::create_dir_all(d.join("server")).unwrap();
+    std::fs::create_dir_all(d.join("other")).unwrap();
+    issue_files(&ca, "ossl-client", &d.join("client")).await;
+    issue_files(&ca, "ossl-server", &d.join("server")).await;
+    issue_files(&ca, "ossl-other", &d.join("other")).await;
+    let tb = ca.token("ossl-b").await;
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        // s_client -quiet ignores stdin EOF and waits for the server to close:
+        // a short idle deadline ends the relay once the echo has come back.
+        &format!(
+            "[limits]\nidle_timeout_ms = 1000\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ossl-client\"]\n"
+        ),
+    );
+    // s_client with a proper certificate: the echo comes back through the relay.
+    let c = d.join("client");
+    let out = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &b.addr("inbound", "in")])
+        .arg("-cert")
+        .arg(c.join("cert.pem"))
+        .arg("-key")
+        .arg(c.join("key.pem"))
+        .arg("-CAfile")
+        .arg(c.join("bundle.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"openssl says hi\n")?;
+            child.wait_with_output()
+        })
+        .expect("openssl must be installed");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("openssl says hi"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // s_server as the upstream, for the expected ID and for another one.
+    for (who, expect_ok) in [("server", true), ("other", false)] {
+        let dir = d.join(who);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Command::new("openssl")
+            .args(["s_server", "-quiet", "-rev", "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("-key")
+            .arg(dir.join("key.pem"))
+            .arg("-CAfile")
+            .arg(dir.join("bundle.pem"))
+            .args(["-Verify", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let token = ca.token(&format!("ossl-a-{who}")).await;
+        let a = Sidecar::start(
+            &ca,
+            &token,
+            &format!(
+                "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{port}\"\nserver_id = \"spiffe://example.org/ossl-server\"\n"
+            ),
+        );
+        // s_server may need a moment to listen: bounded attempts, not a sleep.
+        let mut result = Err(std::io::Error::other("not tried"));
+        for _ in 0..50 {
+            let mut s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
+            s.write_all(b"abc\n").await.unwrap();
+            let mut buf = [0u8; 4];
+            result = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+                .await
+                .unwrap_or(Err(std::io::Error::other("timeout")))
+                .map(|_| ());
+            if result.is_ok() {
+                assert_eq!(&buf, b"cba\n", "s_server -rev reverses each line");
+                break;
+            }
+            if !expect_ok && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(result.is_ok(), expect_ok, "upstream {who}: {result:?}");
+    }
+}
