@@ -306,3 +306,24 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
 }
 
 both_backends!(concurrent_issuance_is_durable_and_audited);
+
+/// P-384 and Ed25519 CAs are selectable and issue certificates openssl accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
+    for alg in ["ecdsa-p384", "ed25519"] {
+        let h = Harness::start_with(Db::Sqlite, &[&format!("ca.key_algorithm=\"{alg}\"")]).await;
+        assert_eq!(h.auth.status().await.unwrap().cas[0].key_algorithm, alg);
+        h.entry("spiffe://example.org/alg").await;
+        let (cert, _, issued) = h.workload("spiffe://example.org/alg").await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bundle.pem"), issued["bundle"].as_str().unwrap()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["verify", "-x509_strict", "-CAfile"])
+            .arg(dir.path().join("bundle.pem"))
+            .arg(dir.path().join("cert.pem"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{alg}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
