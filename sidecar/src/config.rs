@@ -36,6 +36,24 @@ pub struct Config {
     pub revocation: Revocation,
     /// Denial reporting.
     pub denials: Denials,
+    /// Optional certificate files for apps that do their own TLS.
+    pub svid_files: SvidFiles,
+}
+
+/// Certificate files for apps that terminate TLS themselves: `svid.pem` (leaf
+/// and chain), `svid_key.pem` (0600) and `bundle.pem`, written atomically on
+/// every rotation.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SvidFiles {
+    /// Directory to write into; empty disables the files.
+    pub dir: Option<PathBuf>,
+    /// Command run (by `sh -c`) after each write, e.g. to reload the app.
+    pub command: Option<String>,
+    /// PID to signal after each write.
+    pub signal_pid: Option<u32>,
+    /// Signal name for `signal_pid` (default HUP).
+    pub signal: Option<String>,
 }
 
 /// One inbound listener.
@@ -131,6 +149,7 @@ impl Default for Config {
             renew: Renew::default(),
             revocation: Revocation::default(),
             denials: Denials::default(),
+            svid_files: SvidFiles::default(),
         }
     }
 }

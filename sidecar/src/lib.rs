@@ -145,10 +145,81 @@ impl Shared {
             self.tls.send_replace(Some(Arc::new(set)));
         }
         self.metrics.cert_expiry.set(svid.not_after);
+        if let Some(dir) = &self.cfg.svid_files.dir
+            && let Err(e) = write_svid_files(dir, &svid)
+        {
+            tracing::error!(error = %e, dir = %dir.display(), "writing SVID files failed");
+        } else if self.cfg.svid_files.dir.is_some() {
+            self.notify_app();
+        }
         tracing::info!(spiffe_id = %svid.spiffe_id, serial = %svid.serial, not_after = svid.not_after, "identity installed");
         *self.svid.write().unwrap_or_else(|p| p.into_inner()) = Some(svid);
         Ok(())
     }
+}
+
+impl Shared {
+    /// Tells the app its files changed: runs the command and/or sends the signal.
+    fn notify_app(&self) {
+        let f = &self.cfg.svid_files;
+        if let Some(cmd) = &f.command {
+            match std::process::Command::new("sh").arg("-c").arg(cmd).status() {
+                Ok(s) if s.success() => {}
+                other => {
+                    tracing::warn!(command = %cmd, result = ?other, "svid_files.command failed")
+                }
+            }
+        }
+        if let Some(pid) = f.signal_pid {
+            let sig = f.signal.clone().unwrap_or_else(|| "HUP".into());
+            // The `kill` command keeps this crate free of unsafe code.
+            match std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status()
+            {
+                Ok(s) if s.success() => {}
+                other => {
+                    tracing::warn!(pid, signal = %sig, result = ?other, "signalling the app failed")
+                }
+            }
+        }
+    }
+}
+
+/// Writes `svid.pem`, `svid_key.pem` (0600, never wider) and `bundle.pem`,
+/// each through a temporary file and a rename, so an app never reads half a file.
+fn write_svid_files(dir: &std::path::Path, svid: &Svid) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let key_pem = tessera_core::pem::encode("PRIVATE KEY", svid.key().secret_der());
+    let files = [
+        (
+            "svid.pem",
+            tessera_core::pem::encode_certs(svid.chain.iter().map(|c| c.as_ref())),
+            0o644,
+        ),
+        ("svid_key.pem", key_pem, 0o600),
+        (
+            "bundle.pem",
+            tessera_core::pem::encode_certs(svid.bundle.iter().map(|c| c.as_ref())),
+            0o644,
+        ),
+    ];
+    for (name, data, mode) in files {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    Ok(())
 }
 
 /// Bound addresses of a running sidecar.

@@ -23,6 +23,10 @@ struct Cli {
     /// The join token (prefer TESSERA_JOIN_TOKEN or join_token_file: flags show in `ps`).
     #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// Exit (after draining) when this process exits: for batch jobs whose
+    /// sidecar should not outlive them.
+    #[arg(long, value_name = "PID")]
+    exit_with_pid: Option<u32>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -66,9 +70,22 @@ async fn main() -> Result<()> {
     let running = tessera_sidecar::start(cfg, source).await?;
     // One line on stdout with every bound address, for scripts and tests.
     println!("{}", serde_json::json!({"tessera_sidecar": running.addrs}));
+    let app_gone = async {
+        match cli.exit_with_pid {
+            Some(pid) => {
+                let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+                while proc_dir.exists() {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                tracing::info!(pid, "the app exited");
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = app_gone => {}
     }
     tracing::info!("draining");
     running.shutdown(drain).await;

@@ -200,6 +200,10 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(ca: &Ca, token: &str, listeners: &str) -> Sidecar {
+        Self::start_args(ca, token, listeners, &[])
+    }
+
+    fn start_args(ca: &Ca, token: &str, listeners: &str, args: &[&str]) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let cfg = format!(
             "ca_url = \"{}\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n[denials]\nflush_ms = 200\n{listeners}",
@@ -211,6 +215,7 @@ impl Sidecar {
             Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
                 .arg("--config")
                 .arg(dir.path().join("sidecar.toml"))
+                .args(args)
                 .env("TESSERA_JOIN_TOKEN", token)
                 .env("TESSERA_LOG", "info"),
         );
@@ -792,4 +797,65 @@ async fn openssl_peers_both_ways() {
         let _ = server.wait();
         assert_eq!(result.is_ok(), expect_ok, "upstream {who}: {result:?}");
     }
+}
+
+/// For apps doing their own TLS: svid.pem, svid_key.pem (0600) and bundle.pem
+/// are written and the reload command runs; and `--exit-with-pid` ends the
+/// sidecar when the app exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svid_files_and_exit_with_the_app() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let token = ca.token("files").await;
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("svid");
+    let mut app_proc = Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = app_proc.id().to_string();
+    let mut s = Sidecar::start_args(
+        &ca,
+        &token,
+        &format!(
+            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n",
+            dir.display(),
+            out.path().join("reloaded").display()
+        ),
+        &["--exit-with-pid", &pid],
+    );
+    let mode = std::fs::metadata(dir.join("svid_key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(out.path().join("reloaded").exists(), "reload command ran");
+    let leaf = tessera_core::pem::certs(&std::fs::read(dir.join("svid.pem")).unwrap()).unwrap();
+    let info = tessera_core::svid::check_tessera_leaf(&leaf[0]).unwrap();
+    assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/files");
+    assert!(s.admin_get("/identity").await.contains(&info.serial));
+    tessera_core::pem::private_key(&std::fs::read(dir.join("svid_key.pem")).unwrap()).unwrap();
+    let v = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.join("bundle.pem"))
+        .arg(dir.join("svid.pem"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+
+    // The app exits: the sidecar drains and exits 0.
+    app_proc.kill().unwrap();
+    app_proc.wait().unwrap();
+    s.proc.await_log("the app exited");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(st) = s.proc.child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sidecar did not exit cleanly: {status:?}"
+    );
 }

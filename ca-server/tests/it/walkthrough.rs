@@ -316,7 +316,11 @@ async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
         h.entry("spiffe://example.org/alg").await;
         let (cert, _, issued) = h.workload("spiffe://example.org/alg").await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("bundle.pem"), issued["bundle"].as_str().unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("bundle.pem"),
+            issued["bundle"].as_str().unwrap(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
         let out = std::process::Command::new("openssl")
             .args(["verify", "-x509_strict", "-CAfile"])
@@ -324,6 +328,10 @@ async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
             .arg(dir.path().join("cert.pem"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{alg}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
