@@ -256,7 +256,7 @@ impl Config {
             overrides.push((k.trim().to_owned(), v.to_owned()));
         }
         for (key, value) in overrides {
-            set_path(&mut doc, &key, &value)?;
+            tessera_core::config::set_path(&mut doc, &key, &value).map_err(ConfigError)?;
         }
         let cfg: Config = toml::Value::Table(doc)
             .try_into()
@@ -333,30 +333,6 @@ impl Config {
             self.database_url.clone()
         }
     }
-}
-
-/// Sets `a.b.c = value` in a TOML table, typing the value like TOML would
-/// (integers, booleans and arrays parse; anything else is a string).
-fn set_path(doc: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
-    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts
-        .pop()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError(format!("{key}: empty option name")))?;
-    let mut table = doc;
-    for p in parts {
-        table = table
-            .entry(p.to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .ok_or_else(|| ConfigError(format!("{key}: {p} is not a section")))?;
-    }
-    table.insert(last.to_owned(), parsed);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod idle;
 pub mod metrics;
 pub mod pem;

@@ -213,21 +213,7 @@ impl Config {
             let (k, v) = s
                 .split_once('=')
                 .ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
-            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(v.to_owned()));
-            let mut parts: Vec<&str> = k.trim().split('.').collect();
-            let last = parts.pop().unwrap_or_default().to_owned();
-            let mut t = &mut doc;
-            for p in parts {
-                t = t
-                    .entry(p.to_owned())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| ConfigError(format!("{k}: {p} is not a section")))?;
-            }
-            t.insert(last, value);
+            tessera_core::config::set_path(&mut doc, k, v).map_err(ConfigError)?;
         }
         text.clear();
         let cfg: Config = toml::Value::Table(doc)
