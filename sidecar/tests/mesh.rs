@@ -859,3 +859,115 @@ async fn svid_files_and_exit_with_the_app() {
         "sidecar did not exit cleanly: {status:?}"
     );
 }
+
+/// A client certificate from another CA (same SPIFFE ID shape, allowed ID) is
+/// refused at the handshake and recorded as an untrusted chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_from_another_ca_is_refused() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let tb = ca.token("guard").await;
+    let mut b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n"
+        ),
+    );
+    let w = tempfile::tempdir().unwrap();
+    let d = w.path();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl must be installed");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "evil.key",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "evil.key",
+        "-out",
+        "evil.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=evil",
+        "-addext",
+        "basicConstraints=critical,CA:true",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "leaf.key",
+    ]);
+    run(&[
+        "req", "-new", "-key", "leaf.key", "-subj", "/O=x", "-out", "leaf.csr",
+    ]);
+    std::fs::write(
+        d.join("leaf.ext"),
+        "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=URI:spiffe://example.org/web\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "evil.pem",
+        "-CAkey",
+        "evil.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &b.addr("inbound", "in"),
+            "-cert",
+            "leaf.pem",
+            "-key",
+            "leaf.key",
+            "-brief",
+        ])
+        .current_dir(d)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = b.proc.await_log("connection denied");
+    assert!(line.contains("untrusted_chain"), "{line}\n{text}");
+}
