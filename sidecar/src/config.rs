@@ -68,6 +68,10 @@ pub struct Inbound {
     pub forward: SocketAddr,
     /// Peers allowed: exact SPIFFE IDs, `spiffe://td/path/*` prefixes, or `spiffe://td/*`.
     pub allow: Vec<String>,
+    /// Send a PROXY protocol v2 header to the app first, carrying the peer's
+    /// address and its SPIFFE ID (TLV type 0xE0).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// One outbound listener.

@@ -12,7 +12,7 @@
 pub mod config;
 pub mod identity;
 mod metrics;
-mod proxy;
+pub mod proxy;
 
 use config::Config;
 use identity::{IdentitySource, Svid};

@@ -174,6 +174,15 @@ async fn handle_inbound(
         }
     };
     let _ = app.set_nodelay(true);
+    let mut app = app;
+    if l.proxy_protocol {
+        use tokio::io::AsyncWriteExt;
+        let local = stream.get_ref().0.local_addr().unwrap_or(l.listen);
+        let header = proxy_v2_header(peer, local, info.spiffe_id.as_str());
+        if app.write_all(&header).await.is_err() {
+            return;
+        }
+    }
     relay(&shared, &l.name, stream, app, Some(info.serial)).await;
 }
 
@@ -226,6 +235,47 @@ async fn handle_outbound(
         .and_then(|c| tessera_core::svid::check_leaf(c).ok())
         .map(|i| i.serial);
     relay(&shared, &o.name, stream, app, serial).await;
+}
+
+/// TLV type carrying the peer's SPIFFE ID (first of PROXY v2's custom range).
+pub const PP2_TYPE_SPIFFE_ID: u8 = 0xE0;
+
+/// A PROXY protocol v2 header (PROXY command, TCP) for `src` → `dst` with the
+/// peer's SPIFFE ID as a TLV. Mixed address families are sent as IPv6.
+pub fn proxy_v2_header(src: SocketAddr, dst: SocketAddr, spiffe_id: &str) -> Vec<u8> {
+    const SIG: [u8; 12] = [
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+    ];
+    let mut addrs = Vec::with_capacity(36);
+    let fam = match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            addrs.extend_from_slice(&s.ip().octets());
+            addrs.extend_from_slice(&d.ip().octets());
+            0x11
+        }
+        _ => {
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V4(v) => v.ip().to_ipv6_mapped(),
+                SocketAddr::V6(v) => *v.ip(),
+            };
+            addrs.extend_from_slice(&v6(src).octets());
+            addrs.extend_from_slice(&v6(dst).octets());
+            0x21
+        }
+    };
+    addrs.extend_from_slice(&src.port().to_be_bytes());
+    addrs.extend_from_slice(&dst.port().to_be_bytes());
+    let id = spiffe_id.as_bytes();
+    let mut out = Vec::with_capacity(16 + addrs.len() + 3 + id.len());
+    out.extend_from_slice(&SIG);
+    out.push(0x21); // version 2, PROXY
+    out.push(fam);
+    out.extend_from_slice(&((addrs.len() + 3 + id.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&addrs);
+    out.push(PP2_TYPE_SPIFFE_ID);
+    out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    out.extend_from_slice(id);
+    out
 }
 
 /// Copies both ways until both sides close (half-close is passed on), the
@@ -283,4 +333,31 @@ async fn relay<A, B>(
     m.closed.inc(&[listener]);
     m.active.add(&[listener], -1);
     m.open_now.fetch_sub(1, Ordering::AcqRel);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proxy_v2_header_layout() {
+        let h = super::proxy_v2_header(
+            "10.0.0.1:4000".parse().unwrap(),
+            "10.0.0.2:8443".parse().unwrap(),
+            "spiffe://td/a",
+        );
+        assert_eq!(&h[..12], b"\r\n\r\n\0\r\nQUIT\n");
+        assert_eq!((h[12], h[13]), (0x21, 0x11));
+        let len = u16::from_be_bytes([h[14], h[15]]) as usize;
+        assert_eq!(h.len(), 16 + len);
+        assert_eq!(&h[16..20], &[10, 0, 0, 1]);
+        assert_eq!(u16::from_be_bytes([h[24], h[25]]), 4000);
+        assert_eq!(u16::from_be_bytes([h[26], h[27]]), 8443);
+        assert_eq!(h[28], super::PP2_TYPE_SPIFFE_ID);
+        assert_eq!(&h[31..], b"spiffe://td/a");
+        let h6 = super::proxy_v2_header(
+            "10.0.0.1:1".parse().unwrap(),
+            "[::1]:2".parse().unwrap(),
+            "x",
+        );
+        assert_eq!(h6[13], 0x21);
+    }
 }

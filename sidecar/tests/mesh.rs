@@ -971,3 +971,51 @@ async fn certificate_from_another_ca_is_refused() {
     let line = b.proc.await_log("connection denied");
     assert!(line.contains("untrusted_chain"), "{line}\n{text}");
 }
+
+/// With `proxy_protocol = true` the app first receives a PROXY v2 header
+/// carrying the peer's SPIFFE ID, then the peer's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_v2_passes_the_peer_identity() {
+    let ca = Ca::start();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = l.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let mut rest = vec![0u8; len];
+        s.read_exact(&mut rest).await.unwrap();
+        let addr_len = if head[13] == 0x11 { 12 } else { 36 };
+        let tlv = &rest[addr_len..];
+        let id =
+            String::from_utf8(tlv[3..3 + u16::from_be_bytes([tlv[1], tlv[2]]) as usize].to_vec())
+                .unwrap();
+        let _ = tx.send((head[..12].to_vec(), tlv[0], id));
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let (ta, tb) = (ca.token("pp-a").await, ca.token("pp-b").await);
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/pp-a\"]\nproxy_protocol = true\n"
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &format!(
+            "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/pp-b\"\n",
+            b.addr("inbound", "in")
+        ),
+    );
+    let mut s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
+    echo(&mut s, b"after the header").await.unwrap();
+    let (sig, tlv_type, id) = rx.await.unwrap();
+    assert_eq!(sig, b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(tlv_type, tessera_sidecar::proxy::PP2_TYPE_SPIFFE_ID);
+    assert_eq!(id, "spiffe://example.org/pp-a");
+}
