@@ -1019,3 +1019,56 @@ async fn proxy_protocol_v2_passes_the_peer_identity() {
     assert_eq!(tlv_type, tessera_sidecar::proxy::PP2_TYPE_SPIFFE_ID);
     assert_eq!(id, "spiffe://example.org/pp-a");
 }
+
+/// TLS 1.3 only by default; `tls12 = true` also admits a TLS 1.2 peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_only_when_enabled() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let files = tempfile::tempdir().unwrap();
+    issue_files(&ca, "old-client", files.path()).await;
+    for (tls12, expect) in [(false, false), (true, true)] {
+        let token = ca.token(&format!("tls12-{tls12}")).await;
+        let set = format!("tls12={tls12}");
+        let b = Sidecar::start_args(
+            &ca,
+            &token,
+            &format!(
+                "[limits]\nidle_timeout_ms = 1000\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/old-client\"]\n"
+            ),
+            &["--set", &set],
+        );
+        let d = files.path();
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-tls1_2",
+                "-quiet",
+                "-connect",
+                &b.addr("inbound", "in"),
+            ])
+            .arg("-cert")
+            .arg(d.join("cert.pem"))
+            .arg("-key")
+            .arg(d.join("key.pem"))
+            .arg("-CAfile")
+            .arg(d.join("bundle.pem"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let _ = child.stdin.take().unwrap().write_all(b"tls one two\n");
+                child.wait_with_output()
+            })
+            .unwrap();
+        let echoed = String::from_utf8_lossy(&out.stdout).contains("tls one two");
+        assert_eq!(
+            echoed,
+            expect,
+            "tls12 = {tls12}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
