@@ -1072,3 +1072,68 @@ async fn tls12_only_when_enabled() {
         );
     }
 }
+
+/// SIGTERM: the sidecar stops accepting, lets the open connection finish, and
+/// exits 0 once it has. `limits.max_connections` refuses connections beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_and_graceful_drain() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let (ta, tb) = (ca.token("drain-a").await, ca.token("drain-b").await);
+    let mut b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[limits]\nmax_connections = 1\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/drain-a\"]\n"
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &format!(
+            "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/drain-b\"\n",
+            b.addr("inbound", "in")
+        ),
+    );
+    let mut open = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
+    echo(&mut open, b"first").await.unwrap();
+    let mut second = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
+    assert!(
+        echo(&mut second, b"second").await.is_err(),
+        "a second connection exceeds max_connections = 1"
+    );
+    assert!(
+        b.admin_get("/metrics").await.contains(
+            "tessera_sidecar_denied_total{listener=\"in\",reason=\"connection_limit\"} 1"
+        )
+    );
+
+    let pid = b.proc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    b.proc.await_log("draining");
+    // Still relaying the open connection while draining; new ones are refused.
+    echo(&mut open, b"still flowing").await.unwrap();
+    assert!(
+        TcpStream::connect(b.addr("inbound", "in")).await.is_err(),
+        "accepting after SIGTERM"
+    );
+    drop(open);
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(st) = b.proc.child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "did not exit cleanly after draining: {status:?}"
+    );
+}
