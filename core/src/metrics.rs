@@ -56,16 +56,45 @@ fn label_str(names: &[&str], values: &[String]) -> String {
     s
 }
 
-/// A counter with labels.
-pub struct CounterVec {
+/// The value type of a labelled family: `u64` makes a counter, `i64` a gauge.
+pub trait SeriesValue:
+    Copy + Default + std::ops::AddAssign + std::fmt::Display + Send + Sync + 'static
+{
+    /// The Prometheus type name.
+    const KIND: &'static str;
+    /// One, for `inc`.
+    const ONE: Self;
+}
+
+impl SeriesValue for u64 {
+    const KIND: &'static str = "counter";
+    const ONE: Self = 1;
+}
+
+impl SeriesValue for i64 {
+    const KIND: &'static str = "gauge";
+    const ONE: Self = 1;
+}
+
+/// A metric family with labels; see [`CounterVec`] and [`GaugeVec`].
+pub struct Family<V> {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    values: Mutex<HashMap<Vec<String>, u64>>,
+    values: Mutex<HashMap<Vec<String>, V>>,
 }
 
-impl CounterVec {
-    /// A new counter family.
+/// A counter with labels.
+pub type CounterVec = Family<u64>;
+/// A gauge with labels.
+pub type GaugeVec = Family<i64>;
+
+fn key(values: &[&str]) -> Vec<String> {
+    values.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl<V: SeriesValue> Family<V> {
+    /// A new family.
     pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
         Self {
             name,
@@ -77,38 +106,46 @@ impl CounterVec {
 
     /// Adds one to the series with these label values.
     pub fn inc(&self, values: &[&str]) {
-        self.add(values, 1);
+        self.add(values, V::ONE);
     }
 
-    /// Adds `n` to the series with these label values.
-    pub fn add(&self, values: &[&str], n: u64) {
+    /// Adds `n` (a gauge may take a negative `n`) to the series with these label values.
+    pub fn add(&self, values: &[&str], n: V) {
         if let Ok(mut m) = self.values.lock() {
-            let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
-            *m.entry(key).or_insert(0) += n;
+            *m.entry(key(values)).or_default() += n;
         }
     }
 
-    /// The current value of one series (0 if never touched).
-    pub fn get(&self, values: &[&str]) -> u64 {
-        let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
+    /// Sets the series with these label values.
+    pub fn set(&self, values: &[&str], v: V) {
+        if let Ok(mut m) = self.values.lock() {
+            m.insert(key(values), v);
+        }
+    }
+
+    /// The current value of one series (zero if never touched).
+    pub fn get(&self, values: &[&str]) -> V {
         self.values
             .lock()
             .ok()
-            .and_then(|m| m.get(&key).copied())
-            .unwrap_or(0)
+            .and_then(|m| m.get(&key(values)).copied())
+            .unwrap_or_default()
     }
 }
 
-impl Metric for CounterVec {
+impl<V: SeriesValue> Metric for Family<V> {
     fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "# HELP {} {}\n# TYPE {} counter",
-            self.name, self.help, self.name
+            "# HELP {} {}\n# TYPE {} {}",
+            self.name,
+            self.help,
+            self.name,
+            V::KIND
         );
         if let Ok(m) = self.values.lock() {
             let mut rows: Vec<_> = m.iter().collect();
-            rows.sort();
+            rows.sort_by(|a, b| a.0.cmp(b.0));
             for (k, v) in rows {
                 let _ = writeln!(out, "{}{{{}}} {}", self.name, label_str(self.labels, k), v);
             }
@@ -160,68 +197,6 @@ impl Metric for Gauge {
             self.name,
             self.get()
         );
-    }
-}
-
-/// A gauge with labels.
-pub struct GaugeVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    values: Mutex<HashMap<Vec<String>, i64>>,
-}
-
-impl GaugeVec {
-    /// A new gauge family.
-    pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        Self {
-            name,
-            help,
-            labels,
-            values: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Adds `d` (may be negative) to the series with these label values.
-    pub fn add(&self, values: &[&str], d: i64) {
-        if let Ok(mut m) = self.values.lock() {
-            let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
-            *m.entry(key).or_insert(0) += d;
-        }
-    }
-
-    /// Sets the series with these label values.
-    pub fn set(&self, values: &[&str], v: i64) {
-        if let Ok(mut m) = self.values.lock() {
-            m.insert(values.iter().map(|s| (*s).to_owned()).collect(), v);
-        }
-    }
-
-    /// The current value of one series.
-    pub fn get(&self, values: &[&str]) -> i64 {
-        let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
-        self.values
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).copied())
-            .unwrap_or(0)
-    }
-}
-
-impl Metric for GaugeVec {
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} gauge",
-            self.name, self.help, self.name
-        );
-        if let Ok(m) = self.values.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort();
-            for (k, v) in rows {
-                let _ = writeln!(out, "{}{{{}}} {}", self.name, label_str(self.labels, k), v);
-            }
-        }
     }
 }
 

@@ -59,7 +59,6 @@ pub struct Shared {
     /// Metrics.
     pub metrics: Metrics,
     denials: Mutex<Vec<Denial>>,
-    feed_version: std::sync::atomic::AtomicI64,
 }
 
 impl Shared {
@@ -74,7 +73,6 @@ impl Shared {
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             denials: Mutex::new(Vec::new()),
-            feed_version: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -427,7 +425,6 @@ async fn follow_revocations(shared: Arc<Shared>) {
                     );
                 }
                 since = feed.version;
-                shared.feed_version.store(since, Ordering::Relaxed);
                 shared.metrics.feed_version.set(since);
                 shared.metrics.feed_lag.set(0);
                 if feed.more {

@@ -1202,14 +1202,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Counts certificates (for tests and status).
-    pub async fn count_certs(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM certificates")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
-    }
 }
 
 const CERT_SELECT_BY_SERIAL: &str = "SELECT serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, \
