@@ -1,0 +1,31 @@
+//! The Tessera node agent's container attestation.
+//!
+//! A workload connects to the agent's unix socket; the agent learns the
+//! caller's PID from the kernel ([`peer`]), maps the process to a container
+//! ([`cgroup`]), asks the container runtime about that container ([`engine`]),
+//! reads how well it is confined ([`posture`]) and turns all of it into
+//! selectors ([`attest`]). The agent is the only Tessera component that talks
+//! to the container runtime.
+//!
+//! ```no_run
+//! # async fn serve(listener: tokio::net::UnixListener) -> Result<(), Box<dyn std::error::Error>> {
+//! use tessera_agent::{Attestor, EngineClient, PeerCred};
+//! let attestor = Attestor::new(EngineClient::detect())?;
+//! let (stream, _) = listener.accept().await?;
+//! let attestation = attestor.attest(PeerCred::of(&stream)?).await?;
+//! println!("{:?}", attestation.selectors);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod attest;
+pub mod cgroup;
+pub mod engine;
+pub mod peer;
+pub mod posture;
+
+pub use attest::{AttestError, Attestation, Attestor, ContainerEvidence, Discovery};
+pub use cgroup::ContainerRef;
+pub use engine::{ContainerInfo, EngineClient, EngineError, PodInfo, Workload};
+pub use peer::{PeerCred, ProcessError, ProcessHandle};
+pub use posture::{CgroupFs, HostNamespaces, Posture};
