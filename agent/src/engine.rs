@@ -509,3 +509,157 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fake_runtime {
+    //! The client against a fake runtime: deadlines, size limits, fail-closed parsing.
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ID: &str = "5d47ef84118f39753f5e152e182b1c271ba93dfc1603b8af5e4abdb190ce9ef9";
+
+    /// Serves every connection with `respond(path)`; `None` never answers.
+    fn serve(dir: &Path, respond: fn(&str) -> Option<String>) -> (PathBuf, AbortOnDrop) {
+        let socket = dir.join("engine.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    match respond(&path) {
+                        Some(r) => {
+                            let _ = s.write_all(r.as_bytes()).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        (socket, AbortOnDrop(task))
+    }
+
+    fn reply(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn ok(body: &str) -> String {
+        reply("200 OK", body)
+    }
+
+    fn docker_container(privileged: &str) -> String {
+        format!(
+            r#"{{"Id":"{ID}","Name":"/web","Image":"sha256:abc","State":{{"Running":true,"Pid":42}},
+               "Config":{{"Image":"nginx:1","Labels":{{"app":"web"}}}},
+               "HostConfig":{{"NetworkMode":"bridge"{privileged},"ReadonlyRootfs":true}}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn docker_answer_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _server) = serve(dir.path(), |path| {
+            Some(if path.contains("/containers/") {
+                ok(&docker_container(r#","Privileged":false"#))
+            } else if path.contains("/images/") {
+                ok(r#"{"RepoDigests":["nginx@sha256:def"]}"#)
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into()
+            })
+        });
+        let info = EngineClient::new(socket)
+            .inspect_container("web")
+            .await
+            .unwrap();
+        assert_eq!(info.id, ID);
+        assert_eq!(info.name, "web");
+        assert_eq!(info.image, "nginx:1");
+        assert_eq!(info.image_id, "sha256:abc");
+        assert_eq!(info.repo_digests, vec!["nginx@sha256:def".to_owned()]);
+        assert_eq!(info.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(info.pid, 42);
+        assert!(info.pod.is_none(), "no libpod header: Docker, no pods");
+        assert!(info.posture.readonly_rootfs);
+    }
+
+    #[tokio::test]
+    async fn missing_privileged_flag_is_refused_not_taken_as_false() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _server) = serve(dir.path(), |_| Some(ok(&docker_container(""))));
+        let err = EngineClient::new(socket)
+            .inspect_container("web")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Malformed { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn silent_runtime_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _server) = serve(dir.path(), |_| None);
+        let err = EngineClient::new(socket)
+            .with_timeout(Duration::from_millis(200))
+            .inspect_container("web")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_answer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _server) = serve(dir.path(), |_| {
+            Some(ok(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000))))
+        });
+        let err = EngineClient::new(socket)
+            .with_max_body(10_000)
+            .inspect_container("web")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::BodyTooLarge { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn errors_and_unknown_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _server) = serve(dir.path(), |path| {
+            Some(if path.contains("gone") {
+                reply("404 Not Found", r#"{"message":"no such container"}"#)
+            } else {
+                reply("500 Internal Server Error", r#"{"message":"boom"}"#)
+            })
+        });
+        let client = EngineClient::new(socket);
+        let err = client.inspect_container("gone").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EngineError::NotFound {
+                    kind: "container",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = client.inspect_container("web").await.unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Status { status: 500, message, .. } if message == "boom"),
+            "{err}"
+        );
+        let err = client.inspect_container("../secrets").await.unwrap_err();
+        assert!(matches!(err, EngineError::InvalidReference(_)), "{err}");
+        let err = EngineClient::new(dir.path().join("none.sock"))
+            .inspect_container("web")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Unreachable { .. }), "{err}");
+    }
+}

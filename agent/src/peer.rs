@@ -335,6 +335,14 @@ mod tests {
         assert!(ProcessHandle::open(0).is_err());
     }
 
+    #[tokio::test]
+    async fn peer_of_a_socket_pair_is_this_process() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let peer = PeerCred::of(&a).unwrap();
+        let me = PeerCred::of_process(std::process::id()).unwrap();
+        assert_eq!(peer, me);
+    }
+
     #[test]
     fn status_id_lines() {
         let s = "Name:\tsh\nUid:\t1000\t1001\t1002\t1003\nGid:\t5\t6\t7\t8\n";
