@@ -599,3 +599,68 @@ async fn peer_credentials_from_inside_a_container_map_to_it() {
     assert_eq!(code, "0");
     assert_eq!(podman(&["logs", &caller]), id);
 }
+
+/// The host PID of the process in `container` whose arguments are exactly
+/// `args`, polled until it appears (`podman exec -d` returns before a
+/// command such as `unshare` has exec'd the final program).
+fn host_pid_by_args(container: &str, args: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let table = podman(&["top", container, "hpid", "args"]);
+        let found = table.lines().skip(1).find_map(|l| {
+            let (pid, rest) = l.trim().split_once(char::is_whitespace)?;
+            (rest.trim() == args).then(|| pid.parse().ok())?
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no process {args:?} in {container}:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A second process started with `podman exec` attests as its container; a
+/// process in the container's cgroup that made itself a private mount
+/// namespace does not (the kernel-vs-runtime cross-check refuses it).
+#[tokio::test]
+async fn exec_process_attests_but_a_private_mount_namespace_is_refused() {
+    let service = Service::start();
+    let attestor = service.attestor();
+    let mut c = Containers::default();
+    let web = c.run("exec", &["--cap-add", "SYS_ADMIN", "--label", "app=web"]);
+    podman(&["exec", "-d", &web, "/bin/busybox", "sleep", "601"]);
+    podman(&[
+        "exec",
+        "-d",
+        &web,
+        "/bin/busybox",
+        "unshare",
+        "-m",
+        "/bin/busybox",
+        "sleep",
+        "602",
+    ]);
+    let exec_pid = host_pid_by_args(&web, "/bin/busybox sleep 601");
+    assert_ne!(exec_pid, pid_of(&web));
+    let a = attestor
+        .attest(PeerCred::of_process(exec_pid).unwrap())
+        .await
+        .unwrap();
+    assert_has(
+        &a,
+        &[
+            &format!("container:id:{}", id_of(&web)),
+            "container:label:app:web",
+        ],
+    );
+
+    let unshared = host_pid_by_args(&web, "/bin/busybox sleep 602");
+    let err = attestor
+        .attest(PeerCred::of_process(unshared).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AttestError::Mismatch { .. }), "{err}");
+}
