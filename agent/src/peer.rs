@@ -75,6 +75,16 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent's reference view of the host (its namespaces or mount
+    /// table) could not be read.
+    #[error("reading the host view at {path}: {source}")]
+    HostView {
+        /// The path read.
+        path: String,
+        /// The error from the kernel.
+        #[source]
+        source: std::io::Error,
+    },
     /// A procfs file did not have the expected shape.
     #[error("/proc/{pid}/{file} is malformed: {reason}")]
     Malformed {

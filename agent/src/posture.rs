@@ -58,9 +58,8 @@ impl HostNamespaces {
         let mut links = BTreeMap::new();
         for ns in NAMESPACES {
             let path = dir.join(ns);
-            let target = std::fs::read_link(&path).map_err(|source| ProcessError::Read {
-                pid: 0,
-                file: path.display().to_string(),
+            let target = std::fs::read_link(&path).map_err(|source| ProcessError::HostView {
+                path: path.display().to_string(),
                 source,
             })?;
             links.insert(ns.to_owned(), target.to_string_lossy().into_owned());
@@ -92,9 +91,8 @@ impl CgroupFs {
     /// The cgroup mounts in the agent's own mount table (`/proc/self/mountinfo`).
     pub fn detect() -> Result<Self, ProcessError> {
         let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
-            ProcessError::Read {
-                pid: std::process::id(),
-                file: "mountinfo".into(),
+            ProcessError::HostView {
+                path: "/proc/self/mountinfo".into(),
                 source,
             }
         })?;
