@@ -24,6 +24,9 @@ use tessera_core::api::{self, IssuedCertificate, Role};
 use tessera_core::{SpiffeId, SpiffeIdError, TrustDomain, now_unix, pem};
 use tokio::sync::watch;
 
+mod lifecycle;
+pub use lifecycle::ScheduleStatus;
+
 /// Errors from domain operations; each maps to one HTTP status and stable code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,6 +114,16 @@ pub enum Principal {
         /// Its certificate serial.
         serial: String,
     },
+    /// A workload whose certificate was revoked only because its issuing CA
+    /// was (cACompromise): it may renew (re-issue) and do nothing else.
+    Reissue {
+        /// Its SPIFFE ID.
+        spiffe_id: String,
+        /// Its certificate serial.
+        serial: String,
+    },
+    /// The server itself (scheduled CA transitions).
+    System,
     /// No credentials.
     Anonymous,
 }
@@ -121,6 +134,8 @@ impl Principal {
         match self {
             Principal::Credential { name, role, .. } => format!("{}:{name}", role.as_str()),
             Principal::Workload { spiffe_id, .. } => spiffe_id.clone(),
+            Principal::Reissue { spiffe_id, .. } => format!("{spiffe_id} (re-issue)"),
+            Principal::System => "system".into(),
             Principal::Anonymous => "anonymous".into(),
         }
     }
@@ -161,9 +176,24 @@ pub struct Authority {
     /// Metrics.
     pub metrics: Metrics,
     signing: RwLock<Arc<SigningCa>>,
+    /// Signs the server's own TLS certificate: the oldest generation still
+    /// published and able to sign (see `lifecycle::server_signer`).
+    server_signer: RwLock<Arc<SigningCa>>,
     bundle: RwLock<Arc<Bundle>>,
     crls: RwLock<HashMap<String, Arc<Crl>>>,
     rev_version: watch::Sender<i64>,
+    /// The bundle's sequence; changes wake feed followers and the TLS layer.
+    bundle_seq: watch::Sender<i64>,
+    /// Unseals CA keys (generations prepared or activated at run time).
+    kek: Kek,
+    /// Every generation as last loaded (id, state), to notice other replicas' transitions.
+    ca_states: std::sync::Mutex<Vec<(String, String)>>,
+    /// CA generations revoked recently: their leaves may still re-issue.
+    reissue_anchors: RwLock<Arc<Vec<CertificateDer<'static>>>>,
+    /// What the rotation schedule last did.
+    pub(crate) schedule: std::sync::Mutex<lifecycle::ScheduleStatus>,
+    /// This replica's name for leases.
+    replica_id: String,
     /// Bumped when a credential is disabled (invalidates cached principals).
     cred_epoch: AtomicU64,
     /// Bumped on every local entry change (invalidates cached entries).
@@ -238,19 +268,33 @@ impl Authority {
             .iter()
             .find(|c| c.state == "active")
             .ok_or(AuthorityError::NotFound("active CA"))?;
-        let signing = open_ca(&kek, active)?;
+        let signing = Arc::new(open_ca(&kek, active)?);
+        let server_signer = lifecycle::server_signer(&kek, &cas, &signing);
         let bundle = build_bundle(&cas)?;
         let version = store.revocation_version().await?;
         let (rev_version, _) = watch::channel(version);
+        let (bundle_seq, _) = watch::channel(bundle.sequence);
+        let states = cas
+            .iter()
+            .map(|c| (c.id.clone(), c.state.clone()))
+            .collect();
+        let reissue = lifecycle::reissue_anchors(&cas, &cfg, now_unix());
         let this = Arc::new(Self {
             metrics: Metrics::new(),
             cfg,
             td,
             store,
-            signing: RwLock::new(Arc::new(signing)),
+            signing: RwLock::new(signing),
+            server_signer: RwLock::new(server_signer),
             bundle: RwLock::new(Arc::new(bundle)),
             crls: RwLock::new(HashMap::new()),
             rev_version,
+            bundle_seq,
+            kek,
+            ca_states: std::sync::Mutex::new(states),
+            reissue_anchors: RwLock::new(Arc::new(reissue)),
+            schedule: Default::default(),
+            replica_id: ca::random_id(),
             cred_epoch: AtomicU64::new(0),
             entry_epoch: AtomicU64::new(0),
             principals: Recent::new(Duration::from_secs(5), 4096),
@@ -309,6 +353,10 @@ impl Authority {
                     key_sealed: kek.seal(&id, &key_der)?,
                     not_before: loaded.not_before,
                     not_after: loaded.not_after,
+                    prepared_at: now,
+                    activated_at: now,
+                    retired_at: 0,
+                    ended_at: 0,
                 },
                 "ca.import",
             )
@@ -328,6 +376,10 @@ impl Authority {
                     key_sealed: kek.seal(&id, &key_der)?,
                     not_before: loaded.not_before,
                     not_after: loaded.not_after,
+                    prepared_at: now,
+                    activated_at: now,
+                    retired_at: 0,
+                    ended_at: 0,
                 },
                 "ca.create",
             )
@@ -461,13 +513,14 @@ impl Authority {
         ttl: i64,
         attestation: serde_json::Value,
         actor: &Principal,
-        preconditions: Vec<Precondition>,
+        mut preconditions: Vec<Precondition>,
         action: &'static str,
     ) -> Result<IssuedCertificate> {
         let started = std::time::Instant::now();
         let canonical = attestation.to_string();
         let hash = sha256(canonical.as_bytes());
         let ca = self.signing_ca();
+        preconditions.push(Precondition::IssuerUsable(ca.id.clone()));
         let now = now_unix();
         let leaf = ca.sign_leaf(
             &LeafSpec {
@@ -654,7 +707,11 @@ impl Authority {
             ));
         }
         let now = now_unix();
-        if row.revoked_at.is_some() {
+        // A certificate revoked because its CA was (not because of anything
+        // about the holder) may re-issue under the new CA.
+        let reissue = row.revocation_reason == Some(crate::store::REASON_CA_COMPROMISE)
+            && self.issuer_revoked(&row.ca_id);
+        if row.revoked_at.is_some() && !reissue {
             return Err(AuthorityError::Renewal("certificate is revoked".into()));
         }
         if row.not_after <= now {
@@ -693,7 +750,10 @@ impl Authority {
             serial: row.serial.clone(),
         };
         let pre = vec![
-            Precondition::NotRevoked(row.serial.clone()),
+            Precondition::NotRevoked {
+                serial: row.serial.clone(),
+                unless_ca_compromise: reissue,
+            },
             Precondition::EntryExists(entry.id.clone()),
         ];
         self.issue(&entry, &id, &csr, ttl, att, &actor, pre, "cert.renew")
@@ -1126,7 +1186,19 @@ impl Authority {
         };
         // The serial is public: only the exact certificate we issued counts (in
         // intermediate mode the TLS layer also accepts other children of the root).
-        if row.der != der || row.revoked_at.is_some() || row.not_after <= now_unix() {
+        if row.der != der || row.not_after <= now_unix() {
+            return Ok(None);
+        }
+        if row.revoked_at.is_some() {
+            if row.revocation_reason == Some(crate::store::REASON_CA_COMPROMISE)
+                && !row.entry_id.is_empty()
+                && self.issuer_revoked(&row.ca_id)
+            {
+                return Ok(Some(Principal::Reissue {
+                    spiffe_id: row.spiffe_id,
+                    serial: row.serial,
+                }));
+            }
             return Ok(None);
         }
         if row.entry_id.is_empty() {
@@ -1249,7 +1321,11 @@ impl Authority {
             .workload_id("/tessera/ca-server")
             .map_err(|e| AuthorityError::SpiffeId("trust_domain", e))?;
         let key = KeyAlgorithm::EcdsaP256.generate()?;
-        let ca = self.signing_ca();
+        let ca = self
+            .server_signer
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
         let leaf = ca.sign_leaf(
             &LeafSpec {
                 spiffe_id: &id,
@@ -1271,38 +1347,6 @@ impl Authority {
         tessera_core::tls::certified_key(chain, key_der).map_err(|e| AuthorityError::Invalid {
             field: "server certificate",
             reason: e.to_string(),
-        })
-    }
-
-    /// CA status for the API.
-    pub async fn status(&self) -> Result<api::CaStatus> {
-        let cas = self.store.list_cas().await?;
-        Ok(api::CaStatus {
-            trust_domain: self.td.to_string(),
-            cas: cas
-                .iter()
-                .map(|c| api::CaInfo {
-                    id: c.id.clone(),
-                    state: c.state.clone(),
-                    key_algorithm: c.key_algorithm.clone(),
-                    subject: c
-                        .cert_pem
-                        .as_deref()
-                        .and_then(|p| pem::certs(p.as_bytes()).ok())
-                        .and_then(|v| v.into_iter().next())
-                        .and_then(|d| {
-                            tessera_core::svid::parse(&d)
-                                .ok()
-                                .map(|x| x.subject().to_string())
-                        })
-                        .unwrap_or_default(),
-                    not_before: api::rfc3339(c.not_before),
-                    not_after: api::rfc3339(c.not_after),
-                    kind: c.kind.clone(),
-                })
-                .collect(),
-            revocation_version: *self.rev_version.borrow(),
-            storage: self.store.backend().as_str().into(),
         })
     }
 
@@ -1443,6 +1487,10 @@ pub async fn prepare_intermediate(cfg: &Config) -> Result<(String, String)> {
         key_sealed: kek.seal(&id, &key_der)?,
         not_before: 0,
         not_after: 0,
+        prepared_at: 0,
+        activated_at: 0,
+        retired_at: 0,
+        ended_at: 0,
     };
     let audit = AuditEntry {
         actor: "system".into(),
@@ -1528,7 +1576,7 @@ pub async fn import_signed_intermediate(
         details: json!({"subject": loaded.subject, "not_after": loaded.not_after}),
     };
     store
-        .activate_pending_ca(
+        .complete_pending_ca(
             &pending.id,
             &pem::encode("CERTIFICATE", &cert),
             &pem::encode_certs(chain.iter().map(|c| c.as_ref())),
@@ -1564,14 +1612,26 @@ fn open_ca(kek: &Kek, row: &CaRow) -> Result<SigningCa> {
     Ok(SigningCa::load(&row.id, cert, chain, &key)?)
 }
 
-/// Builds the trust bundle: self-signed CAs that are not retired, plus the
-/// upstream anchors of intermediates.
+/// Whether a generation in `state` is in the trust bundle: from preparation
+/// until it is removed (no leaf depends on it) or revoked.
+pub(crate) fn ca_published(state: &str) -> bool {
+    matches!(state, "prepared" | "active" | "retired")
+}
+
+/// Builds the trust bundle: the published self-signed CAs, plus the upstream
+/// anchors of published intermediates.
 fn build_bundle(cas: &[CaRow]) -> Result<Bundle> {
     let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
-    for c in cas
-        .iter()
-        .filter(|c| c.state != "retired" && c.state != "pending")
-    {
+    // The active generation first, then the prepared one, then retired ones:
+    // a stable order for followers that read the first anchor.
+    let rank = |s: &str| match s {
+        "active" => 0,
+        "prepared" => 1,
+        _ => 2,
+    };
+    let mut published: Vec<&CaRow> = cas.iter().filter(|c| ca_published(&c.state)).collect();
+    published.sort_by_key(|c| rank(&c.state));
+    for c in published {
         let source = if c.kind == "root" {
             c.cert_pem.clone().unwrap_or_default()
         } else {

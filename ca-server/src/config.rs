@@ -38,6 +38,33 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Admin credentials created at init.
     pub admin: AdminConfig,
+    /// CA rotation schedule.
+    pub rotation: RotationConfig,
+}
+
+/// CA rotation: when the schedule prepares and activates the next generation
+/// (fractions of the active CA's lifetime, as SPIRE does), and the minimum
+/// time a prepared CA must be published before any leaf is signed by it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    /// Run the schedule (one replica at a time, by lease).
+    pub enabled: bool,
+    /// Keep a prepared (published) generation at all times: prepare the next
+    /// one right after each activation, not at `prepare_at`. An emergency
+    /// revocation then promotes a CA every follower already trusts.
+    pub standby: bool,
+    /// Prepare the next generation at this fraction of the active one's lifetime.
+    pub prepare_at: f64,
+    /// Activate it at this fraction (and not before `min_overlap_seconds`).
+    pub activate_at: f64,
+    /// A prepared CA is published at least this long before activation
+    /// (manual or scheduled), so every follower trusts it first.
+    pub min_overlap_seconds: i64,
+    /// How often the schedule looks, seconds.
+    pub check_interval_seconds: u64,
+    /// The schedule lease's lifetime, seconds (a dead holder is replaced after it).
+    pub lease_seconds: i64,
 }
 
 /// CA options.
@@ -150,6 +177,7 @@ impl Default for Config {
             crl: CrlConfig::default(),
             retention: RetentionConfig::default(),
             admin: AdminConfig::default(),
+            rotation: RotationConfig::default(),
         }
     }
 }
@@ -210,6 +238,20 @@ impl Default for RetentionConfig {
             prune_interval_seconds: 60,
             prune_batch: 1000,
             keep_denials_seconds: 7 * 86400,
+        }
+    }
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            standby: false,
+            prepare_at: 0.5,
+            activate_at: 5.0 / 6.0,
+            min_overlap_seconds: 3600,
+            check_interval_seconds: 30,
+            lease_seconds: 90,
         }
     }
 }
@@ -293,6 +335,23 @@ impl Config {
         if self.ca.ttl_seconds <= i.max_ttl_seconds {
             return Err(ConfigError(
                 "ca.ttl_seconds: must exceed issuance.max_ttl_seconds".into(),
+            ));
+        }
+        let r = &self.rotation;
+        if !(0.0 < r.prepare_at && r.prepare_at < r.activate_at && r.activate_at < 1.0) {
+            return Err(ConfigError(
+                "rotation.prepare_at, rotation.activate_at: need 0 < prepare_at < activate_at < 1"
+                    .into(),
+            ));
+        }
+        if r.min_overlap_seconds < 1 {
+            return Err(ConfigError(
+                "rotation.min_overlap_seconds: at least 1".into(),
+            ));
+        }
+        if r.check_interval_seconds < 1 || r.lease_seconds <= r.check_interval_seconds as i64 {
+            return Err(ConfigError(
+                "rotation.lease_seconds: must exceed rotation.check_interval_seconds (>= 1)".into(),
             ));
         }
         if self.limits.max_body_bytes < 1024 || self.limits.max_csr_bytes < 256 {

@@ -1,7 +1,7 @@
 //! The CA server's Prometheus metrics.
 
 use std::sync::Arc;
-use tessera_core::metrics::{CounterVec, HistogramVec, LATENCY_BUCKETS, Registry};
+use tessera_core::metrics::{CounterVec, GaugeVec, HistogramVec, LATENCY_BUCKETS, Registry};
 
 /// Every metric the CA server exports.
 #[derive(Clone)]
@@ -22,6 +22,14 @@ pub struct Metrics {
     pub refused: Arc<CounterVec>,
     /// Denials reported by sidecars and stored, by reason.
     pub denials: Arc<CounterVec>,
+    /// CA generation changes this replica applied.
+    pub ca_transitions: Arc<CounterVec>,
+    /// Each CA generation's notAfter, unix seconds.
+    pub ca_not_after: Arc<GaugeVec>,
+    /// 1 for each CA generation's current state, 0 for the others.
+    pub ca_state: Arc<GaugeVec>,
+    /// Unexpired, unrevoked leaves each signing generation issued.
+    pub ca_dependents: Arc<GaugeVec>,
 }
 
 impl Metrics {
@@ -65,6 +73,26 @@ impl Metrics {
                 "tessera_denials_reported_total",
                 "Connections refused by sidecars, as reported and stored.",
                 &["reason"],
+            )),
+            ca_transitions: registry.register(CounterVec::new(
+                "tessera_ca_transitions_total",
+                "CA generation changes (prepare, activate, retire, remove, revoke) applied.",
+                &[],
+            )),
+            ca_not_after: registry.register(GaugeVec::new(
+                "tessera_ca_not_after_seconds",
+                "Each CA generation's notAfter (unix seconds).",
+                &["ca_id"],
+            )),
+            ca_state: registry.register(GaugeVec::new(
+                "tessera_ca_state",
+                "1 for each CA generation's current state.",
+                &["ca_id", "state"],
+            )),
+            ca_dependents: registry.register(GaugeVec::new(
+                "tessera_ca_dependent_leaves",
+                "Unexpired, unrevoked leaves signed by each active or retired CA generation.",
+                &["ca_id"],
             )),
             registry,
         }

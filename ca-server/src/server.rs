@@ -45,12 +45,16 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
     let cert = Arc::new(RotatingKey::new(
         auth.server_certified_key().map_err(std::io::Error::other)?,
     ));
-    let tls =
-        tessera_core::tls::server_config_optional_client_auth(&auth.bundle().anchors, cert.clone())
-            .map_err(std::io::Error::other)?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let acceptor = watch::Sender::new(acceptor_for(&auth, &cert)?);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    spawn_tls_follower(
+        auth.clone(),
+        cert.clone(),
+        acceptor.clone(),
+        shutdown_rx.clone(),
+    );
     spawn_background(auth.clone(), cert, shutdown_rx.clone());
+    let acceptor = acceptor.subscribe();
     let router = api::router(auth.clone());
     let task = tokio::spawn(accept_loop(auth, listener, acceptor, router, shutdown_rx));
     Ok(Running {
@@ -60,10 +64,50 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
     })
 }
 
+/// A TLS acceptor trusting the current bundle (plus recently revoked CAs, for
+/// re-issue only; see `Authority::client_auth_anchors`).
+fn acceptor_for(auth: &Authority, cert: &Arc<RotatingKey>) -> std::io::Result<TlsAcceptor> {
+    let tls = tessera_core::tls::server_config_optional_client_auth(
+        &auth.client_auth_anchors(),
+        cert.clone(),
+    )
+    .map_err(std::io::Error::other)?;
+    Ok(TlsAcceptor::from(Arc::new(tls)))
+}
+
+/// On every CA change: a server certificate from the (possibly new) active CA
+/// first, then an acceptor trusting the new bundle. Open connections keep theirs.
+fn spawn_tls_follower(
+    auth: Arc<Authority>,
+    cert: Arc<RotatingKey>,
+    acceptor: watch::Sender<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = auth.ca_watch();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            match auth.server_certified_key() {
+                Ok(k) => cert.set(k),
+                Err(e) => tracing::error!(error = %e, "server certificate rotation failed"),
+            }
+            match acceptor_for(&auth, &cert) {
+                Ok(a) => {
+                    acceptor.send_replace(a);
+                }
+                Err(e) => tracing::error!(error = %e, "TLS reconfiguration failed"),
+            }
+        }
+    });
+}
+
 async fn accept_loop(
     auth: Arc<Authority>,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: watch::Receiver<TlsAcceptor>,
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -90,7 +134,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let (auth, acceptor, router, mut shutdown) = (
             auth.clone(),
-            acceptor.clone(),
+            acceptor.borrow().clone(),
             router.clone(),
             shutdown.clone(),
         );
@@ -202,6 +246,23 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
                 tick.tick().await;
                 if let Err(e) = auth.sync_revocations().await {
                     tracing::warn!(error = %e, "revocation poll failed");
+                }
+                // CA transitions made by another replica, likewise.
+                if let Err(e) = auth.sync_cas().await {
+                    tracing::warn!(error = %e, "CA poll failed");
+                }
+            }
+        }));
+    }
+    {
+        // The rotation schedule: every replica ticks, the lease holder acts.
+        let auth = auth.clone();
+        let mut tick = every(auth.cfg.rotation.check_interval_seconds);
+        tasks.push(Box::pin(async move {
+            loop {
+                tick.tick().await;
+                if let Err(e) = auth.run_schedule_once().await {
+                    tracing::warn!(error = %e, "CA rotation schedule failed");
                 }
             }
         }));

@@ -100,8 +100,35 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum CaCmd {
-    /// Show the trust domain, CA generations and feed version.
+    /// Show the trust domain, CA generations, the rotation schedule and feed
+    /// version; warns when the schedule has stalled.
     Status,
+    /// List CA generations with their state and lifecycle times.
+    List,
+    /// Prepare the next generation: published in the bundle, not yet signing.
+    Prepare,
+    /// Activate a prepared generation (after the minimum overlap).
+    Activate {
+        /// CA generation ID.
+        id: String,
+    },
+    /// Retire a generation: cancel a prepared one, or remove a retired one from
+    /// the bundle once no unexpired certificate depends on it.
+    Retire {
+        /// CA generation ID.
+        id: String,
+    },
+    /// Prepare now and activate as soon as the minimum overlap has elapsed.
+    Rotate,
+    /// Emergency: revoke a generation (key compromise). It leaves the bundle at
+    /// once, every certificate it signed is revoked, and holders re-issue.
+    Revoke {
+        /// CA generation ID.
+        id: String,
+        /// Required: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print or save the trust bundle.
     Bundle {
         /// pem or jwks (SPIFFE bundle).
@@ -551,6 +578,65 @@ fn q(s: &str) -> String {
     out
 }
 
+/// The CA generations as a table; with `header`, trust domain and schedule too.
+fn ca_table(s: &api::CaStatus, header: bool) -> String {
+    let mut t = String::new();
+    if header {
+        t += &format!(
+            "trust domain: {}\nstorage:      {}\nrevocations:  version {}\nbundle:       sequence {}\n",
+            s.trust_domain, s.storage, s.revocation_version, s.bundle_sequence
+        );
+        let next = s
+            .schedule
+            .next
+            .as_ref()
+            .map(|n| {
+                format!(
+                    "{} {} at {}",
+                    n.action,
+                    n.ca_id.as_deref().unwrap_or("a new generation"),
+                    n.at
+                )
+            })
+            .unwrap_or_else(|| "nothing scheduled".into());
+        t += &format!(
+            "schedule:     {} (next: {next})\n",
+            if s.schedule.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            }
+        );
+        if let Some(why) = &s.schedule.stalled {
+            t += &format!("WARNING:      schedule stalled: {why}\n");
+        }
+        t += "\n";
+    }
+    t += &rows(
+        &[
+            "ID",
+            "STATE",
+            "KIND",
+            "KEY",
+            "NOT AFTER",
+            "DEPENDENTS",
+            "SUBJECT",
+        ],
+        s.cas.iter().map(|c| {
+            vec![
+                c.id.clone(),
+                c.state.clone(),
+                c.kind.clone(),
+                c.key_algorithm.clone(),
+                c.not_after.clone(),
+                c.dependents.to_string(),
+                c.subject.clone(),
+            ]
+        }),
+    );
+    t
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let out = Out {
         json: cli.output == Format::Json,
@@ -574,25 +660,50 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Ca(CaCmd::Status) => {
             let s: api::CaStatus = ctx.call(Method::GET, "/v1/ca", None).await?;
-            ctx.out.show(&s, || {
-                let mut t = format!(
-                    "trust domain: {}\nstorage:      {}\nrevocations:  version {}\n\n",
-                    s.trust_domain, s.storage, s.revocation_version
-                );
-                t += &rows(
-                    &["ID", "STATE", "KIND", "KEY", "NOT AFTER", "SUBJECT"],
-                    s.cas.iter().map(|c| {
-                        vec![
-                            c.id.clone(),
-                            c.state.clone(),
-                            c.kind.clone(),
-                            c.key_algorithm.clone(),
-                            c.not_after.clone(),
-                            c.subject.clone(),
-                        ]
-                    }),
-                );
-                t
+            if let Some(why) = &s.schedule.stalled {
+                eprintln!("warning: CA rotation schedule has stalled: {why}");
+            }
+            ctx.out.show(&s, || ca_table(&s, true))
+        }
+        Cmd::Ca(CaCmd::List) => {
+            let s: api::CaStatus = ctx.call(Method::GET, "/v1/ca", None).await?;
+            ctx.out.show(&s.cas, || ca_table(&s, false))
+        }
+        Cmd::Ca(CaCmd::Prepare) => {
+            let s: api::CaStatus = ctx.call(Method::POST, "/v1/ca/prepare", None).await?;
+            ctx.out.show(&s, || ca_table(&s, true))
+        }
+        Cmd::Ca(CaCmd::Rotate) => {
+            let s: api::CaStatus = ctx.call(Method::POST, "/v1/ca/rotate", None).await?;
+            ctx.out.show(&s, || ca_table(&s, true))
+        }
+        Cmd::Ca(CaCmd::Activate { id }) => {
+            let path = format!("/v1/ca/{}/activate", q(&id));
+            let s: api::CaStatus = ctx.call(Method::POST, &path, None).await?;
+            ctx.out.show(&s, || ca_table(&s, true))
+        }
+        Cmd::Ca(CaCmd::Retire { id }) => {
+            let path = format!("/v1/ca/{}/retire", q(&id));
+            let s: api::CaStatus = ctx.call(Method::POST, &path, None).await?;
+            ctx.out.show(&s, || ca_table(&s, true))
+        }
+        Cmd::Ca(CaCmd::Revoke { id, yes }) => {
+            if !yes {
+                return Err(Failure::usage("revoking a CA cannot be undone: add --yes").into());
+            }
+            let path = format!("/v1/ca/{}/revoke", q(&id));
+            let r: api::CaRevokeResponse = ctx.call(Method::POST, &path, None).await?;
+            ctx.out.show(&r, || {
+                format!(
+                    "revoked CA {} and {} certificate(s) it signed (feed version {}){}\n",
+                    r.revoked_ca,
+                    r.revoked_certificates,
+                    r.version,
+                    r.replacement
+                        .as_deref()
+                        .map(|n| format!("; {n} is now active"))
+                        .unwrap_or_default()
+                )
             })
         }
         Cmd::Ca(CaCmd::Bundle { format, out: file }) => {

@@ -400,6 +400,11 @@ pub struct RevocationFeed {
     pub revocations: Vec<RevocationEvent>,
     /// True when more changes are waiting (ask again from `version`).
     pub more: bool,
+    /// The trust bundle's current sequence (the `/v1/bundle` ETag without
+    /// quotes). The long-poll also answers when it differs from the `bundle`
+    /// query parameter, so followers learn of a new CA within seconds.
+    #[serde(default)]
+    pub bundle_sequence: i64,
 }
 
 /// One CA generation's status.
@@ -419,6 +424,71 @@ pub struct CaInfo {
     pub not_after: String,
     /// Whether it is a self-signed root or an intermediate under an upstream.
     pub kind: String,
+    /// When it was prepared (published in the bundle), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared_at: Option<String>,
+    /// When it became active, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<String>,
+    /// When it stopped signing, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
+    /// When it left the bundle (removed or revoked), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// Unexpired, unrevoked leaves it signed.
+    #[serde(default)]
+    pub dependents: i64,
+    /// Whether it is in the trust bundle now.
+    #[serde(default)]
+    pub published: bool,
+}
+
+/// The rotation schedule's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// Whether the schedule is enabled in config.
+    pub enabled: bool,
+    /// The next transition the schedule will make, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextTransition>,
+    /// When some replica last ran the schedule, RFC 3339 (from this replica's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// Why the schedule cannot proceed on its own, if it cannot (for example an
+    /// intermediate waiting for the operator's upstream to sign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
+}
+
+/// A scheduled CA transition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NextTransition {
+    /// `prepare`, `activate` or `remove`.
+    pub action: String,
+    /// The generation it applies to (absent for `prepare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_id: Option<String>,
+    /// When, RFC 3339.
+    pub at: String,
+}
+
+/// The answer to an emergency CA revocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaRevokeResponse {
+    /// The revoked generation.
+    pub revoked_ca: String,
+    /// Leaves revoked with it (reason cACompromise).
+    pub revoked_certificates: usize,
+    /// The fresh generation made active, if the revoked one was active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+    /// The revocation-feed version after the change.
+    pub version: i64,
+    /// Set when followers cannot learn the new bundle through the CA (no
+    /// prepared generation existed, so the fresh one is trusted by no one yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// The CA server's status.
@@ -432,6 +502,12 @@ pub struct CaStatus {
     pub revocation_version: i64,
     /// Database backend (`sqlite` or `postgres`).
     pub storage: String,
+    /// The rotation schedule.
+    #[serde(default)]
+    pub schedule: ScheduleInfo,
+    /// The current trust bundle's sequence.
+    #[serde(default)]
+    pub bundle_sequence: i64,
 }
 
 /// One audit-log record.

@@ -46,6 +46,8 @@ pub struct Reply {
     pub status: StatusCode,
     /// Body bytes.
     pub body: Bytes,
+    /// The ETag header, if any.
+    pub etag: Option<String>,
 }
 
 impl Client {
@@ -84,6 +86,13 @@ impl Client {
         self.call_with(method, path, body, "application/json").await
     }
 
+    /// A conditional GET: `304 Not Modified` (empty body) when the resource's
+    /// ETag is still `etag`.
+    pub async fn get_if_none_match(&self, path: &str, etag: Option<&str>) -> Result<Reply> {
+        self.send(Method::GET, path, None, "application/json", etag)
+            .await
+    }
+
     /// Sends one request with a body of the given content type.
     pub async fn call_with(
         &self,
@@ -91,6 +100,17 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
         content_type: &str,
+    ) -> Result<Reply> {
+        self.send(method, path, body, content_type, None).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+        if_none_match: Option<&str>,
     ) -> Result<Reply> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
@@ -116,6 +136,9 @@ impl Client {
         if let Some(t) = &self.bearer {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        if let Some(e) = if_none_match {
+            req = req.header(hyper::header::IF_NONE_MATCH, e);
+        }
         let body = match body {
             Some(b) => {
                 req = req.header(hyper::header::CONTENT_TYPE, content_type);
@@ -128,7 +151,12 @@ impl Client {
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = send.send_request(req).await.map_err(http)?;
         let status = resp.status();
+        let etag = resp
+            .headers()
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        Ok(Reply { status, body })
+        Ok(Reply { status, body, etag })
     }
 }

@@ -24,6 +24,14 @@ pub struct Config {
     pub tls12: bool,
     /// Seconds to let connections finish after SIGTERM.
     pub drain_seconds: u64,
+    /// Per-connection metrics (opened, closed, active, bytes by listener).
+    /// `false` skips those updates on the relay path; denial, certificate and
+    /// feed metrics are kept.
+    pub metrics: bool,
+    /// Fetch the trust bundle (conditional GET) at least this often, seconds.
+    /// Changes normally arrive within seconds through the revocation feed,
+    /// which also reports the bundle's sequence.
+    pub bundle_refresh_seconds: u64,
     /// Inbound listeners: mTLS from peers to the app.
     pub inbound: Vec<Inbound>,
     /// Outbound listeners: plaintext from the app to mTLS upstreams.
@@ -147,6 +155,8 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 15000)),
             tls12: false,
             drain_seconds: 10,
+            metrics: true,
+            bundle_refresh_seconds: 300,
             inbound: vec![],
             outbound: vec![],
             limits: Limits::default(),
@@ -236,6 +246,9 @@ impl Config {
                 "admin_listen: must be a loopback address".into(),
             ));
         }
+        if self.bundle_refresh_seconds == 0 {
+            return Err(ConfigError("bundle_refresh_seconds: at least 1".into()));
+        }
         if self.inbound.is_empty() && self.outbound.is_empty() {
             return Err(ConfigError(
                 "inbound/outbound: configure at least one listener".into(),
@@ -307,6 +320,12 @@ mod tests {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sidecar.toml");
         let cfg = Config::load(Some(&p), &[]).unwrap();
         assert_eq!(cfg.inbound.len(), 1);
+        assert!(cfg.metrics);
+        assert!(
+            !Config::load(Some(&p), &["metrics=false".into()])
+                .unwrap()
+                .metrics
+        );
         let e = Config::load(Some(&p), &["admin_listen=\"0.0.0.0:15000\"".into()]).unwrap_err();
         assert!(e.0.contains("admin_listen"), "{e}");
         let e = Config::load(Some(&p), &["limits.bogus=1".into()]).unwrap_err();

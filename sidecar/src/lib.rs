@@ -16,7 +16,7 @@ pub mod proxy;
 
 use config::Config;
 use identity::{IdentitySource, Svid};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_core::api::{Denial, DenialReason, DenialReport, RevocationFeed};
@@ -59,6 +59,12 @@ pub struct Shared {
     /// Metrics.
     pub metrics: Metrics,
     denials: Mutex<Vec<Denial>>,
+    /// The sequence (ETag) of the bundle held; 0 until one was fetched.
+    bundle_seq: AtomicI64,
+    /// Wakes the bundle follower (the feed saw another sequence).
+    bundle_wake: tokio::sync::Notify,
+    /// Wakes the renewal loop early (our own certificate was revoked, e.g. with its CA).
+    renew_now: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -73,6 +79,9 @@ impl Shared {
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             denials: Mutex::new(Vec::new()),
+            bundle_seq: AtomicI64::new(0),
+            bundle_wake: tokio::sync::Notify::new(),
+            renew_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -157,6 +166,39 @@ impl Shared {
 }
 
 impl Shared {
+    /// Applies a trust bundle fetched from the CA: new handshakes verify peers
+    /// against it at once; established connections are untouched. The
+    /// identity's copy (used to reach the CA and written to `bundle.pem`) follows.
+    fn install_bundle(
+        &self,
+        bundle: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<bool, SidecarError> {
+        let Some(mut svid) = self.identity() else {
+            return Ok(false);
+        };
+        if svid.bundle == bundle {
+            return Ok(false);
+        }
+        let Some(key) = self.key.read().ok().and_then(|k| k.clone()) else {
+            return Ok(false);
+        };
+        let set = proxy::TlsSet::build(&self.cfg, &bundle, key, self.revoked.clone())?;
+        self.tls.send_replace(Some(Arc::new(set)));
+        svid.bundle = bundle;
+        if let Some(dir) = &self.cfg.svid_files.dir {
+            match write_svid_files(dir, &svid) {
+                Ok(()) => self.notify_app(),
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "writing SVID files failed")
+                }
+            }
+        }
+        tracing::info!(anchors = svid.bundle.len(), "trust bundle updated");
+        *self.svid.write().unwrap_or_else(|p| p.into_inner()) = Some(svid);
+        self.metrics.bundle_updates.add(1);
+        Ok(true)
+    }
+
     /// Tells the app its files changed: runs the command and/or sends the signal.
     fn notify_app(&self) {
         let f = &self.cfg.svid_files;
@@ -333,6 +375,7 @@ pub async fn start<S: IdentitySource + 'static>(
             if shared.cfg.denials.report {
                 tokio::spawn(report_denials(shared.clone()));
             }
+            tokio::spawn(follow_bundle(shared.clone()));
             renew_forever(shared, source).await;
         });
     }
@@ -365,7 +408,12 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
         let Some(current) = shared.identity() else {
             return;
         };
-        tokio::time::sleep(jittered(&shared, &current)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(&shared, &current)) => {}
+            _ = shared.renew_now.notified() => {
+                tracing::warn!(serial = %current.serial, "own certificate revoked; re-issuing now");
+            }
+        }
         let mut delay = Duration::from_millis(shared.cfg.renew.retry_min_ms);
         loop {
             match source.renew(&current).await.map(|s| shared.install(s)) {
@@ -397,8 +445,9 @@ async fn follow_revocations(shared: Arc<Shared>) {
             let svid = shared.identity().ok_or("no identity")?;
             let client = svid.client(&shared.cfg.ca_url).map_err(|_| "client")?;
             let path = format!(
-                "/v1/revocations?since={since}&wait={}",
-                shared.cfg.revocation.wait_seconds
+                "/v1/revocations?since={since}&wait={}&bundle={}",
+                shared.cfg.revocation.wait_seconds,
+                shared.bundle_seq.load(Ordering::Acquire)
             );
             let r = client
                 .call(hyper::Method::GET, &path, None)
@@ -413,11 +462,22 @@ async fn follow_revocations(shared: Arc<Shared>) {
         match result {
             Ok(feed) => {
                 last_ok = tokio::time::Instant::now();
+                if feed.bundle_sequence != shared.bundle_seq.load(Ordering::Acquire) {
+                    shared.bundle_wake.notify_one();
+                }
                 if !feed.revocations.is_empty() {
                     shared
                         .revoked
                         .extend(feed.revocations.iter().map(|r| r.serial.clone()));
                     shared.revoked_gen.send_modify(|g| *g += 1);
+                    let own = shared.identity().map(|s| s.serial);
+                    if feed
+                        .revocations
+                        .iter()
+                        .any(|r| Some(&r.serial) == own.as_ref())
+                    {
+                        shared.renew_now.notify_one();
+                    }
                     tracing::info!(
                         count = feed.revocations.len(),
                         version = feed.version,
@@ -442,6 +502,66 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Keeps the trust bundle current: a conditional GET of `/v1/bundle` when the
+/// feed reports another sequence, and at least every `bundle_refresh_seconds`.
+async fn follow_bundle(shared: Arc<Shared>) {
+    let every = Duration::from_secs(shared.cfg.bundle_refresh_seconds);
+    let mut retry = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+    loop {
+        let result = async {
+            let svid = shared.identity().ok_or("no identity")?;
+            let client = svid.client(&shared.cfg.ca_url).map_err(|_| "client")?;
+            let held = shared.bundle_seq.load(Ordering::Acquire);
+            let etag = (held != 0).then(|| format!("\"{held}\""));
+            let r = client
+                .get_if_none_match("/v1/bundle", etag.as_deref())
+                .await
+                .map_err(|_| "unreachable")?;
+            let seq = r
+                .etag
+                .as_deref()
+                .and_then(|e| e.trim_matches('"').parse::<i64>().ok());
+            match r.status.as_u16() {
+                304 => {}
+                200 => {
+                    let certs = tessera_core::pem::certs(&r.body).map_err(|_| "bad bundle")?;
+                    if certs.is_empty() {
+                        return Err("empty bundle");
+                    }
+                    shared
+                        .install_bundle(certs)
+                        .map_err(|_| "unusable bundle")?;
+                }
+                _ => return Err("refused"),
+            }
+            if let Some(seq) = seq {
+                shared.bundle_seq.store(seq, Ordering::Release);
+            }
+            Ok(())
+        }
+        .await;
+        let wait = match result {
+            Ok(()) => {
+                retry = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+                every
+            }
+            Err(why) => {
+                tracing::warn!(
+                    why,
+                    "trust bundle refresh failed; keeping the current bundle"
+                );
+                let r = retry;
+                retry = (retry * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
+                r.min(every)
+            }
+        };
+        tokio::select! {
+            _ = shared.bundle_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub cert_expiry: Arc<Gauge>,
     /// Certificate rotations.
     pub rotations: Arc<Gauge>,
+    /// Trust-bundle changes applied without a renewal.
+    pub bundle_updates: Arc<Gauge>,
     /// Revocation-feed version seen.
     pub feed_version: Arc<Gauge>,
     /// Seconds since the feed last answered (0 while it does).
@@ -83,6 +85,10 @@ impl Metrics {
             cert_expiry: r.register(Gauge::new(
                 "tessera_sidecar_certificate_expiry_timestamp_seconds",
                 "notAfter of the current certificate.",
+            )),
+            bundle_updates: r.register(Gauge::new(
+                "tessera_sidecar_bundle_updates_total",
+                "Trust-bundle changes applied (CA rotation or revocation) since start.",
             )),
             rotations: r.register(Gauge::new(
                 "tessera_sidecar_rotations_total",

@@ -292,8 +292,11 @@ async fn relay<A, B>(
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let m = &shared.metrics;
-    m.opened.inc(&[listener]);
-    m.active.add(&[listener], 1);
+    let per_conn = shared.cfg.metrics;
+    if per_conn {
+        m.opened.inc(&[listener]);
+        m.active.add(&[listener], 1);
+    }
     m.open_now.fetch_add(1, Ordering::AcqRel);
     let mut revoked_rx = shared.revoked_gen.subscribe();
     let close_on_revoke = shared.cfg.revocation.close_established;
@@ -321,7 +324,9 @@ async fn relay<A, B>(
             tracing::debug!(listener, "closing idle connection");
         }
         r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
-            if let Ok((to_b, to_a)) = r {
+            if let Ok((to_b, to_a)) = r
+                && per_conn
+            {
                 m.bytes_in.add(&[listener], to_b);
                 m.bytes_out.add(&[listener], to_a);
             }
@@ -330,8 +335,10 @@ async fn relay<A, B>(
             tracing::warn!(listener, serial = peer_serial.as_deref().unwrap_or("-"), "closing connection: peer certificate revoked");
         }
     }
-    m.closed.inc(&[listener]);
-    m.active.add(&[listener], -1);
+    if per_conn {
+        m.closed.inc(&[listener]);
+        m.active.add(&[listener], -1);
+    }
     m.open_now.fetch_sub(1, Ordering::AcqRel);
 }
 

@@ -30,6 +30,11 @@ pub(super) fn method_router(
         ("GET", "/v1/bundle") => get(bundle),
         ("GET", "/v1/crl") => get(crl),
         ("GET", "/v1/ca") => get(ca_status),
+        ("POST", "/v1/ca/prepare") => post(ca_prepare),
+        ("POST", "/v1/ca/rotate") => post(ca_rotate),
+        ("POST", "/v1/ca/{id}/activate") => post(ca_activate),
+        ("POST", "/v1/ca/{id}/retire") => post(ca_retire),
+        ("POST", "/v1/ca/{id}/revoke") => post(ca_revoke),
         ("POST", "/v1/certs") => post(issue),
         ("GET", "/v1/certs") => get(list_certs),
         ("GET", "/v1/certs/{serial}") => get(show_cert),
@@ -159,7 +164,43 @@ async fn crl(State(a): St, ApiQuery(q): ApiQuery<FormatQuery>) -> Res<Response> 
 }
 
 async fn ca_status(State(a): St) -> Res<Json<api::CaStatus>> {
-    Ok(Json(a.status().await?))
+    Ok(Json(a.ca_status().await?))
+}
+
+async fn ca_prepare(State(a): St, Extension(p): Extension<Principal>) -> Res<Response> {
+    a.ca_prepare(&p).await?;
+    Ok((StatusCode::CREATED, Json(a.ca_status().await?)).into_response())
+}
+
+async fn ca_rotate(State(a): St, Extension(p): Extension<Principal>) -> Res<Json<api::CaStatus>> {
+    a.ca_rotate(&p).await?;
+    Ok(Json(a.ca_status().await?))
+}
+
+async fn ca_activate(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::CaStatus>> {
+    a.ca_activate(&id, &p).await?;
+    Ok(Json(a.ca_status().await?))
+}
+
+async fn ca_retire(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::CaStatus>> {
+    a.ca_retire(&id, &p, "ca.retire").await?;
+    Ok(Json(a.ca_status().await?))
+}
+
+async fn ca_revoke(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::CaRevokeResponse>> {
+    Ok(Json(a.ca_revoke(&id, &p).await?))
 }
 
 async fn issue(
@@ -259,24 +300,35 @@ struct FeedQuery {
     since: i64,
     #[serde(default)]
     wait: u64,
+    /// The bundle sequence the follower holds; a different current one answers at once.
+    #[serde(default)]
+    bundle: Option<i64>,
 }
 
-/// Long-poll: answer at once if anything is newer than `since`, else wait up to
-/// `wait` seconds for a revocation (local, or seen by the cross-replica poller).
+/// Long-poll: answer at once if anything is newer than `since` (or the bundle
+/// differs from the follower's `bundle`), else wait up to `wait` seconds for a
+/// revocation or a CA change (local, or seen by the cross-replica poller).
 async fn feed(State(a): St, ApiQuery(q): ApiQuery<FeedQuery>) -> Res<Json<api::RevocationFeed>> {
     const PAGE: i64 = 1000;
     let wait = Duration::from_secs(q.wait.min(a.cfg.limits.max_wait_seconds));
     let mut rx = a.revocation_watch();
+    let mut cas = a.ca_watch();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let current = *rx.borrow_and_update();
-        if current > q.since || tokio::time::Instant::now() >= deadline {
+        cas.borrow_and_update();
+        let bundle_moved = q.bundle.is_some_and(|b| b != a.bundle().sequence);
+        if current > q.since || bundle_moved || tokio::time::Instant::now() >= deadline {
             break;
         }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
+        let woke = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                r = rx.changed() => r,
+                r = cas.changed() => r,
+            }
+        })
+        .await;
+        if !matches!(woke, Ok(Ok(()))) {
             break;
         }
     }
@@ -292,6 +344,7 @@ async fn feed(State(a): St, ApiQuery(q): ApiQuery<FeedQuery>) -> Res<Json<api::R
         version,
         revocations,
         more,
+        bundle_sequence: a.bundle().sequence,
     }))
 }
 

@@ -32,6 +32,8 @@ pub enum Access {
     Workload,
     /// Any workload or any operator credential.
     Authenticated,
+    /// A workload, or one whose certificate fell with its revoked CA (re-issue).
+    Renew,
 }
 
 /// One route of the API.
@@ -74,11 +76,16 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("GET", "/v1/bundle", Access::Public),
     r!("GET", "/v1/crl", Access::Public),
     r!("GET", "/v1/ca", Access::Roles(ALL_ROLES)),
+    r!("POST", "/v1/ca/prepare", Access::Roles(ADMIN)),
+    r!("POST", "/v1/ca/rotate", Access::Roles(ADMIN)),
+    r!("POST", "/v1/ca/{id}/activate", Access::Roles(ADMIN)),
+    r!("POST", "/v1/ca/{id}/retire", Access::Roles(ADMIN)),
+    r!("POST", "/v1/ca/{id}/revoke", Access::Roles(ADMIN)),
     r!("POST", "/v1/certs", Access::Roles(ISSUE)),
     r!("GET", "/v1/certs", Access::Roles(READ_CERTS)),
     r!("GET", "/v1/certs/{serial}", Access::Roles(READ_CERTS)),
     r!("POST", "/v1/certs/redeem", Access::Public),
-    r!("POST", "/v1/certs/renew", Access::Workload),
+    r!("POST", "/v1/certs/renew", Access::Renew),
     r!("POST", "/v1/revocations", Access::Roles(ISSUE)),
     r!("GET", "/v1/revocations", Access::Authenticated),
     r!("GET", "/v1/entries", Access::Roles(READ_ENTRIES)),
@@ -218,7 +225,14 @@ async fn check(
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
-        (Access::Workload, Principal::Workload { .. }) => Ok(p),
+        (Access::Workload | Access::Renew, Principal::Workload { .. }) => Ok(p),
+        (Access::Renew, Principal::Reissue { .. }) => Ok(p),
+        (_, Principal::Reissue { .. }) => Err(ApiError::forbidden(
+            "this certificate was revoked with its CA: it may only re-issue (POST /v1/certs/renew)",
+        )),
+        (Access::Renew, _) => Err(ApiError::forbidden(
+            "this route needs a workload certificate",
+        )),
         (Access::Workload, _) => Err(ApiError::forbidden(
             "this route needs a workload certificate",
         )),

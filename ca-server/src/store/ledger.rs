@@ -31,8 +31,19 @@ pub enum Precondition {
     },
     /// The entry still exists.
     EntryExists(String),
-    /// The certificate (being renewed) is not revoked.
-    NotRevoked(String),
+    /// The certificate (being renewed) is not revoked. With
+    /// `unless_ca_compromise`, a certificate revoked only because its issuing
+    /// CA was revoked (reason cACompromise) also passes: its holder re-issues.
+    NotRevoked {
+        /// Serial, hex.
+        serial: String,
+        /// Accept reason cACompromise.
+        unless_ca_compromise: bool,
+    },
+    /// The signing CA generation has not been revoked since the leaf was signed
+    /// (an emergency revocation revokes every leaf it finds; this stops one
+    /// signed just before from slipping in after).
+    IssuerUsable(String),
 }
 
 struct Job {
@@ -128,14 +139,17 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
         let now = tessera_core::now_unix();
         // On SQLite this process is the only writer and every entry change goes
         // through `write`, which clears the set: an entry seen since then exists.
-        let mut seen_entries = match core.backend {
-            Backend::Sqlite => state.verified_entries.clone(),
-            Backend::Postgres => HashSet::new(),
+        let mut seen = match core.backend {
+            Backend::Sqlite => Seen {
+                entries: state.verified_entries.clone(),
+                cas: state.usable_cas.clone(),
+            },
+            Backend::Postgres => Seen::default(),
         };
         let mut audits = Vec::with_capacity(batch.len());
         let mut accepted = Vec::with_capacity(batch.len());
         for job in batch.iter() {
-            match check(&mut tx, &job.pre, &mut seen_entries).await? {
+            match check(&mut tx, &job.pre, &mut seen).await? {
                 Ok(()) => {
                     accepted.push(&job.cert);
                     audits.push(job.audit.clone());
@@ -149,7 +163,8 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
         tx.commit().await?;
         state.committed(core.backend, head);
         if core.backend == Backend::Sqlite {
-            state.verified_entries = seen_entries;
+            state.verified_entries = seen.entries;
+            state.usable_cas = seen.cas;
         }
         Ok(())
     }
@@ -172,10 +187,18 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
     }
 }
 
+/// What a batch has already seen to hold (one look per entry / CA per batch,
+/// or since the last write on SQLite).
+#[derive(Default)]
+struct Seen {
+    entries: HashSet<String>,
+    cas: HashSet<String>,
+}
+
 async fn check(
     tx: &mut Tx,
     pre: &[Precondition],
-    seen_entries: &mut HashSet<String>,
+    seen: &mut Seen,
 ) -> Result<Result<(), String>, StoreError> {
     // Read-only checks first, the one that writes (consuming a token) last: jobs
     // share the batch transaction without savepoints, so a failed check must
@@ -203,7 +226,7 @@ async fn check(
             }
             Precondition::EntryExists(id) => {
                 // Under the write lock nothing deletes entries mid-batch: one look per entry.
-                if seen_entries.contains(id) {
+                if seen.entries.contains(id) {
                     continue;
                 }
                 if sqlx::query("SELECT 1 FROM entries WHERE id = $1")
@@ -214,17 +237,44 @@ async fn check(
                 {
                     return Ok(Err("registration entry no longer exists".into()));
                 }
-                seen_entries.insert(id.clone());
+                seen.entries.insert(id.clone());
             }
-            Precondition::NotRevoked(serial) => {
-                let r = sqlx::query("SELECT revoked_at FROM certificates WHERE serial = $1")
-                    .bind(serial.clone())
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            Precondition::NotRevoked {
+                serial,
+                unless_ca_compromise,
+            } => {
+                let r = sqlx::query(
+                    "SELECT revoked_at, revocation_reason FROM certificates WHERE serial = $1",
+                )
+                .bind(serial.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
                 match r {
                     Some(row) if row.get::<Option<i64>, _>(0).is_none() => {}
+                    Some(row)
+                        if *unless_ca_compromise
+                            && row.get::<Option<i64>, _>(1)
+                                == Some(super::cas::REASON_CA_COMPROMISE) => {}
                     _ => return Ok(Err("certificate is revoked or unknown".into())),
                 }
+            }
+            Precondition::IssuerUsable(ca) => {
+                if seen.cas.contains(ca) {
+                    continue;
+                }
+                let ok = sqlx::query(
+                    "SELECT 1 FROM cas WHERE id = $1 AND state IN ('active', 'retired')",
+                )
+                .bind(ca.clone())
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+                if !ok {
+                    return Ok(Err(
+                        "the signing CA was revoked or retired; ask again".into()
+                    ));
+                }
+                seen.cas.insert(ca.clone());
             }
         }
     }
@@ -279,6 +329,7 @@ async fn commit_sqlite_fast(
         && batch.iter().all(|j| {
             j.pre.iter().all(|p| match p {
                 Precondition::EntryExists(id) => state.verified_entries.contains(id),
+                Precondition::IssuerUsable(ca) => state.usable_cas.contains(ca),
                 _ => false,
             })
         });

@@ -12,7 +12,9 @@
 //! - a certificate row is durable before the certificate leaves the server
 //!   ([`ledger`] batches the commits).
 
+mod cas;
 pub mod ledger;
+pub use cas::REASON_CA_COMPROMISE;
 
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -46,6 +48,76 @@ pub enum StoreError {
     /// The ledger writer has stopped.
     #[error("ledger writer stopped")]
     LedgerClosed,
+}
+
+/// Revokes the live (unexpired, unrevoked) certificates `by` selects inside
+/// `tx`: marks them, appends them to the revocation feed and returns (serials,
+/// feed version after, audit records to append).
+async fn revoke_live_in_tx(
+    tx: &mut Tx,
+    by: cas::LiveBy,
+    reason: i64,
+    now: i64,
+    actor: &str,
+) -> Result<(Vec<String>, i64, Vec<AuditEntry>), StoreError> {
+    let (column, value) = match by {
+        cas::LiveBy::Serial(v) => ("serial", v),
+        cas::LiveBy::SpiffeId(v) => ("spiffe_id", v),
+        cas::LiveBy::Entry(v) => ("entry_id", v),
+        cas::LiveBy::Ca(v) => ("ca_id", v),
+    };
+    // `column` is one of four constants above, never input.
+    let sql = format!(
+        "SELECT serial, spiffe_id, ca_id, not_after FROM certificates \
+         WHERE {column} = $1 AND revoked_at IS NULL AND not_after > $2 ORDER BY serial"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM revocations")
+        .fetch_one(&mut **tx)
+        .await?
+        .get(0);
+    let mut revoked = Vec::with_capacity(rows.len());
+    let mut audits = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let s: String = r.get(0);
+        let sid: String = r.get(1);
+        let ca: String = r.get(2);
+        let not_after: i64 = r.get(3);
+        version += 1;
+        sqlx::query(
+            "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE serial = $1",
+        )
+        .bind(s.clone())
+        .bind(now)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO revocations (version, serial, spiffe_id, ca_id, reason, revoked_at, not_after) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(version)
+        .bind(s.clone())
+        .bind(sid.clone())
+        .bind(ca)
+        .bind(reason)
+        .bind(now)
+        .bind(not_after)
+        .execute(&mut **tx)
+        .await?;
+        audits.push(AuditEntry {
+            actor: actor.to_owned(),
+            action: "cert.revoke",
+            target: s.clone(),
+            details: serde_json::json!({"spiffe_id": sid, "reason": reason, "version": version}),
+        });
+        revoked.push(s);
+    }
+    Ok((revoked, version, audits))
 }
 
 /// Which database the store runs on.
@@ -85,7 +157,8 @@ pub struct AuditEntry {
 pub struct CaRow {
     /// ID.
     pub id: String,
-    /// `active`, `prepared`, `retired` or `pending` (awaiting an upstream signature).
+    /// `pending` (awaiting an upstream signature), `prepared`, `active`,
+    /// `retired`, `removed` or `revoked`.
     pub state: String,
     /// `root` or `intermediate`.
     pub kind: String,
@@ -103,6 +176,14 @@ pub struct CaRow {
     pub not_before: i64,
     /// notAfter.
     pub not_after: i64,
+    /// When it was prepared (published), unix seconds; 0 if never.
+    pub prepared_at: i64,
+    /// When it became active; 0 if never.
+    pub activated_at: i64,
+    /// When it stopped signing; 0 if it has not.
+    pub retired_at: i64,
+    /// When it left the bundle (removed or revoked); 0 if it has not.
+    pub ended_at: i64,
 }
 
 /// A registration entry as stored.
@@ -282,6 +363,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0002_denials",
         include_str!("../../../migrations/sqlite/0002_denials.sql"),
     ),
+    (
+        3,
+        "0003_ca_lifecycle",
+        include_str!("../../../migrations/sqlite/0003_ca_lifecycle.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -293,6 +379,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "0002_denials",
         include_str!("../../../migrations/postgres/0002_denials.sql"),
+    ),
+    (
+        3,
+        "0003_ca_lifecycle",
+        include_str!("../../../migrations/postgres/0003_ca_lifecycle.sql"),
     ),
 ];
 
@@ -402,6 +493,21 @@ impl Store {
         self.meta_get(key).await?.ok_or(StoreError::NotFound)
     }
 
+    /// Sets (or with None, clears) a metadata value.
+    pub async fn meta_set(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+            )
+            .bind(key.to_owned())
+            .bind(v.to_owned()),
+            None => sqlx::query("DELETE FROM meta WHERE key = $1").bind(key.to_owned()),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     // ---- CAs --------------------------------------------------------------
 
     /// Inserts a CA generation, audited. An `active` one is refused with
@@ -418,71 +524,11 @@ impl Store {
                             .await?
                             .is_some()
                     {
-                        return Err(StoreError::Precondition("an active CA already exists".into()));
+                        return Err(StoreError::Precondition(
+                            "an active CA already exists".into(),
+                        ));
                     }
-                    sqlx::query(
-                        "INSERT INTO cas (id, state, kind, key_algorithm, cert_pem, upstream_chain_pem, \
-                         bundle_pem, key_sealed, not_before, not_after, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(ca.id)
-                    .bind(ca.state)
-                    .bind(ca.kind)
-                    .bind(ca.key_algorithm)
-                    .bind(ca.cert_pem)
-                    .bind(ca.upstream_chain_pem)
-                    .bind(ca.bundle_pem)
-                    .bind(ca.key_sealed)
-                    .bind(ca.not_before)
-                    .bind(ca.not_after)
-                    .bind(tessera_core::now_unix())
-                    .execute(&mut **tx)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
-    }
-
-    /// Completes a pending intermediate with its signed certificate and makes it active.
-    pub async fn activate_pending_ca(
-        &self,
-        id: &str,
-        cert_pem: &str,
-        upstream_chain_pem: &str,
-        bundle_pem: &str,
-        not_before: i64,
-        not_after: i64,
-        audit: AuditEntry,
-    ) -> Result<(), StoreError> {
-        let (id, cert_pem, chain, bundle) = (
-            id.to_owned(),
-            cert_pem.to_owned(),
-            upstream_chain_pem.to_owned(),
-            bundle_pem.to_owned(),
-        );
-        self.core()
-            .write(vec![audit], move |tx| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE cas SET state = 'retired' WHERE state = 'active'")
-                        .execute(&mut **tx)
-                        .await?;
-                    let r = sqlx::query(
-                        "UPDATE cas SET state = 'active', cert_pem = $2, upstream_chain_pem = $3, \
-                         bundle_pem = $4, not_before = $5, not_after = $6 WHERE id = $1 AND state = 'pending'",
-                    )
-                    .bind(id)
-                    .bind(cert_pem)
-                    .bind(chain)
-                    .bind(bundle)
-                    .bind(not_before)
-                    .bind(not_after)
-                    .execute(&mut **tx)
-                    .await?;
-                    if r.rows_affected() != 1 {
-                        return Err(StoreError::Precondition("no pending CA with that ID".into()));
-                    }
-                    Ok(())
+                    cas::insert_ca_in(tx, &ca, tessera_core::now_unix()).await
                 })
             })
             .await
@@ -492,7 +538,8 @@ impl Store {
     pub async fn list_cas(&self) -> Result<Vec<CaRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, state, kind, key_algorithm, cert_pem, upstream_chain_pem, bundle_pem, \
-             key_sealed, not_before, not_after FROM cas ORDER BY created_at DESC, id",
+             key_sealed, not_before, not_after, prepared_at, activated_at, retired_at, ended_at \
+             FROM cas ORDER BY created_at DESC, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -509,6 +556,10 @@ impl Store {
                 key_sealed: r.get(7),
                 not_before: r.get(8),
                 not_after: r.get(9),
+                prepared_at: r.get(10),
+                activated_at: r.get(11),
+                retired_at: r.get(12),
+                ended_at: r.get(13),
             })
             .collect())
     }
@@ -819,58 +870,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let rows = sqlx::query(
-            "SELECT serial, spiffe_id, ca_id, not_after FROM certificates WHERE revoked_at IS NULL AND not_after > $4 AND \
-             ((CAST($1 AS TEXT) IS NOT NULL AND serial = $1) OR (CAST($2 AS TEXT) IS NOT NULL AND spiffe_id = $2) \
-             OR (CAST($3 AS TEXT) IS NOT NULL AND entry_id = $3)) ORDER BY serial",
-        )
-        .bind(serial.clone())
-        .bind(spiffe_id.clone())
-        .bind(entry_id.clone())
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM revocations")
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-        let mut revoked = Vec::with_capacity(rows.len());
-        let mut audits = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let s: String = r.get(0);
-            let sid: String = r.get(1);
-            let ca: String = r.get(2);
-            let not_after: i64 = r.get(3);
-            version += 1;
-            sqlx::query(
-                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE serial = $1",
-            )
-            .bind(s.clone())
-            .bind(now)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO revocations (version, serial, spiffe_id, ca_id, reason, revoked_at, not_after) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(version)
-            .bind(s.clone())
-            .bind(sid.clone())
-            .bind(ca)
-            .bind(reason)
-            .bind(now)
-            .bind(not_after)
-            .execute(&mut *tx)
-            .await?;
-            audits.push(AuditEntry {
-                actor: actor.clone(),
-                action: "cert.revoke",
-                target: s.clone(),
-                details: serde_json::json!({"spiffe_id": sid, "reason": reason, "version": version}),
-            });
-            revoked.push(s);
-        }
+        let by = match (serial, spiffe_id, entry_id) {
+            (Some(s), _, _) => cas::LiveBy::Serial(s),
+            (_, Some(s), _) => cas::LiveBy::SpiffeId(s),
+            (_, _, Some(e)) => cas::LiveBy::Entry(e),
+            _ => return Ok((vec![], 0)),
+        };
+        let (revoked, version, audits) =
+            revoke_live_in_tx(&mut tx, by, reason, now, &actor).await?;
         let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
         tx.commit().await?;
         state.committed(core.backend, head);
@@ -1400,9 +1407,17 @@ pub(crate) struct WriterState {
     audit_head: Option<(i64, [u8; 32])>,
     /// Entries seen to exist since the last entry-changing write.
     verified_entries: std::collections::HashSet<String>,
+    /// CA generations seen able to sign (not revoked) since the last write.
+    usable_cas: std::collections::HashSet<String>,
 }
 
 impl WriterState {
+    /// Forgets cached existence checks; every non-ledger write calls this.
+    fn clear_verified(&mut self) {
+        self.verified_entries.clear();
+        self.usable_cas.clear();
+    }
+
     /// Records the chain head after a commit (SQLite only).
     fn committed(&mut self, backend: Backend, head: Option<(i64, [u8; 32])>) {
         if backend == Backend::Sqlite && head.is_some() {
@@ -1432,8 +1447,8 @@ impl StoreCore {
     {
         let f: WriteFn = Box::new(f);
         let mut state = self.write_lock.lock().await;
-        // Entries may change here: forget which ones the ledger saw exist.
-        state.verified_entries.clear();
+        // Entries and CAs may change here: forget what the ledger saw.
+        state.clear_verified();
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Serialises check-then-write sequences (and the audit chain) across replicas.

@@ -8,5 +8,6 @@ mod denials;
 mod limits;
 mod processes;
 mod roles;
+mod rotation;
 mod upstream;
 mod walkthrough;

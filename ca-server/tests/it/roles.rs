@@ -23,8 +23,8 @@ fn admitted(access: Access, caller: Caller) -> bool {
         (_, Caller::Anonymous) => false,
         (Access::Roles(roles), Caller::Cert(r) | Caller::Token(r)) => roles.contains(&r),
         (Access::Roles(_), Caller::Workload) => false,
-        (Access::Workload, Caller::Workload) => true,
-        (Access::Workload, _) => false,
+        (Access::Workload | Access::Renew, Caller::Workload) => true,
+        (Access::Workload | Access::Renew, _) => false,
         (Access::Authenticated, _) => true,
     }
 }
@@ -154,6 +154,7 @@ async fn openapi_document_matches_router_and_file() {
             let access = match r.access {
                 Access::Public => json!("public"),
                 Access::Workload => json!("workload"),
+                Access::Renew => json!("renew"),
                 Access::Authenticated => json!("authenticated"),
                 Access::Roles(roles) => json!(roles.iter().map(|r| r.as_str()).collect::<Vec<_>>()),
             };

@@ -247,7 +247,7 @@ async fn import_existing_intermediate_key_and_cert() {
         ],
     )
     .await;
-    let status = h.auth.status().await.unwrap();
+    let status = h.auth.ca_status().await.unwrap();
     assert_eq!(status.cas.len(), 1);
     assert_eq!(status.cas[0].kind, "intermediate");
     let serial = leaf_verifies_against_root(&h, dir).await;

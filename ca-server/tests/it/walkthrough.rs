@@ -312,7 +312,7 @@ both_backends!(concurrent_issuance_is_durable_and_audited);
 async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
     for alg in ["ecdsa-p384", "ed25519"] {
         let h = Harness::start_with(Db::Sqlite, &[&format!("ca.key_algorithm=\"{alg}\"")]).await;
-        assert_eq!(h.auth.status().await.unwrap().cas[0].key_algorithm, alg);
+        assert_eq!(h.auth.ca_status().await.unwrap().cas[0].key_algorithm, alg);
         h.entry("spiffe://example.org/alg").await;
         let (cert, _, issued) = h.workload("spiffe://example.org/alg").await;
         let dir = tempfile::tempdir().unwrap();

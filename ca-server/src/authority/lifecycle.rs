@@ -1,0 +1,620 @@
+//! CA generations over time: prepare → active → retired → removed, the
+//! emergency path to revoked, the schedule that drives rotation (one replica
+//! at a time, by lease), and picking up transitions other replicas made.
+//!
+//! Propagation before use: a generation is published in the bundle when it is
+//! prepared, and activation is refused until it has been published for
+//! `rotation.min_overlap_seconds`; followers learn of bundle changes through
+//! the revocation feed's `bundle_sequence` within seconds.
+
+use super::{
+    Authority, AuthorityError, Principal, Result, build_bundle, ca_published, open_ca, sha256_hex,
+};
+use crate::ca::{self, KeyAlgorithm};
+use crate::config::Config;
+use crate::store::{AuditEntry, CaRow, StoreError};
+use rustls::pki_types::CertificateDer;
+use serde_json::json;
+use std::sync::Arc;
+use tessera_core::api;
+use tessera_core::{now_unix, pem};
+use tokio::sync::watch;
+
+/// The lease name for the rotation schedule.
+const SCHEDULE_LEASE: &str = "ca-schedule";
+/// Meta key: a prepared generation an operator asked to activate as soon as
+/// the overlap allows (`POST /v1/ca/rotate`); survives a replica's death.
+const ROTATE_REQUESTED: &str = "ca.rotate_requested";
+
+/// What this replica's schedule last did.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleStatus {
+    /// When this replica last ran the schedule while holding the lease.
+    pub last_run: i64,
+    /// When this replica last saw any replica make progress (lease held by someone).
+    pub last_seen: i64,
+    /// Why the schedule cannot proceed alone, if it cannot.
+    pub stalled: Option<String>,
+}
+
+/// Certificates of generations revoked recently enough that leaves they
+/// signed may still be alive. The API's TLS layer accepts client certificates
+/// chaining to them so those holders can re-issue; the principal check then
+/// admits only a ledger-exact certificate revoked for cACompromise, and only
+/// for renewal.
+pub(super) fn reissue_anchors(
+    cas: &[CaRow],
+    cfg: &Config,
+    now: i64,
+) -> Vec<CertificateDer<'static>> {
+    cas.iter()
+        .filter(|c| c.state == "revoked" && c.ended_at + cfg.issuance.max_ttl_seconds > now)
+        .filter_map(|c| c.cert_pem.as_deref())
+        .filter_map(|p| pem::certs(p.as_bytes()).ok()?.into_iter().next())
+        .collect()
+}
+
+/// The generation that signs the server's own TLS certificate: the oldest one
+/// still published that can sign (the retired one during an overlap, else the
+/// active one). Clients holding an older bundle file (an operator's CLI, say)
+/// keep reaching the server until that generation leaves the bundle.
+pub(super) fn server_signer(
+    kek: &crate::keystore::Kek,
+    cas: &[CaRow],
+    active: &Arc<crate::ca::SigningCa>,
+) -> Arc<crate::ca::SigningCa> {
+    let now = now_unix();
+    cas.iter()
+        .filter(|c| c.state == "retired" && c.not_after > now + 60 && !c.key_sealed.is_empty())
+        .min_by_key(|c| c.activated_at)
+        .and_then(|c| open_ca(kek, c).ok())
+        .map(Arc::new)
+        .unwrap_or_else(|| active.clone())
+}
+
+fn opt_time(t: i64) -> Option<String> {
+    (t > 0).then(|| api::rfc3339(t))
+}
+
+impl Authority {
+    /// Changes whenever the set of generations or their states change (new
+    /// bundle, new signing CA). The TLS layer and feed followers watch it.
+    pub fn ca_watch(&self) -> watch::Receiver<i64> {
+        self.bundle_seq.subscribe()
+    }
+
+    /// Trust anchors for client certificates at the API: the bundle plus
+    /// recently revoked generations (see [`reissue_anchors`]).
+    pub fn client_auth_anchors(&self) -> Vec<CertificateDer<'static>> {
+        let mut a = self.bundle().anchors.clone();
+        if let Ok(r) = self.reissue_anchors.read() {
+            a.extend(r.iter().cloned());
+        }
+        a
+    }
+
+    /// Whether generation `ca_id` has been revoked (as last loaded).
+    pub(super) fn issuer_revoked(&self, ca_id: &str) -> bool {
+        self.ca_states
+            .lock()
+            .map(|s| s.iter().any(|(id, st)| id == ca_id && st == "revoked"))
+            .unwrap_or(false)
+    }
+
+    /// Reloads every generation from the store and applies it: signing CA,
+    /// bundle, CRLs. Wakes watchers if anything changed.
+    pub async fn reload_cas(&self) -> Result<()> {
+        let cas = self.store.list_cas().await?;
+        let active = cas
+            .iter()
+            .find(|c| c.state == "active")
+            .ok_or(AuthorityError::NotFound("active CA"))?;
+        let changed_signer = self.signing_ca().id != active.id;
+        if changed_signer {
+            let signing = open_ca(&self.kek, active)?;
+            *self.signing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(signing);
+        }
+        let server = server_signer(&self.kek, &cas, &self.signing_ca());
+        *self
+            .server_signer
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = server;
+        let bundle = build_bundle(&cas)?;
+        let changed_bundle = bundle.sequence != self.bundle().sequence;
+        if changed_bundle {
+            *self.bundle.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(bundle);
+        }
+        *self
+            .reissue_anchors
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(reissue_anchors(&cas, &self.cfg, now_unix()));
+        for c in &cas {
+            self.metrics.ca_not_after.set(&[&c.id], c.not_after);
+            for st in [
+                "pending", "prepared", "active", "retired", "removed", "revoked",
+            ] {
+                self.metrics
+                    .ca_state
+                    .set(&[&c.id, st], i64::from(c.state == st));
+            }
+        }
+        let mut states: Vec<(String, String)> = cas
+            .iter()
+            .map(|c| (c.id.clone(), c.state.clone()))
+            .collect();
+        states.sort();
+        let changed_states = {
+            let mut cur = self.ca_states.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = *cur != states;
+            *cur = states;
+            changed
+        };
+        if changed_signer || changed_bundle || changed_states {
+            self.refresh_crls().await?;
+            self.metrics.ca_transitions.add(&[], 1);
+            // Watchers compare values; bump past the bundle sequence so a
+            // signer change with an unchanged bundle still wakes them.
+            self.bundle_seq.send_modify(|v| *v = v.wrapping_add(1));
+            tracing::info!(
+                active = %self.signing_ca().id,
+                bundle_sequence = self.bundle().sequence,
+                "CA generations changed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Picks up transitions made by other replicas (a cheap read of id/state).
+    pub async fn sync_cas(&self) -> Result<()> {
+        let mut states = self.store.ca_states().await?;
+        states.sort();
+        let same = *self.ca_states.lock().unwrap_or_else(|p| p.into_inner()) == states;
+        if !same {
+            self.reload_cas().await?;
+        }
+        Ok(())
+    }
+
+    /// Prepares the next generation: a new self-signed root, published in the
+    /// bundle at once, signing nothing until activated.
+    pub async fn ca_prepare(&self, actor: &Principal) -> Result<()> {
+        let active = self.signing_ca();
+        if active.upstream_chain_if_intermediate().next().is_some()
+            || self
+                .store
+                .list_cas()
+                .await?
+                .iter()
+                .any(|c| c.state == "active" && c.kind == "intermediate")
+        {
+            return Err(AuthorityError::Conflict(
+                "this CA is an intermediate: prepare the next generation with \
+                 `tessera-ca ca csr` and `tessera-ca ca import-signed` (the operator's root signs it)"
+                    .into(),
+            ));
+        }
+        let id = ca::random_id();
+        let now = now_unix();
+        let alg = KeyAlgorithm::parse(&self.cfg.ca.key_algorithm).unwrap_or_default();
+        // A generation prepared long before its scheduled activation (a
+        // standby) gets the waiting time on top, so it starts signing with a
+        // full `ca.ttl_seconds` ahead of it.
+        let active_row = self
+            .store
+            .list_cas()
+            .await?
+            .into_iter()
+            .find(|c| c.state == "active")
+            .ok_or(AuthorityError::NotFound("active CA"))?;
+        let wait = (schedule_times(&active_row, &self.cfg).1 - now).max(0);
+        let (cert, key_der) =
+            ca::new_root(&self.td, &id, alg, now, self.cfg.ca.ttl_seconds + wait)?;
+        let loaded = crate::ca::SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
+        let row = CaRow {
+            id: id.clone(),
+            state: "prepared".into(),
+            kind: "root".into(),
+            key_algorithm: alg.as_str().into(),
+            cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
+            upstream_chain_pem: String::new(),
+            bundle_pem: String::new(),
+            key_sealed: self.kek.seal(&id, &key_der)?,
+            not_before: loaded.not_before,
+            not_after: loaded.not_after,
+            prepared_at: now,
+            activated_at: 0,
+            retired_at: 0,
+            ended_at: 0,
+        };
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "ca.prepare",
+            target: id,
+            details: json!({"key_algorithm": alg.as_str(), "not_after": loaded.not_after,
+                            "fingerprint": sha256_hex(&cert)}),
+        };
+        self.store.prepare_ca(&row, audit).await.map_err(conflict)?;
+        self.reload_cas().await
+    }
+
+    /// Activates a prepared generation (after the minimum overlap); the
+    /// previously active one is retired (still published while leaves depend on it).
+    pub async fn ca_activate(&self, id: &str, actor: &Principal) -> Result<()> {
+        check_ca_id(id)?;
+        let now = now_unix();
+        let previous = self.signing_ca().id.clone();
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "ca.activate",
+            target: id.to_owned(),
+            details: json!({"retires": previous}),
+        };
+        self.store
+            .activate_ca(id, now, now - self.cfg.rotation.min_overlap_seconds, audit)
+            .await
+            .map_err(conflict)?;
+        let _ = self.store.meta_set(ROTATE_REQUESTED, None).await;
+        self.reload_cas().await
+    }
+
+    /// Retires a generation for good: a prepared one is cancelled; a retired
+    /// one leaves the bundle once no unexpired leaf depends on it. The active
+    /// generation is refused.
+    pub async fn ca_retire(&self, id: &str, actor: &Principal, action: &'static str) -> Result<()> {
+        check_ca_id(id)?;
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action,
+            target: id.to_owned(),
+            details: json!({}),
+        };
+        self.store
+            .remove_ca(id, now_unix(), audit)
+            .await
+            .map_err(conflict)?;
+        self.reload_cas().await
+    }
+
+    /// Prepares a generation now (if none is prepared) and asks the schedule to
+    /// activate it as soon as the minimum overlap has elapsed.
+    pub async fn ca_rotate(&self, actor: &Principal) -> Result<()> {
+        let cas = self.store.list_cas().await?;
+        let prepared = match cas.iter().find(|c| c.state == "prepared") {
+            Some(p) => p.id.clone(),
+            None => {
+                self.ca_prepare(actor).await?;
+                self.store
+                    .list_cas()
+                    .await?
+                    .into_iter()
+                    .find(|c| c.state == "prepared")
+                    .map(|c| c.id)
+                    .ok_or(AuthorityError::NotFound("prepared CA"))?
+            }
+        };
+        self.store
+            .meta_set(ROTATE_REQUESTED, Some(&prepared))
+            .await?;
+        // If the overlap has already elapsed, activate now.
+        self.run_schedule_once().await.map(|_| ())
+    }
+
+    /// Emergency revocation (key compromise): the generation leaves the bundle
+    /// at once, every live leaf it signed is revoked (cACompromise), and if it
+    /// was active a fresh generation (or the prepared one) takes over
+    /// immediately. Holders of revoked leaves re-issue through renewal.
+    pub async fn ca_revoke(&self, id: &str, actor: &Principal) -> Result<api::CaRevokeResponse> {
+        check_ca_id(id)?;
+        let cas = self.store.list_cas().await?;
+        let row = cas
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or(AuthorityError::NotFound("CA"))?;
+        let now = now_unix();
+        let has_prepared = cas.iter().any(|c| c.state == "prepared");
+        let replacement = if row.state == "active" && !has_prepared && row.kind == "root" {
+            let new_id = ca::random_id();
+            let alg = KeyAlgorithm::parse(&self.cfg.ca.key_algorithm).unwrap_or_default();
+            let (cert, key_der) =
+                ca::new_root(&self.td, &new_id, alg, now, self.cfg.ca.ttl_seconds)?;
+            let loaded = crate::ca::SigningCa::load(&new_id, cert.clone(), vec![], &key_der)?;
+            Some(CaRow {
+                id: new_id.clone(),
+                state: "active".into(),
+                kind: "root".into(),
+                key_algorithm: alg.as_str().into(),
+                cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
+                upstream_chain_pem: String::new(),
+                bundle_pem: String::new(),
+                key_sealed: self.kek.seal(&new_id, &key_der)?,
+                not_before: loaded.not_before,
+                not_after: loaded.not_after,
+                prepared_at: now,
+                activated_at: now,
+                retired_at: 0,
+                ended_at: 0,
+            })
+        } else {
+            None
+        };
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: "ca.revoke",
+            target: id.to_owned(),
+            details: json!({"previous_state": row.state, "reason": "cACompromise"}),
+        };
+        let fresh = replacement.is_some();
+        let (revoked, version, replaced_by) = self
+            .store
+            .revoke_ca(id, replacement, now, &actor.audit_name(), audit)
+            .await
+            .map_err(conflict)?;
+        self.metrics
+            .revoked
+            .add(&["ca_compromise"], revoked.len() as u64);
+        self.reload_cas().await?;
+        if !revoked.is_empty() {
+            self.rev_version.send_if_modified(|cur| {
+                if version > *cur {
+                    *cur = version;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        tracing::warn!(ca = %id, leaves = revoked.len(), replacement = ?replaced_by, "CA revoked");
+        let warning = fresh.then(|| {
+            "no prepared generation existed: the new CA is in no follower's bundle yet, and the \
+             revoked one was their only anchor, so followers cannot authenticate this server until \
+             they get the new bundle (`tessera ca bundle`) out of band. Keep a standby generation \
+             (rotation.standby = true) so an emergency revocation promotes an already-trusted CA."
+                .to_owned()
+        });
+        Ok(api::CaRevokeResponse {
+            warning,
+            revoked_ca: id.to_owned(),
+            revoked_certificates: revoked.len(),
+            replacement: replaced_by,
+            version: *self.rev_version.borrow(),
+        })
+    }
+
+    /// One pass of the rotation schedule, if this replica holds (or can take)
+    /// the lease. Returns whether it held the lease.
+    pub async fn run_schedule_once(&self) -> Result<bool> {
+        let now = now_unix();
+        let r = &self.cfg.rotation;
+        if !self
+            .store
+            .try_lease(SCHEDULE_LEASE, &self.replica_id, now, now + r.lease_seconds)
+            .await?
+        {
+            if let Ok(mut s) = self.schedule.lock() {
+                s.last_seen = now;
+            }
+            return Ok(false);
+        }
+        let cas = self.store.list_cas().await?;
+        let requested = self.store.meta_get(ROTATE_REQUESTED).await?;
+        let last_leaf = self.last_leaves(&cas, now).await?;
+        let mut stalled = None;
+        for (action, id, at) in self.transitions(&cas, requested.as_deref(), &last_leaf) {
+            if at > now {
+                break;
+            }
+            let system = Principal::System;
+            let result = match action {
+                "prepare" => self.ca_prepare(&system).await,
+                "activate" => self.ca_activate(id.as_deref().unwrap_or(""), &system).await,
+                _ => {
+                    self.ca_retire(id.as_deref().unwrap_or(""), &system, "ca.remove")
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => tracing::info!(action, ca = ?id, "scheduled CA transition done"),
+                // An intermediate waits for its operator.
+                Err(AuthorityError::Conflict(why)) if why.contains("intermediate") => {
+                    stalled = Some(why)
+                }
+                // Another replica (or an operator) got there first: fine.
+                Err(AuthorityError::Conflict(why)) => {
+                    tracing::info!(action, why = %why, "scheduled CA transition skipped")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Ok(mut s) = self.schedule.lock() {
+            s.last_run = now;
+            s.last_seen = now;
+            s.stalled = stalled;
+        }
+        Ok(true)
+    }
+
+    /// For each retired generation, when its last live leaf expires (its
+    /// removal time), and the dependents gauge for every signing generation.
+    async fn last_leaves(&self, cas: &[CaRow], now: i64) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        for c in cas
+            .iter()
+            .filter(|c| matches!(c.state.as_str(), "active" | "retired"))
+        {
+            let n = self.store.ca_dependents(&c.id, now).await?;
+            self.metrics.ca_dependents.set(&[&c.id], n);
+            if c.state == "retired" {
+                let last = self.store.ca_last_leaf(&c.id).await?.unwrap_or(0);
+                out.push((c.id.clone(), last.max(c.retired_at)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The schedule's pending transitions, earliest first: (action, generation, when).
+    fn transitions(
+        &self,
+        cas: &[CaRow],
+        requested: Option<&str>,
+        last_leaf: &[(String, i64)],
+    ) -> Vec<(&'static str, Option<String>, i64)> {
+        let r = &self.cfg.rotation;
+        // Retired generations leave the bundle once their last leaf expires.
+        let mut out: Vec<(&'static str, Option<String>, i64)> = last_leaf
+            .iter()
+            .map(|(id, at)| ("remove", Some(id.clone()), *at + 1))
+            .collect();
+        if let Some(active) = cas.iter().find(|c| c.state == "active") {
+            let (prepare_due, activate_due) = schedule_times(active, &self.cfg);
+            match cas.iter().find(|c| c.state == "prepared") {
+                Some(p) => {
+                    let due = if requested == Some(p.id.as_str()) {
+                        p.prepared_at
+                    } else {
+                        activate_due
+                    };
+                    out.push((
+                        "activate",
+                        Some(p.id.clone()),
+                        due.max(p.prepared_at + r.min_overlap_seconds),
+                    ));
+                }
+                None if r.enabled && !cas.iter().any(|c| c.state == "pending") => out.push((
+                    "prepare",
+                    None,
+                    if r.standby {
+                        active.activated_at.max(active.not_before)
+                    } else {
+                        prepare_due
+                    },
+                )),
+                None => {}
+            }
+        }
+        out.sort_by_key(|t| t.2);
+        out
+    }
+
+    /// The CA server's generations and schedule.
+    pub async fn ca_status(&self) -> Result<api::CaStatus> {
+        let cas = self.store.list_cas().await?;
+        let now = now_unix();
+        let mut infos = Vec::with_capacity(cas.len());
+        for c in &cas {
+            let dependents = if matches!(c.state.as_str(), "active" | "retired") {
+                self.store.ca_dependents(&c.id, now).await?
+            } else {
+                0
+            };
+            infos.push(api::CaInfo {
+                id: c.id.clone(),
+                state: c.state.clone(),
+                key_algorithm: c.key_algorithm.clone(),
+                subject: c
+                    .cert_pem
+                    .as_deref()
+                    .and_then(|p| pem::certs(p.as_bytes()).ok())
+                    .and_then(|v| v.into_iter().next())
+                    .and_then(|d| {
+                        tessera_core::svid::parse(&d)
+                            .ok()
+                            .map(|x| x.subject().to_string())
+                    })
+                    .unwrap_or_default(),
+                not_before: api::rfc3339(c.not_before),
+                not_after: api::rfc3339(c.not_after),
+                kind: c.kind.clone(),
+                prepared_at: opt_time(c.prepared_at),
+                activated_at: opt_time(c.activated_at),
+                retired_at: opt_time(c.retired_at),
+                ended_at: opt_time(c.ended_at),
+                dependents,
+                published: ca_published(&c.state),
+            });
+        }
+        let requested = self.store.meta_get(ROTATE_REQUESTED).await?;
+        let last_leaf = self.last_leaves(&cas, now).await?;
+        let s = self.schedule.lock().map(|s| s.clone()).unwrap_or_default();
+        let next = self
+            .transitions(&cas, requested.as_deref(), &last_leaf)
+            .into_iter()
+            .next()
+            .map(|(action, ca_id, at)| api::NextTransition {
+                action: action.into(),
+                ca_id,
+                at: api::rfc3339(at),
+            });
+        // Stalled: the schedule is enabled but nothing has run it for three
+        // intervals, or a due transition is overdue by that much.
+        let grace = 3 * self.cfg.rotation.check_interval_seconds as i64 + 5;
+        let overdue = next.as_ref().and_then(|n| {
+            let at = cas_time(&n.at)?;
+            (at + grace < now).then(|| format!("{} of {:?} was due at {}", n.action, n.ca_id, n.at))
+        });
+        let stalled = s.stalled.clone().or(overdue).or_else(|| {
+            (self.cfg.rotation.enabled && s.last_seen > 0 && s.last_seen + grace < now).then(|| {
+                format!(
+                    "no replica has run the schedule since {}",
+                    api::rfc3339(s.last_seen)
+                )
+            })
+        });
+        Ok(api::CaStatus {
+            trust_domain: self.td.to_string(),
+            cas: infos,
+            revocation_version: *self.rev_version.borrow(),
+            storage: self.store.backend().as_str().into(),
+            schedule: api::ScheduleInfo {
+                enabled: self.cfg.rotation.enabled,
+                next,
+                last_run: opt_time(s.last_run.max(s.last_seen)),
+                stalled,
+            },
+            bundle_sequence: self.bundle().sequence,
+        })
+    }
+}
+
+/// When the schedule prepares and activates the successor of `active`:
+/// fractions of its lifetime, counted from its creation (notBefore is
+/// back-dated for clock skew and would pull both earlier).
+fn schedule_times(active: &CaRow, cfg: &Config) -> (i64, i64) {
+    let start = if active.prepared_at > 0 {
+        active.prepared_at.max(active.not_before)
+    } else {
+        active.not_before
+    };
+    let life = (active.not_after - start).max(1) as f64;
+    let r = &cfg.rotation;
+    (
+        start + (life * r.prepare_at) as i64,
+        start + (life * r.activate_at) as i64,
+    )
+}
+
+fn cas_time(rfc: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// A CA ID is 32 hex digits.
+fn check_ca_id(id: &str) -> Result<()> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AuthorityError::Invalid {
+            field: "ca_id",
+            reason: "must be 32 hex digits".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A lifecycle precondition that failed is a conflict with current state.
+fn conflict(e: StoreError) -> AuthorityError {
+    match e {
+        StoreError::Precondition(why) => AuthorityError::Conflict(why),
+        StoreError::NotFound => AuthorityError::NotFound("CA"),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,424 @@
+//! CA generations: their lifecycle transitions and the lease that lets exactly
+//! one replica run the rotation schedule. Every transition is one transaction
+//! whose `WHERE` clause re-checks the state it starts from, so two replicas (or
+//! a replica and an operator) racing on the same transition cannot both win,
+//! and a replica that dies mid-way leaves either the old or the new state.
+
+use super::{
+    AuditEntry, Backend, PG_LOCK_AUDIT, Store, StoreError, Tx, append_audit, revoke_live_in_tx,
+};
+use sqlx::Row;
+
+/// RFC 5280 reason code cACompromise.
+pub const REASON_CA_COMPROMISE: i64 = 2;
+
+impl Store {
+    /// Completes a pending intermediate with its signed certificate: it becomes
+    /// `active` if no generation is active yet (first start), else `prepared`
+    /// (a rotation: it is published now and activated after the overlap).
+    /// Returns the state it entered.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn complete_pending_ca(
+        &self,
+        id: &str,
+        cert_pem: &str,
+        upstream_chain_pem: &str,
+        bundle_pem: &str,
+        not_before: i64,
+        not_after: i64,
+        audit: AuditEntry,
+    ) -> Result<&'static str, StoreError> {
+        let (id, cert_pem, chain, bundle) = (
+            id.to_owned(),
+            cert_pem.to_owned(),
+            upstream_chain_pem.to_owned(),
+            bundle_pem.to_owned(),
+        );
+        let entered = std::sync::Arc::new(std::sync::Mutex::new("prepared"));
+        let out = entered.clone();
+        self.core()
+            .write(vec![audit], move |tx| {
+                Box::pin(async move {
+                    let now = tessera_core::now_unix();
+                    let has_active = sqlx::query("SELECT 1 FROM cas WHERE state = 'active'")
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .is_some();
+                    let state = if has_active { "prepared" } else { "active" };
+                    let r = sqlx::query(
+                        "UPDATE cas SET state = $8, cert_pem = $2, upstream_chain_pem = $3, \
+                         bundle_pem = $4, not_before = $5, not_after = $6, prepared_at = $7, \
+                         activated_at = CASE WHEN $8 = 'active' THEN $7 ELSE 0 END \
+                         WHERE id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(cert_pem)
+                    .bind(chain)
+                    .bind(bundle)
+                    .bind(not_before)
+                    .bind(not_after)
+                    .bind(now)
+                    .bind(state)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() != 1 {
+                        return Err(StoreError::Precondition(
+                            "no pending CA with that ID".into(),
+                        ));
+                    }
+                    if let Ok(mut e) = entered.lock() {
+                        *e = state;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(out.lock().map(|e| *e).unwrap_or("prepared"))
+    }
+
+    /// Makes a prepared generation the active one; the previously active one
+    /// becomes `retired` (still published, no longer signing). Refused unless
+    /// the target has been published since `published_by` or earlier (the
+    /// enforced minimum overlap).
+    pub async fn activate_ca(
+        &self,
+        id: &str,
+        now: i64,
+        published_by: i64,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.core()
+            .write(vec![audit], move |tx| {
+                Box::pin(async move {
+                    let row = sqlx::query("SELECT state, prepared_at FROM cas WHERE id = $1")
+                        .bind(id.clone())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let state: String = row.get(0);
+                    let prepared_at: i64 = row.get(1);
+                    if state != "prepared" {
+                        return Err(StoreError::Precondition(format!(
+                            "CA {id} is {state}; only a prepared CA can be activated"
+                        )));
+                    }
+                    if prepared_at > published_by {
+                        return Err(StoreError::Precondition(format!(
+                            "CA {id} has been published for {}s; the minimum overlap has not \
+                             elapsed (activate after {})",
+                            (now - prepared_at).max(0),
+                            tessera_core::api::rfc3339(prepared_at + (now - published_by)),
+                        )));
+                    }
+                    sqlx::query(
+                        "UPDATE cas SET state = 'retired', retired_at = $1 WHERE state = 'active'",
+                    )
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE cas SET state = 'active', activated_at = $2 WHERE id = $1 AND state = 'prepared'",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Takes a generation out of the bundle for good: a prepared one at once
+    /// (cancelled), a retired one once no unexpired, unrevoked leaf depends on
+    /// it. Its sealed key is erased. The active generation is refused.
+    pub async fn remove_ca(&self, id: &str, now: i64, audit: AuditEntry) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.core()
+            .write(vec![audit], move |tx| {
+                Box::pin(async move {
+                    let state: String = sqlx::query("SELECT state FROM cas WHERE id = $1")
+                        .bind(id.clone())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?
+                        .get(0);
+                    match state.as_str() {
+                        "prepared" => {}
+                        "retired" => {
+                            let n = dependents_in(tx, &id, now).await?;
+                            if n > 0 {
+                                return Err(StoreError::Precondition(format!(
+                                    "{n} unexpired certificate(s) still depend on CA {id}"
+                                )));
+                            }
+                        }
+                        "active" => {
+                            return Err(StoreError::Precondition(
+                                "the active CA cannot be retired: prepare and activate another \
+                                 generation first"
+                                    .into(),
+                            ));
+                        }
+                        other => {
+                            return Err(StoreError::Precondition(format!("CA {id} is {other}")));
+                        }
+                    }
+                    sqlx::query(
+                        "UPDATE cas SET state = 'removed', ended_at = $2, key_sealed = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(Vec::<u8>::new())
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Emergency revocation of a generation (key compromise), in one
+    /// transaction: it leaves the bundle, its key is erased, every live leaf it
+    /// signed is revoked with reason cACompromise, and if it was the active one
+    /// `replacement` (a fresh generation; without one, the prepared generation)
+    /// becomes active at once. Returns the serials revoked, the feed version
+    /// after the change and the generation now active if it changed.
+    pub async fn revoke_ca(
+        &self,
+        id: &str,
+        replacement: Option<super::CaRow>,
+        now: i64,
+        actor: &str,
+        audit: AuditEntry,
+    ) -> Result<(Vec<String>, i64, Option<String>), StoreError> {
+        let core = self.core();
+        let mut state = core.write_lock.lock().await;
+        state.clear_verified();
+        let mut tx = core.begin_write().await?;
+        if core.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK_AUDIT)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let current: String = sqlx::query("SELECT state FROM cas WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        if !matches!(current.as_str(), "prepared" | "active" | "retired") {
+            return Err(StoreError::Precondition(format!("CA {id} is {current}")));
+        }
+        // The active generation is replaced in the same transaction: by the
+        // fresh one given, else by the prepared one (already published).
+        let promote = if current == "active" && replacement.is_none() {
+            let p: Option<String> =
+                sqlx::query("SELECT id FROM cas WHERE state = 'prepared' ORDER BY created_at DESC")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.get(0));
+            match p {
+                Some(p) => Some(p),
+                None => {
+                    return Err(StoreError::Precondition(
+                        "revoking the active CA needs a replacement: no prepared generation exists"
+                            .into(),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        sqlx::query(
+            "UPDATE cas SET state = 'revoked', ended_at = $2, key_sealed = $3, \
+             retired_at = CASE WHEN retired_at = 0 THEN $2 ELSE retired_at END WHERE id = $1",
+        )
+        .bind(id.to_owned())
+        .bind(now)
+        .bind(Vec::<u8>::new())
+        .execute(&mut *tx)
+        .await?;
+        let mut audits = vec![audit];
+        let replaced_by = match (current.as_str(), replacement, promote) {
+            ("active", Some(r), _) => {
+                insert_ca_in(&mut tx, &r, now).await?;
+                Some(r.id)
+            }
+            ("active", None, Some(p)) => {
+                sqlx::query("UPDATE cas SET state = 'active', activated_at = $2 WHERE id = $1")
+                    .bind(p.clone())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(p)
+            }
+            _ => None,
+        };
+        if let Some(r) = &replaced_by {
+            audits.push(AuditEntry {
+                actor: actor.to_owned(),
+                action: "ca.activate",
+                target: r.clone(),
+                details: serde_json::json!({"replaces": id, "emergency": true}),
+            });
+        }
+        let (revoked, version, mut leaf_audits) = revoke_live_in_tx(
+            &mut tx,
+            LiveBy::Ca(id.to_owned()),
+            REASON_CA_COMPROMISE,
+            now,
+            actor,
+        )
+        .await?;
+        audits.append(&mut leaf_audits);
+        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
+        tx.commit().await?;
+        state.committed(core.backend, head);
+        Ok((revoked, version, replaced_by))
+    }
+
+    /// Prepares a new generation (published, not yet signing), audited. Refused
+    /// if another generation is already prepared, so a racing second scheduler
+    /// (or operator) cannot publish two at once.
+    pub async fn prepare_ca(&self, ca: &super::CaRow, audit: AuditEntry) -> Result<(), StoreError> {
+        let ca = ca.clone();
+        self.core()
+            .write(vec![audit], move |tx| {
+                Box::pin(async move {
+                    if sqlx::query("SELECT 1 FROM cas WHERE state IN ('prepared', 'pending')")
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .is_some()
+                    {
+                        return Err(StoreError::Precondition(
+                            "a prepared (or pending) CA already exists: activate or retire it first"
+                                .into(),
+                        ));
+                    }
+                    insert_ca_in(tx, &ca, tessera_core::now_unix()).await
+                })
+            })
+            .await
+    }
+
+    /// How many unexpired, unrevoked leaves a generation signed.
+    pub async fn ca_dependents(&self, id: &str, now: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) FROM certificates WHERE ca_id = $1 AND not_after > $2 AND revoked_at IS NULL",
+        )
+        .bind(id.to_owned())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?
+        .get(0))
+    }
+
+    /// The latest notAfter among a generation's unrevoked leaves.
+    pub async fn ca_last_leaf(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT MAX(not_after) FROM certificates WHERE ca_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id.to_owned())
+        .fetch_one(&self.pool)
+        .await?
+        .get(0))
+    }
+
+    /// A cheap fingerprint of every generation's (id, state), to notice
+    /// transitions made by other replicas.
+    pub async fn ca_states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query("SELECT id, state FROM cas ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Takes or renews the lease `name` for `holder` until `expires_at`;
+    /// true if `holder` now holds it. A lease whose holder stopped renewing it
+    /// can be taken once it has expired.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE leases SET holder = $2, expires_at = $3 WHERE name = $1 AND (holder = $2 OR expires_at < $4)",
+        )
+        .bind(name.to_owned())
+        .bind(holder.to_owned())
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let r = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.to_owned())
+        .bind(holder.to_owned())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+/// Which live certificates a revocation selects.
+pub(super) enum LiveBy {
+    /// One serial.
+    Serial(String),
+    /// Every certificate of a SPIFFE ID.
+    SpiffeId(String),
+    /// Every certificate of an entry.
+    Entry(String),
+    /// Every certificate a CA generation signed.
+    Ca(String),
+}
+
+async fn dependents_in(tx: &mut Tx, id: &str, now: i64) -> Result<i64, StoreError> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) FROM certificates WHERE ca_id = $1 AND not_after > $2 AND revoked_at IS NULL",
+    )
+    .bind(id.to_owned())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?
+    .get(0))
+}
+
+pub(super) async fn insert_ca_in(
+    tx: &mut Tx,
+    ca: &super::CaRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO cas (id, state, kind, key_algorithm, cert_pem, upstream_chain_pem, \
+         bundle_pem, key_sealed, not_before, not_after, created_at, prepared_at, activated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(ca.id.clone())
+    .bind(ca.state.clone())
+    .bind(ca.kind.clone())
+    .bind(ca.key_algorithm.clone())
+    .bind(ca.cert_pem.clone())
+    .bind(ca.upstream_chain_pem.clone())
+    .bind(ca.bundle_pem.clone())
+    .bind(ca.key_sealed.clone())
+    .bind(ca.not_before)
+    .bind(ca.not_after)
+    .bind(now)
+    .bind(ca.prepared_at)
+    .bind(ca.activated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,23 @@
+-- CA lifecycle: every generation moves prepared -> active -> retired -> removed
+-- (or to revoked on key compromise). The times record when each transition
+-- happened; activation requires prepared_at to be at least the configured
+-- overlap in the past, so the bundle carrying a new CA reaches every follower
+-- before any leaf is signed by it.
+ALTER TABLE cas ADD COLUMN prepared_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cas ADD COLUMN activated_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cas ADD COLUMN retired_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cas ADD COLUMN ended_at BIGINT NOT NULL DEFAULT 0;
+-- Existing generations count as prepared and activated when they were created.
+UPDATE cas SET prepared_at = created_at, activated_at = created_at WHERE state = 'active';
+UPDATE cas SET prepared_at = created_at WHERE state = 'prepared';
+
+-- Leases: exactly one replica runs a periodic duty (the rotation schedule).
+-- Taken and renewed with conditional UPDATEs; a dead holder's lease expires.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
+-- "Leaves still depending on a CA" and revoking every leaf of a CA read by issuer.
+CREATE INDEX certificates_ca_not_after ON certificates (ca_id, not_after);
