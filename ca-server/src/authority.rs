@@ -170,6 +170,10 @@ pub struct Authority {
     entry_epoch: AtomicU64,
     principals: Recent<Vec<u8>, Option<Principal>, (i64, u64)>,
     entries: Recent<String, Vec<api::Entry>, u64>,
+    /// The key-encryption key (CA keys, webhook secrets).
+    pub(crate) kek: Kek,
+    /// Event-stream bounds and shutdown.
+    pub events: crate::events::EventHub,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -242,6 +246,7 @@ impl Authority {
         let bundle = build_bundle(&cas)?;
         let version = store.revocation_version().await?;
         let (rev_version, _) = watch::channel(version);
+        let events = crate::events::EventHub::new(cfg.events.max_streams);
         let this = Arc::new(Self {
             metrics: Metrics::new(),
             cfg,
@@ -255,6 +260,8 @@ impl Authority {
             entry_epoch: AtomicU64::new(0),
             principals: Recent::new(Duration::from_secs(5), 4096),
             entries: Recent::new(Duration::from_secs(2), 4096),
+            events,
+            kek,
         });
         this.refresh_crls().await?;
         Ok(this)

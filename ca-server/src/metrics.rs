@@ -22,6 +22,8 @@ pub struct Metrics {
     pub refused: Arc<CounterVec>,
     /// Denials reported by sidecars and stored, by reason.
     pub denials: Arc<CounterVec>,
+    /// Webhook delivery attempts, by outcome (delivered, retrying, failed).
+    pub webhook_deliveries: Arc<CounterVec>,
 }
 
 impl Metrics {
@@ -65,6 +67,11 @@ impl Metrics {
                 "tessera_denials_reported_total",
                 "Connections refused by sidecars, as reported and stored.",
                 &["reason"],
+            )),
+            webhook_deliveries: registry.register(CounterVec::new(
+                "tessera_webhook_deliveries_total",
+                "Webhook delivery attempts.",
+                &["outcome"],
             )),
             registry,
         }

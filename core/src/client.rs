@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -92,6 +93,42 @@ impl Client {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<Reply> {
+        let resp = self
+            .send(method, path, body, content_type, "application/json", &[])
+            .await?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    /// Sends a GET asking for `text/event-stream` with extra `headers` (such as
+    /// `Last-Event-ID`) and returns as soon as the response head arrives; the
+    /// body is read as it streams (see [`crate::sse::SseParser`]).
+    pub async fn stream(&self, path: &str, headers: &[(&str, String)]) -> Result<Streaming> {
+        let resp = self
+            .send(Method::GET, path, None, "", "text/event-stream", headers)
+            .await?;
+        let status = resp.status();
+        Ok(Streaming {
+            status,
+            body: resp.into_body(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+        accept: &str,
+        headers: &[(&str, String)],
+    ) -> Result<hyper::Response<Incoming>> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -112,9 +149,12 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
-            .header(hyper::header::ACCEPT, "application/json");
+            .header(hyper::header::ACCEPT, accept);
         if let Some(t) = &self.bearer {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
         }
         let body = match body {
             Some(b) => {
@@ -126,9 +166,14 @@ impl Client {
         let req = req
             .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = send.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        Ok(Reply { status, body })
+        send.send_request(req).await.map_err(http)
     }
+}
+
+/// A response whose body is still arriving.
+pub struct Streaming {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The body; read it frame by frame (`http_body_util::BodyExt::frame`).
+    pub body: Incoming,
 }
