@@ -433,8 +433,9 @@ impl Store {
 
     /// Reports, once each, unrevoked certificates nearing their notAfter: the
     /// last `window_seconds` of their life, or with `window_seconds` = 0 the
-    /// last sixth of it; and for whose SPIFFE ID no certificate issued no
-    /// earlier lasts longer (it was not renewed). Each gets a `cert.expiring`
+    /// last sixth of it; and for whose SPIFFE ID no other unrevoked
+    /// certificate lasts longer (it was not renewed; of several ending in the
+    /// same second, the one with the greatest serial counts as the newest). Each gets a `cert.expiring`
     /// audit record (the `certificate.expiring` event) and a marker, in one
     /// transaction under the audit lock, so replicas scanning together report
     /// it once. At most `limit` per call; only certificates expiring before
@@ -462,8 +463,8 @@ impl Store {
                   OR ($3 > 0 AND c.not_after - $1 <= $3)) \
              AND NOT EXISTS (SELECT 1 FROM cert_expiring m WHERE m.serial = c.serial) \
              AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.spiffe_id = c.spiffe_id \
-                  AND n.serial <> c.serial AND n.created_at >= c.created_at AND n.not_after > c.not_after \
-                  AND n.revoked_at IS NULL) \
+                  AND n.revoked_at IS NULL \
+                  AND (n.not_after > c.not_after OR (n.not_after = c.not_after AND n.serial > c.serial))) \
              ORDER BY c.not_after, c.serial LIMIT $4",
         )
         .bind(now)

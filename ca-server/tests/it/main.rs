@@ -5,8 +5,11 @@ mod common;
 
 mod bad_input;
 mod denials;
+mod events;
 mod limits;
 mod processes;
+mod receiver;
 mod roles;
 mod upstream;
 mod walkthrough;
+mod webhooks;
