@@ -4,7 +4,7 @@
 
 use crate::both_backends;
 use crate::common::{Db, Harness, call, csr};
-use crate::receiver::{Sse, wait_for};
+use crate::receiver::{Sse, redeem, wait_for};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -21,13 +21,18 @@ async fn stream_resume_and_filter(db: Db) {
     let h = Harness::start(db).await;
     let auditor = h.operator(Role::Auditor).await;
     let admin = h.operator(Role::Admin).await;
+    let issuer = h.operator(Role::Issuer).await;
     h.entry("spiffe://example.org/a").await;
+    let mut tokens = vec![];
+    for _ in 0..3 {
+        tokens.push(h.join_token("spiffe://example.org/a").await);
+    }
 
     // A following stream starts at the end of the log: nothing from before.
     let mut live = Sse::open(&auditor, "/v1/events", None).await;
     let mut serials = vec![];
-    for _ in 0..3 {
-        let (_, _, v) = h.workload("spiffe://example.org/a").await;
+    for t in &tokens {
+        let v = redeem(&h, t).await;
         serials.push(v["serial"].as_str().unwrap().to_owned());
     }
     let first = parse(&live.next_within(10).await);

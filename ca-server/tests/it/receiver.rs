@@ -53,6 +53,18 @@ impl Receiver {
         format!("https://localhost:{}{path}", self.addr.port())
     }
 
+    /// The next delivery that is not an operator certificate's issuance (the
+    /// harness issues those for every helper call), with its event.
+    pub async fn next_event(&mut self, secs: u64) -> (Received, tessera_core::api::Event) {
+        loop {
+            let r = self.next(secs).await;
+            let ev: tessera_core::api::Event = serde_json::from_slice(&r.body).unwrap();
+            if ev.action != "cert.issue_operator" {
+                return (r, ev);
+            }
+        }
+    }
+
     /// The next request, or a panic after `secs`.
     pub async fn next(&mut self, secs: u64) -> Received {
         tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
@@ -270,4 +282,19 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Redeems a join token with a fresh key (no operator credentials involved,
+/// so no other audit records); returns the issued certificate's JSON.
+pub async fn redeem(h: &crate::common::Harness, token: &str) -> serde_json::Value {
+    let (_, csr) = crate::common::csr();
+    let (s, v) = crate::common::call(
+        &h.anonymous(),
+        hyper::Method::POST,
+        "/v1/certs/redeem",
+        Some(serde_json::json!({"token": token, "csr": csr})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v
 }

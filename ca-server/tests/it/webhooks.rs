@@ -6,7 +6,7 @@
 
 use crate::both_backends;
 use crate::common::{Db, Harness, call, config};
-use crate::receiver::{self, Mode, Sse, verify_signature, wait_for};
+use crate::receiver::{self, Mode, Sse, redeem, verify_signature, wait_for};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -45,6 +45,8 @@ async fn signed_deliveries(db: Db) {
     let h = Harness::start(db).await;
     let admin = h.operator(Role::Admin).await;
     let auditor = h.operator(Role::Auditor).await;
+    h.entry("spiffe://example.org/w").await;
+    let token = h.join_token("spiffe://example.org/w").await;
     let mut rcv = receiver::start(Mode::Statuses(vec![200]), 0).await;
     let (id, secret) = register(
         &admin,
@@ -72,8 +74,7 @@ async fn signed_deliveries(db: Db) {
             .any(|w| secret.as_bytes().windows(16).any(|s| s == w))
     );
 
-    h.entry("spiffe://example.org/w").await;
-    let (_, _, issued) = h.workload("spiffe://example.org/w").await;
+    let issued = redeem(&h, &token).await;
     let serial = issued["serial"].as_str().unwrap();
     let (s, _) = call(
         &admin,
@@ -165,9 +166,10 @@ async fn receiver_down_then_up(db: Db) {
     let port = receiver::dead_port().await;
     let pki = receiver::pki();
     let url = format!("https://localhost:{port}/hook");
-    let (id, secret) = register(&admin, &url, &["certificate.issued"], &pki.ca_pem).await;
     h.entry("spiffe://example.org/w").await;
-    let (_, _, issued) = h.workload("spiffe://example.org/w").await;
+    let token = h.join_token("spiffe://example.org/w").await;
+    let (id, secret) = register(&admin, &url, &["certificate.issued"], &pki.ca_pem).await;
+    let issued = redeem(&h, &token).await;
     let serial = issued["serial"].as_str().unwrap();
 
     // Attempts fail and are recorded, spaced by a growing backoff; the API
@@ -233,9 +235,13 @@ async fn failing_receiver_retried_then_given_up(db: Db) {
     .await;
     let admin = h.operator(Role::Admin).await;
     let mut rcv = receiver::start(Mode::Statuses(vec![503, 503, 200, 500]), 0).await;
-    let (id, secret) = register(&admin, &rcv.url("/"), &["certificate.issued"], &rcv.ca_pem).await;
     h.entry("spiffe://example.org/w").await;
-    let (_, _, first) = h.workload("spiffe://example.org/w").await;
+    let tokens = [
+        h.join_token("spiffe://example.org/w").await,
+        h.join_token("spiffe://example.org/w").await,
+    ];
+    let (id, secret) = register(&admin, &rcv.url("/"), &["certificate.issued"], &rcv.ca_pem).await;
+    let first = redeem(&h, &tokens[0]).await;
     let mut seen = vec![];
     for _ in 0..3 {
         let r = rcv.next(15).await;
@@ -251,7 +257,7 @@ async fn failing_receiver_retried_then_given_up(db: Db) {
         "one event, retried"
     );
     // Second event: the receiver answers 500 from now on; three attempts, then failed.
-    let (_, _, second) = h.workload("spiffe://example.org/w").await;
+    let second = redeem(&h, &tokens[1]).await;
     for _ in 0..3 {
         let r = rcv.next(15).await;
         let ev: Event = serde_json::from_slice(&r.body).unwrap();
@@ -446,26 +452,27 @@ async fn one_deliverer_among_replicas(db: Db) {
         .unwrap();
     let admin = h.operator(Role::Admin).await;
     let mut rcv = receiver::start(Mode::Statuses(vec![200]), 0).await;
-    let (id, _) = register(&admin, &rcv.url("/"), &["certificate.issued"], &rcv.ca_pem).await;
     h.entry("spiffe://example.org/w").await;
-    let mut serials = vec![];
+    let mut tokens = vec![];
     for _ in 0..3 {
-        serials.push(
-            h.workload("spiffe://example.org/w").await.2["serial"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        tokens.push(h.join_token("spiffe://example.org/w").await);
+    }
+    let (id, _) = register(&admin, &rcv.url("/"), &["certificate.issued"], &rcv.ca_pem).await;
+    let mut serials = vec![];
+    for t in &tokens {
+        serials.push(redeem(&h, t).await["serial"].as_str().unwrap().to_owned());
     }
     let mut got = vec![];
     for _ in 0..3 {
-        got.push(
-            serde_json::from_slice::<Event>(&rcv.next(15).await.body)
-                .unwrap()
-                .target,
-        );
+        got.push(rcv.next_event(15).await.1.target);
     }
     assert_eq!(got, serials, "in order, once each");
+    // Recorded (a delivery cut off before it is recorded is sent again: at least once).
+    wait_for(10, || async {
+        let d = deliveries(&admin, &id).await;
+        (d.len() == 3).then_some(())
+    })
+    .await;
     // The first replica stops (and with it, possibly the lease holder).
     h.running
         .take()
@@ -504,10 +511,21 @@ async fn one_deliverer_among_replicas(db: Db) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let ev: Event = serde_json::from_slice(&rcv.next(20).await.body).unwrap();
+    let (_, ev) = rcv.next_event(20).await;
     assert_eq!(ev.target, v["serial"].as_str().unwrap());
-    let d = deliveries(&admin2, &id).await;
-    assert_eq!(d.len(), 4, "no duplicates: {d:?}");
+    let d = wait_for(10, || async {
+        let d = deliveries(&admin2, &id).await;
+        (d.len() >= 5).then_some(d)
+    })
+    .await;
+    let mut events: Vec<i64> = d.iter().map(|d| d["event_id"].as_i64().unwrap()).collect();
+    let n = events.len();
+    events.dedup();
+    assert_eq!(events.len(), n, "no duplicates: {d:?}");
+    assert_eq!(
+        n, 5,
+        "3 redeems, admin2's operator certificate, 1 redeem: {d:?}"
+    );
     assert!(d.iter().all(|d| d["outcome"] == "delivered"));
     running2.shutdown(Duration::from_secs(2)).await;
 }
