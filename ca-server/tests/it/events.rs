@@ -161,13 +161,7 @@ async fn stream_resume_and_filter(db: Db) {
         .unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Roles: issuers and workloads may not read events.
-    let (s, _) = call(
-        &h.operator(Role::Issuer).await,
-        Method::GET,
-        "/v1/events?follow=false",
-        None,
-    )
-    .await;
+    let (s, _) = call(&issuer, Method::GET, "/v1/events?follow=false", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
