@@ -184,8 +184,6 @@ pub struct Authority {
     rev_version: watch::Sender<i64>,
     /// The bundle's sequence; changes wake feed followers and the TLS layer.
     bundle_seq: watch::Sender<i64>,
-    /// Unseals CA keys (generations prepared or activated at run time).
-    kek: Kek,
     /// Every generation as last loaded (id, state), to notice other replicas' transitions.
     ca_states: std::sync::Mutex<Vec<(String, String)>>,
     /// CA generations revoked recently: their leaves may still re-issue.
@@ -200,6 +198,10 @@ pub struct Authority {
     entry_epoch: AtomicU64,
     principals: Recent<Vec<u8>, Option<Principal>, (i64, u64)>,
     entries: Recent<String, Vec<api::Entry>, u64>,
+    /// The key-encryption key (CA keys, webhook secrets).
+    pub(crate) kek: Kek,
+    /// Event-stream bounds and shutdown.
+    pub events: crate::events::EventHub,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -279,6 +281,7 @@ impl Authority {
             .map(|c| (c.id.clone(), c.state.clone()))
             .collect();
         let reissue = lifecycle::reissue_anchors(&cas, &cfg, now_unix());
+        let events = crate::events::EventHub::new(cfg.events.max_streams);
         let this = Arc::new(Self {
             metrics: Metrics::new(),
             cfg,
@@ -299,6 +302,7 @@ impl Authority {
             entry_epoch: AtomicU64::new(0),
             principals: Recent::new(Duration::from_secs(5), 4096),
             entries: Recent::new(Duration::from_secs(2), 4096),
+            events,
         });
         this.refresh_crls().await?;
         Ok(this)

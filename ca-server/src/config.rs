@@ -38,6 +38,10 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Admin credentials created at init.
     pub admin: AdminConfig,
+    /// The event stream and the expiring-certificate scan.
+    pub events: EventsConfig,
+    /// Webhook deliveries.
+    pub webhooks: WebhooksConfig,
     /// CA rotation schedule.
     pub rotation: RotationConfig,
 }
@@ -150,6 +154,53 @@ pub struct RetentionConfig {
     /// Keep reported denials this long after they happened, seconds; older
     /// ones are pruned, and reports of older ones are refused.
     pub keep_denials_seconds: i64,
+    /// Keep webhook delivery attempts this long, seconds.
+    pub keep_deliveries_seconds: i64,
+}
+
+/// The event stream (`GET /v1/events`) and the expiring-certificate scan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// How often the database is polled for audit records written by other
+    /// replicas, milliseconds (local writes wake streams at once).
+    pub poll_interval_ms: u64,
+    /// Comment heartbeat on an idle stream, seconds.
+    pub heartbeat_seconds: u64,
+    /// Most concurrent event streams; more are refused with 503.
+    pub max_streams: usize,
+    /// Most events read from the database at a time per stream.
+    pub page_size: i64,
+    /// Run the expiring-certificate scan this often, seconds.
+    pub expiring_scan_seconds: u64,
+    /// A certificate is expiring in its last this-many seconds; 0 means in the
+    /// last sixth of its lifetime.
+    pub expiring_window_seconds: i64,
+}
+
+/// Webhook deliveries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Most registered webhooks.
+    pub max_webhooks: i64,
+    /// TCP connect plus TLS handshake deadline, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Deadline for the receiver's response status after the request is
+    /// sent, milliseconds.
+    pub response_timeout_ms: u64,
+    /// Attempts per event before it is recorded `failed` and skipped.
+    pub max_attempts: i64,
+    /// Delay after the first failed attempt, milliseconds; doubled after each
+    /// further one.
+    pub retry_base_ms: i64,
+    /// Longest delay between attempts, milliseconds.
+    pub retry_max_ms: i64,
+    /// Lease of the replica that delivers, seconds; renewed every third of
+    /// it, taken over by another replica once it lapses.
+    pub lease_seconds: i64,
+    /// Trust anchors (PEM) for receivers registered without `ca_pem`.
+    pub system_roots_file: String,
 }
 
 /// Admin-credential options.
@@ -178,6 +229,36 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             admin: AdminConfig::default(),
             rotation: RotationConfig::default(),
+            events: EventsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 500,
+            heartbeat_seconds: 15,
+            max_streams: 64,
+            page_size: 100,
+            expiring_scan_seconds: 60,
+            expiring_window_seconds: 0,
+        }
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_webhooks: 100,
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 10_000,
+            max_attempts: 8,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            lease_seconds: 15,
+            system_roots_file: "/etc/ssl/certs/ca-certificates.crt".into(),
         }
     }
 }
@@ -238,6 +319,7 @@ impl Default for RetentionConfig {
             prune_interval_seconds: 60,
             prune_batch: 1000,
             keep_denials_seconds: 7 * 86400,
+            keep_deliveries_seconds: 7 * 86400,
         }
     }
 }
@@ -372,6 +454,54 @@ impl Config {
         }
         if self.limits.max_connections == 0 {
             return Err(ConfigError("limits.max_connections: at least 1".into()));
+        }
+        let (e, w) = (&self.events, &self.webhooks);
+        if !(10..=60_000).contains(&e.poll_interval_ms) {
+            return Err(ConfigError("events.poll_interval_ms: 10 to 60000".into()));
+        }
+        if !(1..=300).contains(&e.heartbeat_seconds) {
+            return Err(ConfigError("events.heartbeat_seconds: 1 to 300".into()));
+        }
+        if e.max_streams == 0 {
+            return Err(ConfigError("events.max_streams: at least 1".into()));
+        }
+        if !(1..=1000).contains(&e.page_size) {
+            return Err(ConfigError("events.page_size: 1 to 1000".into()));
+        }
+        if e.expiring_scan_seconds == 0 {
+            return Err(ConfigError(
+                "events.expiring_scan_seconds: at least 1".into(),
+            ));
+        }
+        if e.expiring_window_seconds < 0 {
+            return Err(ConfigError(
+                "events.expiring_window_seconds: 0 (a sixth of the lifetime) or more".into(),
+            ));
+        }
+        if w.max_webhooks < 0 {
+            return Err(ConfigError("webhooks.max_webhooks: not negative".into()));
+        }
+        if w.connect_timeout_ms < 10 || w.response_timeout_ms < 10 {
+            return Err(ConfigError(
+                "webhooks.connect_timeout_ms / response_timeout_ms: at least 10".into(),
+            ));
+        }
+        if !(1..=100).contains(&w.max_attempts) {
+            return Err(ConfigError("webhooks.max_attempts: 1 to 100".into()));
+        }
+        if w.retry_base_ms < 1 || w.retry_max_ms < w.retry_base_ms {
+            return Err(ConfigError(
+                "webhooks.retry_base_ms: at least 1, and retry_max_ms at least retry_base_ms"
+                    .into(),
+            ));
+        }
+        if w.lease_seconds < 3 {
+            return Err(ConfigError("webhooks.lease_seconds: at least 3".into()));
+        }
+        if self.retention.keep_deliveries_seconds < 60 {
+            return Err(ConfigError(
+                "retention.keep_deliveries_seconds: at least 60".into(),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError("log_format: text or json".into()));

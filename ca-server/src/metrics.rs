@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ca_state: Arc<GaugeVec>,
     /// Unexpired, unrevoked leaves each signing generation issued.
     pub ca_dependents: Arc<GaugeVec>,
+    /// Webhook delivery attempts, by outcome (delivered, retrying, failed).
+    pub webhook_deliveries: Arc<CounterVec>,
 }
 
 impl Metrics {
@@ -93,6 +95,11 @@ impl Metrics {
                 "tessera_ca_dependent_leaves",
                 "Unexpired, unrevoked leaves signed by each active or retired CA generation.",
                 &["ca_id"],
+            )),
+            webhook_deliveries: registry.register(CounterVec::new(
+                "tessera_webhook_deliveries_total",
+                "Webhook delivery attempts.",
+                &["outcome"],
             )),
             registry,
         }

@@ -55,6 +55,14 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
     );
     spawn_background(auth.clone(), cert, shutdown_rx.clone());
     let acceptor = acceptor.subscribe();
+    {
+        // Event streams never end on their own: end them so connections drain.
+        let (auth, mut rx) = (auth.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            let _ = rx.changed().await;
+            auth.events.close();
+        });
+    }
     let router = api::router(auth.clone());
     let task = tokio::spawn(accept_loop(auth, listener, acceptor, router, shutdown_rx));
     Ok(Running {
@@ -169,13 +177,21 @@ async fn accept_loop(
                 req.extensions_mut().insert(peer.clone());
                 let router = router.clone();
                 let busy = svc_activity.request();
+                let busy_body = svc_activity.request();
                 async move {
                     let _busy = busy;
                     let resp =
                         match tokio::time::timeout(req_timeout, router.oneshot(req.map(Body::new)))
                             .await
                         {
-                            Ok(Ok(r)) => r,
+                            // The request stays in flight until its body is sent
+                            // (event streams), so the idle deadline never cuts it.
+                            Ok(Ok(r)) => r.map(|b| {
+                                Body::new(Guarded {
+                                    inner: b,
+                                    _busy: busy_body,
+                                })
+                            }),
                             Ok(Err(infallible)) => match infallible {},
                             Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
                                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -278,11 +294,17 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
                     expired: now - auth.cfg.retention.keep_expired_seconds,
                     denials: now - auth.cfg.retention.keep_denials_seconds,
                 };
-                match auth
-                    .store
-                    .prune(before, auth.cfg.retention.prune_batch)
-                    .await
-                {
+                let batch = auth.cfg.retention.prune_batch;
+                let deliveries = now - auth.cfg.retention.keep_deliveries_seconds;
+                let pruned = match auth.store.prune(before, batch).await {
+                    Ok(n) => auth
+                        .store
+                        .prune_events(deliveries, before.expired, batch)
+                        .await
+                        .map(|m| n + m),
+                    Err(e) => Err(e),
+                };
+                match pruned {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(rows = n, "pruned expired history"),
                     Err(e) => tracing::warn!(error = %e, "prune failed"),
@@ -290,6 +312,9 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
             }
         }));
     }
+    tasks.push(Box::pin(crate::events::run_poller(auth.clone())));
+    tasks.push(Box::pin(crate::events::run_expiring_scan(auth.clone())));
+    tasks.push(Box::pin(crate::webhooks::run_deliverer(auth.clone())));
     {
         let auth = auth.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -323,5 +348,32 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
                 _ = shutdown.changed() => {}
             }
         });
+    }
+}
+
+/// A response body that keeps its request counted in flight (for the idle
+/// deadline) until the body has been sent or dropped.
+struct Guarded {
+    inner: Body,
+    _busy: tessera_core::idle::Busy,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

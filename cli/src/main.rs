@@ -96,6 +96,55 @@ enum Cmd {
     /// Connections refused by sidecars (the container firewall), fleet-wide.
     #[command(subcommand)]
     Denials(DenialsCmd),
+    /// Webhooks: signed HTTPS deliveries of events.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    /// Events (certificates issued, renewed, revoked, expiring; CA changes;
+    /// node bans) from the audit log; `--follow` streams new ones.
+    Events {
+        /// Keep streaming new events until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Only these kinds (comma-separated or repeated): certificate.issued,
+        /// certificate.renewed, certificate.revoked, certificate.expiring,
+        /// ca.state_changed, node.banned.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// Only events after this event ID (default: from the start, or from
+        /// now with --follow).
+        #[arg(long)]
+        after: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCmd {
+    /// Register an HTTPS receiver; prints its signing secret, shown only once.
+    Add {
+        /// The receiver, https://host[:port]/path.
+        #[arg(long)]
+        url: String,
+        /// An event kind to deliver; repeat.
+        #[arg(long = "kind", required = true)]
+        kinds: Vec<String>,
+        /// Trust anchors (PEM) for a receiver with a private CA.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Operator note.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List webhooks (never their secrets).
+    List,
+    /// Remove a webhook and its delivery log.
+    Remove { id: String },
+    /// A webhook's delivery attempts, newest first.
+    Deliveries {
+        id: String,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -800,7 +849,221 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::ApiToken(cmd) => api_token(&ctx, cmd).await,
         Cmd::Denials(cmd) => denials(&ctx, cmd).await,
+        Cmd::Webhook(cmd) => webhook(&ctx, cmd).await,
+        Cmd::Events {
+            follow,
+            kinds,
+            after,
+        } => events(&ctx, follow, &kinds, after).await,
     }
+}
+
+fn parse_kinds(kinds: &[String]) -> Result<Vec<api::EventKind>> {
+    let list = api::EventKind::parse_list(&kinds.join(","))
+        .map_err(|e| Failure::usage(format!("--kind: {e}")))?;
+    Ok(list)
+}
+
+async fn webhook(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
+    let table = |items: &[api::Webhook]| {
+        rows(
+            &[
+                "ID",
+                "URL",
+                "KINDS",
+                "LAST EVENT",
+                "ATTEMPTS",
+                "DESCRIPTION",
+            ],
+            items.iter().map(|w| {
+                vec![
+                    w.id.clone(),
+                    w.url.clone(),
+                    w.kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    w.last_event_id.to_string(),
+                    w.attempts.to_string(),
+                    w.description.clone().unwrap_or_else(|| "-".into()),
+                ]
+            }),
+        )
+    };
+    match cmd {
+        WebhookCmd::Add {
+            url,
+            kinds,
+            ca_file,
+            description,
+        } => {
+            let kinds = parse_kinds(&kinds)?;
+            let ca_pem = match ca_file {
+                Some(f) => Some(
+                    String::from_utf8(read(&f, "--ca-file")?)
+                        .map_err(|_| Failure::usage("--ca-file: not PEM text"))?,
+                ),
+                None => None,
+            };
+            let req = api::WebhookCreateRequest {
+                url,
+                kinds,
+                ca_pem,
+                description,
+            };
+            let w: api::WebhookCreated = ctx
+                .call(
+                    Method::POST,
+                    "/v1/webhooks",
+                    Some(serde_json::to_value(req)?),
+                )
+                .await?;
+            ctx.out.show(&w, || {
+                format!(
+                    "webhook {}\nsecret {}\n(the secret is shown only now: receivers verify Tessera-Signature with it)\n",
+                    w.webhook.id, w.secret
+                )
+            })
+        }
+        WebhookCmd::List => {
+            let l: api::WebhookList = ctx.call(Method::GET, "/v1/webhooks", None).await?;
+            ctx.out.show(&l, || table(&l.items))
+        }
+        WebhookCmd::Remove { id } => {
+            ctx.call_raw(Method::DELETE, &format!("/v1/webhooks/{}", q(&id)), None)
+                .await?;
+            ctx.out.show(&json!({"removed": id}), || {
+                format!("removed webhook {id}\n")
+            })
+        }
+        WebhookCmd::Deliveries { id, limit } => {
+            let l: api::WebhookDeliveryList = ctx
+                .call(
+                    Method::GET,
+                    &format!("/v1/webhooks/{}/deliveries?limit={limit}", q(&id)),
+                    None,
+                )
+                .await?;
+            ctx.out.show(&l, || {
+                rows(
+                    &[
+                        "TIME", "EVENT", "KIND", "ATTEMPT", "OUTCOME", "STATUS", "MS", "ERROR",
+                    ],
+                    l.items.iter().map(|d| {
+                        vec![
+                            d.at.clone(),
+                            d.event_id.to_string(),
+                            d.kind.as_str().into(),
+                            d.attempt.to_string(),
+                            d.outcome.as_str().into(),
+                            d.status_code
+                                .map(|c| c.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            d.duration_ms.to_string(),
+                            d.error.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    }),
+                )
+            })
+        }
+    }
+}
+
+/// `tessera events`: reads the server-sent event stream; one line (table) or
+/// one JSON object per event as it arrives.
+async fn events(ctx: &Ctx, follow: bool, kinds: &[String], after: Option<i64>) -> Result<()> {
+    use http_body_util::BodyExt;
+    let kinds = parse_kinds(kinds)?;
+    let mut path = format!("/v1/events?follow={follow}");
+    if !kinds.is_empty() {
+        path += &format!(
+            "&kinds={}",
+            kinds
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    if let Some(a) = after {
+        if a < 0 {
+            return Err(Failure::usage("--after: an event ID, not negative").into());
+        }
+        path += &format!("&after={a}");
+    }
+    let mut s = ctx
+        .client
+        .stream(&path, &[])
+        .await
+        .map_err(|e| Failure::new(5, format!("{e:#}")))?;
+    if !s.status.is_success() {
+        let body = s
+            .body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let problem: Option<Problem> = serde_json::from_slice(&body).ok();
+        let msg = match problem {
+            Some(p) => format!("{} ({}): {}", p.title, p.code, p.detail.unwrap_or_default()),
+            None => format!("server answered {}", s.status),
+        };
+        let code = match s.status.as_u16() {
+            401 | 403 => 4,
+            400..=499 => 2,
+            _ => 5,
+        };
+        return Err(Failure::new(code, msg).into());
+    }
+    if !ctx.out.json {
+        print!(
+            "{}",
+            rows(
+                &["ID", "TIME", "KIND", "ACTION", "TARGET", "ACTOR"],
+                std::iter::empty()
+            )
+        );
+    }
+    let mut parser = tessera_core::sse::SseParser::new(1 << 20);
+    // Without --follow the JSON output is one document like other lists;
+    // with it, one object per line as events arrive.
+    let mut collected: Vec<api::Event> = vec![];
+    while let Some(frame) = s.body.frame().await {
+        let frame = frame.map_err(|e| Failure::new(5, format!("event stream: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        for e in parser
+            .feed(&data)
+            .map_err(|e| Failure::new(5, e.to_string()))?
+        {
+            let ev: api::Event = serde_json::from_str(&e.data)
+                .map_err(|e| Failure::new(5, format!("event stream: {e}")))?;
+            if ctx.out.json && !follow {
+                collected.push(ev);
+            } else if ctx.out.json {
+                println!("{}", serde_json::to_string(&ev)?);
+            } else {
+                println!(
+                    "{}  {}  {}  {}  {}  {}",
+                    ev.id,
+                    ev.at,
+                    ev.kind.as_str(),
+                    ev.action,
+                    ev.target,
+                    ev.actor
+                );
+            }
+        }
+    }
+    if ctx.out.json && !follow {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "items": collected }))?
+        );
+    }
+    Ok(())
 }
 
 async fn denials(ctx: &Ctx, cmd: DenialsCmd) -> Result<()> {

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -89,8 +90,13 @@ impl Client {
     /// A conditional GET: `304 Not Modified` (empty body) when the resource's
     /// ETag is still `etag`.
     pub async fn get_if_none_match(&self, path: &str, etag: Option<&str>) -> Result<Reply> {
-        self.send(Method::GET, path, None, "application/json", etag)
-            .await
+        let headers: Vec<(&str, String)> = etag
+            .map(|e| vec![("if-none-match", e.to_owned())])
+            .unwrap_or_default();
+        let resp = self
+            .send(Method::GET, path, None, "", "application/json", &headers)
+            .await?;
+        Self::read(resp).await
     }
 
     /// Sends one request with a body of the given content type.
@@ -101,7 +107,40 @@ impl Client {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<Reply> {
-        self.send(method, path, body, content_type, None).await
+        let resp = self
+            .send(method, path, body, content_type, "application/json", &[])
+            .await?;
+        Self::read(resp).await
+    }
+
+    async fn read(resp: hyper::Response<Incoming>) -> Result<Reply> {
+        let status = resp.status();
+        let etag = resp
+            .headers()
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Reply { status, body, etag })
+    }
+
+    /// Sends a GET asking for `text/event-stream` with extra `headers` (such as
+    /// `Last-Event-ID`) and returns as soon as the response head arrives; the
+    /// body is read as it streams (see [`crate::sse::SseParser`]).
+    pub async fn stream(&self, path: &str, headers: &[(&str, String)]) -> Result<Streaming> {
+        let resp = self
+            .send(Method::GET, path, None, "", "text/event-stream", headers)
+            .await?;
+        let status = resp.status();
+        Ok(Streaming {
+            status,
+            body: resp.into_body(),
+        })
     }
 
     async fn send(
@@ -110,8 +149,9 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
         content_type: &str,
-        if_none_match: Option<&str>,
-    ) -> Result<Reply> {
+        accept: &str,
+        headers: &[(&str, String)],
+    ) -> Result<hyper::Response<Incoming>> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -132,12 +172,12 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
-            .header(hyper::header::ACCEPT, "application/json");
+            .header(hyper::header::ACCEPT, accept);
         if let Some(t) = &self.bearer {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        if let Some(e) = if_none_match {
-            req = req.header(hyper::header::IF_NONE_MATCH, e);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
         }
         let body = match body {
             Some(b) => {
@@ -149,14 +189,14 @@ impl Client {
         let req = req
             .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = send.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let etag = resp
-            .headers()
-            .get(hyper::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        Ok(Reply { status, body, etag })
+        send.send_request(req).await.map_err(http)
     }
+}
+
+/// A response whose body is still arriving.
+pub struct Streaming {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The body; read it frame by frame (`http_body_util::BodyExt::frame`).
+    pub body: Incoming,
 }

@@ -9,6 +9,7 @@ pub mod idle;
 pub mod metrics;
 pub mod pem;
 pub mod spiffe;
+pub mod sse;
 pub mod svid;
 pub mod tls;
 

@@ -11,13 +11,5 @@ ALTER TABLE cas ADD COLUMN ended_at BIGINT NOT NULL DEFAULT 0;
 UPDATE cas SET prepared_at = created_at, activated_at = created_at WHERE state = 'active';
 UPDATE cas SET prepared_at = created_at WHERE state = 'prepared';
 
--- Leases: exactly one replica runs a periodic duty (the rotation schedule).
--- Taken and renewed with conditional UPDATEs; a dead holder's lease expires.
-CREATE TABLE leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires_at BIGINT NOT NULL
-);
-
 -- "Leaves still depending on a CA" and revoking every leaf of a CA read by issuer.
 CREATE INDEX certificates_ca_not_after ON certificates (ca_id, not_after);

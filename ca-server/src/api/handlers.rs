@@ -60,6 +60,11 @@ pub(super) fn method_router(
             limits.max_denial_report_bytes.max(limits.max_body_bytes),
         )),
         ("GET", "/v1/denials") => get(list_denials),
+        ("GET", "/v1/events") => get(events),
+        ("GET", "/v1/webhooks") => get(list_webhooks),
+        ("POST", "/v1/webhooks") => post(create_webhook),
+        ("DELETE", "/v1/webhooks/{id}") => delete(delete_webhook),
+        ("GET", "/v1/webhooks/{id}/deliveries") => get(webhook_deliveries),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
 }
@@ -568,5 +573,116 @@ async fn list_denials(
     };
     Ok(Json(api::DenialList {
         items: a.list_denials(&f).await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    kinds: Option<String>,
+    #[serde(default)]
+    follow: Option<bool>,
+}
+
+/// Server-sent events from the audit log; resumes after `Last-Event-ID` (or
+/// `?after=`), filtered by `?kinds=a,b`; `?follow=false` ends once caught up.
+async fn events(
+    State(a): St,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Res<Response> {
+    let bad = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", detail);
+    let kinds = api::EventKind::parse_list(q.kinds.as_deref().unwrap_or(""))
+        .map_err(|e| bad(format!("kinds: {e}")))?;
+    let last = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| bad("Last-Event-ID: an event ID (a non-negative integer)".into()))?,
+        ),
+    };
+    if q.after.is_some_and(|n| n < 0) {
+        return Err(bad("after: an event ID (a non-negative integer)".into()));
+    }
+    let req = crate::events::StreamRequest {
+        after: last.or(q.after),
+        kinds,
+        follow: q.follow.unwrap_or(true),
+    };
+    let stream = a.event_stream(req).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            e.to_string(),
+        )
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn list_webhooks(State(a): St) -> Res<Json<api::WebhookList>> {
+    Ok(Json(api::WebhookList {
+        items: a.list_webhooks().await?,
+    }))
+}
+
+async fn create_webhook(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::WebhookCreateRequest>,
+) -> Res<Response> {
+    let w = a.create_webhook(&req, &p).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(w),
+    )
+        .into_response())
+}
+
+async fn delete_webhook(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<StatusCode> {
+    a.delete_webhook(&id, &p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn webhook_deliveries(
+    State(a): St,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> Res<Json<api::WebhookDeliveryList>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit: 1 to 1000",
+        ));
+    }
+    Ok(Json(api::WebhookDeliveryList {
+        items: a.webhook_deliveries(&id, limit).await?,
     }))
 }

@@ -55,6 +55,7 @@ const REGISTER: &[Role] = &[Role::Admin, Role::Registrar];
 const READ_ENTRIES: &[Role] = &[Role::Admin, Role::Registrar, Role::Auditor];
 const AUDIT: &[Role] = &[Role::Admin, Role::Auditor];
 const DENIALS: &[Role] = &[Role::Admin, Role::Auditor];
+const EVENTS: &[Role] = &[Role::Admin, Role::Auditor];
 
 macro_rules! r {
     ($m:literal, $p:literal, $a:expr) => {
@@ -102,6 +103,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("DELETE", "/v1/credentials/{id}", Access::Roles(ADMIN)),
     r!("POST", "/v1/denials", Access::Workload),
     r!("GET", "/v1/denials", Access::Roles(DENIALS)),
+    r!("GET", "/v1/events", Access::Roles(EVENTS)),
+    r!("GET", "/v1/webhooks", Access::Roles(EVENTS)),
+    r!("POST", "/v1/webhooks", Access::Roles(ADMIN)),
+    r!("DELETE", "/v1/webhooks/{id}", Access::Roles(ADMIN)),
+    r!("GET", "/v1/webhooks/{id}/deliveries", Access::Roles(EVENTS)),
 ];
 
 /// The verified client certificate of the connection, if any (set by the server).

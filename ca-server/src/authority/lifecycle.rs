@@ -386,9 +386,15 @@ impl Authority {
     pub async fn run_schedule_once(&self) -> Result<bool> {
         let now = now_unix();
         let r = &self.cfg.rotation;
+        let now_ms = now.saturating_mul(1000);
         if !self
             .store
-            .try_lease(SCHEDULE_LEASE, &self.replica_id, now, now + r.lease_seconds)
+            .lease(
+                SCHEDULE_LEASE,
+                &self.replica_id,
+                now_ms,
+                r.lease_seconds * 1000,
+            )
             .await?
         {
             if let Ok(mut s) = self.schedule.lock() {

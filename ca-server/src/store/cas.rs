@@ -337,39 +337,6 @@ impl Store {
             .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
-
-    /// Takes or renews the lease `name` for `holder` until `expires_at`;
-    /// true if `holder` now holds it. A lease whose holder stopped renewing it
-    /// can be taken once it has expired.
-    pub async fn try_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE leases SET holder = $2, expires_at = $3 WHERE name = $1 AND (holder = $2 OR expires_at < $4)",
-        )
-        .bind(name.to_owned())
-        .bind(holder.to_owned())
-        .bind(expires_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() == 1 {
-            return Ok(true);
-        }
-        let r = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name.to_owned())
-        .bind(holder.to_owned())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
 }
 
 /// Which live certificates a revocation selects.

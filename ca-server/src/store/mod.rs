@@ -13,8 +13,10 @@
 //!   ([`ledger`] batches the commits).
 
 mod cas;
+mod leases;
 pub mod ledger;
 pub use cas::REASON_CA_COMPROMISE;
+pub mod webhooks;
 
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -24,7 +26,7 @@ use std::time::Duration;
 use tessera_core::api::{
     self, AuditRecord, Denial, DenialReason, DenialRecord, RevocationEvent, RevocationReason, Role,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +352,9 @@ pub struct Store {
     backend: Backend,
     write_lock: Arc<Mutex<WriterState>>,
     ledger: ledger::LedgerHandle,
+    /// The highest audit seq known committed (local commits, and whatever
+    /// [`Store::note_audit_head`] learns from other replicas).
+    audit_tip: Arc<watch::Sender<i64>>,
 }
 
 const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
@@ -368,6 +373,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0003_ca_lifecycle",
         include_str!("../../../migrations/sqlite/0003_ca_lifecycle.sql"),
     ),
+    (
+        4,
+        "0004_webhooks",
+        include_str!("../../../migrations/sqlite/0004_webhooks.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -384,6 +394,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "0003_ca_lifecycle",
         include_str!("../../../migrations/postgres/0003_ca_lifecycle.sql"),
+    ),
+    (
+        4,
+        "0004_webhooks",
+        include_str!("../../../migrations/postgres/0004_webhooks.sql"),
     ),
 ];
 
@@ -437,7 +452,8 @@ impl Store {
             });
         }
         let pool = opts.connect(url).await?;
-        let write_lock = Arc::new(Mutex::new(WriterState::default()));
+        let audit_tip = Arc::new(watch::channel(0).0);
+        let write_lock = Arc::new(Mutex::new(WriterState::new(audit_tip.clone())));
         let store_core = StoreCore {
             pool: pool.clone(),
             backend,
@@ -445,12 +461,15 @@ impl Store {
         };
         store_core.migrate().await?;
         let ledger = ledger::spawn(store_core);
-        Ok(Self {
+        let store = Self {
             pool,
             backend,
             write_lock,
             ledger,
-        })
+            audit_tip,
+        };
+        store.note_audit_head(store.audit_head().await?);
+        Ok(store)
     }
 
     /// Which backend this is.
@@ -1399,10 +1418,12 @@ pub(crate) struct StoreCore {
     write_lock: Arc<Mutex<WriterState>>,
 }
 
-/// What the single writer knows, guarded by the write lock. Only used on SQLite,
-/// where this process is the only writer; PostgreSQL replicas always read.
-#[derive(Default)]
+/// What the single writer knows, guarded by the write lock. The chain head and
+/// entry set are only used on SQLite, where this process is the only writer;
+/// PostgreSQL replicas always read.
 pub(crate) struct WriterState {
+    /// Told the seq of every audit record this process commits (wakes event streams).
+    audit_tip: Arc<watch::Sender<i64>>,
     /// The audit chain's head (seq, hash) after the last commit.
     audit_head: Option<(i64, [u8; 32])>,
     /// Entries seen to exist since the last entry-changing write.
@@ -1412,14 +1433,27 @@ pub(crate) struct WriterState {
 }
 
 impl WriterState {
+    fn new(audit_tip: Arc<watch::Sender<i64>>) -> Self {
+        Self {
+            audit_tip,
+            audit_head: None,
+            verified_entries: Default::default(),
+            usable_cas: Default::default(),
+        }
+    }
+
     /// Forgets cached existence checks; every non-ledger write calls this.
     fn clear_verified(&mut self) {
         self.verified_entries.clear();
         self.usable_cas.clear();
     }
 
-    /// Records the chain head after a commit (SQLite only).
+    /// Records the chain head after a commit (cached on SQLite only) and
+    /// announces its seq to event streams.
     fn committed(&mut self, backend: Backend, head: Option<(i64, [u8; 32])>) {
+        if let Some((seq, _)) = head {
+            raise(&self.audit_tip, seq);
+        }
         if backend == Backend::Sqlite && head.is_some() {
             self.audit_head = head;
         }
@@ -1536,4 +1570,16 @@ impl StoreCore {
         }
         Ok(())
     }
+}
+
+/// Raises a watched high-water mark, waking receivers only if it moved.
+fn raise(tip: &watch::Sender<i64>, seq: i64) {
+    tip.send_if_modified(|cur| {
+        if seq > *cur {
+            *cur = seq;
+            true
+        } else {
+            false
+        }
+    });
 }

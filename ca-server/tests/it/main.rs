@@ -5,9 +5,12 @@ mod common;
 
 mod bad_input;
 mod denials;
+mod events;
 mod limits;
 mod processes;
+mod receiver;
 mod roles;
 mod rotation;
 mod upstream;
 mod walkthrough;
+mod webhooks;

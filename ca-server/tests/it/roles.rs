@@ -54,10 +54,14 @@ async fn every_route_every_role(db: Db) {
 
     let mut checked = 0;
     for route in ROUTES {
-        let path = route
+        let mut path = route
             .path
             .replace("{serial}", "0badc0de")
             .replace("{id}", "00000000000000000000000000000000");
+        if route.path == "/v1/events" {
+            // A stream that ends once caught up, so the call returns.
+            path += "?follow=false";
+        }
         let method = Method::from_bytes(route.method.as_bytes()).unwrap();
         let body = matches!(route.method, "POST" | "PUT").then(|| json!({}));
         for (caller, client) in &callers {

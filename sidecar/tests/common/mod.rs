@@ -288,4 +288,3 @@ pub async fn await_closed(s: &mut TcpStream, within: Duration, what: &str) {
     .await;
     assert!(r.is_ok(), "{what}: still open after {within:?}");
 }
-
