@@ -118,9 +118,15 @@ impl Ca {
 
     /// Starts (or restarts) the CA on `listen` with its data in `dir`.
     pub fn start_in(dir: tempfile::TempDir, listen: &str) -> Ca {
+        Self::start_args(dir, listen, &[])
+    }
+
+    /// Starts the CA with extra command-line arguments (`--set k=v`, `--database-url`).
+    pub fn start_args(dir: tempfile::TempDir, listen: &str, args: &[&str]) -> Ca {
         let (proc, line) = Proc::spawn(
             Command::new(ca_binary())
                 .args(["--listen", listen])
+                .args(args)
                 .current_dir(dir.path()),
         );
         let port = line
@@ -287,4 +293,71 @@ pub async fn await_closed(s: &mut TcpStream, within: Duration, what: &str) {
     })
     .await;
     assert!(r.is_ok(), "{what}: still open after {within:?}");
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards. `.ci/run`
+/// starts the server; a missing server fails the test.
+pub struct PgDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl PgDb {
+    pub fn create() -> PgDb {
+        let admin = std::env::var("TESSERA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://tessera:tessera@127.0.0.1:5432/postgres".into());
+        let name = format!(
+            "tessera_sidecar_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let out = Command::new("psql")
+            .arg(&admin)
+            .args(["-qtAc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql must be installed (.ci/run installs PostgreSQL)");
+        assert!(
+            out.status.success(),
+            "creating a database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        PgDb {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin)
+            .args([
+                "-qtAc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// Drains a sidecar's stderr into its log and counts lines containing `needle`.
+pub fn count_log(s: &mut Sidecar, needle: &str) -> usize {
+    while let Ok(l) = s.proc.stderr.try_recv() {
+        s.proc.log.push(l);
+    }
+    s.proc.log.iter().filter(|l| l.contains(needle)).count()
+}
+
+/// The value of an unlabelled metric in a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

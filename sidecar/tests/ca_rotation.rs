@@ -1,0 +1,386 @@
+//! CA rotation and emergency CA revocation under continuous traffic through a
+//! pair of sidecars (A outbound → B inbound → echo app), with a real
+//! `tessera-ca` on SQLite and on PostgreSQL.
+//!
+//! - Two scheduled rotations (`POST /v1/ca/rotate`: prepare now, activate after
+//!   the overlap) while the sidecars also renew every few seconds: zero failed
+//!   connections, short or long. The bundle reaches both sidecars before any
+//!   leaf is signed by the new CA, so no handshake ever meets an unknown issuer.
+//! - Emergency revocation of the active CA with a standby published: every
+//!   connection authenticated by the revoked CA is closed, the sidecars re-issue
+//!   under the standby, and traffic recovers.
+
+mod common;
+
+use common::*;
+use hyper::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tessera_core::client::Client;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, watch};
+
+/// Traffic through the pair until stopped: short connections (one echo each)
+/// and three long-lived ones, counting successes and recording failures.
+struct Traffic {
+    ok: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    async fn start(target: String) -> Traffic {
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = watch::channel(false);
+        let mut longs = Vec::new();
+        for _ in 0..3 {
+            longs.push(TcpStream::connect(&target).await.unwrap());
+        }
+        let (ok2, errors2) = (ok.clone(), errors.clone());
+        let task = tokio::spawn(async move {
+            while !*stopped.borrow_and_update() {
+                for _ in 0..10 {
+                    match TcpStream::connect(&target).await {
+                        Ok(mut s) => match echo(&mut s, b"short").await {
+                            Ok(()) => {
+                                ok2.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => errors2.lock().await.push(format!("short: {e}")),
+                        },
+                        Err(e) => errors2.lock().await.push(format!("connect: {e}")),
+                    }
+                }
+                for l in longs.iter_mut() {
+                    if let Err(e) = echo(l, b"long-lived").await {
+                        errors2.lock().await.push(format!("long: {e}"));
+                    }
+                }
+            }
+        });
+        Traffic {
+            ok,
+            errors,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (u64, Vec<String>) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.errors.lock().await.clone(),
+        )
+    }
+}
+
+/// A CA with a fast schedule: checks every second, activates a requested
+/// rotation 3 s after its generation was published.
+fn start_ca(pg: Option<&PgDb>, extra: &[&str]) -> Ca {
+    let mut args = vec![
+        "--set",
+        "rotation.check_interval_seconds=1",
+        "--set",
+        "rotation.lease_seconds=3",
+        "--set",
+        "rotation.min_overlap_seconds=3",
+    ];
+    for e in extra {
+        args.push("--set");
+        args.push(e);
+    }
+    if let Some(db) = pg {
+        args.push("--database-url");
+        args.push(&db.url);
+    }
+    Ca::start_args(tempfile::tempdir().unwrap(), "127.0.0.1:0", &args)
+}
+
+/// Sidecars A (outbound) and B (inbound, allows A) renewing at 10 % of a 60 s life.
+async fn pair(ca: &Ca, app: &str) -> (Sidecar, Sidecar) {
+    let mut toks = Vec::new();
+    for name in ["ra", "rb"] {
+        let id = format!("spiffe://example.org/{name}");
+        ca.call(
+            Method::POST,
+            "/v1/entries",
+            Some(json!({"spiffe_id": id, "selectors": ["t:x"], "ttl_seconds": 60})),
+        )
+        .await;
+        let t = ca
+            .call(Method::POST, "/v1/tokens", Some(json!({"spiffe_id": id})))
+            .await;
+        toks.push(t["token"].as_str().unwrap().to_owned());
+    }
+    let fast =
+        "[renew]\nat_fraction = 0.1\njitter_fraction = 0.0\n[revocation]\nwait_seconds = 10\n";
+    let b = Sidecar::start(
+        ca,
+        &toks[1],
+        &format!(
+            "{fast}[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ra\"]\n"
+        ),
+    );
+    let a = Sidecar::start(
+        ca,
+        &toks[0],
+        &format!(
+            "{fast}[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/rb\"\n",
+            b.addr("inbound", "in")
+        ),
+    );
+    (a, b)
+}
+
+fn ids_in(v: &Value, state: &str) -> Vec<String> {
+    v["cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == state)
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls `GET /v1/ca` through `admin` until `pred` holds (an event on the CA).
+async fn await_ca(admin: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = admin.call(Method::GET, "/v1/ca", None).await.unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if r.status.is_success() && pred(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < end, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the sidecar's metric reaches `at_least`.
+async fn await_metric(s: &Sidecar, name: &str, at_least: f64) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = s.admin_get("/metrics").await;
+        if metric(&page, name).unwrap_or(0.0) >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{name} never reached {at_least}:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn rotate_twice_under_traffic(pg: Option<PgDb>) {
+    let ca = start_ca(pg.as_ref(), &["rotation.enabled=false"]);
+    let app = echo_server().await;
+    let (mut a, mut b) = pair(&ca, &app).await;
+    let traffic = Traffic::start(a.addr("outbound", "out")).await;
+    let first = ids_in(&ca.call(Method::GET, "/v1/ca", None).await, "active")[0].clone();
+    let mut generations = vec![first];
+    for round in 1..=2 {
+        let v = ca.call(Method::POST, "/v1/ca/rotate", None).await;
+        let prepared = ids_in(&v, "prepared")[0].clone();
+        // Both sidecars hold the new bundle (within the overlap, before activation).
+        await_metric(&a, "tessera_sidecar_bundle_updates_total", round as f64).await;
+        await_metric(&b, "tessera_sidecar_bundle_updates_total", round as f64).await;
+        let v = await_ca(&ca.admin, "scheduled activation", |v| {
+            ids_in(v, "active") == vec![prepared.clone()]
+        })
+        .await;
+        assert!(
+            ids_in(&v, "retired").contains(generations.last().unwrap()),
+            "{v}"
+        );
+        generations.push(prepared);
+        // Both sidecars renew under the new CA while traffic flows.
+        let (ia, ib) = (
+            count_log(&mut a, "identity installed"),
+            count_log(&mut b, "identity installed"),
+        );
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while count_log(&mut a, "identity installed") <= ia
+            || count_log(&mut b, "identity installed") <= ib
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "no renewal after round {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (ok, errors) = traffic.finish().await;
+    assert!(
+        errors.is_empty(),
+        "{} failed connections across two CA rotations: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(ok > 100, "too little traffic: {ok}");
+    // No denial of any kind on either side.
+    for s in [&a, &b] {
+        let page = s.admin_get("/metrics").await;
+        assert!(
+            !page
+                .lines()
+                .any(|l| l.starts_with("tessera_sidecar_denied_total") && !l.ends_with(" 0")),
+            "{page}"
+        );
+    }
+    let audit = ca.call(Method::GET, "/v1/audit?limit=1000", None).await;
+    let activations = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "ca.activate")
+        .count();
+    assert_eq!(activations, 2, "{audit}");
+    drop((a, b, ca));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotates_twice_under_traffic_sqlite() {
+    rotate_twice_under_traffic(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotates_twice_under_traffic_postgres() {
+    rotate_twice_under_traffic(Some(PgDb::create())).await;
+}
+
+async fn emergency_revocation_under_traffic(pg: Option<PgDb>) {
+    // A standby generation is kept published, so revoking the active one
+    // promotes a CA every sidecar already trusts.
+    let ca = start_ca(pg.as_ref(), &["rotation.standby=true"]);
+    let v = await_ca(&ca.admin, "standby prepared", |v| {
+        ids_in(v, "prepared").len() == 1
+    })
+    .await;
+    let (old, standby) = (
+        ids_in(&v, "active")[0].clone(),
+        ids_in(&v, "prepared")[0].clone(),
+    );
+    // The admin certificate falls with its CA: keep an API token, and trust the
+    // current bundle (old + standby) to reach the server afterwards.
+    let token = ca
+        .call(
+            Method::POST,
+            "/v1/credentials",
+            Some(json!({"name": "ops", "role": "admin"})),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app = echo_server().await;
+    let (mut a, mut b) = pair(&ca, &app).await;
+    let r = ca
+        .admin
+        .call(Method::GET, "/v1/bundle", None)
+        .await
+        .unwrap();
+    let anchors = tessera_core::pem::certs(&r.body).unwrap();
+    assert_eq!(anchors.len(), 2);
+    let ops = Client::new(
+        &ca.url,
+        tessera_core::tls::api_client_config(&anchors, None, false).unwrap(),
+        Some(token),
+    )
+    .unwrap();
+
+    let target = a.addr("outbound", "out");
+    let mut long = TcpStream::connect(&target).await.unwrap();
+    echo(&mut long, b"before").await.unwrap();
+    let traffic = Traffic::start(target.clone()).await;
+    while traffic.ok.load(Ordering::Relaxed) < 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let r = ops
+        .call(Method::POST, &format!("/v1/ca/{old}/revoke"), None)
+        .await
+        .unwrap();
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["replacement"], standby.as_str(), "{v}");
+    assert!(v.get("warning").is_none(), "{v}");
+    // The connection authenticated by the revoked CA does not survive.
+    await_closed(
+        &mut long,
+        Duration::from_secs(5),
+        "connection from the revoked CA",
+    )
+    .await;
+    // Both sidecars re-issue under the standby at once.
+    for s in [&mut a, &mut b] {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while count_log(s, "re-issuing now") == 0 {
+            assert!(
+                std::time::Instant::now() < end,
+                "no re-issue:\n{}",
+                s.proc.log.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Traffic recovers: 20 consecutive new connections succeed.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut streak = 0;
+    while streak < 20 {
+        assert!(std::time::Instant::now() < end, "traffic did not recover");
+        let ok = match TcpStream::connect(&target).await {
+            Ok(mut s) => echo(&mut s, b"after").await.is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            streak += 1;
+        } else {
+            streak = 0;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (ok, errors) = traffic.finish().await;
+    assert!(ok > 0);
+    eprintln!(
+        "{} connections failed during the emergency, then recovered",
+        errors.len()
+    );
+    // Each sidecar's identity now comes from the standby: renewals recorded in
+    // the ledger by the new CA, and the feed holds the old leaves as cACompromise.
+    let r = ops
+        .call(Method::GET, "/v1/revocations?since=0", None)
+        .await
+        .unwrap();
+    let feed: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        feed["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "ca_compromise" && e["spiffe_id"] == "spiffe://example.org/ra"),
+        "{feed}"
+    );
+    let mut fresh = TcpStream::connect(&target).await.unwrap();
+    echo(&mut fresh, b"a new long connection").await.unwrap();
+    drop((a, b, ca));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_ca_revocation_under_traffic_sqlite() {
+    emergency_revocation_under_traffic(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_ca_revocation_under_traffic_postgres() {
+    emergency_revocation_under_traffic(Some(PgDb::create())).await;
+}
