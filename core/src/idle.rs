@@ -70,16 +70,27 @@ impl Activity {
     }
 }
 
-/// The connection's I/O, recording every successful read as activity.
+/// The connection's I/O, recording every successful read as activity and
+/// counting the bytes read (so a relay can report them however it ends).
 pub struct IdleIo<T> {
     inner: T,
     activity: Activity,
+    read: u64,
 }
 
 impl<T> IdleIo<T> {
     /// Wraps `inner`, recording reads in `activity`.
     pub fn new(inner: T, activity: Activity) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            read: 0,
+        }
+    }
+
+    /// Bytes read through this wrapper so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -92,6 +103,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.read += (buf.filled().len() - before) as u64;
             self.activity.touch();
         }
         r

@@ -323,19 +323,16 @@ async fn relay<A, B>(
         _ = activity.idle_for(idle) => {
             tracing::debug!(listener, "closing idle connection");
         }
-        r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
-            if let Ok((to_b, to_a)) = r
-                && per_conn
-            {
-                m.bytes_in.add(&[listener], to_b);
-                m.bytes_out.add(&[listener], to_a);
-            }
-        }
+        _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {}
         _ = revoked => {
             tracing::warn!(listener, serial = peer_serial.as_deref().unwrap_or("-"), "closing connection: peer certificate revoked");
         }
     }
     if per_conn {
+        // Counted from the wrappers, so bytes of connections that end in an
+        // error, an idle close or a revocation are counted too.
+        m.bytes_in.add(&[listener], a.bytes_read());
+        m.bytes_out.add(&[listener], b.bytes_read());
         m.closed.inc(&[listener]);
         m.active.add(&[listener], -1);
     }

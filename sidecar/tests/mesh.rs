@@ -857,3 +857,212 @@ async fn connection_cap_and_graceful_drain() {
         "did not exit cleanly after draining: {status:?}"
     );
 }
+
+/// A client certificate that chains to the bundle but has expired is refused
+/// with reason `expired`. The CA imports a root made here, so the test can sign
+/// a leaf whose validity ended years ago (the CA itself never issues one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_client_certificate_is_refused() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
+    };
+    let w = tempfile::tempdir().unwrap();
+    let d = w.path();
+    let root_key = KeyPair::generate().unwrap();
+    let mut rp = CertificateParams::default();
+    rp.distinguished_name
+        .push(DnType::CommonName, "Operator test root");
+    rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    rp.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    rp.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+    rp.not_before = date_time_ymd(2020, 1, 1);
+    rp.not_after = date_time_ymd(2090, 1, 1);
+    let root = rp.self_signed(&root_key).unwrap();
+    std::fs::write(d.join("root.pem"), root.pem()).unwrap();
+    std::fs::write(d.join("root.key"), root_key.serialize_pem()).unwrap();
+    let ca = Ca::start_args(
+        tempfile::tempdir().unwrap(),
+        "127.0.0.1:0",
+        &[
+            "--set",
+            &format!("ca.import_cert=\"{}\"", d.join("root.pem").display()),
+            "--set",
+            &format!("ca.import_key=\"{}\"", d.join("root.key").display()),
+        ],
+    );
+    let app = echo_server().await;
+    let tb = ca.token("guard").await;
+    let mut b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n"
+        ),
+    );
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut lp = CertificateParams::default();
+    lp.is_ca = IsCa::ExplicitNoCa;
+    lp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    lp.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    lp.subject_alt_names = vec![SanType::URI("spiffe://example.org/old".try_into().unwrap())];
+    lp.not_before = date_time_ymd(2021, 1, 1);
+    lp.not_after = date_time_ymd(2021, 1, 2);
+    let leaf = lp.signed_by(&leaf_key, &Issuer::new(rp, root_key)).unwrap();
+    std::fs::write(d.join("leaf.pem"), leaf.pem()).unwrap();
+    std::fs::write(d.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &b.addr("inbound", "in"),
+            "-cert",
+            "leaf.pem",
+            "-key",
+            "leaf.key",
+            "-brief",
+        ])
+        .current_dir(d)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = b.proc.await_log("connection denied");
+    assert!(
+        line.contains("reason=expired") || line.contains("\"expired\""),
+        "{line}\n{text}"
+    );
+    assert!(
+        line.contains("listener=in") || line.contains("\"in\""),
+        "{line}"
+    );
+    let metrics = b.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("tessera_sidecar_denied_total{listener=\"in\",reason=\"expired\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Metrics follow what happens: active connections per listener while open,
+/// bytes in and out per listener once closed (however the relay ended), and
+/// the revocation-feed lag growing while the CA is unreachable, while the
+/// sidecar keeps serving with its last known state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_track_connections_bytes_and_feed_lag() {
+    let mut ca = Ca::start();
+    let app = echo_server().await;
+    let (ta, tb) = (ca.token("ma").await, ca.token("mb").await);
+    let b = Sidecar::start(
+        &ca,
+        &tb,
+        &format!(
+            "[revocation]\nwait_seconds = 2\n[[inbound]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ma\"]\n"
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &format!(
+            "[revocation]\nwait_seconds = 2\n[[outbound]]\nname = \"to-b\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/mb\"\n",
+            b.addr("inbound", "api")
+        ),
+    );
+    let series = |page: &str, name: &str, listener: &str| -> f64 {
+        let key = format!("{name}{{listener=\"{listener}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(a.addr("outbound", "to-b"))
+            .await
+            .unwrap();
+        echo(&mut s, &[7u8; 1000]).await.unwrap();
+        conns.push(s);
+    }
+    let page = a.admin_get("/metrics").await;
+    assert_eq!(
+        series(&page, "tessera_sidecar_connections_active", "to-b"),
+        3.0,
+        "{page}"
+    );
+    assert_eq!(
+        series(&page, "tessera_sidecar_connections_opened_total", "to-b"),
+        3.0
+    );
+    drop(conns);
+    // Closed: active back to 0, and 3 × 1000 bytes each way on both sides.
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (pa, pb) = (a.admin_get("/metrics").await, b.admin_get("/metrics").await);
+        let done = series(&pa, "tessera_sidecar_connections_active", "to-b") == 0.0
+            && series(&pb, "tessera_sidecar_connections_active", "api") == 0.0
+            && series(&pa, "tessera_sidecar_connections_closed_total", "to-b") == 3.0
+            && series(&pb, "tessera_sidecar_connections_closed_total", "api") == 3.0;
+        if done {
+            for (page, l) in [(&pa, "to-b"), (&pb, "api")] {
+                assert_eq!(
+                    series(page, "tessera_sidecar_bytes_in_total", l),
+                    3000.0,
+                    "{page}"
+                );
+                assert_eq!(
+                    series(page, "tessera_sidecar_bytes_out_total", l),
+                    3000.0,
+                    "{page}"
+                );
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "connections not closed:\n{pa}\n{pb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = a.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&page, "tessera_sidecar_revocation_feed_lag_seconds"),
+        Some(0.0),
+        "{page}"
+    );
+    assert!(
+        metric(
+            &page,
+            "tessera_sidecar_certificate_expiry_timestamp_seconds"
+        )
+        .unwrap()
+            > 0.0
+    );
+    // The CA goes away: the lag grows, and A → B keeps working.
+    drop(ca.proc.take());
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let page = a.admin_get("/metrics").await;
+        if metric(&page, "tessera_sidecar_revocation_feed_lag_seconds").unwrap_or(0.0) >= 2.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "feed lag never grew:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut s = TcpStream::connect(a.addr("outbound", "to-b"))
+        .await
+        .unwrap();
+    echo(&mut s, b"still serving without the CA").await.unwrap();
+}
