@@ -526,6 +526,14 @@ impl Authority {
         let ca = self.signing_ca();
         preconditions.push(Precondition::IssuerUsable(ca.id.clone()));
         let now = now_unix();
+        // A leaf never outlives its issuer; one that would live less than the
+        // minimum TTL is refused rather than issued nearly expired.
+        if ca.not_after - now < self.cfg.issuance.min_ttl_seconds {
+            return Err(AuthorityError::Conflict(
+                "the active CA expires too soon to issue from: rotate the CA (`tessera ca rotate`)"
+                    .into(),
+            ));
+        }
         let leaf = ca.sign_leaf(
             &LeafSpec {
                 spiffe_id,

@@ -440,3 +440,35 @@ async fn emergency_revocation(db: Db) {
     assert!(ca_cert_pem(&h, &fresh).contains("BEGIN CERTIFICATE"));
 }
 both_backends!(emergency_revocation);
+
+async fn expiring_ca_refuses_to_issue(db: Db) {
+    // A CA with 61 s to live and a 60 s minimum leaf lifetime: after two
+    // seconds no leaf could get its minimum lifetime, so issuance is refused
+    // with a pointer to rotation instead of handing out a nearly dead leaf.
+    let h = Harness::start_with(
+        db,
+        &[
+            "ca.ttl_seconds=61",
+            "issuance.max_ttl_seconds=60",
+            "issuance.default_ttl_seconds=60",
+            "rotation.enabled=false",
+        ],
+    )
+    .await;
+    h.entry("spiffe://example.org/late").await;
+    let token = h.join_token("spiffe://example.org/late").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, csr) = csr();
+    let before = h.count("certificates").await;
+    let (s, v) = call(
+        &h.anonymous(),
+        Method::POST,
+        "/v1/certs/redeem",
+        Some(json!({"token": token, "csr": csr})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("rotate"), "{v}");
+    assert_eq!(h.count("certificates").await, before);
+}
+both_backends!(expiring_ca_refuses_to_issue);
