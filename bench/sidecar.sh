@@ -382,13 +382,16 @@ wrk_run() { # peer metric-prefix extra-args...
     [ "$us" = - ] || record "$peer" "${pre}_cpu_us" "$us"
 }
 for round in $(seq "$ROUNDS"); do
-    echo "== round $round/$ROUNDS, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    # Even rounds run the peers in reverse order, so that drift in the
+    # machine's load does not always favour the same peer.
+    order=$PEERS; [ $((round % 2)) = 0 ] && order=$(printf '%s\n' $PEERS | tac | xargs)
+    echo "== round $round/$ROUNDS ($order), load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "-- keep-alive HTTP (wrk, 16 connections, ${DURATION}s)"
-    for peer in $PEERS; do wrk_run "$peer" ka; done
+    for peer in $order; do wrk_run "$peer" ka; done
     echo "-- new connection and full handshake per request (wrk -H 'Connection: close', 16 concurrent, ${DURATION}s)"
-    for peer in $PEERS; do wrk_run "$peer" nc -H "Connection: close"; done
+    for peer in $order; do wrk_run "$peer" nc -H "Connection: close"; done
     echo "-- bulk (iperf3, one stream, ${DURATION}s)"
-    for peer in $PEERS; do
+    for peer in $order; do
         procs=(); [ "$peer" = plain ] || procs=("${cpid[$peer-bulk]}" "${spid[$peer-bulk]}")
         c0=$(cpu_ticks "${procs[@]}")
         read -r gb g < <(iperf3 -c 127.0.0.1 -p "${port[$peer-bulk]}" -t "$DURATION" -f g 2>&1 | awk '/receiver/ {v = $5; if ($6 ~ /^K/) v /= 1048576; else if ($6 ~ /^M/) v /= 1024; print v, $7}') || true
