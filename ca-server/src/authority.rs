@@ -150,8 +150,10 @@ pub struct Bundle {
     pub pem: String,
     /// SPIFFE bundle (JWKS) JSON.
     pub jwks: String,
-    /// Sequence number (changes when the anchors do).
+    /// Sequence number (changes when the anchors or JWT-SVID keys do).
     pub sequence: i64,
+    /// The JWT-SVID keys of the published generations.
+    pub jwt_keys: Vec<tessera_core::jwt::Jwk>,
 }
 
 /// A signed CRL in both encodings.
@@ -176,6 +178,8 @@ pub struct Authority {
     /// Metrics.
     pub metrics: Metrics,
     signing: RwLock<Arc<SigningCa>>,
+    /// Signs JWT-SVIDs: the active generation's JWT key.
+    jwt_signer: RwLock<Option<Arc<tessera_core::jwt::JwtSigner>>>,
     /// Signs the server's own TLS certificate: the oldest generation still
     /// published and able to sign (see `lifecycle::server_signer`).
     server_signer: RwLock<Arc<SigningCa>>,
@@ -272,7 +276,7 @@ impl Authority {
             .ok_or(AuthorityError::NotFound("active CA"))?;
         let signing = Arc::new(open_ca(&kek, active)?);
         let server_signer = lifecycle::server_signer(&kek, &cas, &signing);
-        let bundle = build_bundle(&cas)?;
+        let bundle = build_bundle(&cas, &[])?;
         let version = store.revocation_version().await?;
         let (rev_version, _) = watch::channel(version);
         let (bundle_seq, _) = watch::channel(bundle.sequence);
@@ -289,6 +293,7 @@ impl Authority {
             store,
             signing: RwLock::new(signing),
             server_signer: RwLock::new(server_signer),
+            jwt_signer: RwLock::new(None),
             bundle: RwLock::new(Arc::new(bundle)),
             crls: RwLock::new(HashMap::new()),
             rev_version,
@@ -305,6 +310,8 @@ impl Authority {
             events,
         });
         this.refresh_crls().await?;
+        // JWT-SVID keys (created for published generations that lack one).
+        this.reload_cas().await?;
         Ok(this)
     }
 
@@ -1632,7 +1639,7 @@ pub(crate) fn ca_published(state: &str) -> bool {
 
 /// Builds the trust bundle: the published self-signed CAs, plus the upstream
 /// anchors of published intermediates.
-fn build_bundle(cas: &[CaRow]) -> Result<Bundle> {
+fn build_bundle(cas: &[CaRow], jwt_keys: &[tessera_core::jwt::Jwk]) -> Result<Bundle> {
     let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
     // The active generation first, then the prepared one, then retired ones:
     // a stable order for followers that read the first anchor.
@@ -1661,13 +1668,19 @@ fn build_bundle(cas: &[CaRow]) -> Result<Bundle> {
         return Err(AuthorityError::NotFound("trust anchor"));
     }
     let pem = pem::encode_certs(anchors.iter().map(|c| c.as_ref()));
-    let sequence =
-        i64::from_be_bytes(sha256(pem.as_bytes())[..8].try_into().unwrap_or([0; 8])) & i64::MAX;
-    let jwks = crate::jwks::spiffe_bundle(&anchors, sequence);
+    // The sequence covers the JWT-SVID keys too: a new one must reach followers.
+    let keys_json = serde_json::to_string(jwt_keys).unwrap_or_default();
+    let sequence = i64::from_be_bytes(
+        sha256(format!("{pem}{keys_json}").as_bytes())[..8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    ) & i64::MAX;
+    let jwks = crate::jwks::spiffe_bundle(&anchors, jwt_keys, sequence);
     Ok(Bundle {
         anchors,
         pem,
         jwks,
         sequence,
+        jwt_keys: jwt_keys.to_vec(),
     })
 }

@@ -1,4 +1,5 @@
-//! The SPIFFE bundle format: a JWK Set whose keys carry `use: x509-svid` and `x5c`.
+//! The SPIFFE bundle format: a JWK Set whose keys carry `use: x509-svid` and
+//! `x5c` (trust anchors), or `use: jwt-svid` and a `kid` (JWT-SVID keys).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -6,9 +7,14 @@ use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use x509_parser::public_key::PublicKey;
 
-/// Renders trust anchors as a SPIFFE bundle document.
-pub fn spiffe_bundle(anchors: &[CertificateDer<'static>], sequence: i64) -> String {
-    let keys: Vec<Value> = anchors.iter().filter_map(|c| jwk(c)).collect();
+/// Renders trust anchors and JWT-SVID keys as a SPIFFE bundle document.
+pub fn spiffe_bundle(
+    anchors: &[CertificateDer<'static>],
+    jwt_keys: &[tessera_core::jwt::Jwk],
+    sequence: i64,
+) -> String {
+    let mut keys: Vec<Value> = anchors.iter().filter_map(|c| jwk(c)).collect();
+    keys.extend(jwt_keys.iter().filter_map(|k| serde_json::to_value(k).ok()));
     json!({
         "keys": keys,
         "spiffe_sequence": sequence,

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ca_state: Arc<GaugeVec>,
     /// Unexpired, unrevoked leaves each signing generation issued.
     pub ca_dependents: Arc<GaugeVec>,
+    /// JWT-SVIDs signed.
+    pub jwt_issued: Arc<CounterVec>,
     /// Webhook delivery attempts, by outcome (delivered, retrying, failed).
     pub webhook_deliveries: Arc<CounterVec>,
 }
@@ -95,6 +97,11 @@ impl Metrics {
                 "tessera_ca_dependent_leaves",
                 "Unexpired, unrevoked leaves signed by each active or retired CA generation.",
                 &["ca_id"],
+            )),
+            jwt_issued: registry.register(CounterVec::new(
+                "tessera_jwt_svids_issued_total",
+                "JWT-SVIDs signed.",
+                &[],
             )),
             webhook_deliveries: registry.register(CounterVec::new(
                 "tessera_webhook_deliveries_total",

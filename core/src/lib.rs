@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod idle;
+pub mod jwt;
 pub mod metrics;
 pub mod pem;
 pub mod spiffe;

@@ -72,7 +72,7 @@ pub struct LeafInfo {
 /// Parses a certificate, mapping every parse failure to [`SvidError::Malformed`].
 pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, SvidError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok((&[], cert)) => Ok(cert),
         _ => Err(SvidError::Malformed),
     }
 }
@@ -404,13 +404,13 @@ mod tests {
         let (mut p, k) = ca();
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         assert_eq!(
-            check_signing_cert(&p.self_signed(&k).unwrap().der().to_vec()).unwrap_err(),
+            check_signing_cert(p.self_signed(&k).unwrap().der()).unwrap_err(),
             SvidError::KeyUsage("keyCertSign must be set")
         );
         let (mut p, k) = ca();
         p.subject_alt_names = vec![SanType::URI("spiffe://example.org/ca".try_into().unwrap())];
         assert_eq!(
-            check_signing_cert(&p.self_signed(&k).unwrap().der().to_vec()).unwrap_err(),
+            check_signing_cert(p.self_signed(&k).unwrap().der()).unwrap_err(),
             SvidError::SigningIdHasPath
         );
     }

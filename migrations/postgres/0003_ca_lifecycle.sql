@@ -13,3 +13,14 @@ UPDATE cas SET prepared_at = created_at WHERE state = 'prepared';
 
 -- "Leaves still depending on a CA" and revoking every leaf of a CA read by issuer.
 CREATE INDEX certificates_ca_not_after ON certificates (ca_id, not_after);
+
+-- JWT-SVID signing keys, one per CA generation (sealed like CA keys), created
+-- when the generation is first published so the bundle's JWKS carries the key
+-- before anything is signed with it; deleted when the generation leaves the
+-- bundle (removed or revoked).
+CREATE TABLE jwt_keys (
+    ca_id TEXT PRIMARY KEY,
+    kid TEXT NOT NULL,
+    key_sealed BYTEA NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -60,6 +60,7 @@ pub(super) fn method_router(
             limits.max_denial_report_bytes.max(limits.max_body_bytes),
         )),
         ("GET", "/v1/denials") => get(list_denials),
+        ("POST", "/v1/jwt-svids") => post(jwt_svid),
         ("GET", "/v1/events") => get(events),
         ("GET", "/v1/webhooks") => get(list_webhooks),
         ("POST", "/v1/webhooks") => post(create_webhook),
@@ -685,4 +686,12 @@ async fn webhook_deliveries(
     Ok(Json(api::WebhookDeliveryList {
         items: a.webhook_deliveries(&id, limit).await?,
     }))
+}
+
+async fn jwt_svid(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::JwtSvidRequest>,
+) -> Res<Response> {
+    Ok((StatusCode::CREATED, Json(a.issue_jwt_svid(&p, &req)?)).into_response())
 }

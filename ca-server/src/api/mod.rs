@@ -102,6 +102,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("POST", "/v1/credentials", Access::Roles(ADMIN)),
     r!("DELETE", "/v1/credentials/{id}", Access::Roles(ADMIN)),
     r!("POST", "/v1/denials", Access::Workload),
+    r!("POST", "/v1/jwt-svids", Access::Workload),
     r!("GET", "/v1/denials", Access::Roles(DENIALS)),
     r!("GET", "/v1/events", Access::Roles(EVENTS)),
     r!("GET", "/v1/webhooks", Access::Roles(EVENTS)),

@@ -119,7 +119,8 @@ impl Authority {
             .server_signer
             .write()
             .unwrap_or_else(|p| p.into_inner()) = server;
-        let bundle = build_bundle(&cas)?;
+        let jwt_keys = self.load_jwt_keys(&cas, active).await?;
+        let bundle = build_bundle(&cas, &jwt_keys)?;
         let changed_bundle = bundle.sequence != self.bundle().sequence;
         if changed_bundle {
             *self.bundle.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(bundle);
@@ -163,6 +164,109 @@ impl Authority {
             );
         }
         Ok(())
+    }
+
+    /// Makes sure every published generation has a JWT-SVID key (created and
+    /// sealed here on first sight), loads the active one's for signing, and
+    /// returns the published public keys for the bundle.
+    async fn load_jwt_keys(
+        &self,
+        cas: &[CaRow],
+        active: &CaRow,
+    ) -> Result<Vec<tessera_core::jwt::Jwk>> {
+        use tessera_core::jwt::JwtSigner;
+        let label = |id: &str| format!("jwt:{id}");
+        let mut stored = self.store.jwt_keys().await?;
+        let missing: Vec<&CaRow> = cas
+            .iter()
+            .filter(|c| ca_published(&c.state) && !stored.iter().any(|(id, _, _)| *id == c.id))
+            .collect();
+        if !missing.is_empty() {
+            for c in missing {
+                let der = JwtSigner::generate().map_err(jwt_err)?;
+                let kid = ca::random_id();
+                let sealed = self.kek.seal(&label(&c.id), &der)?;
+                self.store.insert_jwt_key(&c.id, &kid, &sealed).await?;
+            }
+            stored = self.store.jwt_keys().await?;
+        }
+        let mut keys = Vec::new();
+        let mut signer = None;
+        for (ca_id, kid, sealed) in &stored {
+            let Some(c) = cas.iter().find(|c| &c.id == ca_id) else {
+                continue;
+            };
+            if !ca_published(&c.state) {
+                continue;
+            }
+            let der = self.kek.open(&label(ca_id), sealed)?;
+            let s = JwtSigner::load(&der, kid).map_err(jwt_err)?;
+            keys.push(s.jwk());
+            if c.id == active.id {
+                signer = Some(Arc::new(s));
+            }
+        }
+        *self.jwt_signer.write().unwrap_or_else(|p| p.into_inner()) = signer;
+        Ok(keys)
+    }
+
+    /// Signs a JWT-SVID for a workload's own SPIFFE ID with the active
+    /// generation's JWT key (published in the bundle since its preparation).
+    pub fn issue_jwt_svid(
+        &self,
+        actor: &Principal,
+        req: &api::JwtSvidRequest,
+    ) -> Result<api::JwtSvid> {
+        let Principal::Workload { spiffe_id, .. } = actor else {
+            return Err(AuthorityError::Invalid {
+                field: "credentials",
+                reason: "JWT-SVIDs are issued to workloads for their own SPIFFE ID".into(),
+            });
+        };
+        if req.audience.is_empty() || req.audience.len() > 16 {
+            return Err(AuthorityError::Invalid {
+                field: "audience",
+                reason: "give 1 to 16 audiences".into(),
+            });
+        }
+        if let Some(bad) = req
+            .audience
+            .iter()
+            .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_control()))
+        {
+            return Err(AuthorityError::Invalid {
+                field: "audience",
+                reason: format!(
+                    "each audience is 1 to 256 printable characters (got {} bytes)",
+                    bad.len()
+                ),
+            });
+        }
+        let ttl = req.ttl_seconds.unwrap_or(300);
+        if !(60..=3600).contains(&ttl) {
+            return Err(AuthorityError::Invalid {
+                field: "ttl_seconds",
+                reason: "must be between 60 and 3600".into(),
+            });
+        }
+        let signer = self
+            .jwt_signer
+            .read()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or(AuthorityError::NotFound("JWT-SVID signing key"))?;
+        let now = now_unix();
+        // Never beyond the active generation: its key leaves the bundle with it.
+        let exp = (now + ttl as i64).min(self.signing_ca().not_after);
+        let token = signer
+            .sign(spiffe_id, &req.audience, now, exp)
+            .map_err(jwt_err)?;
+        self.metrics.jwt_issued.inc(&[]);
+        Ok(api::JwtSvid {
+            token,
+            spiffe_id: spiffe_id.clone(),
+            expires_at: api::rfc3339(exp),
+        })
     }
 
     /// Picks up transitions made by other replicas (a cheap read of id/state).
@@ -603,6 +707,13 @@ fn cas_time(rfc: &str) -> Option<i64> {
     time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp())
+}
+
+fn jwt_err(e: tessera_core::jwt::JwtError) -> AuthorityError {
+    AuthorityError::Invalid {
+        field: "jwt key",
+        reason: e.to_string(),
+    }
 }
 
 /// A CA ID is 32 hex digits.

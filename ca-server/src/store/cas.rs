@@ -168,11 +168,15 @@ impl Store {
                     sqlx::query(
                         "UPDATE cas SET state = 'removed', ended_at = $2, key_sealed = $3 WHERE id = $1",
                     )
-                    .bind(id)
+                    .bind(id.clone())
                     .bind(now)
                     .bind(Vec::<u8>::new())
                     .execute(&mut **tx)
                     .await?;
+                    sqlx::query("DELETE FROM jwt_keys WHERE ca_id = $1")
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
                     Ok(())
                 })
             })
@@ -241,6 +245,10 @@ impl Store {
         .bind(Vec::<u8>::new())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM jwt_keys WHERE ca_id = $1")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
         let mut audits = vec![audit];
         let replaced_by = match (current.as_str(), replacement, promote) {
             ("active", Some(r), _) => {
@@ -325,6 +333,41 @@ impl Store {
         .fetch_one(&self.pool)
         .await?
         .get(0))
+    }
+
+    /// Every JWT-SVID signing key: (CA generation, kid, sealed key).
+    pub async fn jwt_keys(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        Ok(
+            sqlx::query("SELECT ca_id, kid, key_sealed FROM jwt_keys ORDER BY ca_id")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        )
+    }
+
+    /// Stores a generation's JWT-SVID key unless it has one already (two
+    /// replicas creating one at once: the first wins, both then read it).
+    pub async fn insert_jwt_key(
+        &self,
+        ca_id: &str,
+        kid: &str,
+        key_sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jwt_keys (ca_id, kid, key_sealed, created_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS \
+             (SELECT 1 FROM cas WHERE id = $1 AND state IN ('prepared', 'active', 'retired')) \
+             ON CONFLICT (ca_id) DO NOTHING",
+        )
+        .bind(ca_id.to_owned())
+        .bind(kid.to_owned())
+        .bind(key_sealed.to_vec())
+        .bind(tessera_core::now_unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// A cheap fingerprint of every generation's (id, state), to notice

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod denials;
 mod events;
+mod jwt;
 mod limits;
 mod processes;
 mod receiver;
