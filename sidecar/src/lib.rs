@@ -13,6 +13,7 @@ pub mod config;
 pub mod identity;
 mod metrics;
 pub mod proxy;
+mod relay;
 
 use config::Config;
 use identity::{IdentitySource, Svid};

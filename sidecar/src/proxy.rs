@@ -323,7 +323,7 @@ async fn relay<A, B>(
         _ = activity.idle_for(idle) => {
             tracing::debug!(listener, "closing idle connection");
         }
-        _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {}
+        _ = crate::relay::copy_bidirectional(&mut a, &mut b) => {}
         _ = revoked => {
             tracing::warn!(listener, serial = peer_serial.as_deref().unwrap_or("-"), "closing connection: peer certificate revoked");
         }
