@@ -566,17 +566,20 @@ impl Authority {
             let at = cas_time(&n.at)?;
             (at + grace < now).then(|| format!("{} of {:?} was due at {}", n.action, n.ca_id, n.at))
         });
+        // The operator's part is computed afresh (an import may have just
+        // ended it); `s.stalled` is only this replica's last view of it.
         let stalled = operator_needed(&cas, &self.cfg, now)
-            .or_else(|| s.stalled.clone())
             .or(overdue)
             .or_else(|| {
-            (self.cfg.rotation.enabled && s.last_seen > 0 && s.last_seen + grace < now).then(|| {
-                format!(
-                    "no replica has run the schedule since {}",
-                    api::rfc3339(s.last_seen)
+                (self.cfg.rotation.enabled && s.last_seen > 0 && s.last_seen + grace < now).then(
+                    || {
+                        format!(
+                            "no replica has run the schedule since {}",
+                            api::rfc3339(s.last_seen)
+                        )
+                    },
                 )
-            })
-        });
+            });
         Ok(api::CaStatus {
             trust_domain: self.td.to_string(),
             cas: infos,

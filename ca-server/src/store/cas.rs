@@ -276,7 +276,7 @@ impl Store {
         )
         .await?;
         audits.append(&mut leaf_audits);
-        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
         tx.commit().await?;
         state.committed(core.backend, head);
         Ok((revoked, version, replaced_by))
