@@ -408,6 +408,11 @@ impl Authority {
         }
     }
 
+    /// This process's replica ID: the holder name in the `leases` table.
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
     /// The CA currently signing.
     pub fn signing_ca(&self) -> Arc<SigningCa> {
         self.signing
@@ -1490,6 +1495,10 @@ async fn open_parts(cfg: &Config) -> Result<(TrustDomain, Store, Kek)> {
 /// Intermediate mode, step 1: creates a key (sealed in the store) and returns a
 /// CSR for the operator's root to sign. The CA stays `pending` until
 /// [`import_signed_intermediate`]. Returns (CA ID, CSR PEM).
+///
+/// Used for the first intermediate and for every rotation of it, also while
+/// the server runs (it only writes the store). Refused while another
+/// generation is pending or prepared: one successor at a time.
 pub async fn prepare_intermediate(cfg: &Config) -> Result<(String, String)> {
     let (td, store, kek) = open_parts(cfg).await?;
     let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
@@ -1517,20 +1526,61 @@ pub async fn prepare_intermediate(cfg: &Config) -> Result<(String, String)> {
         target: id.clone(),
         details: json!({"key_algorithm": alg.as_str()}),
     };
-    store.insert_ca(&row, audit).await?;
+    store.prepare_ca(&row, audit).await?;
+    tracing::info!(ca = %id, "pending intermediate CA created; CSR written for the operator's root");
     Ok((id, csr))
+}
+
+/// What [`import_signed_intermediate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedIntermediate {
+    /// The CA's ID.
+    pub id: String,
+    /// `active` on first start, `prepared` when another generation is active
+    /// (a rotation: published now, activated after the minimum overlap).
+    pub state: &'static str,
+    /// Whether the signed certificate carries a NameConstraints extension.
+    pub name_constrained: bool,
+}
+
+/// Refuses certificates whose URI name constraints rustls-webpki would reject.
+fn refuse_uri_name_constraints(
+    field: &'static str,
+    certs: &[CertificateDer<'static>],
+) -> Result<bool> {
+    let mut present = false;
+    for c in certs {
+        let nc = ca::name_constraints(c).map_err(|e| AuthorityError::Invalid {
+            field,
+            reason: e.to_string(),
+        })?;
+        if nc.uri {
+            return Err(AuthorityError::Invalid {
+                field,
+                reason: "carries URI name constraints, which rustls-webpki (Tessera's sidecars, \
+                         CLI and API) rejects unconditionally: every certificate under it would \
+                         be refused. Sign without URI name constraints (DNS and IP constraints \
+                         are fine)"
+                    .into(),
+            });
+        }
+        present |= nc.present;
+    }
+    Ok(present)
 }
 
 /// Intermediate mode, step 2: takes the certificate the operator's root signed
 /// for the pending CA, checks that it is a signing certificate for the pending
-/// key, in this trust domain, and signed by a certificate of `chain` or
-/// `bundle`, then makes it the active CA. Returns the CA ID.
+/// key, in this trust domain, signed by a certificate of `chain` or `bundle`,
+/// outliving a maximum-lifetime leaf and free of URI name constraints, then
+/// makes it the active CA (first start) or a prepared one (rotation; a running
+/// server picks it up within a second). Nothing changes when it is refused.
 pub async fn import_signed_intermediate(
     cfg: &Config,
     cert_pem: &[u8],
     bundle_pem: &[u8],
     chain_pem: Option<&[u8]>,
-) -> Result<String> {
+) -> Result<ImportedIntermediate> {
     let (td, store, kek) = open_parts(cfg).await?;
     let invalid = |field: &'static str, reason: String| AuthorityError::Invalid { field, reason };
     let cert = pem::certs(cert_pem)
@@ -1588,13 +1638,18 @@ pub async fn import_signed_intermediate(
             "expires before a maximum-lifetime leaf would (see issuance.max_ttl_seconds)".into(),
         ));
     }
+    let name_constrained = refuse_uri_name_constraints("--cert", std::slice::from_ref(&cert))?;
+    refuse_uri_name_constraints("--chain", &chain)?;
+    refuse_uri_name_constraints("--bundle", &anchors)?;
     let audit = AuditEntry {
         actor: "system".into(),
         action: "ca.import_signed",
         target: pending.id.clone(),
-        details: json!({"subject": loaded.subject, "not_after": loaded.not_after}),
+        details: json!({"subject": loaded.subject, "not_after": loaded.not_after,
+                        "name_constrained": name_constrained,
+                        "fingerprint": sha256_hex(&cert)}),
     };
-    store
+    let state = store
         .complete_pending_ca(
             &pending.id,
             &pem::encode("CERTIFICATE", &cert),
@@ -1605,7 +1660,13 @@ pub async fn import_signed_intermediate(
             audit,
         )
         .await?;
-    Ok(pending.id)
+    tracing::info!(ca = %pending.id, state, name_constrained, not_after = loaded.not_after,
+                   "signed intermediate CA imported");
+    Ok(ImportedIntermediate {
+        id: pending.id,
+        state,
+        name_constrained,
+    })
 }
 
 /// Opens a CA row's sealed key and loads it for signing.

@@ -136,15 +136,62 @@ pub fn new_root(
 }
 
 /// Creates a key and a CSR for running as an intermediate under an operator's root.
+///
+/// The CSR's extensionRequest asks for what an operator signing with
+/// `openssl x509 -req -copy_extensions copy` (or `openssl ca` with
+/// `copy_extensions = copy`) then keeps: basicConstraints critical cA with
+/// pathLen 0 (Tessera signs only leaves), keyUsage critical keyCertSign and
+/// cRLSign, and the URI SAN `spiffe://<td>`.
+///
+/// It deliberately does not ask for NameConstraints, although rcgen can encode
+/// them in a CSR: rustls-webpki (Tessera's sidecars, CLI and the API's client
+/// authentication) rejects every chain that carries a URI name constraint
+/// (RUSTSEC-2026-0098, 0.103.12 and later), so a constraint permitting
+/// `spiffe://<td>` URIs would make every certificate under the intermediate
+/// unusable. See [`name_constraints`] and the README for what the operator may
+/// add instead.
 pub fn intermediate_csr(
     td: &TrustDomain,
     ca_id: &str,
     alg: KeyAlgorithm,
 ) -> Result<(String, Vec<u8>), CaError> {
     let key = alg.generate()?;
-    let p = ca_params(td, ca_id, 0, 1);
+    let mut p = ca_params(td, ca_id, 0, 1);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let csr = p.serialize_request(&key)?;
     Ok((csr.pem()?, key.serialize_der()))
+}
+
+/// What a CA certificate's NameConstraints extension constrains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameConstraintsInfo {
+    /// The certificate carries a NameConstraints extension.
+    pub present: bool,
+    /// Some permitted or excluded subtree is a URI (which rustls-webpki
+    /// cannot process and rejects unconditionally).
+    pub uri: bool,
+}
+
+/// Reads the NameConstraints extension of a certificate.
+pub fn name_constraints(der: &[u8]) -> Result<NameConstraintsInfo, CaError> {
+    let cert = tessera_core::svid::parse(der).map_err(|e| CaError::Invalid(e.to_string()))?;
+    let nc = cert
+        .name_constraints()
+        .map_err(|e| CaError::Invalid(format!("NameConstraints: {e}")))?;
+    Ok(match nc {
+        None => NameConstraintsInfo::default(),
+        Some(ext) => {
+            let v = ext.value;
+            let uri = v
+                .permitted_subtrees
+                .iter()
+                .chain(v.excluded_subtrees.iter())
+                .flatten()
+                .any(|s| matches!(s.base, x509_parser::extensions::GeneralName::URI(_)));
+            NameConstraintsInfo { present: true, uri }
+        }
+    })
 }
 
 /// What the server decided a leaf certificate says.

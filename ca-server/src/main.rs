@@ -48,7 +48,8 @@ enum Command {
     Run,
     /// Create the CA and the admin credentials, then exit.
     Init,
-    /// Run as an intermediate under an operator's root (before the first `run`).
+    /// Run as an intermediate under an operator's root: before the first `run`,
+    /// and again (also while the server runs) to rotate the intermediate.
     #[command(subcommand)]
     Ca(CaCommand),
     /// Issue an operator client certificate with a role into a directory.
@@ -74,8 +75,10 @@ enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Import the certificate the operator's root signed for the pending CA and
-    /// make it active. Leaves then carry it in their chain; the bundle is the root.
+    /// Import the certificate the operator's root signed for the pending CA: it
+    /// becomes active (first start) or prepared (rotation: a running server
+    /// publishes it within a second and activates it after the overlap).
+    /// Leaves carry it in their chain; the bundle is the root.
     ImportSigned {
         /// The signed intermediate certificate (PEM).
         #[arg(long)]
@@ -196,14 +199,24 @@ async fn main() -> Result<()> {
                     std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
                 };
                 let chain = chain.as_deref().map(|c| read(c, "--chain")).transpose()?;
-                let id = tessera_ca::authority::import_signed_intermediate(
+                let done = tessera_ca::authority::import_signed_intermediate(
                     &cfg,
                     &read(&cert, "--cert")?,
                     &read(&bundle, "--bundle")?,
                     chain.as_deref(),
                 )
                 .await?;
-                println!("intermediate CA {id} is active");
+                let id = &done.id;
+                if done.state == "active" {
+                    println!("intermediate CA {id} is active");
+                } else {
+                    println!(
+                        "intermediate CA {id} is prepared: published in the bundle now; \
+                         `tessera ca activate {id}` after rotation.min_overlap_seconds \
+                         (or `tessera ca rotate`, or the schedule) makes it sign"
+                    );
+                }
+                println!("name_constrained: {}", done.name_constrained);
                 Ok(())
             }
         };
@@ -250,7 +263,7 @@ async fn run(auth: Arc<Authority>, cfg: Config) -> Result<()> {
         .with_context(|| format!("listen: binding {}", cfg.listen))?;
     let url = server_url(&cfg, running.addr);
     let dir = ensure_admin(&auth, &cfg, &url).await?;
-    tracing::info!(addr = %running.addr, trust_domain = %cfg.trust_domain, storage = auth.store.backend().as_str(), "tessera-ca listening");
+    tracing::info!(addr = %running.addr, trust_domain = %cfg.trust_domain, storage = auth.store.backend().as_str(), replica = auth.replica_id(), "tessera-ca listening");
     // One stable line on stdout, for scripts and tests that bind port 0.
     println!(
         "tessera-ca listening on {} (admin credentials in {})",

@@ -161,7 +161,7 @@ enum CaCmd {
         /// CA generation ID.
         id: String,
     },
-    /// Retire a generation: cancel a prepared one, or remove a retired one from
+    /// Retire a generation: cancel a prepared (or pending intermediate) one, or remove a retired one from
     /// the bundle once no unexpired certificate depends on it.
     Retire {
         /// CA generation ID.
@@ -683,6 +683,12 @@ fn ca_table(s: &api::CaStatus, header: bool) -> String {
             ]
         }),
     );
+    // Intermediates: whether the upstream root constrained them (see the README).
+    for c in s.cas.iter().filter(|c| c.kind == "intermediate") {
+        if let Some(nc) = c.name_constrained {
+            t += &format!("{}: name_constrained: {nc}\n", c.id);
+        }
+    }
     t
 }
 

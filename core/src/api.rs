@@ -442,6 +442,10 @@ pub struct CaInfo {
     /// Whether it is in the trust bundle now.
     #[serde(default)]
     pub published: bool,
+    /// Whether its certificate carries a NameConstraints extension (absent
+    /// while it has no certificate, e.g. a pending intermediate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_constrained: Option<bool>,
 }
 
 /// The rotation schedule's state.

@@ -509,7 +509,7 @@ impl Authority {
         let cas = self.store.list_cas().await?;
         let requested = self.store.meta_get(ROTATE_REQUESTED).await?;
         let last_leaf = self.last_leaves(&cas, now).await?;
-        let mut stalled = None;
+        let stalled = operator_needed(&cas, &self.cfg, now);
         for (action, id, at) in self.transitions(&cas, requested.as_deref(), &last_leaf) {
             if at > now {
                 break;
@@ -525,9 +525,10 @@ impl Authority {
             };
             match result {
                 Ok(()) => tracing::info!(action, ca = ?id, "scheduled CA transition done"),
-                // An intermediate waits for its operator.
+                // An intermediate's successor needs the operator's root
+                // (reported as `stalled`, see [`operator_needed`]).
                 Err(AuthorityError::Conflict(why)) if why.contains("intermediate") => {
-                    stalled = Some(why)
+                    tracing::debug!(why = %why, "scheduled CA transition needs the operator")
                 }
                 // Another replica (or an operator) got there first: fine.
                 Err(AuthorityError::Conflict(why)) => {
@@ -641,6 +642,13 @@ impl Authority {
                 ended_at: opt_time(c.ended_at),
                 dependents,
                 published: ca_published(&c.state),
+                name_constrained: c
+                    .cert_pem
+                    .as_deref()
+                    .and_then(|p| pem::certs(p.as_bytes()).ok())
+                    .and_then(|v| v.into_iter().next())
+                    .and_then(|d| ca::name_constraints(&d).ok())
+                    .map(|n| n.present),
             });
         }
         let requested = self.store.meta_get(ROTATE_REQUESTED).await?;
@@ -662,14 +670,20 @@ impl Authority {
             let at = cas_time(&n.at)?;
             (at + grace < now).then(|| format!("{} of {:?} was due at {}", n.action, n.ca_id, n.at))
         });
-        let stalled = s.stalled.clone().or(overdue).or_else(|| {
-            (self.cfg.rotation.enabled && s.last_seen > 0 && s.last_seen + grace < now).then(|| {
-                format!(
-                    "no replica has run the schedule since {}",
-                    api::rfc3339(s.last_seen)
+        // The operator's part is computed afresh (an import may have just
+        // ended it); `s.stalled` is only this replica's last view of it.
+        let stalled = operator_needed(&cas, &self.cfg, now)
+            .or(overdue)
+            .or_else(|| {
+                (self.cfg.rotation.enabled && s.last_seen > 0 && s.last_seen + grace < now).then(
+                    || {
+                        format!(
+                            "no replica has run the schedule since {}",
+                            api::rfc3339(s.last_seen)
+                        )
+                    },
                 )
-            })
-        });
+            });
         Ok(api::CaStatus {
             trust_domain: self.td.to_string(),
             cas: infos,
@@ -684,6 +698,43 @@ impl Authority {
             bundle_sequence: self.bundle().sequence,
         })
     }
+}
+
+/// Why the schedule cannot go on without the operator, if it cannot: the
+/// active generation is an intermediate (only the operator's root can sign its
+/// successor, so `ca_prepare` refuses) and the successor is due — either not
+/// yet requested (`tessera-ca ca csr`) or its CSR not yet signed and imported.
+/// Once a signed successor is `prepared`, the schedule activates it alone.
+fn operator_needed(cas: &[CaRow], cfg: &Config, now: i64) -> Option<String> {
+    let r = &cfg.rotation;
+    let active = cas.iter().find(|c| c.state == "active")?;
+    if !r.enabled || active.kind != "intermediate" || cas.iter().any(|c| c.state == "prepared") {
+        return None;
+    }
+    let due = if r.standby {
+        active.activated_at.max(active.not_before)
+    } else {
+        schedule_times(active, cfg).0
+    };
+    if due > now {
+        return None;
+    }
+    let (a, expires) = (&active.id, api::rfc3339(active.not_after));
+    Some(match cas.iter().find(|c| c.state == "pending") {
+        Some(p) => format!(
+            "the active CA {a} is an intermediate (expires {expires}) and its successor {p} is \
+             pending: the operator must have its CSR signed by the upstream root and run \
+             `tessera-ca ca import-signed`; the schedule activates it after the overlap",
+            p = p.id
+        ),
+        None => format!(
+            "the active CA {a} is an intermediate (expires {expires}) and its successor was due \
+             at {due}: the schedule cannot prepare it, the operator must (`tessera-ca ca csr`, \
+             the upstream root signs it, `tessera-ca ca import-signed`); the schedule activates \
+             it after the overlap",
+            due = api::rfc3339(due)
+        ),
+    })
 }
 
 /// When the schedule prepares and activates the successor of `active`:

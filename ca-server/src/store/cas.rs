@@ -130,9 +130,9 @@ impl Store {
             .await
     }
 
-    /// Takes a generation out of the bundle for good: a prepared one at once
-    /// (cancelled), a retired one once no unexpired, unrevoked leaf depends on
-    /// it. Its sealed key is erased. The active generation is refused.
+    /// Takes a generation out of the bundle for good: a prepared or pending one
+    /// at once (cancelled), a retired one once no unexpired, unrevoked leaf
+    /// depends on it. Its sealed key is erased. The active generation is refused.
     pub async fn remove_ca(&self, id: &str, now: i64, audit: AuditEntry) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.core()
@@ -145,7 +145,9 @@ impl Store {
                         .ok_or(StoreError::NotFound)?
                         .get(0);
                     match state.as_str() {
-                        "prepared" => {}
+                        // Cancelled: a prepared one leaves the bundle, a pending
+                        // one (an unsigned CSR) is never published.
+                        "prepared" | "pending" => {}
                         "retired" => {
                             let n = dependents_in(tx, &id, now).await?;
                             if n > 0 {
@@ -282,7 +284,7 @@ impl Store {
         )
         .await?;
         audits.append(&mut leaf_audits);
-        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
         tx.commit().await?;
         state.committed(core.backend, head);
         Ok((revoked, version, replaced_by))
@@ -296,15 +298,26 @@ impl Store {
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
-                    if sqlx::query("SELECT 1 FROM cas WHERE state IN ('prepared', 'pending')")
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .is_some()
+                    if let Some(r) = sqlx::query(
+                        "SELECT id, state FROM cas WHERE state IN ('prepared', 'pending')",
+                    )
+                    .fetch_optional(&mut **tx)
+                    .await?
                     {
-                        return Err(StoreError::Precondition(
-                            "a prepared (or pending) CA already exists: activate or retire it first"
-                                .into(),
-                        ));
+                        let (id, state): (String, String) = (r.get(0), r.get(1));
+                        return Err(StoreError::Precondition(if state == "pending" {
+                            format!(
+                                "CA {id} is already pending (its CSR waits for the operator's \
+                                 root): import the signed certificate with `tessera-ca ca \
+                                 import-signed`, or cancel it with `tessera ca retire {id}`"
+                            )
+                        } else {
+                            format!(
+                                "CA {id} is already prepared: activate it (`tessera ca activate \
+                                 {id}` or `tessera ca rotate`) or cancel it (`tessera ca retire \
+                                 {id}`) first"
+                            )
+                        }));
                     }
                     insert_ca_in(tx, &ca, tessera_core::now_unix()).await
                 })

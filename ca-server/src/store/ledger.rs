@@ -137,8 +137,10 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
                 .await?;
         }
         let now = tessera_core::now_unix();
-        // On SQLite this process is the only writer and every entry change goes
-        // through `write`, which clears the set: an entry seen since then exists.
+        // On SQLite every entry change and CA revocation goes through this
+        // process's `write`, which clears the set (the `tessera-ca ca`
+        // subcommands that may run beside it only add pending or prepared CAs):
+        // an entry seen since then exists.
         let mut seen = match core.backend {
             Backend::Sqlite => Seen {
                 entries: state.verified_entries.clone(),
@@ -159,7 +161,7 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
             }
         }
         insert(&mut tx, &accepted, now).await?;
-        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
         tx.commit().await?;
         state.committed(core.backend, head);
         if core.backend == Backend::Sqlite {
@@ -366,8 +368,21 @@ async fn commit_sqlite_fast(
             Err(StoreError::from(e))
         }
     };
-    if result.is_ok() {
-        state.committed(Backend::Sqlite, Some(new_head));
+    match result {
+        Ok(()) => {
+            state.committed(Backend::Sqlite, Some(new_head));
+            Some(Ok(()))
+        }
+        Err(e) => {
+            // Another process (`tessera-ca ca csr`, `ca import-signed`) may have
+            // appended to the audit log: our seq then collides (it is the primary
+            // key, so the chain cannot fork). Forget the cached head and every
+            // cached check; the caller retries through the slow path, which
+            // reads and re-checks everything inside its transaction.
+            tracing::debug!(error = %e, "ledger fast path failed; retrying with fresh state");
+            state.audit_head = None;
+            state.clear_verified();
+            None
+        }
     }
-    Some(result)
 }

@@ -897,7 +897,7 @@ impl Store {
         };
         let (revoked, version, audits) =
             revoke_live_in_tx(&mut tx, by, reason, now, &actor).await?;
-        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
         tx.commit().await?;
         state.committed(core.backend, head);
         Ok((revoked, version))
@@ -1297,7 +1297,6 @@ async fn insert_selectors(
 async fn append_audit(
     tx: &mut Tx,
     backend: Backend,
-    state: &WriterState,
     entries: &[AuditEntry],
     now: i64,
 ) -> Result<Option<(i64, [u8; 32])>, StoreError> {
@@ -1310,28 +1309,22 @@ async fn append_audit(
             .execute(&mut **tx)
             .await?;
     }
-    let cached = match backend {
-        Backend::Sqlite => state.audit_head,
-        Backend::Postgres => None,
-    };
-    let last = match cached {
-        Some(_) => None,
-        None => {
-            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-    };
-    let (seq, prev) = match (cached, last) {
-        (Some(head), _) => head,
-        (None, Some(r)) => {
+    // The head is read inside the transaction, never taken from the cache:
+    // on SQLite, `tessera-ca ca csr` / `ca import-signed` may write the same
+    // database while the server runs. (Only the ledger's fast path trusts
+    // the cached head, and falls back here when another writer moved it.)
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (seq, prev) = match last {
+        Some(r) => {
             let h: String = r.get(1);
             let mut p = [0u8; 32];
             hex::decode_to_slice(&h, &mut p)
                 .map_err(|_| StoreError::Precondition("audit chain head is corrupt".into()))?;
             (r.get::<i64, _>(0), p)
         }
-        (None, None) => (0, [0u8; 32]),
+        None => (0, [0u8; 32]),
     };
     // One multi-row INSERT per chunk: a round trip per record would dominate a batch.
     let mut head = (seq, prev);
@@ -1492,14 +1485,7 @@ impl StoreCore {
                 .await?;
         }
         f(&mut tx).await?;
-        let head = append_audit(
-            &mut tx,
-            self.backend,
-            &state,
-            &audit,
-            tessera_core::now_unix(),
-        )
-        .await?;
+        let head = append_audit(&mut tx, self.backend, &audit, tessera_core::now_unix()).await?;
         tx.commit().await?;
         state.committed(self.backend, head);
         Ok(())

@@ -445,7 +445,7 @@ impl Store {
                 }),
             });
         }
-        let head = append_audit(&mut tx, core.backend, &state, &audits, now).await?;
+        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
         tx.commit().await?;
         state.committed(core.backend, head);
         Ok(found)
