@@ -91,7 +91,9 @@ pub struct SignalTarget {
 fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if (0.01..=0.95).contains(&f) => Ok(f),
-        _ => Err(format!("{s:?}: a fraction of the lifetime from 0.01 to 0.95")),
+        _ => Err(format!(
+            "{s:?}: a fraction of the lifetime from 0.01 to 0.95"
+        )),
     }
 }
 
@@ -357,8 +359,10 @@ async fn renew_once(
     }
     let issued: IssuedCertificate = serde_json::from_slice(&reply.body)
         .map_err(|e| RenewError::Local(format!("the CA's answer: {e}")))?;
-    let unusable = |e: &dyn std::fmt::Display| RenewError::Local(format!("issued certificate: {e}"));
-    let mut chain = tessera_core::pem::certs(issued.certificate.as_bytes()).map_err(|e| unusable(&e))?;
+    let unusable =
+        |e: &dyn std::fmt::Display| RenewError::Local(format!("issued certificate: {e}"));
+    let mut chain =
+        tessera_core::pem::certs(issued.certificate.as_bytes()).map_err(|e| unusable(&e))?;
     if !issued.chain.trim().is_empty() {
         chain.extend(tessera_core::pem::certs(issued.chain.as_bytes()).map_err(|e| unusable(&e))?);
     }
@@ -369,7 +373,8 @@ async fn renew_once(
     tessera_core::tls::certified_key(chain.clone(), key_der.clone_key())
         .map_err(|e| unusable(&e))?;
     let cert_pem = format!("{}{}", issued.certificate, issued.chain);
-    let mut writes: Vec<(&Path, &[u8], u32)> = vec![(&files.bundle, issued.bundle.as_bytes(), 0o644)];
+    let mut writes: Vec<(&Path, &[u8], u32)> =
+        vec![(&files.bundle, issued.bundle.as_bytes(), 0o644)];
     if let Some(chain_file) = &files.chain {
         writes.push((chain_file, issued.chain.as_bytes(), 0o644));
     }
@@ -444,7 +449,11 @@ fn replace_files(files: &[(&Path, &[u8], u32)]) -> Result<(), RenewError> {
     // Make the renames durable too, not only the contents.
     let mut dirs: Vec<&Path> = files
         .iter()
-        .map(|(p, _, _)| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        .map(|(p, _, _)| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        })
         .collect();
     dirs.dedup();
     for d in dirs {
@@ -502,10 +511,7 @@ fn report(json: bool, new: &Current, issued: &IssuedCertificate, next: Option<i6
 }
 
 fn log(level: &str, msg: std::fmt::Arguments<'_>) {
-    eprintln!(
-        "{} {level}: {msg}",
-        api::rfc3339(tessera_core::now_unix())
-    );
+    eprintln!("{} {level}: {msg}", api::rfc3339(tessera_core::now_unix()));
 }
 
 /// When to renew `cur`: at `fraction` of its lifetime ± jitter.

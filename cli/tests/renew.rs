@@ -168,7 +168,10 @@ fn assert_consistent(dir: &Path) {
         .output()
         .unwrap();
     assert!(cert_pub.status.success() && key_pub.status.success());
-    assert_eq!(cert_pub.stdout, key_pub.stdout, "cert and key belong together");
+    assert_eq!(
+        cert_pub.stdout, key_pub.stdout,
+        "cert and key belong together"
+    );
     let mode = std::fs::metadata(dir.join("key.pem"))
         .unwrap()
         .permissions()
@@ -233,12 +236,19 @@ fn one_shot_renew_replaces_cert_and_key() {
         norm(v["serial"].as_str().unwrap()),
         "the line names the new serial"
     );
-    assert_ne!(std::fs::read(dir.join("key.pem")).unwrap(), old_key, "a new key");
+    assert_ne!(
+        std::fs::read(dir.join("key.pem")).unwrap(),
+        old_key,
+        "a new key"
+    );
     assert_consistent(&dir);
 
     // The renewed files renew again, here through --cert-dir.
     let out = ca.ok(&["cert", "renew", "--cert-dir", "web"]);
-    assert!(out.starts_with("renewed spiffe_id=spiffe://example.org/web serial="), "{out}");
+    assert!(
+        out.starts_with("renewed spiffe_id=spiffe://example.org/web serial="),
+        "{out}"
+    );
     assert_ne!(serial(&dir.join("cert.pem")), new_serial);
     assert_consistent(&dir);
 }
@@ -286,9 +296,11 @@ fn watch_renews_and_runs_exec_and_signal() {
             .spawn()
             .unwrap(),
     );
-    wait_for("two renewals, execs and signals", Duration::from_secs(40), || {
-        lines(&execs) >= 2 && lines(&hups) >= 2
-    });
+    wait_for(
+        "two renewals, execs and signals",
+        Duration::from_secs(40),
+        || lines(&execs) >= 2 && lines(&hups) >= 2,
+    );
     assert_ne!(serial(&dir.join("cert.pem")), first_serial);
     assert_consistent(&dir);
 
@@ -316,7 +328,10 @@ fn watch_renews_and_runs_exec_and_signal() {
     serials.dedup();
     assert_eq!(serials.len(), renewals.len(), "each renewal a new serial");
     for r in &renewals {
-        assert!(r["not_after"].is_string() && r["next_renewal"].is_string(), "{r}");
+        assert!(
+            r["not_after"].is_string() && r["next_renewal"].is_string(),
+            "{r}"
+        );
     }
     assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
 }
@@ -324,23 +339,41 @@ fn watch_renews_and_runs_exec_and_signal() {
 #[test]
 fn revoked_certificate_is_refused() {
     let ca = Ca::start();
-    let dir = ca.issue("gone", "1h");
+    let dir = ca.issue("gone", "60");
     let before = std::fs::read(dir.join("cert.pem")).unwrap();
     let s = serial(&dir.join("cert.pem"));
-    ca.ok(&["cert", "revoke", "--serial", s.trim_start_matches("serial=")]);
+    ca.ok(&[
+        "cert",
+        "revoke",
+        "--serial",
+        s.trim_start_matches("serial="),
+    ]);
     let mut args = vec!["cert", "renew"];
     let files = Ca::files(&dir);
     args.extend(files.iter().map(String::as_str));
     let o = ca.tessera(&args);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("renewal refused") && stderr.contains("revoked"), "{stderr}");
-    assert_eq!(std::fs::read(dir.join("cert.pem")).unwrap(), before, "files untouched");
+    assert!(
+        stderr.contains("renewal refused") && stderr.contains("revoked"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("cert.pem")).unwrap(),
+        before,
+        "files untouched"
+    );
 
-    // Watching does not retry a refusal that cannot change.
-    args.push("--watch");
-    let o = ca.tessera(&args);
-    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    // Watching does not retry a refusal that cannot change: it stops at the
+    // first renewal (at 5 % of the 60 s lifetime).
+    args.extend(["--watch", "--renew-at", "0.05"]);
+    let mut watcher = Proc(ca.command(&args).stderr(Stdio::null()).spawn().unwrap());
+    let mut status = None;
+    wait_for("the watcher to give up", Duration::from_secs(30), || {
+        status = watcher.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(4));
 }
 
 #[test]
@@ -360,26 +393,53 @@ fn bad_inputs_are_usage_errors_before_contacting_the_ca() {
             .output()
             .unwrap()
     };
-    let o = run(&a.join("cert.pem"), &b.join("key.pem"), &a.join("bundle.pem"));
+    let o = run(
+        &a.join("cert.pem"),
+        &b.join("key.pem"),
+        &a.join("bundle.pem"),
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("does not match"), "{stderr}");
 
     std::fs::write(ca.path("junk.pem"), "not PEM at all").unwrap();
     for (cert, key, bundle, named) in [
-        (ca.path("junk.pem"), a.join("key.pem"), a.join("bundle.pem"), "--cert"),
-        (a.join("cert.pem"), ca.path("junk.pem"), a.join("bundle.pem"), "--key"),
-        (a.join("cert.pem"), a.join("key.pem"), ca.path("missing.pem"), "--bundle"),
+        (
+            ca.path("junk.pem"),
+            a.join("key.pem"),
+            a.join("bundle.pem"),
+            "--cert",
+        ),
+        (
+            a.join("cert.pem"),
+            ca.path("junk.pem"),
+            a.join("bundle.pem"),
+            "--key",
+        ),
+        (
+            a.join("cert.pem"),
+            a.join("key.pem"),
+            ca.path("missing.pem"),
+            "--bundle",
+        ),
     ] {
         let o = run(&cert, &key, &bundle);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{named}: {stderr}");
-        assert!(stderr.contains(named) && stderr.contains(".pem"), "{stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains(".pem"),
+            "{stderr}"
+        );
     }
 
     // The same files, unmodified, renew fine: the refusals were about the inputs.
     let o = ca.tessera(&["cert", "renew", "--cert-dir", "a", "--exec", "true"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = ca.tessera(&["cert", "renew"]);
     assert_eq!(o.status.code(), Some(2), "no files named");
 }
