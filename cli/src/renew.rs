@@ -31,8 +31,10 @@ use tessera_core::client::Client;
 
 /// Default point of the lifetime at which `--watch` renews (two thirds).
 const DEFAULT_RENEW_AT: f64 = 0.6667;
-/// Renewal happens at the chosen fraction ± this much of the lifetime, at random,
-/// so that workloads started together do not renew together.
+/// Renewal waits the chosen fraction of the lifetime ± this share of that wait,
+/// at random, so that workloads started together do not renew together.
+/// Relative to the wait (not the lifetime) so a small `--renew-at` never
+/// jitters down to zero and renews in a loop.
 const JITTER: f64 = 0.1;
 /// How often `--watch` asks for a newer trust bundle between renewals. A CA is
 /// published in the bundle at least `rotation.min_overlap_seconds` (default
@@ -517,7 +519,7 @@ fn log(level: &str, msg: std::fmt::Arguments<'_>) {
 /// When to renew `cur`: at `fraction` of its lifetime ± jitter.
 fn renewal_time(cur: &Current, fraction: f64) -> i64 {
     let life = (cur.not_after - cur.start).max(1) as f64;
-    let at = cur.start as f64 + life * (fraction + JITTER * (2.0 * unit_random() - 1.0));
+    let at = cur.start as f64 + life * fraction * (1.0 + JITTER * (2.0 * unit_random() - 1.0));
     (at as i64).clamp(cur.start, cur.not_after)
 }
 
@@ -752,7 +754,7 @@ mod tests {
         };
         for _ in 0..100 {
             let at = renewal_time(&cur, 0.6667);
-            assert!((1_034..=1_046).contains(&at), "{at}");
+            assert!((1_036..=1_044).contains(&at), "{at}");
         }
     }
 }
