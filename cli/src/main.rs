@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod output;
+mod renew;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -297,15 +298,9 @@ enum CertCmd {
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<u64>,
     },
-    /// Renew the certificate in a directory over mTLS with a new key.
-    Renew {
-        /// Directory holding key.pem and cert.pem (rewritten in place).
-        #[arg(long)]
-        cert_dir: PathBuf,
-        /// Key type of the new key.
-        #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
-        key_type: KeyType,
-    },
+    /// Renew certificate files over mTLS with a new key, once or (--watch)
+    /// continuously: --cert FILE --key FILE --bundle FILE (or --cert-dir DIR).
+    Renew(renew::RenewArgs),
     /// Revoke by serial, SPIFFE ID or entry.
     Revoke {
         #[arg(long, group = "sel")]
@@ -473,6 +468,14 @@ fn file_config(conn: &ConnArgs) -> Result<FileConfig> {
     Ok(f)
 }
 
+/// The CA URL: flag or environment, else the config file, else the default.
+fn server_url(conn: &ConnArgs, file: &FileConfig) -> String {
+    conn.server
+        .clone()
+        .or_else(|| file.server.clone())
+        .unwrap_or_else(|| "https://localhost:8443".into())
+}
+
 fn connect(
     conn: &ConnArgs,
     client_cert: Option<(PathBuf, PathBuf)>,
@@ -480,11 +483,7 @@ fn connect(
 ) -> Result<Client> {
     let admin = conn.data_dir.join("admin");
     let file = file_config(conn)?;
-    let server = conn
-        .server
-        .clone()
-        .or(file.server)
-        .unwrap_or_else(|| "https://localhost:8443".into());
+    let server = server_url(conn, &file);
     let token = conn.token.clone().or(file.token);
     let bundle_path = conn
         .ca_bundle
@@ -572,7 +571,8 @@ impl Ctx {
     }
 }
 
-fn csr_for(key_type: KeyType) -> Result<(rcgen::KeyPair, String)> {
+/// A new key of `key_type` and a CSR for it (the CA takes only the key from it).
+fn csr_for(key_type: KeyType) -> Result<(rcgen::KeyPair, String), rcgen::Error> {
     let alg = match key_type {
         KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -700,11 +700,15 @@ async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Cert(CertCmd::Inspect { file, check }) = &cli.command {
         return output::inspect(&out, file, *check);
     }
+    // Renewal authenticates with the certificate it renews, never with the
+    // operator's credentials, so it builds its own client.
+    if let Cmd::Cert(CertCmd::Renew(args)) = cli.command {
+        let server = server_url(&cli.conn, &file_config(&cli.conn)?);
+        return renew::run(args, &server, cli.conn.cert, cli.conn.key, out.json)
+            .await
+            .map_err(|e| Failure::new(e.exit_code(), e.to_string()).into());
+    }
     let (client_cert, need_creds) = match &cli.command {
-        Cmd::Cert(CertCmd::Renew { cert_dir, .. }) => (
-            Some((cert_dir.join("cert.pem"), cert_dir.join("key.pem"))),
-            true,
-        ),
         Cmd::Cert(CertCmd::Issue { token: Some(_), .. }) => (None, false),
         _ => (None, true),
     };
@@ -1298,23 +1302,7 @@ async fn cert(ctx: &Ctx, cmd: CertCmd) -> Result<()> {
                 )
             })
         }
-        CertCmd::Renew { cert_dir, key_type } => {
-            let (key, csr) = csr_for(key_type)?;
-            let issued: api::IssuedCertificate = ctx
-                .call(
-                    Method::POST,
-                    "/v1/certs/renew",
-                    Some(serde_json::to_value(api::RenewRequest { csr })?),
-                )
-                .await?;
-            write_cert_dir(&cert_dir, &key, &issued)?;
-            ctx.out.show(&issued_summary(&issued, &cert_dir), || {
-                format!(
-                    "renewed {} serial {} (expires {})\n",
-                    issued.spiffe_id, issued.serial, issued.not_after
-                )
-            })
-        }
+        CertCmd::Renew(_) => unreachable!("handled before connecting"),
         CertCmd::Revoke {
             serial,
             spiffe_id,
