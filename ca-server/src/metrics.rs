@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ca_state: Arc<GaugeVec>,
     /// Unexpired, unrevoked leaves each signing generation issued.
     pub ca_dependents: Arc<GaugeVec>,
+    /// Attested issuances refused by policy, by reason.
+    pub attestation_refused: Arc<CounterVec>,
 }
 
 impl Metrics {
@@ -67,6 +69,11 @@ impl Metrics {
             refused: registry.register(CounterVec::new(
                 "tessera_connections_refused_total",
                 "Connections refused before a request was read.",
+                &["reason"],
+            )),
+            attestation_refused: registry.register(CounterVec::new(
+                "tessera_attestation_refused_total",
+                "Attested issuances refused by the minimum posture policy.",
                 &["reason"],
             )),
             denials: registry.register(CounterVec::new(

@@ -60,6 +60,11 @@ pub(super) fn method_router(
             limits.max_denial_report_bytes.max(limits.max_body_bytes),
         )),
         ("GET", "/v1/denials") => get(list_denials),
+        ("GET", "/v1/nodes") => get(list_nodes),
+        ("GET", "/v1/nodes/{id}") => get(show_node),
+        ("POST", "/v1/nodes/{id}/ban") => post(ban_node),
+        ("POST", "/v1/nodes/{id}/unban") => post(unban_node),
+        ("POST", "/v1/agent/svids") => post(agent_svids),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
 }
@@ -569,4 +574,45 @@ async fn list_denials(
     Ok(Json(api::DenialList {
         items: a.list_denials(&f).await?,
     }))
+}
+
+async fn list_nodes(State(a): St) -> Res<Json<api::NodeList>> {
+    Ok(Json(api::NodeList {
+        items: a.list_nodes().await?,
+    }))
+}
+
+async fn show_node(State(a): St, Path(id): Path<String>) -> Res<Json<api::NodeInfo>> {
+    Ok(Json(a.get_node(&id).await?))
+}
+
+async fn ban_node(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::NodeBanResponse>> {
+    Ok(Json(a.set_node_banned(&id, true, &p).await?))
+}
+
+async fn unban_node(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::NodeBanResponse>> {
+    Ok(Json(a.set_node_banned(&id, false, &p).await?))
+}
+
+async fn agent_svids(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::AgentSvidRequest>,
+) -> Res<Response> {
+    // The node is who the caller proved to be, never a field of the request.
+    let Principal::Node { spiffe_id, .. } = &p else {
+        return Err(ApiError::forbidden(
+            "this route needs a node agent's certificate",
+        ));
+    };
+    let out = a.agent_svids(spiffe_id, &req, &p).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }
