@@ -73,7 +73,9 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AuthorityError {
 }
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Checks the shape and limits of an attestation and returns its selectors
@@ -124,7 +126,11 @@ fn validate_attestation(a: &api::WorkloadAttestation) -> Result<Vec<String>> {
     };
     match &a.container_id {
         Some(id) => {
-            if !a.selectors.iter().any(|s| *s == format!("container:id:{id}")) {
+            if !a
+                .selectors
+                .iter()
+                .any(|s| *s == format!("container:id:{id}"))
+            {
                 return Err(invalid(
                     "attestation.selectors",
                     "must include container:id:<container_id>",
@@ -154,7 +160,12 @@ fn posture_violation(
 ) -> Option<String> {
     let has = |s: &str| selectors.binary_search_by(|x| x.as_str().cmp(s)).is_ok();
     let rules = [
-        (cfg.refuse_privileged, "privileged", "false", "a privileged container"),
+        (
+            cfg.refuse_privileged,
+            "privileged",
+            "false",
+            "a privileged container",
+        ),
         (
             cfg.refuse_host_pid,
             "host-ns-pid",
@@ -338,8 +349,7 @@ impl Authority {
                 wanted.as_ref().is_none_or(|w| w.as_str() == e.spiffe_id)
                     && SpiffeId::new(&e.spiffe_id)
                         .is_ok_and(|id| api::node_name(id.path()).is_none())
-                    && e
-                        .selectors
+                    && e.selectors
                         .iter()
                         .all(|s| selectors.binary_search(s).is_ok())
             })
@@ -456,7 +466,11 @@ mod tests {
         let mut privileged = ok.clone();
         privileged[2] = "posture:privileged:true".into();
         privileged.sort();
-        assert!(posture_violation(&cfg, &privileged).unwrap().contains("privileged"));
+        assert!(
+            posture_violation(&cfg, &privileged)
+                .unwrap()
+                .contains("privileged")
+        );
         // Missing evidence is a violation.
         assert!(posture_violation(&cfg, &ok[..2]).is_some());
         let strict = crate::config::AttestationConfig {

@@ -371,7 +371,10 @@ fn bind_certs<'q>(mut q: AnyQuery<'q>, certs: &[&NewCert], now: i64) -> AnyQuery
 
 async fn insert(tx: &mut Tx, certs: &[&NewCert], now: i64) -> Result<(), StoreError> {
     for chunk in certs.chunks(MAX_ROWS_PER_INSERT) {
-        let sql = format!("{CERT_INSERT} VALUES {}", placeholders(chunk.len(), CERT_COLUMNS, 0));
+        let sql = format!(
+            "{CERT_INSERT} VALUES {}",
+            placeholders(chunk.len(), CERT_COLUMNS, 0)
+        );
         bind_certs(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, now)
             .execute(&mut **tx)
             .await?;

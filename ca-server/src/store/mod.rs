@@ -15,8 +15,8 @@
 mod cas;
 pub mod ledger;
 mod nodes;
-pub use nodes::NodeRow;
 pub use cas::REASON_CA_COMPROMISE;
+pub use nodes::NodeRow;
 
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod denials;
 mod limits;
+mod nodes;
 mod processes;
 mod roles;
 mod rotation;
