@@ -20,9 +20,13 @@
 
 pub mod attest;
 pub mod cgroup;
+pub mod config;
 pub mod engine;
+pub mod node;
 pub mod peer;
 pub mod posture;
+pub mod server;
+pub mod workload_api;
 
 pub use attest::{AttestError, Attestation, Attestor, ContainerEvidence, Discovery};
 pub use cgroup::ContainerRef;

@@ -64,6 +64,7 @@ pub(super) fn method_router(
         ("GET", "/v1/nodes/{id}") => get(show_node),
         ("POST", "/v1/nodes/{id}/ban") => post(ban_node),
         ("POST", "/v1/nodes/{id}/unban") => post(unban_node),
+        ("GET", "/v1/agent/entries") => get(agent_entries),
         ("POST", "/v1/agent/svids") => post(agent_svids),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
@@ -615,4 +616,18 @@ async fn agent_svids(
     };
     let out = a.agent_svids(spiffe_id, &req, &p).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn agent_entries(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+) -> Res<Json<api::EntryList>> {
+    let Principal::Node { spiffe_id, .. } = &p else {
+        return Err(ApiError::forbidden(
+            "this route needs a node agent's certificate",
+        ));
+    };
+    Ok(Json(api::EntryList {
+        items: a.agent_entries(spiffe_id).await?,
+    }))
 }

@@ -110,6 +110,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("GET", "/v1/nodes/{id}", Access::Roles(READ_NODES)),
     r!("POST", "/v1/nodes/{id}/ban", Access::Roles(ADMIN)),
     r!("POST", "/v1/nodes/{id}/unban", Access::Roles(ADMIN)),
+    r!("GET", "/v1/agent/entries", Access::Node),
     r!("POST", "/v1/agent/svids", Access::Node),
 ];
 

@@ -294,6 +294,21 @@ impl Authority {
         ))
     }
 
+    /// The entries a node's agent may claim for workloads (parented to it,
+    /// granting no node identity), by SPIFFE ID. Agents poll this to notice
+    /// entry changes; issuance re-checks everything anyway.
+    pub async fn agent_entries(&self, node_spiffe_id: &str) -> Result<Vec<api::Entry>> {
+        Ok(self
+            .store
+            .entries_by_parent(node_spiffe_id, MAX_ENTRIES_PER_NODE)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                SpiffeId::new(&e.spiffe_id).is_ok_and(|id| api::node_name(id.path()).is_none())
+            })
+            .collect())
+    }
+
     /// Issues the SVIDs an attested workload may have: the node (the caller)
     /// must be recorded and not banned; the evidence must pass the minimum
     /// posture (a refusal is audited and writes no certificate); the entries
