@@ -112,7 +112,9 @@ impl Sync {
                     _ = tx.closed() => return,
                 }
                 match node.renew().await {
-                    Ok(()) => tracing::info!(spiffe_id = %node.spiffe_id(), "node certificate renewed"),
+                    Ok(()) => {
+                        tracing::info!(spiffe_id = %node.spiffe_id(), "node certificate renewed")
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "renewing the node certificate; retrying in 5 s");
                         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -159,7 +161,11 @@ fn attest_status(e: AttestError) -> Status {
 
 fn ca_status(e: NodeError) -> Status {
     match &e {
-        NodeError::Refused { status: 403, code, detail } if code != "node_refused" => {
+        NodeError::Refused {
+            status: 403,
+            code,
+            detail,
+        } if code != "node_refused" => {
             Status::permission_denied(format!("no identity: {detail} ({code})"))
         }
         NodeError::Refused { .. } if e.node_refused() => {
@@ -175,7 +181,11 @@ fn ca_status(e: NodeError) -> Status {
 fn matching(entries: &[api::Entry], selectors: &[String]) -> BTreeSet<(String, String, String)> {
     entries
         .iter()
-        .filter(|e| e.selectors.iter().all(|s| selectors.binary_search(s).is_ok()))
+        .filter(|e| {
+            e.selectors
+                .iter()
+                .all(|s| selectors.binary_search(s).is_ok())
+        })
         .map(|e| (e.id.clone(), e.spiffe_id.clone(), e.updated_at.clone()))
         .collect()
 }

@@ -149,9 +149,7 @@ impl<T: WorkloadApi> tonic::server::ServerStreamingService<X509SvidRequest> for 
 
 struct FetchBundles<T>(Arc<T>);
 
-impl<T: WorkloadApi> tonic::server::ServerStreamingService<X509BundlesRequest>
-    for FetchBundles<T>
-{
+impl<T: WorkloadApi> tonic::server::ServerStreamingService<X509BundlesRequest> for FetchBundles<T> {
     type Response = X509BundlesResponse;
     type ResponseStream = ResponseStream<X509BundlesResponse>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
@@ -187,12 +185,12 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         match req.uri().path() {
-            "/SpiffeWorkloadAPI/FetchX509SVID" => Box::pin(async move {
-                Ok(grpc().server_streaming(FetchSvid(inner), req).await)
-            }),
-            "/SpiffeWorkloadAPI/FetchX509Bundles" => Box::pin(async move {
-                Ok(grpc().server_streaming(FetchBundles(inner), req).await)
-            }),
+            "/SpiffeWorkloadAPI/FetchX509SVID" => {
+                Box::pin(async move { Ok(grpc().server_streaming(FetchSvid(inner), req).await) })
+            }
+            "/SpiffeWorkloadAPI/FetchX509Bundles" => {
+                Box::pin(async move { Ok(grpc().server_streaming(FetchBundles(inner), req).await) })
+            }
             "/SpiffeWorkloadAPI/FetchJWTSVID"
             | "/SpiffeWorkloadAPI/FetchJWTBundles"
             | "/SpiffeWorkloadAPI/ValidateJWTSVID" => Box::pin(async move {
@@ -296,8 +294,10 @@ impl Client {
 
     fn request<M>(message: M) -> Request<M> {
         let mut r = Request::new(message);
-        r.metadata_mut()
-            .insert(SECURITY_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+        r.metadata_mut().insert(
+            SECURITY_HEADER,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
         r
     }
 

@@ -107,7 +107,10 @@ impl Service {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !s.socket.exists() {
-            assert!(Instant::now() < deadline, "podman service socket never appeared");
+            assert!(
+                Instant::now() < deadline,
+                "podman service socket never appeared"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         s
@@ -161,8 +164,8 @@ fn sidecar_mounts(sidecar: &Path) -> Vec<String> {
     ];
     for line in text.lines() {
         let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim().split_whitespace().next(),
-            None => line.trim().split_whitespace().next(),
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
             mounts.push("-v".into());
@@ -231,7 +234,16 @@ fn app_with_sidecar(
 fn wget_until_ok(container: &str, url: &str, deadline: Duration) -> Option<String> {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
-        let (ok, out) = podman_try(&["exec", container, "/bin/busybox", "wget", "-q", "-O", "-", url]);
+        let (ok, out) = podman_try(&[
+            "exec",
+            container,
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            url,
+        ]);
         if ok {
             return Some(out);
         }
@@ -263,8 +275,12 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
     let ca = Ca::start();
     let token = ca.node_token("e2e").await;
     let node = "spiffe://example.org/tessera/agent/e2e";
-    ca.entry("spiffe://example.org/web", &["container:label:app:web"], Some(node))
-        .await;
+    ca.entry(
+        "spiffe://example.org/web",
+        &["container:label:app:web"],
+        Some(node),
+    )
+    .await;
     let agent = Agent::start(&ca, "e2e", &token, Some(&service.socket));
     let sock_dir = agent.socket.parent().unwrap().to_owned();
     let cfg = tempfile::tempdir().unwrap();
@@ -280,17 +296,28 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
         cfg.path(),
         &sidecar,
     );
-    let ready = wget_until_ok(&side, "http://127.0.0.1:15000/readyz", Duration::from_secs(60));
+    let ready = wget_until_ok(
+        &side,
+        "http://127.0.0.1:15000/readyz",
+        Duration::from_secs(60),
+    );
     assert!(
         ready.is_some(),
         "sidecar never became ready:\n{}\nagent:\n{}",
         podman_try(&["logs", &side]).1,
         agent.log()
     );
-    let identity = wget_until_ok(&side, "http://127.0.0.1:15000/identity", Duration::from_secs(5))
-        .expect("identity");
+    let identity = wget_until_ok(
+        &side,
+        "http://127.0.0.1:15000/identity",
+        Duration::from_secs(5),
+    )
+    .expect("identity");
     let identity: Value = serde_json::from_str(&identity).unwrap();
-    assert_eq!(identity["spiffe_id"], "spiffe://example.org/web", "{identity}");
+    assert_eq!(
+        identity["spiffe_id"], "spiffe://example.org/web",
+        "{identity}"
+    );
     // The CA recorded the container it attested (the app the sidecar serves).
     let serial = identity["serial"].as_str().unwrap();
     let rec = ca
@@ -318,7 +345,14 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
         podman_try(&["logs", &other]).1
     );
     let (ok, out) = podman_try(&[
-        "exec", &other, "/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:15000/readyz",
+        "exec",
+        &other,
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:15000/readyz",
     ]);
     assert!(!ok, "a sidecar without identity must not be ready: {out}");
 
@@ -338,7 +372,9 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
         podman_try(&["logs", &privileged]).1,
         agent.log()
     );
-    let audit = ca.call(Method::GET, "/v1/audit?limit=1000", None, 200).await;
+    let audit = ca
+        .call(Method::GET, "/v1/audit?limit=1000", None, 200)
+        .await;
     let priv_id = podman(&["inspect", "--format", "{{.Id}}", &priv_app]);
     let refusal = audit["items"]
         .as_array()
@@ -351,7 +387,9 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
         "{refusal}"
     );
     // No certificate was issued to it.
-    let certs = ca.call(Method::GET, "/v1/certs?limit=1000", None, 200).await;
+    let certs = ca
+        .call(Method::GET, "/v1/certs?limit=1000", None, 200)
+        .await;
     assert!(
         !certs["items"]
             .as_array()

@@ -28,11 +28,19 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
     let token = ca.node_token("host1").await;
     let node = "spiffe://example.org/tessera/agent/host1";
     let selector = format!("unix:uid:{}", uid());
-    ca.entry("spiffe://example.org/host-workload", &[&selector], Some(node))
-        .await;
+    ca.entry(
+        "spiffe://example.org/host-workload",
+        &[&selector],
+        Some(node),
+    )
+    .await;
     // Parented to another node: never this agent's to give.
-    ca.entry("spiffe://example.org/elsewhere", &[&selector], Some("spiffe://example.org/tessera/agent/other"))
-        .await;
+    ca.entry(
+        "spiffe://example.org/elsewhere",
+        &[&selector],
+        Some("spiffe://example.org/tessera/agent/other"),
+    )
+    .await;
     let agent = Agent::start(&ca, "host1", &token, None);
     assert_eq!(agent.spiffe_id, node);
     let addr = format!("unix://{}", agent.socket.display());
@@ -58,7 +66,10 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
     assert_eq!(all.len(), 1, "only the entry parented to this node");
     // Our own checker agrees it is an X.509-SVID, with the binding extension.
     let info = tessera_core::svid::check_leaf(svid.leaf().as_ref()).unwrap();
-    assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/host-workload");
+    assert_eq!(
+        info.spiffe_id.as_str(),
+        "spiffe://example.org/host-workload"
+    );
     let bundles = client.fetch_x509_bundles().await.unwrap();
     let td = spiffe::TrustDomain::new("example.org").unwrap();
     let bundle = bundles.get(&td).expect("bundle for example.org");
@@ -90,12 +101,19 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
     let mut stream = ours.fetch_x509_svid().await.unwrap();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.svids.len(), 1);
-    assert_eq!(first.svids[0].spiffe_id, "spiffe://example.org/host-workload");
+    assert_eq!(
+        first.svids[0].spiffe_id,
+        "spiffe://example.org/host-workload"
+    );
     assert!(!first.svids[0].x509_svid_key.is_empty());
 
     // An entry change is pushed on the open stream within the sync bound.
     let second = ca
-        .entry("spiffe://example.org/host-workload-2", &[&selector], Some(node))
+        .entry(
+            "spiffe://example.org/host-workload-2",
+            &[&selector],
+            Some(node),
+        )
         .await;
     let next = tokio::time::timeout(Duration::from_secs(15), stream.message())
         .await
@@ -193,19 +211,77 @@ async fn refusals() {
         assert!(e.message().contains("workload.spiffe.io"), "{e:?}");
     }
     // No entry for this node: permission denied, with the CA's reason.
-    let e = call("/SpiffeWorkloadAPI/FetchX509SVID", true).await.unwrap_err();
+    let e = call("/SpiffeWorkloadAPI/FetchX509SVID", true)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("no_entry"), "{e:?}");
     // Bundles need no entry.
-    let bundles = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-        .await
-        .unwrap()
-        .fetch_x509_bundles()
-        .await
-        .unwrap();
+    let bundles =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
+            .await
+            .unwrap()
+            .fetch_x509_bundles()
+            .await
+            .unwrap();
     assert_eq!(bundles.len(), 1);
     // JWT is a later task.
-    let e = call("/SpiffeWorkloadAPI/FetchJWTBundles", true).await.unwrap_err();
+    let e = call("/SpiffeWorkloadAPI/FetchJWTBundles", true)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
     assert!(e.message().contains("JWT"), "{e:?}");
+}
+
+/// Rotation is pushed: with a 60 s lifetime the agent re-attests and pushes a
+/// new SVID (new serial, new key) at half-life on the open stream, as the
+/// `spiffe` crate's stream sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_pushed_at_half_life() {
+    use futures_util::StreamExt;
+    let ca = Ca::start();
+    let token = ca.node_token("host3").await;
+    let node = "spiffe://example.org/tessera/agent/host3";
+    let selector = format!("unix:uid:{}", uid());
+    ca.call(
+        Method::POST,
+        "/v1/entries",
+        Some(
+            json!({"spiffe_id": "spiffe://example.org/short", "selectors": [selector],
+                    "parent_id": node, "ttl_seconds": 60}),
+        ),
+        201,
+    )
+    .await;
+    let agent = Agent::start(&ca, "host3", &token, None);
+    let client =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
+            .await
+            .unwrap();
+    let mut stream = client.stream_x509_svids().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let started = Instant::now();
+    let second = tokio::time::timeout(Duration::from_secs(50), stream.next())
+        .await
+        .expect("a rotation within the lifetime")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let serial = |s: &spiffe::X509Svid| {
+        tessera_core::svid::check_leaf(s.leaf().as_ref())
+            .unwrap()
+            .serial
+    };
+    assert_ne!(serial(&first), serial(&second));
+    assert_ne!(
+        first.private_key().as_ref(),
+        second.private_key().as_ref(),
+        "a new key with every rotation"
+    );
+    assert_eq!(second.spiffe_id().to_string(), "spiffe://example.org/short");
+    // Half of 60 s from receipt (the stream wakes at least every second).
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(20),
+        "rotated too early: {waited:?}"
+    );
 }

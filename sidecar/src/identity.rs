@@ -298,7 +298,9 @@ impl WorkloadApiSource {
 }
 
 /// Splits concatenated DER certificates (the Workload API's encoding).
-fn split_der(mut der: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, IdentityError> {
+fn split_der(
+    mut der: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, IdentityError> {
     let bad = || IdentityError::Local("malformed DER certificate list from the agent".into());
     let mut out = Vec::new();
     while !der.is_empty() {
@@ -319,7 +321,9 @@ fn split_der(mut der: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'st
         if total > der.len() {
             return Err(bad());
         }
-        out.push(rustls::pki_types::CertificateDer::from(der[..total].to_vec()));
+        out.push(rustls::pki_types::CertificateDer::from(
+            der[..total].to_vec(),
+        ));
         der = &der[total..];
     }
     if out.is_empty() {
@@ -354,7 +358,7 @@ mod tests {
 
     #[test]
     fn splits_concatenated_der() {
-        let a = vec![0x30, 0x03, 1, 2, 3];
+        let a = [0x30, 0x03, 1, 2, 3];
         let mut b = vec![0x30, 0x81, 0x80];
         b.extend(std::iter::repeat_n(7u8, 0x80));
         let joined: Vec<u8> = a.iter().chain(b.iter()).copied().collect();

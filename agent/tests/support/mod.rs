@@ -87,7 +87,8 @@ impl Ca {
         let chain = tessera_core::pem::certs(&read("cert.pem")).unwrap();
         let key = tessera_core::pem::private_key(&read("key.pem")).unwrap();
         let anchors = tessera_core::pem::certs(&read("bundle.pem")).unwrap();
-        let tls = tessera_core::tls::api_client_config(&anchors, Some((chain, key)), false).unwrap();
+        let tls =
+            tessera_core::tls::api_client_config(&anchors, Some((chain, key)), false).unwrap();
         Client::new(&self.url, tls, None).unwrap()
     }
 
@@ -117,9 +118,15 @@ impl Ca {
     /// A node entry and a join token for it.
     pub async fn node_token(&self, name: &str) -> String {
         let sid = format!("spiffe://example.org/tessera/agent/{name}");
-        self.entry(&sid, &[&format!("node:name:{name}")], None).await;
+        self.entry(&sid, &[&format!("node:name:{name}")], None)
+            .await;
         let t = self
-            .call(Method::POST, "/v1/tokens", Some(json!({"spiffe_id": sid})), 201)
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(json!({"spiffe_id": sid})),
+                201,
+            )
             .await;
         t["token"].as_str().unwrap().to_owned()
     }

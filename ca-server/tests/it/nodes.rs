@@ -114,6 +114,24 @@ async fn attested_issuance(db: Db) {
     )
     .await;
 
+    // The agent sees the entries parented to its node (not other nodes').
+    let (s, v) = call(&node1, Method::GET, "/v1/agent/entries", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/host-tool",
+            WEB,
+            "spiffe://example.org/web-admin"
+        ]
+    );
+
     // A matching container gets exactly the entries parented to its node
     // whose selectors all match (not web-admin: no tier label; not host-tool:
     // its selector matches too, so it is included).
