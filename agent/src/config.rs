@@ -110,3 +110,22 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_file_loads() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        assert_eq!(cfg.node_name, "node-1");
+        assert_eq!(cfg.sync_interval_seconds, 5);
+        let e = Config::load(Some(&p), &["sync_interval_seconds=0".into()]).unwrap_err();
+        assert!(e.0.contains("sync_interval_seconds"), "{e}");
+        let e = Config::load(Some(&p), &["node_name=\"a/b\"".into()]).unwrap_err();
+        assert!(e.0.contains("node_name"), "{e}");
+        let e = Config::load(Some(&p), &["bogus=1".into()]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+    }
+}

@@ -321,3 +321,39 @@ impl Client {
         Ok(r.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address("unix:///run/tessera/agent.sock").unwrap(),
+            PathBuf::from("/run/tessera/agent.sock")
+        );
+        assert_eq!(parse_address("/tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
+        for bad in ["unix://relative", "tcp://127.0.0.1:1", "unix:///", "", "a.sock"] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+        // A configured socket wins over the environment.
+        assert_eq!(
+            socket_path(Some("unix:///x/y.sock")).unwrap(),
+            PathBuf::from("/x/y.sock")
+        );
+    }
+
+    #[test]
+    fn security_header() {
+        let mut r = Request::new(X509SvidRequest {});
+        assert_eq!(
+            check_security_header(&r).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        r.metadata_mut()
+            .insert(SECURITY_HEADER, "false".parse().unwrap());
+        assert!(check_security_header(&r).is_err());
+        r.metadata_mut().insert(SECURITY_HEADER, "true".parse().unwrap());
+        assert!(check_security_header(&r).is_ok());
+    }
+}
