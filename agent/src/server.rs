@@ -35,7 +35,6 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::attest::{AttestError, Attestation, Attestor};
-use crate::engine::EngineError;
 use crate::node::{NodeError, NodeLink, WorkloadSvid};
 use crate::peer::PeerCred;
 use crate::workload_api::{
@@ -152,9 +151,9 @@ fn peer_of<T>(request: &Request<T>) -> Result<PeerCred, Status> {
 
 fn attest_status(e: AttestError) -> Status {
     match e {
-        AttestError::Engine(EngineError::Unreachable { .. }) | AttestError::Engine(_) => {
-            Status::unavailable(format!("attestation failed (fail closed): {e}"))
-        }
+        AttestError::Engine(_) => Status::unavailable(format!(
+            "attestation failed, the container runtime could not be asked (fail closed): {e}"
+        )),
         other => Status::permission_denied(format!("attestation failed: {other}")),
     }
 }

@@ -332,8 +332,17 @@ mod tests {
             parse_address("unix:///run/tessera/agent.sock").unwrap(),
             PathBuf::from("/run/tessera/agent.sock")
         );
-        assert_eq!(parse_address("/tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
-        for bad in ["unix://relative", "tcp://127.0.0.1:1", "unix:///", "", "a.sock"] {
+        assert_eq!(
+            parse_address("/tmp/a.sock").unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
+        for bad in [
+            "unix://relative",
+            "tcp://127.0.0.1:1",
+            "unix:///",
+            "",
+            "a.sock",
+        ] {
             assert!(parse_address(bad).is_err(), "{bad}");
         }
         // A configured socket wins over the environment.
@@ -353,7 +362,8 @@ mod tests {
         r.metadata_mut()
             .insert(SECURITY_HEADER, "false".parse().unwrap());
         assert!(check_security_header(&r).is_err());
-        r.metadata_mut().insert(SECURITY_HEADER, "true".parse().unwrap());
+        r.metadata_mut()
+            .insert(SECURITY_HEADER, "true".parse().unwrap());
         assert!(check_security_header(&r).is_ok());
     }
 }

@@ -22,6 +22,9 @@ pub enum IdentityError {
     /// Local key, CSR or TLS setup failed.
     #[error("local: {0}")]
     Local(String),
+    /// The node agent's Workload API refused or failed (gRPC status and message).
+    #[error("node agent: {0}")]
+    Agent(String),
 }
 
 /// An identity the sidecar holds: certificate chain, key, trust bundle.
@@ -235,12 +238,10 @@ impl WorkloadApiSource {
         let mut guard = self.stream.lock().await;
         if guard.is_none() {
             let mut client = self.client.clone();
-            let s = client.fetch_x509_svid().await.map_err(|e| match e {
-                tessera_agent::workload_api::ClientError::Status { code, message } => {
-                    IdentityError::Refused(code as u16, message)
-                }
-                other => IdentityError::Unreachable(other.to_string()),
-            })?;
+            let s = client
+                .fetch_x509_svid()
+                .await
+                .map_err(|e| IdentityError::Agent(e.to_string()))?;
             *guard = Some(s);
         }
         let Some(stream) = guard.as_mut() else {
@@ -250,16 +251,15 @@ impl WorkloadApiSource {
             Ok(Some(m)) => m,
             Ok(None) => {
                 *guard = None;
-                return Err(IdentityError::Unreachable(
-                    "the Workload API stream ended".into(),
-                ));
+                return Err(IdentityError::Agent("the Workload API stream ended".into()));
             }
             Err(status) => {
                 *guard = None;
-                return Err(IdentityError::Refused(
-                    status.code() as u16,
-                    status.message().to_owned(),
-                ));
+                return Err(IdentityError::Agent(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                )));
             }
         };
         let chosen = match &self.spiffe_id {
@@ -267,13 +267,10 @@ impl WorkloadApiSource {
             None => msg.svids.first(),
         }
         .ok_or_else(|| {
-            IdentityError::Refused(
-                7,
-                format!(
-                    "the agent returned no SVID for {}",
-                    self.spiffe_id.as_deref().unwrap_or("this workload")
-                ),
-            )
+            IdentityError::Agent(format!(
+                "the agent returned no SVID for {}",
+                self.spiffe_id.as_deref().unwrap_or("this workload")
+            ))
         })?;
         let chain = split_der(&chosen.x509_svid)?;
         let bundle = split_der(&chosen.bundle)?;
