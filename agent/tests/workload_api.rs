@@ -235,12 +235,13 @@ async fn refusals() {
 
 /// Rotation is pushed: with a 60 s lifetime the agent re-attests and pushes a
 /// new SVID (new serial, new key) at half-life on the open stream, as the
-/// `spiffe` crate's stream sees it.
+/// `spiffe` crate's stream sees it. The agent renews its own node certificate
+/// (also 60 s here) at half-life too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_pushed_at_half_life() {
     use futures_util::StreamExt;
     let ca = Ca::start();
-    let token = ca.node_token("host3").await;
+    let token = ca.node_token_ttl("host3", Some(60)).await;
     let node = "spiffe://example.org/tessera/agent/host3";
     let selector = format!("unix:uid:{}", uid());
     ca.call(

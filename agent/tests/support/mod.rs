@@ -117,9 +117,20 @@ impl Ca {
 
     /// A node entry and a join token for it.
     pub async fn node_token(&self, name: &str) -> String {
+        self.node_token_ttl(name, None).await
+    }
+
+    /// A node entry (certificate lifetime `ttl` seconds) and a join token for it.
+    pub async fn node_token_ttl(&self, name: &str, ttl: Option<u64>) -> String {
         let sid = format!("spiffe://example.org/tessera/agent/{name}");
-        self.entry(&sid, &[&format!("node:name:{name}")], None)
-            .await;
+        self.call(
+            Method::POST,
+            "/v1/entries",
+            Some(json!({"spiffe_id": sid, "selectors": [format!("node:name:{name}")],
+                        "ttl_seconds": ttl})),
+            201,
+        )
+        .await;
         let t = self
             .call(
                 Method::POST,
