@@ -126,8 +126,10 @@ impl Ca {
         self.call(
             Method::POST,
             "/v1/entries",
-            Some(json!({"spiffe_id": sid, "selectors": [format!("node:name:{name}")],
-                        "ttl_seconds": ttl})),
+            Some(
+                json!({"spiffe_id": sid, "selectors": [format!("node:name:{name}")],
+                        "ttl_seconds": ttl}),
+            ),
             201,
         )
         .await;
