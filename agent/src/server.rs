@@ -6,7 +6,8 @@
 //! 2. the caller's PID/UID/GID come from the kernel (`SO_PEERCRED`, through
 //!    tonic's [`UdsConnectInfo`]), and [`Attestor::attest`] maps it to
 //!    selectors, re-checking the process's start time at the end (the
-//!    PID-reuse guard);
+//!    PID-reuse guard); a process that started after the request arrived
+//!    is refused (the PID was reused between the request and attestation);
 //! 3. the agent generates a key in memory and asks the CA for every SVID the
 //!    evidence entitles the caller to; the first message carries them all
 //!    (no identity: `PermissionDenied` with the CA's reason);
@@ -36,7 +37,7 @@ use tonic::{Request, Response, Status};
 
 use crate::attest::{AttestError, Attestation, Attestor};
 use crate::node::{NodeError, NodeLink, WorkloadSvid};
-use crate::peer::PeerCred;
+use crate::peer::{PeerCred, now_ticks};
 use crate::workload_api::{
     ResponseStream, WorkloadApi, X509BundlesRequest, X509BundlesResponse, X509Svid,
     X509SvidRequest, X509SvidResponse, check_security_header,
@@ -215,14 +216,28 @@ fn svid_response(svids: &[WorkloadSvid], bundle: &[CertificateDer<'static>]) -> 
 }
 
 impl Shared {
-    async fn attest_and_issue(
-        &self,
-        peer: PeerCred,
-    ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
+    /// Attests the caller of a request that arrived at `asked` (boot-time
+    /// ticks): a process that started later is not the one that asked.
+    async fn attest(&self, peer: PeerCred, asked: u64) -> Result<Attestation, Status> {
         let att = self.attestor.attest(peer).await.map_err(|e| {
             tracing::warn!(pid = peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             attest_status(e)
         })?;
+        if att.start_time > asked {
+            tracing::warn!(pid = peer.pid, "caller's PID was reused before attestation");
+            return Err(Status::permission_denied(
+                "the process behind this connection started after the request arrived (PID reused)",
+            ));
+        }
+        Ok(att)
+    }
+
+    async fn attest_and_issue(
+        &self,
+        peer: PeerCred,
+        asked: u64,
+    ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
+        let att = self.attest(peer, asked).await?;
         let svids = self.node.workload_svids(&att).await.map_err(|e| {
             tracing::warn!(pid = peer.pid, selectors = ?att.selectors, error = %e, "no SVID for workload");
             ca_status(e)
@@ -363,10 +378,11 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<X509SvidRequest>,
     ) -> Result<Response<ResponseStream<X509SvidResponse>>, Status> {
+        let asked = now_ticks();
         check_security_header(&request)?;
         let peer = peer_of(&request)?;
         let shared = self.0.clone();
-        let (att, svids) = shared.attest_and_issue(peer).await?;
+        let (att, svids) = shared.attest_and_issue(peer, asked).await?;
         let snap = shared.snapshot.borrow().clone();
         let bundle = shared.node.bundle();
         let first = svid_response(&svids, &bundle);
@@ -392,10 +408,11 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<ResponseStream<X509BundlesResponse>>, Status> {
+        let asked = now_ticks();
         check_security_header(&request)?;
         let peer = peer_of(&request)?;
         // Bundles are public, but only attested callers are served.
-        self.0.attestor.attest(peer).await.map_err(attest_status)?;
+        self.0.attest(peer, asked).await?;
         let td = self.0.node.trust_domain_id();
         let mut snap = self.0.snapshot.clone();
         let (tx, rx) = mpsc::channel(4);
