@@ -7,6 +7,11 @@
 //! selectors ([`attest`]). The agent is the only Tessera component that talks
 //! to the container runtime.
 //!
+//! The `tessera-agent` binary serves this as the SPIFFE Workload API
+//! ([`workload_api`]: the wire protocol and our client; [`server`]: the
+//! per-stream attest → issue → push loop), with the node identity and the
+//! CA calls in [`node`] and its options in [`config`].
+//!
 //! ```no_run
 //! # async fn serve(listener: tokio::net::UnixListener) -> Result<(), Box<dyn std::error::Error>> {
 //! use tessera_agent::{Attestor, EngineClient, PeerCred};
@@ -20,9 +25,13 @@
 
 pub mod attest;
 pub mod cgroup;
+pub mod config;
 pub mod engine;
+pub mod node;
 pub mod peer;
 pub mod posture;
+pub mod server;
+pub mod workload_api;
 
 pub use attest::{AttestError, Attestation, Attestor, ContainerEvidence, Discovery};
 pub use cgroup::ContainerRef;

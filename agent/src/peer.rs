@@ -105,6 +105,16 @@ pub enum ProcessError {
     },
 }
 
+/// Now, in the unit of process start times (clock ticks since boot, the
+/// boot-time clock, as `/proc/<pid>/stat` field 22). A process whose start
+/// time is later than this value taken when a request arrived cannot be the
+/// process that sent it: its PID was reused.
+pub fn now_ticks() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let hz = rustix::param::clock_ticks_per_second();
+    (ts.tv_sec.max(0) as u64) * hz + (ts.tv_nsec.max(0) as u64) * hz / 1_000_000_000
+}
+
 impl PeerCred {
     /// The peer of an accepted unix-socket connection.
     pub fn of(stream: &tokio::net::UnixStream) -> Result<Self, ProcessError> {
@@ -313,6 +323,24 @@ mod tests {
         }
         assert_eq!(parse_stat("42 (sh) S 1 2"), None);
         assert_eq!(parse_stat("no parens"), None);
+    }
+
+    #[test]
+    fn start_times_are_in_the_past_of_now_ticks() {
+        let me = ProcessHandle::open(std::process::id()).unwrap();
+        assert!(me.start_time() <= now_ticks());
+        // A child started now starts after a moment taken before it.
+        let before = now_ticks();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let h = ProcessHandle::open(child.id()).unwrap();
+        let started = h.start_time();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(started > before, "{started} > {before}");
     }
 
     #[test]

@@ -25,7 +25,9 @@ use tessera_core::{SpiffeId, SpiffeIdError, TrustDomain, now_unix, pem};
 use tokio::sync::watch;
 
 mod lifecycle;
+mod nodes;
 pub use lifecycle::ScheduleStatus;
+pub use nodes::{MAX_ATTESTED_SELECTORS, MAX_SVIDS_PER_WORKLOAD};
 
 /// Errors from domain operations; each maps to one HTTP status and stable code.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,12 @@ pub enum AuthorityError {
     /// The request conflicts with current state.
     #[error("{0}")]
     Conflict(String),
+    /// The caller's node is banned or unknown.
+    #[error("node refused: {0}")]
+    Forbidden(String),
+    /// The workload's isolation posture violates the CA-wide minimum.
+    #[error("attestation refused: {0}")]
+    Posture(String),
     /// The store failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -114,6 +122,13 @@ pub enum Principal {
         /// Its certificate serial.
         serial: String,
     },
+    /// A node agent presenting its node certificate (node recorded, not banned).
+    Node {
+        /// The node's SPIFFE ID.
+        spiffe_id: String,
+        /// Its certificate serial.
+        serial: String,
+    },
     /// A workload whose certificate was revoked only because its issuing CA
     /// was (cACompromise): it may renew (re-issue) and do nothing else.
     Reissue {
@@ -133,7 +148,9 @@ impl Principal {
     pub fn audit_name(&self) -> String {
         match self {
             Principal::Credential { name, role, .. } => format!("{}:{name}", role.as_str()),
-            Principal::Workload { spiffe_id, .. } => spiffe_id.clone(),
+            Principal::Workload { spiffe_id, .. } | Principal::Node { spiffe_id, .. } => {
+                spiffe_id.clone()
+            }
             Principal::Reissue { spiffe_id, .. } => format!("{spiffe_id} (re-issue)"),
             Principal::System => "system".into(),
             Principal::Anonymous => "anonymous".into(),
@@ -531,6 +548,7 @@ impl Authority {
         actor: &Principal,
         mut preconditions: Vec<Precondition>,
         action: &'static str,
+        node: Option<&str>,
     ) -> Result<IssuedCertificate> {
         let started = std::time::Instant::now();
         let canonical = attestation.to_string();
@@ -584,6 +602,7 @@ impl Authority {
                     attestation: canonical,
                     attestation_hash: hash_hex.clone(),
                     der: leaf.der.to_vec(),
+                    node_spiffe_id: node.map(str::to_owned),
                 },
                 preconditions,
                 audit,
@@ -635,6 +654,13 @@ impl Authority {
         actor: &Principal,
     ) -> Result<IssuedCertificate> {
         let id = self.check_td("spiffe_id", &req.spiffe_id)?;
+        if api::node_name(id.path()).is_some() {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: "node identities are attested with a join token, not issued directly"
+                    .into(),
+            });
+        }
         let csr = self.verify_csr(&req.csr)?;
         let entry = Self::single_entry(self.entries_for(&id).await?, id.as_str())?;
         let ttl = self.resolve_ttl(req.ttl_seconds, entry.ttl_seconds as i64)?;
@@ -645,7 +671,7 @@ impl Authority {
             "requested_by": actor.audit_name(),
         });
         let pre = vec![Precondition::EntryExists(entry.id.clone())];
-        self.issue(&entry, &id, &csr, ttl, att, actor, pre, "cert.issue")
+        self.issue(&entry, &id, &csr, ttl, att, actor, pre, "cert.issue", None)
             .await
     }
 
@@ -689,19 +715,42 @@ impl Authority {
             spiffe_id: id.to_string(),
             serial: String::new(),
         };
-        let pre = vec![
+        let mut pre = vec![
             Precondition::ConsumeToken {
                 id: row.id.clone(),
                 now,
             },
             Precondition::EntryExists(entry.id.clone()),
         ];
+        // A node entry: redeeming attests the node and records it (a banned
+        // node cannot come back with a new token until it is unbanned).
+        let node = api::node_name(id.path()).map(str::to_owned);
+        if let Some(name) = &node {
+            pre.push(Precondition::NodeNotBanned {
+                spiffe_id: id.to_string(),
+                must_exist: false,
+            });
+            pre.push(Precondition::RecordNode {
+                id: name.clone(),
+                spiffe_id: id.to_string(),
+                attestation_type: "join_token".into(),
+                now,
+            });
+        }
+        let action = if node.is_some() {
+            "node.attest"
+        } else {
+            "cert.redeem"
+        };
         match self
-            .issue(&entry, &id, &csr, ttl, att, &actor, pre, "cert.redeem")
+            .issue(&entry, &id, &csr, ttl, att, &actor, pre, action, None)
             .await
         {
             Err(AuthorityError::Conflict(why)) if why.contains("join token") => {
                 Err(AuthorityError::Token("was already used"))
+            }
+            Err(AuthorityError::Conflict(why)) if why.contains("node") => {
+                Err(AuthorityError::Forbidden(why))
             }
             other => other,
         }
@@ -746,6 +795,17 @@ impl Authority {
                 "operator certificates are not renewed here".into(),
             ));
         }
+        if row.node_spiffe_id.is_some() {
+            return Err(AuthorityError::Renewal(
+                "certificates issued through a node agent are renewed only through the agent, \
+                 with fresh attestation"
+                    .into(),
+            ));
+        }
+        let node = self.node_usable(&row.spiffe_id).await?;
+        if node == Some(false) {
+            return Err(AuthorityError::Renewal("the node is banned".into()));
+        }
         let entry = match self.store.get_entry(&row.entry_id).await {
             Ok(e) => e,
             Err(StoreError::NotFound) => {
@@ -773,15 +833,36 @@ impl Authority {
             spiffe_id: id.to_string(),
             serial: row.serial.clone(),
         };
-        let pre = vec![
+        let mut pre = vec![
             Precondition::NotRevoked {
                 serial: row.serial.clone(),
                 unless_ca_compromise: reissue,
             },
             Precondition::EntryExists(entry.id.clone()),
         ];
-        self.issue(&entry, &id, &csr, ttl, att, &actor, pre, "cert.renew")
+        if node.is_some()
+            && let Some(name) = api::node_name(id.path())
+        {
+            pre.push(Precondition::NodeNotBanned {
+                spiffe_id: id.to_string(),
+                must_exist: true,
+            });
+            pre.push(Precondition::RecordNode {
+                id: name.to_owned(),
+                spiffe_id: id.to_string(),
+                attestation_type: "join_token".into(),
+                now,
+            });
+        }
+        match self
+            .issue(&entry, &id, &csr, ttl, att, &actor, pre, "cert.renew", None)
             .await
+        {
+            Err(AuthorityError::Conflict(why)) if why.contains("node") => {
+                Err(AuthorityError::Renewal(why))
+            }
+            other => other,
+        }
     }
 
     /// Revokes by exactly one selector; regenerates the CRL and wakes the feed.
@@ -896,6 +977,14 @@ impl Authority {
         }
         if let Some(p) = &req.parent_id {
             SpiffeId::new(p).map_err(|e| AuthorityError::SpiffeId("parent_id", e))?;
+            if api::node_name(id.path()).is_some() {
+                return Err(AuthorityError::Invalid {
+                    field: "parent_id",
+                    reason: "a node entry (spiffe://<td>/tessera/agent/<name>) is claimed with a \
+                             join token and has no parent"
+                        .into(),
+                });
+            }
         }
         if let Some(t) = req.ttl_seconds {
             let i = &self.cfg.issuance;
@@ -1242,10 +1331,18 @@ impl Authority {
                 role: c.role,
             }));
         }
-        Ok(Some(Principal::Workload {
-            spiffe_id: row.spiffe_id,
-            serial: row.serial,
-        }))
+        match self.node_usable(&row.spiffe_id).await? {
+            Some(true) => Ok(Some(Principal::Node {
+                spiffe_id: row.spiffe_id,
+                serial: row.serial,
+            })),
+            // A banned (or never recorded) node's certificate counts for nothing.
+            Some(false) => Ok(None),
+            None => Ok(Some(Principal::Workload {
+                spiffe_id: row.spiffe_id,
+                serial: row.serial,
+            })),
+        }
     }
 
     /// Issues an operator client certificate (admin or another role) with a key
@@ -1326,6 +1423,7 @@ impl Authority {
                     attestation_hash: sha256_hex(canonical.as_bytes()),
                     attestation: canonical,
                     der: leaf.der.to_vec(),
+                    node_spiffe_id: None,
                 },
                 vec![],
                 audit,

@@ -44,6 +44,38 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// CA rotation schedule.
     pub rotation: RotationConfig,
+    /// Minimum isolation posture for workloads attested by node agents.
+    pub attestation: AttestationConfig,
+}
+
+/// The CA-wide minimum isolation posture: a container attested by a node
+/// agent that violates it gets no identity, whatever its entries say. Each
+/// rule reads the agent's `posture:` selectors; a container whose evidence
+/// lacks the selector a rule needs is refused (unknown is never safe).
+/// Callers outside any container (no container ID) have no posture and are
+/// not subject to these rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationConfig {
+    /// Refuse privileged containers (`posture:privileged:true`).
+    pub refuse_privileged: bool,
+    /// Refuse containers in the host's PID namespace (`posture:host-ns-pid:true`).
+    pub refuse_host_pid: bool,
+    /// Refuse containers in the host's network namespace (`posture:host-ns-net:true`).
+    pub refuse_host_net: bool,
+    /// Refuse containers without a memory limit (`posture:memory-limit:false`).
+    pub require_memory_limit: bool,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        Self {
+            refuse_privileged: true,
+            refuse_host_pid: true,
+            refuse_host_net: true,
+            require_memory_limit: false,
+        }
+    }
 }
 
 /// CA rotation: when the schedule prepares and activates the next generation
@@ -229,6 +261,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             admin: AdminConfig::default(),
             rotation: RotationConfig::default(),
+            attestation: AttestationConfig::default(),
             events: EventsConfig::default(),
             webhooks: WebhooksConfig::default(),
         }

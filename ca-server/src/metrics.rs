@@ -34,6 +34,8 @@ pub struct Metrics {
     pub jwt_issued: Arc<CounterVec>,
     /// Webhook delivery attempts, by outcome (delivered, retrying, failed).
     pub webhook_deliveries: Arc<CounterVec>,
+    /// Attested issuances refused by policy, by reason.
+    pub attestation_refused: Arc<CounterVec>,
 }
 
 impl Metrics {
@@ -71,6 +73,11 @@ impl Metrics {
             refused: registry.register(CounterVec::new(
                 "tessera_connections_refused_total",
                 "Connections refused before a request was read.",
+                &["reason"],
+            )),
+            attestation_refused: registry.register(CounterVec::new(
+                "tessera_attestation_refused_total",
+                "Attested issuances refused by the minimum posture policy.",
                 &["reason"],
             )),
             denials: registry.register(CounterVec::new(

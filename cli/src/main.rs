@@ -97,6 +97,9 @@ enum Cmd {
     /// Connections refused by sidecars (the container firewall), fleet-wide.
     #[command(subcommand)]
     Denials(DenialsCmd),
+    /// Nodes (hosts running tessera-agent): list, show, ban, unban.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Webhooks: signed HTTPS deliveries of events.
     #[command(subcommand)]
     Webhook(WebhookCmd),
@@ -115,6 +118,28 @@ enum Cmd {
         /// now with --follow).
         #[arg(long)]
         after: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List nodes.
+    List,
+    /// Show one node.
+    Show {
+        /// The node name (last segment of spiffe://<td>/tessera/agent/<name>).
+        name: String,
+    },
+    /// Ban a node: its certificate is refused at once and every certificate
+    /// issued through it is revoked.
+    Ban {
+        /// The node name.
+        name: String,
+    },
+    /// Unban a node (certificates revoked by the ban stay revoked).
+    Unban {
+        /// The node name.
+        name: String,
     },
 }
 
@@ -860,6 +885,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::ApiToken(cmd) => api_token(&ctx, cmd).await,
         Cmd::Denials(cmd) => denials(&ctx, cmd).await,
         Cmd::Webhook(cmd) => webhook(&ctx, cmd).await,
+        Cmd::Node(cmd) => node(&ctx, cmd).await,
         Cmd::Events {
             follow,
             kinds,
@@ -1074,6 +1100,56 @@ async fn events(ctx: &Ctx, follow: bool, kinds: &[String], after: Option<i64>) -
         );
     }
     Ok(())
+}
+
+async fn node(ctx: &Ctx, cmd: NodeCmd) -> Result<()> {
+    let table = |items: &[api::NodeInfo]| {
+        rows(
+            &["NAME", "SPIFFE ID", "ATTESTATION", "BANNED", "LAST SEEN"],
+            items.iter().map(|n| {
+                vec![
+                    n.id.clone(),
+                    n.spiffe_id.clone(),
+                    n.attestation_type.clone(),
+                    n.banned_at.clone().unwrap_or_else(|| "-".into()),
+                    n.last_seen.clone(),
+                ]
+            }),
+        )
+    };
+    match cmd {
+        NodeCmd::List => {
+            let l: api::NodeList = ctx.call(Method::GET, "/v1/nodes", None).await?;
+            ctx.out.show(&l, || table(&l.items))
+        }
+        NodeCmd::Show { name } => {
+            let n: api::NodeInfo = ctx
+                .call(Method::GET, &format!("/v1/nodes/{}", q(&name)), None)
+                .await?;
+            ctx.out.show(&n, || {
+                output::kv(&serde_json::to_value(&n).unwrap_or_default())
+            })
+        }
+        NodeCmd::Ban { name } => ban_node(ctx, &name, "ban").await,
+        NodeCmd::Unban { name } => ban_node(ctx, &name, "unban").await,
+    }
+}
+
+async fn ban_node(ctx: &Ctx, name: &str, verb: &str) -> Result<()> {
+    let r: api::NodeBanResponse = ctx
+        .call(
+            Method::POST,
+            &format!("/v1/nodes/{}/{verb}", q(name)),
+            Some(json!({})),
+        )
+        .await?;
+    ctx.out.show(&r, || {
+        format!(
+            "{verb}ned node {name}; revoked {} certificate(s); feed version {}\n",
+            r.revoked.len(),
+            r.version
+        )
+    })
 }
 
 async fn denials(ctx: &Ctx, cmd: DenialsCmd) -> Result<()> {

@@ -274,3 +274,44 @@ fn exit_codes_scripts_rely_on() {
         "names the unknown key"
     );
 }
+
+/// `tessera node list|show|ban|unban` against a node that attested with a
+/// join token (redeemed here by `tessera cert issue --token`, as an agent does).
+#[test]
+fn node_commands() {
+    let ca = Ca::start();
+    let out = |o: &Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let sid = "spiffe://example.org/tessera/agent/n1";
+    out(&ca.tessera(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        sid,
+        "--selector",
+        "node:name:n1",
+    ]));
+    let token = out(&ca.tessera(&["token", "create", "--spiffe-id", sid]));
+    out(&ca.tessera(&["cert", "issue", "--token", token.trim(), "--out-dir", "n1"]));
+    let list = out(&ca.tessera(&["node", "list"]));
+    assert!(list.contains("n1") && list.contains("join_token"), "{list}");
+    let show: serde_json::Value = serde_json::from_str(&out(
+        &ca.tessera(&["node", "show", "n1", "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(show["spiffe_id"], sid);
+    assert_eq!(show["banned"], false);
+    let ban = out(&ca.tessera(&["node", "ban", "n1"]));
+    assert!(ban.contains("banned node n1"), "{ban}");
+    let show: serde_json::Value = serde_json::from_str(&out(
+        &ca.tessera(&["node", "show", "n1", "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(show["banned"], true);
+    let unban = out(&ca.tessera(&["node", "unban", "n1"]));
+    assert!(unban.contains("unbanned node n1"), "{unban}");
+    let o = ca.tessera(&["node", "show", "nope"]);
+    assert_eq!(o.status.code(), Some(3), "not found");
+}

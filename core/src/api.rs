@@ -206,6 +206,10 @@ pub struct CertificateRecord {
     pub attestation: serde_json::Value,
     /// Who asked for it (credential name or attested identity).
     pub requested_by: String,
+    /// The node whose agent attested the workload, for certificates issued
+    /// through an agent (`POST /v1/agent/svids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The certificate itself, PEM (only on the single-certificate route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
@@ -992,4 +996,98 @@ pub struct JwtSvid {
     pub spiffe_id: String,
     /// Its `exp`, RFC 3339.
     pub expires_at: String,
+}
+
+/// The path prefix of node SPIFFE IDs: `spiffe://<td>/tessera/agent/<node-name>`.
+/// An entry granting such an ID is a node entry: redeeming a join token for it
+/// attests a node, and no agent can obtain it for a workload.
+pub const NODE_PATH_PREFIX: &str = "/tessera/agent/";
+
+/// The node name of a node SPIFFE ID path (`/tessera/agent/<name>`, one
+/// segment), or None if the path is not a node's.
+pub fn node_name(path: &str) -> Option<&str> {
+    path.strip_prefix(NODE_PATH_PREFIX)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+}
+
+/// A node: a host whose agent attested with a join token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node name (last segment of its SPIFFE ID).
+    pub id: String,
+    /// `spiffe://<td>/tessera/agent/<name>`.
+    pub spiffe_id: String,
+    /// How it attested (`join_token`).
+    pub attestation_type: String,
+    /// Banned nodes are refused on every route and get no certificates.
+    pub banned: bool,
+    /// When it was banned, RFC 3339.
+    pub banned_at: Option<String>,
+    /// First attestation, RFC 3339.
+    pub created_at: String,
+    /// Last renewal or attested issuance, RFC 3339.
+    pub last_seen: String,
+}
+
+/// A list of nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeList {
+    /// The nodes, by name.
+    pub items: Vec<NodeInfo>,
+}
+
+/// The outcome of banning or unbanning a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeBanResponse {
+    /// The node after the change.
+    pub node: NodeInfo,
+    /// Serials revoked by the ban (every live certificate issued through the node).
+    pub revoked: Vec<String>,
+    /// The revocation-feed version after the change.
+    pub version: i64,
+}
+
+/// What a node agent attested about a workload (the evidence the CA records).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadAttestation {
+    /// Every selector the agent derived, sorted (`unix:uid:0`,
+    /// `container:label:app:web`, `posture:privileged:false`, ...).
+    pub selectors: Vec<String>,
+    /// The container whose identity the workload gets (64 hex), if any.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// The container the calling process runs in, when it differs (a
+    /// sidecar joined to the app's network namespace).
+    #[serde(default)]
+    pub caller_container_id: Option<String>,
+    /// The container's image name.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The image ID or digest (`sha256:...`).
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// The pod name, if any.
+    #[serde(default)]
+    pub pod: Option<String>,
+}
+
+/// An agent asks for a workload's X.509-SVIDs (`POST /v1/agent/svids`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSvidRequest {
+    /// PKCS#10 CSR for a key the agent generated in memory for this workload, PEM.
+    pub csr: String,
+    /// Only this SPIFFE ID; absent means every entry that matches.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// Fresh evidence about the workload.
+    pub attestation: WorkloadAttestation,
+}
+
+/// The SVIDs the CA issued for an attested workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSvidResponse {
+    /// One certificate per matching entry, by SPIFFE ID.
+    pub svids: Vec<IssuedCertificate>,
 }

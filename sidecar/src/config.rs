@@ -18,6 +18,13 @@ pub struct Config {
     /// File holding the join token (read once, never written). The token may
     /// also come from `TESSERA_JOIN_TOKEN` or `--join-token`.
     pub join_token_file: Option<PathBuf>,
+    /// The node agent's Workload API socket (`unix:///path`). Used when no
+    /// join token is given; `SPIFFE_ENDPOINT_SOCKET` is used when this is
+    /// unset. Either a join token or the Workload API must be configured.
+    pub workload_api_socket: Option<String>,
+    /// With the Workload API: the SPIFFE ID to use when the agent returns
+    /// several; unset means the first (the Workload API's default).
+    pub workload_api_spiffe_id: Option<String>,
     /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/identity`); loopback only.
     pub admin_listen: SocketAddr,
     /// Allow TLS 1.2 besides 1.3.
@@ -152,6 +159,8 @@ impl Default for Config {
             ca_url: "https://localhost:8443".into(),
             ca_bundle: PathBuf::from("bundle.pem"),
             join_token_file: None,
+            workload_api_socket: None,
+            workload_api_spiffe_id: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 15000)),
             tls12: false,
             drain_seconds: 10,

@@ -1,6 +1,9 @@
-//! Where the sidecar's identity comes from, behind one small interface so the
-//! node agent's Workload API can slot in later. Keys are generated here, in
-//! memory, and never written anywhere.
+//! Where the sidecar's identity comes from, behind one small interface:
+//! directly from the CA with a join token ([`JoinTokenSource`]; keys are
+//! generated here, in memory), or from the node agent's SPIFFE Workload API
+//! ([`WorkloadApiSource`]; the agent generates the key in memory and hands it
+//! only to this process over the unix socket). Keys are never written
+//! anywhere (unless `[svid_files]` asks for them).
 
 use std::sync::Arc;
 use tessera_core::api::{IssuedCertificate, RedeemRequest, RenewRequest};
@@ -19,6 +22,9 @@ pub enum IdentityError {
     /// Local key, CSR or TLS setup failed.
     #[error("local: {0}")]
     Local(String),
+    /// The node agent's Workload API refused or failed (gRPC status and message).
+    #[error("node agent: {0}")]
+    Agent(String),
 }
 
 /// An identity the sidecar holds: certificate chain, key, trust bundle.
@@ -85,6 +91,12 @@ pub trait IdentitySource: Send + Sync {
         &self,
         current: &Svid,
     ) -> impl std::future::Future<Output = Result<Svid, IdentityError>> + Send;
+    /// True if the source pushes new identities itself: the renewal loop
+    /// then calls [`IdentitySource::renew`] at once, and `renew` waits for
+    /// the next push (the Workload API stream).
+    fn pushes_updates(&self) -> bool {
+        false
+    }
 }
 
 /// Direct mode: a single-use join token for the first certificate, mTLS
@@ -190,5 +202,169 @@ impl IdentitySource for JoinTokenSource {
         let body = serde_json::to_vec(&RenewRequest { csr })
             .map_err(|e| IdentityError::Local(e.to_string()))?;
         post_for_cert(&client, "/v1/certs/renew", body, key).await
+    }
+}
+
+/// Identity from the node agent's SPIFFE Workload API (`FetchX509SVID`): the
+/// first message of the stream is the first identity; each later message
+/// carrying a different certificate is a renewal. When the stream ends (agent
+/// restart, refusal) the next call re-opens it.
+pub struct WorkloadApiSource {
+    client: tessera_agent::workload_api::Client,
+    spiffe_id: Option<String>,
+    stream: tokio::sync::Mutex<
+        Option<tonic::codec::Streaming<tessera_agent::workload_api::X509SvidResponse>>,
+    >,
+}
+
+impl WorkloadApiSource {
+    /// A source reading the socket at `socket` (`unix:///path`), or
+    /// `SPIFFE_ENDPOINT_SOCKET` when `socket` is None; `spiffe_id` picks one
+    /// of several SVIDs (default: the first).
+    pub fn new(socket: Option<&str>, spiffe_id: Option<String>) -> Result<Self, IdentityError> {
+        let path = tessera_agent::workload_api::socket_path(socket)
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
+        let client = tessera_agent::workload_api::Client::new(&path)
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
+        Ok(Self {
+            client,
+            spiffe_id,
+            stream: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The next message of the stream (opening it if needed), as an identity.
+    async fn next(&self) -> Result<Svid, IdentityError> {
+        let mut guard = self.stream.lock().await;
+        if guard.is_none() {
+            let mut client = self.client.clone();
+            let s = client
+                .fetch_x509_svid()
+                .await
+                .map_err(|e| IdentityError::Agent(e.to_string()))?;
+            *guard = Some(s);
+        }
+        let Some(stream) = guard.as_mut() else {
+            return Err(IdentityError::Local("no stream".into()));
+        };
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                *guard = None;
+                return Err(IdentityError::Agent("the Workload API stream ended".into()));
+            }
+            Err(status) => {
+                *guard = None;
+                return Err(IdentityError::Agent(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                )));
+            }
+        };
+        let chosen = match &self.spiffe_id {
+            Some(id) => msg.svids.iter().find(|s| &s.spiffe_id == id),
+            None => msg.svids.first(),
+        }
+        .ok_or_else(|| {
+            IdentityError::Agent(format!(
+                "the agent returned no SVID for {}",
+                self.spiffe_id.as_deref().unwrap_or("this workload")
+            ))
+        })?;
+        let chain = split_der(&chosen.x509_svid)?;
+        let bundle = split_der(&chosen.bundle)?;
+        let info = tessera_core::svid::check_leaf(&chain[0])
+            .map_err(|e| IdentityError::Local(format!("SVID from the agent: {e}")))?;
+        if info.spiffe_id.as_str() != chosen.spiffe_id {
+            return Err(IdentityError::Local(
+                "the agent's SVID does not carry the SPIFFE ID it was announced with".into(),
+            ));
+        }
+        Ok(Svid {
+            chain,
+            key_der: Arc::new(chosen.x509_svid_key.to_vec()),
+            bundle,
+            spiffe_id: info.spiffe_id.to_string(),
+            serial: info.serial,
+            not_before: info.not_before,
+            not_after: info.not_after,
+            received_at: tessera_core::now_unix(),
+        })
+    }
+}
+
+/// Splits concatenated DER certificates (the Workload API's encoding).
+fn split_der(
+    mut der: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, IdentityError> {
+    let bad = || IdentityError::Local("malformed DER certificate list from the agent".into());
+    let mut out = Vec::new();
+    while !der.is_empty() {
+        if der.len() < 2 || der[0] != 0x30 {
+            return Err(bad());
+        }
+        let (len, header) = match der[1] {
+            n if n < 0x80 => (n as usize, 2),
+            0x81 if der.len() >= 3 => (der[2] as usize, 3),
+            0x82 if der.len() >= 4 => (((der[2] as usize) << 8) | der[3] as usize, 4),
+            0x83 if der.len() >= 5 => (
+                ((der[2] as usize) << 16) | ((der[3] as usize) << 8) | der[4] as usize,
+                5,
+            ),
+            _ => return Err(bad()),
+        };
+        let total = header + len;
+        if total > der.len() {
+            return Err(bad());
+        }
+        out.push(rustls::pki_types::CertificateDer::from(
+            der[..total].to_vec(),
+        ));
+        der = &der[total..];
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+impl IdentitySource for WorkloadApiSource {
+    async fn fetch(&self) -> Result<Svid, IdentityError> {
+        self.next().await
+    }
+
+    async fn renew(&self, current: &Svid) -> Result<Svid, IdentityError> {
+        // Bundle-only pushes repeat the certificate: wait for a new one.
+        loop {
+            let next = self.next().await?;
+            if next.serial != current.serial || next.bundle != current.bundle {
+                return Ok(next);
+            }
+        }
+    }
+
+    fn pushes_updates(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_concatenated_der() {
+        let a = [0x30, 0x03, 1, 2, 3];
+        let mut b = vec![0x30, 0x81, 0x80];
+        b.extend(std::iter::repeat_n(7u8, 0x80));
+        let joined: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
+        let out = split_der(&joined).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].as_ref(), &a[..]);
+        assert_eq!(out[1].as_ref(), &b[..]);
+        assert!(split_der(&[0x30, 0x05, 1]).is_err());
+        assert!(split_der(&[]).is_err());
+        assert!(split_der(&[0x31, 0x00]).is_err());
     }
 }

@@ -409,8 +409,14 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
         let Some(current) = shared.identity() else {
             return;
         };
+        // A pushing source (the Workload API) decides when: wait for its push.
+        let wait = if source.pushes_updates() {
+            Duration::ZERO
+        } else {
+            jittered(&shared, &current)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(jittered(&shared, &current)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shared.renew_now.notified() => {
                 tracing::warn!(serial = %current.serial, "own certificate revoked; re-issuing now");
             }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use tessera_sidecar::config::Config;
-use tessera_sidecar::identity::JoinTokenSource;
+use tessera_sidecar::identity::{IdentitySource, JoinTokenSource, WorkloadApiSource};
 
 #[derive(Parser)]
 #[command(
@@ -49,21 +49,47 @@ async fn main() -> Result<()> {
     }
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
     let token = match (&cli.join_token, &cfg.join_token_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("join_token_file {}", f.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) => {
-            anyhow::bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file")
-        }
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("join_token_file {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
     };
-    let bootstrap = tessera_core::pem::certs(
-        &std::fs::read(&cfg.ca_bundle)
-            .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
-    )
-    .context("ca_bundle")?;
-    let source = JoinTokenSource::new(cfg.ca_url.clone(), bootstrap, token);
+    let workload_api = cfg.workload_api_socket.is_some()
+        || std::env::var_os(tessera_agent::workload_api::ENDPOINT_SOCKET_ENV).is_some();
+    match token {
+        Some(token) => {
+            let bootstrap = tessera_core::pem::certs(
+                &std::fs::read(&cfg.ca_bundle)
+                    .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
+            )
+            .context("ca_bundle")?;
+            let source = JoinTokenSource::new(cfg.ca_url.clone(), bootstrap, token);
+            run(cfg, source, cli.exit_with_pid).await
+        }
+        None if workload_api => {
+            let source = WorkloadApiSource::new(
+                cfg.workload_api_socket.as_deref(),
+                cfg.workload_api_spiffe_id.clone(),
+            )
+            .context("workload_api_socket")?;
+            run(cfg, source, cli.exit_with_pid).await
+        }
+        None => anyhow::bail!(
+            "identity: give a join token (TESSERA_JOIN_TOKEN, --join-token or join_token_file) \
+             or the node agent's Workload API (workload_api_socket or SPIFFE_ENDPOINT_SOCKET)"
+        ),
+    }
+}
+
+async fn run<S: IdentitySource + 'static>(
+    cfg: Config,
+    source: S,
+    exit_with_pid: Option<u32>,
+) -> Result<()> {
     let drain = std::time::Duration::from_secs(cfg.drain_seconds);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -71,7 +97,7 @@ async fn main() -> Result<()> {
     // One line on stdout with every bound address, for scripts and tests.
     println!("{}", serde_json::json!({"tessera_sidecar": running.addrs}));
     let app_gone = async {
-        match cli.exit_with_pid {
+        match exit_with_pid {
             Some(pid) => {
                 let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
                 while proc_dir.exists() {

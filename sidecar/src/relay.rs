@@ -182,7 +182,10 @@ mod tests {
         let mut got = Vec::new();
         server.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, big, "a → b intact, then EOF (half-close)");
-        server.write_all(b"reply after the client's EOF").await.unwrap();
+        server
+            .write_all(b"reply after the client's EOF")
+            .await
+            .unwrap();
         server.shutdown().await.unwrap();
         assert_eq!(writer.await.unwrap(), b"reply after the client's EOF");
         relay.await.unwrap().unwrap();

@@ -78,6 +78,8 @@ impl From<AuthorityError> for ApiError {
             A::Token(_) => Self::new(S::FORBIDDEN, "join_token_refused", e.to_string()),
             A::Renewal(_) => Self::new(S::FORBIDDEN, "renewal_refused", e.to_string()),
             A::Conflict(_) => Self::new(S::CONFLICT, "conflict", e.to_string()),
+            A::Forbidden(_) => Self::new(S::FORBIDDEN, "node_refused", e.to_string()),
+            A::Posture(_) => Self::new(S::FORBIDDEN, "posture_refused", e.to_string()),
             A::Store(_) | A::Ca(_) | A::Keystore(_) => {
                 tracing::error!(error = %e, "internal error");
                 Self::new(

@@ -66,6 +66,12 @@ pub(super) fn method_router(
         ("POST", "/v1/webhooks") => post(create_webhook),
         ("DELETE", "/v1/webhooks/{id}") => delete(delete_webhook),
         ("GET", "/v1/webhooks/{id}/deliveries") => get(webhook_deliveries),
+        ("GET", "/v1/nodes") => get(list_nodes),
+        ("GET", "/v1/nodes/{id}") => get(show_node),
+        ("POST", "/v1/nodes/{id}/ban") => post(ban_node),
+        ("POST", "/v1/nodes/{id}/unban") => post(unban_node),
+        ("GET", "/v1/agent/entries") => get(agent_entries),
+        ("POST", "/v1/agent/svids") => post(agent_svids),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
 }
@@ -694,4 +700,59 @@ async fn jwt_svid(
     ApiJson(req): ApiJson<api::JwtSvidRequest>,
 ) -> Res<Response> {
     Ok((StatusCode::CREATED, Json(a.issue_jwt_svid(&p, &req)?)).into_response())
+}
+
+async fn list_nodes(State(a): St) -> Res<Json<api::NodeList>> {
+    Ok(Json(api::NodeList {
+        items: a.list_nodes().await?,
+    }))
+}
+
+async fn show_node(State(a): St, Path(id): Path<String>) -> Res<Json<api::NodeInfo>> {
+    Ok(Json(a.get_node(&id).await?))
+}
+
+async fn ban_node(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::NodeBanResponse>> {
+    Ok(Json(a.set_node_banned(&id, true, &p).await?))
+}
+
+async fn unban_node(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Res<Json<api::NodeBanResponse>> {
+    Ok(Json(a.set_node_banned(&id, false, &p).await?))
+}
+
+async fn agent_svids(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::AgentSvidRequest>,
+) -> Res<Response> {
+    // The node is who the caller proved to be, never a field of the request.
+    let Principal::Node { spiffe_id, .. } = &p else {
+        return Err(ApiError::forbidden(
+            "this route needs a node agent's certificate",
+        ));
+    };
+    let out = a.agent_svids(spiffe_id, &req, &p).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn agent_entries(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+) -> Res<Json<api::EntryList>> {
+    let Principal::Node { spiffe_id, .. } = &p else {
+        return Err(ApiError::forbidden(
+            "this route needs a node agent's certificate",
+        ));
+    };
+    Ok(Json(api::EntryList {
+        items: a.agent_entries(spiffe_id).await?,
+    }))
 }

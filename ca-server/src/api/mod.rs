@@ -32,8 +32,11 @@ pub enum Access {
     Workload,
     /// Any workload or any operator credential.
     Authenticated,
-    /// A workload, or one whose certificate fell with its revoked CA (re-issue).
+    /// A workload or a node, or one whose certificate fell with its revoked
+    /// CA (re-issue).
     Renew,
+    /// A node agent's certificate (node recorded and not banned), only.
+    Node,
 }
 
 /// One route of the API.
@@ -56,6 +59,7 @@ const READ_ENTRIES: &[Role] = &[Role::Admin, Role::Registrar, Role::Auditor];
 const AUDIT: &[Role] = &[Role::Admin, Role::Auditor];
 const DENIALS: &[Role] = &[Role::Admin, Role::Auditor];
 const EVENTS: &[Role] = &[Role::Admin, Role::Auditor];
+const READ_NODES: &[Role] = &[Role::Admin, Role::Auditor];
 
 macro_rules! r {
     ($m:literal, $p:literal, $a:expr) => {
@@ -109,6 +113,12 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("POST", "/v1/webhooks", Access::Roles(ADMIN)),
     r!("DELETE", "/v1/webhooks/{id}", Access::Roles(ADMIN)),
     r!("GET", "/v1/webhooks/{id}/deliveries", Access::Roles(EVENTS)),
+    r!("GET", "/v1/nodes", Access::Roles(READ_NODES)),
+    r!("GET", "/v1/nodes/{id}", Access::Roles(READ_NODES)),
+    r!("POST", "/v1/nodes/{id}/ban", Access::Roles(ADMIN)),
+    r!("POST", "/v1/nodes/{id}/unban", Access::Roles(ADMIN)),
+    r!("GET", "/v1/agent/entries", Access::Node),
+    r!("POST", "/v1/agent/svids", Access::Node),
 ];
 
 /// The verified client certificate of the connection, if any (set by the server).
@@ -233,6 +243,7 @@ async fn check(
                 .join(", ")
         ))),
         (Access::Workload | Access::Renew, Principal::Workload { .. }) => Ok(p),
+        (Access::Renew | Access::Node, Principal::Node { .. }) => Ok(p),
         (Access::Renew, Principal::Reissue { .. }) => Ok(p),
         (_, Principal::Reissue { .. }) => Err(ApiError::forbidden(
             "this certificate was revoked with its CA: it may only re-issue (POST /v1/certs/renew)",
@@ -242,6 +253,9 @@ async fn check(
         )),
         (Access::Workload, _) => Err(ApiError::forbidden(
             "this route needs a workload certificate",
+        )),
+        (Access::Node, _) => Err(ApiError::forbidden(
+            "this route needs a node agent's certificate",
         )),
         (Access::Authenticated, _) | (Access::Public, _) => Ok(p),
     }

@@ -405,6 +405,8 @@ pub(super) enum LiveBy {
     Entry(String),
     /// Every certificate a CA generation signed.
     Ca(String),
+    /// Every certificate issued through a node's agent (node SPIFFE ID).
+    Node(String),
 }
 
 async fn dependents_in(tx: &mut Tx, id: &str, now: i64) -> Result<i64, StoreError> {

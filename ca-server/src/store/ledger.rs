@@ -44,6 +44,40 @@ pub enum Precondition {
     /// (an emergency revocation revokes every leaf it finds; this stops one
     /// signed just before from slipping in after).
     IssuerUsable(String),
+    /// The node is not banned. With `must_exist`, it must also be recorded
+    /// (attested issuance); without, an unknown node passes (its first
+    /// join-token attestation).
+    NodeNotBanned {
+        /// The node's SPIFFE ID.
+        spiffe_id: String,
+        /// Refuse a node that is not recorded.
+        must_exist: bool,
+    },
+    /// Write: record the node (first attestation) or update its `last_seen`.
+    /// Runs after every check and after the token is consumed; it cannot fail
+    /// on its own.
+    RecordNode {
+        /// Node name (`nodes.id`).
+        id: String,
+        /// The node's SPIFFE ID.
+        spiffe_id: String,
+        /// How it attested (`join_token`).
+        attestation_type: String,
+        /// Now, unix seconds.
+        now: i64,
+    },
+}
+
+impl Precondition {
+    /// 0 for read-only checks, 1 for consuming a token (may fail), 2 for
+    /// writes that cannot fail.
+    fn phase(&self) -> u8 {
+        match self {
+            Precondition::ConsumeToken { .. } => 1,
+            Precondition::RecordNode { .. } => 2,
+            _ => 0,
+        }
+    }
 }
 
 struct Job {
@@ -205,13 +239,8 @@ async fn check(
     // Read-only checks first, the one that writes (consuming a token) last: jobs
     // share the batch transaction without savepoints, so a failed check must
     // never follow a write it would have to undo.
-    let ordered = pre
-        .iter()
-        .filter(|p| !matches!(p, Precondition::ConsumeToken { .. }))
-        .chain(
-            pre.iter()
-                .filter(|p| matches!(p, Precondition::ConsumeToken { .. })),
-        );
+    let mut ordered: Vec<&Precondition> = pre.iter().collect();
+    ordered.sort_by_key(|p| p.phase());
     for p in ordered {
         match p {
             Precondition::ConsumeToken { id, now } => {
@@ -278,6 +307,39 @@ async fn check(
                 }
                 seen.cas.insert(ca.clone());
             }
+            Precondition::NodeNotBanned {
+                spiffe_id,
+                must_exist,
+            } => {
+                let r = sqlx::query("SELECT banned FROM nodes WHERE spiffe_id = $1")
+                    .bind(spiffe_id.clone())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match r {
+                    Some(row) if row.get::<i64, _>(0) != 0 => {
+                        return Ok(Err("the node is banned".into()));
+                    }
+                    None if *must_exist => return Ok(Err("the node is not registered".into())),
+                    _ => {}
+                }
+            }
+            Precondition::RecordNode {
+                id,
+                spiffe_id,
+                attestation_type,
+                now,
+            } => {
+                sqlx::query(
+                    "INSERT INTO nodes (id, spiffe_id, attestation_type, banned, created_at, last_seen) \
+                     VALUES ($1, $2, $3, 0, $4, $4) ON CONFLICT (id) DO UPDATE SET last_seen = $4",
+                )
+                .bind(id.clone())
+                .bind(spiffe_id.clone())
+                .bind(attestation_type.clone())
+                .bind(*now)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
     }
     Ok(Ok(()))
@@ -285,7 +347,10 @@ async fn check(
 
 /// The certificates INSERT, before `VALUES`.
 const CERT_INSERT: &str = "INSERT INTO certificates (serial, spiffe_id, entry_id, ca_id, not_before, not_after, \
-     requested_by, attestation, attestation_hash, cert_der, created_at)";
+     requested_by, attestation, attestation_hash, cert_der, created_at, node_spiffe_id)";
+
+/// Values per row of [`CERT_INSERT`].
+const CERT_COLUMNS: usize = 12;
 
 fn bind_certs<'q>(mut q: AnyQuery<'q>, certs: &[&NewCert], now: i64) -> AnyQuery<'q> {
     for c in certs {
@@ -300,14 +365,18 @@ fn bind_certs<'q>(mut q: AnyQuery<'q>, certs: &[&NewCert], now: i64) -> AnyQuery
             .bind(c.attestation.clone())
             .bind(c.attestation_hash.clone())
             .bind(c.der.clone())
-            .bind(now);
+            .bind(now)
+            .bind(c.node_spiffe_id.clone());
     }
     q
 }
 
 async fn insert(tx: &mut Tx, certs: &[&NewCert], now: i64) -> Result<(), StoreError> {
     for chunk in certs.chunks(MAX_ROWS_PER_INSERT) {
-        let sql = format!("{CERT_INSERT} VALUES {}", placeholders(chunk.len(), 11, 0));
+        let sql = format!(
+            "{CERT_INSERT} VALUES {}",
+            placeholders(chunk.len(), CERT_COLUMNS, 0)
+        );
         bind_certs(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, now)
             .execute(&mut **tx)
             .await?;
@@ -342,8 +411,8 @@ async fn commit_sqlite_fast(
     let now = tessera_core::now_unix();
     let sql = format!(
         "BEGIN IMMEDIATE; {CERT_INSERT} VALUES {}; {AUDIT_INSERT} VALUES {}; COMMIT;",
-        placeholders(n, 11, 0),
-        placeholders(n, 8, n * 11)
+        placeholders(n, CERT_COLUMNS, 0),
+        placeholders(n, 8, n * CERT_COLUMNS)
     );
     let certs: Vec<&NewCert> = batch.iter().map(|j| &j.cert).collect();
     let audits: Vec<AuditEntry> = batch.iter().map(|j| j.audit.clone()).collect();

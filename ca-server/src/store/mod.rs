@@ -15,8 +15,10 @@
 mod cas;
 mod leases;
 pub mod ledger;
+mod nodes;
 pub use cas::REASON_CA_COMPROMISE;
 pub mod webhooks;
+pub use nodes::NodeRow;
 
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -67,8 +69,9 @@ async fn revoke_live_in_tx(
         cas::LiveBy::SpiffeId(v) => ("spiffe_id", v),
         cas::LiveBy::Entry(v) => ("entry_id", v),
         cas::LiveBy::Ca(v) => ("ca_id", v),
+        cas::LiveBy::Node(v) => ("node_spiffe_id", v),
     };
-    // `column` is one of four constants above, never input.
+    // `column` is one of the constants above, never input.
     let sql = format!(
         "SELECT serial, spiffe_id, ca_id, not_after FROM certificates \
          WHERE {column} = $1 AND revoked_at IS NULL AND not_after > $2 ORDER BY serial"
@@ -214,6 +217,9 @@ pub struct NewCert {
     pub attestation_hash: String,
     /// DER.
     pub der: Vec<u8>,
+    /// The node whose agent attested the workload (SPIFFE ID), for
+    /// certificates issued through an agent.
+    pub node_spiffe_id: Option<String>,
 }
 
 /// A certificate row as read back.
@@ -243,6 +249,8 @@ pub struct CertRow {
     pub revoked_at: Option<i64>,
     /// Revocation reason code.
     pub revocation_reason: Option<i64>,
+    /// The node whose agent attested the workload, if issued through one.
+    pub node_spiffe_id: Option<String>,
 }
 
 impl CertRow {
@@ -260,6 +268,7 @@ impl CertRow {
             attestation_hash: self.attestation_hash.clone(),
             attestation: serde_json::from_str(&self.attestation).unwrap_or(Value::Null),
             requested_by: self.requested_by.clone(),
+            node: self.node_spiffe_id.clone(),
             certificate: with_pem.then(|| tessera_core::pem::encode("CERTIFICATE", &self.der)),
         }
     }
@@ -378,6 +387,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0004_webhooks",
         include_str!("../../../migrations/sqlite/0004_webhooks.sql"),
     ),
+    (
+        5,
+        "0005_nodes",
+        include_str!("../../../migrations/sqlite/0005_nodes.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -399,6 +413,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "0004_webhooks",
         include_str!("../../../migrations/postgres/0004_webhooks.sql"),
+    ),
+    (
+        5,
+        "0005_nodes",
+        include_str!("../../../migrations/postgres/0005_nodes.sql"),
     ),
 ];
 
@@ -847,7 +866,7 @@ impl Store {
     pub async fn list_certs(&self, f: &CertFilter, now: i64) -> Result<Vec<CertRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, attestation, \
-             attestation_hash, cert_der, revoked_at, revocation_reason FROM certificates WHERE \
+             attestation_hash, cert_der, revoked_at, revocation_reason, node_spiffe_id FROM certificates WHERE \
              (CAST($1 AS TEXT) IS NULL OR spiffe_id = $1) AND \
              (CAST($2 AS BIGINT) IS NULL OR (not_after <= $2 AND not_after > $3)) AND \
              (CAST($4 AS BIGINT) IS NULL OR ($4 = 1 AND revoked_at IS NOT NULL) OR ($4 = 0 AND revoked_at IS NULL)) AND \
@@ -1231,7 +1250,7 @@ impl Store {
 }
 
 const CERT_SELECT_BY_SERIAL: &str = "SELECT serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, \
-     attestation, attestation_hash, cert_der, revoked_at, revocation_reason FROM certificates WHERE serial = $1";
+     attestation, attestation_hash, cert_der, revoked_at, revocation_reason, node_spiffe_id FROM certificates WHERE serial = $1";
 
 macro_rules! cred_select {
     ($tail:literal) => {
@@ -1257,6 +1276,7 @@ fn cert_row(r: &AnyRow) -> CertRow {
         der: r.get(9),
         revoked_at: r.get(10),
         revocation_reason: r.get(11),
+        node_spiffe_id: r.get(12),
     }
 }
 

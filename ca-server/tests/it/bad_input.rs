@@ -699,6 +699,7 @@ async fn renewals_refused(db: Db) {
                 attestation_hash: hex::encode(hash),
                 attestation,
                 der: leaf.der.to_vec(),
+                node_spiffe_id: None,
             },
             vec![],
             AuditEntry {

@@ -244,6 +244,23 @@ impl Harness {
         )
     }
 
+    /// Attests a node: creates its node entry
+    /// (`spiffe://example.org/tessera/agent/<name>`), a join token for it and
+    /// redeems it; returns (cert PEM, key PEM, response).
+    pub async fn node(&self, name: &str) -> (String, String, Value) {
+        let admin = self.operator(Role::Admin).await;
+        let sid = format!("spiffe://example.org/tessera/agent/{name}");
+        let (s, v) = call(
+            &admin,
+            Method::POST,
+            "/v1/entries",
+            Some(serde_json::json!({"spiffe_id": sid, "selectors": ["node:name:x"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        self.workload(&sid).await
+    }
+
     /// Counts rows of a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
         let mut c = self.db.raw().await;

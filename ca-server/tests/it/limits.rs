@@ -459,6 +459,7 @@ async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i6
                 attestation: "{}".into(),
                 attestation_hash: "00".repeat(32),
                 der: vec![0x30, 0x00],
+                node_spiffe_id: None,
             },
             vec![],
             AuditEntry {

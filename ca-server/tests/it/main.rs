@@ -8,6 +8,7 @@ mod denials;
 mod events;
 mod jwt;
 mod limits;
+mod nodes;
 mod processes;
 mod receiver;
 mod roles;

@@ -15,6 +15,7 @@ enum Caller {
     Cert(Role),
     Token(Role),
     Workload,
+    Node,
 }
 
 fn admitted(access: Access, caller: Caller) -> bool {
@@ -22,9 +23,10 @@ fn admitted(access: Access, caller: Caller) -> bool {
         (Access::Public, _) => true,
         (_, Caller::Anonymous) => false,
         (Access::Roles(roles), Caller::Cert(r) | Caller::Token(r)) => roles.contains(&r),
-        (Access::Roles(_), Caller::Workload) => false,
+        (Access::Roles(_), Caller::Workload | Caller::Node) => false,
         (Access::Workload | Access::Renew, Caller::Workload) => true,
-        (Access::Workload | Access::Renew, _) => false,
+        (Access::Renew | Access::Node, Caller::Node) => true,
+        (Access::Workload | Access::Renew | Access::Node, _) => false,
         (Access::Authenticated, _) => true,
     }
 }
@@ -51,6 +53,8 @@ async fn every_route_every_role(db: Db) {
     h.entry("spiffe://example.org/w").await;
     let (cert, key, _) = h.workload("spiffe://example.org/w").await;
     callers.push((Caller::Workload, h.with_cert(&cert, &key)));
+    let (cert, key, _) = h.node("roles-node").await;
+    callers.push((Caller::Node, h.with_cert(&cert, &key)));
 
     let mut checked = 0;
     for route in ROUTES {
@@ -159,6 +163,7 @@ async fn openapi_document_matches_router_and_file() {
                 Access::Public => json!("public"),
                 Access::Workload => json!("workload"),
                 Access::Renew => json!("renew"),
+                Access::Node => json!("node"),
                 Access::Authenticated => json!("authenticated"),
                 Access::Roles(roles) => json!(roles.iter().map(|r| r.as_str()).collect::<Vec<_>>()),
             };

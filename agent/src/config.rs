@@ -1,0 +1,131 @@
+//! Agent configuration: `config/agent.toml` documents every option; `--set
+//! key=value` flags override the file; options are validated at start and
+//! errors name the option. The join token is never part of the file: it
+//! comes from `join_token_file`, `TESSERA_JOIN_TOKEN` or `--join-token`, is
+//! used once and is written nowhere.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The CA's URL (`https://host:port`).
+    pub ca_url: String,
+    /// Trust anchors (PEM) for reaching the CA the first time.
+    pub ca_bundle: PathBuf,
+    /// File holding the join token for this node's entry (read once).
+    pub join_token_file: Option<PathBuf>,
+    /// The node's name: the join token must grant
+    /// `spiffe://<td>/tessera/agent/<node_name>` (checked after redeeming).
+    pub node_name: String,
+    /// The Workload API socket. Its directory is created 0755 and the socket
+    /// made 0777, so containers it is bind-mounted into can connect; callers
+    /// are told apart by `SO_PEERCRED` attestation, not by permissions.
+    pub socket_path: PathBuf,
+    /// The container runtime's Engine API socket (Docker or Podman); empty
+    /// means the first of `/run/podman/podman.sock` and `/var/run/docker.sock`
+    /// that exists.
+    pub runtime_socket: Option<PathBuf>,
+    /// How often the agent polls the CA for its entries and the bundle and
+    /// re-attests every connected workload, seconds. An entry, label or bundle
+    /// change reaches a streaming workload within this bound (plus one issuance).
+    pub sync_interval_seconds: u64,
+    /// Runtime (Engine API) call deadline, milliseconds.
+    pub runtime_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ca_url: "https://localhost:8443".into(),
+            ca_bundle: PathBuf::from("bundle.pem"),
+            join_token_file: None,
+            node_name: String::new(),
+            socket_path: PathBuf::from("/run/tessera/agent.sock"),
+            runtime_socket: None,
+            sync_interval_seconds: 5,
+            runtime_timeout_ms: 5000,
+        }
+    }
+}
+
+/// A configuration error naming the option.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads a file (if any) with `key=value` overrides, then validates.
+    pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
+        for s in sets {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
+            tessera_core::config::set_path(&mut doc, k, v).map_err(ConfigError)?;
+        }
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.ca_url.starts_with("https://") {
+            return Err(ConfigError("ca_url: must start with https://".into()));
+        }
+        let name_ok = !self.node_name.is_empty()
+            && self.node_name.len() <= 255
+            && self
+                .node_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !name_ok {
+            return Err(ConfigError(
+                "node_name: required; letters, digits, '-', '.', '_' (a SPIFFE ID path segment)"
+                    .into(),
+            ));
+        }
+        if !self.socket_path.is_absolute() || self.socket_path.parent().is_none() {
+            return Err(ConfigError("socket_path: must be an absolute path".into()));
+        }
+        if !(1..=3600).contains(&self.sync_interval_seconds) {
+            return Err(ConfigError(
+                "sync_interval_seconds: between 1 and 3600".into(),
+            ));
+        }
+        if !(100..=60_000).contains(&self.runtime_timeout_ms) {
+            return Err(ConfigError(
+                "runtime_timeout_ms: between 100 and 60000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_file_loads() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        assert_eq!(cfg.node_name, "node-1");
+        assert_eq!(cfg.sync_interval_seconds, 5);
+        let e = Config::load(Some(&p), &["sync_interval_seconds=0".into()]).unwrap_err();
+        assert!(e.0.contains("sync_interval_seconds"), "{e}");
+        let e = Config::load(Some(&p), &["node_name=\"a/b\"".into()]).unwrap_err();
+        assert!(e.0.contains("node_name"), "{e}");
+        let e = Config::load(Some(&p), &["bogus=1".into()]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,142 @@
+//! `tessera-agent`: the node agent. Attests itself to the CA once with a join
+//! token, renews its node certificate at half-life, and serves the SPIFFE
+//! Workload API on a unix socket to the containers on this host.
+#![forbid(unsafe_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tessera_agent::config::Config;
+use tessera_agent::node::NodeLink;
+use tessera_agent::server::{Endpoint, Sync};
+use tessera_agent::workload_api::WorkloadApiServer;
+use tessera_agent::{Attestor, EngineClient};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-agent",
+    version,
+    about = "Tessera node agent: SPIFFE Workload API for the containers on this host"
+)]
+struct Cli {
+    /// Configuration file (see config/agent.toml).
+    #[arg(long, short, env = "TESSERA_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any option: --set key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// The join token (prefer TESSERA_JOIN_TOKEN or join_token_file: flags show in `ps`).
+    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+/// Creates the socket's directory (0755) and binds the socket (0777).
+fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    let dir = path.parent().context("socket_path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => bail!(
+            "socket_path {} exists and is not a socket; not removing it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(listener)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+    let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    let token = match (cli.join_token, &cfg.join_token_file) {
+        (Some(t), _) => t,
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("join_token_file {}", f.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file")
+        }
+    };
+    let bootstrap = tessera_core::pem::certs(
+        &std::fs::read(&cfg.ca_bundle)
+            .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
+    )
+    .context("ca_bundle")?;
+    let engine = match &cfg.runtime_socket {
+        Some(p) => EngineClient::new(p),
+        None => EngineClient::detect(),
+    }
+    .with_timeout(Duration::from_millis(cfg.runtime_timeout_ms));
+    let attestor = Attestor::new(engine).context("reading the host's namespaces and cgroups")?;
+    let node = NodeLink::attest(&cfg.ca_url, &bootstrap, token)
+        .await
+        .context("node attestation (redeeming the join token)")?;
+    let want = format!("{}{}", tessera_core::api::NODE_PATH_PREFIX, cfg.node_name);
+    if !node.spiffe_id().ends_with(&want) {
+        bail!(
+            "node_name: the join token granted {}, not .../tessera/agent/{}",
+            node.spiffe_id(),
+            cfg.node_name
+        );
+    }
+    tracing::info!(spiffe_id = %node.spiffe_id(), "node attested");
+    let node = Arc::new(node);
+    let interval = Duration::from_secs(cfg.sync_interval_seconds);
+    let snapshot = Sync::start(node.clone(), interval).await;
+    let endpoint = Endpoint::new(attestor, node.clone(), snapshot, interval);
+    let listener = bind_socket(&cfg.socket_path)?;
+    // One line on stdout, for scripts and tests.
+    println!(
+        "{}",
+        serde_json::json!({"tessera_agent": {
+            "socket": cfg.socket_path.display().to_string(),
+            "spiffe_id": node.spiffe_id(),
+        }})
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(
+            WorkloadApiServer::new(Arc::new(endpoint)),
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("serving the Workload API")?;
+    let _ = std::fs::remove_file(&cfg.socket_path);
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! The Workload API endpoint: attest each caller, fetch its SVIDs from the
+//! CA, stream them, and push again on every rotation and entry change.
+//!
+//! For each `FetchX509SVID` stream:
+//! 1. the request must carry `workload.spiffe.io: true` (else `InvalidArgument`);
+//! 2. the caller's PID/UID/GID come from the kernel (`SO_PEERCRED`, through
+//!    tonic's [`UdsConnectInfo`]), and [`Attestor::attest`] maps it to
+//!    selectors, re-checking the process's start time at the end (the
+//!    PID-reuse guard); a process that started after the request arrived
+//!    is refused (the PID was reused between the request and attestation);
+//! 3. the agent generates a key in memory and asks the CA for every SVID the
+//!    evidence entitles the caller to; the first message carries them all
+//!    (no identity: `PermissionDenied` with the CA's reason);
+//! 4. then the stream wakes at the earliest of: half the lifetime of its
+//!    SVIDs (rotation), a change of the entries parented to this node or of
+//!    the trust bundle (the [`Sync`] poller, every `sync_interval`), and
+//!    every `sync_interval` anyway. Each wake re-attests the caller (same
+//!    PID *and* same start time as the first attestation, so a reused PID
+//!    never inherits a stream); rotation, changed selectors or a changed set
+//!    of matching entries re-issues with fresh evidence; a changed bundle
+//!    re-sends. So an entry change or a label change reaches the workload
+//!    within `sync_interval` plus one issuance.
+//!
+//! Everything fails closed: an attestation error, an unreachable runtime, a
+//! refused or unreachable CA ends the stream with a status saying why. Keys
+//! are never logged.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tessera_core::api;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::attest::{AttestError, Attestation, Attestor};
+use crate::node::{NodeError, NodeLink, WorkloadSvid};
+use crate::peer::{PeerCred, now_ticks};
+use crate::workload_api::{
+    ResponseStream, WorkloadApi, X509BundlesRequest, X509BundlesResponse, X509Svid,
+    X509SvidRequest, X509SvidResponse, check_security_header,
+};
+
+/// What the poller last saw: the node's entries and the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Entries parented to this node.
+    pub entries: Arc<Vec<api::Entry>>,
+    /// Trust anchors.
+    pub bundle: Arc<Vec<CertificateDer<'static>>>,
+    /// Set when the CA refused the node itself (banned): streams end.
+    pub node_refused: Option<String>,
+}
+
+/// Polls the CA for the node's entries and the bundle every `interval`,
+/// publishing changes; also renews the node certificate at half-life.
+pub struct Sync;
+
+impl Sync {
+    /// Starts the poller and the node renewal; returns the snapshot channel.
+    /// The tasks end when every receiver is dropped.
+    pub async fn start(node: Arc<NodeLink>, interval: Duration) -> watch::Receiver<Snapshot> {
+        let first = Snapshot {
+            entries: Arc::new(node.entries().await.unwrap_or_default()),
+            bundle: node.bundle(),
+            node_refused: None,
+        };
+        let (tx, rx) = watch::channel(first);
+        let poll_node = node.clone();
+        let poll_tx = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = poll_tx.closed() => return,
+                }
+                let entries = poll_node.entries().await;
+                let bundle = poll_node.refresh_bundle().await;
+                let refused = [entries.as_ref().err(), bundle.as_ref().err()]
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e.node_refused())
+                    .map(|e| e.to_string());
+                if let Err(e) = entries.as_ref() {
+                    tracing::warn!(error = %e, "polling the CA for this node's entries");
+                }
+                poll_tx.send_if_modified(|s| {
+                    let mut next = s.clone();
+                    if let Ok(e) = &entries {
+                        next.entries = Arc::new(e.clone());
+                    }
+                    next.bundle = poll_node.bundle();
+                    next.node_refused = refused.clone();
+                    if next != *s {
+                        *s = next;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let wait = (node.renew_at() - tessera_core::now_unix()).max(1) as u64;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                    _ = tx.closed() => return,
+                }
+                match node.renew().await {
+                    Ok(()) => {
+                        tracing::info!(spiffe_id = %node.spiffe_id(), "node certificate renewed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the node certificate; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn peer_of<T>(request: &Request<T>) -> Result<PeerCred, Status> {
+    let info = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .ok_or_else(|| Status::internal("not a unix-socket connection"))?;
+    let cred = info
+        .peer_cred
+        .ok_or_else(|| Status::permission_denied("the kernel gave no peer credentials"))?;
+    let pid = cred
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            Status::permission_denied(
+                "the caller's PID is not visible from the agent's PID namespace",
+            )
+        })?;
+    Ok(PeerCred {
+        pid,
+        uid: cred.uid(),
+        gid: cred.gid(),
+    })
+}
+
+fn attest_status(e: AttestError) -> Status {
+    match e {
+        AttestError::Engine(_) => Status::unavailable(format!(
+            "attestation failed, the container runtime could not be asked (fail closed): {e}"
+        )),
+        other => Status::permission_denied(format!("attestation failed: {other}")),
+    }
+}
+
+fn ca_status(e: NodeError) -> Status {
+    match &e {
+        NodeError::Refused {
+            status: 403,
+            code,
+            detail,
+        } if code != "node_refused" => {
+            Status::permission_denied(format!("no identity: {detail} ({code})"))
+        }
+        NodeError::Refused { .. } if e.node_refused() => {
+            Status::unavailable(format!("this node was refused by the CA: {e}"))
+        }
+        NodeError::Unreachable(_) => Status::unavailable(e.to_string()),
+        _ => Status::internal(format!("getting SVIDs: {e}")),
+    }
+}
+
+/// The entries whose selectors are all among `selectors`: what a change is
+/// measured against (the CA decides the actual issuance).
+fn matching(entries: &[api::Entry], selectors: &[String]) -> BTreeSet<(String, String, String)> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.selectors
+                .iter()
+                .all(|s| selectors.binary_search(s).is_ok())
+        })
+        .map(|e| (e.id.clone(), e.spiffe_id.clone(), e.updated_at.clone()))
+        .collect()
+}
+
+fn concat_der<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'static>>) -> bytes::Bytes {
+    let mut out = Vec::new();
+    for c in certs {
+        out.extend_from_slice(c.as_ref());
+    }
+    out.into()
+}
+
+fn svid_response(svids: &[WorkloadSvid], bundle: &[CertificateDer<'static>]) -> X509SvidResponse {
+    let bundle = concat_der(bundle);
+    X509SvidResponse {
+        svids: svids
+            .iter()
+            .map(|s| X509Svid {
+                spiffe_id: s.spiffe_id.clone(),
+                x509_svid: concat_der(&s.chain),
+                x509_svid_key: bytes::Bytes::copy_from_slice(&s.key_pkcs8),
+                bundle: bundle.clone(),
+                hint: String::new(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+impl Shared {
+    /// Attests the caller of a request that arrived at `asked` (boot-time
+    /// ticks): a process that started later is not the one that asked.
+    async fn attest(&self, peer: PeerCred, asked: u64) -> Result<Attestation, Status> {
+        let att = self.attestor.attest(peer).await.map_err(|e| {
+            tracing::warn!(pid = peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+            attest_status(e)
+        })?;
+        if att.start_time > asked {
+            tracing::warn!(pid = peer.pid, "caller's PID was reused before attestation");
+            return Err(Status::permission_denied(
+                "the process behind this connection started after the request arrived (PID reused)",
+            ));
+        }
+        Ok(att)
+    }
+
+    async fn attest_and_issue(
+        &self,
+        peer: PeerCred,
+        asked: u64,
+    ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
+        let att = self.attest(peer, asked).await?;
+        let svids = self.node.workload_svids(&att).await.map_err(|e| {
+            tracing::warn!(pid = peer.pid, selectors = ?att.selectors, error = %e, "no SVID for workload");
+            ca_status(e)
+        })?;
+        tracing::info!(
+            pid = peer.pid,
+            ids = ?svids.iter().map(|s| s.spiffe_id.as_str()).collect::<Vec<_>>(),
+            "SVIDs issued to workload"
+        );
+        Ok((att, svids))
+    }
+}
+
+/// One `FetchX509SVID` stream after its first message.
+struct SvidStream {
+    agent: Arc<Shared>,
+    peer: PeerCred,
+    start_time: u64,
+    selectors: Vec<String>,
+    matched: BTreeSet<(String, String, String)>,
+    svids: Vec<WorkloadSvid>,
+    bundle: Arc<Vec<CertificateDer<'static>>>,
+    tx: mpsc::Sender<Result<X509SvidResponse, Status>>,
+}
+
+/// What stream tasks share.
+struct Shared {
+    attestor: Attestor,
+    node: Arc<NodeLink>,
+    snapshot: watch::Receiver<Snapshot>,
+    sync_interval: Duration,
+}
+
+impl SvidStream {
+    async fn run(mut self) {
+        let mut snap = self.agent.snapshot.clone();
+        loop {
+            let renew_at = self.svids.iter().map(|s| s.renew_at()).min().unwrap_or(0);
+            let wait = Duration::from_secs((renew_at - tessera_core::now_unix()).max(0) as u64)
+                .min(self.agent.sync_interval);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                r = snap.changed() => if r.is_err() { return },
+                _ = self.tx.closed() => return,
+            }
+            let current = snap.borrow_and_update().clone();
+            if let Some(why) = current.node_refused {
+                let _ = self.tx.send(Err(Status::unavailable(why))).await;
+                return;
+            }
+            match self.step(&current).await {
+                Ok(Some(msg)) => {
+                    if self.tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(status) => {
+                    let _ = self.tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Re-attests; re-issues or re-sends when something changed.
+    async fn step(&mut self, snap: &Snapshot) -> Result<Option<X509SvidResponse>, Status> {
+        let att = self
+            .agent
+            .attestor
+            .attest(self.peer)
+            .await
+            .map_err(attest_status)?;
+        if att.start_time != self.start_time {
+            return Err(Status::permission_denied(
+                "the calling process exited (its PID now belongs to another process)",
+            ));
+        }
+        let matched = matching(&snap.entries, &att.selectors);
+        let due = self
+            .svids
+            .iter()
+            .any(|s| s.renew_at() <= tessera_core::now_unix());
+        if due || matched != self.matched || att.selectors != self.selectors {
+            if matched.is_empty() {
+                return Err(Status::permission_denied(
+                    "no identity: no registration entry for this node matches the workload any more",
+                ));
+            }
+            let svids = self.agent.node.workload_svids(&att).await.map_err(|e| {
+                tracing::warn!(pid = self.peer.pid, error = %e, "re-issuing for a workload");
+                ca_status(e)
+            })?;
+            tracing::info!(
+                pid = self.peer.pid,
+                rotation = due,
+                ids = ?svids.iter().map(|s| s.spiffe_id.as_str()).collect::<Vec<_>>(),
+                "SVIDs pushed to workload"
+            );
+            self.svids = svids;
+            self.selectors = att.selectors;
+            self.matched = matched;
+            self.bundle = self.agent.node.bundle();
+            return Ok(Some(svid_response(&self.svids, &self.bundle)));
+        }
+        if snap.bundle != self.bundle {
+            self.bundle = snap.bundle.clone();
+            return Ok(Some(svid_response(&self.svids, &self.bundle)));
+        }
+        Ok(None)
+    }
+}
+
+/// The Workload API implementation the agent serves.
+pub struct Endpoint(Arc<Shared>);
+
+impl Endpoint {
+    /// An endpoint attesting with `attestor`, issuing through `node`,
+    /// following `snapshot` (from [`Sync::start`]) and re-attesting every
+    /// `sync_interval`.
+    pub fn new(
+        attestor: Attestor,
+        node: Arc<NodeLink>,
+        snapshot: watch::Receiver<Snapshot>,
+        sync_interval: Duration,
+    ) -> Self {
+        Endpoint(Arc::new(Shared {
+            attestor,
+            node,
+            snapshot,
+            sync_interval,
+        }))
+    }
+}
+
+impl WorkloadApi for Endpoint {
+    async fn fetch_x509_svid(
+        &self,
+        request: Request<X509SvidRequest>,
+    ) -> Result<Response<ResponseStream<X509SvidResponse>>, Status> {
+        let asked = now_ticks();
+        check_security_header(&request)?;
+        let peer = peer_of(&request)?;
+        let shared = self.0.clone();
+        let (att, svids) = shared.attest_and_issue(peer, asked).await?;
+        let snap = shared.snapshot.borrow().clone();
+        let bundle = shared.node.bundle();
+        let first = svid_response(&svids, &bundle);
+        let (tx, rx) = mpsc::channel(4);
+        let _ = tx.send(Ok(first)).await;
+        let stream = SvidStream {
+            agent: shared,
+            peer,
+            start_time: att.start_time,
+            matched: matching(&snap.entries, &att.selectors),
+            selectors: att.selectors,
+            svids,
+            bundle,
+            tx,
+        };
+        tokio::spawn(stream.run());
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<ResponseStream<X509BundlesResponse>>, Status> {
+        let asked = now_ticks();
+        check_security_header(&request)?;
+        let peer = peer_of(&request)?;
+        // Bundles are public, but only attested callers are served.
+        self.0.attest(peer, asked).await?;
+        let td = self.0.node.trust_domain_id();
+        let mut snap = self.0.snapshot.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let message = move |bundle: &[CertificateDer<'static>]| X509BundlesResponse {
+            crl: vec![],
+            bundles: [(td.clone(), concat_der(bundle))].into_iter().collect(),
+        };
+        let mut sent = self.0.node.bundle();
+        let _ = tx.send(Ok(message(&sent))).await;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = snap.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                let current = snap.borrow_and_update().clone();
+                if let Some(why) = current.node_refused {
+                    let _ = tx.send(Err(Status::unavailable(why))).await;
+                    return;
+                }
+                if current.bundle != sent {
+                    sent = current.bundle.clone();
+                    if tx.send(Ok(message(&sent))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,206 @@
+//! Shared by the agent's process tests: a real `tessera-ca` process and a real
+//! `tessera-agent` process on loopback, an admin client, and cleanup on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use hyper::Method;
+use serde_json::{Value, json};
+use tessera_core::client::Client;
+
+/// Where cargo put our binaries.
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tessera-agent"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds a binary of another package of the workspace (so a test never runs
+/// a stale one) and returns its path.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {bin}");
+    bin_dir().join(bin)
+}
+
+/// A child process killed (and reaped) on drop, pass or fail.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA process on a loopback port with its data in a temp directory.
+pub struct Ca {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    _proc: Proc,
+}
+
+impl Ca {
+    pub fn start() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(workspace_binary("tessera-ca-server", "tessera-ca"))
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc { child };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("tessera-ca listening on 127.0.0.1:")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Ca {
+            url: format!("https://localhost:{port}"),
+            dir,
+            _proc: proc,
+        }
+    }
+
+    pub fn bundle_path(&self) -> PathBuf {
+        self.dir.path().join("data/admin/bundle.pem")
+    }
+
+    /// A client with the admin credentials `tessera-ca` wrote.
+    pub fn admin(&self) -> Client {
+        let admin = self.dir.path().join("data/admin");
+        let read = |f: &str| std::fs::read(admin.join(f)).unwrap();
+        let chain = tessera_core::pem::certs(&read("cert.pem")).unwrap();
+        let key = tessera_core::pem::private_key(&read("key.pem")).unwrap();
+        let anchors = tessera_core::pem::certs(&read("bundle.pem")).unwrap();
+        let tls =
+            tessera_core::tls::api_client_config(&anchors, Some((chain, key)), false).unwrap();
+        Client::new(&self.url, tls, None).unwrap()
+    }
+
+    /// One admin call; panics unless the status is `want`.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> Value {
+        let r = self
+            .admin()
+            .call(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        assert_eq!(r.status.as_u16(), want, "{path}: {v}");
+        v
+    }
+
+    /// Creates an entry; returns it.
+    pub async fn entry(&self, spiffe_id: &str, selectors: &[&str], parent: Option<&str>) -> Value {
+        self.call(
+            Method::POST,
+            "/v1/entries",
+            Some(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})),
+            201,
+        )
+        .await
+    }
+
+    /// A node entry and a join token for it.
+    pub async fn node_token(&self, name: &str) -> String {
+        self.node_token_ttl(name, None).await
+    }
+
+    /// A node entry (certificate lifetime `ttl` seconds) and a join token for it.
+    pub async fn node_token_ttl(&self, name: &str, ttl: Option<u64>) -> String {
+        let sid = format!("spiffe://example.org/tessera/agent/{name}");
+        self.call(
+            Method::POST,
+            "/v1/entries",
+            Some(
+                json!({"spiffe_id": sid, "selectors": [format!("node:name:{name}")],
+                        "ttl_seconds": ttl}),
+            ),
+            201,
+        )
+        .await;
+        let t = self
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(json!({"spiffe_id": sid})),
+                201,
+            )
+            .await;
+        t["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A `tessera-agent` process; its socket lives in `dir/sock/agent.sock`.
+pub struct Agent {
+    pub socket: PathBuf,
+    pub spiffe_id: String,
+    pub dir: tempfile::TempDir,
+    pub stderr: PathBuf,
+    _proc: Proc,
+}
+
+impl Agent {
+    /// Starts an agent for node `name` (its token from [`Ca::node_token`]).
+    pub fn start(ca: &Ca, name: &str, token: &str, runtime_socket: Option<&Path>) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sock/agent.sock");
+        let stderr = dir.path().join("agent.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera-agent"));
+        cmd.arg("--set")
+            .arg(format!("ca_url=\"{}\"", ca.url))
+            .arg("--set")
+            .arg(format!("ca_bundle=\"{}\"", ca.bundle_path().display()))
+            .arg("--set")
+            .arg(format!("node_name=\"{name}\""))
+            .arg("--set")
+            .arg(format!("socket_path=\"{}\"", socket.display()))
+            .arg("--set")
+            .arg("sync_interval_seconds=1")
+            .env("TESSERA_JOIN_TOKEN", token)
+            .env("TESSERA_LOG", "info,tessera_agent=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        if let Some(r) = runtime_socket {
+            cmd.arg("--set")
+                .arg(format!("runtime_socket=\"{}\"", r.display()));
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc { child };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "agent did not start: {line:?}\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
+        });
+        Agent {
+            socket,
+            spiffe_id: v["tessera_agent"]["spiffe_id"].as_str().unwrap().to_owned(),
+            dir,
+            stderr,
+            _proc: proc,
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}

@@ -1,0 +1,288 @@
+//! Workload API conformance with a client no one here wrote (the `spiffe`
+//! crate), against a real `tessera-agent` process and a real `tessera-ca`
+//! process on loopback. The test process itself is the workload: a host
+//! process, attested by its UID (`unix:uid:0` when run as root, as here).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::json;
+use support::{Agent, Ca};
+
+fn uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_crate_fetches_svid_and_bundle() {
+    let ca = Ca::start();
+    let token = ca.node_token("host1").await;
+    let node = "spiffe://example.org/tessera/agent/host1";
+    let selector = format!("unix:uid:{}", uid());
+    ca.entry(
+        "spiffe://example.org/host-workload",
+        &[&selector],
+        Some(node),
+    )
+    .await;
+    // Parented to another node: never this agent's to give.
+    ca.entry(
+        "spiffe://example.org/elsewhere",
+        &[&selector],
+        Some("spiffe://example.org/tessera/agent/other"),
+    )
+    .await;
+    let agent = Agent::start(&ca, "host1", &token, None);
+    assert_eq!(agent.spiffe_id, node);
+    let addr = format!("unix://{}", agent.socket.display());
+
+    // The socket is world-connectable (0777) in a 0755 directory.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&agent.socket), 0o777);
+    assert_eq!(mode(agent.socket.parent().unwrap()), 0o755);
+
+    let client = spiffe::WorkloadApiClient::connect_to(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", agent.log()));
+    let svid = client
+        .fetch_x509_svid()
+        .await
+        .unwrap_or_else(|e| panic!("fetch_x509_svid: {e}\n{}", agent.log()));
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/host-workload"
+    );
+    let all = client.fetch_all_x509_svids().await.unwrap();
+    assert_eq!(all.len(), 1, "only the entry parented to this node");
+    // Our own checker agrees it is an X.509-SVID, with the binding extension.
+    let info = tessera_core::svid::check_leaf(svid.leaf().as_ref()).unwrap();
+    assert_eq!(
+        info.spiffe_id.as_str(),
+        "spiffe://example.org/host-workload"
+    );
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let td = spiffe::TrustDomain::new("example.org").unwrap();
+    let bundle = bundles.get(&td).expect("bundle for example.org");
+    let ca_pem = std::fs::read(ca.bundle_path()).unwrap();
+    let anchors = tessera_core::pem::certs(&ca_pem).unwrap();
+    assert_eq!(bundle.authorities().len(), anchors.len());
+    assert_eq!(bundle.authorities()[0].as_ref(), anchors[0].as_ref());
+    let ctx = client.fetch_x509_context().await.unwrap();
+    assert_eq!(ctx.svids().len(), 1);
+
+    // The CA's ledger records the attestation and the node.
+    let serial = info.serial.clone();
+    let rec = ca
+        .call(Method::GET, &format!("/v1/certs/{serial}"), None, 200)
+        .await;
+    assert_eq!(rec["node"], node);
+    assert_eq!(rec["attestation"]["method"], "agent");
+    assert!(
+        rec["attestation"]["selectors"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(selector))
+    );
+
+    // Our own client (the sidecar's), on the address form
+    // SPIFFE_ENDPOINT_SOCKET uses (the e2e test sets the variable itself).
+    let path = tessera_agent::workload_api::parse_address(&addr).unwrap();
+    let mut ours = tessera_agent::workload_api::Client::new(&path).unwrap();
+    let mut stream = ours.fetch_x509_svid().await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.svids.len(), 1);
+    assert_eq!(
+        first.svids[0].spiffe_id,
+        "spiffe://example.org/host-workload"
+    );
+    assert!(!first.svids[0].x509_svid_key.is_empty());
+
+    // An entry change is pushed on the open stream within the sync bound.
+    let second = ca
+        .entry(
+            "spiffe://example.org/host-workload-2",
+            &[&selector],
+            Some(node),
+        )
+        .await;
+    let next = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("a push after the entry change")
+        .unwrap()
+        .unwrap();
+    let mut ids: Vec<&str> = next.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/host-workload",
+            "spiffe://example.org/host-workload-2"
+        ]
+    );
+    // Deleting it is pushed too.
+    ca.call(
+        Method::DELETE,
+        &format!("/v1/entries/{}", second["id"].as_str().unwrap()),
+        None,
+        204,
+    )
+    .await;
+    let next = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("a push after the entry deletion")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.svids.len(), 1);
+
+    // Banning the node ends the stream and refuses new callers.
+    ca.call(Method::POST, "/v1/nodes/host1/ban", Some(json!({})), 200)
+        .await;
+    let end = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("the stream ends after the ban");
+    let status = end.expect_err("an error status after the ban");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client.fetch_x509_svid().await;
+        if r.is_err() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "banned node still serving SVIDs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Requests without `workload.spiffe.io: true` are refused with
+/// InvalidArgument (raw tonic client, no metadata); JWT methods answer
+/// Unimplemented; a caller with no entry gets PermissionDenied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals() {
+    let ca = Ca::start();
+    let token = ca.node_token("host2").await;
+    let agent = Agent::start(&ca, "host2", &token, None);
+    let socket = agent.socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://x.invalid")
+        .connect_with_connector(tower::service_fn(move |_: hyper::Uri| {
+            let s = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(s).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    let grpc = tonic::client::Grpc::new(channel);
+    let call = |path: &'static str, with_header: bool| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(tessera_agent::workload_api::X509SvidRequest {});
+            if with_header {
+                req.metadata_mut()
+                    .insert("workload.spiffe.io", "true".parse().unwrap());
+            }
+            grpc.server_streaming::<_, tessera_agent::workload_api::X509SvidResponse, _>(
+                req,
+                hyper::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+    for path in [
+        "/SpiffeWorkloadAPI/FetchX509SVID",
+        "/SpiffeWorkloadAPI/FetchX509Bundles",
+    ] {
+        let e = call(path, false).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}: {e:?}");
+        assert!(e.message().contains("workload.spiffe.io"), "{e:?}");
+    }
+    // No entry for this node: permission denied, with the CA's reason.
+    let e = call("/SpiffeWorkloadAPI/FetchX509SVID", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("no_entry"), "{e:?}");
+    // Bundles need no entry.
+    let bundles =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
+            .await
+            .unwrap()
+            .fetch_x509_bundles()
+            .await
+            .unwrap();
+    assert_eq!(bundles.len(), 1);
+    // JWT is a later task.
+    let e = call("/SpiffeWorkloadAPI/FetchJWTBundles", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+    assert!(e.message().contains("JWT"), "{e:?}");
+}
+
+/// Rotation is pushed: with a 60 s lifetime the agent re-attests and pushes a
+/// new SVID (new serial, new key) at half-life on the open stream, as the
+/// `spiffe` crate's stream sees it. The agent renews its own node certificate
+/// (also 60 s here) at half-life too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_pushed_at_half_life() {
+    use futures_util::StreamExt;
+    let ca = Ca::start();
+    let token = ca.node_token_ttl("host3", Some(60)).await;
+    let node = "spiffe://example.org/tessera/agent/host3";
+    let selector = format!("unix:uid:{}", uid());
+    ca.call(
+        Method::POST,
+        "/v1/entries",
+        Some(
+            json!({"spiffe_id": "spiffe://example.org/short", "selectors": [selector],
+                    "parent_id": node, "ttl_seconds": 60}),
+        ),
+        201,
+    )
+    .await;
+    let agent = Agent::start(&ca, "host3", &token, None);
+    let client =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
+            .await
+            .unwrap();
+    let mut stream = client.stream_x509_svids().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let started = Instant::now();
+    let second = tokio::time::timeout(Duration::from_secs(50), stream.next())
+        .await
+        .expect("a rotation within the lifetime")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let serial = |s: &spiffe::X509Svid| {
+        tessera_core::svid::check_leaf(s.leaf().as_ref())
+            .unwrap()
+            .serial
+    };
+    assert_ne!(serial(&first), serial(&second));
+    assert_ne!(
+        first.private_key().as_ref(),
+        second.private_key().as_ref(),
+        "a new key with every rotation"
+    );
+    assert_eq!(second.spiffe_id().to_string(), "spiffe://example.org/short");
+    // Half of 60 s from receipt (the stream wakes at least every second).
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(20),
+        "rotated too early: {waited:?}"
+    );
+}

@@ -1,0 +1,497 @@
+//! Nodes and attested issuance.
+//!
+//! A node is a host running `tessera-agent`. It attests once by redeeming a
+//! join token for a node entry (SPIFFE ID `spiffe://<td>/tessera/agent/<name>`,
+//! see [`api::node_name`]); the redemption records it in `nodes`. Its
+//! certificate is renewed like any other (`POST /v1/certs/renew`).
+//!
+//! With that certificate the agent asks for workloads' SVIDs
+//! (`POST /v1/agent/svids`), sending a CSR for a key it generated in memory
+//! and fresh evidence about the workload. The CA issues only for entries
+//! parented to that node whose selectors are all among the attested ones,
+//! after the CA-wide minimum posture ([`crate::config::AttestationConfig`]).
+//! Each certificate records the node and the evidence in its ledger row (and
+//! the evidence's SHA-256 in its binding extension). Such certificates are
+//! renewed only the same way, with fresh evidence: the plain renew route
+//! refuses them. Banning a node refuses its certificate on every route at
+//! once and revokes every certificate issued through it.
+
+use super::{AuthorityError, Principal, Result};
+use crate::authority::Authority;
+use crate::store::AuditEntry;
+use crate::store::ledger::Precondition;
+use crate::store::{NodeRow, StoreError};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use tessera_core::api::{self, RevocationReason};
+use tessera_core::{SpiffeId, now_unix};
+
+/// Most selectors one attestation may carry.
+pub const MAX_ATTESTED_SELECTORS: usize = 256;
+/// Longest selector, bytes (as for entries).
+pub const MAX_SELECTOR_BYTES: usize = 512;
+/// Longest image name, image digest or pod name in evidence, bytes.
+pub const MAX_EVIDENCE_FIELD_BYTES: usize = 512;
+/// Most SVIDs one attested request returns (entries matched beyond it are
+/// left out, by SPIFFE ID order).
+pub const MAX_SVIDS_PER_WORKLOAD: usize = 32;
+/// Most entries read for one node per request.
+const MAX_ENTRIES_PER_NODE: i64 = 10_000;
+/// Most nodes listed.
+const MAX_NODES_LISTED: i64 = 10_000;
+
+fn node_info(n: NodeRow) -> api::NodeInfo {
+    api::NodeInfo {
+        id: n.id,
+        spiffe_id: n.spiffe_id,
+        attestation_type: n.attestation_type,
+        banned: n.banned,
+        banned_at: n.banned_at.map(api::rfc3339),
+        created_at: api::rfc3339(n.created_at),
+        last_seen: api::rfc3339(n.last_seen),
+    }
+}
+
+/// Whether `s` is `type:value` with a lowercase type and a non-empty value,
+/// at most [`MAX_SELECTOR_BYTES`], without control characters.
+pub(crate) fn selector_ok(s: &str) -> bool {
+    s.len() <= MAX_SELECTOR_BYTES
+        && s.split_once(':').is_some_and(|(t, v)| {
+            !t.is_empty()
+                && !v.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
+        && !s.chars().any(char::is_control)
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> AuthorityError {
+    AuthorityError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Checks the shape and limits of an attestation and returns its selectors
+/// sorted and deduplicated.
+fn validate_attestation(a: &api::WorkloadAttestation) -> Result<Vec<String>> {
+    if a.selectors.is_empty() {
+        return Err(invalid("attestation.selectors", "at least one selector"));
+    }
+    if a.selectors.len() > MAX_ATTESTED_SELECTORS {
+        return Err(invalid(
+            "attestation.selectors",
+            format!("at most {MAX_ATTESTED_SELECTORS}"),
+        ));
+    }
+    if let Some(bad) = a.selectors.iter().find(|s| !selector_ok(s)) {
+        return Err(invalid(
+            "attestation.selectors",
+            format!(
+                "{:?} is not type:value (lowercase type, non-empty value, at most {MAX_SELECTOR_BYTES} bytes)",
+                bad.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    for (field, v) in [
+        ("attestation.container_id", &a.container_id),
+        ("attestation.caller_container_id", &a.caller_container_id),
+    ] {
+        if v.as_deref().is_some_and(|id| !is_container_id(id)) {
+            return Err(invalid(field, "64 lowercase hex digits"));
+        }
+    }
+    for (field, v) in [
+        ("attestation.image", &a.image),
+        ("attestation.image_digest", &a.image_digest),
+        ("attestation.pod", &a.pod),
+    ] {
+        if v.as_deref().is_some_and(|t| {
+            t.is_empty() || t.len() > MAX_EVIDENCE_FIELD_BYTES || t.chars().any(char::is_control)
+        }) {
+            return Err(invalid(
+                field,
+                format!("1 to {MAX_EVIDENCE_FIELD_BYTES} bytes without control characters"),
+            ));
+        }
+    }
+    let in_container = |s: &String| {
+        s.starts_with("container:") || s.starts_with("pod:") || s.starts_with("posture:")
+    };
+    match &a.container_id {
+        Some(id) => {
+            if !a
+                .selectors
+                .iter()
+                .any(|s| *s == format!("container:id:{id}"))
+            {
+                return Err(invalid(
+                    "attestation.selectors",
+                    "must include container:id:<container_id>",
+                ));
+            }
+        }
+        None => {
+            if a.selectors.iter().any(in_container) || a.caller_container_id.is_some() {
+                return Err(invalid(
+                    "attestation.container_id",
+                    "container, pod or posture evidence without a container ID",
+                ));
+            }
+        }
+    }
+    let mut selectors = a.selectors.clone();
+    selectors.sort();
+    selectors.dedup();
+    Ok(selectors)
+}
+
+/// The first rule of the minimum posture a container's selectors violate.
+/// A rule whose selector is absent counts as violated.
+fn posture_violation(
+    cfg: &crate::config::AttestationConfig,
+    selectors: &[String],
+) -> Option<String> {
+    let has = |s: &str| selectors.binary_search_by(|x| x.as_str().cmp(s)).is_ok();
+    let rules = [
+        (
+            cfg.refuse_privileged,
+            "privileged",
+            "false",
+            "a privileged container",
+        ),
+        (
+            cfg.refuse_host_pid,
+            "host-ns-pid",
+            "false",
+            "a container in the host's PID namespace",
+        ),
+        (
+            cfg.refuse_host_net,
+            "host-ns-net",
+            "false",
+            "a container in the host's network namespace",
+        ),
+        (
+            cfg.require_memory_limit,
+            "memory-limit",
+            "true",
+            "a container without a memory limit",
+        ),
+    ];
+    for (on, name, required, what) in rules {
+        if !on {
+            continue;
+        }
+        let want = format!("posture:{name}:{required}");
+        if !has(&want) {
+            return Some(format!(
+                "minimum posture policy refuses {what} (needs {want})"
+            ));
+        }
+    }
+    None
+}
+
+impl Authority {
+    /// The nodes, by name.
+    pub async fn list_nodes(&self) -> Result<Vec<api::NodeInfo>> {
+        Ok(self
+            .store
+            .list_nodes(MAX_NODES_LISTED)
+            .await?
+            .into_iter()
+            .map(node_info)
+            .collect())
+    }
+
+    /// One node by name.
+    pub async fn get_node(&self, id: &str) -> Result<api::NodeInfo> {
+        self.store
+            .get_node(id)
+            .await
+            .map(node_info)
+            .map_err(|e| match e {
+                StoreError::NotFound => AuthorityError::NotFound("node"),
+                e => e.into(),
+            })
+    }
+
+    /// Bans or unbans a node. A ban takes effect at once on this replica (the
+    /// node's certificate stops authenticating, cached principals are
+    /// dropped) and revokes every live certificate issued through the node;
+    /// other replicas see the revocations within their feed poll and the ban
+    /// within the principal cache's lifetime, and every issuance re-checks
+    /// the ban inside its commit. Unbanning lets the node's certificate work
+    /// again (if it has not expired); revoked certificates stay revoked.
+    pub async fn set_node_banned(
+        &self,
+        id: &str,
+        banned: bool,
+        actor: &Principal,
+    ) -> Result<api::NodeBanResponse> {
+        if id.is_empty() || id.len() > 255 {
+            return Err(AuthorityError::NotFound("node"));
+        }
+        let reason = RevocationReason::PrivilegeWithdrawn;
+        let audit = AuditEntry {
+            actor: actor.audit_name(),
+            action: if banned { "node.ban" } else { "node.unban" },
+            target: id.to_owned(),
+            details: json!({}),
+        };
+        let r = self
+            .store
+            .set_node_banned(id, banned, reason.code(), now_unix(), audit)
+            .await;
+        self.cred_epoch.fetch_add(1, Ordering::AcqRel);
+        let (revoked, version) = r.map_err(|e| match e {
+            StoreError::NotFound => AuthorityError::NotFound("node"),
+            e => e.into(),
+        })?;
+        self.metrics
+            .revoked
+            .add(&[reason.as_str()], revoked.len() as u64);
+        if !revoked.is_empty() {
+            self.refresh_crls().await?;
+            self.rev_version.send_if_modified(|cur| {
+                if version > *cur {
+                    *cur = version;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(api::NodeBanResponse {
+            node: self.get_node(id).await?,
+            revoked,
+            version: *self.rev_version.borrow(),
+        })
+    }
+
+    /// Whether a certificate's SPIFFE ID is a node's and, if so, whether the
+    /// node is recorded and not banned: `Some(true)` usable, `Some(false)`
+    /// refused, `None` not a node identity.
+    pub(super) async fn node_usable(&self, spiffe_id: &str) -> Result<Option<bool>> {
+        let Ok(id) = SpiffeId::new(spiffe_id) else {
+            return Ok(None);
+        };
+        if api::node_name(id.path()).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.store
+                .node_by_spiffe_id(spiffe_id)
+                .await?
+                .is_some_and(|n| !n.banned),
+        ))
+    }
+
+    /// The entries a node's agent may claim for workloads (parented to it,
+    /// granting no node identity), by SPIFFE ID. Agents poll this to notice
+    /// entry changes; issuance re-checks everything anyway.
+    pub async fn agent_entries(&self, node_spiffe_id: &str) -> Result<Vec<api::Entry>> {
+        Ok(self
+            .store
+            .entries_by_parent(node_spiffe_id, MAX_ENTRIES_PER_NODE)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                SpiffeId::new(&e.spiffe_id).is_ok_and(|id| api::node_name(id.path()).is_none())
+            })
+            .collect())
+    }
+
+    /// Issues the SVIDs an attested workload may have: the node (the caller)
+    /// must be recorded and not banned; the evidence must pass the minimum
+    /// posture (a refusal is audited and writes no certificate); the entries
+    /// must be parented to the node, grant no node identity, and have every
+    /// selector among the attested ones. All matching entries (at most
+    /// [`MAX_SVIDS_PER_WORKLOAD`]), or only the one for `spiffe_id`, get a
+    /// certificate for the CSR's key.
+    pub async fn agent_svids(
+        &self,
+        node_spiffe_id: &str,
+        req: &api::AgentSvidRequest,
+        actor: &Principal,
+    ) -> Result<api::AgentSvidResponse> {
+        let selectors = validate_attestation(&req.attestation)?;
+        let wanted = match &req.spiffe_id {
+            Some(s) => Some(self.check_td("spiffe_id", s)?),
+            None => None,
+        };
+        let csr = self.verify_csr(&req.csr)?;
+        if self.node_usable(node_spiffe_id).await? != Some(true) {
+            return Err(AuthorityError::Forbidden(
+                "this node is banned or not registered".into(),
+            ));
+        }
+        let a = &req.attestation;
+        if a.container_id.is_some()
+            && let Some(reason) = posture_violation(&self.cfg.attestation, &selectors)
+        {
+            self.store
+                .audit(vec![AuditEntry {
+                    actor: actor.audit_name(),
+                    action: "attestation.refuse",
+                    target: a.container_id.clone().unwrap_or_default(),
+                    details: json!({
+                        "reason": reason,
+                        "node": node_spiffe_id,
+                        "container_id": a.container_id,
+                        "image": a.image,
+                        "image_digest": a.image_digest,
+                        "spiffe_id": req.spiffe_id,
+                    }),
+                }])
+                .await?;
+            self.metrics.attestation_refused.inc(&["posture"]);
+            return Err(AuthorityError::Posture(reason));
+        }
+        let entries: Vec<api::Entry> = self
+            .store
+            .entries_by_parent(node_spiffe_id, MAX_ENTRIES_PER_NODE)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                wanted.as_ref().is_none_or(|w| w.as_str() == e.spiffe_id)
+                    && SpiffeId::new(&e.spiffe_id)
+                        .is_ok_and(|id| api::node_name(id.path()).is_none())
+                    && e.selectors
+                        .iter()
+                        .all(|s| selectors.binary_search(s).is_ok())
+            })
+            .take(MAX_SVIDS_PER_WORKLOAD)
+            .collect();
+        if entries.is_empty() {
+            return Err(AuthorityError::NoEntry(format!(
+                "{} attested by {node_spiffe_id}: no entry parented to this node has all its selectors among the attested ones",
+                req.spiffe_id.as_deref().unwrap_or("a workload"),
+            )));
+        }
+        let mut svids = Vec::with_capacity(entries.len());
+        let now = now_unix();
+        for entry in &entries {
+            let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
+            let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
+            let att = json!({
+                "method": "agent",
+                "node": node_spiffe_id,
+                "entry_id": entry.id,
+                "spiffe_id": id.as_str(),
+                "container_id": a.container_id,
+                "caller_container_id": a.caller_container_id,
+                "image": a.image,
+                "image_digest": a.image_digest,
+                "pod": a.pod,
+                "selectors": selectors,
+            });
+            let node_name = SpiffeId::new(node_spiffe_id)
+                .ok()
+                .and_then(|n| api::node_name(n.path()).map(str::to_owned))
+                .unwrap_or_default();
+            let pre = vec![
+                Precondition::EntryExists(entry.id.clone()),
+                Precondition::NodeNotBanned {
+                    spiffe_id: node_spiffe_id.to_owned(),
+                    must_exist: true,
+                },
+                Precondition::RecordNode {
+                    id: node_name,
+                    spiffe_id: node_spiffe_id.to_owned(),
+                    attestation_type: "join_token".into(),
+                    now,
+                },
+            ];
+            let issued = self
+                .issue(
+                    entry,
+                    &id,
+                    &csr,
+                    ttl,
+                    att,
+                    actor,
+                    pre,
+                    "cert.agent_issue",
+                    Some(node_spiffe_id),
+                )
+                .await
+                .map_err(|e| match e {
+                    AuthorityError::Conflict(why) if why.contains("node") => {
+                        AuthorityError::Forbidden(why)
+                    }
+                    other => other,
+                })?;
+            svids.push(issued);
+        }
+        Ok(api::AgentSvidResponse { svids })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(selectors: &[&str], container: Option<&str>) -> api::WorkloadAttestation {
+        api::WorkloadAttestation {
+            selectors: selectors.iter().map(|s| s.to_string()).collect(),
+            container_id: container.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attestation_shape() {
+        let id = "a".repeat(64);
+        let cid = format!("container:id:{id}");
+        assert!(validate_attestation(&att(&["unix:uid:0"], None)).is_ok());
+        assert!(validate_attestation(&att(&[&cid], Some(&id))).is_ok());
+        // Container evidence without a container ID, or an ID without its selector.
+        assert!(validate_attestation(&att(&["unix:uid:0", &cid], None)).is_err());
+        assert!(validate_attestation(&att(&["unix:uid:0"], Some(&id))).is_err());
+        assert!(validate_attestation(&att(&["posture:privileged:false"], None)).is_err());
+        assert!(validate_attestation(&att(&[], None)).is_err());
+        assert!(validate_attestation(&att(&["Bad:x"], None)).is_err());
+        assert!(validate_attestation(&att(&["unix:uid:0"], Some("xyz"))).is_err());
+        let many: Vec<String> = (0..=MAX_ATTESTED_SELECTORS)
+            .map(|i| format!("unix:gid:{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(validate_attestation(&att(&many, None)).is_err());
+    }
+
+    #[test]
+    fn posture_rules() {
+        let cfg = crate::config::AttestationConfig::default();
+        let ok: Vec<String> = [
+            "posture:host-ns-net:false",
+            "posture:host-ns-pid:false",
+            "posture:privileged:false",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(posture_violation(&cfg, &ok), None);
+        let mut privileged = ok.clone();
+        privileged[2] = "posture:privileged:true".into();
+        privileged.sort();
+        assert!(
+            posture_violation(&cfg, &privileged)
+                .unwrap()
+                .contains("privileged")
+        );
+        // Missing evidence is a violation.
+        assert!(posture_violation(&cfg, &ok[..2]).is_some());
+        let strict = crate::config::AttestationConfig {
+            require_memory_limit: true,
+            ..cfg
+        };
+        assert!(posture_violation(&strict, &ok).unwrap().contains("memory"));
+    }
+}

@@ -1,0 +1,148 @@
+//! Nodes (hosts running `tessera-agent`): listing, banning, and the entries a
+//! node's agent may claim.
+
+use super::{
+    AuditEntry, Backend, EntryRow, PG_LOCK_AUDIT, Store, StoreError, append_audit, cas,
+    revoke_live_in_tx,
+};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// The node name (last segment of its SPIFFE ID).
+    pub id: String,
+    /// `spiffe://<td>/tessera/agent/<name>`.
+    pub spiffe_id: String,
+    /// How it attested (`join_token`).
+    pub attestation_type: String,
+    /// Whether it is banned.
+    pub banned: bool,
+    /// When it was banned, if it is.
+    pub banned_at: Option<i64>,
+    /// First attestation, unix seconds.
+    pub created_at: i64,
+    /// Last attestation, renewal or attested issuance, unix seconds.
+    pub last_seen: i64,
+}
+
+const NODE_SELECT: &str =
+    "SELECT id, spiffe_id, attestation_type, banned, banned_at, created_at, last_seen FROM nodes";
+
+fn node_row(r: &AnyRow) -> NodeRow {
+    NodeRow {
+        id: r.get(0),
+        spiffe_id: r.get(1),
+        attestation_type: r.get(2),
+        banned: r.get::<i64, _>(3) != 0,
+        banned_at: r.get(4),
+        created_at: r.get(5),
+        last_seen: r.get(6),
+    }
+}
+
+impl Store {
+    /// Nodes, by name, at most `limit`.
+    pub async fn list_nodes(&self, limit: i64) -> Result<Vec<NodeRow>, StoreError> {
+        let sql = format!("{NODE_SELECT} ORDER BY id LIMIT $1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(node_row).collect())
+    }
+
+    /// One node by name.
+    pub async fn get_node(&self, id: &str) -> Result<NodeRow, StoreError> {
+        let sql = format!("{NODE_SELECT} WHERE id = $1");
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(node_row(&r))
+    }
+
+    /// One node by SPIFFE ID, if recorded.
+    pub async fn node_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<NodeRow>, StoreError> {
+        let sql = format!("{NODE_SELECT} WHERE spiffe_id = $1");
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(spiffe_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.as_ref().map(node_row))
+    }
+
+    /// Bans (`banned = true`) or unbans a node, audited. Banning also revokes,
+    /// in the same transaction, every live certificate issued through the
+    /// node (reason `reason`). Returns (serials revoked, feed version after).
+    pub async fn set_node_banned(
+        &self,
+        id: &str,
+        banned: bool,
+        reason: i64,
+        now: i64,
+        audit: AuditEntry,
+    ) -> Result<(Vec<String>, i64), StoreError> {
+        let core = self.core();
+        let mut state = core.write_lock.lock().await;
+        state.clear_verified();
+        let mut tx = core.begin_write().await?;
+        if core.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK_AUDIT)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query("SELECT spiffe_id FROM nodes WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let spiffe_id: String = row.get(0);
+        sqlx::query("UPDATE nodes SET banned = $2, banned_at = $3 WHERE id = $1")
+            .bind(id.to_owned())
+            .bind(banned as i64)
+            .bind(banned.then_some(now))
+            .execute(&mut *tx)
+            .await?;
+        let mut audits = vec![audit];
+        let (revoked, version) = if banned {
+            let (revoked, version, mut more) = revoke_live_in_tx(
+                &mut tx,
+                cas::LiveBy::Node(spiffe_id),
+                reason,
+                now,
+                &audits[0].actor.clone(),
+            )
+            .await?;
+            audits.append(&mut more);
+            (revoked, version)
+        } else {
+            (vec![], 0)
+        };
+        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
+        tx.commit().await?;
+        state.committed(core.backend, head);
+        Ok((revoked, version))
+    }
+
+    /// The entries whose parent is `parent_id` (a node's SPIFFE ID), at most
+    /// `limit`, by SPIFFE ID.
+    pub async fn entries_by_parent(
+        &self,
+        parent_id: &str,
+        limit: i64,
+    ) -> Result<Vec<EntryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at \
+             FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id LIMIT $2",
+        )
+        .bind(parent_id.to_owned())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        self.entries_from_rows(rows).await
+    }
+}

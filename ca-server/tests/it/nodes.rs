@@ -1,0 +1,553 @@
+//! Nodes and attested issuance: a node attests with a join token, then asks
+//! for the SVIDs of workloads its agent attested. Only entries parented to
+//! that node whose selectors all match are issued; the minimum posture
+//! policy, bans and malformed evidence refuse, changing nothing.
+
+use crate::both_backends;
+use crate::common::{Db, Harness, call, csr};
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tessera_core::api::Role;
+use tessera_core::client::Client;
+
+const NODE1: &str = "spiffe://example.org/tessera/agent/n1";
+const NODE2: &str = "spiffe://example.org/tessera/agent/n2";
+const WEB: &str = "spiffe://example.org/web";
+
+fn container_id(c: char) -> String {
+    std::iter::repeat_n(c, 64).collect()
+}
+
+/// Evidence for a well-confined container with `labels` (plus extra selectors).
+fn evidence(id: &str, labels: &[&str], extra: &[&str]) -> Value {
+    let mut selectors: Vec<String> = vec![
+        format!("container:id:{id}"),
+        "container:image-digest:sha256:abc".into(),
+        "posture:host-ns-net:false".into(),
+        "posture:host-ns-pid:false".into(),
+        "posture:privileged:false".into(),
+        "posture:memory-limit:false".into(),
+        "unix:uid:0".into(),
+    ];
+    selectors.extend(labels.iter().map(|l| format!("container:label:{l}")));
+    selectors.extend(extra.iter().map(|s| s.to_string()));
+    json!({
+        "selectors": selectors,
+        "container_id": id,
+        "image": "localhost/app:1",
+        "image_digest": "sha256:abc",
+    })
+}
+
+async fn ask(c: &Client, attestation: Value) -> (StatusCode, Value, rcgen::KeyPair) {
+    let (key, csr) = csr();
+    let (s, v) = call(
+        c,
+        Method::POST,
+        "/v1/agent/svids",
+        Some(json!({"csr": csr, "attestation": attestation})),
+    )
+    .await;
+    (s, v, key)
+}
+
+async fn entry(admin: &Client, spiffe_id: &str, selectors: &[&str], parent: &str) -> Value {
+    let (s, v) = call(
+        admin,
+        Method::POST,
+        "/v1/entries",
+        Some(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v
+}
+
+fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
+
+async fn attested_issuance(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let (n1_cert, n1_key, n1) = h.node("n1").await;
+    let (n2_cert, n2_key, _) = h.node("n2").await;
+    let node1 = h.with_cert(&n1_cert, &n1_key);
+    let node2 = h.with_cert(&n2_cert, &n2_key);
+    assert_eq!(n1["spiffe_id"], NODE1);
+
+    // The redemptions recorded both nodes.
+    let (s, v) = call(&admin, Method::GET, "/v1/nodes", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1", "n2"]);
+    let (s, v) = call(&admin, Method::GET, "/v1/nodes/n1", None).await;
+    assert_eq!((s, v["spiffe_id"].as_str()), (StatusCode::OK, Some(NODE1)));
+    assert_eq!(v["attestation_type"], "join_token");
+    assert_eq!(v["banned"], false);
+
+    let web = entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
+    entry(
+        &admin,
+        "spiffe://example.org/web-admin",
+        &["container:label:app:web", "container:label:tier:admin"],
+        NODE1,
+    )
+    .await;
+    entry(
+        &admin,
+        "spiffe://example.org/api",
+        &["container:label:app:api"],
+        NODE2,
+    )
+    .await;
+    entry(
+        &admin,
+        "spiffe://example.org/host-tool",
+        &["unix:uid:0"],
+        NODE1,
+    )
+    .await;
+
+    // The agent sees the entries parented to its node (not other nodes').
+    let (s, v) = call(&node1, Method::GET, "/v1/agent/entries", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/host-tool",
+            WEB,
+            "spiffe://example.org/web-admin"
+        ]
+    );
+
+    // A matching container gets exactly the entries parented to its node
+    // whose selectors all match (not web-admin: no tier label; not host-tool:
+    // its selector matches too, so it is included).
+    let cid = container_id('a');
+    let (s, v, key) = ask(&node1, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ids: Vec<&str> = v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["spiffe_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["spiffe://example.org/host-tool", WEB]);
+    let svid = v["svids"][1].clone();
+    let serial = svid["serial"].as_str().unwrap().to_owned();
+
+    // The ledger records the node and the evidence; its hash is in the binding.
+    let (s, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{rec}");
+    assert_eq!(rec["node"], NODE1);
+    let att = &rec["attestation"];
+    assert_eq!(att["method"], "agent");
+    assert_eq!(att["node"], NODE1);
+    assert_eq!(att["container_id"], cid.as_str());
+    assert_eq!(att["image_digest"], "sha256:abc");
+    assert_eq!(att["entry_id"], web["id"]);
+    assert!(
+        att["selectors"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("container:label:app:web"))
+    );
+    let canonical = att.to_string();
+    assert_eq!(
+        rec["attestation_hash"].as_str().unwrap(),
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes()
+        ))
+    );
+    let info = tessera_core::svid::check_leaf(
+        &tessera_core::pem::certs(svid["certificate"].as_str().unwrap().as_bytes()).unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!(info.spiffe_id.as_str(), WEB);
+
+    // Asking for one SPIFFE ID returns only it; one that does not match, nothing.
+    let (key_one, csr_one) = csr();
+    drop(key_one);
+    let (s, v) = call(
+        &node1,
+        Method::POST,
+        "/v1/agent/svids",
+        Some(json!({"csr": csr_one, "spiffe_id": WEB, "attestation": evidence(&cid, &["app:web"], &[])})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["svids"].as_array().unwrap().len(), 1);
+
+    let certs_before = h.count("certificates").await;
+    // Selectors that do not match: no identity.
+    let (s, v, _) = ask(&node2, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    // Entry parented to another node: n1 cannot claim n2's api entry.
+    let (s, v) = call(
+        &node1,
+        Method::POST,
+        "/v1/agent/svids",
+        Some(
+            json!({"csr": csr().1, "spiffe_id": "spiffe://example.org/api",
+                    "attestation": evidence(&cid, &["app:api"], &[])}),
+        ),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    // A node identity is never issued to a workload.
+    let (s, v) = call(
+        &node1,
+        Method::POST,
+        "/v1/agent/svids",
+        Some(json!({"csr": csr().1, "spiffe_id": NODE2,
+                    "attestation": evidence(&cid, &["app:web"], &["node:name:x"])})),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    // Wrong trust domain.
+    let (s, v) = call(
+        &node1,
+        Method::POST,
+        "/v1/agent/svids",
+        Some(
+            json!({"csr": csr().1, "spiffe_id": "spiffe://other.org/web",
+                    "attestation": evidence(&cid, &["app:web"], &[])}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "wrong_trust_domain"),
+        "{v}"
+    );
+    // A workload certificate (the one just issued) or an operator is not a node.
+    let workload = h.with_cert(svid["certificate"].as_str().unwrap(), &key.serialize_pem());
+    for c in [&workload, &admin] {
+        let (s, v, _) = ask(c, evidence(&cid, &["app:web"], &[])).await;
+        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"), "{v}");
+    }
+    // Malformed and oversized evidence.
+    let too_many: Vec<String> = (0..300).map(|i| format!("unix:gid:{i}")).collect();
+    let bad = [
+        (
+            json!({"selectors": ["unix:uid:0"], "extra": 1}),
+            "invalid_body",
+        ),
+        (json!({"selectors": too_many}), "invalid_field"),
+        (json!({"selectors": ["not a selector"]}), "invalid_field"),
+        (
+            json!({"selectors": ["unix:uid:0"], "container_id": "nothex"}),
+            "invalid_field",
+        ),
+        // Container evidence without the container (would dodge the posture policy).
+        (
+            json!({"selectors": ["container:label:app:web"]}),
+            "invalid_field",
+        ),
+        (
+            json!({"selectors": [format!("container:label:app:{}", "x".repeat(600))],
+                "container_id": cid}),
+            "invalid_field",
+        ),
+        (json!({"selectors": "unix:uid:0"}), "invalid_body"),
+    ];
+    for (att, want) in bad {
+        let (s, v, _) = ask(&node1, att.clone()).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, want),
+            "{att} -> {v}"
+        );
+    }
+    let huge = json!({"selectors": ["unix:uid:0"], "image": "x".repeat(70 * 1024)});
+    let (s, v, _) = ask(&node1, huge).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        "{v}"
+    );
+    assert_eq!(h.count("certificates").await, certs_before);
+
+    // Plain renewal of an agent-issued certificate is refused: only the agent
+    // renews it, with fresh evidence.
+    let (s, v) = call(
+        &workload,
+        Method::POST,
+        "/v1/certs/renew",
+        Some(json!({"csr": csr().1})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "renewal_refused"),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("agent"), "{v}");
+    // The node renews its own certificate the ordinary way.
+    let (s, v) = call(
+        &node1,
+        Method::POST,
+        "/v1/certs/renew",
+        Some(json!({"csr": csr().1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["spiffe_id"], NODE1);
+    // A host process (no container) matches by unix selectors, no posture needed.
+    let (s, v, _) = ask(&node1, json!({"selectors": ["unix:gid:0", "unix:uid:0"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["svids"][0]["spiffe_id"], "spiffe://example.org/host-tool");
+    assert_eq!(v["svids"].as_array().unwrap().len(), 1);
+}
+
+both_backends!(attested_issuance);
+
+/// The minimum posture refuses whatever the entry says, audited, writing no
+/// certificate.
+async fn posture_policy(db: Db) {
+    let h = Harness::start_with(db, &["attestation.require_memory_limit=true"]).await;
+    let admin = h.operator(Role::Admin).await;
+    let (c, k, _) = h.node("n1").await;
+    let node = h.with_cert(&c, &k);
+    entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
+    let cid = container_id('b');
+    let before = h.count("certificates").await;
+    let cases = [
+        (
+            "posture:privileged:false",
+            "posture:privileged:true",
+            "privileged",
+        ),
+        (
+            "posture:host-ns-pid:false",
+            "posture:host-ns-pid:true",
+            "PID namespace",
+        ),
+        (
+            "posture:host-ns-net:false",
+            "posture:host-ns-net:true",
+            "network namespace",
+        ),
+        (
+            "posture:memory-limit:true",
+            "posture:memory-limit:false",
+            "memory limit",
+        ),
+        // Evidence missing the fact is refused too.
+        ("posture:privileged:false", "unix:gid:0", "privileged"),
+    ];
+    for (good, bad, why) in cases {
+        let mut att = evidence(&cid, &["app:web"], &["posture:memory-limit:true"]);
+        let sel: Vec<Value> = att["selectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| **s != json!("posture:memory-limit:false"))
+            .map(|s| {
+                if *s == json!(good) {
+                    json!(bad)
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        att["selectors"] = json!(sel);
+        let (s, v, _) = ask(&node, att).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "posture_refused"),
+            "{bad}: {v}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains(why), "{v}");
+    }
+    assert_eq!(h.count("certificates").await, before);
+    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let refusals: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "attestation.refuse")
+        .collect();
+    assert_eq!(refusals.len(), 5);
+    let details: Value = serde_json::from_str(refusals[0]["details"].as_str().unwrap()).unwrap();
+    assert!(details["reason"].as_str().unwrap().contains("privileged"));
+    assert_eq!(details["node"], NODE1);
+    assert_eq!(details["container_id"], cid.as_str());
+    assert_eq!(refusals[0]["actor"], NODE1);
+
+    // The same container, well confined, is issued.
+    let mut att = evidence(&cid, &["app:web"], &["posture:memory-limit:true"]);
+    let sel: Vec<Value> = att["selectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| **s != json!("posture:memory-limit:false"))
+        .cloned()
+        .collect();
+    att["selectors"] = json!(sel);
+    let (s, v, _) = ask(&node, att).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+both_backends!(posture_policy);
+
+/// Banning a node refuses its certificate everywhere at once and revokes what
+/// was issued through it; unbanning restores the node (not the revoked
+/// certificates).
+async fn ban_and_unban(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let auditor = h.operator(Role::Auditor).await;
+    let (c, k, _) = h.node("n1").await;
+    let node = h.with_cert(&c, &k);
+    entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
+    let cid = container_id('c');
+    let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let serial = v["svids"][0]["serial"].as_str().unwrap().to_owned();
+    // A certificate not issued through the node is untouched by its ban.
+    h.entry("spiffe://example.org/direct").await;
+    let (_, _, direct) = h.workload("spiffe://example.org/direct").await;
+
+    // Only admins ban.
+    let (s, _) = call(&auditor, Method::POST, "/v1/nodes/n1/ban", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = call(&admin, Method::POST, "/v1/nodes/nope/ban", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = call(&admin, Method::POST, "/v1/nodes/n1/ban", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["node"]["banned"], true);
+    assert_eq!(v["revoked"], json!([serial]));
+
+    // The node's certificate stops working on every route, renewal included.
+    let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "{v}"
+    );
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/v1/certs/renew",
+        Some(json!({"csr": csr().1})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "{v}"
+    );
+    let (s, _) = call(&node, Method::GET, "/v1/revocations", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Its workloads' certificates are revoked, others are not.
+    let (_, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    assert_eq!(rec["revocation_reason"], "privilege_withdrawn", "{rec}");
+    let (_, rec) = call(
+        &admin,
+        Method::GET,
+        &format!("/v1/certs/{}", direct["serial"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(rec["revoked_at"], Value::Null);
+    // A new join token for the banned node's entry is refused too.
+    let (s, v) = call(
+        &h.anonymous(),
+        Method::POST,
+        "/v1/certs/redeem",
+        Some(json!({"token": h.join_token(NODE1).await, "csr": csr().1})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "node_refused"),
+        "{v}"
+    );
+
+    // Unban: the node works again; the revoked certificate stays revoked.
+    let (s, v) = call(&admin, Method::POST, "/v1/nodes/n1/unban", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["node"]["banned"], false);
+    assert_eq!(v["revoked"], json!([]));
+    let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    assert_ne!(rec["revoked_at"], Value::Null);
+    // Audited.
+    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"node.attest"));
+    assert!(actions.contains(&"node.ban"));
+    assert!(actions.contains(&"node.unban"));
+    assert!(actions.contains(&"cert.agent_issue"));
+}
+
+both_backends!(ban_and_unban);
+
+/// Deleting an entry stops the next attested issuance at once.
+async fn deleted_entry_stops_issuance(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let (c, k, _) = h.node("n1").await;
+    let node = h.with_cert(&c, &k);
+    let e = entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
+    let cid = container_id('d');
+    let (s, _, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = call(
+        &admin,
+        Method::DELETE,
+        &format!("/v1/entries/{}", e["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    // A node entry cannot have a parent; a node identity cannot be issued directly.
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/entries",
+        Some(json!({"spiffe_id": NODE2, "selectors": ["a:b"], "parent_id": NODE1})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_field"),
+        "{v}"
+    );
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/certs",
+        Some(json!({"spiffe_id": NODE1, "csr": csr().1})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_field"),
+        "{v}"
+    );
+}
+
+both_backends!(deleted_entry_stops_issuance);
