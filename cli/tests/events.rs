@@ -1,33 +1,11 @@
 //! `tessera events` and `tessera webhook` against a real `tessera-ca` process.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_tessera"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
 
-/// The `tessera-ca` binary beside ours; built first so this test never runs a stale one.
-fn ca_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "tessera-ca-server",
-            "--bin",
-            "tessera-ca",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building tessera-ca");
-    bin_dir().join("tessera-ca")
-}
+use common::{bin_dir, ca_binary};
 
 /// A CA process on a loopback port, killed when dropped.
 struct Ca {
