@@ -425,12 +425,7 @@ async fn create_token(
     ApiJson(req): ApiJson<api::TokenCreateRequest>,
 ) -> Res<Response> {
     let t = a.create_token(&req, &p).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(t),
-    )
-        .into_response())
+    Ok(created_secret(t))
 }
 
 async fn delete_token(
@@ -493,12 +488,7 @@ async fn create_credential(
     ApiJson(req): ApiJson<api::ApiTokenCreateRequest>,
 ) -> Res<Response> {
     let t = a.create_api_token(&req, &p).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(t),
-    )
-        .into_response())
+    Ok(created_secret(t))
 }
 
 async fn delete_credential(
@@ -652,12 +642,7 @@ async fn create_webhook(
     ApiJson(req): ApiJson<api::WebhookCreateRequest>,
 ) -> Res<Response> {
     let w = a.create_webhook(&req, &p).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(w),
-    )
-        .into_response())
+    Ok(created_secret(w))
 }
 
 async fn delete_webhook(
@@ -755,4 +740,14 @@ async fn agent_entries(
     Ok(Json(api::EntryList {
         items: a.agent_entries(spiffe_id).await?,
     }))
+}
+
+/// A 201 whose body carries a secret shown only once: never cached.
+fn created_secret<T: serde::Serialize>(body: T) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(body),
+    )
+        .into_response()
 }
