@@ -286,3 +286,88 @@ async fn rotation_is_pushed_at_half_life() {
         "rotated too early: {waited:?}"
     );
 }
+
+/// A CA rotation reaches Workload API clients before any SVID is signed by the
+/// new generation: every X.509 context the client receives carries a bundle
+/// holding the issuer of its SVID, and the bundle with the new CA arrives
+/// (pushed by the agent) before the first SVID the new CA signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotation_reaches_workload_api_clients_before_use() {
+    use futures_util::StreamExt;
+    let ca = Ca::start_args(&[
+        "--set",
+        "rotation.enabled=false",
+        "--set",
+        "rotation.check_interval_seconds=1",
+        "--set",
+        "rotation.min_overlap_seconds=3",
+    ]);
+    let token = ca.node_token_ttl("host4", Some(60)).await;
+    let node = "spiffe://example.org/tessera/agent/host4";
+    let selector = format!("unix:uid:{}", uid());
+    ca.call(
+        Method::POST,
+        "/v1/entries",
+        Some(
+            json!({"spiffe_id": "spiffe://example.org/rotating", "selectors": [selector],
+                    "parent_id": node, "ttl_seconds": 60}),
+        ),
+        201,
+    )
+    .await;
+    let agent = Agent::start(&ca, "host4", &token, None);
+    let client =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
+            .await
+            .unwrap();
+    let mut stream = client.stream_x509_contexts().await.unwrap();
+    let td = spiffe::TrustDomain::new("example.org").unwrap();
+    // For one context: the SVID's issuer DN, and whether the bundle holds a
+    // certificate that signed it.
+    let check = |ctx: &spiffe::X509Context| -> (String, usize) {
+        let svid = ctx.default_svid().expect("an SVID");
+        let leaf = tessera_core::svid::parse(svid.leaf().as_ref()).unwrap();
+        let bundle = ctx
+            .bundle_set()
+            .get(&td)
+            .expect("the trust domain's bundle");
+        let signed_by_bundle = bundle.authorities().iter().any(|a| {
+            let ca = tessera_core::svid::parse(a.as_ref()).unwrap();
+            ca.subject() == leaf.issuer() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+        });
+        assert!(
+            signed_by_bundle,
+            "an SVID arrived whose issuer is not in the bundle it came with"
+        );
+        (leaf.issuer().to_string(), bundle.authorities().len())
+    };
+    let first = stream.next().await.unwrap().unwrap();
+    let (old_issuer, anchors) = check(&first);
+    assert_eq!(anchors, 1);
+    // Rotate: prepared now, activated by the schedule after the 3 s overlap.
+    ca.call(Method::POST, "/v1/ca/rotate", None, 200).await;
+    let mut saw_new_bundle_at = None;
+    let end = Instant::now() + Duration::from_secs(70);
+    let mut n = 0;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ctx = tokio::time::timeout(left, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no SVID from the new CA in time\n{}", agent.log()))
+            .unwrap()
+            .unwrap();
+        n += 1;
+        let (issuer, anchors) = check(&ctx);
+        if anchors == 2 && saw_new_bundle_at.is_none() {
+            saw_new_bundle_at = Some(n);
+        }
+        if issuer != old_issuer {
+            let at = saw_new_bundle_at.expect("the new CA's SVID came before its bundle");
+            assert!(
+                at < n,
+                "the bundle with the new CA must precede its first SVID"
+            );
+            break;
+        }
+    }
+}

@@ -52,9 +52,15 @@ pub struct Ca {
 
 impl Ca {
     pub fn start() -> Ca {
+        Self::start_args(&[])
+    }
+
+    /// Starts the CA with extra arguments (`--set k=v`).
+    pub fn start_args(args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(workspace_binary("tessera-ca-server", "tessera-ca"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
