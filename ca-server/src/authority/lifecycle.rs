@@ -283,15 +283,14 @@ impl Authority {
     /// Prepares the next generation: a new self-signed root, published in the
     /// bundle at once, signing nothing until activated.
     pub async fn ca_prepare(&self, actor: &Principal) -> Result<()> {
-        let active = self.signing_ca();
-        if active.upstream_chain_if_intermediate().next().is_some()
-            || self
-                .store
-                .list_cas()
-                .await?
-                .iter()
-                .any(|c| c.state == "active" && c.kind == "intermediate")
-        {
+        let active_row = self
+            .store
+            .list_cas()
+            .await?
+            .into_iter()
+            .find(|c| c.state == "active")
+            .ok_or(AuthorityError::NotFound("active CA"))?;
+        if active_row.kind == "intermediate" {
             return Err(AuthorityError::Conflict(
                 "this CA is an intermediate: prepare the next generation with \
                  `tessera-ca ca csr` and `tessera-ca ca import-signed` (the operator's root signs it)"
@@ -304,13 +303,6 @@ impl Authority {
         // A generation prepared long before its scheduled activation (a
         // standby) gets the waiting time on top, so it starts signing with a
         // full `ca.ttl_seconds` ahead of it.
-        let active_row = self
-            .store
-            .list_cas()
-            .await?
-            .into_iter()
-            .find(|c| c.state == "active")
-            .ok_or(AuthorityError::NotFound("active CA"))?;
         let wait = (schedule_times(&active_row, &self.cfg).1 - now).max(0);
         let (cert, key_der) =
             ca::new_root(&self.td, &id, alg, now, self.cfg.ca.ttl_seconds + wait)?;
