@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 mod lifecycle;
 mod nodes;
-pub use lifecycle::ScheduleStatus;
+pub use lifecycle::{CaHook, ScheduleStatus};
 pub use nodes::{MAX_ATTESTED_SELECTORS, MAX_SVIDS_PER_WORKLOAD};
 
 /// Errors from domain operations; each maps to one HTTP status and stable code.
@@ -203,8 +203,10 @@ pub struct Authority {
     bundle: RwLock<Arc<Bundle>>,
     crls: RwLock<HashMap<String, Arc<Crl>>>,
     rev_version: watch::Sender<i64>,
-    /// The bundle's sequence; changes wake feed followers and the TLS layer.
+    /// The bundle's sequence; changes wake feed followers.
     bundle_seq: watch::Sender<i64>,
+    /// The TLS layer's reaction to CA changes, run before watchers wake.
+    ca_hook: std::sync::OnceLock<lifecycle::CaHook>,
     /// Every generation as last loaded (id, state), to notice other replicas' transitions.
     ca_states: std::sync::Mutex<Vec<(String, String)>>,
     /// CA generations revoked recently: their leaves may still re-issue.
@@ -315,6 +317,7 @@ impl Authority {
             crls: RwLock::new(HashMap::new()),
             rev_version,
             bundle_seq,
+            ca_hook: std::sync::OnceLock::new(),
             kek,
             ca_states: std::sync::Mutex::new(states),
             reissue_anchors: RwLock::new(Arc::new(reissue)),

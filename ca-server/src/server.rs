@@ -47,12 +47,25 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
     ));
     let acceptor = watch::Sender::new(acceptor_for(&auth, &cert)?);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    spawn_tls_follower(
-        auth.clone(),
-        cert.clone(),
-        acceptor.clone(),
-        shutdown_rx.clone(),
-    );
+    // On every CA change, before anyone is told of it: a server certificate
+    // from the (possibly new) signing generation, then an acceptor trusting
+    // the new bundle. A client that learns of the change (the API answer, the
+    // feed) never meets the old certificate afterwards. Open connections keep theirs.
+    {
+        let (cert, acceptor) = (cert.clone(), acceptor.clone());
+        auth.on_ca_change(Box::new(move |auth: &Authority| {
+            match auth.server_certified_key() {
+                Ok(k) => cert.set(k),
+                Err(e) => tracing::error!(error = %e, "server certificate rotation failed"),
+            }
+            match acceptor_for(auth, &cert) {
+                Ok(a) => {
+                    acceptor.send_replace(a);
+                }
+                Err(e) => tracing::error!(error = %e, "TLS reconfiguration failed"),
+            }
+        }));
+    }
     spawn_background(auth.clone(), cert, shutdown_rx.clone());
     let acceptor = acceptor.subscribe();
     {
@@ -81,35 +94,6 @@ fn acceptor_for(auth: &Authority, cert: &Arc<RotatingKey>) -> std::io::Result<Tl
     )
     .map_err(std::io::Error::other)?;
     Ok(TlsAcceptor::from(Arc::new(tls)))
-}
-
-/// On every CA change: a server certificate from the (possibly new) active CA
-/// first, then an acceptor trusting the new bundle. Open connections keep theirs.
-fn spawn_tls_follower(
-    auth: Arc<Authority>,
-    cert: Arc<RotatingKey>,
-    acceptor: watch::Sender<TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut changes = auth.ca_watch();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-            match auth.server_certified_key() {
-                Ok(k) => cert.set(k),
-                Err(e) => tracing::error!(error = %e, "server certificate rotation failed"),
-            }
-            match acceptor_for(&auth, &cert) {
-                Ok(a) => {
-                    acceptor.send_replace(a);
-                }
-                Err(e) => tracing::error!(error = %e, "TLS reconfiguration failed"),
-            }
-        }
-    });
 }
 
 async fn accept_loop(

@@ -20,6 +20,9 @@ use tessera_core::api;
 use tessera_core::{now_unix, pem};
 use tokio::sync::watch;
 
+/// What the TLS layer redoes on a CA change (see [`Authority::on_ca_change`]).
+pub type CaHook = Box<dyn Fn(&Authority) + Send + Sync>;
+
 /// The lease name for the rotation schedule.
 const SCHEDULE_LEASE: &str = "ca-schedule";
 /// Meta key: a prepared generation an operator asked to activate as soon as
@@ -78,9 +81,17 @@ fn opt_time(t: i64) -> Option<String> {
 
 impl Authority {
     /// Changes whenever the set of generations or their states change (new
-    /// bundle, new signing CA). The TLS layer and feed followers watch it.
+    /// bundle, new signing CA). Feed followers watch it; the TLS layer has
+    /// already been updated (see [`Self::on_ca_change`]) when it changes.
     pub fn ca_watch(&self) -> watch::Receiver<i64> {
         self.bundle_seq.subscribe()
+    }
+
+    /// Registers what the TLS layer must redo on a CA change (new server
+    /// certificate, new acceptor); called synchronously by [`Self::reload_cas`]
+    /// before feed followers and API callers learn of the change. Once only.
+    pub fn on_ca_change(&self, hook: CaHook) {
+        let _ = self.ca_hook.set(hook);
     }
 
     /// Trust anchors for client certificates at the API: the bundle plus
@@ -156,6 +167,9 @@ impl Authority {
             self.metrics.ca_transitions.add(&[], 1);
             // Watchers compare values; bump past the bundle sequence so a
             // signer change with an unchanged bundle still wakes them.
+            if let Some(hook) = self.ca_hook.get() {
+                hook(self);
+            }
             self.bundle_seq.send_modify(|v| *v = v.wrapping_add(1));
             tracing::info!(
                 active = %self.signing_ca().id,
