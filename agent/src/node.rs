@@ -98,6 +98,28 @@ pub struct NodeLink {
     ca_url: String,
     state: RwLock<Arc<NodeState>>,
     bundle: RwLock<Arc<Vec<CertificateDer<'static>>>>,
+    jwt_bundle: RwLock<Arc<JwtBundle>>,
+}
+
+/// The trust domain's JWT-SVID keys (the `jwt-svid` keys of the CA's bundle).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtBundle {
+    /// The keys, for validating tokens here.
+    pub keys: Vec<tessera_core::jwt::Jwk>,
+    /// The same keys as a JWKS document (`{"keys": [...]}`), as the
+    /// Workload API's `FetchJWTBundles` sends it.
+    pub jwks: bytes::Bytes,
+}
+
+impl JwtBundle {
+    /// The `jwt-svid` keys of a SPIFFE bundle document.
+    pub fn from_spiffe_bundle(doc: &str) -> Self {
+        let keys = tessera_core::jwt::bundle_keys(doc);
+        let jwks = serde_json::to_vec(&serde_json::json!({ "keys": keys }))
+            .unwrap_or_default()
+            .into();
+        JwtBundle { keys, jwks }
+    }
 }
 
 /// A fresh P-256 key (PKCS#8 DER) and a CSR for it (PEM).
@@ -204,6 +226,7 @@ impl NodeLink {
             ca_url: ca_url.to_owned(),
             state: RwLock::new(Arc::new(state)),
             bundle: RwLock::new(Arc::new(bundle)),
+            jwt_bundle: RwLock::new(Arc::default()),
         })
     }
 
@@ -292,14 +315,61 @@ impl NodeLink {
         Ok(list.items)
     }
 
-    /// Fetches the trust bundle; true if it changed.
+    /// Fetches the trust bundle (X.509 anchors and JWT-SVID keys); true if
+    /// either changed.
     pub async fn refresh_bundle(&self) -> Result<bool, NodeError> {
-        let reply = call(&self.state().client, hyper::Method::GET, "/v1/bundle", None).await?;
+        let state = self.state();
+        let client = &state.client;
+        let reply = call(client, hyper::Method::GET, "/v1/bundle", None).await?;
         let anchors = tessera_core::pem::certs(&reply).map_err(local)?;
         if anchors.is_empty() {
             return Err(NodeError::Local("empty trust bundle".into()));
         }
-        Ok(self.set_bundle(anchors))
+        let doc = call(client, hyper::Method::GET, "/v1/bundle?format=jwks", None).await?;
+        let jwt = JwtBundle::from_spiffe_bundle(std::str::from_utf8(&doc).map_err(local)?);
+        let jwt_changed = {
+            let mut b = self.jwt_bundle.write().unwrap_or_else(|p| p.into_inner());
+            let changed = **b != jwt;
+            if changed {
+                *b = Arc::new(jwt);
+            }
+            changed
+        };
+        Ok(self.set_bundle(anchors) | jwt_changed)
+    }
+
+    /// The trust domain's JWT-SVID keys, as last fetched.
+    pub fn jwt_bundle(&self) -> Arc<JwtBundle> {
+        self.jwt_bundle
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Asks the CA for JWT-SVIDs (for `audience`) for every entry the
+    /// attested workload matches, or only `spiffe_id`.
+    pub async fn workload_jwt_svids(
+        &self,
+        attestation: &Attestation,
+        audience: Vec<String>,
+        spiffe_id: Option<String>,
+    ) -> Result<Vec<api::JwtSvid>, NodeError> {
+        let body = serde_json::to_vec(&api::AgentJwtSvidRequest {
+            audience,
+            spiffe_id,
+            ttl_seconds: None,
+            attestation: evidence(attestation),
+        })
+        .map_err(local)?;
+        let reply = call(
+            &self.state().client,
+            hyper::Method::POST,
+            "/v1/agent/jwt-svids",
+            Some(body),
+        )
+        .await?;
+        let resp: api::AgentJwtSvidResponse = serde_json::from_slice(&reply).map_err(local)?;
+        Ok(resp.svids)
     }
 
     /// Asks the CA for every SVID the attested workload may have, for one

@@ -21,6 +21,12 @@
 //!    re-sends. So an entry change or a label change reaches the workload
 //!    within `sync_interval` plus one issuance.
 //!
+//! `FetchJWTSVID` attests the caller the same way and asks the CA to sign one
+//! token per matching entry (`POST /v1/agent/jwt-svids`); `FetchJWTBundles`
+//! streams the `jwt-svid` keys of the bundle (pushed when they change);
+//! `ValidateJWTSVID` checks a token against those keys here (ES256, `kid` in
+//! the bundle, `exp`, audience) and returns its claims.
+//!
 //! Everything fails closed: an attestation error, an unreachable runtime, a
 //! refused or unreachable CA ends the stream with a status saying why. Keys
 //! are never logged.
@@ -36,11 +42,13 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::attest::{AttestError, Attestation, Attestor};
-use crate::node::{NodeError, NodeLink, WorkloadSvid};
+use crate::node::{JwtBundle, NodeError, NodeLink, WorkloadSvid};
 use crate::peer::{PeerCred, now_ticks};
 use crate::workload_api::{
-    ResponseStream, WorkloadApi, X509BundlesRequest, X509BundlesResponse, X509Svid,
-    X509SvidRequest, X509SvidResponse, check_security_header,
+    JwtBundlesRequest, JwtBundlesResponse, JwtSvid, JwtSvidRequest, JwtSvidResponse,
+    ResponseStream, ValidateJwtSvidRequest, ValidateJwtSvidResponse, WorkloadApi,
+    X509BundlesRequest, X509BundlesResponse, X509Svid, X509SvidRequest, X509SvidResponse,
+    check_security_header,
 };
 
 /// What the poller last saw: the node's entries and the bundle.
@@ -50,6 +58,8 @@ pub struct Snapshot {
     pub entries: Arc<Vec<api::Entry>>,
     /// Trust anchors.
     pub bundle: Arc<Vec<CertificateDer<'static>>>,
+    /// JWT-SVID keys.
+    pub jwt_bundle: Arc<JwtBundle>,
     /// Set when the CA refused the node itself (banned): streams end.
     pub node_refused: Option<String>,
 }
@@ -62,9 +72,15 @@ impl Sync {
     /// Starts the poller and the node renewal; returns the snapshot channel.
     /// The tasks end when every receiver is dropped.
     pub async fn start(node: Arc<NodeLink>, interval: Duration) -> watch::Receiver<Snapshot> {
+        // The JWT keys come only from the bundle document: fetch it before
+        // serving, so the first FetchJWTBundles is not empty.
+        if let Err(e) = node.refresh_bundle().await {
+            tracing::warn!(error = %e, "fetching the trust bundle");
+        }
         let first = Snapshot {
             entries: Arc::new(node.entries().await.unwrap_or_default()),
             bundle: node.bundle(),
+            jwt_bundle: node.jwt_bundle(),
             node_refused: None,
         };
         let (tx, rx) = watch::channel(first);
@@ -94,6 +110,7 @@ impl Sync {
                         next.entries = Arc::new(e.clone());
                     }
                     next.bundle = poll_node.bundle();
+                    next.jwt_bundle = poll_node.jwt_bundle();
                     next.node_refused = refused.clone();
                     if next != *s {
                         *s = next;
@@ -444,5 +461,145 @@ impl WorkloadApi for Endpoint {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+    async fn fetch_jwt_svid(
+        &self,
+        request: Request<JwtSvidRequest>,
+    ) -> Result<Response<JwtSvidResponse>, Status> {
+        let asked = now_ticks();
+        check_security_header(&request)?;
+        let peer = peer_of(&request)?;
+        let req = request.into_inner();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let att = self.0.attest(peer, asked).await?;
+        let wanted = (!req.spiffe_id.is_empty()).then_some(req.spiffe_id);
+        let svids = self
+            .0
+            .node
+            .workload_jwt_svids(&att, req.audience, wanted)
+            .await
+            .map_err(|e| {
+                tracing::warn!(pid = peer.pid, selectors = ?att.selectors, error = %e, "no JWT-SVID for workload");
+                ca_status(e)
+            })?;
+        tracing::info!(
+            pid = peer.pid,
+            ids = ?svids.iter().map(|s| s.spiffe_id.as_str()).collect::<Vec<_>>(),
+            "JWT-SVIDs issued to workload"
+        );
+        Ok(Response::new(JwtSvidResponse {
+            svids: svids
+                .into_iter()
+                .map(|s| JwtSvid {
+                    spiffe_id: s.spiffe_id,
+                    svid: s.token,
+                    hint: String::new(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<ResponseStream<JwtBundlesResponse>>, Status> {
+        let asked = now_ticks();
+        check_security_header(&request)?;
+        let peer = peer_of(&request)?;
+        // Bundles are public, but only attested callers are served.
+        self.0.attest(peer, asked).await?;
+        let td = self.0.node.trust_domain_id();
+        let mut snap = self.0.snapshot.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let message = move |b: &JwtBundle| JwtBundlesResponse {
+            bundles: [(td.clone(), b.jwks.clone())].into_iter().collect(),
+        };
+        let mut sent = self.0.node.jwt_bundle();
+        let _ = tx.send(Ok(message(&sent))).await;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = snap.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                let current = snap.borrow_and_update().clone();
+                if let Some(why) = current.node_refused {
+                    let _ = tx.send(Err(Status::unavailable(why))).await;
+                    return;
+                }
+                if current.jwt_bundle != sent {
+                    sent = current.jwt_bundle.clone();
+                    if tx.send(Ok(message(&sent))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn validate_jwt_svid(
+        &self,
+        request: Request<ValidateJwtSvidRequest>,
+    ) -> Result<Response<ValidateJwtSvidResponse>, Status> {
+        let asked = now_ticks();
+        check_security_header(&request)?;
+        let peer = peer_of(&request)?;
+        let req = request.into_inner();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        self.0.attest(peer, asked).await?;
+        let bundle = self.0.node.jwt_bundle();
+        let verified = tessera_core::jwt::validate(
+            &req.svid,
+            &req.audience,
+            &bundle.keys,
+            tessera_core::now_unix(),
+        )
+        .map_err(|e| {
+            // The token itself is a bearer credential: never logged.
+            tracing::info!(pid = peer.pid, reason = %e, "JWT-SVID validation refused");
+            Status::invalid_argument(format!("the JWT-SVID is not valid: {e}"))
+        })?;
+        Ok(Response::new(ValidateJwtSvidResponse {
+            spiffe_id: verified.spiffe_id,
+            claims: Some(claims_struct(verified.claims)),
+        }))
+    }
+}
+
+/// JSON claims as a `google.protobuf.Struct` (numbers become doubles, as
+/// the protobuf JSON mapping says).
+fn claims_struct(claims: serde_json::Value) -> prost_types::Struct {
+    fn value(v: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match v {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.into_iter().map(value).collect(),
+            }),
+            serde_json::Value::Object(o) => Kind::StructValue(object(o)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    fn object(o: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+        prost_types::Struct {
+            fields: o.into_iter().map(|(k, v)| (k, value(v))).collect(),
+        }
+    }
+    match claims {
+        serde_json::Value::Object(o) => object(o),
+        _ => prost_types::Struct::default(),
     }
 }

@@ -3,10 +3,9 @@
 //! The messages are written by hand with prost's derive macros from the
 //! standard `workload.proto` (committed as `agent/proto/workload.proto`; it
 //! has no `package`, so the gRPC paths are `/SpiffeWorkloadAPI/<Method>`),
-//! which costs no `protoc`/`protox` build step. Only the X.509 messages are
-//! defined: the JWT methods answer `Unimplemented` without reading their
-//! request. [`WorkloadApiServer`] routes the five methods to a
-//! [`WorkloadApi`] implementation; [`Client`] is our own client (the
+//! which costs no `protoc`/`protox` build step. [`WorkloadApiServer`] routes
+//! the five methods (`FetchX509SVID`, `FetchX509Bundles`, `FetchJWTSVID`,
+//! `FetchJWTBundles`, `ValidateJWTSVID`) to a [`WorkloadApi`] implementation; [`Client`] is our own client (the
 //! sidecar's), which finds the socket through `SPIFFE_ENDPOINT_SOCKET`.
 
 use std::collections::HashMap;
@@ -23,8 +22,10 @@ pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 /// The environment variable naming the Workload API socket (`unix:///path`).
 pub const ENDPOINT_SOCKET_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
-/// Largest request message accepted (all requests we serve are empty).
-const MAX_REQUEST_BYTES: usize = 4096;
+/// Largest request message accepted: the X.509 requests are empty, a
+/// `ValidateJWTSVID` request carries one token (at most
+/// [`tessera_core::jwt::MAX_TOKEN_BYTES`]) and an audience.
+const MAX_REQUEST_BYTES: usize = 24 * 1024;
 
 /// Largest response message our client accepts.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -82,6 +83,73 @@ pub struct X509BundlesResponse {
     pub bundles: HashMap<String, bytes::Bytes>,
 }
 
+/// `JWTSVIDRequest`: audiences and, optionally, one SPIFFE ID.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct JwtSvidRequest {
+    /// Audiences (`aud`), at least one.
+    #[prost(string, repeated, tag = "1")]
+    pub audience: Vec<String>,
+    /// Only this SPIFFE ID (empty: every identity of the caller).
+    #[prost(string, tag = "2")]
+    pub spiffe_id: String,
+}
+
+/// `JWTSVIDResponse`: the caller's JWT-SVIDs.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct JwtSvidResponse {
+    /// One token per SPIFFE ID.
+    #[prost(message, repeated, tag = "1")]
+    pub svids: Vec<JwtSvid>,
+}
+
+/// `JWTSVID`: one token.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct JwtSvid {
+    /// The SPIFFE ID (`sub`).
+    #[prost(string, tag = "1")]
+    pub spiffe_id: String,
+    /// The compact JWS.
+    #[prost(string, tag = "2")]
+    pub svid: String,
+    /// Operator guidance when several SVIDs are returned.
+    #[prost(string, tag = "3")]
+    pub hint: String,
+}
+
+/// `JWTBundlesRequest`: no parameters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, prost::Message)]
+pub struct JwtBundlesRequest {}
+
+/// `JWTBundlesResponse`: JWKS documents keyed by trust domain SPIFFE ID.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JwtBundlesResponse {
+    /// `spiffe://<td>` → JWKS (JSON) of its JWT-SVID keys.
+    #[prost(map = "string, bytes", tag = "1")]
+    pub bundles: HashMap<String, bytes::Bytes>,
+}
+
+/// `ValidateJWTSVIDRequest`: a token and the audience it must carry.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct ValidateJwtSvidRequest {
+    /// The audience the validator expects.
+    #[prost(string, tag = "1")]
+    pub audience: String,
+    /// The token.
+    #[prost(string, tag = "2")]
+    pub svid: String,
+}
+
+/// `ValidateJWTSVIDResponse`: who the token names, and all its claims.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValidateJwtSvidResponse {
+    /// The SPIFFE ID (`sub`).
+    #[prost(string, tag = "1")]
+    pub spiffe_id: String,
+    /// Every claim of the token.
+    #[prost(message, optional, tag = "2")]
+    pub claims: Option<prost_types::Struct>,
+}
+
 /// A stream of responses (or a status that ends it).
 pub type ResponseStream<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -101,6 +169,23 @@ pub trait WorkloadApi: Send + Sync + 'static {
     ) -> impl std::future::Future<
         Output = Result<Response<ResponseStream<X509BundlesResponse>>, Status>,
     > + Send;
+    /// `FetchJWTSVID`.
+    fn fetch_jwt_svid(
+        &self,
+        request: Request<JwtSvidRequest>,
+    ) -> impl std::future::Future<Output = Result<Response<JwtSvidResponse>, Status>> + Send;
+    /// `FetchJWTBundles`.
+    fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> impl std::future::Future<
+        Output = Result<Response<ResponseStream<JwtBundlesResponse>>, Status>,
+    > + Send;
+    /// `ValidateJWTSVID`.
+    fn validate_jwt_svid(
+        &self,
+        request: Request<ValidateJwtSvidRequest>,
+    ) -> impl std::future::Future<Output = Result<Response<ValidateJwtSvidResponse>, Status>> + Send;
 }
 
 /// Refuses a request without `workload.spiffe.io: true` (`InvalidArgument`,
@@ -159,6 +244,42 @@ impl<T: WorkloadApi> tonic::server::ServerStreamingService<X509BundlesRequest> f
     }
 }
 
+struct FetchJwtBundles<T>(Arc<T>);
+
+impl<T: WorkloadApi> tonic::server::ServerStreamingService<JwtBundlesRequest>
+    for FetchJwtBundles<T>
+{
+    type Response = JwtBundlesResponse;
+    type ResponseStream = ResponseStream<JwtBundlesResponse>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+    fn call(&mut self, request: Request<JwtBundlesRequest>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.fetch_jwt_bundles(request).await })
+    }
+}
+
+struct FetchJwtSvid<T>(Arc<T>);
+
+impl<T: WorkloadApi> tonic::server::UnaryService<JwtSvidRequest> for FetchJwtSvid<T> {
+    type Response = JwtSvidResponse;
+    type Future = BoxFuture<Response<JwtSvidResponse>, Status>;
+    fn call(&mut self, request: Request<JwtSvidRequest>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.fetch_jwt_svid(request).await })
+    }
+}
+
+struct ValidateJwt<T>(Arc<T>);
+
+impl<T: WorkloadApi> tonic::server::UnaryService<ValidateJwtSvidRequest> for ValidateJwt<T> {
+    type Response = ValidateJwtSvidResponse;
+    type Future = BoxFuture<Response<ValidateJwtSvidResponse>, Status>;
+    fn call(&mut self, request: Request<ValidateJwtSvidRequest>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.validate_jwt_svid(request).await })
+    }
+}
+
 fn grpc<M1, M2>() -> tonic::server::Grpc<tonic_prost::ProstCodec<M1, M2>>
 where
     M1: prost::Message + Send + 'static,
@@ -191,14 +312,17 @@ where
             "/SpiffeWorkloadAPI/FetchX509Bundles" => {
                 Box::pin(async move { Ok(grpc().server_streaming(FetchBundles(inner), req).await) })
             }
-            "/SpiffeWorkloadAPI/FetchJWTSVID"
-            | "/SpiffeWorkloadAPI/FetchJWTBundles"
-            | "/SpiffeWorkloadAPI/ValidateJWTSVID" => Box::pin(async move {
-                Ok(Status::unimplemented(
-                    "JWT-SVIDs are not implemented by this agent yet; use the X.509 methods",
+            "/SpiffeWorkloadAPI/FetchJWTSVID" => {
+                Box::pin(async move { Ok(grpc().unary(FetchJwtSvid(inner), req).await) })
+            }
+            "/SpiffeWorkloadAPI/FetchJWTBundles" => {
+                Box::pin(
+                    async move { Ok(grpc().server_streaming(FetchJwtBundles(inner), req).await) },
                 )
-                .into_http())
-            }),
+            }
+            "/SpiffeWorkloadAPI/ValidateJWTSVID" => {
+                Box::pin(async move { Ok(grpc().unary(ValidateJwt(inner), req).await) })
+            }
             other => {
                 let msg = format!("unknown method {other}");
                 Box::pin(async move { Ok(Status::unimplemented(msg).into_http()) })

@@ -164,8 +164,8 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
 }
 
 /// Requests without `workload.spiffe.io: true` are refused with
-/// InvalidArgument (raw tonic client, no metadata); JWT methods answer
-/// Unimplemented; a caller with no entry gets PermissionDenied.
+/// InvalidArgument (raw tonic client, no metadata), on every method; a
+/// caller with no entry gets PermissionDenied (X.509 and JWT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals() {
     let ca = Ca::start();
@@ -225,12 +225,151 @@ async fn refusals() {
             .await
             .unwrap();
     assert_eq!(bundles.len(), 1);
-    // JWT is a later task.
-    let e = call("/SpiffeWorkloadAPI/FetchJWTBundles", true)
+    // The JWT methods: no header → InvalidArgument; no entry → PermissionDenied.
+    let unary = |path: &'static str, with_header: bool| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(tessera_agent::workload_api::JwtSvidRequest {
+                audience: vec!["db".into()],
+                spiffe_id: String::new(),
+            });
+            if with_header {
+                req.metadata_mut()
+                    .insert("workload.spiffe.io", "true".parse().unwrap());
+            }
+            grpc.unary::<_, tessera_agent::workload_api::JwtSvidResponse, _>(
+                req,
+                hyper::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    for path in [
+        "/SpiffeWorkloadAPI/FetchJWTSVID",
+        "/SpiffeWorkloadAPI/ValidateJWTSVID",
+    ] {
+        let e = unary(path, false).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}: {e:?}");
+        assert!(e.message().contains("workload.spiffe.io"), "{e:?}");
+    }
+    let e = call("/SpiffeWorkloadAPI/FetchJWTBundles", false)
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
-    assert!(e.message().contains("JWT"), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = unary("/SpiffeWorkloadAPI/FetchJWTSVID", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("no_entry"), "{e:?}");
+}
+
+/// The JWT half of the Workload API, through the `spiffe` crate: a JWT-SVID
+/// for the attested caller's entry, the JWT bundle holding its key, the
+/// agent validating it (claims back) and refusing a wrong audience, a
+/// tampered signature, an empty audience and another entry's SPIFFE ID; the
+/// JWT bundle stream pushes a prepared CA generation's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_crate_fetches_and_validates_jwt_svids() {
+    use futures_util::StreamExt;
+    let ca = Ca::start_args(&["--set", "rotation.enabled=false"]);
+    let token = ca.node_token("host5").await;
+    let node = "spiffe://example.org/tessera/agent/host5";
+    let selector = format!("unix:uid:{}", uid());
+    ca.entry(
+        "spiffe://example.org/jwt-workload",
+        &[&selector],
+        Some(node),
+    )
+    .await;
+    // This caller does not match it.
+    ca.entry("spiffe://example.org/other", &["unix:uid:4242"], Some(node))
+        .await;
+    let agent = Agent::start(&ca, "host5", &token, None);
+    let client =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
+            .await
+            .unwrap();
+
+    let svid = client
+        .fetch_jwt_svid(["db", "cache"], None)
+        .await
+        .unwrap_or_else(|e| panic!("fetch_jwt_svid: {e}\n{}", agent.log()));
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/jwt-workload"
+    );
+    assert_eq!(svid.audience(), ["db".to_string(), "cache".to_string()]);
+    // Signed by a key the CA publishes in its bundle for JWT-SVIDs.
+    let jwks = ca
+        .admin()
+        .call(Method::GET, "/v1/bundle?format=jwks", None)
+        .await
+        .unwrap();
+    let published = tessera_core::jwt::bundle_keys(std::str::from_utf8(&jwks.body).unwrap());
+    assert!(
+        published.iter().any(|k| k.kid == svid.key_id()),
+        "the token's kid is not in the CA's bundle"
+    );
+    // ...and verifies against those keys here too (no agent involved).
+    tessera_core::jwt::validate(svid.token(), "db", &published, tessera_core::now_unix())
+        .expect("the token verifies against the CA's published keys");
+
+    // The JWT bundle from the agent holds that key (only JWT-SVID keys).
+    let td = spiffe::TrustDomain::new("example.org").unwrap();
+    let bundles = client.fetch_jwt_bundles().await.unwrap();
+    let bundle = bundles.get(&td).expect("the trust domain's JWT bundle");
+    assert!(bundle.find_jwt_authority(svid.key_id()).is_some());
+    assert_eq!(bundle.jwt_authorities().count(), published.len());
+
+    // The agent validates it and returns its claims.
+    let checked = client
+        .validate_jwt_token("cache", svid.token())
+        .await
+        .unwrap_or_else(|e| panic!("validate_jwt_token: {e}\n{}", agent.log()));
+    assert_eq!(checked.spiffe_id(), svid.spiffe_id());
+    // Refusals: wrong audience, tampered signature, empty audience.
+    let e = client
+        .validate_jwt_token("payments", svid.token())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("audience"), "{e}");
+    let mut forged = svid.token().to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let e = client.validate_jwt_token("db", &forged).await.unwrap_err();
+    assert!(
+        e.to_string().contains("signature") || e.to_string().contains("malformed"),
+        "{e}"
+    );
+    let e = client
+        .fetch_jwt_svid(Vec::<String>::new(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("audience"), "{e}");
+    // Another entry's SPIFFE ID (its selectors do not match this caller).
+    let other = spiffe::SpiffeId::new("spiffe://example.org/other").unwrap();
+    let e = client
+        .fetch_jwt_svid(["db"], Some(&other))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no_entry"), "{e}");
+
+    // A prepared generation's JWT key is pushed on the JWT bundle stream.
+    let mut stream = client.stream_jwt_bundles().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let before = first.get(&td).unwrap().jwt_authorities().count();
+    ca.call(Method::POST, "/v1/ca/prepare", None, 201).await;
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("no JWT bundle pushed after prepare\n{}", agent.log()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.get(&td).unwrap().jwt_authorities().count(), before + 1);
+    // The old token still validates (its key is still published).
+    client.validate_jwt_token("db", svid.token()).await.unwrap();
 }
 
 /// Rotation is pushed: with a 60 s lifetime the agent re-attests and pushes a

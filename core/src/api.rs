@@ -1091,3 +1091,27 @@ pub struct AgentSvidResponse {
     /// One certificate per matching entry, by SPIFFE ID.
     pub svids: Vec<IssuedCertificate>,
 }
+
+/// An agent asks for a workload's JWT-SVIDs (`POST /v1/agent/jwt-svids`),
+/// for the Workload API's `FetchJWTSVID`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentJwtSvidRequest {
+    /// Audiences (`aud`), 1 to 16, each 1 to 256 printable characters.
+    pub audience: Vec<String>,
+    /// Only this SPIFFE ID; absent means every entry that matches.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// Lifetime, seconds (60 to 3600; default 300).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Fresh evidence about the workload.
+    pub attestation: WorkloadAttestation,
+}
+
+/// The JWT-SVIDs the CA signed for an attested workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentJwtSvidResponse {
+    /// One token per matching entry.
+    pub svids: Vec<JwtSvid>,
+}

@@ -72,6 +72,7 @@ pub(super) fn method_router(
         ("POST", "/v1/nodes/{id}/unban") => post(unban_node),
         ("GET", "/v1/agent/entries") => get(agent_entries),
         ("POST", "/v1/agent/svids") => post(agent_svids),
+        ("POST", "/v1/agent/jwt-svids") => post(agent_jwt_svids),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
 }
@@ -726,6 +727,21 @@ async fn agent_svids(
     };
     let out = a.agent_svids(spiffe_id, &req, &p).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn agent_jwt_svids(
+    State(a): St,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<api::AgentJwtSvidRequest>,
+) -> Res<Response> {
+    let Principal::Node { spiffe_id, .. } = &p else {
+        return Err(ApiError::forbidden(
+            "this route needs a node agent's certificate",
+        ));
+    };
+    let out = a.agent_jwt_svids(spiffe_id, &req, &p).await?;
+    // Bearer tokens: never cached by anything in between.
+    Ok(created_secret(out))
 }
 
 async fn agent_entries(

@@ -119,6 +119,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("POST", "/v1/nodes/{id}/unban", Access::Roles(ADMIN)),
     r!("GET", "/v1/agent/entries", Access::Node),
     r!("POST", "/v1/agent/svids", Access::Node),
+    r!("POST", "/v1/agent/jwt-svids", Access::Node),
 ];
 
 /// The verified client certificate of the connection, if any (set by the server).

@@ -237,32 +237,18 @@ impl Authority {
                 reason: "JWT-SVIDs are issued to workloads for their own SPIFFE ID".into(),
             });
         };
-        if req.audience.is_empty() || req.audience.len() > 16 {
-            return Err(AuthorityError::Invalid {
-                field: "audience",
-                reason: "give 1 to 16 audiences".into(),
-            });
-        }
-        if let Some(bad) = req
-            .audience
-            .iter()
-            .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_control()))
-        {
-            return Err(AuthorityError::Invalid {
-                field: "audience",
-                reason: format!(
-                    "each audience is 1 to 256 printable characters (got {} bytes)",
-                    bad.len()
-                ),
-            });
-        }
-        let ttl = req.ttl_seconds.unwrap_or(300);
-        if !(60..=3600).contains(&ttl) {
-            return Err(AuthorityError::Invalid {
-                field: "ttl_seconds",
-                reason: "must be between 60 and 3600".into(),
-            });
-        }
+        let ttl = check_jwt_request(&req.audience, req.ttl_seconds)?;
+        self.sign_jwt_svid(spiffe_id, &req.audience, ttl)
+    }
+
+    /// Signs a JWT-SVID for `spiffe_id` (already authorised and checked by
+    /// [`check_jwt_request`]) with the active generation's JWT key.
+    pub(crate) fn sign_jwt_svid(
+        &self,
+        spiffe_id: &str,
+        audience: &[String],
+        ttl: u64,
+    ) -> Result<api::JwtSvid> {
         let signer = self
             .jwt_signer
             .read()
@@ -273,12 +259,12 @@ impl Authority {
         // Never beyond the active generation: its key leaves the bundle with it.
         let exp = (now + ttl as i64).min(self.signing_ca().not_after);
         let token = signer
-            .sign(spiffe_id, &req.audience, now, exp)
+            .sign(spiffe_id, audience, now, exp)
             .map_err(jwt_err)?;
         self.metrics.jwt_issued.inc(&[]);
         Ok(api::JwtSvid {
             token,
-            spiffe_id: spiffe_id.clone(),
+            spiffe_id: spiffe_id.to_owned(),
             expires_at: api::rfc3339(exp),
         })
     }
@@ -764,6 +750,36 @@ fn cas_time(rfc: &str) -> Option<i64> {
     time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp())
+}
+
+/// Checks a JWT-SVID request's audiences and lifetime; the lifetime to use.
+pub(crate) fn check_jwt_request(audience: &[String], ttl_seconds: Option<u64>) -> Result<u64> {
+    if audience.is_empty() || audience.len() > 16 {
+        return Err(AuthorityError::Invalid {
+            field: "audience",
+            reason: "give 1 to 16 audiences".into(),
+        });
+    }
+    if let Some(bad) = audience
+        .iter()
+        .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_control()))
+    {
+        return Err(AuthorityError::Invalid {
+            field: "audience",
+            reason: format!(
+                "each audience is 1 to 256 printable characters (got {} bytes)",
+                bad.len()
+            ),
+        });
+    }
+    let ttl = ttl_seconds.unwrap_or(300);
+    if !(60..=3600).contains(&ttl) {
+        return Err(AuthorityError::Invalid {
+            field: "ttl_seconds",
+            reason: "must be between 60 and 3600".into(),
+        });
+    }
+    Ok(ttl)
 }
 
 fn jwt_err(e: tessera_core::jwt::JwtError) -> AuthorityError {

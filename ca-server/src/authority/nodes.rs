@@ -309,31 +309,25 @@ impl Authority {
             .collect())
     }
 
-    /// Issues the SVIDs an attested workload may have: the node (the caller)
-    /// must be recorded and not banned; the evidence must pass the minimum
-    /// posture (a refusal is audited and writes no certificate); the entries
-    /// must be parented to the node, grant no node identity, and have every
-    /// selector among the attested ones. All matching entries (at most
-    /// [`MAX_SVIDS_PER_WORKLOAD`]), or only the one for `spiffe_id`, get a
-    /// certificate for the CSR's key.
-    pub async fn agent_svids(
+    /// The entries an attested workload may have an identity from: the node
+    /// (the caller) must be recorded and not banned; the evidence must pass
+    /// the minimum posture (a refusal is audited); the entries must be
+    /// parented to the node, grant no node identity, and have every selector
+    /// among the attested ones. At most [`MAX_SVIDS_PER_WORKLOAD`], or only
+    /// the one for `wanted`. Returns the sorted selectors with them.
+    async fn attested_entries(
         &self,
         node_spiffe_id: &str,
-        req: &api::AgentSvidRequest,
+        a: &api::WorkloadAttestation,
+        wanted: Option<&SpiffeId>,
         actor: &Principal,
-    ) -> Result<api::AgentSvidResponse> {
-        let selectors = validate_attestation(&req.attestation)?;
-        let wanted = match &req.spiffe_id {
-            Some(s) => Some(self.check_td("spiffe_id", s)?),
-            None => None,
-        };
-        let csr = self.verify_csr(&req.csr)?;
+    ) -> Result<(Vec<String>, Vec<api::Entry>)> {
+        let selectors = validate_attestation(a)?;
         if self.node_usable(node_spiffe_id).await? != Some(true) {
             return Err(AuthorityError::Forbidden(
                 "this node is banned or not registered".into(),
             ));
         }
-        let a = &req.attestation;
         if a.container_id.is_some()
             && let Some(reason) = posture_violation(&self.cfg.attestation, &selectors)
         {
@@ -348,7 +342,7 @@ impl Authority {
                         "container_id": a.container_id,
                         "image": a.image,
                         "image_digest": a.image_digest,
-                        "spiffe_id": req.spiffe_id,
+                        "spiffe_id": wanted.map(|w| w.as_str()),
                     }),
                 }])
                 .await?;
@@ -361,7 +355,7 @@ impl Authority {
             .await?
             .into_iter()
             .filter(|e| {
-                wanted.as_ref().is_none_or(|w| w.as_str() == e.spiffe_id)
+                wanted.is_none_or(|w| w.as_str() == e.spiffe_id)
                     && SpiffeId::new(&e.spiffe_id)
                         .is_ok_and(|id| api::node_name(id.path()).is_none())
                     && e.selectors
@@ -373,9 +367,58 @@ impl Authority {
         if entries.is_empty() {
             return Err(AuthorityError::NoEntry(format!(
                 "{} attested by {node_spiffe_id}: no entry parented to this node has all its selectors among the attested ones",
-                req.spiffe_id.as_deref().unwrap_or("a workload"),
+                wanted.map_or("a workload", |w| w.as_str()),
             )));
         }
+        Ok((selectors, entries))
+    }
+
+    /// Signs the JWT-SVIDs an attested workload may have (the Workload API's
+    /// `FetchJWTSVID`): the same node, posture and entry checks as
+    /// [`Self::agent_svids`], one token per matching entry. Nothing is
+    /// written: a JWT-SVID is not a ledger record (it cannot be revoked; its
+    /// lifetime is its bound), as for `POST /v1/jwt-svids`.
+    pub async fn agent_jwt_svids(
+        &self,
+        node_spiffe_id: &str,
+        req: &api::AgentJwtSvidRequest,
+        actor: &Principal,
+    ) -> Result<api::AgentJwtSvidResponse> {
+        let ttl = super::lifecycle::check_jwt_request(&req.audience, req.ttl_seconds)?;
+        let wanted = match &req.spiffe_id {
+            Some(s) => Some(self.check_td("spiffe_id", s)?),
+            None => None,
+        };
+        let (_, entries) = self
+            .attested_entries(node_spiffe_id, &req.attestation, wanted.as_ref(), actor)
+            .await?;
+        let mut svids = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
+            svids.push(self.sign_jwt_svid(id.as_str(), &req.audience, ttl)?);
+        }
+        Ok(api::AgentJwtSvidResponse { svids })
+    }
+
+    /// Issues the X.509-SVIDs an attested workload may have (see
+    /// [`Self::attested_entries`] for who may have what): every matching
+    /// entry, or only the one for `spiffe_id`, gets a certificate for the
+    /// CSR's key, recorded with the evidence in one ledger transaction each.
+    pub async fn agent_svids(
+        &self,
+        node_spiffe_id: &str,
+        req: &api::AgentSvidRequest,
+        actor: &Principal,
+    ) -> Result<api::AgentSvidResponse> {
+        let wanted = match &req.spiffe_id {
+            Some(s) => Some(self.check_td("spiffe_id", s)?),
+            None => None,
+        };
+        let csr = self.verify_csr(&req.csr)?;
+        let a = &req.attestation;
+        let (selectors, entries) = self
+            .attested_entries(node_spiffe_id, a, wanted.as_ref(), actor)
+            .await?;
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
         for entry in &entries {

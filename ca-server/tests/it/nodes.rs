@@ -551,3 +551,187 @@ async fn deleted_entry_stops_issuance(db: Db) {
 }
 
 both_backends!(deleted_entry_stops_issuance);
+
+/// JWT-SVIDs for attested workloads (`POST /v1/agent/jwt-svids`, the agent's
+/// `FetchJWTSVID`): the same node, posture and entry rules as X.509, one
+/// ES256 token per matching entry that verifies against the bundle's
+/// `jwt-svid` keys; bad input and other callers are refused; a banned node
+/// gets nothing. Nothing is written to the ledger.
+async fn agent_jwt_svids(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let (c, k, _) = h.node("n1").await;
+    let node = h.with_cert(&c, &k);
+    entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
+    entry(
+        &admin,
+        "spiffe://example.org/web-admin",
+        &["container:label:app:web", "container:label:tier:admin"],
+        NODE1,
+    )
+    .await;
+    entry(
+        &admin,
+        "spiffe://example.org/api",
+        &["container:label:app:web"],
+        NODE2,
+    )
+    .await;
+    let cid = container_id('e');
+    let jwt = |att: Value, extra: Value| {
+        let node = &node;
+        async move {
+            let mut body = json!({"audience": ["db"], "attestation": att});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            call(node, Method::POST, "/v1/agent/jwt-svids", Some(body)).await
+        }
+    };
+    let certs_before = h.count("certificates").await;
+    let (_, bundle) = call(&h.anonymous(), Method::GET, "/v1/bundle?format=jwks", None).await;
+    let keys = tessera_core::jwt::bundle_keys(&bundle.to_string());
+    assert_eq!(keys.len(), 1, "{bundle}");
+    let now = tessera_core::now_unix();
+
+    // One label: only `web` (not web-admin, not the other node's entry).
+    let (s, v) = jwt(evidence(&cid, &["app:web"], &[]), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let svids = v["svids"].as_array().unwrap();
+    assert_eq!(svids.len(), 1, "{v}");
+    let token = svids[0]["token"].as_str().unwrap();
+    let ok = tessera_core::jwt::validate(token, "db", &keys, now).unwrap();
+    assert_eq!(ok.spiffe_id, WEB);
+    assert!(ok.expires_at <= now + 301, "default lifetime 300 s");
+    // Both labels: both entries; `spiffe_id` narrows to one.
+    let both = evidence(&cid, &["app:web", "tier:admin"], &[]);
+    let (s, v) = jwt(both.clone(), json!({"ttl_seconds": 60})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut subs: Vec<String> = v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            tessera_core::jwt::validate(t["token"].as_str().unwrap(), "db", &keys, now)
+                .unwrap()
+                .spiffe_id
+        })
+        .collect();
+    subs.sort();
+    assert_eq!(subs, [WEB, "spiffe://example.org/web-admin"]);
+    let (s, v) = jwt(both, json!({"spiffe_id": "spiffe://example.org/web-admin"})).await;
+    assert_eq!(
+        (s, v["svids"].as_array().map(Vec::len)),
+        (StatusCode::CREATED, Some(1))
+    );
+    assert_eq!(v["svids"][0]["spiffe_id"], "spiffe://example.org/web-admin");
+
+    // Refusals, each changing nothing.
+    let cases = [
+        (
+            evidence(&cid, &["app:api"], &[]),
+            json!({}),
+            StatusCode::FORBIDDEN,
+            "no_entry",
+        ),
+        (
+            evidence(&cid, &["app:web"], &[]),
+            json!({"spiffe_id": "spiffe://example.org/api"}),
+            StatusCode::FORBIDDEN,
+            "no_entry",
+        ),
+        (
+            evidence(&cid, &["app:web"], &[]),
+            json!({"spiffe_id": "spiffe://other.org/web"}),
+            StatusCode::BAD_REQUEST,
+            "wrong_trust_domain",
+        ),
+        (
+            evidence(&cid, &["app:web"], &[]),
+            json!({"audience": []}),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            evidence(&cid, &["app:web"], &[]),
+            json!({"audience": ["x".repeat(257)]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            evidence(&cid, &["app:web"], &[]),
+            json!({"ttl_seconds": 86400}),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            evidence(&cid, &["app:web"], &[]),
+            json!({"csr": "not for JWTs"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"selectors": ["posture:privileged:false"]}),
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+    ];
+    for (att, extra, status, want) in cases {
+        let (s, v) = jwt(att, extra.clone()).await;
+        assert_eq!((s, code(&v)), (status, want), "{extra}: {v}");
+    }
+    // The minimum posture applies (and is audited).
+    let mut privileged = evidence(&cid, &["app:web"], &[]);
+    let sel: Vec<Value> = privileged["selectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            if *s == json!("posture:privileged:false") {
+                json!("posture:privileged:true")
+            } else {
+                s.clone()
+            }
+        })
+        .collect();
+    privileged["selectors"] = json!(sel);
+    let (s, v) = jwt(privileged, json!({})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "posture_refused"),
+        "{v}"
+    );
+    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "attestation.refuse" && r["target"] == cid.as_str()),
+        "{audit}"
+    );
+    // Only a node's certificate may ask (here an operator's).
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/agent/jwt-svids",
+        Some(json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    // No certificate was written by any of this.
+    assert_eq!(h.count("certificates").await, certs_before);
+
+    // A banned node gets nothing.
+    let (s, _) = call(&admin, Method::POST, "/v1/nodes/n1/ban", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = jwt(evidence(&cid, &["app:web"], &[]), json!({})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "{v}"
+    );
+}
+
+both_backends!(agent_jwt_svids);
