@@ -2,7 +2,8 @@
 //! key=value` flags override the file; options are validated at start and
 //! errors name the option. The join token is never part of the file: it
 //! comes from `join_token_file`, `TESSERA_JOIN_TOKEN` or `--join-token`, is
-//! used once and is written nowhere.
+//! used once and is written nowhere (with `data_dir`, the node certificate
+//! and key it bought are).
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ pub struct Config {
     pub sync_interval_seconds: u64,
     /// Runtime (Engine API) call deadline, milliseconds.
     pub runtime_timeout_ms: u64,
+    /// Where the node identity (certificate chain, key, bundle) is saved, so
+    /// a restart resumes it instead of needing a new join token. Unset: no
+    /// credential is written anywhere.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -47,6 +52,7 @@ impl Default for Config {
             runtime_socket: None,
             sync_interval_seconds: 5,
             runtime_timeout_ms: 5000,
+            data_dir: None,
         }
     }
 }
@@ -101,6 +107,9 @@ impl Config {
             return Err(ConfigError(
                 "sync_interval_seconds: between 1 and 3600".into(),
             ));
+        }
+        if self.data_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(ConfigError("data_dir: must be an absolute path".into()));
         }
         if !(100..=60_000).contains(&self.runtime_timeout_ms) {
             return Err(ConfigError(

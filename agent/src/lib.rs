@@ -26,6 +26,7 @@
 pub mod attest;
 pub mod cgroup;
 pub mod config;
+pub mod data_dir;
 pub mod engine;
 pub mod node;
 pub mod peer;

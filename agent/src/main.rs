@@ -1,6 +1,7 @@
 //! `tessera-agent`: the node agent. Attests itself to the CA once with a join
-//! token, renews its node certificate at half-life, and serves the SPIFFE
-//! Workload API on a unix socket to the containers on this host.
+//! token (or resumes the identity saved in `data_dir`), renews its node
+//! certificate at half-life, and serves the SPIFFE Workload API on a unix
+//! socket to the containers on this host.
 #![forbid(unsafe_code)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -74,16 +75,6 @@ async fn main() -> Result<()> {
         b.init();
     }
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
-    let token = match (cli.join_token, &cfg.join_token_file) {
-        (Some(t), _) => t,
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("join_token_file {}", f.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) => {
-            bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file")
-        }
-    };
     let bootstrap = tessera_core::pem::certs(
         &std::fs::read(&cfg.ca_bundle)
             .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
@@ -95,17 +86,64 @@ async fn main() -> Result<()> {
     }
     .with_timeout(Duration::from_millis(cfg.runtime_timeout_ms));
     let attestor = Attestor::new(engine).context("reading the host's namespaces and cgroups")?;
-    let node = NodeLink::attest(&cfg.ca_url, &bootstrap, token)
-        .await
-        .context("node attestation (redeeming the join token)")?;
     let want = format!("{}{}", tessera_core::api::NODE_PATH_PREFIX, cfg.node_name);
-    if !node.spiffe_id().ends_with(&want) {
-        bail!(
-            "node_name: the join token granted {}, not .../tessera/agent/{}",
-            node.spiffe_id(),
-            cfg.node_name
-        );
-    }
+    // A node identity saved by an earlier run comes first: join tokens are
+    // single-use, so a restart would otherwise need the operator.
+    let resumed = match &cfg.data_dir {
+        Some(dir) => NodeLink::resume(&cfg.ca_url, &bootstrap, dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "resuming the node identity saved in data_dir {} (if the CA refused it, \
+                     the node may be banned; remove the directory and attest with a new join token)",
+                    dir.display()
+                )
+            })?
+            .filter(|n| {
+                let same = n.spiffe_id().ends_with(&want);
+                if !same {
+                    tracing::warn!(stored = %n.spiffe_id(), node_name = %cfg.node_name,
+                        "data_dir holds another node's identity; attesting with the join token");
+                }
+                same
+            }),
+        None => None,
+    };
+    let node = match resumed {
+        Some(node) => {
+            tracing::info!(spiffe_id = %node.spiffe_id(), "node identity resumed from data_dir");
+            node
+        }
+        None => {
+            let token = match (cli.join_token, &cfg.join_token_file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .with_context(|| format!("join_token_file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+                (None, None) => bail!(
+                    "join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file \
+                     (no usable node identity in data_dir)"
+                ),
+            };
+            let node = NodeLink::attest(&cfg.ca_url, &bootstrap, token)
+                .await
+                .context("node attestation (redeeming the join token)")?;
+            if !node.spiffe_id().ends_with(&want) {
+                bail!(
+                    "node_name: the join token granted {}, not .../tessera/agent/{}",
+                    node.spiffe_id(),
+                    cfg.node_name
+                );
+            }
+            match &cfg.data_dir {
+                Some(dir) => node
+                    .with_data_dir(dir.clone())
+                    .context("saving the node identity in data_dir")?,
+                None => node,
+            }
+        }
+    };
     tracing::info!(spiffe_id = %node.spiffe_id(), "node attested");
     let node = Arc::new(node);
     let interval = Duration::from_secs(cfg.sync_interval_seconds);

@@ -8,6 +8,7 @@
 //! (`GET /v1/agent/entries`) and the trust bundle. Keys (the node's and the
 //! workloads') live only in memory; the join token is used once and dropped.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::CertificateDer;
@@ -87,6 +88,8 @@ impl WorkloadSvid {
 /// The node's own identity.
 struct NodeState {
     chain: Vec<CertificateDer<'static>>,
+    /// Kept only to be saved in `data_dir` (when configured).
+    key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     spiffe_id: String,
     not_after: i64,
     received_at: i64,
@@ -99,6 +102,8 @@ pub struct NodeLink {
     state: RwLock<Arc<NodeState>>,
     bundle: RwLock<Arc<Vec<CertificateDer<'static>>>>,
     jwt_bundle: RwLock<Arc<JwtBundle>>,
+    /// Where the identity is saved after every change (opt-in).
+    data_dir: Option<PathBuf>,
 }
 
 /// The trust domain's JWT-SVID keys (the `jwt-svid` keys of the CA's bundle).
@@ -178,21 +183,33 @@ fn node_state(
     issued: &IssuedCertificate,
     key_pkcs8: Vec<u8>,
 ) -> Result<(NodeState, Vec<CertificateDer<'static>>), NodeError> {
-    let (chain, bundle, info) = parse_issued(issued)?;
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.into());
-    let tls = tessera_core::tls::api_client_config(&bundle, Some((chain.clone(), key)), false)
+    let (chain, bundle, _) = parse_issued(issued)?;
+    let state = state_from(ca_url, chain, key_pkcs8, &bundle)?;
+    Ok((state, bundle))
+}
+
+/// A node state for `chain` and its key, reaching the CA with `anchors`.
+fn state_from(
+    ca_url: &str,
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+    anchors: &[CertificateDer<'static>],
+) -> Result<NodeState, NodeError> {
+    let info = tessera_core::svid::check_leaf(&chain[0])
+        .map_err(|e| NodeError::Local(format!("node certificate: {e}")))?;
+    let key_pkcs8 = zeroize::Zeroizing::new(key_pkcs8);
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.to_vec().into());
+    let tls = tessera_core::tls::api_client_config(anchors, Some((chain.clone(), key)), false)
         .map_err(local)?;
     let client = Client::new(ca_url, tls, None).map_err(local)?;
-    Ok((
-        NodeState {
-            chain,
-            spiffe_id: info.spiffe_id.to_string(),
-            not_after: info.not_after,
-            received_at: tessera_core::now_unix(),
-            client,
-        },
-        bundle,
-    ))
+    Ok(NodeState {
+        chain,
+        key_pkcs8,
+        spiffe_id: info.spiffe_id.to_string(),
+        not_after: info.not_after,
+        received_at: tessera_core::now_unix(),
+        client,
+    })
 }
 
 impl NodeLink {
@@ -227,7 +244,75 @@ impl NodeLink {
             state: RwLock::new(Arc::new(state)),
             bundle: RwLock::new(Arc::new(bundle)),
             jwt_bundle: RwLock::new(Arc::default()),
+            data_dir: None,
         })
+    }
+
+    /// Resumes the node identity saved in `dir` by an earlier run (see
+    /// [`crate::data_dir`]): `None` if nothing is stored or it has expired
+    /// (a join token is needed then). A stored identity is renewed at once,
+    /// which proves the CA still accepts it: a banned node is refused here
+    /// ([`NodeError::node_refused`]). The CA is reached with the stored
+    /// bundle plus `bootstrap`.
+    pub async fn resume(
+        ca_url: &str,
+        bootstrap: &[CertificateDer<'static>],
+        dir: &Path,
+    ) -> Result<Option<Self>, NodeError> {
+        let Some(stored) = crate::data_dir::load(dir).map_err(local)? else {
+            return Ok(None);
+        };
+        let mut anchors = stored.bundle.clone();
+        anchors.extend(
+            bootstrap
+                .iter()
+                .filter(|c| !stored.bundle.contains(c))
+                .cloned(),
+        );
+        let state = state_from(ca_url, stored.chain, stored.key_pkcs8, &anchors)?;
+        // A minute of margin: the renewal must reach the CA before expiry.
+        if state.not_after <= tessera_core::now_unix() + 60 {
+            tracing::warn!(
+                dir = %dir.display(),
+                not_after = state.not_after,
+                "the stored node certificate has expired; a new join token is needed"
+            );
+            return Ok(None);
+        }
+        let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
+        if api::node_name(id.path()).is_none() {
+            return Err(NodeError::Local(format!(
+                "{}: the stored certificate is for {}, not a node identity",
+                dir.display(),
+                state.spiffe_id
+            )));
+        }
+        let link = Self {
+            ca_url: ca_url.to_owned(),
+            state: RwLock::new(Arc::new(state)),
+            bundle: RwLock::new(Arc::new(stored.bundle)),
+            jwt_bundle: RwLock::new(Arc::default()),
+            data_dir: Some(dir.to_owned()),
+        };
+        link.renew().await?;
+        Ok(Some(link))
+    }
+
+    /// Saves the identity in `dir` now and after every renewal and bundle
+    /// change, so a restart can [`Self::resume`] it.
+    pub fn with_data_dir(mut self, dir: PathBuf) -> Result<Self, NodeError> {
+        self.data_dir = Some(dir);
+        self.persist()?;
+        Ok(self)
+    }
+
+    /// Writes the current identity and bundle to `data_dir`, if configured.
+    fn persist(&self) -> Result<(), NodeError> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        let s = self.state();
+        crate::data_dir::save(dir, &s.chain, &s.key_pkcs8, &self.bundle()).map_err(local)
     }
 
     fn state(&self) -> Arc<NodeState> {
@@ -273,6 +358,11 @@ impl NodeLink {
         if **b == anchors {
             return false;
         }
+        if let Some(dir) = &self.data_dir
+            && let Err(e) = crate::data_dir::save_bundle(dir, &anchors)
+        {
+            tracing::warn!(error = %e, "saving the trust bundle in data_dir");
+        }
         *b = Arc::new(anchors);
         true
     }
@@ -299,6 +389,10 @@ impl NodeLink {
         }
         self.set_bundle(bundle);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        if let Err(e) = self.persist() {
+            // The renewal itself worked; only a restart would suffer.
+            tracing::warn!(error = %e, "saving the renewed node identity in data_dir");
+        }
         Ok(())
     }
 

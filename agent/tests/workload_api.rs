@@ -510,3 +510,68 @@ async fn ca_rotation_reaches_workload_api_clients_before_use() {
         }
     }
 }
+
+/// With `data_dir`, a restarted agent resumes its node identity without a
+/// join token (the single-use token is spent): the key is saved 0600 in a
+/// 0700 directory, the resumed identity is renewed at once (new serial) and
+/// serves workloads. A banned node's saved identity is refused at start with
+/// a clear error; without a token and without `data_dir` the agent refuses to
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::start();
+    let token = ca.node_token("host6").await;
+    let node = "spiffe://example.org/tessera/agent/host6";
+    let selector = format!("unix:uid:{}", uid());
+    ca.entry("spiffe://example.org/resumed", &[&selector], Some(node))
+        .await;
+    let state = tempfile::tempdir().unwrap();
+    let data_dir = state.path().join("agent");
+    let sets = [format!("data_dir=\"{}\"", data_dir.display())];
+    let node_serial = |dir: &std::path::Path| {
+        let pem = std::fs::read(dir.join("node-chain.pem")).unwrap();
+        let chain = tessera_core::pem::certs(&pem).unwrap();
+        tessera_core::svid::check_leaf(&chain[0]).unwrap().serial
+    };
+
+    let first = Agent::try_start(&ca, "host6", Some(&token), &sets).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700);
+    for f in ["node-key.pem", "node-chain.pem", "bundle.pem"] {
+        assert_eq!(mode(&data_dir.join(f)), 0o600, "{f}");
+    }
+    let serial1 = node_serial(&data_dir);
+    drop(first);
+
+    // No token this time: the saved identity is resumed and renewed.
+    let second = Agent::try_start(&ca, "host6", None, &sets).unwrap();
+    assert_eq!(second.spiffe_id, node);
+    assert!(second.log().contains("resumed"), "{}", second.log());
+    let serial2 = node_serial(&data_dir);
+    assert_ne!(serial1, serial2, "the resumed identity is renewed at once");
+    let client =
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", second.socket.display()))
+            .await
+            .unwrap();
+    let svid = client
+        .fetch_x509_svid()
+        .await
+        .unwrap_or_else(|e| panic!("fetch_x509_svid: {e}\n{}", second.log()));
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/resumed");
+    drop(client);
+    drop(second);
+
+    // Banned meanwhile: the saved identity is refused, with the reason.
+    ca.call(Method::POST, "/v1/nodes/host6/ban", Some(json!({})), 200)
+        .await;
+    let e = Agent::try_start(&ca, "host6", None, &sets)
+        .err()
+        .expect("a banned node's saved identity must not start");
+    assert!(e.contains("CA refused (401"), "{e}");
+    // No data_dir and no token: a clear refusal.
+    let e = Agent::try_start(&ca, "host6", None, &[])
+        .err()
+        .expect("no identity at all must not start");
+    assert!(e.contains("join token"), "{e}");
+}

@@ -163,6 +163,21 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent for node `name` (its token from [`Ca::node_token`]).
     pub fn start(ca: &Ca, name: &str, token: &str, runtime_socket: Option<&Path>) -> Agent {
+        let mut extra = vec![];
+        if let Some(r) = runtime_socket {
+            extra.push(format!("runtime_socket=\"{}\"", r.display()));
+        }
+        Self::try_start(ca, name, Some(token), &extra).unwrap_or_else(|log| panic!("{log}"))
+    }
+
+    /// Starts an agent with a join token or none and extra `--set` options;
+    /// `Err` with the agent's output if it exited instead of becoming ready.
+    pub fn try_start(
+        ca: &Ca,
+        name: &str,
+        token: Option<&str>,
+        sets: &[String],
+    ) -> Result<Agent, String> {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("sock/agent.sock");
         let stderr = dir.path().join("agent.log");
@@ -177,32 +192,34 @@ impl Agent {
             .arg(format!("socket_path=\"{}\"", socket.display()))
             .arg("--set")
             .arg("sync_interval_seconds=1")
-            .env("TESSERA_JOIN_TOKEN", token)
+            .env_remove("TESSERA_JOIN_TOKEN")
             .env("TESSERA_LOG", "info,tessera_agent=debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap());
-        if let Some(r) = runtime_socket {
-            cmd.arg("--set")
-                .arg(format!("runtime_socket=\"{}\"", r.display()));
+        if let Some(t) = token {
+            cmd.env("TESSERA_JOIN_TOKEN", t);
+        }
+        for s in sets {
+            cmd.arg("--set").arg(s);
         }
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let proc = Proc { child };
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
+        let v: Value = serde_json::from_str(&line).map_err(|_| {
+            format!(
                 "agent did not start: {line:?}\n{}",
                 std::fs::read_to_string(&stderr).unwrap_or_default()
             )
-        });
-        Agent {
+        })?;
+        Ok(Agent {
             socket,
             spiffe_id: v["tessera_agent"]["spiffe_id"].as_str().unwrap().to_owned(),
             dir,
             stderr,
             _proc: proc,
-        }
+        })
     }
 
     /// The agent's log so far.
