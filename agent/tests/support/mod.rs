@@ -57,9 +57,17 @@ impl Ca {
 
     /// Starts the CA with extra arguments (`--set k=v`).
     pub fn start_args(args: &[&str]) -> Ca {
+        Self::start_on("127.0.0.1", args)
+    }
+
+    /// Starts the CA listening on `ip` (port 0, read back from its first
+    /// line) with extra arguments. On loopback its URL names `localhost`,
+    /// elsewhere the IP itself (which the server certificate must then carry:
+    /// `--set server_ips=[...]`).
+    pub fn start_on(ip: &str, args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(workspace_binary("tessera-ca-server", "tessera-ca"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("{ip}:0")])
             .args(args)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
@@ -71,12 +79,13 @@ impl Ca {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let port = line
-            .strip_prefix("tessera-ca listening on 127.0.0.1:")
+            .strip_prefix(&format!("tessera-ca listening on {ip}:"))
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
+        let host = if ip == "127.0.0.1" { "localhost" } else { ip };
         Ca {
-            url: format!("https://localhost:{port}"),
+            url: format!("https://{host}:{port}"),
             dir,
             _proc: proc,
         }
