@@ -395,14 +395,15 @@ fn denied(sidecar: &str, reason: &str) -> f64 {
 
 /// The certificates the CA issued for `spiffe_id`, by serial.
 async fn certs_for(ca: &Ca, spiffe_id: &str) -> Vec<String> {
-    let certs = ca
-        .call(Method::GET, "/v1/certs?limit=1000", None, 200)
-        .await;
+    let path = format!(
+        "/v1/certs?limit=1000&spiffe_id={}",
+        spiffe_id.replace(':', "%3A").replace('/', "%2F")
+    );
+    let certs = ca.call(Method::GET, &path, None, 200).await;
     certs["items"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["spiffe_id"] == spiffe_id)
         .map(|r| r["serial"].as_str().unwrap().to_owned())
         .collect()
 }
@@ -417,6 +418,8 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let started = Instant::now();
     ensure_image();
     let sidecar = support::workspace_binary("tessera-sidecar", "tessera-sidecar");
+    // Built now (Ca::start_on finds it fresh), so no container waits on it.
+    support::workspace_binary("tessera-ca-server", "tessera-ca");
     let curl = PathBuf::from("/usr/bin/curl");
     assert!(curl.exists(), "curl is required (.ci/run installs it)");
     eprintln!("image and binaries ready at {:?}", started.elapsed());
