@@ -453,6 +453,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
             &format!("server_ips=[\"127.0.0.1\", \"{gateway}\"]"),
         ],
     );
+    eprintln!("CA up at {:?}", started.elapsed());
     let token = ca.node_token("e2e").await;
     let node = "spiffe://example.org/tessera/agent/e2e";
     ca.entry(API, &["container:label:app:api"], Some(node))

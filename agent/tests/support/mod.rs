@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -20,14 +22,22 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Builds a binary of another package of the workspace (so a test never runs
-/// a stale one) and returns its path.
+/// a stale one) and returns its path. Built once per test process: a later
+/// call does not wait on cargo's lock again (other builds may hold it).
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building {bin}");
+    static BUILT: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.insert((package.to_owned(), bin.to_owned())) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", package, "--bin", bin])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        if !status.success() {
+            built.remove(&(package.to_owned(), bin.to_owned()));
+            panic!("building {bin}");
+        }
+    }
     bin_dir().join(bin)
 }
 
