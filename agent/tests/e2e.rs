@@ -1,20 +1,32 @@
-//! End to end with real containers: a `tessera-ca` process and a
-//! `tessera-agent` process on the host, Podman containers with the agent's
-//! socket bind-mounted (read-only), and `tessera-sidecar` running *inside* a
-//! container joined to an app's network namespace, getting its identity
-//! through the Workload API.
+//! End to end with real containers (issue 4 item 7): a `tessera-ca` process
+//! and a `tessera-agent` process on the host, two app containers (`api`,
+//! `web`) each with a `tessera-sidecar` container joined to its network
+//! namespace, the agent's socket bind-mounted (read-only) into the sidecars,
+//! which get their identities through the Workload API.
 //!
-//! - the sidecar beside an app labelled `app=web` becomes ready as
-//!   `spiffe://example.org/web` (entry selector `container:label:app:web`,
-//!   parent the node);
-//! - beside an app with another label it gets no identity (clear error);
-//! - beside a `--privileged` app with the right label it is refused by the
-//!   CA's minimum posture policy, which audits the refusal.
+//! - `web` (label `app=web`) becomes `spiffe://example.org/web` and calls
+//!   `api` through both sidecars (api's allows only web);
+//! - a container with another label gets no identity; its call through its
+//!   sidecar is refused, and calling api directly (TLS, no certificate) is
+//!   refused by api's sidecar, which reports the denial to the CA;
+//! - a `--privileged` container with the right label is refused by the CA's
+//!   minimum posture policy, which audits the refusal;
+//! - web's certificate (60 s) is renewed at half-life until its entry is
+//!   deleted: then the agent and the CA refuse every renewal;
+//! - banning the node revokes its workloads, and the sidecars (following the
+//!   CA's revocation feed) refuse each other within seconds.
+//!
+//! Network: the test creates its own Podman network; the CA listens on that
+//! network's gateway address (its certificate names it), the one host
+//! address the containers can reach (netavark's firewall leaves traffic from
+//! the bridge to the host alone), so the sidecars follow the revocation feed
+//! and report denials. Nothing else listens beyond loopback.
 //!
 //! The sidecar binary is dynamically linked against glibc: it and the
-//! libraries `ldd` lists are bind-mounted read-only into a busybox image.
-//! Containers, the Podman API service, the processes and temp directories
-//! are removed by drop guards, pass or fail. Podman missing is a failure.
+//! libraries `ldd` lists are bind-mounted read-only into a busybox image
+//! (curl likewise, as a TLS client without a certificate). Containers, the
+//! network, the Podman API service, the processes and temp directories are
+//! removed by drop guards, pass or fail. Podman missing is a failure.
 
 mod support;
 
@@ -24,7 +36,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Agent, Ca, Proc};
 
 const IMAGE: &str = "localhost/tessera-test-base:1";
@@ -153,15 +165,61 @@ impl Drop for Containers {
     }
 }
 
-/// `-v` options mounting the sidecar binary and the libraries it links
-/// (from `ldd`) read-only at the same paths.
-fn sidecar_mounts(sidecar: &Path) -> Vec<String> {
-    let out = Command::new("ldd").arg(sidecar).output().expect("ldd");
+/// A Podman network of the test's own (Podman picks a free subnet; no DNS),
+/// removed on drop. The CA listens on its gateway address, the one host
+/// address its containers can reach.
+struct Network {
+    name: String,
+}
+
+impl Network {
+    fn create() -> Network {
+        let name = format!("tessera-e2e-{}", std::process::id());
+        podman(&["network", "create", "--disable-dns", &name]);
+        Network { name }
+    }
+
+    /// The bridge's address on the host.
+    fn gateway(&self) -> String {
+        podman(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .Subnets}}{{.Gateway}}{{end}}",
+            &self.name,
+        ])
+    }
+
+    /// `container`'s address on this network.
+    fn ip_of(&self, container: &str) -> String {
+        podman(&[
+            "inspect",
+            "--format",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                self.name
+            ),
+            container,
+        ])
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["network", "rm", "-f", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `-v` options mounting a host binary at `at` and the libraries it links
+/// (from `ldd`) read-only at their own paths, so it runs in the busybox image.
+fn binary_mounts(binary: &Path, at: &str) -> Vec<String> {
+    let out = Command::new("ldd").arg(binary).output().expect("ldd");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut mounts = vec![
-        "-v".to_string(),
-        format!("{}:/usr/local/bin/tessera-sidecar:ro", sidecar.display()),
-    ];
+    let mut mounts = vec!["-v".to_string(), format!("{}:{at}:ro", binary.display())];
     for line in text.lines() {
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
@@ -175,76 +233,122 @@ fn sidecar_mounts(sidecar: &Path) -> Vec<String> {
     mounts
 }
 
-/// The sidecar's configuration: one inbound listener, no CA traffic beyond
-/// the Workload API (the CA on the host's loopback is out of the container's
-/// reach; revocation following and denial reports are off here).
-const SIDECAR_TOML: &str = r#"
-ca_url = "https://localhost:1"
+/// What every sidecar here shares: the CA on the network's gateway (for the
+/// revocation feed and denial reports; the identity comes from the agent),
+/// quick retries and denial batches.
+fn sidecar_common(ca_url: &str) -> String {
+    format!(
+        r#"ca_url = "{ca_url}"
 admin_listen = "127.0.0.1:15000"
-[revocation]
-follow = false
+[renew]
+retry_min_ms = 200
+retry_max_ms = 1000
 [denials]
-report = false
-[[inbound]]
-name = "web"
-listen = "0.0.0.0:8443"
-forward = "127.0.0.1:8080"
-allow = ["spiffe://example.org/*"]
-"#;
-
-/// Runs an app container with `labels`/`extra` options and a sidecar joined
-/// to its network namespace; returns (app, sidecar) names.
-fn app_with_sidecar(
-    c: &mut Containers,
-    prefix: &str,
-    app_options: &[&str],
-    sock_dir: &Path,
-    cfg_dir: &Path,
-    sidecar: &Path,
-) -> (String, String) {
-    let sock = format!("{}:/run/tessera:ro", sock_dir.display());
-    let mut opts: Vec<String> = vec!["-v".into(), sock.clone()];
-    opts.extend(app_options.iter().map(|s| s.to_string()));
-    let app = c.run(prefix, &opts, &["/bin/busybox", "sleep", "600"]);
-    let mut opts: Vec<String> = vec![
-        "--network".into(),
-        format!("container:{app}"),
-        "-v".into(),
-        sock,
-        "-v".into(),
-        format!("{}:/etc/tessera:ro", cfg_dir.display()),
-        "-e".into(),
-        "SPIFFE_ENDPOINT_SOCKET=unix:///run/tessera/agent.sock".into(),
-    ];
-    opts.extend(sidecar_mounts(sidecar));
-    let side = c.run(
-        &format!("{prefix}-sidecar"),
-        &opts,
-        &[
-            "/usr/local/bin/tessera-sidecar",
-            "--config",
-            "/etc/tessera/sidecar.toml",
-        ],
-    );
-    (app, side)
+flush_ms = 200
+"#
+    )
 }
 
-/// Polls `GET url` from inside `container` with busybox wget until it
-/// answers, or the deadline passes.
+/// `api`'s sidecar: mTLS in on 8443, only `web` allowed, plaintext to the app.
+fn api_sidecar_toml(ca_url: &str) -> String {
+    sidecar_common(ca_url)
+        + r#"[[inbound]]
+name = "api"
+listen = "0.0.0.0:8443"
+forward = "127.0.0.1:8080"
+allow = ["spiffe://example.org/web"]
+"#
+}
+
+/// A client app's sidecar: plaintext in on loopback 15001, mTLS out to
+/// `api`'s sidecar, which must present `spiffe://example.org/api`.
+fn client_sidecar_toml(ca_url: &str, api_ip: &str) -> String {
+    sidecar_common(ca_url)
+        + &format!(
+            r#"[[outbound]]
+name = "api"
+listen = "127.0.0.1:15001"
+upstream = "{api_ip}:8443"
+server_id = "spiffe://example.org/api"
+"#
+        )
+}
+
+/// What the sidecars need: the agent's socket directory, the sidecar binary
+/// (with its libraries) and the network the apps join.
+struct Mesh<'a> {
+    sock_dir: &'a Path,
+    sidecar: &'a Path,
+    net: &'a Network,
+}
+
+impl Mesh<'_> {
+    /// An app container on the network with `options` running `cmd`.
+    fn app(&self, c: &mut Containers, prefix: &str, options: &[String], cmd: &[&str]) -> String {
+        let mut opts = vec!["--network".to_string(), self.net.name.clone()];
+        opts.extend_from_slice(options);
+        c.run(prefix, &opts, cmd)
+    }
+
+    /// A sidecar container joined to `app`'s network namespace, the agent's
+    /// socket mounted read-only and `SPIFFE_ENDPOINT_SOCKET` pointing at it,
+    /// its configuration from `cfg_dir/sidecar.toml`.
+    fn sidecar(&self, c: &mut Containers, prefix: &str, app: &str, cfg_dir: &Path) -> String {
+        let mut opts: Vec<String> = vec![
+            "--network".into(),
+            format!("container:{app}"),
+            "-v".into(),
+            format!("{}:/run/tessera:ro", self.sock_dir.display()),
+            "-v".into(),
+            format!("{}:/etc/tessera:ro", cfg_dir.display()),
+            "-e".into(),
+            "SPIFFE_ENDPOINT_SOCKET=unix:///run/tessera/agent.sock".into(),
+            "-e".into(),
+            "TESSERA_LOG=info".into(),
+        ];
+        opts.extend(binary_mounts(
+            self.sidecar,
+            "/usr/local/bin/tessera-sidecar",
+        ));
+        c.run(
+            prefix,
+            &opts,
+            &[
+                "/usr/local/bin/tessera-sidecar",
+                "--config",
+                "/etc/tessera/sidecar.toml",
+            ],
+        )
+    }
+}
+
+/// `GET url` once from inside `container` (busybox wget, bounded by busybox
+/// timeout: this build's `wget -T` crashes): the body, or the error output.
+fn wget(container: &str, url: &str) -> Result<String, String> {
+    match podman_try(&[
+        "exec",
+        container,
+        "/bin/busybox",
+        "timeout",
+        "20",
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        url,
+    ]) {
+        (true, out) => Ok(out),
+        (false, out) => Err(out),
+    }
+}
+
+/// Polls `GET url` from inside `container` until it answers, or the deadline
+/// passes.
 fn wget_until_ok(container: &str, url: &str, deadline: Duration) -> Option<String> {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
-        let (ok, out) = podman_try(&[
-            "exec",
-            container,
-            "/bin/busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            url,
-        ]);
-        if ok {
+        if let Ok(out) = wget(container, url) {
             return Some(out);
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -267,115 +371,255 @@ fn logs_until(container: &str, needle: &str, deadline: Duration) -> Option<Strin
     }
 }
 
+fn logs(container: &str) -> String {
+    podman_try(&["logs", container]).1
+}
+
+/// The sidecar's identity from its admin endpoint.
+fn identity(sidecar: &str) -> Value {
+    let body = wget(sidecar, "http://127.0.0.1:15000/identity")
+        .unwrap_or_else(|e| panic!("identity of {sidecar}: {e}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"))
+}
+
+/// The sum of `tessera_sidecar_denied_total` samples whose labels contain
+/// `reason="<reason>"`, from the sidecar's metrics.
+fn denied(sidecar: &str, reason: &str) -> f64 {
+    let page = wget(sidecar, "http://127.0.0.1:15000/metrics").unwrap_or_default();
+    let label = format!("reason=\"{reason}\"");
+    page.lines()
+        .filter(|l| l.starts_with("tessera_sidecar_denied_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The certificates the CA issued for `spiffe_id`, by serial.
+async fn certs_for(ca: &Ca, spiffe_id: &str) -> Vec<String> {
+    let path = format!(
+        "/v1/certs?limit=1000&spiffe_id={}",
+        spiffe_id.replace(':', "%3A").replace('/', "%2F")
+    );
+    let certs = ca.call(Method::GET, &path, None, 200).await;
+    certs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["serial"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const WEB: &str = "spiffe://example.org/web";
+const API: &str = "spiffe://example.org/api";
+
+/// The whole mesh of issue 4 item 7 (see the module documentation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
+async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
+    let started = Instant::now();
     ensure_image();
     let sidecar = support::workspace_binary("tessera-sidecar", "tessera-sidecar");
+    // Built now (Ca::start_on finds it fresh), so no container waits on it.
+    support::workspace_binary("tessera-ca-server", "tessera-ca");
+    let curl = PathBuf::from("/usr/bin/curl");
+    assert!(curl.exists(), "curl is required (.ci/run installs it)");
+    eprintln!("image and binaries ready at {:?}", started.elapsed());
     let service = Service::start();
-    let ca = Ca::start();
-    let token = ca.node_token("e2e").await;
-    let node = "spiffe://example.org/tessera/agent/e2e";
-    ca.entry(
-        "spiffe://example.org/web",
-        &["container:label:app:web"],
-        Some(node),
-    )
-    .await;
-    let agent = Agent::start(&ca, "e2e", &token, Some(&service.socket));
-    let sock_dir = agent.socket.parent().unwrap().to_owned();
-    let cfg = tempfile::tempdir().unwrap();
-    std::fs::write(cfg.path().join("sidecar.toml"), SIDECAR_TOML).unwrap();
+    let net = Network::create();
     let mut c = Containers::default();
 
-    // The app labelled web: its sidecar becomes ready as web.
-    let (_app, side) = app_with_sidecar(
+    // The api app first: its start brings the network's bridge up, so the
+    // CA can bind the gateway address.
+    let api_app = c.run(
+        "api",
+        &[
+            "--network".into(),
+            net.name.clone(),
+            "--label".into(),
+            "app=api".into(),
+        ],
+        &[
+            "/bin/sh",
+            "-c",
+            "mkdir -p /www && echo api-ok > /www/index.html \
+             && exec /bin/busybox httpd -f -p 127.0.0.1:8080 -h /www",
+        ],
+    );
+    let gateway = net.gateway();
+    let api_ip = net.ip_of(&api_app);
+    let ca = Ca::start_on(
+        &gateway,
+        &[
+            "--set",
+            &format!("server_ips=[\"127.0.0.1\", \"{gateway}\"]"),
+        ],
+    );
+    eprintln!("CA up at {:?}", started.elapsed());
+    let token = ca.node_token("e2e").await;
+    let node = "spiffe://example.org/tessera/agent/e2e";
+    ca.entry(API, &["container:label:app:api"], Some(node))
+        .await;
+    // web's certificates live 60 s (the shortest allowed): the agent renews
+    // them at half-life, which the test watches happen, then stop.
+    let web_entry = ca
+        .call(
+            Method::POST,
+            "/v1/entries",
+            Some(
+                json!({"spiffe_id": WEB, "selectors": ["container:label:app:web"],
+                        "parent_id": node, "ttl_seconds": 60}),
+            ),
+            201,
+        )
+        .await;
+    let agent = Agent::start(&ca, "e2e", &token, Some(&service.socket));
+    let sock_dir = agent.socket.parent().unwrap().to_owned();
+    let mesh = Mesh {
+        sock_dir: &sock_dir,
+        sidecar: &sidecar,
+        net: &net,
+    };
+    let api_cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        api_cfg.path().join("sidecar.toml"),
+        api_sidecar_toml(&ca.url),
+    )
+    .unwrap();
+    let client_cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        client_cfg.path().join("sidecar.toml"),
+        client_sidecar_toml(&ca.url, &api_ip),
+    )
+    .unwrap();
+
+    eprintln!("step 1 at {:?}", started.elapsed());
+    // 1. api and web, each with a sidecar; web calls api through both.
+    let api_side = mesh.sidecar(&mut c, "api-sidecar", &api_app, api_cfg.path());
+    let web_app = mesh.app(
         &mut c,
         "web",
-        &["--label", "app=web"],
-        &sock_dir,
-        cfg.path(),
-        &sidecar,
+        &["--label".into(), "app=web".into()],
+        &["/bin/busybox", "sleep", "600"],
     );
-    let ready = wget_until_ok(
-        &side,
-        "http://127.0.0.1:15000/readyz",
-        Duration::from_secs(60),
-    );
-    assert!(
-        ready.is_some(),
-        "sidecar never became ready:\n{}\nagent:\n{}",
-        podman_try(&["logs", &side]).1,
-        agent.log()
-    );
-    let identity = wget_until_ok(
-        &side,
-        "http://127.0.0.1:15000/identity",
-        Duration::from_secs(5),
-    )
-    .expect("identity");
-    let identity: Value = serde_json::from_str(&identity).unwrap();
-    assert_eq!(
-        identity["spiffe_id"], "spiffe://example.org/web",
-        "{identity}"
-    );
+    let web_side = mesh.sidecar(&mut c, "web-sidecar", &web_app, client_cfg.path());
+    for side in [&api_side, &web_side] {
+        assert!(
+            wget_until_ok(side, "http://127.0.0.1:15000/readyz", DEADLINE).is_some(),
+            "{side} never became ready:\n{}\nagent:\n{}",
+            logs(side),
+            agent.log()
+        );
+    }
+    let web_id = identity(&web_side);
+    assert_eq!(web_id["spiffe_id"], WEB, "{web_id}");
+    let api_id = identity(&api_side);
+    assert_eq!(api_id["spiffe_id"], API, "{api_id}");
     // The CA recorded the container it attested (the app the sidecar serves).
-    let serial = identity["serial"].as_str().unwrap();
+    let web_serial = web_id["serial"].as_str().unwrap().to_owned();
     let rec = ca
-        .call(Method::GET, &format!("/v1/certs/{serial}"), None, 200)
+        .call(Method::GET, &format!("/v1/certs/{web_serial}"), None, 200)
         .await;
     assert_eq!(rec["node"], node);
-    let app_id = podman(&["inspect", "--format", "{{.Id}}", &_app]);
-    let side_id = podman(&["inspect", "--format", "{{.Id}}", &side]);
-    assert_eq!(rec["attestation"]["container_id"], app_id.as_str());
-    assert_eq!(rec["attestation"]["caller_container_id"], side_id.as_str());
+    let id_of = |name: &str| podman(&["inspect", "--format", "{{.Id}}", name]);
+    assert_eq!(rec["attestation"]["container_id"], id_of(&web_app).as_str());
+    assert_eq!(
+        rec["attestation"]["caller_container_id"],
+        id_of(&web_side).as_str()
+    );
+    let through_mesh = "http://127.0.0.1:15001/";
+    let answer = wget_until_ok(&web_app, through_mesh, DEADLINE).unwrap_or_else(|| {
+        panic!(
+            "web's call through the sidecars failed: {:?}\nweb sidecar:\n{}\napi sidecar:\n{}",
+            wget(&web_app, through_mesh),
+            logs(&web_side),
+            logs(&api_side)
+        )
+    });
+    assert_eq!(answer.trim(), "api-ok");
 
-    // Another label: no identity, and the sidecar says why.
-    let (_, other) = app_with_sidecar(
+    eprintln!("step 2 at {:?}", started.elapsed());
+    // 2. Another label: no identity; its call through its own sidecar is
+    // refused, and calling api directly (TLS, no certificate) is refused by
+    // api's sidecar, which reports the denial to the CA.
+    let mut other_opts = vec!["--label".to_string(), "app=other".to_string()];
+    other_opts.extend(binary_mounts(&curl, "/usr/bin/curl"));
+    let other_app = mesh.app(
         &mut c,
         "other",
-        &["--label", "app=other"],
-        &sock_dir,
-        cfg.path(),
-        &sidecar,
+        &other_opts,
+        &["/bin/busybox", "sleep", "600"],
     );
-    let logs = logs_until(&other, "no_entry", Duration::from_secs(60));
+    let other_side = mesh.sidecar(&mut c, "other-sidecar", &other_app, client_cfg.path());
     assert!(
-        logs.is_some(),
+        logs_until(&other_side, "no_entry", DEADLINE).is_some(),
         "no clear refusal in the sidecar's log:\n{}",
-        podman_try(&["logs", &other]).1
+        logs(&other_side)
     );
+    assert!(
+        wget(&other_side, "http://127.0.0.1:15000/readyz").is_err(),
+        "a sidecar without identity must not be ready"
+    );
+    let refused = wget(&other_app, through_mesh);
+    assert!(refused.is_err(), "no identity, yet: {refused:?}");
     let (ok, out) = podman_try(&[
         "exec",
-        &other,
-        "/bin/busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        "http://127.0.0.1:15000/readyz",
+        &other_app,
+        "/usr/bin/curl",
+        "-sS",
+        "-k",
+        "--max-time",
+        "20",
+        &format!("https://{api_ip}:8443/"),
     ]);
-    assert!(!ok, "a sidecar without identity must not be ready: {out}");
+    assert!(!ok, "api answered a caller without identity: {out}");
+    let other_ip = net.ip_of(&other_app);
+    let end = Instant::now() + DEADLINE;
+    let denial = loop {
+        let list = ca
+            .call(
+                Method::GET,
+                "/v1/denials?destination=spiffe%3A%2F%2Fexample.org%2Fapi",
+                None,
+                200,
+            )
+            .await;
+        let found = list["items"].as_array().unwrap().iter().find(|d| {
+            d["peer_addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(&format!("{other_ip}:")))
+        });
+        if let Some(d) = found {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "the denial never reached the CA: {list}\napi sidecar:\n{}",
+            logs(&api_side)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(denial["reporter"], API, "{denial}");
+    assert_eq!(denial["listener"], "api", "{denial}");
+    assert_eq!(denial["reason"], "no_certificate", "{denial}");
 
-    // A privileged app with the right label: refused by the posture policy.
-    let (priv_app, privileged) = app_with_sidecar(
+    eprintln!("step 3 at {:?}", started.elapsed());
+    // 3. A privileged app with the right label: refused by the posture policy.
+    let priv_app = mesh.app(
         &mut c,
         "priv",
-        &["--label", "app=web", "--privileged"],
-        &sock_dir,
-        cfg.path(),
-        &sidecar,
+        &["--label".into(), "app=web".into(), "--privileged".into()],
+        &["/bin/busybox", "sleep", "600"],
     );
-    let logs = logs_until(&privileged, "posture_refused", Duration::from_secs(60));
+    let privileged = mesh.sidecar(&mut c, "priv-sidecar", &priv_app, client_cfg.path());
     assert!(
-        logs.is_some(),
+        logs_until(&privileged, "posture_refused", DEADLINE).is_some(),
         "no posture refusal in the sidecar's log:\n{}\nagent:\n{}",
-        podman_try(&["logs", &privileged]).1,
+        logs(&privileged),
         agent.log()
     );
     let audit = ca
         .call(Method::GET, "/v1/audit?limit=1000", None, 200)
         .await;
-    let priv_id = podman(&["inspect", "--format", "{{.Id}}", &priv_app]);
+    let priv_id = id_of(&priv_app);
     let refusal = audit["items"]
         .as_array()
         .unwrap()
@@ -386,7 +630,6 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
         refusal["details"].as_str().unwrap().contains("privileged"),
         "{refusal}"
     );
-    // No certificate was issued to it.
     let certs = ca
         .call(Method::GET, "/v1/certs?limit=1000", None, 200)
         .await;
@@ -398,5 +641,104 @@ async fn sidecar_in_a_container_gets_its_identity_from_the_agent() {
             .any(|r| r["attestation"]["container_id"] == priv_id.as_str()),
         "a certificate was issued to the privileged container"
     );
+
+    eprintln!("step 4 at {:?}", started.elapsed());
+    // 4. web's certificate is renewed at half-life (a new serial)...
+    let end = Instant::now() + DEADLINE;
+    let renewed = loop {
+        let now = identity(&web_side);
+        if now["serial"] != web_serial.as_str() {
+            break now["serial"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < end,
+            "web's certificate was never renewed:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // ...until its entry is deleted: the agent ends web's stream with a
+    // refusal, the sidecar's next attempt is refused by the CA (no entry),
+    // no certificate for web is issued any more, and the sidecar keeps
+    // serving the one it has until it expires or is revoked.
+    let issued = certs_for(&ca, WEB).await;
+    assert!(issued.contains(&renewed), "{issued:?}");
+    let entry_id = web_entry["id"].as_str().unwrap();
+    ca.call(
+        Method::DELETE,
+        &format!("/v1/entries/{entry_id}"),
+        None,
+        204,
+    )
+    .await;
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let log = logs(&web_side);
+        let refusals = log
+            .lines()
+            .filter(|l| l.contains("renewal failed"))
+            .collect::<Vec<_>>();
+        if refusals.iter().any(|l| l.contains("no registration entry"))
+            && refusals.iter().any(|l| l.contains("no_entry"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "web's renewal was not refused after its entry was deleted:\n{log}\nagent:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(certs_for(&ca, WEB).await, issued, "issued after deletion");
+    assert_eq!(identity(&web_side)["serial"], renewed.as_str());
+    let answer = wget(&web_app, through_mesh);
+    assert_eq!(
+        answer.as_deref().map(str::trim),
+        Ok("api-ok"),
+        "web's current certificate still serves"
+    );
+
+    eprintln!("step 5 at {:?}", started.elapsed());
+    // 5. Banning the node revokes what was issued through it, and the peers
+    // refuse each other within seconds (the revocation feed).
+    let before = denied(&web_side, "revoked") + denied(&api_side, "revoked");
+    let banned_at = Instant::now();
+    let ban = ca
+        .call(Method::POST, "/v1/nodes/e2e/ban", Some(json!({})), 200)
+        .await;
+    let revoked: Vec<&str> = ban["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let api_serial = api_id["serial"].as_str().unwrap();
+    assert!(
+        revoked.contains(&renewed.as_str()) && revoked.contains(&api_serial),
+        "{ban}"
+    );
+    let end = banned_at + Duration::from_secs(15);
+    loop {
+        let call = wget(&web_app, through_mesh);
+        let now = denied(&web_side, "revoked") + denied(&api_side, "revoked");
+        if call.is_err() && now > before {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "still not refused {:?} after the ban: {call:?}\nweb sidecar:\n{}\napi sidecar:\n{}",
+            banned_at.elapsed(),
+            logs(&web_side),
+            logs(&api_side)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "refused {:?} after the ban; whole test {:?}",
+        banned_at.elapsed(),
+        started.elapsed()
+    );
     drop(c);
+    drop(net);
 }

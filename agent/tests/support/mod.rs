@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -20,14 +22,22 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Builds a binary of another package of the workspace (so a test never runs
-/// a stale one) and returns its path.
+/// a stale one) and returns its path. Built once per test process: a later
+/// call does not wait on cargo's lock again (other builds may hold it).
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building {bin}");
+    static BUILT: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.insert((package.to_owned(), bin.to_owned())) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", package, "--bin", bin])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        if !status.success() {
+            built.remove(&(package.to_owned(), bin.to_owned()));
+            panic!("building {bin}");
+        }
+    }
     bin_dir().join(bin)
 }
 
@@ -57,9 +67,17 @@ impl Ca {
 
     /// Starts the CA with extra arguments (`--set k=v`).
     pub fn start_args(args: &[&str]) -> Ca {
+        Self::start_on("127.0.0.1", args)
+    }
+
+    /// Starts the CA listening on `ip` (port 0, read back from its first
+    /// line) with extra arguments. On loopback its URL names `localhost`,
+    /// elsewhere the IP itself (which the server certificate must then carry:
+    /// `--set server_ips=[...]`).
+    pub fn start_on(ip: &str, args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(workspace_binary("tessera-ca-server", "tessera-ca"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("{ip}:0")])
             .args(args)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
@@ -71,12 +89,13 @@ impl Ca {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let port = line
-            .strip_prefix("tessera-ca listening on 127.0.0.1:")
+            .strip_prefix(&format!("tessera-ca listening on {ip}:"))
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
+        let host = if ip == "127.0.0.1" { "localhost" } else { ip };
         Ca {
-            url: format!("https://localhost:{port}"),
+            url: format!("https://{host}:{port}"),
             dir,
             _proc: proc,
         }
