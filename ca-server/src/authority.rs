@@ -553,6 +553,14 @@ impl Authority {
         action: &'static str,
         node: Option<&str>,
     ) -> Result<IssuedCertificate> {
+        // The one choke point of issuance: a node set names a group of
+        // nodes and is never anyone's identity.
+        if api::node_set_name(spiffe_id.path()).is_some() {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: "a node set (spiffe://<td>/tessera/node-set/<name>) is never issued".into(),
+            });
+        }
         let started = std::time::Instant::now();
         let canonical = attestation.to_string();
         let hash = sha256(canonical.as_bytes());
@@ -978,6 +986,20 @@ impl Authority {
                 });
             }
         }
+        let node_set_like = id.path().starts_with(api::NODE_SET_PATH_PREFIX)
+            || id.path() == api::NODE_SET_PATH_PREFIX.trim_end_matches('/');
+        if node_set_like
+            && (api::node_set_name(id.path()).is_none()
+                || req.parent_id.is_some()
+                || !req.dns_names.is_empty())
+        {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: "a node set is spiffe://<td>/tessera/node-set/<name> with node \
+                         selectors only: no parent_id, no dns_names"
+                    .into(),
+            });
+        }
         if let Some(p) = &req.parent_id {
             SpiffeId::new(p).map_err(|e| AuthorityError::SpiffeId("parent_id", e))?;
             if api::node_name(id.path()).is_some() {
@@ -1136,6 +1158,12 @@ impl Authority {
                 });
             }
         };
+        if SpiffeId::new(&entry.spiffe_id).is_ok_and(|i| api::node_set_name(i.path()).is_some()) {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: "a node set is never issued, so it has no join token".into(),
+            });
+        }
         let ttl = req
             .ttl_seconds
             .unwrap_or(self.cfg.issuance.join_token_ttl_seconds as u64);

@@ -1010,6 +1010,25 @@ pub fn node_name(path: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && !n.contains('/'))
 }
 
+/// The path prefix of node-set SPIFFE IDs: `spiffe://<td>/tessera/node-set/<name>`.
+/// An entry granting such an ID is a node set: its selectors are matched
+/// against a node's selectors (its node entry's, and those it attested with),
+/// and workload entries parented to it are available to every node in the
+/// set. A node set is never issued a certificate.
+pub const NODE_SET_PATH_PREFIX: &str = "/tessera/node-set/";
+
+/// The node-set name of a node-set SPIFFE ID path, if it is one.
+pub fn node_set_name(path: &str) -> Option<&str> {
+    path.strip_prefix(NODE_SET_PATH_PREFIX)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+}
+
+/// Whether a SPIFFE ID path names a node or a node set: identities no
+/// workload can be given (nodes attest for their own; sets are never issued).
+pub fn is_infrastructure_path(path: &str) -> bool {
+    node_name(path).is_some() || path.starts_with(NODE_SET_PATH_PREFIX)
+}
+
 /// A node: a host whose agent attested with a join token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeInfo {

@@ -37,6 +37,9 @@ pub const MAX_EVIDENCE_FIELD_BYTES: usize = 512;
 pub const MAX_SVIDS_PER_WORKLOAD: usize = 32;
 /// Most entries read for one node per request.
 const MAX_ENTRIES_PER_NODE: i64 = 10_000;
+
+/// Most node sets considered per trust domain.
+const MAX_NODE_SETS: i64 = 1_000;
 /// Most nodes listed.
 const MAX_NODES_LISTED: i64 = 10_000;
 
@@ -294,18 +297,96 @@ impl Authority {
         ))
     }
 
-    /// The entries a node's agent may claim for workloads (parented to it,
-    /// granting no node identity), by SPIFFE ID. Agents poll this to notice
-    /// entry changes; issuance re-checks everything anyway.
-    pub async fn agent_entries(&self, node_spiffe_id: &str) -> Result<Vec<api::Entry>> {
-        Ok(self
-            .store
-            .entries_by_parent(node_spiffe_id, MAX_ENTRIES_PER_NODE)
+    /// The selectors a node has: its node entries' (set by the operator,
+    /// e.g. `node:zone:eu`). Node sets are matched against them.
+    async fn node_selectors(&self, node_id: &SpiffeId) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .entries_for(node_id)
             .await?
             .into_iter()
-            .filter(|e| {
-                SpiffeId::new(&e.spiffe_id).is_ok_and(|id| api::node_name(id.path()).is_none())
-            })
+            .flat_map(|e| e.selectors)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The parents a node's workload entries may have: the node itself, and
+    /// every node set (`spiffe://<td>/tessera/node-set/<name>`) whose
+    /// selectors are all among the node's. Each with the node-set entry's
+    /// ID (`None` for the node itself), for the ledger's precondition.
+    async fn node_parents(&self, node_spiffe_id: &str) -> Result<Vec<(String, Option<String>)>> {
+        let mut parents = vec![(node_spiffe_id.to_owned(), None)];
+        let Ok(node_id) = SpiffeId::new(node_spiffe_id) else {
+            return Ok(parents);
+        };
+        let prefix = format!(
+            "spiffe://{}{}",
+            node_id.trust_domain_name(),
+            api::NODE_SET_PATH_PREFIX
+        );
+        let epoch = self.entry_epoch.load(Ordering::Acquire);
+        let sets = match self.entries.get(&prefix, epoch) {
+            Some(v) => v,
+            None => {
+                let v: Vec<api::Entry> = self
+                    .store
+                    .entries_by_id_prefix(&prefix, MAX_NODE_SETS)
+                    .await?;
+                self.entries.put(prefix.clone(), v.clone(), epoch);
+                v
+            }
+        };
+        if sets.is_empty() {
+            return Ok(parents);
+        }
+        let mine = self.node_selectors(&node_id).await?;
+        for set in sets {
+            let member = !set.selectors.is_empty()
+                && set.selectors.iter().all(|s| mine.binary_search(s).is_ok());
+            if member && !parents.iter().any(|(p, _)| *p == set.spiffe_id) {
+                parents.push((set.spiffe_id, Some(set.id)));
+            }
+        }
+        Ok(parents)
+    }
+
+    /// Entries parented to the node or to a node set it belongs to that
+    /// grant no node or node-set identity, each with the node-set entry it
+    /// came through (if any). Sorted by SPIFFE ID, at most
+    /// `MAX_ENTRIES_PER_NODE`.
+    async fn node_workload_entries(
+        &self,
+        node_spiffe_id: &str,
+    ) -> Result<Vec<(api::Entry, Option<String>)>> {
+        let mut out = Vec::new();
+        for (parent, via) in self.node_parents(node_spiffe_id).await? {
+            let room = MAX_ENTRIES_PER_NODE - out.len() as i64;
+            if room <= 0 {
+                break;
+            }
+            for e in self.store.entries_by_parent(&parent, room).await? {
+                let workload = SpiffeId::new(&e.spiffe_id)
+                    .is_ok_and(|id| !api::is_infrastructure_path(id.path()));
+                if workload {
+                    out.push((e, via.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0.spiffe_id, &a.0.id).cmp(&(&b.0.spiffe_id, &b.0.id)));
+        Ok(out)
+    }
+
+    /// The entries a node's agent may claim for workloads (parented to it or
+    /// to a node set it belongs to, granting no node identity), by SPIFFE ID.
+    /// Agents poll this to notice entry changes; issuance re-checks
+    /// everything anyway.
+    pub async fn agent_entries(&self, node_spiffe_id: &str) -> Result<Vec<api::Entry>> {
+        Ok(self
+            .node_workload_entries(node_spiffe_id)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
             .collect())
     }
 
@@ -321,7 +402,7 @@ impl Authority {
         a: &api::WorkloadAttestation,
         wanted: Option<&SpiffeId>,
         actor: &Principal,
-    ) -> Result<(Vec<String>, Vec<api::Entry>)> {
+    ) -> Result<(Vec<String>, Vec<(api::Entry, Option<String>)>)> {
         let selectors = validate_attestation(a)?;
         if self.node_usable(node_spiffe_id).await? != Some(true) {
             return Err(AuthorityError::Forbidden(
@@ -349,15 +430,12 @@ impl Authority {
             self.metrics.attestation_refused.inc(&["posture"]);
             return Err(AuthorityError::Posture(reason));
         }
-        let entries: Vec<api::Entry> = self
-            .store
-            .entries_by_parent(node_spiffe_id, MAX_ENTRIES_PER_NODE)
+        let entries: Vec<(api::Entry, Option<String>)> = self
+            .node_workload_entries(node_spiffe_id)
             .await?
             .into_iter()
-            .filter(|e| {
+            .filter(|(e, _)| {
                 wanted.is_none_or(|w| w.as_str() == e.spiffe_id)
-                    && SpiffeId::new(&e.spiffe_id)
-                        .is_ok_and(|id| api::node_name(id.path()).is_none())
                     && e.selectors
                         .iter()
                         .all(|s| selectors.binary_search(s).is_ok())
@@ -393,7 +471,7 @@ impl Authority {
             .attested_entries(node_spiffe_id, &req.attestation, wanted.as_ref(), actor)
             .await?;
         let mut svids = Vec::with_capacity(entries.len());
-        for entry in &entries {
+        for (entry, _) in &entries {
             let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
             svids.push(self.sign_jwt_svid(id.as_str(), &req.audience, ttl)?);
         }
@@ -421,10 +499,10 @@ impl Authority {
             .await?;
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
-        for entry in &entries {
+        for (entry, via) in &entries {
             let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
             let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
-            let att = json!({
+            let mut att = json!({
                 "method": "agent",
                 "node": node_spiffe_id,
                 "entry_id": entry.id,
@@ -436,11 +514,14 @@ impl Authority {
                 "pod": a.pod,
                 "selectors": selectors,
             });
+            if let Some(set) = via {
+                att["node_set_entry_id"] = json!(set);
+            }
             let node_name = SpiffeId::new(node_spiffe_id)
                 .ok()
                 .and_then(|n| api::node_name(n.path()).map(str::to_owned))
                 .unwrap_or_default();
-            let pre = vec![
+            let mut pre = vec![
                 Precondition::EntryExists(entry.id.clone()),
                 Precondition::NodeNotBanned {
                     spiffe_id: node_spiffe_id.to_owned(),
@@ -453,6 +534,10 @@ impl Authority {
                     now,
                 },
             ];
+            // Through a node set: the set must still exist when recorded.
+            if let Some(set) = via {
+                pre.push(Precondition::EntryExists(set.clone()));
+            }
             let issued = self
                 .issue(
                     entry,

@@ -145,4 +145,23 @@ impl Store {
         .await?;
         self.entries_from_rows(rows).await
     }
+
+    /// Entries whose SPIFFE ID starts with `prefix` (node sets), at most `limit`.
+    pub async fn entries_by_id_prefix(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<EntryRow>, StoreError> {
+        // substr, not LIKE: '_' (legal in trust domains) is a LIKE wildcard.
+        let rows = sqlx::query(
+            "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at \
+             FROM entries WHERE substr(spiffe_id, 1, CAST($2 AS INTEGER)) = $1 ORDER BY spiffe_id, id LIMIT $3",
+        )
+        .bind(prefix.to_owned())
+        .bind(prefix.len() as i64)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        self.entries_from_rows(rows).await
+    }
 }

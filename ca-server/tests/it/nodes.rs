@@ -56,7 +56,11 @@ async fn entry(admin: &Client, spiffe_id: &str, selectors: &[&str], parent: &str
         admin,
         Method::POST,
         "/v1/entries",
-        Some(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})),
+        Some(if parent.is_empty() {
+            json!({"spiffe_id": spiffe_id, "selectors": selectors})
+        } else {
+            json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})
+        }),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -735,3 +739,121 @@ async fn agent_jwt_svids(db: Db) {
 }
 
 both_backends!(agent_jwt_svids);
+
+/// Node sets: an entry `spiffe://<td>/tessera/node-set/<name>` whose
+/// selectors are node selectors; workload entries parented to it are
+/// available to every node whose node entry has those selectors (and to no
+/// other node). The set itself is never issued and cannot have a parent;
+/// deleting it stops issuance through it at once.
+async fn node_sets(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    const EU: &str = "spiffe://example.org/tessera/node-set/eu";
+    // Two nodes the operator labelled by zone in their node entries.
+    let mut nodes = vec![];
+    for (name, zone) in [("n1", "eu"), ("n2", "us")] {
+        let sid = format!("spiffe://example.org/tessera/agent/{name}");
+        entry(
+            &admin,
+            &sid,
+            &[&format!("node:zone:{zone}"), &format!("node:name:{name}")],
+            "",
+        )
+        .await;
+        let (c, k, _) = h.workload(&sid).await;
+        nodes.push(h.with_cert(&c, &k));
+    }
+    let (eu_node, us_node) = (&nodes[0], &nodes[1]);
+
+    // A node set cannot have a parent or DNS names, and is never issued.
+    for bad in [
+        json!({"spiffe_id": EU, "selectors": ["node:zone:eu"], "parent_id": NODE1}),
+        json!({"spiffe_id": EU, "selectors": ["node:zone:eu"], "dns_names": ["a.example"]}),
+        json!({"spiffe_id": "spiffe://example.org/tessera/node-set/a/b", "selectors": ["x:y"]}),
+        json!({"spiffe_id": "spiffe://example.org/tessera/node-set", "selectors": ["x:y"]}),
+    ] {
+        let (s, v) = call(&admin, Method::POST, "/v1/entries", Some(bad.clone())).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_field"),
+            "{bad}: {v}"
+        );
+    }
+    let set = entry(&admin, EU, &["node:zone:eu"], "").await;
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"spiffe_id": EU})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_field"),
+        "{v}"
+    );
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/certs",
+        Some(json!({"spiffe_id": EU, "csr": csr().1})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_field"),
+        "{v}"
+    );
+
+    // A workload entry parented to the set.
+    entry(&admin, WEB, &["container:label:app:web"], EU).await;
+    let cid = container_id('f');
+    async fn listed(c: &Client) -> Vec<String> {
+        let (s, v) = call(c, Method::GET, "/v1/agent/entries", None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["spiffe_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+    assert_eq!(listed(eu_node).await, [WEB]);
+    assert!(listed(us_node).await.is_empty());
+    let (s, v, _) = ask(eu_node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let serial = v["svids"][0]["serial"].as_str().unwrap().to_owned();
+    let (_, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let att = rec["attestation"].to_string();
+    assert!(
+        att.contains(set["id"].as_str().unwrap()),
+        "the set is recorded: {rec}"
+    );
+    assert!(att.contains(NODE1), "{rec}");
+    // The node outside the set gets nothing from it (X.509 or JWT).
+    let (s, v, _) = ask(us_node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    let (s, v) = call(
+        us_node,
+        Method::POST,
+        "/v1/agent/jwt-svids",
+        Some(json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])})),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+
+    // Deleting the set stops issuance through it at once.
+    let (s, _) = call(
+        &admin,
+        Method::DELETE,
+        &format!("/v1/entries/{}", set["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v, _) = ask(eu_node, evidence(&cid, &["app:web"], &[])).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert!(listed(eu_node).await.is_empty());
+}
+
+both_backends!(node_sets);
