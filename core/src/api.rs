@@ -1017,7 +1017,7 @@ pub struct NodeInfo {
     pub id: String,
     /// `spiffe://<td>/tessera/agent/<name>`.
     pub spiffe_id: String,
-    /// How it attested (`join_token`).
+    /// How it attested (`join_token` or `platform_token`).
     pub attestation_type: String,
     /// Banned nodes are refused on every route and get no certificates.
     pub banned: bool,
@@ -1027,6 +1027,10 @@ pub struct NodeInfo {
     pub created_at: String,
     /// Last renewal or attested issuance, RFC 3339.
     pub last_seen: String,
+    /// The selectors of its last platform-token attestation (empty for
+    /// join-token nodes).
+    #[serde(default)]
+    pub selectors: Vec<String>,
 }
 
 /// A list of nodes.
@@ -1090,4 +1094,35 @@ pub struct AgentSvidRequest {
 pub struct AgentSvidResponse {
     /// One certificate per matching entry, by SPIFFE ID.
     pub svids: Vec<IssuedCertificate>,
+}
+
+// ---- platform-token (JWT) attestation ---------------------------------------
+
+/// The path prefix of the parent IDs of entries that sidecars in direct mode
+/// claim with a platform token: `spiffe://<td>/tessera/issuer/<issuer-name>`.
+pub const ISSUER_PATH_PREFIX: &str = "/tessera/issuer/";
+
+/// A platform token (Kubernetes projected service-account token or OIDC ID
+/// token) and a CSR: `POST /v1/nodes/attest` (a node agent's identity) and
+/// `POST /v1/svids/platform` (a sidecar in direct mode).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformAttestRequest {
+    /// The token, compact JWS.
+    pub token: String,
+    /// The PKCS#10 CSR, PEM.
+    pub csr: String,
+    /// `POST /v1/svids/platform` only: the SPIFFE ID wanted, when several
+    /// entries match the token.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+}
+
+impl std::fmt::Debug for PlatformAttestRequest {
+    // The token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformAttestRequest")
+            .field("spiffe_id", &self.spiffe_id)
+            .finish_non_exhaustive()
+    }
 }

@@ -49,6 +49,7 @@ fn node_info(n: NodeRow) -> api::NodeInfo {
         banned_at: n.banned_at.map(api::rfc3339),
         created_at: api::rfc3339(n.created_at),
         last_seen: api::rfc3339(n.last_seen),
+        selectors: n.selectors,
     }
 }
 
@@ -407,6 +408,7 @@ impl Authority {
                     id: node_name,
                     spiffe_id: node_spiffe_id.to_owned(),
                     attestation_type: "join_token".into(),
+                    selectors: None,
                     now,
                 },
             ];
