@@ -56,8 +56,8 @@ pub struct Issuer {
     pub cfg: JwtIssuerConfig,
     source: Source,
     keys: RwLock<Arc<KeySet>>,
-    /// When the last refresh was attempted (serialises refreshes too).
-    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last refreshes were attempted (the lock serialises them).
+    refreshed: tokio::sync::Mutex<Refreshed>,
     fetches: AtomicU64,
 }
 
@@ -67,6 +67,16 @@ impl std::fmt::Debug for Issuer {
             .field("name", &self.cfg.name)
             .finish_non_exhaustive()
     }
+}
+
+/// When an issuer's keys were last (re)loaded, by cause. The two are kept
+/// apart so a periodic fetch does not hold back the refresh a genuine key
+/// rotation needs, and a flood of invented kids does not add to the periodic
+/// load.
+#[derive(Debug, Default)]
+struct Refreshed {
+    periodic: Option<Instant>,
+    on_unknown_kid: Option<Instant>,
 }
 
 /// Every configured issuer.
@@ -113,7 +123,7 @@ impl Issuers {
                 cfg: cfg.clone(),
                 source,
                 keys: RwLock::new(Arc::new(keys)),
-                last_refresh: tokio::sync::Mutex::new(None),
+                refreshed: tokio::sync::Mutex::new(Refreshed::default()),
                 fetches: AtomicU64::new(0),
             }));
         }
@@ -142,10 +152,10 @@ impl Issuers {
             if !matches!(i.source, Source::Url { .. }) {
                 continue;
             }
-            let mut last = i.last_refresh.lock().await;
+            let mut last = i.refreshed.lock().await;
             let period = Duration::from_secs(i.cfg.jwks_refresh_seconds);
-            if force || last.is_none_or(|t| t.elapsed() >= period) {
-                *last = Some(Instant::now());
+            if force || last.periodic.is_none_or(|t| t.elapsed() >= period) {
+                last.periodic = Some(Instant::now());
                 if let Err(e) = i.load().await {
                     tracing::warn!(issuer = %i.cfg.name, error = %e, "JWKS refresh failed");
                 }
@@ -217,12 +227,12 @@ impl Issuer {
         if platform_jwt::Alg::parse(&head.alg).is_some()
             && !self.current().has(head.kid.as_deref())
         {
-            let mut last = self.last_refresh.lock().await;
+            let mut last = self.refreshed.lock().await;
             // Another request may have refreshed while we waited.
             if !self.current().has(head.kid.as_deref()) {
                 let window = Duration::from_secs(self.cfg.jwks_min_refresh_seconds);
-                if last.is_none_or(|t| t.elapsed() >= window) {
-                    *last = Some(Instant::now());
+                if last.on_unknown_kid.is_none_or(|t| t.elapsed() >= window) {
+                    last.on_unknown_kid = Some(Instant::now());
                     if let Err(e) = self.load().await {
                         tracing::warn!(issuer = %self.cfg.name, error = %e, "JWKS refresh on unknown kid failed");
                     }
