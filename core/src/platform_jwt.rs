@@ -488,6 +488,29 @@ pub fn verify(
     })
 }
 
+/// Reads a platform token from a file (Kubernetes mounts a projected token
+/// and rotates it in place, so callers read it again for every attestation):
+/// at most [`MAX_TOKEN_BYTES`], surrounding whitespace trimmed. The error
+/// names the file, never its content.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_BYTES as u64 + 2).read_to_string(&mut text))
+        .map_err(|e| format!("platform token file {}: {e}", path.display()))?;
+    let t = text.trim();
+    if t.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "platform token file {}: larger than {MAX_TOKEN_BYTES} bytes",
+            path.display()
+        ));
+    }
+    if t.is_empty() {
+        return Err(format!("platform token file {}: empty", path.display()));
+    }
+    Ok(t.to_owned())
+}
+
 /// Test and tooling helpers that mint platform tokens with ring keys (the CA
 /// never signs platform tokens; this exists so tests exercise the real
 /// verifier with real signatures).
