@@ -75,14 +75,18 @@ async fn main() -> Result<()> {
     }
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
     let token = match (cli.join_token, &cfg.join_token_file) {
-        (Some(t), _) => t,
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("join_token_file {}", f.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) => {
-            bail!("join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file")
-        }
+        (Some(t), _) => Some(t),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("join_token_file {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) if cfg.platform_token_file.is_some() => None,
+        (None, None) => bail!(
+            "node attestation: set TESSERA_JOIN_TOKEN, --join-token, join_token_file \
+             or platform_token_file"
+        ),
     };
     let bootstrap = tessera_core::pem::certs(
         &std::fs::read(&cfg.ca_bundle)
@@ -95,13 +99,32 @@ async fn main() -> Result<()> {
     }
     .with_timeout(Duration::from_millis(cfg.runtime_timeout_ms));
     let attestor = Attestor::new(engine).context("reading the host's namespaces and cgroups")?;
-    let node = NodeLink::attest(&cfg.ca_url, &bootstrap, token)
-        .await
-        .context("node attestation (redeeming the join token)")?;
-    let want = format!("{}{}", tessera_core::api::NODE_PATH_PREFIX, cfg.node_name);
-    if !node.spiffe_id().ends_with(&want) {
+    let (node, want) = match (token, &cfg.platform_token_file) {
+        (Some(token), _) => (
+            NodeLink::attest(&cfg.ca_url, &bootstrap, token)
+                .await
+                .context("node attestation (redeeming the join token)")?,
+            vec![format!(
+                "{}{}",
+                tessera_core::api::NODE_PATH_PREFIX,
+                cfg.node_name
+            )],
+        ),
+        (None, Some(file)) => (
+            NodeLink::attest_platform(&cfg.ca_url, &bootstrap, file.clone())
+                .await
+                .context("node attestation (platform token)")?,
+            // The CA names the node <issuer-name>.<node>.
+            vec![
+                format!("{}{}", tessera_core::api::NODE_PATH_PREFIX, cfg.node_name),
+                format!(".{}", cfg.node_name),
+            ],
+        ),
+        (None, None) => bail!("node attestation: no credential"),
+    };
+    if !want.iter().any(|w| node.spiffe_id().ends_with(w)) {
         bail!(
-            "node_name: the join token granted {}, not .../tessera/agent/{}",
+            "node_name: the CA granted {}, not .../tessera/agent/{}",
             node.spiffe_id(),
             cfg.node_name
         );
