@@ -749,4 +749,49 @@ mod tests {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml");
         Config::load(Some(&p), vec![], &[]).unwrap();
     }
+
+    #[test]
+    fn jwt_issuers_are_validated() {
+        // The shipped, commented-out issuer examples, uncommented, load.
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml"),
+        )
+        .unwrap();
+        let tail = &shipped[shipped.find("# [[attestation.jwt_issuers]]").unwrap()..];
+        let uncommented: String = tail
+            .lines()
+            .filter(|l| !l.starts_with("# #") && *l != "#")
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.toml");
+        std::fs::write(&f, &uncommented).unwrap();
+        let cfg = Config::load(Some(&f), vec![], &[]).unwrap();
+        let i = &cfg.attestation.jwt_issuers;
+        assert_eq!(i.len(), 2);
+        assert_eq!(i[0].node_claim(), "kubernetes.io/node/name");
+        assert_eq!(i[1].node_claim(), "sub");
+        let bad = |extra: &str, field: &str| {
+            let text = format!(
+                "[[attestation.jwt_issuers]]\nname = \"k8s\"\nissuer = \"https://i\"\n\
+                 audiences = [\"a\"]\njwks_file = \"/x\"\n{extra}"
+            );
+            std::fs::write(&f, text).unwrap();
+            let e = Config::load(Some(&f), vec![], &[]).unwrap_err();
+            assert!(e.0.contains(field), "{extra}: {e}");
+        };
+        bad("leeway_seconds = 301", "leeway_seconds");
+        bad("kind = \"saml\"", "kind");
+        bad("jwks_url = \"https://x/keys\"", "jwks_file");
+        bad("selector_claims = [\"x\"]\nkind = \"kubernetes\"", "selector_claims");
+        bad("node_ttl_seconds = 10", "node_ttl_seconds");
+        std::fs::write(
+            &f,
+            "[[attestation.jwt_issuers]]\nname = \"a\"\nissuer = \"https://i\"\naudiences = [\"a\"]\n\
+             jwks_url = \"https://x/keys\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), vec![], &[]).unwrap_err();
+        assert!(e.0.contains("jwks_ca_file"), "{e}");
+    }
 }
