@@ -393,7 +393,8 @@ async fn platform_attest(
     anchors: &[CertificateDer<'static>],
     token_file: &std::path::Path,
 ) -> Result<(NodeState, Vec<CertificateDer<'static>>), NodeError> {
-    let token = tessera_core::platform_jwt::read_token_file(token_file).map_err(NodeError::Local)?;
+    let token =
+        tessera_core::platform_jwt::read_token_file(token_file).map_err(NodeError::Local)?;
     let tls = tessera_core::tls::api_client_config(anchors, None, false).map_err(local)?;
     let client = Client::new(ca_url, tls, None).map_err(local)?;
     let (key, csr) = new_key_and_csr()?;

@@ -77,8 +77,12 @@ async fn agent_attests_with_a_platform_token_and_re_attests() {
     .unwrap();
     let ca = Ca::start_args(&["--config", ca_toml.to_str().unwrap()]);
     let selector = format!("unix:uid:{}", uid());
-    ca.entry("spiffe://example.org/host-workload", &[&selector], Some(NODE))
-        .await;
+    ca.entry(
+        "spiffe://example.org/host-workload",
+        &[&selector],
+        Some(NODE),
+    )
+    .await;
 
     let token_file = cfg_dir.path().join("agent-token");
     std::fs::write(&token_file, agent_token(&key, "first")).unwrap();
@@ -161,10 +165,18 @@ async fn agent_attests_with_a_platform_token_and_re_attests() {
         }
     }
     let certs = ca
-        .call(Method::GET, &format!("/v1/certs?spiffe_id={NODE}"), None, 200)
+        .call(
+            Method::GET,
+            &format!("/v1/certs?spiffe_id={NODE}"),
+            None,
+            200,
+        )
         .await;
     assert_eq!(certs["items"].as_array().unwrap().len(), 2, "{certs}");
     let tok = std::fs::read_to_string(&token_file).unwrap();
     seen.extend(lines.try_iter());
-    assert!(!seen.iter().any(|l| l.contains(&tok[..40])), "token in the agent log");
+    assert!(
+        !seen.iter().any(|l| l.contains(&tok[..40])),
+        "token in the agent log"
+    );
 }

@@ -783,7 +783,10 @@ mod tests {
         bad("leeway_seconds = 301", "leeway_seconds");
         bad("kind = \"saml\"", "kind");
         bad("jwks_url = \"https://x/keys\"", "jwks_file");
-        bad("selector_claims = [\"x\"]\nkind = \"kubernetes\"", "selector_claims");
+        bad(
+            "selector_claims = [\"x\"]\nkind = \"kubernetes\"",
+            "selector_claims",
+        );
         bad("node_ttl_seconds = 10", "node_ttl_seconds");
         std::fs::write(
             &f,

@@ -115,8 +115,8 @@ impl Issuers {
                 let tls = tessera_core::tls::api_client_config(&anchors, None, false)
                     .map_err(|e| bad(format!("jwks_ca_file {}: {e}", cfg.jwks_ca_file)))?;
                 let (origin, path) = split_url(&cfg.jwks_url);
-                let client = Client::new(&origin, tls, None)
-                    .map_err(|e| bad(format!("jwks_url: {e}")))?;
+                let client =
+                    Client::new(&origin, tls, None).map_err(|e| bad(format!("jwks_url: {e}")))?;
                 (Source::Url { client, path }, KeySet::default())
             };
             list.push(Arc::new(Issuer {
@@ -224,8 +224,7 @@ impl Issuer {
         let head = platform_jwt::peek(token)?;
         // Refresh only for tokens that could verify: an allowed algorithm
         // with a kid we lack. `none`, HMAC and the like never cost a fetch.
-        if platform_jwt::Alg::parse(&head.alg).is_some()
-            && !self.current().has(head.kid.as_deref())
+        if platform_jwt::Alg::parse(&head.alg).is_some() && !self.current().has(head.kid.as_deref())
         {
             let mut last = self.refreshed.lock().await;
             // Another request may have refreshed while we waited.
@@ -341,8 +340,7 @@ pub fn path_segment_ok(s: &str) -> bool {
         && s.len() <= 200
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
@@ -418,7 +416,10 @@ mod tests {
         assert!(s.contains(&"jwt:claim:repository:acme/app".to_string()));
         assert!(s.contains(&"jwt:claim:groups:b".to_string()));
         assert!(!s.iter().any(|x| x.starts_with("k8s:")));
-        assert_eq!(claim_str(&t.claims, "kubernetes.io/namespace"), Some("ignored"));
+        assert_eq!(
+            claim_str(&t.claims, "kubernetes.io/namespace"),
+            Some("ignored")
+        );
         assert!(path_segment_ok("node-1.example") && !path_segment_ok("a/b"));
         assert!(!path_segment_ok("system:serviceaccount:x"));
     }

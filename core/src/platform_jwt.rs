@@ -720,7 +720,10 @@ mod tests {
         // Forged signature: same kid, another key.
         let other = SigningKey::es256();
         let forged = token(&other, json!({"kid": "ec"}), &claims());
-        assert_eq!(verify(&forged, &ks, &p, NOW), Err(PlatformJwtError::Signature));
+        assert_eq!(
+            verify(&forged, &ks, &p, NOW),
+            Err(PlatformJwtError::Signature)
+        );
         // Tampered claims.
         let t = ok(&claims());
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
@@ -762,14 +765,20 @@ mod tests {
         );
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert_eq!(verify(&ok(&c), &ks, &p, NOW), Err(PlatformJwtError::Claim("exp")));
+        assert_eq!(
+            verify(&ok(&c), &ks, &p, NOW),
+            Err(PlatformJwtError::Claim("exp"))
+        );
         let mut c = claims();
         c.as_object_mut().unwrap().remove("jti");
         let strict = Policy {
             require_jti: true,
             ..policy()
         };
-        assert_eq!(verify(&ok(&c), &ks, &strict, NOW), Err(PlatformJwtError::Claim("jti")));
+        assert_eq!(
+            verify(&ok(&c), &ks, &strict, NOW),
+            Err(PlatformJwtError::Claim("jti"))
+        );
         // alg none: refused before any key is looked at.
         let none = format!(
             "{}.{}.",
@@ -781,7 +790,11 @@ mod tests {
             Err(PlatformJwtError::Algorithm("none".into()))
         );
         // RS256 -> HS256 confusion: HMAC keyed with the RSA public key.
-        let hs = hs256(json!({"alg": "HS256", "kid": "rsa"}), &claims(), &rs.public_der());
+        let hs = hs256(
+            json!({"alg": "HS256", "kid": "rsa"}),
+            &claims(),
+            &rs.public_der(),
+        );
         assert_eq!(
             verify(&hs, &ks, &p, NOW),
             Err(PlatformJwtError::Algorithm("HS256".into()))

@@ -253,7 +253,17 @@ impl Authority {
         };
         let att = a.record(&entry_id, &id);
         match self
-            .issue(&entry, &id, &csr, ttl, att, &actor, pre, "node.attest", None)
+            .issue(
+                &entry,
+                &id,
+                &csr,
+                ttl,
+                att,
+                &actor,
+                pre,
+                "node.attest",
+                None,
+            )
             .await
         {
             Err(e) => Err(self.platform_ledger_error(ROUTE, &a, e).await),
@@ -264,7 +274,10 @@ impl Authority {
     /// A workload (sidecar in direct mode) presents a platform token: returns
     /// the certificate of the entry parented to the issuer whose selectors
     /// all match the token's.
-    pub async fn platform_svid(&self, req: &api::PlatformAttestRequest) -> Result<IssuedCertificate> {
+    pub async fn platform_svid(
+        &self,
+        req: &api::PlatformAttestRequest,
+    ) -> Result<IssuedCertificate> {
         const ROUTE: &str = "svids/platform";
         let wanted = match &req.spiffe_id {
             Some(s) => Some(self.check_td("spiffe_id", s)?),

@@ -30,8 +30,7 @@ pub struct NodeRow {
     pub selectors: Vec<String>,
 }
 
-const NODE_SELECT: &str =
-    "SELECT id, spiffe_id, attestation_type, banned, banned_at, created_at, last_seen, selectors FROM nodes";
+const NODE_SELECT: &str = "SELECT id, spiffe_id, attestation_type, banned, banned_at, created_at, last_seen, selectors FROM nodes";
 
 fn node_row(r: &AnyRow) -> NodeRow {
     NodeRow {

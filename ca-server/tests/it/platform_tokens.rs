@@ -29,7 +29,13 @@ const WEB: &str = "spiffe://example.org/web";
 /// An RSA key from `openssl genpkey` (PEM output is PKCS#8, which ring reads).
 fn rsa_key() -> SigningKey {
     let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .expect("openssl is required");
     assert!(out.status.success());
@@ -134,12 +140,22 @@ async fn workload_tokens(db: Db) {
     let mut ci = issuer("ci", OIDC_ISS, "oidc");
     ci.jwks_file = format!("FILE:{}", jwks(&[(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")]));
     let h = start(db, vec![ci]).await;
-    entry(&h, WEB, &["jwt:sub:web"], "spiffe://example.org/tessera/issuer/ci").await;
+    entry(
+        &h,
+        WEB,
+        &["jwt:sub:web"],
+        "spiffe://example.org/tessera/issuer/ci",
+    )
+    .await;
     let route = "/v1/svids/platform";
 
     // Valid, with each algorithm.
     for (k, kid) in [(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")] {
-        let t = token(k, json!({"kid": kid}), &oidc_claims("web", &format!("ok-{kid}")));
+        let t = token(
+            k,
+            json!({"kid": kid}),
+            &oidc_claims("web", &format!("ok-{kid}")),
+        );
         let (s, v) = present(&h, route, &t).await;
         assert_eq!(s, StatusCode::CREATED, "{kid}: {v}");
         assert_eq!(v["spiffe_id"], WEB);
@@ -167,12 +183,20 @@ async fn workload_tokens(db: Db) {
         ),
         (
             "wrong issuer",
-            token(&ec, json!({"kid": "ec"}), &with("iss", json!("https://evil.test"))),
+            token(
+                &ec,
+                json!({"kid": "ec"}),
+                &with("iss", json!("https://evil.test")),
+            ),
             "issuer is not trusted",
         ),
         (
             "wrong audience",
-            token(&ec, json!({"kid": "ec"}), &with("aud", json!(["someone-else"]))),
+            token(
+                &ec,
+                json!({"kid": "ec"}),
+                &with("aud", json!(["someone-else"])),
+            ),
             "audience",
         ),
         (
@@ -248,7 +272,10 @@ async fn workload_tokens(db: Db) {
         let detail = v["detail"].as_str().unwrap();
         assert!(detail.contains(reason), "{what}: {detail}");
         // The token is never echoed.
-        assert!(!detail.contains(t.as_str()) && !detail.contains(&t[..20]), "{what}");
+        assert!(
+            !detail.contains(t.as_str()) && !detail.contains(&t[..20]),
+            "{what}"
+        );
         assert_eq!(refusals_audited(&h).await, before + n as i64 + 1, "{what}");
     }
     assert_eq!(h.count("certificates").await, issued, "a refusal issued");
@@ -262,7 +289,13 @@ async fn workload_tokens(db: Db) {
     let (s, v) = present(&h, route, &t).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(v["code"], "platform_token_refused");
-    assert!(v["detail"].as_str().unwrap().contains("jti was already used"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("jti was already used"),
+        "{v}"
+    );
     assert_eq!(refusals_audited(&h).await, audited + 1);
     assert_eq!(h.count("certificates").await, issued + 1);
     assert_eq!(h.count("jwt_jtis").await, 4);
@@ -370,8 +403,14 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("shop", "web", "node-1", "a2")),
     )
     .await;
-    assert_eq!((s, v["code"].as_str()), (StatusCode::FORBIDDEN, Some("platform_token_refused")));
-    assert!(v["detail"].as_str().unwrap().contains("node selector"), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("platform_token_refused"))
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("node selector"),
+        "{v}"
+    );
     // A token without jti, with require_jti.
     let mut c = k8s_claims("tessera", "agent", "node-2", "x");
     c.as_object_mut().unwrap().remove("jti");
@@ -383,14 +422,22 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &admin,
         Method::POST,
         "/v1/entries",
-        Some(json!({"spiffe_id": "spiffe://example.org/tessera/agent/k8s.node-9",
-                    "selectors": ["node:name:x"]})),
+        Some(
+            json!({"spiffe_id": "spiffe://example.org/tessera/agent/k8s.node-9",
+                    "selectors": ["node:name:x"]}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
     // Banned: re-attestation is refused, and audited.
-    let (s, v) = call(&admin, Method::POST, "/v1/nodes/k8s.node-1/ban", Some(json!({}))).await;
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/nodes/k8s.node-1/ban",
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let audited = refusals_audited(&h).await;
     let (s, v) = present(
@@ -399,13 +446,23 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("tessera", "agent", "node-1", "a3")),
     )
     .await;
-    assert_eq!((s, v["code"].as_str()), (StatusCode::FORBIDDEN, Some("node_refused")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("node_refused")),
+        "{v}"
+    );
     assert_eq!(refusals_audited(&h).await, audited + 1);
     assert_eq!(h.count("certificates").await, before);
     let (s, v) = call(&node, Method::GET, "/v1/agent/entries", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     // Unbanned: a fresh token attests again.
-    let (s, _) = call(&admin, Method::POST, "/v1/nodes/k8s.node-1/unban", Some(json!({}))).await;
+    let (s, _) = call(
+        &admin,
+        Method::POST,
+        "/v1/nodes/k8s.node-1/unban",
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = present(
         &h,
@@ -430,14 +487,22 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("shop", "web", "node-1", "p1")),
     )
     .await;
-    assert_eq!((s, v["spiffe_id"].as_str()), (StatusCode::CREATED, Some(WEB)), "{v}");
+    assert_eq!(
+        (s, v["spiffe_id"].as_str()),
+        (StatusCode::CREATED, Some(WEB)),
+        "{v}"
+    );
     let (s, v) = present(
         &h,
         "/v1/svids/platform",
         &tok(k8s_claims("shop", "db", "node-1", "p2")),
     )
     .await;
-    assert_eq!((s, v["code"].as_str()), (StatusCode::FORBIDDEN, Some("no_entry")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("no_entry")),
+        "{v}"
+    );
 }
 
 both_backends!(kubernetes_nodes_and_pods);
@@ -524,14 +589,24 @@ async fn jwks_url_refresh(db: Db) {
         ],
     )
     .await;
-    entry(&h, WEB, &["jwt:sub:web"], "spiffe://example.org/tessera/issuer/rot").await;
+    entry(
+        &h,
+        WEB,
+        &["jwt:sub:web"],
+        "spiffe://example.org/tessera/issuer/rot",
+    )
+    .await;
     assert_eq!(rot.hits.load(Ordering::SeqCst), 1, "fetched at start");
     assert_eq!(burst.hits.load(Ordering::SeqCst), 1, "fetched at start");
     let route = "/v1/svids/platform";
 
     let t = token(&a, json!({"kid": "a"}), &oidc_claims("web", "r1"));
     assert_eq!(present(&h, route, &t).await.0, StatusCode::CREATED);
-    assert_eq!(rot.hits.load(Ordering::SeqCst), 1, "a known kid costs no fetch");
+    assert_eq!(
+        rot.hits.load(Ordering::SeqCst),
+        1,
+        "a known kid costs no fetch"
+    );
 
     // The issuer rotates to key b: the first token signed with it triggers
     // one refresh and is accepted.
@@ -569,7 +644,11 @@ async fn jwks_url_refresh(db: Db) {
         assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
         assert!(v["detail"].as_str().unwrap().contains("no key"), "{v}");
     }
-    assert_eq!(burst.hits.load(Ordering::SeqCst), 2, "one fetch for the whole burst");
+    assert_eq!(
+        burst.hits.load(Ordering::SeqCst),
+        2,
+        "one fetch for the whole burst"
+    );
 }
 
 both_backends!(jwks_url_refresh);
