@@ -729,7 +729,8 @@ pub struct DenialList {
 /// from audit actions (see [`EventKind::of_action`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
-    /// A certificate was issued (`cert.issue`, `cert.redeem`, `cert.issue_operator`).
+    /// A certificate was issued (`cert.issue`, `cert.redeem`, `cert.issue_operator`,
+    /// `cert.platform_issue`).
     #[serde(rename = "certificate.issued")]
     CertificateIssued,
     /// A certificate was renewed (`cert.renew`).
@@ -782,7 +783,12 @@ impl EventKind {
     /// is every action starting with `ca.` instead (see [`EventKind::CA_PREFIX`]).
     pub fn actions(self) -> &'static [&'static str] {
         match self {
-            EventKind::CertificateIssued => &["cert.issue", "cert.redeem", "cert.issue_operator"],
+            EventKind::CertificateIssued => &[
+                "cert.issue",
+                "cert.redeem",
+                "cert.issue_operator",
+                "cert.platform_issue",
+            ],
             EventKind::CertificateRenewed => &["cert.renew"],
             EventKind::CertificateRevoked => &["cert.revoke"],
             EventKind::CertificateExpiring => &["cert.expiring"],

@@ -331,8 +331,11 @@ fn split(token: &str) -> Result<Parts<'_>, PlatformJwtError> {
     })
 }
 
+/// A caller-controlled string made safe for an error message (and so for
+/// logs and the audit log): at most 128 characters, control characters
+/// dropped so nothing can forge a log line.
 fn short(s: &str) -> String {
-    s.chars().take(128).collect()
+    s.chars().filter(|c| !c.is_control()).take(128).collect()
 }
 
 /// Reads a token's header and `iss` without verifying anything.
@@ -808,6 +811,16 @@ mod tests {
         assert_eq!(
             verify(&token(&ec, json!({"kid": "nope"}), &claims()), &ks, &p, NOW),
             Err(PlatformJwtError::UnknownKey("nope".into()))
+        );
+        // A caller-chosen kid cannot forge a log line through the error.
+        assert_eq!(
+            verify(
+                &token(&ec, json!({"kid": "a\nlevel=ERROR x"}), &claims()),
+                &ks,
+                &p,
+                NOW
+            ),
+            Err(PlatformJwtError::UnknownKey("alevel=ERROR x".into()))
         );
         // No kid with two keys: ambiguous, refused.
         assert!(matches!(
