@@ -300,6 +300,45 @@ async fn workload_tokens(db: Db) {
     assert_eq!(h.count("certificates").await, issued + 1);
     assert_eq!(h.count("jwt_jtis").await, 4);
 
+    // Racing one token: of several concurrent presentations exactly one is
+    // issued (the jti's primary key decides inside the commit).
+    let racer = token(&ec, json!({"kid": "ec"}), &oidc_claims("web", "race"));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, t) = (h.anonymous(), racer.clone());
+        let (_k, csr) = csr();
+        tasks.push(tokio::spawn(async move {
+            call(
+                &client,
+                Method::POST,
+                "/v1/svids/platform",
+                Some(json!({"token": t, "csr": csr})),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::CREATED => won += 1,
+            s => assert_eq!(s, StatusCode::FORBIDDEN),
+        }
+    }
+    assert_eq!(won, 1, "exactly one presentation of a jti wins");
+    assert_eq!(h.count("certificates").await, issued + 2);
+
+    // No audit record holds a token.
+    let mut c = h.db.raw().await;
+    let rows = sqlx::query("SELECT details FROM audit_log")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    for r in &rows {
+        let d: String = r.get(0);
+        assert!(!d.contains(&racer[..40]) && !d.contains(&t[..40]), "{d}");
+    }
+
     // The attestation record names the issuer and the token's selectors,
     // never the token.
     let mut c = h.db.raw().await;
@@ -319,6 +358,21 @@ async fn workload_tokens(db: Db) {
             .contains(&json!("jwt:sub:web"))
     );
     assert!(!row.get::<String, _>(0).contains(&t[..40]));
+
+    // Spent jtis are pruned once their tokens have expired.
+    let far = now_unix() + 10 * 86400;
+    h.auth
+        .store
+        .prune(
+            tessera_ca::store::PruneBefore {
+                expired: far,
+                denials: 0,
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.count("jwt_jtis").await, 0);
 
     // Such a certificate is renewed only with a fresh token.
     let (k2, csr2) = csr();
