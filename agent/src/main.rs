@@ -74,6 +74,9 @@ async fn main() -> Result<()> {
         b.init();
     }
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
+        bail!("give a join token or platform_token_file, not both");
+    }
     let token = match (cli.join_token, &cfg.join_token_file) {
         (Some(t), _) => Some(t),
         (None, Some(f)) => Some(

@@ -173,7 +173,11 @@ impl Issuer {
     /// The parent ID of entries its tokens may claim in direct mode:
     /// `spiffe://<td>/tessera/issuer/<name>`.
     pub fn parent_id(&self, td: &tessera_core::TrustDomain) -> String {
-        format!("spiffe://{td}/tessera/issuer/{}", self.cfg.name)
+        format!(
+            "spiffe://{td}{}{}",
+            tessera_core::api::ISSUER_PATH_PREFIX,
+            self.cfg.name
+        )
     }
 
     fn policy(&self) -> Policy {
