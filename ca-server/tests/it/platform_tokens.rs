@@ -386,6 +386,15 @@ async fn workload_tokens(db: Db) {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let holder = h.with_cert(v["certificate"].as_str().unwrap(), &k2.serialize_pem());
+    // It authenticates as a workload (revocation feed, denials).
+    let (s, v) = call(
+        &holder,
+        Method::GET,
+        "/v1/revocations?since=0&wait=1&bundle=1",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (_, csr3) = csr();
     let (s, v) = call(
         &holder,
