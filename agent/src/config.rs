@@ -18,8 +18,14 @@ pub struct Config {
     pub ca_bundle: PathBuf,
     /// File holding the join token for this node's entry (read once).
     pub join_token_file: Option<PathBuf>,
+    /// Instead of a join token: a file holding a platform token (Kubernetes
+    /// projected service-account token, OIDC token) from an issuer the CA
+    /// trusts for nodes. Read again for every re-attestation (each renewal
+    /// of the node certificate), since the platform rotates it.
+    pub platform_token_file: Option<PathBuf>,
     /// The node's name: the join token must grant
-    /// `spiffe://<td>/tessera/agent/<node_name>` (checked after redeeming).
+    /// `spiffe://<td>/tessera/agent/<node_name>` (checked after redeeming);
+    /// with a platform token, `<issuer-name>.<node_name>` or `<node_name>`.
     pub node_name: String,
     /// The Workload API socket. Its directory is created 0755 and the socket
     /// made 0777, so containers it is bind-mounted into can connect; callers
@@ -47,6 +53,7 @@ impl Default for Config {
             ca_url: "https://localhost:8443".into(),
             ca_bundle: PathBuf::from("bundle.pem"),
             join_token_file: None,
+            platform_token_file: None,
             node_name: String::new(),
             socket_path: PathBuf::from("/run/tessera/agent.sock"),
             runtime_socket: None,
@@ -98,6 +105,11 @@ impl Config {
             return Err(ConfigError(
                 "node_name: required; letters, digits, '-', '.', '_' (a SPIFFE ID path segment)"
                     .into(),
+            ));
+        }
+        if self.platform_token_file.is_some() && self.join_token_file.is_some() {
+            return Err(ConfigError(
+                "platform_token_file: not together with join_token_file".into(),
             ));
         }
         if !self.socket_path.is_absolute() || self.socket_path.parent().is_none() {

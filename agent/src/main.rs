@@ -75,6 +75,9 @@ async fn main() -> Result<()> {
         b.init();
     }
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
+        bail!("give a join token or platform_token_file, not both");
+    }
     let bootstrap = tessera_core::pem::certs(
         &std::fs::read(&cfg.ca_bundle)
             .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
@@ -86,11 +89,21 @@ async fn main() -> Result<()> {
     }
     .with_timeout(Duration::from_millis(cfg.runtime_timeout_ms));
     let attestor = Attestor::new(engine).context("reading the host's namespaces and cgroups")?;
-    let want = format!("{}{}", tessera_core::api::NODE_PATH_PREFIX, cfg.node_name);
+    // The CA names a platform-token node <issuer-name>.<node>.
+    let mut want = vec![format!(
+        "{}{}",
+        tessera_core::api::NODE_PATH_PREFIX,
+        cfg.node_name
+    )];
+    if cfg.platform_token_file.is_some() {
+        want.push(format!(".{}", cfg.node_name));
+    }
+    let ours = |id: &str| want.iter().any(|w| id.ends_with(w));
     // A node identity saved by an earlier run comes first: join tokens are
-    // single-use, so a restart would otherwise need the operator.
-    let resumed = match &cfg.data_dir {
-        Some(dir) => NodeLink::resume(&cfg.ca_url, &bootstrap, dir)
+    // single-use, so a restart would otherwise need the operator. (A
+    // platform-token node re-attests with its current token instead.)
+    let resumed = match (&cfg.data_dir, &cfg.platform_token_file) {
+        (Some(dir), None) => NodeLink::resume(&cfg.ca_url, &bootstrap, dir)
             .await
             .with_context(|| {
                 format!(
@@ -100,14 +113,14 @@ async fn main() -> Result<()> {
                 )
             })?
             .filter(|n| {
-                let same = n.spiffe_id().ends_with(&want);
+                let same = ours(&n.spiffe_id());
                 if !same {
                     tracing::warn!(stored = %n.spiffe_id(), node_name = %cfg.node_name,
                         "data_dir holds another node's identity; attesting with the join token");
                 }
                 same
             }),
-        None => None,
+        _ => None,
     };
     let node = match resumed {
         Some(node) => {
@@ -116,31 +129,41 @@ async fn main() -> Result<()> {
         }
         None => {
             let token = match (cli.join_token, &cfg.join_token_file) {
-                (Some(t), _) => t,
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .with_context(|| format!("join_token_file {}", f.display()))?
-                    .trim()
-                    .to_owned(),
+                (Some(t), _) => Some(t),
+                (None, Some(f)) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("join_token_file {}", f.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                (None, None) => None,
+            };
+            let node = match (token, &cfg.platform_token_file) {
+                (Some(token), _) => NodeLink::attest(&cfg.ca_url, &bootstrap, token)
+                    .await
+                    .context("node attestation (redeeming the join token)")?,
+                (None, Some(file)) => {
+                    NodeLink::attest_platform(&cfg.ca_url, &bootstrap, file.clone())
+                        .await
+                        .context("node attestation (platform token)")?
+                }
                 (None, None) => bail!(
-                    "join token: set TESSERA_JOIN_TOKEN, --join-token or join_token_file \
-                     (no usable node identity in data_dir)"
+                    "node attestation: set TESSERA_JOIN_TOKEN, --join-token, join_token_file \
+                     or platform_token_file (no usable node identity in data_dir)"
                 ),
             };
-            let node = NodeLink::attest(&cfg.ca_url, &bootstrap, token)
-                .await
-                .context("node attestation (redeeming the join token)")?;
-            if !node.spiffe_id().ends_with(&want) {
+            if !ours(&node.spiffe_id()) {
                 bail!(
-                    "node_name: the join token granted {}, not .../tessera/agent/{}",
+                    "node_name: the CA granted {}, not .../tessera/agent/{}",
                     node.spiffe_id(),
                     cfg.node_name
                 );
             }
-            match &cfg.data_dir {
-                Some(dir) => node
+            match (&cfg.data_dir, &cfg.platform_token_file) {
+                (Some(dir), None) => node
                     .with_data_dir(dir.clone())
                     .context("saving the node identity in data_dir")?,
-                None => node,
+                _ => node,
             }
         }
     };

@@ -7,6 +7,12 @@
 //! here in memory plus fresh evidence) and polls the entries parented to it
 //! (`GET /v1/agent/entries`) and the trust bundle. Keys (the node's and the
 //! workloads') live only in memory; the join token is used once and dropped.
+//!
+//! Or the agent attests with a platform token (a Kubernetes projected
+//! service-account token, an OIDC token) read from a file
+//! (`POST /v1/nodes/attest`). Such a node certificate is not renewed over
+//! mTLS: each "renewal" reads the file again (the platform rotates it) and
+//! re-attests, so the node identity never outlives the platform's word.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -99,6 +105,8 @@ struct NodeState {
 /// The CA link with the node identity; cheap to share.
 pub struct NodeLink {
     ca_url: String,
+    /// Platform-token mode: the token file, read for every (re-)attestation.
+    platform_token_file: Option<std::path::PathBuf>,
     state: RwLock<Arc<NodeState>>,
     bundle: RwLock<Arc<Vec<CertificateDer<'static>>>>,
     jwt_bundle: RwLock<Arc<JwtBundle>>,
@@ -241,6 +249,26 @@ impl NodeLink {
         }
         Ok(Self {
             ca_url: ca_url.to_owned(),
+            platform_token_file: None,
+            state: RwLock::new(Arc::new(state)),
+            bundle: RwLock::new(Arc::new(bundle)),
+            jwt_bundle: RwLock::new(Arc::default()),
+            data_dir: None,
+        })
+    }
+
+    /// Attests the node with the platform token in `token_file` at `ca_url`
+    /// (trusting `bootstrap` to reach it); later renewals re-attest with the
+    /// token the file then holds.
+    pub async fn attest_platform(
+        ca_url: &str,
+        bootstrap: &[CertificateDer<'static>],
+        token_file: std::path::PathBuf,
+    ) -> Result<Self, NodeError> {
+        let (state, bundle) = platform_attest(ca_url, bootstrap, &token_file).await?;
+        Ok(Self {
+            ca_url: ca_url.to_owned(),
+            platform_token_file: Some(token_file),
             state: RwLock::new(Arc::new(state)),
             bundle: RwLock::new(Arc::new(bundle)),
             jwt_bundle: RwLock::new(Arc::default()),
@@ -289,6 +317,7 @@ impl NodeLink {
         }
         let link = Self {
             ca_url: ca_url.to_owned(),
+            platform_token_file: None,
             state: RwLock::new(Arc::new(state)),
             bundle: RwLock::new(Arc::new(stored.bundle)),
             jwt_bundle: RwLock::new(Arc::default()),
@@ -367,9 +396,22 @@ impl NodeLink {
         true
     }
 
-    /// Renews the node certificate (new key) over mTLS.
+    /// Renews the node certificate (new key) over mTLS; in platform-token
+    /// mode, re-attests with the token the file holds now.
     pub async fn renew(&self) -> Result<(), NodeError> {
         let current = self.state();
+        if let Some(file) = &self.platform_token_file {
+            let (state, bundle) = platform_attest(&self.ca_url, &self.bundle(), file).await?;
+            if state.spiffe_id != current.spiffe_id {
+                return Err(NodeError::Local(format!(
+                    "re-attestation returned {}, not {}",
+                    state.spiffe_id, current.spiffe_id
+                )));
+            }
+            self.set_bundle(bundle);
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+            return Ok(());
+        }
         let (key, csr) = new_key_and_csr()?;
         let body = serde_json::to_vec(&api::RenewRequest { csr }).map_err(local)?;
         let reply = call(
@@ -509,6 +551,37 @@ impl NodeLink {
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
         self.state().chain.clone()
     }
+}
+
+/// One platform-token attestation: reads the token file, presents it with a
+/// CSR for a new key, and checks the CA granted a node identity.
+async fn platform_attest(
+    ca_url: &str,
+    anchors: &[CertificateDer<'static>],
+    token_file: &std::path::Path,
+) -> Result<(NodeState, Vec<CertificateDer<'static>>), NodeError> {
+    let token =
+        tessera_core::platform_jwt::read_token_file(token_file).map_err(NodeError::Local)?;
+    let tls = tessera_core::tls::api_client_config(anchors, None, false).map_err(local)?;
+    let client = Client::new(ca_url, tls, None).map_err(local)?;
+    let (key, csr) = new_key_and_csr()?;
+    let body = serde_json::to_vec(&api::PlatformAttestRequest {
+        token,
+        csr,
+        spiffe_id: None,
+    })
+    .map_err(local)?;
+    let reply = call(&client, hyper::Method::POST, "/v1/nodes/attest", Some(body)).await?;
+    let issued: IssuedCertificate = serde_json::from_slice(&reply).map_err(local)?;
+    let (state, bundle) = node_state(ca_url, &issued, key)?;
+    let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
+    if api::node_name(id.path()).is_none() {
+        return Err(NodeError::Local(format!(
+            "the CA granted {}, not a node identity",
+            state.spiffe_id
+        )));
+    }
+    Ok((state, bundle))
 }
 
 /// The evidence the CA records, from an attestation.

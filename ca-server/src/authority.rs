@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 mod lifecycle;
 mod nodes;
+mod platform;
 pub use lifecycle::{CaHook, ScheduleStatus};
 pub use nodes::{MAX_ATTESTED_SELECTORS, MAX_SVIDS_PER_WORKLOAD};
 
@@ -71,6 +72,9 @@ pub enum AuthorityError {
     /// The workload's isolation posture violates the CA-wide minimum.
     #[error("attestation refused: {0}")]
     Posture(String),
+    /// A platform token (JWT) was refused; the reason never holds the token.
+    #[error("platform token refused: {0}")]
+    PlatformToken(String),
     /// The store failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -225,6 +229,8 @@ pub struct Authority {
     pub(crate) kek: Kek,
     /// Event-stream bounds and shutdown.
     pub events: crate::events::EventHub,
+    /// Trusted platform-token issuers and their keys.
+    pub issuers: crate::platform::Issuers,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -305,6 +311,12 @@ impl Authority {
             .collect();
         let reissue = lifecycle::reissue_anchors(&cas, &cfg, now_unix());
         let events = crate::events::EventHub::new(cfg.events.max_streams);
+        let issuers = crate::platform::Issuers::new(&cfg.attestation.jwt_issuers).map_err(|e| {
+            AuthorityError::Invalid {
+                field: "attestation.jwt_issuers",
+                reason: e.to_string(),
+            }
+        })?;
         let this = Arc::new(Self {
             metrics: Metrics::new(),
             cfg,
@@ -328,7 +340,11 @@ impl Authority {
             principals: Recent::new(Duration::from_secs(5), 4096),
             entries: Recent::new(Duration::from_secs(2), 4096),
             events,
+            issuers,
         });
+        // JWKS URLs: fetched once now (a failure is logged; the issuer's
+        // tokens are refused until a later fetch succeeds).
+        this.issuers.refresh_all(true).await;
         this.refresh_crls().await?;
         // JWT-SVID keys (created for published generations that lack one).
         this.reload_cas().await?;
@@ -745,6 +761,7 @@ impl Authority {
                 id: name.clone(),
                 spiffe_id: id.to_string(),
                 attestation_type: "join_token".into(),
+                selectors: None,
                 now,
             });
         }
@@ -806,6 +823,16 @@ impl Authority {
                 "operator certificates are not renewed here".into(),
             ));
         }
+        // Platform-token certificates re-attest: each one needs a fresh token.
+        if serde_json::from_str::<serde_json::Value>(&row.attestation)
+            .is_ok_and(|a| a["method"] == "platform_token")
+        {
+            return Err(AuthorityError::Renewal(
+                "certificates from a platform token are renewed by presenting a fresh token \
+                 (POST /v1/nodes/attest or POST /v1/svids/platform)"
+                    .into(),
+            ));
+        }
         if row.node_spiffe_id.is_some() {
             return Err(AuthorityError::Renewal(
                 "certificates issued through a node agent are renewed only through the agent, \
@@ -862,6 +889,7 @@ impl Authority {
                 id: name.to_owned(),
                 spiffe_id: id.to_string(),
                 attestation_type: "join_token".into(),
+                selectors: None,
                 now,
             });
         }
@@ -998,6 +1026,21 @@ impl Authority {
                 reason: "a node set is spiffe://<td>/tessera/node-set/<name> with node \
                          selectors only: no parent_id, no dns_names"
                     .into(),
+            });
+        }
+        // Node names `<issuer-name>.<node>` belong to platform-token issuers.
+        if let Some(name) = api::node_name(id.path())
+            && let Some(i) = self.issuers.all().iter().find(|i| {
+                name.strip_prefix(i.cfg.name.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+            })
+        {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: format!(
+                    "node names {}.* are attested with platform tokens from issuer {}",
+                    i.cfg.name, i.cfg.name
+                ),
             });
         }
         if let Some(p) = &req.parent_id {

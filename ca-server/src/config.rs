@@ -65,6 +65,155 @@ pub struct AttestationConfig {
     pub refuse_host_net: bool,
     /// Refuse containers without a memory limit (`posture:memory-limit:false`).
     pub require_memory_limit: bool,
+    /// Trusted platform-token (JWT) issuers (`[[attestation.jwt_issuers]]`):
+    /// Kubernetes projected service-account tokens or any OIDC issuer. See
+    /// [`crate::platform`].
+    pub jwt_issuers: Vec<JwtIssuerConfig>,
+}
+
+// ---- platform-token (JWT) attestation -------------------------------------
+
+/// One trusted platform-token issuer.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtIssuerConfig {
+    /// Short name (`[a-z0-9-]`, 1 to 63): the `jwt:issuer-name:` selector,
+    /// the workload parent `spiffe://<td>/tessera/issuer/<name>` and the
+    /// prefix of node names (`<name>.<node>`).
+    pub name: String,
+    /// The exact `iss` claim.
+    pub issuer: String,
+    /// Accepted audiences; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// `kubernetes` (projected service-account tokens: `k8s:` selectors) or `oidc`.
+    pub kind: String,
+    /// JWKS file (re-read when a token names an unknown `kid`). Exactly one
+    /// of `jwks_file` and `jwks_url`.
+    pub jwks_file: String,
+    /// JWKS HTTPS URL: fetched at start, every `jwks_refresh_seconds`, and
+    /// when a token names an unknown `kid` (at most once per
+    /// `jwks_min_refresh_seconds`).
+    pub jwks_url: String,
+    /// PEM trust anchors for `jwks_url`'s server (required with `jwks_url`:
+    /// no implicit system trust store).
+    pub jwks_ca_file: String,
+    /// Periodic refresh of `jwks_url`, seconds.
+    pub jwks_refresh_seconds: u64,
+    /// At most one refresh on an unknown `kid` per this many seconds (per issuer).
+    pub jwks_min_refresh_seconds: u64,
+    /// Clock leeway for `exp`/`nbf`/`iat`, seconds (at most 300).
+    pub leeway_seconds: u64,
+    /// Refuse tokens without `jti`; every `jti` is single-use either way.
+    pub require_jti: bool,
+    /// Selectors a token must carry to attest a *node* (e.g.
+    /// `["k8s:ns:tessera", "k8s:sa:tessera-agent"]`). Empty: this issuer
+    /// cannot attest nodes (only sidecars in direct mode).
+    pub node_selectors: Vec<String>,
+    /// The claim naming the node (a `/`-separated path into the claims).
+    /// Empty: `kubernetes.io/node/name` for `kubernetes`, `sub` for `oidc`.
+    pub node_name_claim: String,
+    /// Lifetime of node certificates from this issuer, seconds (within
+    /// `issuance.min_ttl_seconds..max_ttl_seconds`).
+    pub node_ttl_seconds: i64,
+    /// `oidc` only: extra string (or string-array) claims turned into
+    /// `jwt:claim:<name>:<value>` selectors.
+    pub selector_claims: Vec<String>,
+}
+
+impl Default for JwtIssuerConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            issuer: String::new(),
+            audiences: vec![],
+            kind: "oidc".into(),
+            jwks_file: String::new(),
+            jwks_url: String::new(),
+            jwks_ca_file: String::new(),
+            jwks_refresh_seconds: 300,
+            jwks_min_refresh_seconds: 30,
+            leeway_seconds: 60,
+            require_jti: false,
+            node_selectors: vec![],
+            node_name_claim: String::new(),
+            node_ttl_seconds: 3600,
+            selector_claims: vec![],
+        }
+    }
+}
+
+impl JwtIssuerConfig {
+    /// The claim path naming the node.
+    pub fn node_claim(&self) -> &str {
+        match (self.node_name_claim.as_str(), self.kind.as_str()) {
+            ("", "kubernetes") => "kubernetes.io/node/name",
+            ("", _) => "sub",
+            (c, _) => c,
+        }
+    }
+
+    fn validate(&self, at: usize, i: &IssuanceConfig) -> Result<(), ConfigError> {
+        let err = |field: &str, why: &str| {
+            Err(ConfigError(format!(
+                "attestation.jwt_issuers[{at}].{field}: {why}"
+            )))
+        };
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 63
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return err("name", "1 to 63 of a-z, 0-9, '-'");
+        }
+        if self.issuer.is_empty() || self.issuer.len() > 1024 {
+            return err("issuer", "required (the exact iss claim)");
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(|a| a.is_empty()) {
+            return err("audiences", "at least one non-empty audience");
+        }
+        if !matches!(self.kind.as_str(), "kubernetes" | "oidc") {
+            return err("kind", "kubernetes or oidc");
+        }
+        match (self.jwks_file.is_empty(), self.jwks_url.is_empty()) {
+            (false, true) => {}
+            (true, false) => {
+                if !self.jwks_url.starts_with("https://") {
+                    return err("jwks_url", "must be https://");
+                }
+                if self.jwks_ca_file.is_empty() {
+                    return err(
+                        "jwks_ca_file",
+                        "required with jwks_url (PEM trust anchors for the JWKS server)",
+                    );
+                }
+            }
+            _ => return err("jwks_file", "give exactly one of jwks_file and jwks_url"),
+        }
+        if self.jwks_refresh_seconds < 10 {
+            return err("jwks_refresh_seconds", "at least 10");
+        }
+        if self.jwks_min_refresh_seconds < 1 {
+            return err("jwks_min_refresh_seconds", "at least 1");
+        }
+        if self.leeway_seconds > tessera_core::platform_jwt::MAX_LEEWAY_SECONDS {
+            return err("leeway_seconds", "at most 300");
+        }
+        if self.node_ttl_seconds < i.min_ttl_seconds || self.node_ttl_seconds > i.max_ttl_seconds {
+            return err(
+                "node_ttl_seconds",
+                "outside issuance.min_ttl_seconds..max_ttl_seconds",
+            );
+        }
+        if self.node_claim().split('/').any(str::is_empty) {
+            return err("node_name_claim", "a claim path such as sub or a/b/c");
+        }
+        if !self.selector_claims.is_empty() && self.kind != "oidc" {
+            return err("selector_claims", "only for kind = \"oidc\"");
+        }
+        Ok(())
+    }
 }
 
 impl Default for AttestationConfig {
@@ -74,6 +223,7 @@ impl Default for AttestationConfig {
             refuse_host_pid: true,
             refuse_host_net: true,
             require_memory_limit: false,
+            jwt_issuers: vec![],
         }
     }
 }
@@ -425,6 +575,18 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         tessera_core::TrustDomain::new(&self.trust_domain)
             .map_err(|e| ConfigError(format!("trust_domain: {e}")))?;
+        let issuers = &self.attestation.jwt_issuers;
+        for (at, j) in issuers.iter().enumerate() {
+            j.validate(at, &self.issuance)?;
+            if issuers[..at]
+                .iter()
+                .any(|o| o.name == j.name || o.issuer == j.issuer)
+            {
+                return Err(ConfigError(format!(
+                    "attestation.jwt_issuers[{at}]: name and issuer must be unique"
+                )));
+            }
+        }
         if crate::ca::KeyAlgorithm::parse(&self.ca.key_algorithm).is_none() {
             return Err(ConfigError(
                 "ca.key_algorithm: must be ecdsa-p256, ecdsa-p384 or ed25519".into(),
@@ -586,5 +748,53 @@ mod tests {
     fn shipped_example_config_loads() {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml");
         Config::load(Some(&p), vec![], &[]).unwrap();
+    }
+
+    #[test]
+    fn jwt_issuers_are_validated() {
+        // The shipped, commented-out issuer examples, uncommented, load.
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml"),
+        )
+        .unwrap();
+        let tail = &shipped[shipped.find("# [[attestation.jwt_issuers]]").unwrap()..];
+        let uncommented: String = tail
+            .lines()
+            .filter(|l| !l.starts_with("# #") && *l != "#")
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.toml");
+        std::fs::write(&f, &uncommented).unwrap();
+        let cfg = Config::load(Some(&f), vec![], &[]).unwrap();
+        let i = &cfg.attestation.jwt_issuers;
+        assert_eq!(i.len(), 2);
+        assert_eq!(i[0].node_claim(), "kubernetes.io/node/name");
+        assert_eq!(i[1].node_claim(), "sub");
+        let bad = |extra: &str, field: &str| {
+            let text = format!(
+                "[[attestation.jwt_issuers]]\nname = \"k8s\"\nissuer = \"https://i\"\n\
+                 audiences = [\"a\"]\njwks_file = \"/x\"\n{extra}"
+            );
+            std::fs::write(&f, text).unwrap();
+            let e = Config::load(Some(&f), vec![], &[]).unwrap_err();
+            assert!(e.0.contains(field), "{extra}: {e}");
+        };
+        bad("leeway_seconds = 301", "leeway_seconds");
+        bad("kind = \"saml\"", "kind");
+        bad("jwks_url = \"https://x/keys\"", "jwks_file");
+        bad(
+            "selector_claims = [\"x\"]\nkind = \"kubernetes\"",
+            "selector_claims",
+        );
+        bad("node_ttl_seconds = 10", "node_ttl_seconds");
+        std::fs::write(
+            &f,
+            "[[attestation.jwt_issuers]]\nname = \"a\"\nissuer = \"https://i\"\naudiences = [\"a\"]\n\
+             jwks_url = \"https://x/keys\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), vec![], &[]).unwrap_err();
+        assert!(e.0.contains("jwks_ca_file"), "{e}");
     }
 }

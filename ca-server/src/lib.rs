@@ -11,6 +11,7 @@ pub mod events;
 pub mod jwks;
 pub mod keystore;
 pub mod metrics;
+pub mod platform;
 pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -77,7 +77,7 @@ impl Metrics {
             )),
             attestation_refused: registry.register(CounterVec::new(
                 "tessera_attestation_refused_total",
-                "Attested issuances refused by the minimum posture policy.",
+                "Attestations refused: by the minimum posture policy (posture) or a refused platform token (platform_token).",
                 &["reason"],
             )),
             denials: registry.register(CounterVec::new(

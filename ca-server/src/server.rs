@@ -296,6 +296,17 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
             }
         }));
     }
+    if !auth.issuers.all().is_empty() {
+        // Platform-token issuers' JWKS URLs, each on its own period.
+        let auth = auth.clone();
+        let mut tick = every(10);
+        tasks.push(Box::pin(async move {
+            loop {
+                tick.tick().await;
+                auth.issuers.refresh_all(false).await;
+            }
+        }));
+    }
     tasks.push(Box::pin(crate::events::run_poller(auth.clone())));
     tasks.push(Box::pin(crate::events::run_expiring_scan(auth.clone())));
     tasks.push(Box::pin(crate::webhooks::run_deliverer(auth.clone())));

@@ -729,7 +729,8 @@ pub struct DenialList {
 /// from audit actions (see [`EventKind::of_action`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
-    /// A certificate was issued (`cert.issue`, `cert.redeem`, `cert.issue_operator`).
+    /// A certificate was issued (`cert.issue`, `cert.redeem`, `cert.issue_operator`,
+    /// `cert.platform_issue`).
     #[serde(rename = "certificate.issued")]
     CertificateIssued,
     /// A certificate was renewed (`cert.renew`).
@@ -782,7 +783,12 @@ impl EventKind {
     /// is every action starting with `ca.` instead (see [`EventKind::CA_PREFIX`]).
     pub fn actions(self) -> &'static [&'static str] {
         match self {
-            EventKind::CertificateIssued => &["cert.issue", "cert.redeem", "cert.issue_operator"],
+            EventKind::CertificateIssued => &[
+                "cert.issue",
+                "cert.redeem",
+                "cert.issue_operator",
+                "cert.platform_issue",
+            ],
             EventKind::CertificateRenewed => &["cert.renew"],
             EventKind::CertificateRevoked => &["cert.revoke"],
             EventKind::CertificateExpiring => &["cert.expiring"],
@@ -1023,10 +1029,13 @@ pub fn node_set_name(path: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && !n.contains('/'))
 }
 
-/// Whether a SPIFFE ID path names a node or a node set: identities no
-/// workload can be given (nodes attest for their own; sets are never issued).
+/// Whether a SPIFFE ID path names a node, a node set or a platform-token
+/// issuer: identities no agent can give a workload (nodes attest for their
+/// own; sets and issuers are parents, never issued through an agent).
 pub fn is_infrastructure_path(path: &str) -> bool {
-    node_name(path).is_some() || path.starts_with(NODE_SET_PATH_PREFIX)
+    node_name(path).is_some()
+        || path.starts_with(NODE_SET_PATH_PREFIX)
+        || path.starts_with(ISSUER_PATH_PREFIX)
 }
 
 /// A node: a host whose agent attested with a join token.
@@ -1036,7 +1045,7 @@ pub struct NodeInfo {
     pub id: String,
     /// `spiffe://<td>/tessera/agent/<name>`.
     pub spiffe_id: String,
-    /// How it attested (`join_token`).
+    /// How it attested (`join_token` or `platform_token`).
     pub attestation_type: String,
     /// Banned nodes are refused on every route and get no certificates.
     pub banned: bool,
@@ -1046,6 +1055,10 @@ pub struct NodeInfo {
     pub created_at: String,
     /// Last renewal or attested issuance, RFC 3339.
     pub last_seen: String,
+    /// The selectors of its last platform-token attestation (empty for
+    /// join-token nodes).
+    #[serde(default)]
+    pub selectors: Vec<String>,
 }
 
 /// A list of nodes.
@@ -1133,4 +1146,35 @@ pub struct AgentJwtSvidRequest {
 pub struct AgentJwtSvidResponse {
     /// One token per matching entry.
     pub svids: Vec<JwtSvid>,
+}
+
+// ---- platform-token (JWT) attestation ---------------------------------------
+
+/// The path prefix of the parent IDs of entries that sidecars in direct mode
+/// claim with a platform token: `spiffe://<td>/tessera/issuer/<issuer-name>`.
+pub const ISSUER_PATH_PREFIX: &str = "/tessera/issuer/";
+
+/// A platform token (Kubernetes projected service-account token or OIDC ID
+/// token) and a CSR: `POST /v1/nodes/attest` (a node agent's identity) and
+/// `POST /v1/svids/platform` (a sidecar in direct mode).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformAttestRequest {
+    /// The token, compact JWS.
+    pub token: String,
+    /// The PKCS#10 CSR, PEM.
+    pub csr: String,
+    /// `POST /v1/svids/platform` only: the SPIFFE ID wanted, when several
+    /// entries match the token.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+}
+
+impl std::fmt::Debug for PlatformAttestRequest {
+    // The token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformAttestRequest")
+            .field("spiffe_id", &self.spiffe_id)
+            .finish_non_exhaustive()
+    }
 }

@@ -99,6 +99,26 @@ impl Client {
         Self::read(resp).await
     }
 
+    /// A GET whose body may hold at most `max_bytes`: a longer one is an
+    /// error, not read to the end (for documents fetched from servers we do
+    /// not control, such as an issuer's JWKS).
+    pub async fn get_limited(&self, path: &str, max_bytes: usize) -> Result<Reply> {
+        let resp = self
+            .send(Method::GET, path, None, "", "application/json", &[])
+            .await?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            body,
+            etag: None,
+        })
+    }
+
     /// Sends one request with a body of the given content type.
     pub async fn call_with(
         &self,

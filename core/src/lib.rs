@@ -9,6 +9,7 @@ pub mod idle;
 pub mod jwt;
 pub mod metrics;
 pub mod pem;
+pub mod platform_jwt;
 pub mod spiffe;
 pub mod sse;
 pub mod svid;

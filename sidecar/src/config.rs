@@ -18,6 +18,14 @@ pub struct Config {
     /// File holding the join token (read once, never written). The token may
     /// also come from `TESSERA_JOIN_TOKEN` or `--join-token`.
     pub join_token_file: Option<PathBuf>,
+    /// File holding a platform token (a Kubernetes projected service-account
+    /// token or an OIDC ID token) for direct mode without an agent: read
+    /// again for every issuance, since the platform rotates it. The CA issues
+    /// for the entry parented to `spiffe://<td>/tessera/issuer/<issuer>`
+    /// whose selectors the token carries. Not with a join token.
+    pub platform_token_file: Option<PathBuf>,
+    /// With a platform token: the SPIFFE ID wanted when several entries match.
+    pub platform_token_spiffe_id: Option<String>,
     /// The node agent's Workload API socket (`unix:///path`). Used when no
     /// join token is given; `SPIFFE_ENDPOINT_SOCKET` is used when this is
     /// unset. Either a join token or the Workload API must be configured.
@@ -159,6 +167,8 @@ impl Default for Config {
             ca_url: "https://localhost:8443".into(),
             ca_bundle: PathBuf::from("bundle.pem"),
             join_token_file: None,
+            platform_token_file: None,
+            platform_token_spiffe_id: None,
             workload_api_socket: None,
             workload_api_spiffe_id: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 15000)),
@@ -249,6 +259,15 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.ca_url.starts_with("https://") {
             return Err(ConfigError("ca_url: must start with https://".into()));
+        }
+        if self.platform_token_file.is_some() && self.join_token_file.is_some() {
+            return Err(ConfigError(
+                "platform_token_file: not together with join_token_file".into(),
+            ));
+        }
+        if let Some(id) = &self.platform_token_spiffe_id {
+            tessera_core::SpiffeId::new(id)
+                .map_err(|e| ConfigError(format!("platform_token_spiffe_id: {e}")))?;
         }
         if !self.admin_listen.ip().is_loopback() {
             return Err(ConfigError(

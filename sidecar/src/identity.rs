@@ -2,11 +2,14 @@
 //! directly from the CA with a join token ([`JoinTokenSource`]; keys are
 //! generated here, in memory), or from the node agent's SPIFFE Workload API
 //! ([`WorkloadApiSource`]; the agent generates the key in memory and hands it
-//! only to this process over the unix socket). Keys are never written
-//! anywhere (unless `[svid_files]` asks for them).
+//! only to this process over the unix socket), or directly from the CA with
+//! a platform token ([`PlatformTokenSource`]: a Kubernetes projected
+//! service-account token or an OIDC token, re-read from its file for every
+//! issuance). Keys are never written anywhere (unless `[svid_files]` asks
+//! for them).
 
 use std::sync::Arc;
-use tessera_core::api::{IssuedCertificate, RedeemRequest, RenewRequest};
+use tessera_core::api::{IssuedCertificate, PlatformAttestRequest, RedeemRequest, RenewRequest};
 use tessera_core::client::Client;
 
 /// Errors getting or renewing an identity.
@@ -202,6 +205,67 @@ impl IdentitySource for JoinTokenSource {
         let body = serde_json::to_vec(&RenewRequest { csr })
             .map_err(|e| IdentityError::Local(e.to_string()))?;
         post_for_cert(&client, "/v1/certs/renew", body, key).await
+    }
+}
+
+/// Direct mode with a platform token: every issuance (the first and each
+/// renewal) reads the token file again and presents it with a CSR for a new
+/// key to `POST /v1/svids/platform`, so each certificate rests on a fresh
+/// attestation (and a token the platform has stopped renewing stops the
+/// identity at the next renewal).
+pub struct PlatformTokenSource {
+    ca_url: String,
+    bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
+    token_file: std::path::PathBuf,
+    spiffe_id: Option<String>,
+}
+
+impl PlatformTokenSource {
+    /// A source presenting the token in `token_file` at `ca_url`, trusting
+    /// `bootstrap` to reach the CA the first time (then the current bundle).
+    pub fn new(
+        ca_url: String,
+        bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
+        token_file: std::path::PathBuf,
+        spiffe_id: Option<String>,
+    ) -> Self {
+        Self {
+            ca_url,
+            bootstrap,
+            token_file,
+            spiffe_id,
+        }
+    }
+
+    async fn issue(
+        &self,
+        anchors: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Svid, IdentityError> {
+        let token = tessera_core::platform_jwt::read_token_file(&self.token_file)
+            .map_err(IdentityError::Local)?;
+        let tls = tessera_core::tls::api_client_config(anchors, None, false)
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
+        let client = Client::new(&self.ca_url, tls, None)
+            .map_err(|e| IdentityError::Local(e.to_string()))?;
+        let (key, csr) = new_key_and_csr()?;
+        let body = serde_json::to_vec(&PlatformAttestRequest {
+            token,
+            csr,
+            spiffe_id: self.spiffe_id.clone(),
+        })
+        .map_err(|e| IdentityError::Local(e.to_string()))?;
+        post_for_cert(&client, "/v1/svids/platform", body, key).await
+    }
+}
+
+impl IdentitySource for PlatformTokenSource {
+    async fn fetch(&self) -> Result<Svid, IdentityError> {
+        self.issue(&self.bootstrap).await
+    }
+
+    async fn renew(&self, current: &Svid) -> Result<Svid, IdentityError> {
+        // The current bundle, not the bootstrap file: it follows CA rotations.
+        self.issue(&current.bundle).await
     }
 }
 

@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use tessera_sidecar::config::Config;
-use tessera_sidecar::identity::{IdentitySource, JoinTokenSource, WorkloadApiSource};
+use tessera_sidecar::identity::{
+    IdentitySource, JoinTokenSource, PlatformTokenSource, WorkloadApiSource,
+};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,9 @@ async fn main() -> Result<()> {
         b.init();
     }
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
+        anyhow::bail!("give a join token or platform_token_file, not both");
+    }
     let token = match (&cli.join_token, &cfg.join_token_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(f)) => Some(
@@ -70,6 +75,20 @@ async fn main() -> Result<()> {
             let source = JoinTokenSource::new(cfg.ca_url.clone(), bootstrap, token);
             run(cfg, source, cli.exit_with_pid).await
         }
+        None if cfg.platform_token_file.is_some() => {
+            let bootstrap = tessera_core::pem::certs(
+                &std::fs::read(&cfg.ca_bundle)
+                    .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
+            )
+            .context("ca_bundle")?;
+            let source = PlatformTokenSource::new(
+                cfg.ca_url.clone(),
+                bootstrap,
+                cfg.platform_token_file.clone().unwrap_or_default(),
+                cfg.platform_token_spiffe_id.clone(),
+            );
+            run(cfg, source, cli.exit_with_pid).await
+        }
         None if workload_api => {
             let source = WorkloadApiSource::new(
                 cfg.workload_api_socket.as_deref(),
@@ -79,7 +98,8 @@ async fn main() -> Result<()> {
             run(cfg, source, cli.exit_with_pid).await
         }
         None => anyhow::bail!(
-            "identity: give a join token (TESSERA_JOIN_TOKEN, --join-token or join_token_file) \
+            "identity: give a join token (TESSERA_JOIN_TOKEN, --join-token or join_token_file), \
+             a platform token (platform_token_file) \
              or the node agent's Workload API (workload_api_socket or SPIFFE_ENDPOINT_SOCKET)"
         ),
     }

@@ -73,6 +73,9 @@ pub(super) fn method_router(
         ("GET", "/v1/agent/entries") => get(agent_entries),
         ("POST", "/v1/agent/svids") => post(agent_svids),
         ("POST", "/v1/agent/jwt-svids") => post(agent_jwt_svids),
+        // Platform-token (JWT) attestation.
+        ("POST", "/v1/nodes/attest") => post(attest_node_platform),
+        ("POST", "/v1/svids/platform") => post(platform_svid),
         (m, p) => panic!("route table names {m} {p} but no handler exists"),
     }
 }
@@ -227,6 +230,22 @@ async fn issue(
 
 async fn redeem(State(a): St, ApiJson(req): ApiJson<api::RedeemRequest>) -> Res<Response> {
     let out = a.redeem(&req).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn attest_node_platform(
+    State(a): St,
+    ApiJson(req): ApiJson<api::PlatformAttestRequest>,
+) -> Res<Response> {
+    let out = a.attest_node_platform(&req).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn platform_svid(
+    State(a): St,
+    ApiJson(req): ApiJson<api::PlatformAttestRequest>,
+) -> Res<Response> {
+    let out = a.platform_svid(&req).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 

@@ -120,6 +120,9 @@ pub const ROUTES: &[RouteSpec] = &[
     r!("GET", "/v1/agent/entries", Access::Node),
     r!("POST", "/v1/agent/svids", Access::Node),
     r!("POST", "/v1/agent/jwt-svids", Access::Node),
+    // Platform-token (JWT) attestation: the token is the credential.
+    r!("POST", "/v1/nodes/attest", Access::Public),
+    r!("POST", "/v1/svids/platform", Access::Public),
 ];
 
 /// The verified client certificate of the connection, if any (set by the server).

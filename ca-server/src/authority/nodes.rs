@@ -52,6 +52,7 @@ fn node_info(n: NodeRow) -> api::NodeInfo {
         banned_at: n.banned_at.map(api::rfc3339),
         created_at: api::rfc3339(n.created_at),
         last_seen: api::rfc3339(n.last_seen),
+        selectors: n.selectors,
     }
 }
 
@@ -298,7 +299,9 @@ impl Authority {
     }
 
     /// The selectors a node has: its node entries' (set by the operator,
-    /// e.g. `node:zone:eu`). Node sets are matched against them.
+    /// e.g. `node:zone:eu`) and those of its last platform-token attestation
+    /// (e.g. `k8s:node-name:…`, recorded by the CA). Node sets are matched
+    /// against them.
     async fn node_selectors(&self, node_id: &SpiffeId) -> Result<Vec<String>> {
         let mut out: Vec<String> = self
             .entries_for(node_id)
@@ -306,6 +309,9 @@ impl Authority {
             .into_iter()
             .flat_map(|e| e.selectors)
             .collect();
+        if let Some(row) = self.store.node_by_spiffe_id(node_id.as_str()).await? {
+            out.extend(row.selectors);
+        }
         out.sort();
         out.dedup();
         Ok(out)
@@ -531,6 +537,7 @@ impl Authority {
                     id: node_name,
                     spiffe_id: node_spiffe_id.to_owned(),
                     attestation_type: "join_token".into(),
+                    selectors: None,
                     now,
                 },
             ];

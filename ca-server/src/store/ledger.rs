@@ -29,6 +29,19 @@ pub enum Precondition {
         /// Now, unix seconds.
         now: i64,
     },
+    /// Record a platform token's `jti` as used; fails if it already is
+    /// (a replay). Single-use under races between replicas, like a join
+    /// token: the primary key decides inside the commit.
+    ConsumeJti {
+        /// The issuer's configured name.
+        issuer: String,
+        /// SHA-256 hex of the `jti`.
+        jti_hash: String,
+        /// When the row may be pruned (token `exp` plus the largest leeway).
+        expires_at: i64,
+        /// Now, unix seconds.
+        now: i64,
+    },
     /// The entry still exists.
     EntryExists(String),
     /// The certificate (being renewed) is not revoked. With
@@ -61,8 +74,11 @@ pub enum Precondition {
         id: String,
         /// The node's SPIFFE ID.
         spiffe_id: String,
-        /// How it attested (`join_token`).
+        /// How it attested (`join_token`, `platform_token`).
         attestation_type: String,
+        /// The selectors it attested with (JSON array), replacing the stored
+        /// ones; None keeps them (join tokens, renewals, agent issuance).
+        selectors: Option<String>,
         /// Now, unix seconds.
         now: i64,
     },
@@ -73,7 +89,7 @@ impl Precondition {
     /// writes that cannot fail.
     fn phase(&self) -> u8 {
         match self {
-            Precondition::ConsumeToken { .. } => 1,
+            Precondition::ConsumeToken { .. } | Precondition::ConsumeJti { .. } => 1,
             Precondition::RecordNode { .. } => 2,
             _ => 0,
         }
@@ -255,6 +271,28 @@ async fn check(
                     return Ok(Err("join token already used or expired".into()));
                 }
             }
+            Precondition::ConsumeJti {
+                issuer,
+                jti_hash,
+                expires_at,
+                now,
+            } => {
+                // DO NOTHING rather than an error: on PostgreSQL a failed
+                // statement would abort the whole batch transaction.
+                let r = sqlx::query(
+                    "INSERT INTO jwt_jtis (issuer, jti_hash, expires_at, used_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (issuer, jti_hash) DO NOTHING",
+                )
+                .bind(issuer.clone())
+                .bind(jti_hash.clone())
+                .bind(*expires_at)
+                .bind(*now)
+                .execute(&mut **tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(Err("platform token jti was already used".into()));
+                }
+            }
             Precondition::EntryExists(id) => {
                 // Under the write lock nothing deletes entries mid-batch: one look per entry.
                 if seen.entries.contains(id) {
@@ -327,16 +365,19 @@ async fn check(
                 id,
                 spiffe_id,
                 attestation_type,
+                selectors,
                 now,
             } => {
                 sqlx::query(
-                    "INSERT INTO nodes (id, spiffe_id, attestation_type, banned, created_at, last_seen) \
-                     VALUES ($1, $2, $3, 0, $4, $4) ON CONFLICT (id) DO UPDATE SET last_seen = $4",
+                    "INSERT INTO nodes (id, spiffe_id, attestation_type, banned, created_at, last_seen, selectors) \
+                     VALUES ($1, $2, $3, 0, $4, $4, $5) ON CONFLICT (id) DO UPDATE SET last_seen = $4, \
+                     selectors = COALESCE($5, nodes.selectors)",
                 )
                 .bind(id.clone())
                 .bind(spiffe_id.clone())
                 .bind(attestation_type.clone())
                 .bind(*now)
+                .bind(selectors.clone())
                 .execute(&mut **tx)
                 .await?;
             }

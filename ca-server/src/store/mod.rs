@@ -392,6 +392,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0005_nodes",
         include_str!("../../../migrations/sqlite/0005_nodes.sql"),
     ),
+    (
+        6,
+        "0006_platform_tokens",
+        include_str!("../../../migrations/sqlite/0006_platform_tokens.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -418,6 +423,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "0005_nodes",
         include_str!("../../../migrations/postgres/0005_nodes.sql"),
+    ),
+    (
+        6,
+        "0006_platform_tokens",
+        include_str!("../../../migrations/postgres/0006_platform_tokens.sql"),
     ),
 ];
 
@@ -1224,6 +1234,13 @@ impl Store {
                 "DELETE FROM denials WHERE id IN \
                  (SELECT id FROM denials WHERE at < $1 ORDER BY at LIMIT $2)",
                 before.denials,
+            ),
+            // A jti is kept until its token has expired (plus leeway); after
+            // that the token is refused as expired anyway.
+            (
+                "DELETE FROM jwt_jtis WHERE (issuer, jti_hash) IN \
+                 (SELECT issuer, jti_hash FROM jwt_jtis WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+                before.expired,
             ),
         ] {
             n += sqlx::query(sql)

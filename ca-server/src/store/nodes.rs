@@ -25,10 +25,12 @@ pub struct NodeRow {
     pub created_at: i64,
     /// Last attestation, renewal or attested issuance, unix seconds.
     pub last_seen: i64,
+    /// The selectors of its last platform-token attestation (empty for
+    /// join-token nodes).
+    pub selectors: Vec<String>,
 }
 
-const NODE_SELECT: &str =
-    "SELECT id, spiffe_id, attestation_type, banned, banned_at, created_at, last_seen FROM nodes";
+const NODE_SELECT: &str = "SELECT id, spiffe_id, attestation_type, banned, banned_at, created_at, last_seen, selectors FROM nodes";
 
 fn node_row(r: &AnyRow) -> NodeRow {
     NodeRow {
@@ -39,6 +41,10 @@ fn node_row(r: &AnyRow) -> NodeRow {
         banned_at: r.get(4),
         created_at: r.get(5),
         last_seen: r.get(6),
+        selectors: r
+            .get::<Option<String>, _>(7)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -9,6 +9,7 @@ mod events;
 mod jwt;
 mod limits;
 mod nodes;
+mod platform_tokens;
 mod processes;
 mod receiver;
 mod roles;

@@ -81,6 +81,19 @@ pub struct Pki {
     key: rustls::sign::CertifiedKey,
 }
 
+impl Pki {
+    /// A rustls server configuration presenting the `localhost` certificate
+    /// (through `core::tls`, like every configuration).
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let anchors = tessera_core::pem::certs(self.ca_pem.as_bytes()).unwrap();
+        tessera_core::tls::server_config_optional_client_auth(
+            &anchors,
+            Arc::new(tessera_core::tls::RotatingKey::new(self.key.clone())),
+        )
+        .unwrap()
+    }
+}
+
 /// A test CA and a `localhost` server certificate under it.
 pub fn pki() -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();

@@ -1,0 +1,717 @@
+//! Platform-token (JWT) attestation: the tests mint their own tokens (ES256
+//! and EdDSA with ring keys, RS256 with an RSA key made by `openssl
+//! genpkey`) and present them to a real server. Every refusal answers a
+//! clear problem, issues nothing and writes an `attestation.refuse` audit
+//! record; a `jti` is single-use; JWKS served over HTTPS is refreshed on an
+//! unknown `kid` at most once per window.
+
+use crate::both_backends;
+use crate::common::{Db, Harness, TestDb, call, config, csr};
+use crate::receiver;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tessera_ca::config::JwtIssuerConfig;
+use tessera_core::api::Role;
+use tessera_core::now_unix;
+use tessera_core::platform_jwt::mint::{SigningKey, hs256, token};
+
+const OIDC_ISS: &str = "https://ci.example.test";
+const K8S_ISS: &str = "https://kubernetes.default.svc.cluster.local";
+const WEB: &str = "spiffe://example.org/web";
+
+/// An RSA key from `openssl genpkey` (PEM output is PKCS#8, which ring reads).
+fn rsa_key() -> SigningKey {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl is required");
+    assert!(out.status.success());
+    let b64: String = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    SigningKey::rs256(&der).unwrap()
+}
+
+fn jwks(keys: &[(&SigningKey, &str)]) -> String {
+    json!({"keys": keys.iter().map(|(k, kid)| k.jwk(kid)).collect::<Vec<_>>()}).to_string()
+}
+
+fn oidc_claims(sub: &str, jti: &str) -> Value {
+    let now = now_unix();
+    json!({"iss": OIDC_ISS, "aud": "tessera", "sub": sub, "iat": now - 5, "nbf": now - 5,
+           "exp": now + 600, "jti": jti})
+}
+
+fn k8s_claims(ns: &str, sa: &str, node: &str, jti: &str) -> Value {
+    let now = now_unix();
+    json!({
+        "iss": K8S_ISS, "aud": ["tessera"], "sub": format!("system:serviceaccount:{ns}:{sa}"),
+        "iat": now - 5, "nbf": now - 5, "exp": now + 3600, "jti": jti,
+        "kubernetes.io": {
+            "namespace": ns,
+            "serviceaccount": {"name": sa, "uid": "sa-uid-1"},
+            "pod": {"name": format!("{sa}-pod"), "uid": "pod-uid-1"},
+            "node": {"name": node, "uid": "node-uid-1"},
+            "warnafter": now + 3000,
+        }
+    })
+}
+
+fn issuer(name: &str, iss: &str, kind: &str) -> JwtIssuerConfig {
+    JwtIssuerConfig {
+        name: name.into(),
+        issuer: iss.into(),
+        audiences: vec!["tessera".into()],
+        kind: kind.into(),
+        ..Default::default()
+    }
+}
+
+/// Starts a server with these issuers (a `jwks_file` of "FILE:<doc>" is
+/// written to the data directory first).
+async fn start(db: Db, issuers: Vec<JwtIssuerConfig>) -> Harness {
+    let tdb = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&tdb, dir.path(), &[]);
+    for (n, mut i) in issuers.into_iter().enumerate() {
+        if let Some(doc) = i.jwks_file.strip_prefix("FILE:") {
+            let p = dir.path().join(format!("jwks-{n}.json"));
+            std::fs::write(&p, doc).unwrap();
+            i.jwks_file = p.display().to_string();
+        }
+        cfg.attestation.jwt_issuers.push(i);
+    }
+    Harness::start_config(tdb, dir, cfg).await
+}
+
+async fn present(h: &Harness, route: &str, tok: &str) -> (StatusCode, Value) {
+    let (_key, csr) = csr();
+    call(
+        &h.anonymous(),
+        Method::POST,
+        route,
+        Some(json!({"token": tok, "csr": csr})),
+    )
+    .await
+}
+
+async fn refusals_audited(h: &Harness) -> i64 {
+    let mut c = h.db.raw().await;
+    sqlx::query("SELECT COUNT(*) FROM audit_log WHERE action = 'attestation.refuse'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+async fn entry(h: &Harness, spiffe_id: &str, selectors: &[&str], parent: &str) {
+    let admin = h.operator(Role::Admin).await;
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/entries",
+        Some(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+/// Direct mode with an OIDC issuer: every algorithm, every refusal.
+async fn workload_tokens(db: Db) {
+    let (ec, rs, ed) = (SigningKey::es256(), rsa_key(), SigningKey::eddsa());
+    let mut ci = issuer("ci", OIDC_ISS, "oidc");
+    ci.jwks_file = format!("FILE:{}", jwks(&[(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")]));
+    let h = start(db, vec![ci]).await;
+    entry(
+        &h,
+        WEB,
+        &["jwt:sub:web"],
+        "spiffe://example.org/tessera/issuer/ci",
+    )
+    .await;
+    let route = "/v1/svids/platform";
+
+    // Valid, with each algorithm.
+    for (k, kid) in [(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")] {
+        let t = token(
+            k,
+            json!({"kid": kid}),
+            &oidc_claims("web", &format!("ok-{kid}")),
+        );
+        let (s, v) = present(&h, route, &t).await;
+        assert_eq!(s, StatusCode::CREATED, "{kid}: {v}");
+        assert_eq!(v["spiffe_id"], WEB);
+        let info = tessera_core::svid::check_leaf(
+            &tessera_core::pem::certs(v["certificate"].as_str().unwrap().as_bytes()).unwrap()[0],
+        )
+        .unwrap();
+        assert_eq!(info.spiffe_id.as_str(), WEB);
+    }
+    let issued = h.count("certificates").await;
+
+    let now = now_unix();
+    let with = |k: &str, val: Value| {
+        let mut c = oidc_claims("web", &format!("bad-{k}"));
+        c[k] = val;
+        c
+    };
+    let rsa_pub = rs.public_der();
+    let other = SigningKey::es256();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "forged signature",
+            token(&other, json!({"kid": "ec"}), &oidc_claims("web", "f1")),
+            "bad signature",
+        ),
+        (
+            "wrong issuer",
+            token(
+                &ec,
+                json!({"kid": "ec"}),
+                &with("iss", json!("https://evil.test")),
+            ),
+            "issuer is not trusted",
+        ),
+        (
+            "wrong audience",
+            token(
+                &ec,
+                json!({"kid": "ec"}),
+                &with("aud", json!(["someone-else"])),
+            ),
+            "audience",
+        ),
+        (
+            "expired",
+            token(&ec, json!({"kid": "ec"}), &with("exp", json!(now - 120))),
+            "expired",
+        ),
+        (
+            "nbf in the future",
+            token(&ec, json!({"kid": "ec"}), &with("nbf", json!(now + 600))),
+            "not yet valid (nbf",
+        ),
+        (
+            "iat in the future",
+            token(&ec, json!({"kid": "ec"}), &with("iat", json!(now + 600))),
+            "not yet valid (iat",
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(r#"{"alg":"none","kid":"ec"}"#),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(oidc_claims("web", "n1").to_string())
+            ),
+            "\"none\" is not accepted",
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            hs256(
+                json!({"alg": "HS256", "typ": "JWT", "kid": "rsa"}),
+                &oidc_claims("web", "h1"),
+                &rsa_pub,
+            ),
+            "\"HS256\" is not accepted",
+        ),
+        (
+            "ES256 header on the RSA key",
+            token(&ec, json!({"kid": "rsa"}), &oidc_claims("web", "c1")),
+            "algorithm is taken from the key",
+        ),
+        (
+            "unknown kid",
+            token(&ec, json!({"kid": "nope"}), &oidc_claims("web", "u1")),
+            "no key \"nope\"",
+        ),
+        (
+            "oversized token",
+            token(
+                &ec,
+                json!({"kid": "ec"}),
+                &with("pad", json!("x".repeat(9000))),
+            ),
+            "larger than",
+        ),
+        (
+            "no entry matches",
+            token(&ec, json!({"kid": "ec"}), &oidc_claims("db", "s1")),
+            "no entry parented to spiffe://example.org/tessera/issuer/ci",
+        ),
+    ];
+    let before = refusals_audited(&h).await;
+    for (n, (what, t, reason)) in cases.iter().enumerate() {
+        let (s, v) = present(&h, route, t).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {v}");
+        let code = if *what == "no entry matches" {
+            "no_entry"
+        } else {
+            "platform_token_refused"
+        };
+        assert_eq!(v["code"], code, "{what}: {v}");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "{what}: {detail}");
+        // The token is never echoed.
+        assert!(
+            !detail.contains(t.as_str()) && !detail.contains(&t[..20]),
+            "{what}"
+        );
+        assert_eq!(refusals_audited(&h).await, before + n as i64 + 1, "{what}");
+    }
+    assert_eq!(h.count("certificates").await, issued, "a refusal issued");
+
+    // Replay: the same jti twice; the second is refused and issues nothing.
+    let t = token(&ed, json!({"kid": "ed"}), &oidc_claims("web", "once"));
+    let (s, v) = present(&h, route, &t).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let first = v;
+    let audited = refusals_audited(&h).await;
+    let (s, v) = present(&h, route, &t).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["code"], "platform_token_refused");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("jti was already used"),
+        "{v}"
+    );
+    assert_eq!(refusals_audited(&h).await, audited + 1);
+    assert_eq!(h.count("certificates").await, issued + 1);
+    assert_eq!(h.count("jwt_jtis").await, 4);
+
+    // Racing one token: of several concurrent presentations exactly one is
+    // issued (the jti's primary key decides inside the commit).
+    let racer = token(&ec, json!({"kid": "ec"}), &oidc_claims("web", "race"));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, t) = (h.anonymous(), racer.clone());
+        let (_k, csr) = csr();
+        tasks.push(tokio::spawn(async move {
+            call(
+                &client,
+                Method::POST,
+                "/v1/svids/platform",
+                Some(json!({"token": t, "csr": csr})),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::CREATED => won += 1,
+            s => assert_eq!(s, StatusCode::FORBIDDEN),
+        }
+    }
+    assert_eq!(won, 1, "exactly one presentation of a jti wins");
+    assert_eq!(h.count("certificates").await, issued + 2);
+
+    // No audit record holds a token.
+    let mut c = h.db.raw().await;
+    let rows = sqlx::query("SELECT details FROM audit_log")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    for r in &rows {
+        let d: String = r.get(0);
+        assert!(!d.contains(&racer[..40]) && !d.contains(&t[..40]), "{d}");
+    }
+
+    // The attestation record names the issuer and the token's selectors,
+    // never the token.
+    let mut c = h.db.raw().await;
+    let row = sqlx::query("SELECT attestation FROM certificates WHERE serial = $1")
+        .bind(first["serial"].as_str().unwrap().to_owned())
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let att: Value = serde_json::from_str(&row.get::<String, _>(0)).unwrap();
+    assert_eq!(att["method"], "platform_token");
+    assert_eq!(att["issuer"], "ci");
+    assert_eq!(att["alg"], "EdDSA");
+    assert!(
+        att["selectors"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("jwt:sub:web"))
+    );
+    assert!(!row.get::<String, _>(0).contains(&t[..40]));
+
+    // Spent jtis are pruned once their tokens have expired.
+    let far = now_unix() + 10 * 86400;
+    h.auth
+        .store
+        .prune(
+            tessera_ca::store::PruneBefore {
+                expired: far,
+                denials: 0,
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.count("jwt_jtis").await, 0);
+
+    // Such a certificate is renewed only with a fresh token.
+    let (k2, csr2) = csr();
+    let t = token(&ec, json!({"kid": "ec"}), &oidc_claims("web", "for-renew"));
+    let (s, v) = call(
+        &h.anonymous(),
+        Method::POST,
+        route,
+        Some(json!({"token": t, "csr": csr2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let holder = h.with_cert(v["certificate"].as_str().unwrap(), &k2.serialize_pem());
+    // It authenticates as a workload (revocation feed, denials).
+    let (s, v) = call(
+        &holder,
+        Method::GET,
+        "/v1/revocations?since=0&wait=1&bundle=1",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, csr3) = csr();
+    let (s, v) = call(
+        &holder,
+        Method::POST,
+        "/v1/certs/renew",
+        Some(json!({"csr": csr3})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["code"], "renewal_refused");
+    assert!(v["detail"].as_str().unwrap().contains("fresh token"), "{v}");
+}
+
+both_backends!(workload_tokens);
+
+/// Kubernetes tokens: node attestation (only for the agent's service
+/// account), the node's selectors, ban; and a pod in direct mode.
+async fn kubernetes_nodes_and_pods(db: Db) {
+    let key = SigningKey::es256();
+    let mut k8s = issuer("k8s", K8S_ISS, "kubernetes");
+    k8s.jwks_file = format!("FILE:{}", jwks(&[(&key, "k1")]));
+    k8s.node_selectors = vec!["k8s:ns:tessera".into(), "k8s:sa:agent".into()];
+    k8s.require_jti = true;
+    let h = start(db, vec![k8s]).await;
+    let admin = h.operator(Role::Admin).await;
+    let tok = |c: Value| token(&key, json!({"kid": "k1"}), &c);
+
+    // The agent's service account attests node-1.
+    let (k, csr1) = csr();
+    let (s, v) = call(
+        &h.anonymous(),
+        Method::POST,
+        "/v1/nodes/attest",
+        Some(json!({"token": tok(k8s_claims("tessera", "agent", "node-1", "a1")), "csr": csr1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let node_id = "spiffe://example.org/tessera/agent/k8s.node-1";
+    assert_eq!(v["spiffe_id"], node_id);
+    let node = h.with_cert(v["certificate"].as_str().unwrap(), &k.serialize_pem());
+    let (s, v) = call(&admin, Method::GET, "/v1/nodes/k8s.node-1", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["attestation_type"], "platform_token");
+    let sel: Vec<&str> = v["selectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for want in [
+        "k8s:ns:tessera",
+        "k8s:sa:agent",
+        "k8s:pod-name:agent-pod",
+        "k8s:pod-uid:pod-uid-1",
+        "k8s:node-name:node-1",
+        "jwt:issuer-name:k8s",
+    ] {
+        assert!(sel.contains(&want), "{want} not in {sel:?}");
+    }
+    // The node certificate is a node's: it may list its entries.
+    let (s, v) = call(&node, Method::GET, "/v1/agent/entries", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Another service account cannot attest a node.
+    let before = h.count("certificates").await;
+    let (s, v) = present(
+        &h,
+        "/v1/nodes/attest",
+        &tok(k8s_claims("shop", "web", "node-1", "a2")),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("platform_token_refused"))
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("node selector"),
+        "{v}"
+    );
+    // A token without jti, with require_jti.
+    let mut c = k8s_claims("tessera", "agent", "node-2", "x");
+    c.as_object_mut().unwrap().remove("jti");
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok(c)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("jti"), "{v}");
+    // A node entry under the issuer's prefix cannot be registered by hand.
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/entries",
+        Some(
+            json!({"spiffe_id": "spiffe://example.org/tessera/agent/k8s.node-9",
+                    "selectors": ["node:name:x"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Banned: re-attestation is refused, and audited.
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/nodes/k8s.node-1/ban",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let audited = refusals_audited(&h).await;
+    let (s, v) = present(
+        &h,
+        "/v1/nodes/attest",
+        &tok(k8s_claims("tessera", "agent", "node-1", "a3")),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("node_refused")),
+        "{v}"
+    );
+    assert_eq!(refusals_audited(&h).await, audited + 1);
+    assert_eq!(h.count("certificates").await, before);
+    let (s, v) = call(&node, Method::GET, "/v1/agent/entries", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    // Unbanned: a fresh token attests again.
+    let (s, _) = call(
+        &admin,
+        Method::POST,
+        "/v1/nodes/k8s.node-1/unban",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = present(
+        &h,
+        "/v1/nodes/attest",
+        &tok(k8s_claims("tessera", "agent", "node-1", "a4")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // A pod in direct mode gets the entry parented to the issuer whose
+    // selectors its token carries.
+    entry(
+        &h,
+        WEB,
+        &["k8s:ns:shop", "k8s:sa:web"],
+        "spiffe://example.org/tessera/issuer/k8s",
+    )
+    .await;
+    let (s, v) = present(
+        &h,
+        "/v1/svids/platform",
+        &tok(k8s_claims("shop", "web", "node-1", "p1")),
+    )
+    .await;
+    assert_eq!(
+        (s, v["spiffe_id"].as_str()),
+        (StatusCode::CREATED, Some(WEB)),
+        "{v}"
+    );
+    let (s, v) = present(
+        &h,
+        "/v1/svids/platform",
+        &tok(k8s_claims("shop", "db", "node-1", "p2")),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("no_entry")),
+        "{v}"
+    );
+}
+
+both_backends!(kubernetes_nodes_and_pods);
+
+/// A loopback HTTPS server serving a JWKS document it can swap, counting requests.
+struct JwksServer {
+    url: String,
+    ca_file: std::path::PathBuf,
+    doc: Arc<Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn jwks_server(doc: String) -> JwksServer {
+    let pki = receiver::pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("jwks-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let doc = Arc::new(Mutex::new(doc));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (d, n) = (doc.clone(), hits.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, d, n) = (acceptor.clone(), d.clone(), n.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let body = d.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    JwksServer {
+        url: format!("https://localhost:{port}/keys.json"),
+        ca_file,
+        doc,
+        hits,
+        task,
+        _dir: dir,
+    }
+}
+
+/// JWKS over HTTPS: fetched at start; a rotated key is picked up by the
+/// refresh its unknown kid triggers; a burst of unknown kids costs at most
+/// one fetch per window and is refused.
+async fn jwks_url_refresh(db: Db) {
+    let (a, b) = (SigningKey::es256(), SigningKey::es256());
+    let rot = jwks_server(jwks(&[(&a, "a")])).await;
+    let burst = jwks_server(jwks(&[(&a, "a")])).await;
+    let url_issuer = |name: &str, iss: &str, s: &JwksServer| {
+        let mut i = issuer(name, iss, "oidc");
+        i.jwks_url = s.url.clone();
+        i.jwks_ca_file = s.ca_file.display().to_string();
+        i.jwks_min_refresh_seconds = 3600;
+        i
+    };
+    let other_iss = "https://other.example.test";
+    let h = start(
+        db,
+        vec![
+            url_issuer("rot", OIDC_ISS, &rot),
+            url_issuer("burst", other_iss, &burst),
+        ],
+    )
+    .await;
+    entry(
+        &h,
+        WEB,
+        &["jwt:sub:web"],
+        "spiffe://example.org/tessera/issuer/rot",
+    )
+    .await;
+    assert_eq!(rot.hits.load(Ordering::SeqCst), 1, "fetched at start");
+    assert_eq!(burst.hits.load(Ordering::SeqCst), 1, "fetched at start");
+    let route = "/v1/svids/platform";
+
+    let t = token(&a, json!({"kid": "a"}), &oidc_claims("web", "r1"));
+    assert_eq!(present(&h, route, &t).await.0, StatusCode::CREATED);
+    assert_eq!(
+        rot.hits.load(Ordering::SeqCst),
+        1,
+        "a known kid costs no fetch"
+    );
+
+    // The issuer rotates to key b: the first token signed with it triggers
+    // one refresh and is accepted.
+    *rot.doc.lock().unwrap() = jwks(&[(&a, "a"), (&b, "b")]);
+    let t = token(&b, json!({"kid": "b"}), &oidc_claims("web", "r2"));
+    let (s, v) = present(&h, route, &t).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(rot.hits.load(Ordering::SeqCst), 2);
+    // Within the window, another unknown kid is refused without a fetch.
+    let t = token(&b, json!({"kid": "c"}), &oidc_claims("web", "r3"));
+    let (s, v) = present(&h, route, &t).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(rot.hits.load(Ordering::SeqCst), 2);
+
+    // A burst of tokens with invented kids: all refused, one fetch.
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let mut c = oidc_claims("web", &format!("b{n}"));
+        c["iss"] = json!(other_iss);
+        let t = token(&a, json!({"kid": format!("invented-{n}")}), &c);
+        let client = h.anonymous();
+        let (_k, csr) = csr();
+        tasks.push(tokio::spawn(async move {
+            call(
+                &client,
+                Method::POST,
+                "/v1/svids/platform",
+                Some(json!({"token": t, "csr": csr})),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("no key"), "{v}");
+    }
+    assert_eq!(
+        burst.hits.load(Ordering::SeqCst),
+        2,
+        "one fetch for the whole burst"
+    );
+}
+
+both_backends!(jwks_url_refresh);
