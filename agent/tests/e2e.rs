@@ -190,6 +190,13 @@ impl Network {
         ])
     }
 
+    /// An app container on this network with `options` running `cmd`.
+    fn app(&self, c: &mut Containers, prefix: &str, options: &[String], cmd: &[&str]) -> String {
+        let mut opts = vec!["--network".to_string(), self.name.clone()];
+        opts.extend_from_slice(options);
+        c.run(prefix, &opts, cmd)
+    }
+
     /// `container`'s address on this network.
     fn ip_of(&self, container: &str) -> String {
         podman(&[
@@ -274,22 +281,14 @@ server_id = "spiffe://example.org/api"
         )
 }
 
-/// What the sidecars need: the agent's socket directory, the sidecar binary
-/// (with its libraries) and the network the apps join.
+/// What the sidecars need: the agent's socket directory and the sidecar
+/// binary (with its libraries).
 struct Mesh<'a> {
     sock_dir: &'a Path,
     sidecar: &'a Path,
-    net: &'a Network,
 }
 
 impl Mesh<'_> {
-    /// An app container on the network with `options` running `cmd`.
-    fn app(&self, c: &mut Containers, prefix: &str, options: &[String], cmd: &[&str]) -> String {
-        let mut opts = vec!["--network".to_string(), self.net.name.clone()];
-        opts.extend_from_slice(options);
-        c.run(prefix, &opts, cmd)
-    }
-
     /// A sidecar container joined to `app`'s network namespace, the agent's
     /// socket mounted read-only and `SPIFFE_ENDPOINT_SOCKET` pointing at it,
     /// its configuration from `cfg_dir/sidecar.toml`.
@@ -429,14 +428,10 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
 
     // The api app first: its start brings the network's bridge up, so the
     // CA can bind the gateway address.
-    let api_app = c.run(
+    let api_app = net.app(
+        &mut c,
         "api",
-        &[
-            "--network".into(),
-            net.name.clone(),
-            "--label".into(),
-            "app=api".into(),
-        ],
+        &["--label".into(), "app=api".into()],
         &[
             "/bin/sh",
             "-c",
@@ -476,7 +471,6 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let mesh = Mesh {
         sock_dir: &sock_dir,
         sidecar: &sidecar,
-        net: &net,
     };
     let api_cfg = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -494,7 +488,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     eprintln!("step 1 at {:?}", started.elapsed());
     // 1. api and web, each with a sidecar; web calls api through both.
     let api_side = mesh.sidecar(&mut c, "api-sidecar", &api_app, api_cfg.path());
-    let web_app = mesh.app(
+    let web_app = net.app(
         &mut c,
         "web",
         &["--label".into(), "app=web".into()],
@@ -542,7 +536,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     // api's sidecar, which reports the denial to the CA.
     let mut other_opts = vec!["--label".to_string(), "app=other".to_string()];
     other_opts.extend(binary_mounts(&curl, "/usr/bin/curl"));
-    let other_app = mesh.app(
+    let other_app = net.app(
         &mut c,
         "other",
         &other_opts,
@@ -603,7 +597,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
 
     eprintln!("step 3 at {:?}", started.elapsed());
     // 3. A privileged app with the right label: refused by the posture policy.
-    let priv_app = mesh.app(
+    let priv_app = net.app(
         &mut c,
         "priv",
         &["--label".into(), "app=web".into(), "--privileged".into()],
