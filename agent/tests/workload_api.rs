@@ -573,5 +573,5 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     let e = Agent::try_start(&ca, "host6", None, &[])
         .err()
         .expect("no identity at all must not start");
-    assert!(e.contains("join token"), "{e}");
+    assert!(e.contains("TESSERA_JOIN_TOKEN"), "{e}");
 }
