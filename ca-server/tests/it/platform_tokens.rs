@@ -280,6 +280,23 @@ async fn workload_tokens(db: Db) {
     }
     assert_eq!(h.count("certificates").await, issued, "a refusal issued");
 
+    // This issuer has no node_selectors: its tokens attest no node.
+    let t = token(
+        &ec,
+        json!({"kid": "ec"}),
+        &oidc_claims("host-1", "node-try"),
+    );
+    let (s, v) = present(&h, "/v1/nodes/attest", &t).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed to attest nodes"),
+        "{v}"
+    );
+    assert_eq!(h.count("nodes").await, 0);
+
     // Replay: the same jti twice; the second is refused and issues nothing.
     let t = token(&ed, json!({"kid": "ed"}), &oidc_claims("web", "once"));
     let (s, v) = present(&h, route, &t).await;
@@ -715,3 +732,41 @@ async fn jwks_url_refresh(db: Db) {
 }
 
 both_backends!(jwks_url_refresh);
+
+/// An OIDC issuer attesting nodes: the node name comes from `sub`, only
+/// tokens carrying the configured claim selector may attest, and a `sub`
+/// that is not a SPIFFE path segment is refused.
+async fn oidc_nodes(db: Db) {
+    let key = SigningKey::eddsa();
+    let mut ci = issuer("fleet", OIDC_ISS, "oidc");
+    ci.jwks_file = format!("FILE:{}", jwks(&[(&key, "k")]));
+    ci.selector_claims = vec!["role".into()];
+    ci.node_selectors = vec!["jwt:claim:role:node".into()];
+    let h = start(db, vec![ci]).await;
+    let tok = |sub: &str, role: &str, jti: &str| {
+        let mut c = oidc_claims(sub, jti);
+        c["role"] = json!(role);
+        token(&key, json!({"kid": "k"}), &c)
+    };
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok("host-1", "node", "n1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["spiffe_id"],
+        "spiffe://example.org/tessera/agent/fleet.host-1"
+    );
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok("host-2", "builder", "n2")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("node selector"),
+        "{v}"
+    );
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok("repo:acme/x", "node", "n3")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("path segment"),
+        "{v}"
+    );
+    assert_eq!(h.count("nodes").await, 1);
+}
+
+both_backends!(oidc_nodes);
