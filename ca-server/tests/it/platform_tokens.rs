@@ -280,6 +280,23 @@ async fn workload_tokens(db: Db) {
     }
     assert_eq!(h.count("certificates").await, issued, "a refusal issued");
 
+    // This issuer has no node_selectors: its tokens attest no node.
+    let t = token(
+        &ec,
+        json!({"kid": "ec"}),
+        &oidc_claims("host-1", "node-try"),
+    );
+    let (s, v) = present(&h, "/v1/nodes/attest", &t).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed to attest nodes"),
+        "{v}"
+    );
+    assert_eq!(h.count("nodes").await, 0);
+
     // Replay: the same jti twice; the second is refused and issues nothing.
     let t = token(&ed, json!({"kid": "ed"}), &oidc_claims("web", "once"));
     let (s, v) = present(&h, route, &t).await;
@@ -576,6 +593,8 @@ struct JwksServer {
     ca_file: std::path::PathBuf,
     doc: Arc<Mutex<String>>,
     hits: Arc<AtomicUsize>,
+    /// The number of requests served, to await rather than poll.
+    served: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -596,16 +615,19 @@ async fn jwks_server(doc: String) -> JwksServer {
     let port = listener.local_addr().unwrap().port();
     let doc = Arc::new(Mutex::new(doc));
     let hits = Arc::new(AtomicUsize::new(0));
+    let (served_tx, served) = tokio::sync::watch::channel(0usize);
+    let served_tx = Arc::new(served_tx);
     let (d, n) = (doc.clone(), hits.clone());
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, d, n) = (acceptor.clone(), d.clone(), n.clone());
+            let (acceptor, d, n, w) = (acceptor.clone(), d.clone(), n.clone(), served_tx.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let svc = hyper::service::service_fn(move |_req| {
-                    n.fetch_add(1, Ordering::SeqCst);
+                    let count = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    w.send_replace(count);
                     let body = d.lock().unwrap().clone();
                     async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
@@ -624,6 +646,7 @@ async fn jwks_server(doc: String) -> JwksServer {
         ca_file,
         doc,
         hits,
+        served,
         task,
         _dir: dir,
     }
@@ -715,3 +738,80 @@ async fn jwks_url_refresh(db: Db) {
 }
 
 both_backends!(jwks_url_refresh);
+
+/// An OIDC issuer attesting nodes: the node name comes from `sub`, only
+/// tokens carrying the configured claim selector may attest, and a `sub`
+/// that is not a SPIFFE path segment is refused.
+async fn oidc_nodes(db: Db) {
+    let key = SigningKey::eddsa();
+    let mut ci = issuer("fleet", OIDC_ISS, "oidc");
+    ci.jwks_file = format!("FILE:{}", jwks(&[(&key, "k")]));
+    ci.selector_claims = vec!["role".into()];
+    ci.node_selectors = vec!["jwt:claim:role:node".into()];
+    let h = start(db, vec![ci]).await;
+    let tok = |sub: &str, role: &str, jti: &str| {
+        let mut c = oidc_claims(sub, jti);
+        c["role"] = json!(role);
+        token(&key, json!({"kid": "k"}), &c)
+    };
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok("host-1", "node", "n1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["spiffe_id"],
+        "spiffe://example.org/tessera/agent/fleet.host-1"
+    );
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok("host-2", "builder", "n2")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("node selector"),
+        "{v}"
+    );
+    let (s, v) = present(&h, "/v1/nodes/attest", &tok("repo:acme/x", "node", "n3")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("path segment"),
+        "{v}"
+    );
+    assert_eq!(h.count("nodes").await, 1);
+}
+
+both_backends!(oidc_nodes);
+
+/// The periodic refresh (every `jwks_refresh_seconds`) fetches the JWKS
+/// again without any token asking, and the rotated key is then accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_url_periodic_refresh() {
+    let (a, b) = (SigningKey::es256(), SigningKey::es256());
+    let srv = jwks_server(jwks(&[(&a, "a")])).await;
+    let mut i = issuer("per", OIDC_ISS, "oidc");
+    i.jwks_url = srv.url.clone();
+    i.jwks_ca_file = srv.ca_file.display().to_string();
+    i.jwks_refresh_seconds = 10;
+    i.jwks_min_refresh_seconds = 3600;
+    let h = start(Db::Sqlite, vec![i]).await;
+    entry(
+        &h,
+        WEB,
+        &["jwt:sub:web"],
+        "spiffe://example.org/tessera/issuer/per",
+    )
+    .await;
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 1, "fetched at start");
+    *srv.doc.lock().unwrap() = jwks(&[(&a, "a"), (&b, "b")]);
+    let mut served = srv.served.clone();
+    // The background task ticks every 10 s and refreshes once 10 s have passed.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        served.wait_for(|n| *n >= 2),
+    )
+    .await
+    .expect("no periodic refresh within 30 s")
+    .unwrap();
+    let t = token(&b, json!({"kid": "b"}), &oidc_claims("web", "p1"));
+    let (s, v) = present(&h, "/v1/svids/platform", &t).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The periodic fetch happened above with no token asking; the CA may
+    // still have been reading its answer when the token arrived, so one
+    // on-demand fetch is tolerated (no more: the window is an hour).
+    assert!(srv.hits.load(Ordering::SeqCst) <= 3);
+}
