@@ -730,7 +730,8 @@ pub struct DenialList {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     /// A certificate was issued (`cert.issue`, `cert.redeem`, `cert.issue_operator`,
-    /// `cert.platform_issue`).
+    /// `cert.platform_issue`, `cert.agent_issue`: every rotation through an
+    /// agent is an issuance).
     #[serde(rename = "certificate.issued")]
     CertificateIssued,
     /// A certificate was renewed (`cert.renew`).
@@ -788,6 +789,7 @@ impl EventKind {
                 "cert.redeem",
                 "cert.issue_operator",
                 "cert.platform_issue",
+                "cert.agent_issue",
             ],
             EventKind::CertificateRenewed => &["cert.renew"],
             EventKind::CertificateRevoked => &["cert.revoke"],

@@ -281,12 +281,23 @@ pub struct Running {
     /// Bound addresses.
     pub addrs: Addresses,
     stop: watch::Sender<bool>,
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, then waits up to `drain` for open connections to finish.
+    /// Stops accepting (every listener is closed when this logs
+    /// "draining"), then waits up to `drain` for open connections to finish.
     pub async fn shutdown(self, drain: Duration) {
         let _ = self.stop.send(true);
+        // Each accept loop owns its listener: once they have returned, no
+        // new connection can be accepted.
+        for h in self.accept_loops {
+            let _ = h.await;
+        }
+        tracing::info!(
+            open = self.shared.metrics.active_total(),
+            "draining: listeners closed"
+        );
         let deadline = tokio::time::Instant::now() + drain;
         while self.shared.metrics.active_total() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -339,15 +350,16 @@ pub async fn start<S: IdentitySource + 'static>(
     let slots = Arc::new(tokio::sync::Semaphore::new(
         shared.cfg.limits.max_connections,
     ));
+    let mut accept_loops = Vec::with_capacity(listeners.len());
     for (inbound, i, sock) in listeners {
-        tokio::spawn(proxy::accept_loop(
+        accept_loops.push(tokio::spawn(proxy::accept_loop(
             shared.clone(),
             inbound,
             i,
             sock,
             slots.clone(),
             stop_rx.clone(),
-        ));
+        )));
     }
     let source = Arc::new(source);
     {
@@ -384,6 +396,7 @@ pub async fn start<S: IdentitySource + 'static>(
         shared,
         addrs,
         stop,
+        accept_loops,
     })
 }
 

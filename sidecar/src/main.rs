@@ -133,7 +133,7 @@ async fn run<S: IdentitySource + 'static>(
         _ = int.recv() => {}
         _ = app_gone => {}
     }
-    tracing::info!("draining");
+    tracing::info!("stopping");
     running.shutdown(drain).await;
     Ok(())
 }
