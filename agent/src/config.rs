@@ -123,6 +123,13 @@ impl Config {
         if self.data_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return Err(ConfigError("data_dir: must be an absolute path".into()));
         }
+        if self.data_dir.is_some() && self.platform_token_file.is_some() {
+            return Err(ConfigError(
+                "data_dir: not with platform_token_file (a platform-token node re-attests \
+                 with its current token at start; nothing needs keeping)"
+                    .into(),
+            ));
+        }
         if !(100..=60_000).contains(&self.runtime_timeout_ms) {
             return Err(ConfigError(
                 "runtime_timeout_ms: between 100 and 60000".into(),
@@ -146,6 +153,17 @@ mod tests {
         assert!(e.0.contains("sync_interval_seconds"), "{e}");
         let e = Config::load(Some(&p), &["node_name=\"a/b\"".into()]).unwrap_err();
         assert!(e.0.contains("node_name"), "{e}");
+        let e = Config::load(
+            Some(&p),
+            &[
+                "data_dir=\"/var/lib/x\"".into(),
+                "platform_token_file=\"/t\"".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("data_dir"), "{e}");
+        let e = Config::load(Some(&p), &["data_dir=\"relative\"".into()]).unwrap_err();
+        assert!(e.0.contains("absolute"), "{e}");
         let e = Config::load(Some(&p), &["bogus=1".into()]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
     }

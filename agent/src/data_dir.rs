@@ -10,15 +10,15 @@
 //! at first start goes stale once the CA rotates.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 
-/// The node certificate chain (leaf first), PEM.
-const CHAIN: &str = "node-chain.pem";
-/// The node's PKCS#8 private key, PEM.
-const KEY: &str = "node-key.pem";
+/// The node's PKCS#8 private key and its certificate chain (leaf first),
+/// PEM, in one file so that one rename replaces both: a crash can never
+/// leave a key beside another key's certificate.
+const IDENTITY: &str = "node.pem";
 /// The last trust bundle, PEM.
 const BUNDLE: &str = "bundle.pem";
 
@@ -71,39 +71,82 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     }
 }
 
-/// Writes `contents` to `dir/name` with mode 0600, atomically.
+/// Writes `contents` to `dir/name` with mode 0600, atomically (a temp file
+/// unique to this write, then a rename: concurrent writers never share it).
 fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<(), DataDirError> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    f.write_all(contents).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    let written = f
+        .write_all(contents)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io(&path))
 }
 
-/// Saves the node identity in `dir` (created 0700 if missing).
+/// Makes sure `dir` can hold the node key before anything is spent on it
+/// (a join token is single-use): created 0700 if missing; an existing
+/// directory must not be open to group or others (it is never chmod-ed, so
+/// pointing `data_dir` at a shared directory is an error, not a surprise);
+/// and a test file must be writable there.
+pub fn prepare(dir: &Path) -> Result<(), DataDirError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(DataDirError::Corrupt {
+                path: dir.to_owned(),
+                reason: "not a directory".into(),
+            });
+        }
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            return Err(DataDirError::Corrupt {
+                path: dir.to_owned(),
+                reason: format!(
+                    "mode {:o} lets group or others in; it will hold the node's key: use a \
+                     directory of its own with mode 0700",
+                    m.permissions().mode() & 0o777
+                ),
+            });
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
+        }
+    }
+    write_private(dir, ".probe", b"")?;
+    let probe = dir.join(".probe");
+    std::fs::remove_file(&probe).map_err(io(&probe))
+}
+
+/// Saves the node identity in `dir` (see [`prepare`]).
 pub fn save(
     dir: &Path,
     chain: &[CertificateDer<'static>],
     key_pkcs8: &[u8],
     bundle: &[CertificateDer<'static>],
 ) -> Result<(), DataDirError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
-    let pem = |certs: &[CertificateDer<'static>]| {
-        tessera_core::pem::encode_certs(certs.iter().map(|c| c.as_ref()))
-    };
-    // Key first: a chain on disk always has its key next to it.
-    let key = zeroize::Zeroizing::new(tessera_core::pem::encode("PRIVATE KEY", key_pkcs8));
-    write_private(dir, KEY, key.as_bytes())?;
-    write_private(dir, CHAIN, pem(chain).as_bytes())?;
-    write_private(dir, BUNDLE, pem(bundle).as_bytes())
+    prepare(dir)?;
+    let mut identity = zeroize::Zeroizing::new(tessera_core::pem::encode("PRIVATE KEY", key_pkcs8));
+    identity.push_str(&tessera_core::pem::encode_certs(
+        chain.iter().map(|c| c.as_ref()),
+    ));
+    write_private(dir, IDENTITY, identity.as_bytes())?;
+    save_bundle(dir, bundle)
 }
 
 /// Saves only the trust bundle (after it changed).
@@ -115,7 +158,7 @@ pub fn save_bundle(dir: &Path, bundle: &[CertificateDer<'static>]) -> Result<(),
 /// Loads the stored identity: `None` if nothing was stored; an error if the
 /// directory holds a partial or unreadable set, or files others can read.
 pub fn load(dir: &Path) -> Result<Option<Stored>, DataDirError> {
-    let present = [CHAIN, KEY, BUNDLE].map(|n| dir.join(n).exists());
+    let present = [IDENTITY, BUNDLE].map(|n| dir.join(n).exists());
     if present.iter().all(|p| !p) {
         return Ok(None);
     }
@@ -135,21 +178,16 @@ pub fn load(dir: &Path) -> Result<Option<Stored>, DataDirError> {
         path: dir.join(name),
         reason,
     };
-    let certs = |name: &str| -> Result<Vec<CertificateDer<'static>>, DataDirError> {
-        let c = tessera_core::pem::certs(&read(name)?).map_err(|e| corrupt(name, e.to_string()))?;
-        if c.is_empty() {
-            return Err(corrupt(name, "no certificate".into()));
-        }
-        Ok(c)
-    };
-    let chain = certs(CHAIN)?;
-    let bundle = certs(BUNDLE)?;
-    let key_pem = zeroize::Zeroizing::new(read(KEY)?);
-    let key_pkcs8 = match tessera_core::pem::private_key(&key_pem) {
+    let identity = zeroize::Zeroizing::new(read(IDENTITY)?);
+    let chain =
+        tessera_core::pem::certs(&identity).map_err(|e| corrupt(IDENTITY, e.to_string()))?;
+    let key_pkcs8 = match tessera_core::pem::private_key(&identity) {
         Ok(rustls::pki_types::PrivateKeyDer::Pkcs8(k)) => k.secret_pkcs8_der().to_vec(),
-        Ok(_) => return Err(corrupt(KEY, "not a PKCS#8 key".into())),
-        Err(e) => return Err(corrupt(KEY, e.to_string())),
+        Ok(_) => return Err(corrupt(IDENTITY, "not a PKCS#8 key".into())),
+        Err(e) => return Err(corrupt(IDENTITY, e.to_string())),
     };
+    let bundle =
+        tessera_core::pem::certs(&read(BUNDLE)?).map_err(|e| corrupt(BUNDLE, e.to_string()))?;
     Ok(Some(Stored {
         chain,
         key_pkcs8,
@@ -186,9 +224,14 @@ mod tests {
         .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
-        for f in [CHAIN, KEY, BUNDLE] {
+        for f in [IDENTITY, BUNDLE] {
             assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
         }
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no temp or probe file left: {names:?}");
         let s = load(&dir).unwrap().unwrap();
         assert_eq!(s.chain, vec![leaf.clone()]);
         assert_eq!(s.bundle, vec![root]);
@@ -199,16 +242,24 @@ mod tests {
         assert_eq!(load(&dir).unwrap().unwrap().bundle, vec![root2]);
 
         // A key others can read is refused, not used.
-        std::fs::set_permissions(dir.join(KEY), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let id = dir.join(IDENTITY);
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = load(&dir).unwrap_err().to_string();
         assert!(e.contains("0600"), "{e}");
-        std::fs::set_permissions(dir.join(KEY), std::fs::Permissions::from_mode(0o600)).unwrap();
-        // A partial set or garbage is an error, not "nothing stored".
-        std::fs::write(dir.join(CHAIN), b"garbage").unwrap();
-        std::fs::set_permissions(dir.join(CHAIN), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Garbage or a missing file is an error, not "nothing stored".
+        std::fs::write(&id, b"garbage").unwrap();
         assert!(load(&dir).is_err());
-        std::fs::remove_file(dir.join(CHAIN)).unwrap();
+        std::fs::remove_file(&id).unwrap();
         let e = load(&dir).unwrap_err().to_string();
-        assert!(e.contains(CHAIN), "{e}");
+        assert!(e.contains(IDENTITY), "{e}");
+
+        // A shared directory is refused, not chmod-ed.
+        let shared = base.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = prepare(&shared).unwrap_err().to_string();
+        assert!(e.contains("0700"), "{e}");
+        assert_eq!(mode(&shared), 0o755);
     }
 }

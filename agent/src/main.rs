@@ -101,9 +101,10 @@ async fn main() -> Result<()> {
     let ours = |id: &str| want.iter().any(|w| id.ends_with(w));
     // A node identity saved by an earlier run comes first: join tokens are
     // single-use, so a restart would otherwise need the operator. (A
-    // platform-token node re-attests with its current token instead.)
-    let resumed = match (&cfg.data_dir, &cfg.platform_token_file) {
-        (Some(dir), None) => NodeLink::resume(&cfg.ca_url, &bootstrap, dir)
+    // platform-token node re-attests with its current token instead: the
+    // configuration refuses data_dir with platform_token_file.)
+    let resumed = match &cfg.data_dir {
+        Some(dir) => NodeLink::resume(&cfg.ca_url, &bootstrap, dir)
             .await
             .with_context(|| {
                 format!(
@@ -120,7 +121,7 @@ async fn main() -> Result<()> {
                 }
                 same
             }),
-        _ => None,
+        None => None,
     };
     let node = match resumed {
         Some(node) => {
@@ -138,6 +139,11 @@ async fn main() -> Result<()> {
                 ),
                 (None, None) => None,
             };
+            if let Some(dir) = &cfg.data_dir {
+                // Before the single-use token is spent on an identity that
+                // could then not be kept.
+                tessera_agent::data_dir::prepare(dir).context("data_dir")?;
+            }
             let node = match (token, &cfg.platform_token_file) {
                 (Some(token), _) => NodeLink::attest(&cfg.ca_url, &bootstrap, token)
                     .await
@@ -159,11 +165,11 @@ async fn main() -> Result<()> {
                     cfg.node_name
                 );
             }
-            match (&cfg.data_dir, &cfg.platform_token_file) {
-                (Some(dir), None) => node
+            match &cfg.data_dir {
+                Some(dir) => node
                     .with_data_dir(dir.clone())
                     .context("saving the node identity in data_dir")?,
-                _ => node,
+                None => node,
             }
         }
     };

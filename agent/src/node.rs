@@ -461,6 +461,8 @@ impl NodeLink {
         if anchors.is_empty() {
             return Err(NodeError::Local("empty trust bundle".into()));
         }
+        // The X.509 anchors count even if the JWT keys cannot be fetched.
+        let anchors_changed = self.set_bundle(anchors);
         let doc = call(client, hyper::Method::GET, "/v1/bundle?format=jwks", None).await?;
         let jwt = JwtBundle::from_spiffe_bundle(std::str::from_utf8(&doc).map_err(local)?);
         let jwt_changed = {
@@ -471,7 +473,7 @@ impl NodeLink {
             }
             changed
         };
-        Ok(self.set_bundle(anchors) | jwt_changed)
+        Ok(anchors_changed | jwt_changed)
     }
 
     /// The trust domain's JWT-SVID keys, as last fetched.

@@ -188,6 +188,11 @@ fn ca_status(e: NodeError) -> Status {
         NodeError::Refused { .. } if e.node_refused() => {
             Status::unavailable(format!("this node was refused by the CA: {e}"))
         }
+        // The CA refused the request itself (e.g. too many audiences, a
+        // malformed SPIFFE ID): the caller's mistake, not ours.
+        NodeError::Refused { status: 400, .. } => {
+            Status::invalid_argument(format!("refused by the CA: {e}"))
+        }
         NodeError::Unreachable(_) => Status::unavailable(e.to_string()),
         _ => Status::internal(format!("getting SVIDs: {e}")),
     }
@@ -254,6 +259,11 @@ impl Shared {
         peer: PeerCred,
         asked: u64,
     ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
+        let _slot = self
+            .issue_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
         let att = self.attest(peer, asked).await?;
         let svids = self.node.workload_svids(&att).await.map_err(|e| {
             tracing::warn!(pid = peer.pid, selectors = ?att.selectors, error = %e, "no SVID for workload");
@@ -280,8 +290,15 @@ struct SvidStream {
     tx: mpsc::Sender<Result<X509SvidResponse, Status>>,
 }
 
+/// Most attest-and-issue rounds in flight at once (all callers): a looping
+/// caller cannot drive unbounded runtime inspections, CA requests and
+/// signatures.
+const MAX_CONCURRENT_ISSUES: usize = 16;
+
 /// What stream tasks share.
 struct Shared {
+    /// Bounds concurrent attest-and-issue rounds ([`MAX_CONCURRENT_ISSUES`]).
+    issue_slots: tokio::sync::Semaphore,
     attestor: Attestor,
     node: Arc<NodeLink>,
     snapshot: watch::Receiver<Snapshot>,
@@ -382,6 +399,7 @@ impl Endpoint {
         sync_interval: Duration,
     ) -> Self {
         Endpoint(Arc::new(Shared {
+            issue_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_ISSUES),
             attestor,
             node,
             snapshot,
@@ -473,6 +491,12 @@ impl WorkloadApi for Endpoint {
         if req.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
         }
+        let _slot = self
+            .0
+            .issue_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
         let att = self.0.attest(peer, asked).await?;
         let wanted = (!req.spiffe_id.is_empty()).then_some(req.spiffe_id);
         let svids = self

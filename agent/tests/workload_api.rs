@@ -336,14 +336,16 @@ async fn spiffe_crate_fetches_and_validates_jwt_svids() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("audience"), "{e}");
-    let mut forged = svid.token().to_owned();
-    let last = forged.pop().unwrap();
-    forged.push(if last == 'A' { 'B' } else { 'A' });
+    // Change one character in the middle of the signature (the last one
+    // carries padding bits and may only break the encoding).
+    let token = svid.token();
+    let sig_at = token.rfind('.').unwrap() + 1;
+    let mid = sig_at + (token.len() - sig_at) / 2;
+    let mut forged = token.to_owned();
+    let swapped = if &token[mid..=mid] == "A" { "B" } else { "A" };
+    forged.replace_range(mid..=mid, swapped);
     let e = client.validate_jwt_token("db", &forged).await.unwrap_err();
-    assert!(
-        e.to_string().contains("signature") || e.to_string().contains("malformed"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("signature"), "{e}");
     let e = client
         .fetch_jwt_svid(Vec::<String>::new(), None)
         .await
@@ -530,7 +532,7 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     let data_dir = state.path().join("agent");
     let sets = [format!("data_dir=\"{}\"", data_dir.display())];
     let node_serial = |dir: &std::path::Path| {
-        let pem = std::fs::read(dir.join("node-chain.pem")).unwrap();
+        let pem = std::fs::read(dir.join("node.pem")).unwrap();
         let chain = tessera_core::pem::certs(&pem).unwrap();
         tessera_core::svid::check_leaf(&chain[0]).unwrap().serial
     };
@@ -538,7 +540,7 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     let first = Agent::try_start(&ca, "host6", Some(&token), &sets).unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data_dir), 0o700);
-    for f in ["node-key.pem", "node-chain.pem", "bundle.pem"] {
+    for f in ["node.pem", "bundle.pem"] {
         assert_eq!(mode(&data_dir.join(f)), 0o600, "{f}");
     }
     let serial1 = node_serial(&data_dir);

@@ -571,10 +571,14 @@ impl Authority {
     ) -> Result<IssuedCertificate> {
         // The one choke point of issuance: a node set names a group of
         // nodes and is never anyone's identity.
-        if api::node_set_name(spiffe_id.path()).is_some() {
+        if api::node_set_name(spiffe_id.path()).is_some()
+            || spiffe_id.path().starts_with(api::ISSUER_PATH_PREFIX)
+        {
             return Err(AuthorityError::Invalid {
                 field: "spiffe_id",
-                reason: "a node set (spiffe://<td>/tessera/node-set/<name>) is never issued".into(),
+                reason: "node sets and platform-token issuers (spiffe://<td>/tessera/node-set/…, \
+                         /tessera/issuer/…) are never issued"
+                    .into(),
             });
         }
         let started = std::time::Instant::now();
@@ -1014,8 +1018,39 @@ impl Authority {
                 });
             }
         }
+        // Parent IDs of platform-token issuers name no one: no entry grants them.
+        if id.path().starts_with(api::ISSUER_PATH_PREFIX)
+            || id.path() == api::ISSUER_PATH_PREFIX.trim_end_matches('/')
+        {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: "spiffe://<td>/tessera/issuer/<name> is the parent of direct-mode \
+                         platform-token entries, never an identity"
+                    .into(),
+            });
+        }
         let node_set_like = id.path().starts_with(api::NODE_SET_PATH_PREFIX)
             || id.path() == api::NODE_SET_PATH_PREFIX.trim_end_matches('/');
+        // Claim selectors mean nothing without their issuer: two clusters
+        // can both have a node "gpu-1". A set that matches on them must name
+        // the issuer too.
+        if node_set_like
+            && req
+                .selectors
+                .iter()
+                .any(|s| s.starts_with("k8s:") || s.starts_with("jwt:"))
+            && !req
+                .selectors
+                .iter()
+                .any(|s| s.starts_with("jwt:issuer-name:"))
+        {
+            return Err(AuthorityError::Invalid {
+                field: "selectors",
+                reason: "a node set matching platform-token claims (k8s:, jwt:) must also \
+                         require jwt:issuer-name:<issuer>"
+                    .into(),
+            });
+        }
         if node_set_like
             && (api::node_set_name(id.path()).is_none()
                 || req.parent_id.is_some()

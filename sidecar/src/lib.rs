@@ -282,6 +282,9 @@ pub struct Running {
     pub addrs: Addresses,
     stop: watch::Sender<bool>,
     accept_loops: Vec<tokio::task::JoinHandle<()>>,
+    /// Connection slots: every accepted connection holds one from accept to
+    /// close, handshakes included.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Running {
@@ -299,7 +302,12 @@ impl Running {
             "draining: listeners closed"
         );
         let deadline = tokio::time::Instant::now() + drain;
-        while self.shared.metrics.active_total() > 0 && tokio::time::Instant::now() < deadline {
+        // Connections still in their TLS handshake hold a slot but are not
+        // counted as active yet: wait for both.
+        let max = self.shared.cfg.limits.max_connections;
+        while (self.slots.available_permits() < max || self.shared.metrics.active_total() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -397,6 +405,7 @@ pub async fn start<S: IdentitySource + 'static>(
         addrs,
         stop,
         accept_loops,
+        slots,
     })
 }
 
@@ -473,6 +482,11 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 .call(hyper::Method::GET, &path, None)
                 .await
                 .map_err(|_| "unreachable")?;
+            if r.status == hyper::StatusCode::UNAUTHORIZED {
+                // The CA no longer accepts our own certificate (revoked before
+                // we saw it on the feed, or unknown): only a new one helps.
+                return Err("own certificate refused");
+            }
             if !r.status.is_success() {
                 return Err("refused");
             }
@@ -512,6 +526,9 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 }
             }
             Err(why) => {
+                if why == "own certificate refused" {
+                    shared.renew_now.notify_one();
+                }
                 shared
                     .metrics
                     .feed_lag

@@ -339,6 +339,13 @@ impl Authority {
                     .store
                     .entries_by_id_prefix(&prefix, MAX_NODE_SETS)
                     .await?;
+                if v.len() as i64 >= MAX_NODE_SETS {
+                    tracing::warn!(
+                        limit = MAX_NODE_SETS,
+                        "too many node sets: only the first {MAX_NODE_SETS} (by SPIFFE ID) are \
+                         considered"
+                    );
+                }
                 self.entries.put(prefix.clone(), v.clone(), epoch);
                 v
             }
@@ -399,9 +406,11 @@ impl Authority {
     /// The entries an attested workload may have an identity from: the node
     /// (the caller) must be recorded and not banned; the evidence must pass
     /// the minimum posture (a refusal is audited); the entries must be
-    /// parented to the node, grant no node identity, and have every selector
-    /// among the attested ones. At most [`MAX_SVIDS_PER_WORKLOAD`], or only
-    /// the one for `wanted`. Returns the sorted selectors with them.
+    /// parented to the node or to a node set it belongs to, grant no node,
+    /// node-set or issuer identity, and have every selector among the
+    /// attested ones. At most [`MAX_SVIDS_PER_WORKLOAD`], or only the one for
+    /// `wanted`. Returns the sorted selectors with them, each entry with the
+    /// node-set entry it came through (if any).
     async fn attested_entries(
         &self,
         node_spiffe_id: &str,
@@ -450,7 +459,7 @@ impl Authority {
             .collect();
         if entries.is_empty() {
             return Err(AuthorityError::NoEntry(format!(
-                "{} attested by {node_spiffe_id}: no entry parented to this node has all its selectors among the attested ones",
+                "{} attested by {node_spiffe_id}: no entry parented to this node (or to a node set it belongs to) has all its selectors among the attested ones",
                 wanted.map_or("a workload", |w| w.as_str()),
             )));
         }

@@ -294,7 +294,7 @@ impl Authority {
             .filter(|e| {
                 wanted.as_ref().is_none_or(|w| w.as_str() == e.spiffe_id)
                     && SpiffeId::new(&e.spiffe_id)
-                        .is_ok_and(|id| api::node_name(id.path()).is_none())
+                        .is_ok_and(|id| !api::is_infrastructure_path(id.path()))
                     && e.selectors
                         .iter()
                         .all(|s| a.selectors.binary_search(s).is_ok())

@@ -771,6 +771,12 @@ async fn node_sets(db: Db) {
         json!({"spiffe_id": EU, "selectors": ["node:zone:eu"], "dns_names": ["a.example"]}),
         json!({"spiffe_id": "spiffe://example.org/tessera/node-set/a/b", "selectors": ["x:y"]}),
         json!({"spiffe_id": "spiffe://example.org/tessera/node-set", "selectors": ["x:y"]}),
+        // Claim selectors without their issuer: another cluster's node of the
+        // same name would match.
+        json!({"spiffe_id": EU, "selectors": ["k8s:node-name:gpu-1"]}),
+        json!({"spiffe_id": EU, "selectors": ["jwt:sub:node-7"]}),
+        // Issuer parent IDs are nobody's identity.
+        json!({"spiffe_id": "spiffe://example.org/tessera/issuer/k8s", "selectors": ["x:y"]}),
     ] {
         let (s, v) = call(&admin, Method::POST, "/v1/entries", Some(bad.clone())).await;
         assert_eq!(
@@ -779,6 +785,18 @@ async fn node_sets(db: Db) {
             "{bad}: {v}"
         );
     }
+    // With the issuer named, a claim-based set is fine.
+    let (s, v) = call(
+        &admin,
+        Method::POST,
+        "/v1/entries",
+        Some(
+            json!({"spiffe_id": "spiffe://example.org/tessera/node-set/gpu",
+                    "selectors": ["jwt:issuer-name:k8s", "k8s:node-name:gpu-1"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let set = entry(&admin, EU, &["node:zone:eu"], "").await;
     let (s, v) = call(
         &admin,
