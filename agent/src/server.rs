@@ -238,6 +238,56 @@ fn svid_response(svids: &[WorkloadSvid], bundle: &[CertificateDer<'static>]) -> 
 }
 
 impl Shared {
+    /// One of the [`MAX_CONCURRENT_ISSUES`] attest-and-issue slots.
+    async fn issue_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.issue_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))
+    }
+
+    /// A bundle stream (X.509 or JWT): `first` at once, then whatever `pick`
+    /// reads from each new snapshot when it differs from what was sent; ends
+    /// with `Unavailable` when the CA refuses the node.
+    fn bundle_stream<B, M>(
+        &self,
+        first: Arc<B>,
+        pick: fn(&Snapshot) -> Arc<B>,
+        message: impl Fn(&B) -> M + Send + 'static,
+    ) -> ResponseStream<M>
+    where
+        B: PartialEq + Send + std::marker::Sync + 'static,
+        M: Send + 'static,
+    {
+        let mut snap = self.snapshot.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = first;
+            if tx.send(Ok(message(&sent))).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    r = snap.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                let current = snap.borrow_and_update().clone();
+                if let Some(why) = current.node_refused {
+                    let _ = tx.send(Err(Status::unavailable(why))).await;
+                    return;
+                }
+                let next = pick(&current);
+                if next != sent {
+                    sent = next;
+                    if tx.send(Ok(message(&sent))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
     /// Attests the caller of a request that arrived at `asked` (boot-time
     /// ticks): a process that started later is not the one that asked.
     async fn attest(&self, peer: PeerCred, asked: u64) -> Result<Attestation, Status> {
@@ -259,11 +309,7 @@ impl Shared {
         peer: PeerCred,
         asked: u64,
     ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
-        let _slot = self
-            .issue_slots
-            .acquire()
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
+        let _slot = self.issue_slot().await?;
         let att = self.attest(peer, asked).await?;
         let svids = self.node.workload_svids(&att).await.map_err(|e| {
             tracing::warn!(pid = peer.pid, selectors = ?att.selectors, error = %e, "no SVID for workload");
@@ -449,37 +495,16 @@ impl WorkloadApi for Endpoint {
         // Bundles are public, but only attested callers are served.
         self.0.attest(peer, asked).await?;
         let td = self.0.node.trust_domain_id();
-        let mut snap = self.0.snapshot.clone();
-        let (tx, rx) = mpsc::channel(4);
-        let message = move |bundle: &[CertificateDer<'static>]| X509BundlesResponse {
-            crl: vec![],
-            bundles: [(td.clone(), concat_der(bundle))].into_iter().collect(),
-        };
-        let mut sent = self.0.node.bundle();
-        let _ = tx.send(Ok(message(&sent))).await;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = snap.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-                let current = snap.borrow_and_update().clone();
-                if let Some(why) = current.node_refused {
-                    let _ = tx.send(Err(Status::unavailable(why))).await;
-                    return;
-                }
-                if current.bundle != sent {
-                    sent = current.bundle.clone();
-                    if tx.send(Ok(message(&sent))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok(Response::new(self.0.bundle_stream(
+            self.0.node.bundle(),
+            |s| s.bundle.clone(),
+            move |bundle| X509BundlesResponse {
+                crl: vec![],
+                bundles: [(td.clone(), concat_der(bundle))].into_iter().collect(),
+            },
         )))
     }
+
     async fn fetch_jwt_svid(
         &self,
         request: Request<JwtSvidRequest>,
@@ -491,12 +516,7 @@ impl WorkloadApi for Endpoint {
         if req.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
         }
-        let _slot = self
-            .0
-            .issue_slots
-            .acquire()
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
+        let _slot = self.0.issue_slot().await?;
         let att = self.0.attest(peer, asked).await?;
         let wanted = (!req.spiffe_id.is_empty()).then_some(req.spiffe_id);
         let svids = self
@@ -535,34 +555,12 @@ impl WorkloadApi for Endpoint {
         // Bundles are public, but only attested callers are served.
         self.0.attest(peer, asked).await?;
         let td = self.0.node.trust_domain_id();
-        let mut snap = self.0.snapshot.clone();
-        let (tx, rx) = mpsc::channel(4);
-        let message = move |b: &JwtBundle| JwtBundlesResponse {
-            bundles: [(td.clone(), b.jwks.clone())].into_iter().collect(),
-        };
-        let mut sent = self.0.node.jwt_bundle();
-        let _ = tx.send(Ok(message(&sent))).await;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = snap.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-                let current = snap.borrow_and_update().clone();
-                if let Some(why) = current.node_refused {
-                    let _ = tx.send(Err(Status::unavailable(why))).await;
-                    return;
-                }
-                if current.jwt_bundle != sent {
-                    sent = current.jwt_bundle.clone();
-                    if tx.send(Ok(message(&sent))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok(Response::new(self.0.bundle_stream(
+            self.0.node.jwt_bundle(),
+            |s| s.jwt_bundle.clone(),
+            move |b| JwtBundlesResponse {
+                bundles: [(td.clone(), b.jwks.clone())].into_iter().collect(),
+            },
         )))
     }
 

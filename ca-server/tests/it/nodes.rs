@@ -39,6 +39,15 @@ fn evidence(id: &str, labels: &[&str], extra: &[&str]) -> Value {
     })
 }
 
+/// Replaces selector `from` by `to` in evidence made by [`evidence`].
+fn swap_selector(att: &mut Value, from: &str, to: &str) {
+    for s in att["selectors"].as_array_mut().unwrap() {
+        if s == from {
+            *s = json!(to);
+        }
+    }
+}
+
 async fn ask(c: &Client, attestation: Value) -> (StatusCode, Value, rcgen::KeyPair) {
     let (key, csr) = csr();
     let (s, v) = call(
@@ -355,20 +364,11 @@ async fn posture_policy(db: Db) {
     ];
     for (good, bad, why) in cases {
         let mut att = evidence(&cid, &["app:web"], &["posture:memory-limit:true"]);
-        let sel: Vec<Value> = att["selectors"]
-            .as_array()
+        att["selectors"]
+            .as_array_mut()
             .unwrap()
-            .iter()
-            .filter(|s| **s != json!("posture:memory-limit:false"))
-            .map(|s| {
-                if *s == json!(good) {
-                    json!(bad)
-                } else {
-                    s.clone()
-                }
-            })
-            .collect();
-        att["selectors"] = json!(sel);
+            .retain(|s| s != "posture:memory-limit:false");
+        swap_selector(&mut att, good, bad);
         let (s, v, _) = ask(&node, att).await;
         assert_eq!(
             (s, code(&v)),
@@ -687,19 +687,11 @@ async fn agent_jwt_svids(db: Db) {
     }
     // The minimum posture applies (and is audited).
     let mut privileged = evidence(&cid, &["app:web"], &[]);
-    let sel: Vec<Value> = privileged["selectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            if *s == json!("posture:privileged:false") {
-                json!("posture:privileged:true")
-            } else {
-                s.clone()
-            }
-        })
-        .collect();
-    privileged["selectors"] = json!(sel);
+    swap_selector(
+        &mut privileged,
+        "posture:privileged:false",
+        "posture:privileged:true",
+    );
     let (s, v) = jwt(privileged, json!({})).await;
     assert_eq!(
         (s, code(&v)),
