@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tessera_core::api::{self, Problem};
+use tessera_core::audit;
 use tessera_core::client::Client;
+use tessera_core::time::rfc3339;
 
 #[derive(Parser)]
 #[command(
@@ -699,7 +701,7 @@ fn ca_table(s: &api::CaStatus, header: bool) -> String {
         s.cas.iter().map(|c| {
             vec![
                 c.id.clone(),
-                c.state.clone(),
+                c.state.to_string(),
                 c.kind.clone(),
                 c.key_algorithm.clone(),
                 c.not_after.clone(),
@@ -834,7 +836,7 @@ async fn run(cli: Cli) -> Result<()> {
                     l.items.iter().map(|r| {
                         vec![
                             r.seq.to_string(),
-                            api::rfc3339(r.at),
+                            rfc3339(r.at),
                             r.actor.clone(),
                             r.action.clone(),
                             r.target.clone(),
@@ -865,7 +867,7 @@ async fn run(cli: Cli) -> Result<()> {
                     )
                     .into());
                 }
-                prev = api::verify_audit_chain(prev, &l.items).map_err(|seq| {
+                prev = audit::verify_chain(prev, &l.items).map_err(|seq| {
                     Failure::new(
                         1,
                         format!("audit chain broken at record {seq}: hash does not match"),
@@ -1198,7 +1200,7 @@ async fn denials(ctx: &Ctx, cmd: DenialsCmd) -> Result<()> {
                     ],
                     l.items.iter().map(|d| {
                         vec![
-                            api::rfc3339(d.at),
+                            rfc3339(d.at),
                             d.reason.as_str().into(),
                             d.peer_spiffe_id.clone().unwrap_or_else(|| "-".into()),
                             d.peer_addr.clone(),

@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::Path;
-use tessera_core::api;
+use tessera_core::time::rfc3339;
+
 use x509_parser::prelude::{CertificateRevocationList, FromDer};
 
 /// An error with the exit code it should produce.
@@ -130,8 +131,8 @@ pub fn inspect(out: &Out, file: &Path, check: bool) -> Result<()> {
         "serial": tessera_core::svid::serial_hex(&cert),
         "subject": cert.subject().to_string(),
         "issuer": cert.issuer().to_string(),
-        "not_before": api::rfc3339(cert.validity().not_before.timestamp()),
-        "not_after": api::rfc3339(cert.validity().not_after.timestamp()),
+        "not_before": rfc3339(cert.validity().not_before.timestamp()),
+        "not_after": rfc3339(cert.validity().not_after.timestamp()),
         "is_ca": cert.is_ca(),
         "attestation_binding": binding,
         "chain_length": certs.len(),
@@ -168,7 +169,7 @@ pub fn crl(out: &Out, der: &[u8], file: Option<&Path>, format: &str) -> Result<(
         .map(|r| {
             json!({
                 "serial": hex::encode(r.raw_serial()),
-                "revoked_at": api::rfc3339(r.revocation_date.timestamp()),
+                "revoked_at": rfc3339(r.revocation_date.timestamp()),
             })
         })
         .collect();
@@ -182,15 +183,15 @@ pub fn crl(out: &Out, der: &[u8], file: Option<&Path>, format: &str) -> Result<(
     }
     let v = json!({
         "issuer": crl.issuer().to_string(),
-        "this_update": api::rfc3339(crl.last_update().timestamp()),
-        "next_update": crl.next_update().map(|t| api::rfc3339(t.timestamp())),
+        "this_update": rfc3339(crl.last_update().timestamp()),
+        "next_update": crl.next_update().map(|t| rfc3339(t.timestamp())),
         "revoked": serials,
     });
     out.show(&v, || {
         let mut s = format!(
             "issuer:      {}\nthis update: {}\nrevoked:     {}\n",
             crl.issuer(),
-            api::rfc3339(crl.last_update().timestamp()),
+            rfc3339(crl.last_update().timestamp()),
             serials.len()
         );
         for r in &serials {

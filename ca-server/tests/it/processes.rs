@@ -648,7 +648,7 @@ async fn two_replicas_share_postgres() {
 
     // (d) One audit chain across both replicas, and both serve the same one.
     let log = whole_audit_log(&[&a, &b]).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
+    tessera_core::audit::verify_chain([0; 32], &log)
         .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
     let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
@@ -846,7 +846,7 @@ async fn restart_keeps_ca_and_admin() {
     .await;
     assert_eq!(s, StatusCode::OK, "certificate of the first run lost: {v}");
     let log = whole_audit_log(&[&second]).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
+    tessera_core::audit::verify_chain([0; 32], &log)
         .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
     assert_eq!(count_actions(&log, "ca.create"), 1);
     let exit = second.proc.terminate();
@@ -1085,7 +1085,7 @@ async fn replica_killed_mid_rotation() {
         assert!(in_state(rows, "prepared").len() <= 1, "{rows:?}");
     }
     let log = whole_audit_log(&[&again, &survivor]).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
+    tessera_core::audit::verify_chain([0; 32], &log)
         .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
     let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
