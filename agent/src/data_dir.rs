@@ -5,15 +5,15 @@
 //! restart needs a new token.
 //!
 //! The directory is created 0700 and every file is written 0600 through a
-//! temporary file and a rename, so a crash never leaves a torn key or a key
-//! readable by others. The bundle is kept because the `ca_bundle` file given
+//! temporary file and a rename (`tessera_workload::PemFile`), so a crash
+//! never leaves a torn key or a key readable by others. The bundle is kept because the `ca_bundle` file given
 //! at first start goes stale once the CA rotates.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
+use tessera_workload::{PemFile, PrivateKey};
 
 /// The node's PKCS#8 private key and its certificate chain (leaf first),
 /// PEM, in one file so that one rename replaces both: a crash can never
@@ -49,8 +49,8 @@ pub enum DataDirError {
 pub struct Stored {
     /// Leaf then intermediates.
     pub chain: Vec<CertificateDer<'static>>,
-    /// PKCS#8 DER private key.
-    pub key_pkcs8: Vec<u8>,
+    /// The private key.
+    pub key: PrivateKey,
     /// Trust anchors as last seen.
     pub bundle: Vec<CertificateDer<'static>>,
 }
@@ -71,27 +71,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     }
 }
 
-/// Writes `contents` to `dir/name` with mode 0600, atomically (a temp file
-/// unique to this write, then a rename: concurrent writers never share it).
+/// Writes `contents` to `dir/name` with mode 0600, atomically.
 fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<(), DataDirError> {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = dir.join(name);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    let written = f
-        .write_all(contents)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(io(&path))
+    PemFile::private(&dir.join(name), contents)
+        .write()
+        .map_err(|e| DataDirError::Io {
+            path: e.path,
+            source: e.source,
+        })
 }
 
 /// Makes sure `dir` can hold the node key before anything is spent on it
@@ -137,11 +124,11 @@ pub fn prepare(dir: &Path) -> Result<(), DataDirError> {
 pub fn save(
     dir: &Path,
     chain: &[CertificateDer<'static>],
-    key_pkcs8: &[u8],
+    key: &PrivateKey,
     bundle: &[CertificateDer<'static>],
 ) -> Result<(), DataDirError> {
     prepare(dir)?;
-    let mut identity = zeroize::Zeroizing::new(tessera_core::pem::encode("PRIVATE KEY", key_pkcs8));
+    let mut identity = key.to_pem();
     identity.push_str(&tessera_core::pem::encode_certs(
         chain.iter().map(|c| c.as_ref()),
     ));
@@ -181,18 +168,16 @@ pub fn load(dir: &Path) -> Result<Option<Stored>, DataDirError> {
     let identity = zeroize::Zeroizing::new(read(IDENTITY)?);
     let chain =
         tessera_core::pem::certs(&identity).map_err(|e| corrupt(IDENTITY, e.to_string()))?;
-    let key_pkcs8 = match tessera_core::pem::private_key(&identity) {
-        Ok(rustls::pki_types::PrivateKeyDer::Pkcs8(k)) => k.secret_pkcs8_der().to_vec(),
+    let key = match tessera_core::pem::private_key(&identity) {
+        Ok(rustls::pki_types::PrivateKeyDer::Pkcs8(k)) => {
+            PrivateKey::from_pkcs8_der(k.secret_pkcs8_der().to_vec())
+        }
         Ok(_) => return Err(corrupt(IDENTITY, "not a PKCS#8 key".into())),
         Err(e) => return Err(corrupt(IDENTITY, e.to_string())),
     };
     let bundle =
         tessera_core::pem::certs(&read(BUNDLE)?).map_err(|e| corrupt(BUNDLE, e.to_string()))?;
-    Ok(Some(Stored {
-        chain,
-        key_pkcs8,
-        bundle,
-    }))
+    Ok(Some(Stored { chain, key, bundle }))
 }
 
 #[cfg(test)]
@@ -218,7 +203,7 @@ mod tests {
         save(
             &dir,
             std::slice::from_ref(&leaf),
-            &key,
+            &PrivateKey::from_pkcs8_der(key.clone()),
             std::slice::from_ref(&root),
         )
         .unwrap();
@@ -235,7 +220,7 @@ mod tests {
         let s = load(&dir).unwrap().unwrap();
         assert_eq!(s.chain, vec![leaf.clone()]);
         assert_eq!(s.bundle, vec![root]);
-        assert_eq!(s.key_pkcs8, key);
+        assert_eq!(s.key.pkcs8_der(), Some(&key[..]));
         // A newer bundle replaces the old one.
         let (root2, _) = cert();
         save_bundle(&dir, std::slice::from_ref(&root2)).unwrap();

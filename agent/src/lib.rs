@@ -7,10 +7,11 @@
 //! selectors ([`attest`]). The agent is the only Tessera component that talks
 //! to the container runtime.
 //!
-//! The `tessera-agent` binary serves this as the SPIFFE Workload API
-//! ([`workload_api`]: the wire protocol and our client; [`server`]: the
+//! The `tessera-agent` binary serves this as the SPIFFE Workload API (the
+//! wire protocol is the `tessera-workload-api` crate; [`server`]: the
 //! per-stream attest → issue → push loop), with the node identity and the
-//! CA calls in [`node`] and its options in [`config`].
+//! CA calls in [`node`] (keys, SVIDs, renewal timing and the CA client come
+//! from `tessera-workload`) and its options in [`config`].
 //!
 //! ```no_run
 //! # async fn serve(listener: tokio::net::UnixListener) -> Result<(), Box<dyn std::error::Error>> {
@@ -32,7 +33,6 @@ pub mod node;
 pub mod peer;
 pub mod posture;
 pub mod server;
-pub mod workload_api;
 
 pub use attest::{AttestError, Attestation, Attestor, ContainerEvidence, Discovery};
 pub use cgroup::ContainerRef;

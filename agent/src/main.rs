@@ -14,8 +14,8 @@ use clap::Parser;
 use tessera_agent::config::Config;
 use tessera_agent::node::NodeLink;
 use tessera_agent::server::{Endpoint, Sync};
-use tessera_agent::workload_api::WorkloadApiServer;
 use tessera_agent::{Attestor, EngineClient};
+use tessera_workload_api::WorkloadApiServer;
 
 #[derive(Parser)]
 #[command(

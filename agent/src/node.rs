@@ -2,7 +2,7 @@
 //!
 //! The agent attests itself once, redeeming a join token for its node entry
 //! (`spiffe://<td>/tessera/agent/<node-name>`), and renews that certificate
-//! at half its lifetime over mTLS like any workload. With it the agent asks
+//! at half its lifetime ([`RENEWAL`]) over mTLS like any workload. With it the agent asks
 //! for workloads' SVIDs (`POST /v1/agent/svids`, a CSR for a key generated
 //! here in memory plus fresh evidence) and polls the entries parented to it
 //! (`GET /v1/agent/entries`) and the trust bundle. Keys (the node's and the
@@ -16,32 +16,33 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use tessera_core::spiffe;
+use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
-use tessera_core::api::{self, IssuedCertificate};
-use tessera_core::client::Client;
+use tessera_core::api;
+use tessera_core::spiffe;
+use tessera_workload::{
+    CaClient, CaError, Identity, KeyAlgorithm, PrivateKey, RenewalPolicy, Svid, bad_certificate,
+    new_key_and_csr,
+};
 
 use crate::attest::Attestation;
+
+/// When the agent renews its node certificate and workloads' SVIDs: at half
+/// their lifetime, without jitter (streams push at a time one can count
+/// on); a failed node renewal is retried every 5 s.
+pub const RENEWAL: RenewalPolicy =
+    RenewalPolicy::at(0.5).retry(Duration::from_secs(5), Duration::from_secs(5));
 
 /// Errors talking to the CA.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// The CA could not be reached.
-    #[error("CA unreachable: {0}")]
-    Unreachable(String),
-    /// The CA refused.
-    #[error("CA refused ({status} {code}): {detail}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// The problem's stable code.
-        code: String,
-        /// The problem's detail.
-        detail: String,
-    },
-    /// Local key, CSR, TLS or parsing failure.
+    /// The call failed: the CA is unreachable, refused, or answered
+    /// something unusable.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// Local key, CSR, identity or storage failure.
     #[error("local: {0}")]
     Local(String),
 }
@@ -50,8 +51,12 @@ impl NodeError {
     /// Whether the CA refused the node itself (banned, unknown, revoked):
     /// a 401, or a 403 `node_refused`.
     pub fn node_refused(&self) -> bool {
-        matches!(self, NodeError::Refused { status: 401, .. })
-            || matches!(self, NodeError::Refused { code, .. } if code == "node_refused")
+        match self {
+            NodeError::Ca(e) => e
+                .refusal()
+                .is_some_and(|r| r.status == 401 || r.code() == "node_refused"),
+            NodeError::Local(_) => false,
+        }
     }
 }
 
@@ -59,48 +64,35 @@ fn local(e: impl std::fmt::Display) -> NodeError {
     NodeError::Local(e.to_string())
 }
 
-/// An SVID the CA issued for a workload, with the key the agent generated.
-#[derive(Clone)]
-pub struct WorkloadSvid {
-    /// The SPIFFE ID.
-    pub spiffe_id: String,
-    /// Leaf then intermediates.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// PKCS#8 DER key, in memory only, handed only to the attested caller.
-    pub key_pkcs8: Arc<Vec<u8>>,
-    /// Serial, hex.
-    pub serial: String,
-    /// notAfter, unix seconds.
-    pub not_after: i64,
-    /// When it arrived, unix seconds.
-    pub received_at: i64,
-}
-
-impl std::fmt::Debug for WorkloadSvid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkloadSvid")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("serial", &self.serial)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WorkloadSvid {
-    /// Half-way between arrival and expiry: when the agent renews it.
-    pub fn renew_at(&self) -> i64 {
-        self.received_at + (self.not_after - self.received_at).max(0) / 2
-    }
-}
-
-/// The node's own identity.
+/// The node's own identity and the client that presents it.
 struct NodeState {
-    chain: Vec<CertificateDer<'static>>,
-    /// Kept only to be saved in `data_dir` (when configured).
-    key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
-    spiffe_id: String,
-    not_after: i64,
-    received_at: i64,
-    client: Client,
+    svid: Svid,
+    client: CaClient,
+}
+
+impl NodeState {
+    /// `svid`, reaching the CA at `ca_url` with `anchors`.
+    fn new(
+        ca_url: &str,
+        svid: Svid,
+        anchors: &[CertificateDer<'static>],
+    ) -> Result<Self, NodeError> {
+        let client = CaClient::new(ca_url, anchors, Some(&svid))?;
+        Ok(Self { svid, client })
+    }
+
+    /// The identity the CA just issued, checked to be a node identity
+    /// (`what` names the step for the error), reaching the CA with its bundle.
+    fn issued(ca_url: &str, identity: Identity, what: &str) -> Result<Self, NodeError> {
+        if spiffe::node_name(identity.svid.spiffe_id().path()).is_none() {
+            return Err(NodeError::Local(format!(
+                "{what} granted {}, not a node identity (spiffe://<td>{}<name>)",
+                identity.svid.spiffe_id(),
+                spiffe::NODE_PATH_PREFIX
+            )));
+        }
+        Self::new(ca_url, identity.svid, &identity.bundle)
+    }
 }
 
 /// The CA link with the node identity; cheap to share.
@@ -136,92 +128,28 @@ impl JwtBundle {
     }
 }
 
-/// A fresh P-256 key (PKCS#8 DER) and a CSR for it (PEM).
-pub fn new_key_and_csr() -> Result<(Vec<u8>, String), NodeError> {
-    let key = rcgen::KeyPair::generate().map_err(local)?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .map_err(local)?;
-    Ok((key.serialize_der(), csr))
-}
-
-async fn call(
-    client: &Client,
-    method: hyper::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> Result<bytes::Bytes, NodeError> {
-    let reply = client
-        .call(method, path, body)
-        .await
-        .map_err(|e| NodeError::Unreachable(e.to_string()))?;
-    if !reply.status.is_success() {
-        let p: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-        return Err(NodeError::Refused {
-            status: reply.status.as_u16(),
-            code: p["code"].as_str().unwrap_or("").to_owned(),
-            detail: p["detail"].as_str().unwrap_or("").to_owned(),
-        });
-    }
-    Ok(reply.body)
-}
-
-fn parse_issued(
-    issued: &IssuedCertificate,
-) -> Result<
-    (
-        Vec<CertificateDer<'static>>,
-        Vec<CertificateDer<'static>>,
-        tessera_core::svid::LeafInfo,
-    ),
-    NodeError,
-> {
-    let mut chain = tessera_core::pem::certs(issued.certificate.as_bytes()).map_err(local)?;
-    if !issued.chain.is_empty() {
-        chain.extend(tessera_core::pem::certs(issued.chain.as_bytes()).map_err(local)?);
-    }
-    let bundle = tessera_core::pem::certs(issued.bundle.as_bytes()).map_err(local)?;
-    let info = tessera_core::svid::check_leaf(&chain[0])
-        .map_err(|e| NodeError::Local(format!("issued certificate: {e}")))?;
-    Ok((chain, bundle, info))
-}
-
-fn node_state(
-    ca_url: &str,
-    issued: &IssuedCertificate,
-    key_pkcs8: Vec<u8>,
-) -> Result<(NodeState, Vec<CertificateDer<'static>>), NodeError> {
-    let (chain, bundle, _) = parse_issued(issued)?;
-    let state = state_from(ca_url, chain, key_pkcs8, &bundle)?;
-    Ok((state, bundle))
-}
-
-/// A node state for `chain` and its key, reaching the CA with `anchors`.
-fn state_from(
-    ca_url: &str,
-    chain: Vec<CertificateDer<'static>>,
-    key_pkcs8: Vec<u8>,
-    anchors: &[CertificateDer<'static>],
-) -> Result<NodeState, NodeError> {
-    let info = tessera_core::svid::check_leaf(&chain[0])
-        .map_err(|e| NodeError::Local(format!("node certificate: {e}")))?;
-    let key_pkcs8 = zeroize::Zeroizing::new(key_pkcs8);
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.to_vec().into());
-    let tls = tessera_core::tls::api_client_config(anchors, Some((chain.clone(), key)), false)
-        .map_err(local)?;
-    let client = Client::new(ca_url, tls, None).map_err(local)?;
-    Ok(NodeState {
-        chain,
-        key_pkcs8,
-        spiffe_id: info.spiffe_id.to_string(),
-        not_after: info.not_after,
-        received_at: tessera_core::now_unix(),
-        client,
-    })
+/// A fresh key and CSR, as the agent's errors report them.
+fn key_and_csr() -> Result<(PrivateKey, String), NodeError> {
+    new_key_and_csr(KeyAlgorithm::EcdsaP256).map_err(local)
 }
 
 impl NodeLink {
+    fn with_state(
+        ca_url: &str,
+        platform_token_file: Option<PathBuf>,
+        state: NodeState,
+        bundle: Vec<CertificateDer<'static>>,
+    ) -> Self {
+        Self {
+            ca_url: ca_url.to_owned(),
+            platform_token_file,
+            state: RwLock::new(Arc::new(state)),
+            bundle: RwLock::new(Arc::new(bundle)),
+            jwt_bundle: RwLock::new(Arc::default()),
+            data_dir: None,
+        }
+    }
+
     /// Attests the node: redeems `join_token` at `ca_url` (trusting
     /// `bootstrap` to reach it). The token is consumed and not kept.
     pub async fn attest(
@@ -229,33 +157,16 @@ impl NodeLink {
         bootstrap: &[CertificateDer<'static>],
         join_token: String,
     ) -> Result<Self, NodeError> {
-        let tls = tessera_core::tls::api_client_config(bootstrap, None, false).map_err(local)?;
-        let client = Client::new(ca_url, tls, None).map_err(local)?;
-        let (key, csr) = new_key_and_csr()?;
-        let body = serde_json::to_vec(&api::RedeemRequest {
+        let client = CaClient::new(ca_url, bootstrap, None)?;
+        let (key, csr) = key_and_csr()?;
+        let body = api::RedeemRequest {
             token: join_token,
             csr,
-        })
-        .map_err(local)?;
-        let reply = call(&client, hyper::Method::POST, "/v1/certs/redeem", Some(body)).await?;
-        let issued: IssuedCertificate = serde_json::from_slice(&reply).map_err(local)?;
-        let (state, bundle) = node_state(ca_url, &issued, key)?;
-        let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
-        if spiffe::node_name(id.path()).is_none() {
-            return Err(NodeError::Local(format!(
-                "the join token granted {}, not a node identity (spiffe://<td>{}<name>)",
-                state.spiffe_id,
-                spiffe::NODE_PATH_PREFIX
-            )));
-        }
-        Ok(Self {
-            ca_url: ca_url.to_owned(),
-            platform_token_file: None,
-            state: RwLock::new(Arc::new(state)),
-            bundle: RwLock::new(Arc::new(bundle)),
-            jwt_bundle: RwLock::new(Arc::default()),
-            data_dir: None,
-        })
+        };
+        let issued = client.issue("/v1/certs/redeem", &body, key).await?;
+        let bundle = issued.identity.bundle.clone();
+        let state = NodeState::issued(ca_url, issued.identity, "the join token")?;
+        Ok(Self::with_state(ca_url, None, state, bundle))
     }
 
     /// Attests the node with the platform token in `token_file` at `ca_url`
@@ -267,14 +178,7 @@ impl NodeLink {
         token_file: std::path::PathBuf,
     ) -> Result<Self, NodeError> {
         let (state, bundle) = platform_attest(ca_url, bootstrap, &token_file).await?;
-        Ok(Self {
-            ca_url: ca_url.to_owned(),
-            platform_token_file: Some(token_file),
-            state: RwLock::new(Arc::new(state)),
-            bundle: RwLock::new(Arc::new(bundle)),
-            jwt_bundle: RwLock::new(Arc::default()),
-            data_dir: None,
-        })
+        Ok(Self::with_state(ca_url, Some(token_file), state, bundle))
     }
 
     /// Resumes the node identity saved in `dir` by an earlier run (see
@@ -298,32 +202,27 @@ impl NodeLink {
                 .filter(|c| !stored.bundle.contains(c))
                 .cloned(),
         );
-        let state = state_from(ca_url, stored.chain, stored.key_pkcs8, &anchors)?;
+        let svid = Svid::new(stored.chain, Arc::new(stored.key), tessera_core::now_unix())
+            .map_err(|e| NodeError::Local(format!("node certificate: {e}")))?;
         // A minute of margin: the renewal must reach the CA before expiry.
-        if state.not_after <= tessera_core::now_unix() + 60 {
+        if svid.not_after() <= tessera_core::now_unix() + 60 {
             tracing::warn!(
                 dir = %dir.display(),
-                not_after = state.not_after,
+                not_after = svid.not_after(),
                 "the stored node certificate has expired; a new join token is needed"
             );
             return Ok(None);
         }
-        let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
-        if spiffe::node_name(id.path()).is_none() {
+        if spiffe::node_name(svid.spiffe_id().path()).is_none() {
             return Err(NodeError::Local(format!(
                 "{}: the stored certificate is for {}, not a node identity",
                 dir.display(),
-                state.spiffe_id
+                svid.spiffe_id()
             )));
         }
-        let link = Self {
-            ca_url: ca_url.to_owned(),
-            platform_token_file: None,
-            state: RwLock::new(Arc::new(state)),
-            bundle: RwLock::new(Arc::new(stored.bundle)),
-            jwt_bundle: RwLock::new(Arc::default()),
-            data_dir: Some(dir.to_owned()),
-        };
+        let state = NodeState::new(ca_url, svid, &anchors)?;
+        let mut link = Self::with_state(ca_url, None, state, stored.bundle);
+        link.data_dir = Some(dir.to_owned());
         link.renew().await?;
         Ok(Some(link))
     }
@@ -341,8 +240,8 @@ impl NodeLink {
         let Some(dir) = &self.data_dir else {
             return Ok(());
         };
-        let s = self.state();
-        crate::data_dir::save(dir, &s.chain, &s.key_pkcs8, &self.bundle()).map_err(local)
+        let svid = &self.state().svid;
+        crate::data_dir::save(dir, svid.chain(), svid.key(), &self.bundle()).map_err(local)
     }
 
     fn state(&self) -> Arc<NodeState> {
@@ -352,27 +251,36 @@ impl NodeLink {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    fn set_state(&self, state: NodeState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+    }
+
     /// The node's SPIFFE ID.
     pub fn spiffe_id(&self) -> String {
-        self.state().spiffe_id.clone()
+        self.state().svid.spiffe_id().to_string()
     }
 
     /// The trust domain's SPIFFE ID (`spiffe://<td>`).
     pub fn trust_domain_id(&self) -> String {
-        tessera_core::SpiffeId::new(&self.spiffe_id())
-            .map(|id| format!("spiffe://{}", id.trust_domain_name()))
-            .unwrap_or_default()
+        format!(
+            "spiffe://{}",
+            self.state().svid.spiffe_id().trust_domain_name()
+        )
     }
 
-    /// When the node certificate should be renewed (half its lifetime), unix seconds.
+    /// When the node certificate should be renewed ([`RENEWAL`]), unix seconds.
     pub fn renew_at(&self) -> i64 {
-        let s = self.state();
-        s.received_at + (s.not_after - s.received_at).max(0) / 2
+        RENEWAL.renew_at_secs(self.lifetime())
+    }
+
+    /// The node certificate's lifetime, from receipt.
+    pub fn lifetime(&self) -> tessera_workload::Lifetime {
+        self.state().svid.lifetime()
     }
 
     /// The node certificate's notAfter, unix seconds.
     pub fn not_after(&self) -> i64 {
-        self.state().not_after
+        self.state().svid.not_after()
     }
 
     /// The current trust bundle.
@@ -401,37 +309,35 @@ impl NodeLink {
     /// mode, re-attests with the token the file holds now.
     pub async fn renew(&self) -> Result<(), NodeError> {
         let current = self.state();
-        if let Some(file) = &self.platform_token_file {
-            let (state, bundle) = platform_attest(&self.ca_url, &self.bundle(), file).await?;
-            if state.spiffe_id != current.spiffe_id {
-                return Err(NodeError::Local(format!(
-                    "re-attestation returned {}, not {}",
-                    state.spiffe_id, current.spiffe_id
-                )));
+        let (state, bundle) = match &self.platform_token_file {
+            Some(file) => platform_attest(&self.ca_url, &self.bundle(), file).await?,
+            None => {
+                let (key, csr) = key_and_csr()?;
+                let issued = current
+                    .client
+                    .issue("/v1/certs/renew", &api::RenewRequest { csr }, key)
+                    .await?;
+                let bundle = issued.identity.bundle.clone();
+                (
+                    NodeState::issued(&self.ca_url, issued.identity, "renewal")?,
+                    bundle,
+                )
             }
-            self.set_bundle(bundle);
-            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-            return Ok(());
-        }
-        let (key, csr) = new_key_and_csr()?;
-        let body = serde_json::to_vec(&api::RenewRequest { csr }).map_err(local)?;
-        let reply = call(
-            &current.client,
-            hyper::Method::POST,
-            "/v1/certs/renew",
-            Some(body),
-        )
-        .await?;
-        let issued: IssuedCertificate = serde_json::from_slice(&reply).map_err(local)?;
-        let (state, bundle) = node_state(&self.ca_url, &issued, key)?;
-        if state.spiffe_id != current.spiffe_id {
+        };
+        if state.svid.spiffe_id() != current.svid.spiffe_id() {
+            let what = if self.platform_token_file.is_some() {
+                "re-attestation"
+            } else {
+                "renewal"
+            };
             return Err(NodeError::Local(format!(
-                "renewal returned {}, not {}",
-                state.spiffe_id, current.spiffe_id
+                "{what} returned {}, not {}",
+                state.svid.spiffe_id(),
+                current.svid.spiffe_id()
             )));
         }
         self.set_bundle(bundle);
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        self.set_state(state);
         if let Err(e) = self.persist() {
             // The renewal itself worked; only a restart would suffer.
             tracing::warn!(error = %e, "saving the renewed node identity in data_dir");
@@ -441,14 +347,7 @@ impl NodeLink {
 
     /// The entries parented to this node (to notice changes).
     pub async fn entries(&self) -> Result<Vec<api::Entry>, NodeError> {
-        let reply = call(
-            &self.state().client,
-            hyper::Method::GET,
-            "/v1/agent/entries",
-            None,
-        )
-        .await?;
-        let list: api::EntryList = serde_json::from_slice(&reply).map_err(local)?;
+        let list: api::EntryList = self.state().client.get_json("/v1/agent/entries").await?;
         Ok(list.items)
     }
 
@@ -457,14 +356,14 @@ impl NodeLink {
     pub async fn refresh_bundle(&self) -> Result<bool, NodeError> {
         let state = self.state();
         let client = &state.client;
-        let reply = call(client, hyper::Method::GET, "/v1/bundle", None).await?;
-        let anchors = tessera_core::pem::certs(&reply).map_err(local)?;
+        let pem = client.get_ok("/v1/bundle").await?;
+        let anchors = tessera_core::pem::certs(&pem).map_err(local)?;
         if anchors.is_empty() {
             return Err(NodeError::Local("empty trust bundle".into()));
         }
         // The X.509 anchors count even if the JWT keys cannot be fetched.
         let anchors_changed = self.set_bundle(anchors);
-        let doc = call(client, hyper::Method::GET, "/v1/bundle?format=jwks", None).await?;
+        let doc = client.get_ok("/v1/bundle?format=jwks").await?;
         let jwt = JwtBundle::from_spiffe_bundle(std::str::from_utf8(&doc).map_err(local)?);
         let jwt_changed = {
             let mut b = self.jwt_bundle.write().unwrap_or_else(|p| p.into_inner());
@@ -493,66 +392,48 @@ impl NodeLink {
         audience: Vec<String>,
         spiffe_id: Option<String>,
     ) -> Result<Vec<api::JwtSvid>, NodeError> {
-        let body = serde_json::to_vec(&api::AgentJwtSvidRequest {
+        let body = api::AgentJwtSvidRequest {
             audience,
             spiffe_id,
             ttl_seconds: None,
             attestation: evidence(attestation),
-        })
-        .map_err(local)?;
-        let reply = call(
-            &self.state().client,
-            hyper::Method::POST,
-            "/v1/agent/jwt-svids",
-            Some(body),
-        )
-        .await?;
-        let resp: api::AgentJwtSvidResponse = serde_json::from_slice(&reply).map_err(local)?;
+        };
+        let resp: api::AgentJwtSvidResponse = self
+            .state()
+            .client
+            .post_json("/v1/agent/jwt-svids", &body)
+            .await?;
         Ok(resp.svids)
     }
 
     /// Asks the CA for every SVID the attested workload may have, for one
-    /// key generated here.
-    pub async fn workload_svids(
-        &self,
-        attestation: &Attestation,
-    ) -> Result<Vec<WorkloadSvid>, NodeError> {
-        let (key, csr) = new_key_and_csr()?;
-        let body = serde_json::to_vec(&api::AgentSvidRequest {
+    /// key generated here (shared by the SVIDs of this answer, which all go
+    /// to the same process).
+    pub async fn workload_svids(&self, attestation: &Attestation) -> Result<Vec<Svid>, NodeError> {
+        let (key, csr) = key_and_csr()?;
+        let body = api::AgentSvidRequest {
             csr,
             spiffe_id: None,
             attestation: evidence(attestation),
-        })
-        .map_err(local)?;
-        let reply = call(
-            &self.state().client,
-            hyper::Method::POST,
-            "/v1/agent/svids",
-            Some(body),
-        )
-        .await?;
-        let resp: api::AgentSvidResponse = serde_json::from_slice(&reply).map_err(local)?;
+        };
+        let resp: api::AgentSvidResponse = self
+            .state()
+            .client
+            .post_json("/v1/agent/svids", &body)
+            .await?;
         let key = Arc::new(key);
-        let now = tessera_core::now_unix();
         let mut out = Vec::with_capacity(resp.svids.len());
         for issued in &resp.svids {
-            let (chain, bundle, info) = parse_issued(issued)?;
-            self.set_bundle(bundle);
-            out.push(WorkloadSvid {
-                spiffe_id: info.spiffe_id.to_string(),
-                chain,
-                key_pkcs8: key.clone(),
-                serial: info.serial,
-                not_after: info.not_after,
-                received_at: now,
-            });
+            let identity = Identity::from_issued(issued, key.clone()).map_err(bad_certificate)?;
+            self.set_bundle(identity.bundle);
+            out.push(identity.svid);
         }
         Ok(out)
     }
 
     /// The node certificate chain (for diagnostics; never the key).
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.state().chain.clone()
+        self.state().svid.chain().to_vec()
     }
 }
 
@@ -565,26 +446,19 @@ async fn platform_attest(
 ) -> Result<(NodeState, Vec<CertificateDer<'static>>), NodeError> {
     let token =
         tessera_core::platform_jwt::read_token_file(token_file).map_err(NodeError::Local)?;
-    let tls = tessera_core::tls::api_client_config(anchors, None, false).map_err(local)?;
-    let client = Client::new(ca_url, tls, None).map_err(local)?;
-    let (key, csr) = new_key_and_csr()?;
-    let body = serde_json::to_vec(&api::PlatformAttestRequest {
+    let client = CaClient::new(ca_url, anchors, None)?;
+    let (key, csr) = key_and_csr()?;
+    let body = api::PlatformAttestRequest {
         token,
         csr,
         spiffe_id: None,
-    })
-    .map_err(local)?;
-    let reply = call(&client, hyper::Method::POST, "/v1/nodes/attest", Some(body)).await?;
-    let issued: IssuedCertificate = serde_json::from_slice(&reply).map_err(local)?;
-    let (state, bundle) = node_state(ca_url, &issued, key)?;
-    let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
-    if spiffe::node_name(id.path()).is_none() {
-        return Err(NodeError::Local(format!(
-            "the CA granted {}, not a node identity",
-            state.spiffe_id
-        )));
-    }
-    Ok((state, bundle))
+    };
+    let issued = client.issue("/v1/nodes/attest", &body, key).await?;
+    let bundle = issued.identity.bundle.clone();
+    Ok((
+        NodeState::issued(ca_url, issued.identity, "the CA")?,
+        bundle,
+    ))
 }
 
 /// The evidence the CA records, from an attestation.

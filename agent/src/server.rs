@@ -41,15 +41,17 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use crate::attest::{AttestError, Attestation, Attestor};
-use crate::node::{JwtBundle, NodeError, NodeLink, WorkloadSvid};
-use crate::peer::{PeerCred, now_ticks};
-use crate::workload_api::{
+use tessera_workload::{CaError, Svid, concat_der};
+use tessera_workload_api::{
     JwtBundlesRequest, JwtBundlesResponse, JwtSvid, JwtSvidRequest, JwtSvidResponse,
     ResponseStream, ValidateJwtSvidRequest, ValidateJwtSvidResponse, WorkloadApi,
     X509BundlesRequest, X509BundlesResponse, X509Svid, X509SvidRequest, X509SvidResponse,
     check_security_header,
 };
+
+use crate::attest::{AttestError, Attestation, Attestor};
+use crate::node::{JwtBundle, NodeError, NodeLink, RENEWAL};
+use crate::peer::{PeerCred, now_ticks};
 
 /// What the poller last saw: the node's entries and the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,13 +130,21 @@ impl Sync {
                     _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
                     _ = tx.closed() => return,
                 }
-                match node.renew().await {
-                    Ok(()) => {
-                        tracing::info!(spiffe_id = %node.spiffe_id(), "node certificate renewed")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "renewing the node certificate; retrying in 5 s");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                let mut retry = RENEWAL.backoff(node.lifetime());
+                loop {
+                    match node.renew().await {
+                        Ok(()) => {
+                            tracing::info!(spiffe_id = %node.spiffe_id(), "node certificate renewed");
+                            break;
+                        }
+                        Err(e) => {
+                            let delay = retry.next_delay();
+                            tracing::warn!(error = %e, "renewing the node certificate; retrying in {} s", delay.as_secs());
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = tx.closed() => return,
+                            }
+                        }
                     }
                 }
             }
@@ -177,23 +187,23 @@ fn attest_status(e: AttestError) -> Status {
 }
 
 fn ca_status(e: NodeError) -> Status {
-    match &e {
-        NodeError::Refused {
-            status: 403,
-            code,
-            detail,
-        } if code != "node_refused" => {
-            Status::permission_denied(format!("no identity: {detail} ({code})"))
+    let refusal = match &e {
+        NodeError::Ca(CaError::Refused(r)) => Some(r),
+        _ => None,
+    };
+    match refusal {
+        Some(r) if r.status == 403 && r.code() != "node_refused" => {
+            Status::permission_denied(format!("no identity: {} ({})", r.detail(), r.code()))
         }
-        NodeError::Refused { .. } if e.node_refused() => {
+        Some(_) if e.node_refused() => {
             Status::unavailable(format!("this node was refused by the CA: {e}"))
         }
         // The CA refused the request itself (e.g. too many audiences, a
         // malformed SPIFFE ID): the caller's mistake, not ours.
-        NodeError::Refused { status: 400, .. } => {
-            Status::invalid_argument(format!("refused by the CA: {e}"))
+        Some(r) if r.status == 400 => Status::invalid_argument(format!("refused by the CA: {e}")),
+        None if matches!(e, NodeError::Ca(CaError::Unreachable(_))) => {
+            Status::unavailable(e.to_string())
         }
-        NodeError::Unreachable(_) => Status::unavailable(e.to_string()),
         _ => Status::internal(format!("getting SVIDs: {e}")),
     }
 }
@@ -212,29 +222,33 @@ fn matching(entries: &[api::Entry], selectors: &[String]) -> BTreeSet<(String, S
         .collect()
 }
 
-fn concat_der<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'static>>) -> bytes::Bytes {
-    let mut out = Vec::new();
-    for c in certs {
-        out.extend_from_slice(c.as_ref());
-    }
-    out.into()
-}
-
-fn svid_response(svids: &[WorkloadSvid], bundle: &[CertificateDer<'static>]) -> X509SvidResponse {
-    let bundle = concat_der(bundle);
+fn svid_response(svids: &[Svid], bundle: &[CertificateDer<'static>]) -> X509SvidResponse {
+    let bundle = bytes::Bytes::from(concat_der(bundle));
     X509SvidResponse {
         svids: svids
             .iter()
             .map(|s| X509Svid {
-                spiffe_id: s.spiffe_id.clone(),
-                x509_svid: concat_der(&s.chain),
-                x509_svid_key: bytes::Bytes::copy_from_slice(&s.key_pkcs8),
+                spiffe_id: s.spiffe_id().to_string(),
+                x509_svid: concat_der(s.chain()).into(),
+                // Keys the agent generates are PKCS#8, as the Workload API requires.
+                x509_svid_key: bytes::Bytes::copy_from_slice(
+                    s.key().pkcs8_der().unwrap_or_default(),
+                ),
                 bundle: bundle.clone(),
                 hint: String::new(),
             })
             .collect(),
         ..Default::default()
     }
+}
+
+/// When to re-issue a stream's SVIDs ([`RENEWAL`]): the earliest of them.
+fn renew_at(svids: &[Svid]) -> i64 {
+    svids
+        .iter()
+        .map(|s| RENEWAL.renew_at_secs(s.lifetime()))
+        .min()
+        .unwrap_or(0)
 }
 
 impl Shared {
@@ -308,7 +322,7 @@ impl Shared {
         &self,
         peer: PeerCred,
         asked: u64,
-    ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
+    ) -> Result<(Attestation, Vec<Svid>), Status> {
         let _slot = self.issue_slot().await?;
         let att = self.attest(peer, asked).await?;
         let svids = self.node.workload_svids(&att).await.map_err(|e| {
@@ -317,7 +331,7 @@ impl Shared {
         })?;
         tracing::info!(
             pid = peer.pid,
-            ids = ?svids.iter().map(|s| s.spiffe_id.as_str()).collect::<Vec<_>>(),
+            ids = ?svids.iter().map(|s| s.spiffe_id().as_str()).collect::<Vec<_>>(),
             "SVIDs issued to workload"
         );
         Ok((att, svids))
@@ -331,7 +345,7 @@ struct SvidStream {
     start_time: u64,
     selectors: Vec<String>,
     matched: BTreeSet<(String, String, String)>,
-    svids: Vec<WorkloadSvid>,
+    svids: Vec<Svid>,
     bundle: Arc<Vec<CertificateDer<'static>>>,
     tx: mpsc::Sender<Result<X509SvidResponse, Status>>,
 }
@@ -355,7 +369,7 @@ impl SvidStream {
     async fn run(mut self) {
         let mut snap = self.agent.snapshot.clone();
         loop {
-            let renew_at = self.svids.iter().map(|s| s.renew_at()).min().unwrap_or(0);
+            let renew_at = renew_at(&self.svids);
             let wait = Duration::from_secs((renew_at - tessera_core::now_unix()).max(0) as u64)
                 .min(self.agent.sync_interval);
             tokio::select! {
@@ -397,10 +411,7 @@ impl SvidStream {
             ));
         }
         let matched = matching(&snap.entries, &att.selectors);
-        let due = self
-            .svids
-            .iter()
-            .any(|s| s.renew_at() <= tessera_core::now_unix());
+        let due = renew_at(&self.svids) <= tessera_core::now_unix();
         if due || matched != self.matched || att.selectors != self.selectors {
             if matched.is_empty() {
                 return Err(Status::permission_denied(
@@ -414,7 +425,7 @@ impl SvidStream {
             tracing::info!(
                 pid = self.peer.pid,
                 rotation = due,
-                ids = ?svids.iter().map(|s| s.spiffe_id.as_str()).collect::<Vec<_>>(),
+                ids = ?svids.iter().map(|s| s.spiffe_id().as_str()).collect::<Vec<_>>(),
                 "SVIDs pushed to workload"
             );
             self.svids = svids;
@@ -498,9 +509,13 @@ impl WorkloadApi for Endpoint {
         Ok(Response::new(self.0.bundle_stream(
             self.0.node.bundle(),
             |s| s.bundle.clone(),
-            move |bundle| X509BundlesResponse {
-                crl: vec![],
-                bundles: [(td.clone(), concat_der(bundle))].into_iter().collect(),
+            move |bundle| {
+                X509BundlesResponse {
+                    crl: vec![],
+                    bundles: [(td.clone(), concat_der(bundle.iter()).into())]
+                        .into_iter()
+                        .collect(),
+                }
             },
         )))
     }

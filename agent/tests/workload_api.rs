@@ -96,8 +96,8 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
 
     // Our own client (the sidecar's), on the address form
     // SPIFFE_ENDPOINT_SOCKET uses (the e2e test sets the variable itself).
-    let path = tessera_agent::workload_api::parse_address(&addr).unwrap();
-    let mut ours = tessera_agent::workload_api::Client::new(&path).unwrap();
+    let path = tessera_workload_api::parse_address(&addr).unwrap();
+    let mut ours = tessera_workload_api::Client::new(&path).unwrap();
     let mut stream = ours.fetch_x509_svid().await.unwrap();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.svids.len(), 1);
@@ -188,12 +188,12 @@ async fn refusals() {
         let mut grpc = grpc.clone();
         async move {
             grpc.ready().await.unwrap();
-            let mut req = tonic::Request::new(tessera_agent::workload_api::X509SvidRequest {});
+            let mut req = tonic::Request::new(tessera_workload_api::X509SvidRequest {});
             if with_header {
                 req.metadata_mut()
                     .insert("workload.spiffe.io", "true".parse().unwrap());
             }
-            grpc.server_streaming::<_, tessera_agent::workload_api::X509SvidResponse, _>(
+            grpc.server_streaming::<_, tessera_workload_api::X509SvidResponse, _>(
                 req,
                 hyper::http::uri::PathAndQuery::from_static(path),
                 tonic_prost::ProstCodec::default(),
@@ -230,7 +230,7 @@ async fn refusals() {
         let mut grpc = grpc.clone();
         async move {
             grpc.ready().await.unwrap();
-            let mut req = tonic::Request::new(tessera_agent::workload_api::JwtSvidRequest {
+            let mut req = tonic::Request::new(tessera_workload_api::JwtSvidRequest {
                 audience: vec!["db".into()],
                 spiffe_id: String::new(),
             });
@@ -238,7 +238,7 @@ async fn refusals() {
                 req.metadata_mut()
                     .insert("workload.spiffe.io", "true".parse().unwrap());
             }
-            grpc.unary::<_, tessera_agent::workload_api::JwtSvidResponse, _>(
+            grpc.unary::<_, tessera_workload_api::JwtSvidResponse, _>(
                 req,
                 hyper::http::uri::PathAndQuery::from_static(path),
                 tonic_prost::ProstCodec::default(),

@@ -7,28 +7,30 @@
 //! file (mode 0600). The trust bundle file is refreshed with each renewal and,
 //! while watching, by conditional GET of `/v1/bundle` in between.
 //!
+//! Keys, the SVID, renewal timing, the file writer and the CA client are
+//! `tessera-workload`'s.
+//!
 //! # How files are replaced
 //!
-//! Every file is written to a temporary file in its own directory (the key's
-//! created 0600, never wider), flushed to disk, and renamed over the old one,
-//! so a reader never sees half a file. All temporary files are written before
-//! the first rename, then renamed in the order bundle, chain, key, **cert
-//! last**: the certificate file is the commit point. A reader that reloads
-//! when `--exec`/`--signal` fires (they run after the last rename), or when
-//! the certificate file changes, always sees a matching pair. Only a reader
-//! that happens to read both files within the microseconds between the key
-//! and certificate renames can pair the new key with the old certificate; a
-//! TLS library refuses such a pair and the reader's next reload fixes it.
+//! As one `tessera_workload::PemSet`: every file is written to a temporary
+//! file in its own directory (the key's created 0600, never wider), flushed
+//! to disk, and renamed over the old one, so a reader never sees half a
+//! file; the renames go bundle, chain, key, **cert last**: the certificate
+//! file is the commit point. A reader that reloads when `--exec`/`--signal`
+//! fires (they run after the last rename), or when the certificate file
+//! changes, always sees a matching pair.
 
-use crate::{KeyType, csr_for};
+use crate::KeyType;
 use clap::Args;
-use hyper::Method;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tessera_core::api::{IssuedCertificate, Problem, RenewRequest};
-use tessera_core::client::Client;
+use tessera_core::api::{IssuedCertificate, RenewRequest};
 use tessera_core::time::rfc3339;
+use tessera_workload::{
+    CaClient, CaError, Identity, KeyAlgorithm, Lifetime, PemFile, PemSet, PrivateKey, Refusal,
+    RenewalPolicy, Svid, SvidParseError, WriteError, new_key_and_csr,
+};
 
 /// Default point of the lifetime at which `--watch` renews (two thirds).
 const DEFAULT_RENEW_AT: f64 = 0.6667;
@@ -234,40 +236,45 @@ impl Files {
     }
 }
 
-/// The certificate currently on disk and what renewal needs to know about it.
-struct Current {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    bundle: Vec<CertificateDer<'static>>,
-    spiffe_id: String,
-    serial: String,
-    not_after: i64,
-    /// Where its lifetime starts for renewal timing: when it arrived. The CA
-    /// back-dates notBefore by its clock-skew margin, so counting from
-    /// notBefore would renew early and, for lifetimes near the skew, at once.
-    start: i64,
+impl From<WriteError> for RenewError {
+    fn from(e: WriteError) -> Self {
+        RenewError::Write {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
-impl Current {
-    fn client(&self, server: &str) -> Result<Client, RenewError> {
-        let tls = tessera_core::tls::api_client_config(
-            &self.bundle,
-            Some((self.chain.clone(), self.key.clone_key())),
-            false,
-        )
-        .map_err(|e| RenewError::Local(e.to_string()))?;
-        Client::new(server, tls, None).map_err(|e| RenewError::Usage(format!("--server: {e}")))
-    }
+/// The renewal policy of `--watch`: at `renew_at` of the lifetime (from
+/// arrival) ± [`JITTER`] of that wait; retries from [`RETRY_MIN`] doubling
+/// up to a tenth of the lifetime, within [`RETRY_MIN`]..[`RETRY_MAX`].
+fn policy(renew_at: f64) -> RenewalPolicy {
+    RenewalPolicy::at(renew_at)
+        .jitter(JITTER)
+        .retry(RETRY_MIN, RETRY_MAX)
+        .retry_within(0.1)
+}
 
-    fn expired(&self) -> bool {
-        self.not_after <= tessera_core::now_unix()
+fn algorithm(key_type: KeyType) -> KeyAlgorithm {
+    match key_type {
+        KeyType::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+        KeyType::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+        KeyType::Ed25519 => KeyAlgorithm::Ed25519,
     }
+}
 
-    fn expired_error(&self) -> RenewError {
-        RenewError::Expired {
-            serial: self.serial.clone(),
-            not_after: self.not_after,
-        }
+/// A CA client authenticating with `cur`'s certificate.
+fn client(server: &str, cur: &Identity) -> Result<CaClient, RenewError> {
+    CaClient::new(server, &cur.bundle, Some(&cur.svid)).map_err(|e| match e {
+        CaError::Url(_) => RenewError::Usage(format!("--server: {e}")),
+        other => RenewError::Local(other.to_string()),
+    })
+}
+
+fn expired_error(cur: &Identity) -> RenewError {
+    RenewError::Expired {
+        serial: cur.svid.serial().to_owned(),
+        not_after: cur.svid.not_after(),
     }
 }
 
@@ -280,7 +287,7 @@ fn read_file(flag: &'static str, path: &Path) -> Result<Vec<u8>, RenewError> {
 }
 
 /// Reads and cross-checks the files; nothing here contacts the CA.
-fn load(files: &Files) -> Result<Current, RenewError> {
+fn load(files: &Files) -> Result<Identity, RenewError> {
     let bad = |flag, path: &Path, reason: String| RenewError::File {
         flag,
         path: path.to_owned(),
@@ -292,44 +299,44 @@ fn load(files: &Files) -> Result<Current, RenewError> {
         .map_err(|e| bad("--key", &files.key, e.to_string()))?;
     let bundle = tessera_core::pem::certs(&read_file("--bundle", &files.bundle)?)
         .map_err(|e| bad("--bundle", &files.bundle, e.to_string()))?;
-    let info = tessera_core::svid::check_leaf(&chain[0])
-        .map_err(|e| bad("--cert", &files.cert, format!("not an X.509-SVID: {e}")))?;
-    match tessera_core::tls::certified_key(chain.clone(), key.clone_key()) {
-        Ok(_) => {}
-        Err(tessera_core::tls::TlsError::Rustls(rustls::Error::InconsistentKeys(_))) => {
-            return Err(RenewError::KeyMismatch {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-            });
-        }
-        Err(e) => return Err(bad("--key", &files.key, e.to_string())),
-    }
     // The file's modification time stands for when it arrived: `cert issue`
-    // and this command write it on receipt.
+    // and this command write it on receipt (renewal timing counts from
+    // there, within the certificate's validity).
     let written = std::fs::metadata(&files.cert)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(info.not_before);
-    Ok(Current {
-        chain,
-        key,
-        bundle,
-        spiffe_id: info.spiffe_id.to_string(),
-        serial: info.serial,
-        not_after: info.not_after,
-        start: written.clamp(info.not_before, info.not_after),
-    })
+        .unwrap_or(i64::MIN);
+    let svid =
+        Svid::new(chain, Arc::new(PrivateKey::from_der(&key)), written).map_err(|e| match e {
+            SvidParseError::KeyMismatch => RenewError::KeyMismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            },
+            SvidParseError::Key(reason) => bad("--key", &files.key, reason),
+            other => bad("--cert", &files.cert, other.to_string()),
+        })?;
+    Ok(Identity { svid, bundle })
 }
 
 /// The CA's problem answer as one line, and whether to give up on it.
-fn refusal(status: hyper::StatusCode, body: &[u8]) -> RenewError {
-    let message = match serde_json::from_slice::<Problem>(body) {
-        Ok(p) => format!("{} ({}): {}", p.title, p.code, p.detail.unwrap_or_default()),
-        Err(_) => format!("server answered {status}"),
+fn refusal(r: &Refusal) -> RenewError {
+    let message = match &r.problem {
+        Some(p) => format!(
+            "{} ({}): {}",
+            p.title,
+            p.code,
+            p.detail.as_deref().unwrap_or_default()
+        ),
+        None => format!(
+            "server answered {}",
+            hyper::StatusCode::from_u16(r.status)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| r.status.to_string())
+        ),
     };
-    match status.as_u16() {
+    match r.status {
         // The CA has decided about this certificate or request; asking again
         // will not change its mind.
         s @ (400 | 401 | 403 | 404) => RenewError::Refused { status: s, message },
@@ -337,134 +344,50 @@ fn refusal(status: hyper::StatusCode, body: &[u8]) -> RenewError {
     }
 }
 
+/// A failed call as the CLI reports it.
+fn ca_error(e: CaError) -> RenewError {
+    match e {
+        CaError::Refused(r) => refusal(&r),
+        CaError::Unreachable(why) => RenewError::Unavailable(why),
+        other => RenewError::Local(other.to_string()),
+    }
+}
+
 /// Renews `cur` once and replaces the files. Returns the new state and the CA's answer.
 async fn renew_once(
     server: &str,
     files: &Files,
-    cur: &Current,
+    cur: &Identity,
     key_type: KeyType,
-) -> Result<(Current, IssuedCertificate), RenewError> {
-    if cur.expired() {
+) -> Result<(Identity, IssuedCertificate), RenewError> {
+    if cur.svid.expired() {
         // The CA's TLS layer would refuse an expired client certificate at
         // the handshake, which reads like an outage; say what it is.
-        return Err(cur.expired_error());
+        return Err(expired_error(cur));
     }
-    let client = cur.client(server)?;
-    let (key, csr) = csr_for(key_type).map_err(|e| RenewError::Local(e.to_string()))?;
-    let body =
-        serde_json::to_vec(&RenewRequest { csr }).map_err(|e| RenewError::Local(e.to_string()))?;
-    let reply = client
-        .call(Method::POST, "/v1/certs/renew", Some(body))
+    let client = client(server, cur)?;
+    let (key, csr) =
+        new_key_and_csr(algorithm(key_type)).map_err(|e| RenewError::Local(e.to_string()))?;
+    // The issued certificate is checked against the new key: never a
+    // certificate on disk beside a key it does not belong to.
+    let issued = client
+        .issue("/v1/certs/renew", &RenewRequest { csr }, key)
         .await
-        .map_err(|e| RenewError::Unavailable(e.to_string()))?;
-    if !reply.status.is_success() {
-        return Err(refusal(reply.status, &reply.body));
+        .map_err(ca_error)?;
+    let answer = &issued.answer;
+    let cert_pem = format!("{}{}", answer.certificate, answer.chain);
+    let key_pem = issued.identity.svid.key().to_pem();
+    PemSet {
+        bundle: Some(PemFile::public(&files.bundle, answer.bundle.as_bytes())),
+        chain: files
+            .chain
+            .as_deref()
+            .map(|c| PemFile::public(c, answer.chain.as_bytes())),
+        key: Some(PemFile::private(&files.key, key_pem.as_bytes())),
+        cert: Some(PemFile::public(&files.cert, cert_pem.as_bytes())),
     }
-    let issued: IssuedCertificate = serde_json::from_slice(&reply.body)
-        .map_err(|e| RenewError::Local(format!("the CA's answer: {e}")))?;
-    let unusable =
-        |e: &dyn std::fmt::Display| RenewError::Local(format!("issued certificate: {e}"));
-    let mut chain =
-        tessera_core::pem::certs(issued.certificate.as_bytes()).map_err(|e| unusable(&e))?;
-    if !issued.chain.trim().is_empty() {
-        chain.extend(tessera_core::pem::certs(issued.chain.as_bytes()).map_err(|e| unusable(&e))?);
-    }
-    let bundle = tessera_core::pem::certs(issued.bundle.as_bytes()).map_err(|e| unusable(&e))?;
-    let info = tessera_core::svid::check_leaf(&chain[0]).map_err(|e| unusable(&e))?;
-    let key_der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    // Never put a certificate on disk beside a key it does not belong to.
-    tessera_core::tls::certified_key(chain.clone(), key_der.clone_key())
-        .map_err(|e| unusable(&e))?;
-    let cert_pem = format!("{}{}", issued.certificate, issued.chain);
-    let mut writes: Vec<(&Path, &[u8], u32)> =
-        vec![(&files.bundle, issued.bundle.as_bytes(), 0o644)];
-    if let Some(chain_file) = &files.chain {
-        writes.push((chain_file, issued.chain.as_bytes(), 0o644));
-    }
-    let key_pem = key.serialize_pem();
-    writes.push((&files.key, key_pem.as_bytes(), 0o600));
-    writes.push((&files.cert, cert_pem.as_bytes(), 0o644));
-    replace_files(&writes)?;
-    let now = tessera_core::now_unix();
-    Ok((
-        Current {
-            chain,
-            key: key_der,
-            bundle,
-            spiffe_id: info.spiffe_id.to_string(),
-            serial: info.serial,
-            not_after: info.not_after,
-            start: now.clamp(info.not_before, info.not_after),
-        },
-        issued,
-    ))
-}
-
-/// Writes every file to a temporary sibling, then renames them in the order
-/// given (see the module doc for why the certificate goes last). On a write
-/// failure nothing has been replaced.
-fn replace_files(files: &[(&Path, &[u8], u32)]) -> Result<(), RenewError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp_of = |path: &Path| {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-    };
-    let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
-    let write = |path: &Path, data: &[u8], mode: u32| -> std::io::Result<PathBuf> {
-        let tmp = tmp_of(path);
-        let _ = std::fs::remove_file(&tmp);
-        // Created with its final mode: a key is never readable by others, not
-        // even for a moment (the umask can only narrow it).
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        Ok(tmp)
-    };
-    for (path, data, mode) in files {
-        match write(path, data, *mode) {
-            Ok(tmp) => written.push((tmp, path)),
-            Err(source) => {
-                let _ = std::fs::remove_file(tmp_of(path));
-                for (tmp, _) in &written {
-                    let _ = std::fs::remove_file(tmp);
-                }
-                return Err(RenewError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        }
-    }
-    for (tmp, path) in &written {
-        std::fs::rename(tmp, path).map_err(|source| RenewError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    // Make the renames durable too, not only the contents.
-    let mut dirs: Vec<&Path> = files
-        .iter()
-        .map(|(p, _, _)| {
-            p.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-        })
-        .collect();
-    dirs.dedup();
-    for d in dirs {
-        if let Ok(dir) = std::fs::File::open(d) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
+    .write()?;
+    Ok((issued.identity, issued.answer))
 }
 
 /// Runs `tessera cert renew`. `cert`/`key` are the global flags, `server` the
@@ -488,12 +411,13 @@ pub async fn run(
 }
 
 /// One line per renewal on stdout; never key material.
-fn report(json: bool, new: &Current, issued: &IssuedCertificate, next: Option<i64>) {
+fn report(json: bool, new: &Identity, issued: &IssuedCertificate, next: Option<i64>) {
+    let (spiffe_id, serial) = (new.svid.spiffe_id().as_str(), new.svid.serial());
     if json {
         let mut v = serde_json::json!({
             "event": "renewed",
-            "spiffe_id": new.spiffe_id,
-            "serial": new.serial,
+            "spiffe_id": spiffe_id,
+            "serial": serial,
             "not_before": issued.not_before,
             "not_after": issued.not_after,
             "attestation_hash": issued.attestation_hash,
@@ -507,8 +431,8 @@ fn report(json: bool, new: &Current, issued: &IssuedCertificate, next: Option<i6
             .map(|at| format!(" next_renewal={}", rfc3339(at)))
             .unwrap_or_default();
         println!(
-            "renewed spiffe_id={} serial={} not_after={}{next}",
-            new.spiffe_id, new.serial, issued.not_after
+            "renewed spiffe_id={spiffe_id} serial={serial} not_after={}{next}",
+            issued.not_after
         );
     }
 }
@@ -517,23 +441,9 @@ fn log(level: &str, msg: std::fmt::Arguments<'_>) {
     eprintln!("{} {level}: {msg}", rfc3339(tessera_core::now_unix()));
 }
 
-/// When to renew `cur`: at `fraction` of its lifetime ± jitter.
-fn renewal_time(cur: &Current, fraction: f64) -> i64 {
-    let life = (cur.not_after - cur.start).max(1) as f64;
-    let at = cur.start as f64 + life * fraction * (1.0 + JITTER * (2.0 * unit_random() - 1.0));
-    (at as i64).clamp(cur.start, cur.not_after)
-}
-
-/// A number in [0, 1) good enough for jitter (not for secrets): std's
-/// randomly keyed hasher spares a dependency.
-fn unit_random() -> f64 {
-    use std::hash::BuildHasher;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let h = std::collections::hash_map::RandomState::new().hash_one(nanos);
-    (h >> 11) as f64 / (1u64 << 53) as f64
+/// When to renew a certificate with lifetime `life`: at `fraction` of it ± jitter.
+fn renewal_time(life: Lifetime, fraction: f64) -> i64 {
+    policy(fraction).renew_at_secs(life)
 }
 
 fn secs_until(at: i64) -> Duration {
@@ -570,19 +480,19 @@ async fn watch(
     args: RenewArgs,
     server: &str,
     files: Files,
-    mut cur: Current,
+    mut cur: Identity,
     json: bool,
 ) -> Result<(), RenewError> {
     let mut stop = Shutdown::new()?;
     let mut etag: Option<String> = None;
     loop {
-        let due = renewal_time(&cur, args.renew_at);
+        let due = renewal_time(cur.svid.lifetime(), args.renew_at);
         log(
             "info",
             format_args!(
                 "holding serial={} not_after={}; renewing at {}",
-                cur.serial,
-                rfc3339(cur.not_after),
+                cur.svid.serial(),
+                rfc3339(cur.svid.not_after()),
                 rfc3339(due)
             ),
         );
@@ -599,10 +509,9 @@ async fn watch(
                 }
             }
         }
-        let life = Duration::from_secs(u64::try_from(cur.not_after - cur.start).unwrap_or(0));
-        let cap = (life / 10).clamp(RETRY_MIN, RETRY_MAX);
-        let mut delay = RETRY_MIN;
+        let mut retry = policy(args.renew_at).backoff(cur.svid.lifetime());
         loop {
+            let delay = retry.next_delay();
             let attempt = tokio::select! {
                 r = renew_once(server, &files, &cur, args.key_type) => r,
                 _ = stop.term.recv() => return stopped(),
@@ -610,7 +519,8 @@ async fn watch(
             };
             match attempt {
                 Ok((new, issued)) => {
-                    report(json, &new, &issued, Some(renewal_time(&new, args.renew_at)));
+                    let next = renewal_time(new.svid.lifetime(), args.renew_at);
+                    report(json, &new, &issued, Some(next));
                     cur = new;
                     etag = None;
                     notify(&args).await;
@@ -635,14 +545,13 @@ async fn watch(
                     format_args!(
                         "renewal failed: {e}; retrying in {}s; the current certificate is valid until {}",
                         delay.as_secs(),
-                        rfc3339(cur.not_after)
+                        rfc3339(cur.svid.not_after())
                     ),
                 ),
             }
             if !stop.sleep(delay).await {
                 return stopped();
             }
-            delay = (delay * 2).min(cap);
         }
     }
 }
@@ -656,27 +565,25 @@ fn stopped() -> Result<(), RenewError> {
 async fn refresh_bundle(
     server: &str,
     files: &Files,
-    cur: &mut Current,
+    cur: &mut Identity,
     etag: &mut Option<String>,
 ) -> Result<bool, RenewError> {
-    let reply = cur
-        .client(server)?
+    let reply = client(server, cur)?
         .get_if_none_match("/v1/bundle", etag.as_deref())
         .await
-        .map_err(|e| RenewError::Unavailable(e.to_string()))?;
+        .map_err(ca_error)?;
     if reply.status == hyper::StatusCode::NOT_MODIFIED {
         return Ok(false);
     }
-    if !reply.status.is_success() {
-        return Err(refusal(reply.status, &reply.body));
-    }
-    let bundle = tessera_core::pem::certs(&reply.body)
+    let reply_etag = reply.etag.clone();
+    let body = tessera_workload::success(reply).map_err(ca_error)?;
+    let bundle = tessera_core::pem::certs(&body)
         .map_err(|e| RenewError::Local(format!("the CA's bundle: {e}")))?;
-    *etag = reply.etag;
+    *etag = reply_etag;
     if bundle == cur.bundle {
         return Ok(false);
     }
-    replace_files(&[(&files.bundle, &reply.body, 0o644)])?;
+    PemFile::public(&files.bundle, &body).write()?;
     log(
         "info",
         format_args!("trust bundle updated: {} anchor(s)", bundle.len()),
@@ -744,17 +651,12 @@ mod tests {
 
     #[test]
     fn renewal_counts_from_arrival_with_jitter() {
-        let cur = Current {
-            chain: vec![],
-            key: PrivateKeyDer::Pkcs8(vec![].into()),
-            bundle: vec![],
-            spiffe_id: String::new(),
-            serial: String::new(),
-            not_after: 1_000 + 60,
+        let life = Lifetime {
             start: 1_000,
+            not_after: 1_000 + 60,
         };
         for _ in 0..100 {
-            let at = renewal_time(&cur, 0.6667);
+            let at = renewal_time(life, 0.6667);
             assert!((1_036..=1_044).contains(&at), "{at}");
         }
     }

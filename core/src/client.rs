@@ -1,16 +1,26 @@
-//! A small HTTPS client for the CA API (used by the CLI, the sidecar and the
-//! tests): rustls through [`crate::tls`] and hyper's HTTP/1.1 client, one
-//! connection per call.
+//! A small HTTPS client for the CA API (used by the CLI, the tests, the CA's
+//! JWKS fetches and, through `tessera-workload`'s CA client, the sidecar and
+//! the agent): rustls through [`crate::tls`] and hyper's client.
+//!
+//! [`Client`]'s calls open one connection each. [`Client::connect`] and
+//! [`Client::request`] are the parts they are made of, for a caller that
+//! keeps a [`Connection`] (HTTP/2 carries concurrent requests on one).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+/// Longest time to open a connection: TCP connect, TLS handshake and HTTP
+/// handshake together (the CA gives a client 10 s for its handshake too).
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Errors reaching the CA.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +38,21 @@ pub enum ClientError {
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(String),
+    /// The connection closed before the answer arrived (or before the
+    /// request could be sent on it).
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// A deadline passed.
+    #[error("{0} did not finish in time")]
+    Timeout(&'static str),
+}
+
+fn http_error(e: hyper::Error) -> ClientError {
+    if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
+        ClientError::Closed(e.to_string())
+    } else {
+        ClientError::Http(e.to_string())
+    }
 }
 
 type Result<T> = std::result::Result<T, ClientError>;
@@ -106,17 +131,7 @@ impl Client {
         let resp = self
             .send(Method::GET, path, None, "", "application/json", &[])
             .await?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), max_bytes)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body,
-            etag: None,
-        })
+        read_limited(resp, max_bytes).await
     }
 
     /// Sends one request with a body of the given content type.
@@ -172,6 +187,19 @@ impl Client {
         accept: &str,
         headers: &[(&str, String)],
     ) -> Result<hyper::Response<Incoming>> {
+        let req = self.request(method, path, body, content_type, accept, headers)?;
+        self.connect().await?.send(req).await
+    }
+
+    /// Opens a connection to the server (TCP, TLS, then HTTP/2 if the server
+    /// chose it by ALPN, else HTTP/1.1), all within [`CONNECT_DEADLINE`].
+    pub async fn connect(&self) -> Result<Connection> {
+        tokio::time::timeout(CONNECT_DEADLINE, self.open())
+            .await
+            .map_err(|_| ClientError::Timeout("connecting"))?
+    }
+
+    async fn open(&self) -> Result<Connection> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -181,13 +209,39 @@ impl Client {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| ClientError::Tls(addr.clone(), e))?;
-        let http = |e: hyper::Error| ClientError::Http(e.to_string());
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(http)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let sender = if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(http_error)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::Http2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(http_error)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::Http1(send)
+        };
+        Ok(Connection(sender))
+    }
+
+    /// A request for `path` carrying this client's `Host`, `Accept` and
+    /// bearer token, with `body` (of `content_type`) if any, and `headers`.
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+        accept: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Request<Full<Bytes>>> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -206,11 +260,59 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req
-            .body(body)
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        send.send_request(req).await.map_err(http)
+        req.body(body).map_err(|e| ClientError::Http(e.to_string()))
     }
+}
+
+/// An open connection to the server.
+pub struct Connection(Sender);
+
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Connection {
+    /// Another handle on this connection for a concurrent request: only
+    /// HTTP/2 carries several at once (`None` for HTTP/1.1, or once closed).
+    pub fn share(&self) -> Option<Connection> {
+        match &self.0 {
+            Sender::Http2(s) if !s.is_closed() => Some(Connection(Sender::Http2(s.clone()))),
+            _ => None,
+        }
+    }
+
+    /// Sends one request and returns when the answer's head has arrived.
+    /// An HTTP/1.1 connection serves this one request.
+    pub async fn send(self, req: Request<Full<Bytes>>) -> Result<hyper::Response<Incoming>> {
+        match self.0 {
+            Sender::Http1(mut s) => {
+                s.ready().await.map_err(http_error)?;
+                s.send_request(req).await.map_err(http_error)
+            }
+            Sender::Http2(mut s) => {
+                s.ready().await.map_err(http_error)?;
+                s.send_request(req).await.map_err(http_error)
+            }
+        }
+    }
+}
+
+/// Reads a whole body of at most `max_bytes` (a longer one is an error, not
+/// read to the end).
+pub async fn read_limited(resp: hyper::Response<Incoming>, max_bytes: usize) -> Result<Reply> {
+    let status = resp.status();
+    let etag = resp
+        .headers()
+        .get(hyper::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = http_body_util::Limited::new(resp.into_body(), max_bytes)
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    Ok(Reply { status, body, etag })
 }
 
 /// A response whose body is still arriving.

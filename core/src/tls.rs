@@ -12,6 +12,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::sync::{Arc, OnceLock};
 
+use crate::SpiffeId;
+
 /// Errors while building TLS configurations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -127,6 +129,123 @@ impl RevokedSerials {
     }
 }
 
+/// Why a SPIFFE verifier refused a peer's certificate. It travels through
+/// rustls as `Error::InvalidCertificate(CertificateError::Other(..))` (the
+/// peer receives a `certificate_unknown` alert) and is read back on this side
+/// with [`SpiffeRefusal::of`] / [`SpiffeRefusal::of_io`], so whoever logs the
+/// refusal knows the reason and, where the certificate parsed, the SPIFFE
+/// ID it names.
+///
+/// The ID is authenticated only where the chain verified ([`Self::Revoked`],
+/// [`Self::WrongSpiffeId`]); elsewhere it is what the certificate claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpiffeRefusal {
+    /// The chain does not lead to a trust anchor of the bundle (unknown
+    /// issuer, bad signature, malformed or unusable certificate).
+    #[error("peer certificate not trusted: {reason}")]
+    UntrustedChain {
+        /// What the chain check said.
+        reason: String,
+        /// The SPIFFE ID the certificate names, if it parsed.
+        peer: Option<SpiffeId>,
+    },
+    /// The certificate has expired or is not valid yet.
+    #[error("peer certificate expired or not yet valid")]
+    Expired {
+        /// The SPIFFE ID the certificate names, if it parsed.
+        peer: Option<SpiffeId>,
+    },
+    /// The chain verified but the certificate is not an X.509-SVID.
+    #[error("peer certificate is not an X.509-SVID: {0}")]
+    NotAnSvid(crate::svid::SvidError),
+    /// The certificate is on the revocation list.
+    #[error("peer certificate {serial} ({peer}) is revoked")]
+    Revoked {
+        /// Its SPIFFE ID.
+        peer: SpiffeId,
+        /// Its serial (hex).
+        serial: String,
+    },
+    /// A valid SVID, but not for the SPIFFE ID the connection requires.
+    #[error("peer is {peer}, not {}", pattern_text(expected))]
+    WrongSpiffeId {
+        /// The SPIFFE ID seen.
+        peer: SpiffeId,
+        /// What was required.
+        expected: crate::SpiffeIdPattern,
+    },
+}
+
+impl SpiffeRefusal {
+    /// The refusal a rustls error carries, if a SPIFFE verifier made it.
+    pub fn of(e: &rustls::Error) -> Option<&SpiffeRefusal> {
+        match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+                o.0.downcast_ref::<SpiffeRefusal>()
+            }
+            _ => None,
+        }
+    }
+
+    /// The refusal inside a failed TLS handshake's I/O error, if any.
+    pub fn of_io(e: &std::io::Error) -> Option<&SpiffeRefusal> {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .and_then(Self::of)
+    }
+
+    /// The SPIFFE ID the refused certificate names, where it parsed.
+    pub fn peer(&self) -> Option<&SpiffeId> {
+        match self {
+            Self::UntrustedChain { peer, .. } | Self::Expired { peer } => peer.as_ref(),
+            Self::NotAnSvid(_) => None,
+            Self::Revoked { peer, .. } | Self::WrongSpiffeId { peer, .. } => Some(peer),
+        }
+    }
+
+    /// A chain-check failure (ours through webpki, or rustls's own
+    /// verifier's), with the ID the certificate claims.
+    fn chain(e: rustls::Error, end_entity: &CertificateDer<'_>) -> rustls::Error {
+        use rustls::CertificateError as C;
+        let peer = crate::svid::peer_spiffe_id(end_entity).ok();
+        let refusal = match e {
+            rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => Self::Expired { peer },
+            rustls::Error::InvalidCertificate(c) => Self::UntrustedChain {
+                reason: c.to_string(),
+                peer,
+            },
+            // Not about the certificate: rustls's own error says more.
+            other => return other,
+        };
+        refusal.into()
+    }
+}
+
+/// A pattern as written in configurations (`spiffe://td/path/*` for a prefix).
+fn pattern_text(p: &crate::SpiffeIdPattern) -> String {
+    match p {
+        crate::SpiffeIdPattern::Exact(id) => id.to_string(),
+        crate::SpiffeIdPattern::Prefix {
+            trust_domain,
+            prefix,
+        } => format!("spiffe://{trust_domain}{prefix}*"),
+    }
+}
+
+impl From<SpiffeRefusal> for rustls::Error {
+    fn from(r: SpiffeRefusal) -> Self {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+            Arc::new(r),
+        )))
+    }
+}
+
 fn webpki_to_rustls(e: webpki::Error) -> rustls::Error {
     use rustls::CertificateError as C;
     rustls::Error::InvalidCertificate(match e {
@@ -139,20 +258,19 @@ fn webpki_to_rustls(e: webpki::Error) -> rustls::Error {
 }
 
 /// Checks what every SPIFFE peer certificate must pass beyond the chain: it is
-/// an X.509-SVID, and it is not revoked.
+/// an X.509-SVID, and it is not revoked. Returns its SPIFFE ID.
 fn spiffe_checks(
     end_entity: &CertificateDer<'_>,
     revoked: &RevokedSerials,
-) -> Result<(), rustls::Error> {
-    let info = crate::svid::check_leaf(end_entity).map_err(|_| {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
-    })?;
+) -> Result<SpiffeId, SpiffeRefusal> {
+    let info = crate::svid::check_leaf(end_entity).map_err(SpiffeRefusal::NotAnSvid)?;
     if revoked.contains(&info.serial) {
-        return Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::Revoked,
-        ));
+        return Err(SpiffeRefusal::Revoked {
+            peer: info.spiffe_id,
+            serial: info.serial,
+        });
     }
-    Ok(())
+    Ok(info.spiffe_id)
 }
 
 /// Client side of SPIFFE mTLS: verifies the server's chain against the bundle
@@ -175,7 +293,8 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_to_rustls)?;
+        let chain = |e| SpiffeRefusal::chain(webpki_to_rustls(e), end_entity);
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(chain)?;
         cert.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
             &self.anchors,
@@ -185,17 +304,14 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
             None,
             None,
         )
-        .map_err(webpki_to_rustls)?;
-        spiffe_checks(end_entity, &self.revoked)?;
-        let id = crate::svid::peer_spiffe_id(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )
-        })?;
+        .map_err(chain)?;
+        let id = spiffe_checks(end_entity, &self.revoked)?;
         if !self.expected.matches(&id) {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ));
+            return Err(SpiffeRefusal::WrongSpiffeId {
+                peer: id,
+                expected: self.expected.clone(),
+            }
+            .into());
         }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
@@ -259,7 +375,8 @@ impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let ok = self
             .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| SpiffeRefusal::chain(e, end_entity))?;
         spiffe_checks(end_entity, &self.revoked)?;
         Ok(ok)
     }

@@ -16,12 +16,13 @@ pub mod proxy;
 mod relay;
 
 use config::Config;
-use identity::{IdentitySource, Svid};
+use identity::IdentitySource;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_core::api::{Denial, DenialReason, DenialReport, RevocationFeed};
 use tessera_core::tls::{RevokedSerials, RotatingKey};
+use tessera_workload::{CALL_DEADLINE, CaClient, Identity, PemFile, PemSet, RenewalPolicy};
 use tokio::sync::watch;
 
 pub use metrics::Metrics;
@@ -39,6 +40,12 @@ pub enum SidecarError {
     /// Identity failure.
     #[error("identity: {0}")]
     Identity(#[from] identity::IdentityError),
+    /// The CA client for the identity could not be set up.
+    #[error("CA client: {0}")]
+    Ca(#[from] tessera_workload::CaError),
+    /// `[svid_files]` could not be written.
+    #[error("svid_files: {0}")]
+    SvidFiles(String),
 }
 
 /// State shared by the listeners, the admin endpoint and the background tasks.
@@ -46,7 +53,12 @@ pub struct Shared {
     /// Configuration.
     pub cfg: Config,
     /// The current identity (None until the first certificate arrives).
-    pub svid: RwLock<Option<Svid>>,
+    identity: RwLock<Option<Identity>>,
+    /// The CA client presenting that identity (kept connection), rebuilt
+    /// when the identity or the bundle changes.
+    ca: RwLock<Option<Arc<CaClient>>>,
+    /// When to renew and how to retry (from `[renew]`).
+    renewal: RenewalPolicy,
     /// The key every TLS configuration serves.
     key: RwLock<Option<Arc<RotatingKey>>>,
     /// Revoked serials.
@@ -70,9 +82,20 @@ pub struct Shared {
 
 impl Shared {
     fn new(cfg: Config) -> Arc<Self> {
+        let r = &cfg.renew;
+        // `jitter_fraction` is of the lifetime; the policy's jitter is a
+        // share of the wait (at_fraction of the lifetime, at least 0.1).
+        let renewal = RenewalPolicy::at(r.at_fraction)
+            .jitter(r.jitter_fraction / r.at_fraction)
+            .retry(
+                Duration::from_millis(r.retry_min_ms),
+                Duration::from_millis(r.retry_max_ms),
+            );
         Arc::new(Self {
             cfg,
-            svid: RwLock::new(None),
+            identity: RwLock::new(None),
+            ca: RwLock::new(None),
+            renewal,
             key: RwLock::new(None),
             revoked: Arc::new(RevokedSerials::default()),
             revoked_gen: watch::channel(0).0,
@@ -87,8 +110,21 @@ impl Shared {
     }
 
     /// The current identity, if any.
-    pub fn identity(&self) -> Option<Svid> {
-        self.svid.read().ok().and_then(|s| s.clone())
+    pub fn identity(&self) -> Option<Identity> {
+        self.identity.read().ok().and_then(|s| s.clone())
+    }
+
+    /// The CA client for the current identity, if any.
+    fn ca(&self) -> Option<Arc<CaClient>> {
+        self.ca.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Makes `identity` current, with a CA client that presents it.
+    fn hold(&self, identity: Identity) -> Result<(), SidecarError> {
+        let ca = CaClient::new(&self.cfg.ca_url, &identity.bundle, Some(&identity.svid))?;
+        *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ca));
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Some(identity);
+        Ok(())
     }
 
     /// Records a refused connection: one structured log line, a metric, and a
@@ -128,11 +164,11 @@ impl Shared {
 
     /// Installs a new identity: rotates the key in place and, if the bundle
     /// changed, republishes TLS configurations for new handshakes.
-    fn install(&self, svid: Svid) -> Result<(), SidecarError> {
-        let ck = svid.certified_key()?;
+    fn install(&self, new: Identity) -> Result<(), SidecarError> {
+        let ck = new.svid.certified_key()?;
         let bundle_changed = self
             .identity()
-            .map(|old| old.bundle != svid.bundle)
+            .map(|old| old.bundle != new.bundle)
             .unwrap_or(true);
         let key = {
             let mut slot = self.key.write().unwrap_or_else(|p| p.into_inner());
@@ -149,20 +185,20 @@ impl Shared {
             }
         };
         if bundle_changed {
-            let set = proxy::TlsSet::build(&self.cfg, &svid.bundle, key, self.revoked.clone())?;
+            let set = proxy::TlsSet::build(&self.cfg, &new.bundle, key, self.revoked.clone())?;
             self.tls.send_replace(Some(Arc::new(set)));
         }
-        self.metrics.cert_expiry.set(svid.not_after);
+        let svid = &new.svid;
+        self.metrics.cert_expiry.set(svid.not_after());
         if let Some(dir) = &self.cfg.svid_files.dir
-            && let Err(e) = write_svid_files(dir, &svid)
+            && let Err(e) = write_svid_files(dir, &new)
         {
             tracing::error!(error = %e, dir = %dir.display(), "writing SVID files failed");
         } else if self.cfg.svid_files.dir.is_some() {
             self.notify_app();
         }
-        tracing::info!(spiffe_id = %svid.spiffe_id, serial = %svid.serial, not_after = svid.not_after, "identity installed");
-        *self.svid.write().unwrap_or_else(|p| p.into_inner()) = Some(svid);
-        Ok(())
+        tracing::info!(spiffe_id = %svid.spiffe_id(), serial = %svid.serial(), not_after = svid.not_after(), "identity installed");
+        self.hold(new)
     }
 }
 
@@ -174,10 +210,10 @@ impl Shared {
         &self,
         bundle: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Result<bool, SidecarError> {
-        let Some(mut svid) = self.identity() else {
+        let Some(mut identity) = self.identity() else {
             return Ok(false);
         };
-        if svid.bundle == bundle {
+        if identity.bundle == bundle {
             return Ok(false);
         }
         let Some(key) = self.key.read().ok().and_then(|k| k.clone()) else {
@@ -185,17 +221,17 @@ impl Shared {
         };
         let set = proxy::TlsSet::build(&self.cfg, &bundle, key, self.revoked.clone())?;
         self.tls.send_replace(Some(Arc::new(set)));
-        svid.bundle = bundle;
+        identity.bundle = bundle;
         if let Some(dir) = &self.cfg.svid_files.dir {
-            match write_svid_files(dir, &svid) {
+            match write_svid_files(dir, &identity) {
                 Ok(()) => self.notify_app(),
                 Err(e) => {
                     tracing::error!(error = %e, dir = %dir.display(), "writing SVID files failed")
                 }
             }
         }
-        tracing::info!(anchors = svid.bundle.len(), "trust bundle updated");
-        *self.svid.write().unwrap_or_else(|p| p.into_inner()) = Some(svid);
+        tracing::info!(anchors = identity.bundle.len(), "trust bundle updated");
+        self.hold(identity)?;
         self.metrics.bundle_updates.add(1);
         Ok(true)
     }
@@ -228,39 +264,30 @@ impl Shared {
     }
 }
 
-/// Writes `svid.pem`, `svid_key.pem` (0600, never wider) and `bundle.pem`,
-/// each through a temporary file and a rename, so an app never reads half a file.
-fn write_svid_files(dir: &std::path::Path, svid: &Svid) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir)?;
-    let key_pem = tessera_core::pem::encode("PRIVATE KEY", svid.key().secret_der());
-    let files = [
-        (
-            "svid.pem",
-            tessera_core::pem::encode_certs(svid.chain.iter().map(|c| c.as_ref())),
-            0o644,
-        ),
-        ("svid_key.pem", key_pem, 0o600),
-        (
-            "bundle.pem",
-            tessera_core::pem::encode_certs(svid.bundle.iter().map(|c| c.as_ref())),
-            0o644,
-        ),
-    ];
-    for (name, data, mode) in files {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
+/// Writes `bundle.pem`, `svid_key.pem` (0600, never wider) and `svid.pem`
+/// (leaf and chain) as one [`PemSet`]: every file through a temporary file
+/// and a rename, so an app never reads half a file, and the certificate
+/// renamed last, so an app reloading on its change never pairs it with the
+/// previous key.
+fn write_svid_files(dir: &std::path::Path, identity: &Identity) -> Result<(), SidecarError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SidecarError::SvidFiles(format!("{}: {e}", dir.display())))?;
+    let (bundle, key, cert) = (
+        dir.join("bundle.pem"),
+        dir.join("svid_key.pem"),
+        dir.join("svid.pem"),
+    );
+    let bundle_pem = identity.bundle_pem();
+    let key_pem = identity.svid.key().to_pem();
+    let cert_pem = identity.svid.chain_pem();
+    PemSet {
+        bundle: Some(PemFile::public(&bundle, bundle_pem.as_bytes())),
+        key: Some(PemFile::private(&key, key_pem.as_bytes())),
+        cert: Some(PemFile::public(&cert, cert_pem.as_bytes())),
+        ..PemSet::default()
     }
-    Ok(())
+    .write()
+    .map_err(|e| SidecarError::SvidFiles(e.to_string()))
 }
 
 /// Bound addresses of a running sidecar.
@@ -373,10 +400,11 @@ pub async fn start<S: IdentitySource + 'static>(
     {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+            let mut retry = shared.renewal.retries();
             loop {
+                let delay = retry.next_delay();
                 match source.fetch().await {
-                    Ok(svid) => match shared.install(svid) {
+                    Ok(identity) => match shared.install(identity) {
                         Ok(()) => break,
                         Err(e) => tracing::error!(error = %e, "cannot use the issued identity"),
                     },
@@ -385,7 +413,6 @@ pub async fn start<S: IdentitySource + 'static>(
                     }
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
             }
             shared.ready.store(true, Ordering::Release);
             tracing::info!("ready");
@@ -409,21 +436,6 @@ pub async fn start<S: IdentitySource + 'static>(
     })
 }
 
-fn jittered(shared: &Shared, svid: &Svid) -> Duration {
-    use ring::rand::SecureRandom;
-    // From receipt, not notBefore: the CA back-dates notBefore for clock skew,
-    // which would otherwise pull every renewal earlier (and, for short
-    // lifetimes, into a renewal loop).
-    let start = svid.received_at.max(svid.not_before);
-    let life = (svid.not_after - start).max(1) as f64;
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    let r = (u16::from_be_bytes(b) as f64 / u16::MAX as f64) * 2.0 - 1.0;
-    let at =
-        start as f64 + life * (shared.cfg.renew.at_fraction + r * shared.cfg.renew.jitter_fraction);
-    Duration::from_secs_f64((at - tessera_core::now_unix() as f64).max(0.0))
-}
-
 /// Renews at the configured fraction of the lifetime (± jitter); on failure
 /// retries with capped exponential backoff while the current certificate serves.
 async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
@@ -431,20 +443,22 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
         let Some(current) = shared.identity() else {
             return;
         };
+        let svid = &current.svid;
         // A pushing source (the Workload API) decides when: wait for its push.
         let wait = if source.pushes_updates() {
             Duration::ZERO
         } else {
-            jittered(&shared, &current)
+            shared.renewal.wait(svid.lifetime())
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.renew_now.notified() => {
-                tracing::warn!(serial = %current.serial, "own certificate revoked; re-issuing now");
+                tracing::warn!(serial = %svid.serial(), "own certificate revoked; re-issuing now");
             }
         }
-        let mut delay = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+        let mut retry = shared.renewal.backoff(svid.lifetime());
         loop {
+            let delay = retry.next_delay();
             match source.renew(&current).await.map(|s| shared.install(s)) {
                 Ok(Ok(())) => {
                     shared.metrics.rotations.add(1);
@@ -455,11 +469,10 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "renewal failed; serving with the current certificate")
                 }
             }
-            if current.not_after <= tessera_core::now_unix() {
+            if svid.expired() {
                 tracing::error!("certificate expired before it could be renewed");
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
         }
     }
 }
@@ -471,15 +484,14 @@ async fn follow_revocations(shared: Arc<Shared>) {
     let mut last_ok = tokio::time::Instant::now();
     loop {
         let result = async {
-            let svid = shared.identity().ok_or("no identity")?;
-            let client = svid.client(&shared.cfg.ca_url).map_err(|_| "client")?;
+            let client = shared.ca().ok_or("no identity")?;
+            let wait = shared.cfg.revocation.wait_seconds;
             let path = format!(
-                "/v1/revocations?since={since}&wait={}&bundle={}",
-                shared.cfg.revocation.wait_seconds,
+                "/v1/revocations?since={since}&wait={wait}&bundle={}",
                 shared.bundle_seq.load(Ordering::Acquire)
             );
             let r = client
-                .call(hyper::Method::GET, &path, None)
+                .long_poll(&path, Duration::from_secs(wait))
                 .await
                 .map_err(|_| "unreachable")?;
             if r.status == hyper::StatusCode::UNAUTHORIZED {
@@ -504,7 +516,7 @@ async fn follow_revocations(shared: Arc<Shared>) {
                         .revoked
                         .extend(feed.revocations.iter().map(|r| r.serial.clone()));
                     shared.revoked_gen.send_modify(|g| *g += 1);
-                    let own = shared.identity().map(|s| s.serial);
+                    let own = shared.identity().map(|i| i.svid.serial().to_owned());
                     if feed
                         .revocations
                         .iter()
@@ -547,11 +559,10 @@ async fn follow_revocations(shared: Arc<Shared>) {
 /// feed reports another sequence, and at least every `bundle_refresh_seconds`.
 async fn follow_bundle(shared: Arc<Shared>) {
     let every = Duration::from_secs(shared.cfg.bundle_refresh_seconds);
-    let mut retry = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+    let mut retry = shared.renewal.retries();
     loop {
         let result = async {
-            let svid = shared.identity().ok_or("no identity")?;
-            let client = svid.client(&shared.cfg.ca_url).map_err(|_| "client")?;
+            let client = shared.ca().ok_or("no identity")?;
             let held = shared.bundle_seq.load(Ordering::Acquire);
             let etag = (held != 0).then(|| format!("\"{held}\""));
             let r = client
@@ -583,7 +594,7 @@ async fn follow_bundle(shared: Arc<Shared>) {
         .await;
         let wait = match result {
             Ok(()) => {
-                retry = Duration::from_millis(shared.cfg.renew.retry_min_ms);
+                retry.reset();
                 every
             }
             Err(why) => {
@@ -591,9 +602,7 @@ async fn follow_bundle(shared: Arc<Shared>) {
                     why,
                     "trust bundle refresh failed; keeping the current bundle"
                 );
-                let r = retry;
-                retry = (retry * 2).min(Duration::from_millis(shared.cfg.renew.retry_max_ms));
-                r.min(every)
+                retry.next_delay().min(every)
             }
         };
         tokio::select! {
@@ -617,18 +626,23 @@ async fn report_denials(shared: Arc<Shared>) {
             }
             _ => continue,
         };
-        let Some(svid) = shared.identity() else {
+        let Some(client) = shared.ca() else {
             requeue(&shared, batch);
             continue;
         };
         let status = async {
-            let client = svid.client(&shared.cfg.ca_url).ok()?;
             let body = serde_json::to_vec(&DenialReport {
                 denials: batch.clone(),
             })
             .ok()?;
             let r = client
-                .call(hyper::Method::POST, "/v1/denials", Some(body))
+                .call(
+                    hyper::Method::POST,
+                    "/v1/denials",
+                    Some(body),
+                    &[],
+                    CALL_DEADLINE,
+                )
                 .await
                 .ok()?;
             Some(r.status.as_u16())

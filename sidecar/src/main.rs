@@ -64,7 +64,7 @@ async fn main() -> Result<()> {
         (None, None) => None,
     };
     let workload_api = cfg.workload_api_socket.is_some()
-        || std::env::var_os(tessera_agent::workload_api::ENDPOINT_SOCKET_ENV).is_some();
+        || std::env::var_os(tessera_workload_api::ENDPOINT_SOCKET_ENV).is_some();
     match token {
         Some(token) => {
             let bootstrap = tessera_core::pem::certs(

@@ -153,10 +153,10 @@ async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 async fn identity(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     match s.identity() {
         Some(i) => axum::Json(serde_json::json!({
-            "spiffe_id": i.spiffe_id,
-            "serial": i.serial,
-            "not_before": i.not_before,
-            "not_after": i.not_after,
+            "spiffe_id": i.svid.spiffe_id().as_str(),
+            "serial": i.svid.serial(),
+            "not_before": i.svid.not_before(),
+            "not_after": i.svid.not_after(),
         }))
         .into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no identity yet\n").into_response(),

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tessera_core::SpiffeIdPattern;
 use tessera_core::api::DenialReason;
-use tessera_core::tls::{RevokedSerials, RotatingKey};
+use tessera_core::tls::{RevokedSerials, RotatingKey, SpiffeRefusal};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -67,22 +67,28 @@ impl TlsSet {
     }
 }
 
-/// Maps a handshake failure to the denial reason operators see.
-fn classify(e: &std::io::Error) -> DenialReason {
-    use rustls::CertificateError as C;
-    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::NoCertificatesPresented) => DenialReason::NoCertificate,
-        Some(rustls::Error::InvalidCertificate(c)) => match c {
-            C::Expired
-            | C::ExpiredContext { .. }
-            | C::NotValidYet
-            | C::NotValidYetContext { .. } => DenialReason::Expired,
-            C::Revoked => DenialReason::Revoked,
-            C::ApplicationVerificationFailure => DenialReason::InvalidSvid,
-            _ => DenialReason::UntrustedChain,
-        },
-        _ => DenialReason::TlsError,
+/// The denial reason operators see for a failed handshake, and the peer's
+/// SPIFFE ID where its certificate parsed: the SPIFFE verifiers say both
+/// ([`SpiffeRefusal`]); anything else is rustls's own failure.
+fn refusal(e: &std::io::Error) -> (DenialReason, Option<String>) {
+    if let Some(r) = SpiffeRefusal::of_io(e) {
+        let reason = match r {
+            SpiffeRefusal::UntrustedChain { .. } => DenialReason::UntrustedChain,
+            SpiffeRefusal::Expired { .. } => DenialReason::Expired,
+            SpiffeRefusal::NotAnSvid(_) => DenialReason::InvalidSvid,
+            SpiffeRefusal::Revoked { .. } => DenialReason::Revoked,
+            SpiffeRefusal::WrongSpiffeId { .. } => DenialReason::NotAllowed,
+            _ => DenialReason::TlsError,
+        };
+        return (reason, r.peer().map(|id| id.to_string()));
     }
+    let reason = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::NoCertificatesPresented) => DenialReason::NoCertificate,
+        // The handshake signature does not verify with the certificate's key.
+        Some(rustls::Error::InvalidCertificate(_)) => DenialReason::UntrustedChain,
+        _ => DenialReason::TlsError,
+    };
+    (reason, None)
 }
 
 pub(crate) async fn accept_loop(
@@ -143,7 +149,10 @@ async fn handle_inbound(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.inbound.clone());
     let stream = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return shared.deny(&l.name, peer, None, classify(&e)),
+        Ok(Err(e)) => {
+            let (reason, peer_id) = refusal(&e);
+            return shared.deny(&l.name, peer, peer_id, reason);
+        }
         Err(_) => return shared.deny(&l.name, peer, None, DenialReason::HandshakeTimeout),
     };
     let leaf = stream
@@ -218,12 +227,8 @@ async fn handle_outbound(
     let stream = match tokio::time::timeout(hs, connector.connect(name, upstream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            let reason = match classify(&e) {
-                // The server's certificate was valid but not the expected identity.
-                DenialReason::InvalidSvid => DenialReason::NotAllowed,
-                r => r,
-            };
-            return shared.deny(&o.name, upstream_addr, None, reason);
+            let (reason, peer_id) = refusal(&e);
+            return shared.deny(&o.name, upstream_addr, peer_id, reason);
         }
         Err(_) => return shared.deny(&o.name, upstream_addr, None, DenialReason::HandshakeTimeout),
     };
