@@ -52,11 +52,9 @@ pub enum SidecarError {
 pub struct Shared {
     /// Configuration.
     pub cfg: Config,
-    /// The current identity (None until the first certificate arrives).
-    identity: RwLock<Option<Identity>>,
-    /// The CA client presenting that identity (kept connection), rebuilt
-    /// when the identity or the bundle changes.
-    ca: RwLock<Option<Arc<CaClient>>>,
+    /// The current identity and its CA client (None until the first
+    /// certificate arrives).
+    held: RwLock<Option<Arc<Held>>>,
     /// When to renew and how to retry (from `[renew]`).
     renewal: RenewalPolicy,
     /// The key every TLS configuration serves.
@@ -78,6 +76,16 @@ pub struct Shared {
     bundle_wake: tokio::sync::Notify,
     /// Wakes the renewal loop early (our own certificate was revoked, e.g. with its CA).
     renew_now: tokio::sync::Notify,
+    /// The serial [`Self::renew_now`] was woken for: a wake for a certificate
+    /// already replaced is stale and ignored.
+    renew_serial: Mutex<Option<String>>,
+}
+
+/// The identity held and the CA client that presents it (its kept
+/// connection serves every call to the CA), replaced together.
+struct Held {
+    identity: Identity,
+    ca: Arc<CaClient>,
 }
 
 impl Shared {
@@ -93,8 +101,7 @@ impl Shared {
             );
         Arc::new(Self {
             cfg,
-            identity: RwLock::new(None),
-            ca: RwLock::new(None),
+            held: RwLock::new(None),
             renewal,
             key: RwLock::new(None),
             revoked: Arc::new(RevokedSerials::default()),
@@ -106,25 +113,37 @@ impl Shared {
             bundle_seq: AtomicI64::new(0),
             bundle_wake: tokio::sync::Notify::new(),
             renew_now: tokio::sync::Notify::new(),
+            renew_serial: Mutex::new(None),
         })
     }
 
     /// The current identity, if any.
     pub fn identity(&self) -> Option<Identity> {
-        self.identity.read().ok().and_then(|s| s.clone())
+        self.held().map(|h| h.identity.clone())
     }
 
-    /// The CA client for the current identity, if any.
-    fn ca(&self) -> Option<Arc<CaClient>> {
-        self.ca.read().ok().and_then(|c| c.clone())
+    fn held(&self) -> Option<Arc<Held>> {
+        self.held.read().ok().and_then(|h| h.clone())
     }
 
-    /// Makes `identity` current, with a CA client that presents it.
-    fn hold(&self, identity: Identity) -> Result<(), SidecarError> {
+    /// `identity` with a CA client that presents it, ready to [`Self::hold`].
+    fn client_for(&self, identity: Identity) -> Result<Held, SidecarError> {
         let ca = CaClient::new(&self.cfg.ca_url, &identity.bundle, Some(&identity.svid))?;
-        *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ca));
-        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Some(identity);
-        Ok(())
+        Ok(Held {
+            identity,
+            ca: Arc::new(ca),
+        })
+    }
+
+    /// Makes `held` current.
+    fn hold(&self, held: Held) {
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(held));
+    }
+
+    /// Wakes the renewal loop to replace the certificate `serial` now.
+    fn renew_now(&self, serial: &str) {
+        *self.renew_serial.lock().unwrap_or_else(|p| p.into_inner()) = Some(serial.to_owned());
+        self.renew_now.notify_one();
     }
 
     /// Records a refused connection: one structured log line, a metric, and a
@@ -166,6 +185,8 @@ impl Shared {
     /// changed, republishes TLS configurations for new handshakes.
     fn install(&self, new: Identity) -> Result<(), SidecarError> {
         let ck = new.svid.certified_key()?;
+        let held = self.client_for(new)?;
+        let new = &held.identity;
         let bundle_changed = self
             .identity()
             .map(|old| old.bundle != new.bundle)
@@ -191,14 +212,21 @@ impl Shared {
         let svid = &new.svid;
         self.metrics.cert_expiry.set(svid.not_after());
         if let Some(dir) = &self.cfg.svid_files.dir
-            && let Err(e) = write_svid_files(dir, &new)
+            && let Err(e) = write_svid_files(dir, new)
         {
             tracing::error!(error = %e, dir = %dir.display(), "writing SVID files failed");
         } else if self.cfg.svid_files.dir.is_some() {
             self.notify_app();
         }
-        tracing::info!(spiffe_id = %svid.spiffe_id(), serial = %svid.serial(), not_after = svid.not_after(), "identity installed");
-        self.hold(new)
+        let (spiffe_id, serial, not_after) = (
+            svid.spiffe_id().to_string(),
+            svid.serial().to_owned(),
+            svid.not_after(),
+        );
+        // Held before it is announced: whoever reads the log line finds it.
+        self.hold(held);
+        tracing::info!(%spiffe_id, %serial, not_after, "identity installed");
+        Ok(())
     }
 }
 
@@ -230,8 +258,9 @@ impl Shared {
                 }
             }
         }
-        tracing::info!(anchors = identity.bundle.len(), "trust bundle updated");
-        self.hold(identity)?;
+        let anchors = identity.bundle.len();
+        self.hold(self.client_for(identity)?);
+        tracing::info!(anchors, "trust bundle updated");
         self.metrics.bundle_updates.add(1);
         Ok(true)
     }
@@ -453,6 +482,11 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.renew_now.notified() => {
+                let flagged = shared.renew_serial.lock().ok().and_then(|mut s| s.take());
+                if flagged.as_deref() != Some(svid.serial()) {
+                    // Woken for a certificate already replaced.
+                    continue;
+                }
                 tracing::warn!(serial = %svid.serial(), "own certificate revoked; re-issuing now");
             }
         }
@@ -483,8 +517,9 @@ async fn follow_revocations(shared: Arc<Shared>) {
     let mut since = 0i64;
     let mut last_ok = tokio::time::Instant::now();
     loop {
+        let held = shared.held();
         let result = async {
-            let client = shared.ca().ok_or("no identity")?;
+            let client = &held.as_ref().ok_or("no identity")?.ca;
             let wait = shared.cfg.revocation.wait_seconds;
             let path = format!(
                 "/v1/revocations?since={since}&wait={wait}&bundle={}",
@@ -516,13 +551,13 @@ async fn follow_revocations(shared: Arc<Shared>) {
                         .revoked
                         .extend(feed.revocations.iter().map(|r| r.serial.clone()));
                     shared.revoked_gen.send_modify(|g| *g += 1);
-                    let own = shared.identity().map(|i| i.svid.serial().to_owned());
-                    if feed
-                        .revocations
-                        .iter()
-                        .any(|r| Some(&r.serial) == own.as_ref())
+                    if let Some(own) = shared.identity()
+                        && feed
+                            .revocations
+                            .iter()
+                            .any(|r| r.serial == own.svid.serial())
                     {
-                        shared.renew_now.notify_one();
+                        shared.renew_now(own.svid.serial());
                     }
                     tracing::info!(
                         count = feed.revocations.len(),
@@ -538,8 +573,10 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 }
             }
             Err(why) => {
-                if why == "own certificate refused" {
-                    shared.renew_now.notify_one();
+                if why == "own certificate refused"
+                    && let Some(h) = &held
+                {
+                    shared.renew_now(h.identity.svid.serial());
                 }
                 shared
                     .metrics
@@ -562,7 +599,7 @@ async fn follow_bundle(shared: Arc<Shared>) {
     let mut retry = shared.renewal.retries();
     loop {
         let result = async {
-            let client = shared.ca().ok_or("no identity")?;
+            let client = shared.held().ok_or("no identity")?.ca.clone();
             let held = shared.bundle_seq.load(Ordering::Acquire);
             let etag = (held != 0).then(|| format!("\"{held}\""));
             let r = client
@@ -626,7 +663,7 @@ async fn report_denials(shared: Arc<Shared>) {
             }
             _ => continue,
         };
-        let Some(client) = shared.ca() else {
+        let Some(client) = shared.held().map(|h| h.ca.clone()) else {
             requeue(&shared, batch);
             continue;
         };
