@@ -67,6 +67,7 @@ pub struct Client {
 }
 
 /// A response: status and body.
+#[derive(Debug, Clone)]
 pub struct Reply {
     /// HTTP status.
     pub status: StatusCode,

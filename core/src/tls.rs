@@ -520,3 +520,288 @@ impl rustls::client::ResolvesClientCert for RotatingKey {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, SanType, SerialNumber,
+    };
+
+    struct Ca {
+        issuer: Issuer<'static, KeyPair>,
+        der: CertificateDer<'static>,
+    }
+
+    fn ca() -> Ca {
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+        let key = KeyPair::generate().unwrap();
+        let der = p.self_signed(&key).unwrap().der().clone();
+        Ca {
+            issuer: Issuer::new(p, key),
+            der,
+        }
+    }
+
+    /// A leaf for `uri` (None: a DNS name only, not an SVID), valid from
+    /// `from` to `to` hours from now.
+    fn leaf(ca: &Ca, uri: Option<&str>, serial: u8, from: i64, to: i64) -> Arc<CertifiedKey> {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = match uri {
+            Some(u) => vec![SanType::URI(u.try_into().unwrap())],
+            None => vec![SanType::DnsName("web".try_into().unwrap())],
+        };
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.serial_number = Some(SerialNumber::from_slice(&[0x40, serial, 1, 2, 3, 4, 5, 6]));
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now + time::Duration::hours(from);
+        p.not_after = now + time::Duration::hours(to);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        Arc::new(certified_key(vec![cert.der().clone()], key).unwrap())
+    }
+
+    struct Fixed(Arc<CertifiedKey>);
+
+    impl std::fmt::Debug for Fixed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Fixed")
+        }
+    }
+
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    impl rustls::client::ResolvesClientCert for Fixed {
+        fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// One handshake: what the client's and the server's verifiers say.
+    async fn handshake(
+        anchors: &CertificateDer<'static>,
+        client: Arc<CertifiedKey>,
+        server: Arc<CertifiedKey>,
+        expected: &str,
+        revoked: &[&str],
+    ) -> (Option<SpiffeRefusal>, Option<SpiffeRefusal>) {
+        let list = Arc::new(RevokedSerials::default());
+        list.extend(revoked.iter().map(|s| s.to_string()));
+        let anchors = std::slice::from_ref(anchors);
+        let scfg =
+            spiffe_server_config(anchors, Arc::new(Fixed(server)), list.clone(), false).unwrap();
+        let ccfg = spiffe_client_config(
+            anchors,
+            Arc::new(Fixed(client)),
+            crate::SpiffeIdPattern::new(expected).unwrap(),
+            list,
+            false,
+        )
+        .unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            tokio_rustls::TlsAcceptor::from(Arc::new(scfg))
+                .accept(b)
+                .await
+                .err()
+        });
+        let client = tokio_rustls::TlsConnector::from(Arc::new(ccfg))
+            .connect(ServerName::try_from("localhost").unwrap(), a)
+            .await
+            .err();
+        let server = server.await.unwrap();
+        let of = |e: Option<std::io::Error>| e.as_ref().and_then(SpiffeRefusal::of_io).cloned();
+        (of(client), of(server))
+    }
+
+    use rustls::pki_types::ServerName;
+
+    #[tokio::test]
+    async fn refusals_carry_their_reason_and_the_peer_id() {
+        let other = ca();
+        let ca = ca();
+        let id = |p: &str| crate::SpiffeId::new(&format!("spiffe://example.org/{p}")).unwrap();
+        let web = leaf(&ca, Some("spiffe://example.org/web"), 1, -1, 1);
+        let api = leaf(&ca, Some("spiffe://example.org/api"), 2, -1, 1);
+
+        // Both fine.
+        let (c, s) = handshake(
+            &ca.der,
+            web.clone(),
+            api.clone(),
+            "spiffe://example.org/api",
+            &[],
+        )
+        .await;
+        assert_eq!((c, s), (None, None));
+
+        // The server is not who the client requires: the ID seen is kept.
+        let (c, _) = handshake(
+            &ca.der,
+            web.clone(),
+            api.clone(),
+            "spiffe://example.org/db",
+            &[],
+        )
+        .await;
+        match c {
+            Some(SpiffeRefusal::WrongSpiffeId { peer, expected }) => {
+                assert_eq!(peer, id("api"));
+                assert_eq!(pattern_text(&expected), "spiffe://example.org/db");
+            }
+            other => panic!("{other:?}"),
+        }
+        let (c, _) = handshake(
+            &ca.der,
+            web.clone(),
+            api.clone(),
+            "spiffe://example.org/x/*",
+            &[],
+        )
+        .await;
+        assert!(
+            matches!(&c, Some(r @ SpiffeRefusal::WrongSpiffeId { .. }) if r.to_string() == "peer is spiffe://example.org/api, not spiffe://example.org/x/*"),
+            "{c:?}"
+        );
+
+        // Revoked, on either side.
+        let (c, _) = handshake(
+            &ca.der,
+            web.clone(),
+            api.clone(),
+            "spiffe://example.org/api",
+            &["4002010203040506"],
+        )
+        .await;
+        assert_eq!(
+            c,
+            Some(SpiffeRefusal::Revoked {
+                peer: id("api"),
+                serial: "4002010203040506".into()
+            })
+        );
+        let (_, s) = handshake(
+            &ca.der,
+            web.clone(),
+            api.clone(),
+            "spiffe://example.org/api",
+            &["4001010203040506"],
+        )
+        .await;
+        assert_eq!(
+            s,
+            Some(SpiffeRefusal::Revoked {
+                peer: id("web"),
+                serial: "4001010203040506".into()
+            })
+        );
+
+        // Expired (and not yet valid), on either side.
+        let old = leaf(&ca, Some("spiffe://example.org/old"), 3, -3, -2);
+        let (c, _) = handshake(
+            &ca.der,
+            web.clone(),
+            old.clone(),
+            "spiffe://example.org/old",
+            &[],
+        )
+        .await;
+        assert_eq!(
+            c,
+            Some(SpiffeRefusal::Expired {
+                peer: Some(id("old"))
+            })
+        );
+        let (_, s) = handshake(
+            &ca.der,
+            old.clone(),
+            api.clone(),
+            "spiffe://example.org/api",
+            &[],
+        )
+        .await;
+        assert_eq!(
+            s,
+            Some(SpiffeRefusal::Expired {
+                peer: Some(id("old"))
+            })
+        );
+        let soon = leaf(&ca, Some("spiffe://example.org/soon"), 4, 2, 3);
+        let (c, _) = handshake(&ca.der, web.clone(), soon, "spiffe://example.org/soon", &[]).await;
+        assert_eq!(
+            c,
+            Some(SpiffeRefusal::Expired {
+                peer: Some(id("soon"))
+            })
+        );
+
+        // Another CA's certificate: untrusted, with the ID it claims.
+        let stranger = leaf(&other, Some("spiffe://example.org/api"), 5, -1, 1);
+        let (c, _) = handshake(
+            &ca.der,
+            web.clone(),
+            stranger.clone(),
+            "spiffe://example.org/api",
+            &[],
+        )
+        .await;
+        assert!(
+            matches!(&c, Some(SpiffeRefusal::UntrustedChain { peer: Some(p), .. }) if *p == id("api")),
+            "{c:?}"
+        );
+        let (_, s) = handshake(
+            &ca.der,
+            stranger,
+            api.clone(),
+            "spiffe://example.org/api",
+            &[],
+        )
+        .await;
+        assert!(
+            matches!(&s, Some(SpiffeRefusal::UntrustedChain { peer: Some(p), .. }) if *p == id("api")),
+            "{s:?}"
+        );
+
+        // A trusted certificate that is not an X.509-SVID.
+        let plain = leaf(&ca, None, 6, -1, 1);
+        let (c, _) = handshake(
+            &ca.der,
+            web.clone(),
+            plain.clone(),
+            "spiffe://example.org/api",
+            &[],
+        )
+        .await;
+        assert_eq!(
+            c,
+            Some(SpiffeRefusal::NotAnSvid(
+                crate::svid::SvidError::UriSanCount(0)
+            ))
+        );
+        let (_, s) = handshake(&ca.der, plain, api, "spiffe://example.org/api", &[]).await;
+        assert_eq!(
+            s,
+            Some(SpiffeRefusal::NotAnSvid(
+                crate::svid::SvidError::UriSanCount(0)
+            ))
+        );
+        assert_eq!(c.unwrap().peer(), None);
+    }
+}

@@ -189,8 +189,7 @@ impl CaClient {
                 let generation = self.kept.lock().map(|k| k.0).unwrap_or(0);
                 self.forget(generation);
                 Err(CaError::Unreachable(format!(
-                    "no answer within {} s",
-                    deadline.as_secs()
+                    "no answer within {deadline:?}"
                 )))
             }
         }
@@ -329,4 +328,165 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CaError> {
 /// An issued certificate that is not a usable SVID for the key sent.
 pub fn bad_certificate(e: SvidParseError) -> CaError {
     CaError::BadAnswer(format!("issued certificate: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A TLS server on loopback (HTTP/1.1 and HTTP/2, as the CA) that counts
+    /// the connections it accepts and drops a connection idle for 300 ms.
+    struct Server {
+        url: String,
+        anchors: Vec<CertificateDer<'static>>,
+        accepted: Arc<AtomicUsize>,
+    }
+
+    async fn server() -> Server {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_der = p.self_signed(&ca_key).unwrap().der().clone();
+        let issuer = Issuer::new(p, ca_key);
+        let mut leaf = CertificateParams::default();
+        leaf.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let ck = tessera_core::tls::certified_key(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let resolver = Arc::new(tessera_core::tls::RotatingKey::new(ck));
+        let cfg = tessera_core::tls::server_config_optional_client_auth(
+            std::slice::from_ref(&ca_der),
+            resolver,
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let busy = Arc::new(AtomicUsize::new(0));
+                    let in_flight = busy.clone();
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let in_flight = in_flight.clone();
+                        async move {
+                            in_flight.fetch_add(1, Ordering::SeqCst);
+                            let (status, body) = match req.uri().path() {
+                                "/slow" => {
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                    (200, b"{}".to_vec())
+                                }
+                                "/big" => (200, vec![b' '; MAX_ANSWER_BYTES + 1]),
+                                "/refuse" => (
+                                    403,
+                                    br#"{"type":"about:blank","title":"Forbidden","status":403,"code":"forbidden","detail":"not you"}"#.to_vec(),
+                                ),
+                                _ => (200, br#"{"items":[]}"#.to_vec()),
+                            };
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+                    tokio::pin!(conn);
+                    // As the CA: a connection with nothing in flight for a
+                    // while is dropped, not shut down politely.
+                    loop {
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                                if busy.load(Ordering::SeqCst) == 0 {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Server {
+            url,
+            anchors: vec![ca_der],
+            accepted,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_one_connection_for_sequential_and_concurrent_calls() {
+        let s = server().await;
+        let ca = CaClient::new(&s.url, &s.anchors, None).unwrap();
+        for _ in 0..3 {
+            let _: serde_json::Value = ca.get_json("/v1/x").await.unwrap();
+        }
+        let calls = (0..8).map(|_| ca.get_ok("/v1/x"));
+        for r in futures_util::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_dropped_is_replaced() {
+        let s = server().await;
+        let ca = CaClient::new(&s.url, &s.anchors, None).unwrap();
+        ca.get_ok("/v1/x").await.unwrap();
+        // Past the server's idle deadline: it has dropped the connection.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        ca.get_ok("/v1/x").await.unwrap();
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn deadlines_limits_and_refusals() {
+        let s = server().await;
+        let ca = CaClient::new(&s.url, &s.anchors, None).unwrap();
+        let e = ca
+            .call(Method::GET, "/slow", None, &[], Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, CaError::Unreachable(m) if m.contains("no answer within 200ms")),
+            "{e}"
+        );
+        // The connection that timed out is not reused.
+        ca.get_ok("/v1/x").await.unwrap();
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+        let e = ca.get("/big").await.unwrap_err();
+        assert!(matches!(e, CaError::Unreachable(_)), "{e}");
+        let e = ca.get_ok("/refuse").await.unwrap_err();
+        let r = e.refusal().expect("a refusal");
+        assert_eq!(
+            (r.status, r.code(), r.detail()),
+            (403, "forbidden", "not you")
+        );
+        assert_eq!(e.to_string(), "CA refused (403 forbidden): not you");
+        // A bad URL is refused before any connection.
+        assert!(matches!(
+            CaClient::new("http://x", &s.anchors, None),
+            Err(CaError::Url(_))
+        ));
+    }
 }

@@ -197,3 +197,76 @@ impl Identity {
         tessera_core::pem::encode_certs(self.bundle.iter().map(|c| c.as_ref()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, SanType, SerialNumber,
+    };
+
+    /// A CA (PEM) and a leaf for `spiffe://example.org/web` (PEM) with its key.
+    fn issued() -> (IssuedCertificate, PrivateKey) {
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![SanType::URI("spiffe://example.org/web".try_into().unwrap())];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.serial_number = Some(SerialNumber::from_slice(&[0x4a; 16]));
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2025, 1, 2);
+        let key = KeyPair::generate().unwrap();
+        let leaf = p.signed_by(&key, &issuer).unwrap();
+        let answer = IssuedCertificate {
+            serial: "4a".repeat(16),
+            spiffe_id: "spiffe://example.org/web".into(),
+            certificate: leaf.pem(),
+            chain: String::new(),
+            bundle: ca_cert.pem(),
+            not_before: String::new(),
+            not_after: String::new(),
+            attestation_hash: String::new(),
+        };
+        (answer, PrivateKey::from_pkcs8_der(key.serialize_der()))
+    }
+
+    #[test]
+    fn from_the_cas_answer_with_its_key_only() {
+        let (answer, key) = issued();
+        let id = Identity::from_issued(&answer, Arc::new(key)).unwrap();
+        let svid = &id.svid;
+        assert_eq!(svid.spiffe_id().as_str(), "spiffe://example.org/web");
+        assert_eq!(svid.serial(), "4a".repeat(16));
+        assert_eq!(svid.not_after() - svid.not_before(), 86_400);
+        assert_eq!(id.bundle.len(), 1);
+        assert!(svid.expired());
+        // Received long after notAfter: renewal timing is clamped to validity.
+        assert_eq!(svid.lifetime().start, svid.not_after());
+        let early = Svid::new(svid.chain().to_vec(), svid.key().clone(), 0).unwrap();
+        assert_eq!(early.lifetime().start, svid.not_before());
+        // Debug names the identity, never the key.
+        let shown = format!("{svid:?}");
+        assert!(shown.contains("spiffe://example.org/web"), "{shown}");
+        assert!(!shown.contains("key"), "{shown}");
+        // The same certificate with another key is refused.
+        let (_, other) = issued();
+        assert!(matches!(
+            Identity::from_issued(&answer, Arc::new(other)),
+            Err(SvidParseError::KeyMismatch)
+        ));
+        // DER round trip, as the Workload API carries it.
+        let der = crate::concat_der(svid.chain());
+        let back = Svid::from_der(&der, svid.key().clone()).unwrap();
+        assert_eq!(back.serial(), svid.serial());
+    }
+}
