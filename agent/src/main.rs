@@ -78,11 +78,7 @@ async fn main() -> Result<()> {
     if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
         bail!("give a join token or platform_token_file, not both");
     }
-    let bootstrap = tessera_core::pem::certs(
-        &std::fs::read(&cfg.ca_bundle)
-            .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
-    )
-    .context("ca_bundle")?;
+    let bootstrap = tessera_workload::read_anchors(&cfg.ca_bundle)?;
     let engine = match &cfg.runtime_socket {
         Some(p) => EngineClient::new(p),
         None => EngineClient::detect(),
@@ -129,16 +125,8 @@ async fn main() -> Result<()> {
             node
         }
         None => {
-            let token = match (cli.join_token, &cfg.join_token_file) {
-                (Some(t), _) => Some(t),
-                (None, Some(f)) => Some(
-                    std::fs::read_to_string(f)
-                        .with_context(|| format!("join_token_file {}", f.display()))?
-                        .trim()
-                        .to_owned(),
-                ),
-                (None, None) => None,
-            };
+            let token =
+                tessera_workload::join_token(cli.join_token, cfg.join_token_file.as_deref())?;
             if let Some(dir) = &cfg.data_dir {
                 // Before the single-use token is spent on an identity that
                 // could then not be kept.

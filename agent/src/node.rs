@@ -398,11 +398,7 @@ impl NodeLink {
             ttl_seconds: None,
             attestation: evidence(attestation),
         };
-        let resp: api::AgentJwtSvidResponse = self
-            .state()
-            .client
-            .post_json("/v1/agent/jwt-svids", &body)
-            .await?;
+        let resp: api::AgentJwtSvidResponse = self.ask("/v1/agent/jwt-svids", &body).await?;
         Ok(resp.svids)
     }
 
@@ -416,11 +412,7 @@ impl NodeLink {
             spiffe_id: None,
             attestation: evidence(attestation),
         };
-        let resp: api::AgentSvidResponse = self
-            .state()
-            .client
-            .post_json("/v1/agent/svids", &body)
-            .await?;
+        let resp: api::AgentSvidResponse = self.ask("/v1/agent/svids", &body).await?;
         let key = Arc::new(key);
         let mut out = Vec::with_capacity(resp.svids.len());
         for issued in &resp.svids {
@@ -429,6 +421,15 @@ impl NodeLink {
             out.push(identity.svid);
         }
         Ok(out)
+    }
+
+    /// A POST as the node, its JSON answer parsed.
+    async fn ask<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, NodeError> {
+        Ok(self.state().client.post_json(path, body).await?)
     }
 
     /// The node certificate chain (for diagnostics; never the key).

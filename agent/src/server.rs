@@ -177,6 +177,24 @@ fn peer_of<T>(request: &Request<T>) -> Result<PeerCred, Status> {
     })
 }
 
+/// What every method starts with: the time the request arrived, the
+/// security header, and the caller's credentials from the kernel.
+fn caller<T>(request: &Request<T>) -> Result<(PeerCred, u64), Status> {
+    let asked = now_ticks();
+    check_security_header(request)?;
+    Ok((peer_of(request)?, asked))
+}
+
+/// `InvalidArgument` when the request leaves `field` empty.
+fn required(empty: bool, field: &str) -> Result<(), Status> {
+    if empty {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be specified"
+        )));
+    }
+    Ok(())
+}
+
 fn attest_status(e: AttestError) -> Status {
     match e {
         AttestError::Engine(_) => Status::unavailable(format!(
@@ -260,19 +278,28 @@ impl Shared {
             .map_err(|_| Status::unavailable("shutting down"))
     }
 
-    /// A bundle stream (X.509 or JWT): `first` at once, then whatever `pick`
-    /// reads from each new snapshot when it differs from what was sent; ends
-    /// with `Unavailable` when the CA refuses the node.
-    fn bundle_stream<B, M>(
+    /// A bundle stream (X.509 or JWT) for an attested caller (bundles are
+    /// public, but only attested callers are served): `first` (read after
+    /// the attestation) at once, then
+    /// whatever `pick` reads from each new snapshot when it differs from what
+    /// was sent, each as `message(trust domain ID, bundle)`; ends with
+    /// `Unavailable` when the CA refuses the node.
+    async fn bundle_stream<R, B, M>(
         &self,
-        first: Arc<B>,
+        request: &Request<R>,
+        first: fn(&NodeLink) -> Arc<B>,
         pick: fn(&Snapshot) -> Arc<B>,
-        message: impl Fn(&B) -> M + Send + 'static,
-    ) -> ResponseStream<M>
+        message: fn(&str, &B) -> M,
+    ) -> Result<Response<ResponseStream<M>>, Status>
     where
         B: PartialEq + Send + std::marker::Sync + 'static,
         M: Send + 'static,
     {
+        let (peer, asked) = caller(request)?;
+        self.attest(peer, asked).await?;
+        let td = self.node.trust_domain_id();
+        let message = move |b: &B| message(&td, b);
+        let first = first(&self.node);
         let mut snap = self.snapshot.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -299,7 +326,9 @@ impl Shared {
                 }
             }
         });
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     /// Attests the caller of a request that arrived at `asked` (boot-time
@@ -470,9 +499,7 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<X509SvidRequest>,
     ) -> Result<Response<ResponseStream<X509SvidResponse>>, Status> {
-        let asked = now_ticks();
-        check_security_header(&request)?;
-        let peer = peer_of(&request)?;
+        let (peer, asked) = caller(&request)?;
         let shared = self.0.clone();
         let (att, svids) = shared.attest_and_issue(peer, asked).await?;
         let snap = shared.snapshot.borrow().clone();
@@ -500,37 +527,28 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<ResponseStream<X509BundlesResponse>>, Status> {
-        let asked = now_ticks();
-        check_security_header(&request)?;
-        let peer = peer_of(&request)?;
-        // Bundles are public, but only attested callers are served.
-        self.0.attest(peer, asked).await?;
-        let td = self.0.node.trust_domain_id();
-        Ok(Response::new(self.0.bundle_stream(
-            self.0.node.bundle(),
-            |s| s.bundle.clone(),
-            move |bundle| {
-                X509BundlesResponse {
+        self.0
+            .bundle_stream(
+                &request,
+                |n| n.bundle(),
+                |s| s.bundle.clone(),
+                |td, b| X509BundlesResponse {
                     crl: vec![],
-                    bundles: [(td.clone(), concat_der(bundle.iter()).into())]
+                    bundles: [(td.to_owned(), concat_der(b.iter()).into())]
                         .into_iter()
                         .collect(),
-                }
-            },
-        )))
+                },
+            )
+            .await
     }
 
     async fn fetch_jwt_svid(
         &self,
         request: Request<JwtSvidRequest>,
     ) -> Result<Response<JwtSvidResponse>, Status> {
-        let asked = now_ticks();
-        check_security_header(&request)?;
-        let peer = peer_of(&request)?;
+        let (peer, asked) = caller(&request)?;
         let req = request.into_inner();
-        if req.audience.is_empty() {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
+        required(req.audience.is_empty(), "audience")?;
         let _slot = self.0.issue_slot().await?;
         let att = self.0.attest(peer, asked).await?;
         let wanted = (!req.spiffe_id.is_empty()).then_some(req.spiffe_id);
@@ -564,35 +582,26 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<ResponseStream<JwtBundlesResponse>>, Status> {
-        let asked = now_ticks();
-        check_security_header(&request)?;
-        let peer = peer_of(&request)?;
-        // Bundles are public, but only attested callers are served.
-        self.0.attest(peer, asked).await?;
-        let td = self.0.node.trust_domain_id();
-        Ok(Response::new(self.0.bundle_stream(
-            self.0.node.jwt_bundle(),
-            |s| s.jwt_bundle.clone(),
-            move |b| JwtBundlesResponse {
-                bundles: [(td.clone(), b.jwks.clone())].into_iter().collect(),
-            },
-        )))
+        self.0
+            .bundle_stream(
+                &request,
+                |n| n.jwt_bundle(),
+                |s| s.jwt_bundle.clone(),
+                |td, b| JwtBundlesResponse {
+                    bundles: [(td.to_owned(), b.jwks.clone())].into_iter().collect(),
+                },
+            )
+            .await
     }
 
     async fn validate_jwt_svid(
         &self,
         request: Request<ValidateJwtSvidRequest>,
     ) -> Result<Response<ValidateJwtSvidResponse>, Status> {
-        let asked = now_ticks();
-        check_security_header(&request)?;
-        let peer = peer_of(&request)?;
+        let (peer, asked) = caller(&request)?;
         let req = request.into_inner();
-        if req.audience.is_empty() {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
-        if req.svid.is_empty() {
-            return Err(Status::invalid_argument("svid must be specified"));
-        }
+        required(req.audience.is_empty(), "audience")?;
+        required(req.svid.is_empty(), "svid")?;
         self.0.attest(peer, asked).await?;
         let bundle = self.0.node.jwt_bundle();
         let verified = tessera_core::jwt::validate(

@@ -549,7 +549,7 @@ mod tests {
 
     /// A leaf for `uri` (None: a DNS name only, not an SVID), valid from
     /// `from` to `to` hours from now.
-    fn leaf(ca: &Ca, uri: Option<&str>, serial: u8, from: i64, to: i64) -> Arc<CertifiedKey> {
+    fn leaf(ca: &Ca, uri: Option<&str>, serial: u8, from: i64, to: i64) -> CertifiedKey {
         let mut p = CertificateParams::default();
         p.subject_alt_names = match uri {
             Some(u) => vec![SanType::URI(u.try_into().unwrap())],
@@ -568,48 +568,30 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &ca.issuer).unwrap();
         let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        Arc::new(certified_key(vec![cert.der().clone()], key).unwrap())
-    }
-
-    struct Fixed(Arc<CertifiedKey>);
-
-    impl std::fmt::Debug for Fixed {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Fixed")
-        }
-    }
-
-    impl ResolvesServerCert for Fixed {
-        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-            Some(self.0.clone())
-        }
-    }
-
-    impl rustls::client::ResolvesClientCert for Fixed {
-        fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-            Some(self.0.clone())
-        }
-        fn has_certs(&self) -> bool {
-            true
-        }
+        certified_key(vec![cert.der().clone()], key).unwrap()
     }
 
     /// One handshake: what the client's and the server's verifiers say.
     async fn handshake(
         anchors: &CertificateDer<'static>,
-        client: Arc<CertifiedKey>,
-        server: Arc<CertifiedKey>,
+        client: CertifiedKey,
+        server: CertifiedKey,
         expected: &str,
         revoked: &[&str],
     ) -> (Option<SpiffeRefusal>, Option<SpiffeRefusal>) {
         let list = Arc::new(RevokedSerials::default());
         list.extend(revoked.iter().map(|s| s.to_string()));
         let anchors = std::slice::from_ref(anchors);
-        let scfg =
-            spiffe_server_config(anchors, Arc::new(Fixed(server)), list.clone(), false).unwrap();
+        let scfg = spiffe_server_config(
+            anchors,
+            Arc::new(RotatingKey::new(server)),
+            list.clone(),
+            false,
+        )
+        .unwrap();
         let ccfg = spiffe_client_config(
             anchors,
-            Arc::new(Fixed(client)),
+            Arc::new(RotatingKey::new(client)),
             crate::SpiffeIdPattern::new(expected).unwrap(),
             list,
             false,
@@ -640,168 +622,142 @@ mod tests {
         let id = |p: &str| crate::SpiffeId::new(&format!("spiffe://example.org/{p}")).unwrap();
         let web = leaf(&ca, Some("spiffe://example.org/web"), 1, -1, 1);
         let api = leaf(&ca, Some("spiffe://example.org/api"), 2, -1, 1);
-
-        // Both fine.
-        let (c, s) = handshake(
-            &ca.der,
-            web.clone(),
-            api.clone(),
-            "spiffe://example.org/api",
-            &[],
-        )
-        .await;
-        assert_eq!((c, s), (None, None));
-
-        // The server is not who the client requires: the ID seen is kept.
-        let (c, _) = handshake(
-            &ca.der,
-            web.clone(),
-            api.clone(),
-            "spiffe://example.org/db",
-            &[],
-        )
-        .await;
-        match c {
-            Some(SpiffeRefusal::WrongSpiffeId { peer, expected }) => {
-                assert_eq!(peer, id("api"));
-                assert_eq!(pattern_text(&expected), "spiffe://example.org/db");
-            }
-            other => panic!("{other:?}"),
-        }
-        let (c, _) = handshake(
-            &ca.der,
-            web.clone(),
-            api.clone(),
-            "spiffe://example.org/x/*",
-            &[],
-        )
-        .await;
-        assert!(
-            matches!(&c, Some(r @ SpiffeRefusal::WrongSpiffeId { .. }) if r.to_string() == "peer is spiffe://example.org/api, not spiffe://example.org/x/*"),
-            "{c:?}"
-        );
-
-        // Revoked, on either side.
-        let (c, _) = handshake(
-            &ca.der,
-            web.clone(),
-            api.clone(),
-            "spiffe://example.org/api",
-            &["4002010203040506"],
-        )
-        .await;
-        assert_eq!(
-            c,
-            Some(SpiffeRefusal::Revoked {
-                peer: id("api"),
-                serial: "4002010203040506".into()
-            })
-        );
-        let (_, s) = handshake(
-            &ca.der,
-            web.clone(),
-            api.clone(),
-            "spiffe://example.org/api",
-            &["4001010203040506"],
-        )
-        .await;
-        assert_eq!(
-            s,
-            Some(SpiffeRefusal::Revoked {
-                peer: id("web"),
-                serial: "4001010203040506".into()
-            })
-        );
-
-        // Expired (and not yet valid), on either side.
         let old = leaf(&ca, Some("spiffe://example.org/old"), 3, -3, -2);
-        let (c, _) = handshake(
-            &ca.der,
-            web.clone(),
-            old.clone(),
-            "spiffe://example.org/old",
-            &[],
-        )
-        .await;
-        assert_eq!(
-            c,
-            Some(SpiffeRefusal::Expired {
-                peer: Some(id("old"))
-            })
-        );
-        let (_, s) = handshake(
-            &ca.der,
-            old.clone(),
-            api.clone(),
-            "spiffe://example.org/api",
-            &[],
-        )
-        .await;
-        assert_eq!(
-            s,
-            Some(SpiffeRefusal::Expired {
-                peer: Some(id("old"))
-            })
-        );
         let soon = leaf(&ca, Some("spiffe://example.org/soon"), 4, 2, 3);
-        let (c, _) = handshake(&ca.der, web.clone(), soon, "spiffe://example.org/soon", &[]).await;
-        assert_eq!(
-            c,
-            Some(SpiffeRefusal::Expired {
-                peer: Some(id("soon"))
-            })
+        let stranger = leaf(&other, Some("spiffe://example.org/api"), 5, -1, 1);
+        let plain = leaf(&ca, None, 6, -1, 1);
+        let api_id = "spiffe://example.org/api";
+        let wrong = |expected: &str| SpiffeRefusal::WrongSpiffeId {
+            peer: id("api"),
+            expected: crate::SpiffeIdPattern::new(expected).unwrap(),
+        };
+        let revoked = |p: &str, serial: &str| SpiffeRefusal::Revoked {
+            peer: id(p),
+            serial: serial.into(),
+        };
+        let expired = |p: &str| SpiffeRefusal::Expired { peer: Some(id(p)) };
+        let not_svid = SpiffeRefusal::NotAnSvid(crate::svid::SvidError::UriSanCount(0));
+        // (what, client cert, server cert, server ID required, revoked
+        // serials, the client's refusal, the server's refusal)
+        type Case<'a> = (
+            &'a str,
+            &'a CertifiedKey,
+            &'a CertifiedKey,
+            &'a str,
+            &'a [&'a str],
+            Option<SpiffeRefusal>,
+            Option<SpiffeRefusal>,
         );
+        let cases: Vec<Case<'_>> = vec![
+            ("both fine", &web, &api, api_id, &[], None, None),
+            (
+                "wrong server",
+                &web,
+                &api,
+                "spiffe://example.org/db",
+                &[],
+                Some(wrong("spiffe://example.org/db")),
+                None,
+            ),
+            (
+                "outside the prefix",
+                &web,
+                &api,
+                "spiffe://example.org/x/*",
+                &[],
+                Some(wrong("spiffe://example.org/x/*")),
+                None,
+            ),
+            (
+                "server revoked",
+                &web,
+                &api,
+                api_id,
+                &["4002010203040506"],
+                Some(revoked("api", "4002010203040506")),
+                None,
+            ),
+            (
+                "client revoked",
+                &web,
+                &api,
+                api_id,
+                &["4001010203040506"],
+                None,
+                Some(revoked("web", "4001010203040506")),
+            ),
+            (
+                "server expired",
+                &web,
+                &old,
+                "spiffe://example.org/old",
+                &[],
+                Some(expired("old")),
+                None,
+            ),
+            (
+                "client expired",
+                &old,
+                &api,
+                api_id,
+                &[],
+                None,
+                Some(expired("old")),
+            ),
+            (
+                "server not yet valid",
+                &web,
+                &soon,
+                "spiffe://example.org/soon",
+                &[],
+                Some(expired("soon")),
+                None,
+            ),
+            (
+                "server not an SVID",
+                &web,
+                &plain,
+                api_id,
+                &[],
+                Some(not_svid.clone()),
+                None,
+            ),
+            (
+                "client not an SVID",
+                &plain,
+                &api,
+                api_id,
+                &[],
+                None,
+                Some(not_svid.clone()),
+            ),
+        ];
+        for (what, client, server, expected, serials, want_c, want_s) in cases {
+            let (c, s) =
+                handshake(&ca.der, client.clone(), server.clone(), expected, serials).await;
+            // A refused side may see only the other's alert: check the refusing side.
+            if want_c.is_some() {
+                assert_eq!(c, want_c, "{what}: client");
+            } else if want_s.is_some() {
+                assert_eq!(s, want_s, "{what}: server");
+            } else {
+                assert_eq!((c, s), (None, None), "{what}");
+            }
+        }
+        assert_eq!(
+            wrong("spiffe://example.org/x/*").to_string(),
+            "peer is spiffe://example.org/api, not spiffe://example.org/x/*"
+        );
+        assert_eq!(not_svid.peer(), None);
 
         // Another CA's certificate: untrusted, with the ID it claims.
-        let stranger = leaf(&other, Some("spiffe://example.org/api"), 5, -1, 1);
-        let (c, _) = handshake(
-            &ca.der,
-            web.clone(),
-            stranger.clone(),
-            "spiffe://example.org/api",
-            &[],
-        )
-        .await;
-        assert!(
-            matches!(&c, Some(SpiffeRefusal::UntrustedChain { peer: Some(p), .. }) if *p == id("api")),
-            "{c:?}"
-        );
-        let (_, s) = handshake(
-            &ca.der,
-            stranger,
-            api.clone(),
-            "spiffe://example.org/api",
-            &[],
-        )
-        .await;
-        assert!(
-            matches!(&s, Some(SpiffeRefusal::UntrustedChain { peer: Some(p), .. }) if *p == id("api")),
-            "{s:?}"
-        );
-
-        // A trusted certificate that is not an X.509-SVID.
-        let plain = leaf(&ca, None, 6, -1, 1);
-        let (c, _) = handshake(
-            &ca.der,
-            web.clone(),
-            plain.clone(),
-            "spiffe://example.org/api",
-            &[],
-        )
-        .await;
-        assert_eq!(
-            c,
-            Some(SpiffeRefusal::NotAnSvid(
-                crate::svid::SvidError::UriSanCount(0)
-            ))
-        );
-        let (_, s) = handshake(&ca.der, plain, api, "spiffe://example.org/api", &[]).await;
-        assert_eq!(
-            s,
-            Some(SpiffeRefusal::NotAnSvid(
-                crate::svid::SvidError::UriSanCount(0)
-            ))
-        );
-        assert_eq!(c.unwrap().peer(), None);
+        let (c, _) = handshake(&ca.der, web.clone(), stranger.clone(), api_id, &[]).await;
+        let (_, s) = handshake(&ca.der, stranger, api, api_id, &[]).await;
+        for r in [c, s] {
+            assert!(
+                matches!(&r, Some(SpiffeRefusal::UntrustedChain { peer: Some(p), .. }) if *p == id("api")),
+                "{r:?}"
+            );
+        }
     }
 }

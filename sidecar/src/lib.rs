@@ -369,6 +369,18 @@ impl Running {
     }
 }
 
+/// Binds `addr` (the option `what`), returning the listener and its address.
+async fn bind(
+    addr: std::net::SocketAddr,
+    what: String,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), SidecarError> {
+    let sock = tokio::net::TcpListener::bind(addr).await;
+    match sock.and_then(|s| s.local_addr().map(|a| (s, a))) {
+        Ok(bound) => Ok(bound),
+        Err(e) => Err(SidecarError::Bind(what, e)),
+    }
+}
+
 /// Binds every listener, then gets an identity (retrying while the CA is
 /// unreachable; not ready meanwhile) and starts serving.
 pub async fn start<S: IdentitySource + 'static>(
@@ -377,39 +389,30 @@ pub async fn start<S: IdentitySource + 'static>(
 ) -> Result<Running, SidecarError> {
     let shared = Shared::new(cfg);
     let (stop, stop_rx) = watch::channel(false);
-    let admin = tokio::net::TcpListener::bind(shared.cfg.admin_listen)
-        .await
-        .map_err(|e| SidecarError::Bind("admin_listen".into(), e))?;
+    let (admin, admin_addr) = bind(shared.cfg.admin_listen, "admin_listen".into()).await?;
     let mut addrs = Addresses {
-        admin: admin
-            .local_addr()
-            .map_err(|e| SidecarError::Bind("admin_listen".into(), e))?,
+        admin: admin_addr,
         inbound: Default::default(),
         outbound: Default::default(),
     };
     tokio::spawn(metrics::serve_admin(shared.clone(), admin));
     let mut listeners = Vec::new();
-    for (i, l) in shared.cfg.inbound.iter().enumerate() {
-        let sock = tokio::net::TcpListener::bind(l.listen)
-            .await
-            .map_err(|e| SidecarError::Bind(format!("inbound[{i}].listen"), e))?;
-        addrs.inbound.insert(
-            l.name.clone(),
-            sock.local_addr()
-                .map_err(|e| SidecarError::Bind(l.name.clone(), e))?,
-        );
-        listeners.push((true, i, sock));
-    }
-    for (i, o) in shared.cfg.outbound.iter().enumerate() {
-        let sock = tokio::net::TcpListener::bind(o.listen)
-            .await
-            .map_err(|e| SidecarError::Bind(format!("outbound[{i}].listen"), e))?;
-        addrs.outbound.insert(
-            o.name.clone(),
-            sock.local_addr()
-                .map_err(|e| SidecarError::Bind(o.name.clone(), e))?,
-        );
-        listeners.push((false, i, sock));
+    let inbound = shared.cfg.inbound.iter().map(|l| (l.listen, &l.name));
+    let outbound = shared.cfg.outbound.iter().map(|o| (o.listen, &o.name));
+    for (is_inbound, side) in [
+        (true, inbound.collect::<Vec<_>>()),
+        (false, outbound.collect()),
+    ] {
+        let (kind, names) = if is_inbound {
+            ("inbound", &mut addrs.inbound)
+        } else {
+            ("outbound", &mut addrs.outbound)
+        };
+        for (i, (listen, name)) in side.into_iter().enumerate() {
+            let (sock, addr) = bind(listen, format!("{kind}[{i}].listen")).await?;
+            names.insert(name.clone(), addr);
+            listeners.push((is_inbound, i, sock));
+        }
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(
         shared.cfg.limits.max_connections,

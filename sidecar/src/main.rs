@@ -53,37 +53,19 @@ async fn main() -> Result<()> {
     if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
         anyhow::bail!("give a join token or platform_token_file, not both");
     }
-    let token = match (&cli.join_token, &cfg.join_token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("join_token_file {}", f.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, None) => None,
-    };
+    let token = tessera_workload::join_token(cli.join_token, cfg.join_token_file.as_deref())?;
     let workload_api = cfg.workload_api_socket.is_some()
         || std::env::var_os(tessera_workload_api::ENDPOINT_SOCKET_ENV).is_some();
     match token {
         Some(token) => {
-            let bootstrap = tessera_core::pem::certs(
-                &std::fs::read(&cfg.ca_bundle)
-                    .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
-            )
-            .context("ca_bundle")?;
+            let bootstrap = tessera_workload::read_anchors(&cfg.ca_bundle)?;
             let source = JoinTokenSource::new(cfg.ca_url.clone(), bootstrap, token);
             run(cfg, source, cli.exit_with_pid).await
         }
         None if cfg.platform_token_file.is_some() => {
-            let bootstrap = tessera_core::pem::certs(
-                &std::fs::read(&cfg.ca_bundle)
-                    .with_context(|| format!("ca_bundle {}", cfg.ca_bundle.display()))?,
-            )
-            .context("ca_bundle")?;
             let source = PlatformTokenSource::new(
                 cfg.ca_url.clone(),
-                bootstrap,
+                tessera_workload::read_anchors(&cfg.ca_bundle)?,
                 cfg.platform_token_file.clone().unwrap_or_default(),
                 cfg.platform_token_spiffe_id.clone(),
             );

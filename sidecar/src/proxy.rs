@@ -145,26 +145,11 @@ async fn handle_inbound(
     tls: Arc<TlsSet>,
 ) {
     let l = &shared.cfg.inbound[index];
-    let hs = Duration::from_millis(shared.cfg.limits.handshake_timeout_ms);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.inbound.clone());
-    let stream = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let (reason, peer_id) = refusal(&e);
-            return shared.deny(&l.name, peer, peer_id, reason);
-        }
-        Err(_) => return shared.deny(&l.name, peer, None, DenialReason::HandshakeTimeout),
+    let Some(stream) = handshake(&shared, &l.name, peer, acceptor.accept(tcp)).await else {
+        return;
     };
-    let leaf = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .cloned();
-    let Some(info) = leaf
-        .as_ref()
-        .and_then(|c| tessera_core::svid::check_leaf(c).ok())
-    else {
+    let Some(info) = peer_leaf(stream.get_ref().1.peer_certificates()) else {
         return shared.deny(&l.name, peer, None, DenialReason::InvalidSvid);
     };
     if !tls.allow[index].iter().any(|p| p.matches(&info.spiffe_id)) {
@@ -224,22 +209,44 @@ async fn handle_outbound(
             rustls::pki_types::ServerName::try_from("localhost").expect("static name")
         });
     let connector = tokio_rustls::TlsConnector::from(tls.outbound[index].clone());
-    let stream = match tokio::time::timeout(hs, connector.connect(name, upstream)).await {
-        Ok(Ok(s)) => s,
+    let handshaking = connector.connect(name, upstream);
+    let Some(stream) = handshake(&shared, &o.name, upstream_addr, handshaking).await else {
+        return;
+    };
+    let serial = peer_leaf(stream.get_ref().1.peer_certificates()).map(|i| i.serial);
+    relay(&shared, &o.name, stream, app, serial).await;
+}
+
+/// Runs a TLS handshake within `limits.handshake_timeout_ms`; a failure is
+/// a denial (with the refusal's reason and the peer's ID where known).
+async fn handshake<S>(
+    shared: &Shared,
+    listener: &str,
+    peer: SocketAddr,
+    tls: impl std::future::Future<Output = std::io::Result<S>>,
+) -> Option<S> {
+    let hs = Duration::from_millis(shared.cfg.limits.handshake_timeout_ms);
+    match tokio::time::timeout(hs, tls).await {
+        Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             let (reason, peer_id) = refusal(&e);
-            return shared.deny(&o.name, upstream_addr, peer_id, reason);
+            shared.deny(listener, peer, peer_id, reason);
+            None
         }
-        Err(_) => return shared.deny(&o.name, upstream_addr, None, DenialReason::HandshakeTimeout),
-    };
-    let serial = stream
-        .get_ref()
-        .1
-        .peer_certificates()
+        Err(_) => {
+            shared.deny(listener, peer, None, DenialReason::HandshakeTimeout);
+            None
+        }
+    }
+}
+
+/// What the peer's leaf certificate says (the verifiers admitted it).
+fn peer_leaf(
+    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Option<tessera_core::svid::LeafInfo> {
+    certs
         .and_then(|c| c.first())
         .and_then(|c| tessera_core::svid::check_leaf(c).ok())
-        .map(|i| i.serial);
-    relay(&shared, &o.name, stream, app, serial).await;
 }
 
 /// TLV type carrying the peer's SPIFFE ID (first of PROXY v2's custom range).

@@ -205,53 +205,35 @@ mod tests {
     }
 
     #[test]
-    fn certificate_is_renamed_last() {
-        // Renaming onto a directory fails: if the key's rename fails, the
-        // certificate (renamed after it) must still be the old one.
+    fn a_failure_leaves_the_old_certificate_and_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let k = dir.path().join("key.pem");
-        std::fs::create_dir(&k).unwrap();
-        std::fs::write(k.join("x"), b"").unwrap();
-        let cert = dir.path().join("cert.pem");
-        std::fs::write(&cert, b"old cert").unwrap();
-        let bundle = dir.path().join("bundle.pem");
-        let e = PemSet {
-            bundle: Some(PemFile::public(&bundle, b"new bundle")),
-            key: Some(PemFile::private(&k, b"new key")),
-            cert: Some(PemFile::public(&cert, b"new cert")),
-            ..PemSet::default()
+        let (bundle, cert) = (dir.path().join("bundle.pem"), dir.path().join("cert.pem"));
+        // A key that cannot be written (no such directory), then one that
+        // cannot be renamed (a directory is in the way).
+        let unwritable = dir.path().join("no/such/dir/key.pem");
+        let unrenamable = dir.path().join("key.pem");
+        std::fs::create_dir(&unrenamable).unwrap();
+        std::fs::write(unrenamable.join("x"), b"").unwrap();
+        for (key, bundle_written) in [(&unwritable, false), (&unrenamable, true)] {
+            std::fs::write(&cert, b"old cert").unwrap();
+            let _ = std::fs::remove_file(&bundle);
+            let e = PemSet {
+                bundle: Some(PemFile::public(&bundle, b"new bundle")),
+                key: Some(PemFile::private(key, b"new key")),
+                cert: Some(PemFile::public(&cert, b"new cert")),
+                ..PemSet::default()
+            }
+            .write()
+            .unwrap_err();
+            assert_eq!(&e.path, key);
+            // Renamed in order: the bundle before the key, the certificate last.
+            assert_eq!(bundle.exists(), bundle_written, "{key:?}");
+            assert_eq!(std::fs::read(&cert).unwrap(), b"old cert", "{key:?}");
+            let left: Vec<_> = names(dir.path())
+                .into_iter()
+                .filter(|n| n.ends_with(".tmp"))
+                .collect();
+            assert!(left.is_empty(), "{key:?}: {left:?}");
         }
-        .write()
-        .unwrap_err();
-        assert_eq!(e.path, k);
-        assert_eq!(
-            std::fs::read(&bundle).unwrap(),
-            b"new bundle",
-            "bundle first"
-        );
-        assert_eq!(std::fs::read(&cert).unwrap(), b"old cert", "cert last");
-        let left: Vec<_> = names(dir.path())
-            .into_iter()
-            .filter(|n| n.ends_with(".tmp"))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
-    }
-
-    #[test]
-    fn failed_write_replaces_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("cert.pem");
-        std::fs::write(&cert, b"old").unwrap();
-        let missing = dir.path().join("no/such/dir/key.pem");
-        let e = PemSet {
-            key: Some(PemFile::private(&missing, b"k")),
-            cert: Some(PemFile::public(&cert, b"new")),
-            ..PemSet::default()
-        }
-        .write()
-        .unwrap_err();
-        assert_eq!(e.path, missing);
-        assert_eq!(std::fs::read(&cert).unwrap(), b"old");
-        assert_eq!(names(dir.path()), ["cert.pem"], "no temporary file left");
     }
 }

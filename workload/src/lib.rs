@@ -13,12 +13,14 @@
 //! - [`PemSet`] / [`PemFile`]: atomic replacement of certificate and key
 //!   files, the certificate last;
 //! - [`CaClient`]: the CA client that keeps its connection, with deadlines
-//!   on every call and bounded answers.
+//!   on every call and bounded answers;
+//! - [`read_anchors`] and [`join_token`]: what a workload starts from.
 //!
 //! It depends on `tessera-core` only (never on the agent, the sidecar, the
 //! CLI or the CA server).
 #![forbid(unsafe_code)]
 
+mod bootstrap;
 mod ca;
 mod der;
 mod files;
@@ -26,6 +28,7 @@ mod key;
 mod renewal;
 mod svid;
 
+pub use bootstrap::{BootstrapError, join_token, read_anchors};
 pub use ca::{
     CALL_DEADLINE, CaClient, CaError, Issued, LONG_POLL_MARGIN, MAX_ANSWER_BYTES, Refusal,
     bad_certificate, success,
