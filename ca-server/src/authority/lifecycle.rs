@@ -178,7 +178,7 @@ impl Authority {
     }
 
     /// Trust anchors for client certificates at the API: the bundle plus
-    /// recently revoked generations (see [`reissue_anchors`]).
+    /// recently revoked generations (see `reissue_anchors`).
     pub fn client_auth_anchors(&self) -> Vec<CertificateDer<'static>> {
         let mut a = self.bundle().anchors.clone();
         if let Ok(r) = self.reissue_anchors.read() {

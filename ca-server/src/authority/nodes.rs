@@ -478,7 +478,7 @@ impl Authority {
     }
 
     /// Issues the X.509-SVIDs an attested workload may have (see
-    /// [`Self::attested_entries`] for who may have what): every matching
+    /// `Self::attested_entries` for who may have what): every matching
     /// entry, or only the one for `spiffe_id`, gets a certificate for the
     /// CSR's key, recorded with the evidence in one ledger transaction each.
     pub async fn agent_svids(

@@ -10,13 +10,13 @@
 //! - audit appends are serialised (an in-process mutex, plus a PostgreSQL
 //!   advisory lock across replicas), so the hash chain never forks;
 //! - a certificate row is durable before the certificate leaves the server
-//!   ([`ledger`] batches the commits);
+//!   (`ledger` batches the commits);
 //! - a precondition that does not hold is a typed [`Refusal`]; every other
 //!   failure is the database's, and its text never reaches a client.
 //!
 //! One submodule per table family: `meta`, `cas` (generations and their
 //! transitions), `entries`, `tokens` (join tokens), `certs` (the ledger's
-//! rows and [`ledger`], its group-commit writer), `revocation` (the feed and
+//! rows and `ledger`, its group-commit writer), `revocation` (the feed and
 //! CRL entries), `credentials`, `audit`, `denials`, `nodes`, `leases`,
 //! `webhooks` (events, webhooks, expiring markers) and `prune`.
 
