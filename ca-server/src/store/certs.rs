@@ -123,9 +123,8 @@ impl Store {
     /// Reads one certificate by serial.
     pub async fn get_cert(&self, serial: &str) -> Result<CertRow, StoreError> {
         let sql = format!("{CERT_SELECT} WHERE serial = $1");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(serial.to_owned())
-            .fetch_optional(&self.pool)
+        let r = self
+            .row_by(sql, serial)
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok(cert_row(&r))

@@ -96,20 +96,14 @@ impl Store {
         &self,
         spiffe_id: &str,
     ) -> Result<Option<CredentialRow>, StoreError> {
-        let r = sqlx::query(cred_select!("WHERE spiffe_id = $1"))
-            .bind(spiffe_id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.as_ref().and_then(cred_row))
+        let r = self.row_by(cred_select!("WHERE spiffe_id = $1"), spiffe_id);
+        Ok(r.await?.as_ref().and_then(cred_row))
     }
 
     /// Finds a credential by ID.
     pub async fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
-        let r = sqlx::query(cred_select!("WHERE id = $1"))
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.as_ref().and_then(cred_row))
+        let r = self.row_by(cred_select!("WHERE id = $1"), id);
+        Ok(r.await?.as_ref().and_then(cred_row))
     }
 
     /// Lists credentials.

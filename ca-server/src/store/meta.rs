@@ -7,9 +7,8 @@ use sqlx::Row;
 impl Store {
     /// Reads a metadata value.
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
-            .bind(key.to_owned())
-            .fetch_optional(&self.pool)
+        let row = self
+            .row_by("SELECT value FROM meta WHERE key = $1", key)
             .await?;
         Ok(row.map(|r| r.get::<String, _>(0)))
     }

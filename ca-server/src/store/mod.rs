@@ -49,7 +49,7 @@ pub use refusal::Refusal;
 pub use tokens::TokenRow;
 pub use webhooks::{DeliveryState, ExpiringCert, NewDelivery, WebhookRow};
 
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,6 +279,18 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The row `sql` selects with `$1` = `key`, if there is one.
+    async fn row_by(
+        &self,
+        sql: impl Into<String>,
+        key: &str,
+    ) -> Result<Option<AnyRow>, StoreError> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.into()))
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Copies committed WAL pages into the SQLite database file without blocking

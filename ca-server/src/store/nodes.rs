@@ -60,22 +60,14 @@ impl Store {
     /// One node by name.
     pub async fn get_node(&self, id: &str) -> Result<NodeRow, StoreError> {
         let sql = format!("{NODE_SELECT} WHERE id = $1");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let r = self.row_by(sql, id).await?.ok_or(StoreError::NotFound)?;
         Ok(node_row(&r))
     }
 
     /// One node by SPIFFE ID, if recorded.
     pub async fn node_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<NodeRow>, StoreError> {
         let sql = format!("{NODE_SELECT} WHERE spiffe_id = $1");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(spiffe_id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.as_ref().map(node_row))
+        Ok(self.row_by(sql, spiffe_id).await?.as_ref().map(node_row))
     }
 
     /// Bans (`banned = true`) or unbans a node, audited. Banning also revokes,

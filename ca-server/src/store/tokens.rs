@@ -63,13 +63,8 @@ impl Store {
 
     /// Reads a join token by its public ID.
     pub async fn get_token(&self, id: &str) -> Result<TokenRow, StoreError> {
-        let r = sqlx::query(
-            "SELECT id, token_hash, entry_id, expires_at, used_at, created_at FROM join_tokens WHERE id = $1",
-        )
-        .bind(id.to_owned())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        let sql = "SELECT id, token_hash, entry_id, expires_at, used_at, created_at FROM join_tokens WHERE id = $1";
+        let r = self.row_by(sql, id).await?.ok_or(StoreError::NotFound)?;
         Ok(TokenRow {
             id: r.get(0),
             token_hash: r.get(1),

@@ -211,12 +211,8 @@ impl Store {
 
     /// Reads one webhook.
     pub async fn get_webhook(&self, id: &str) -> Result<WebhookRow, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("{WEBHOOK_SELECT} WHERE id = $1"));
-        let r = sqlx::query(sql)
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let sql = format!("{WEBHOOK_SELECT} WHERE id = $1");
+        let r = self.row_by(sql, id).await?.ok_or(StoreError::NotFound)?;
         Ok(webhook_row(&r))
     }
 
