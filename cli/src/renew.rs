@@ -20,7 +20,7 @@
 //! fires (they run after the last rename), or when the certificate file
 //! changes, always sees a matching pair.
 
-use crate::KeyType;
+use crate::cert::KeyType;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
