@@ -10,9 +10,9 @@ mod common;
 use common::*;
 use hyper::Method;
 use serde_json::json;
-use std::process::Command;
 use tessera_core::now_unix;
 use tessera_core::platform_jwt::mint::{SigningKey, token};
+use tessera_test_support::CaBuilder;
 
 const ISS: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -54,8 +54,9 @@ async fn sidecar_identity_from_a_platform_token() {
         ),
     )
     .unwrap();
-    let cfg_path = dir.path().join("ca.toml").display().to_string();
-    let ca = Ca::start_args(dir, "127.0.0.1:0", &["--config", &cfg_path]);
+    let ca = CaBuilder::new()
+        .config(dir.path().join("ca.toml"))
+        .start("tessera-ca");
     ca.call(
         Method::POST,
         "/v1/entries",
@@ -69,34 +70,14 @@ async fn sidecar_identity_from_a_platform_token() {
     let token_file = side.path().join("token");
     std::fs::write(&token_file, k8s_token(&key, "first")).unwrap();
     let app = echo_server().await;
-    std::fs::write(
-        side.path().join("sidecar.toml"),
-        format!(
-            "ca_url = \"{}\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n\
-             platform_token_file = \"{}\"\n[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n\
-             [[inbound]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\n\
-             allow = [\"spiffe://example.org/web\"]\n",
-            ca.url,
-            ca.bundle_path().display(),
-            token_file.display()
-        ),
-    )
-    .unwrap();
-    let (mut proc, line) = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
-            .arg("--config")
-            .arg(side.path().join("sidecar.toml"))
-            .env_remove("TESSERA_JOIN_TOKEN")
-            .env_remove("SPIFFE_ENDPOINT_SOCKET")
-            .env("TESSERA_LOG", "info"),
+    let cfg = format!(
+        "{}platform_token_file = \"{}\"\n[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n{}",
+        base_config(&ca),
+        token_file.display(),
+        inbound("api", &app, "spiffe://example.org/web")
     );
-    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
-    proc.await_log("ready");
-    let s = Sidecar {
-        proc,
-        addrs: addrs["tessera_sidecar"].clone(),
-        _dir: side,
-    };
+    let s = Sidecar::spawn(&cfg, None, &[]);
+    s.await_log("ready");
     let ident = s.admin_get("/identity").await;
     assert!(ident.contains("spiffe://example.org/web"), "{ident}");
     let first = serial_of(&ident);
@@ -104,30 +85,22 @@ async fn sidecar_identity_from_a_platform_token() {
     // The platform rotates the token; then the certificate is revoked: the
     // sidecar re-issues at once with the token now in the file.
     std::fs::write(&token_file, k8s_token(&key, "second")).unwrap();
-    let mut s = s;
-    let installed = count_log(&mut s, "identity installed");
+    let installed = s.count_log("identity installed");
     ca.call(
         Method::POST,
         "/v1/revocations",
         Some(json!({"serial": first, "reason": "superseded"})),
     )
     .await;
-    s.proc.await_log("own certificate revoked");
-    let end = std::time::Instant::now() + DEADLINE;
-    while count_log(&mut s, "identity installed") <= installed {
-        let left = end.saturating_duration_since(std::time::Instant::now());
-        let line = s
-            .proc
-            .stderr
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no re-issue:\n{}", s.proc.log.join("\n")));
-        s.proc.log.push(line);
-    }
+    s.await_log("own certificate revoked");
+    s.proc.wait_for("re-issue", DEADLINE, |o| {
+        (o.stderr_count("identity installed") > installed).then_some(())
+    });
     let second = serial_of(&s.admin_get("/identity").await);
     assert_ne!(first, second);
     // Never the token in the sidecar's log.
     let tok = std::fs::read_to_string(&token_file).unwrap();
-    assert!(!s.proc.log.iter().any(|l| l.contains(&tok[..40])));
+    assert!(!s.proc.stderr_lines().iter().any(|l| l.contains(&tok[..40])));
 
     // Both issuances are in the ledger as platform-token attestations.
     let certs = ca

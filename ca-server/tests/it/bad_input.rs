@@ -3,12 +3,12 @@
 //! changes nothing in the database.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
+use crate::common::{Db, Harness, call, csr, delete, get, issue, post, test_audit};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tessera_ca::ca::LeafSpec;
-use tessera_ca::store::{AuditEntry, NewCert, TokenRow};
+use tessera_ca::store::{NewCert, TokenRow};
 use tessera_core::api::Role;
 use tessera_core::client::Client;
 
@@ -249,39 +249,25 @@ async fn csrs_refused(db: Db) {
     let before = Counts::of(&h).await;
 
     for (name, bad, status, code, detail) in bad_csrs() {
-        let r = call(
+        let r = post(
             &anon,
-            Method::POST,
             "/v1/certs/redeem",
-            Some(json!({"token": token, "csr": bad})),
+            json!({"token": token, "csr": bad}),
         )
         .await;
         problem(&format!("redeem, {name}"), &r, status, code, detail);
-        let r = call(
-            &issuer,
-            Method::POST,
-            "/v1/certs",
-            Some(json!({"spiffe_id": WEB, "csr": bad})),
-        )
-        .await;
+        let r = post(&issuer, "/v1/certs", json!({"spiffe_id": WEB, "csr": bad})).await;
         problem(&format!("issue, {name}"), &r, status, code, detail);
-        let r = call(
-            &workload,
-            Method::POST,
-            "/v1/certs/renew",
-            Some(json!({"csr": bad})),
-        )
-        .await;
+        let r = post(&workload, "/v1/certs/renew", json!({"csr": bad})).await;
         problem(&format!("renew, {name}"), &r, status, code, detail);
     }
     assert_unchanged(&h, &before, "bad CSRs").await;
 
     // The join token was not consumed by the refused attempts.
-    let (s, v) = call(
+    let (s, v) = post(
         &anon,
-        Method::POST,
         "/v1/certs/redeem",
-        Some(json!({"token": token, "csr": csr().1})),
+        json!({"token": token, "csr": csr().1}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -331,45 +317,21 @@ async fn ids_and_selectors_refused(db: Db) {
     let entry_path = format!("/v1/entries/{}", entry["id"].as_str().unwrap());
     for (id, code, detail) in cases {
         let sel = json!({"spiffe_id": id, "selectors": ["unix:uid:1000"]});
-        let r = call(&admin, Method::POST, "/v1/entries", Some(sel.clone())).await;
+        let r = post(&admin, "/v1/entries", sel.clone()).await;
         problem(&format!("entry create {id:?}"), &r, bad, code, detail);
         let r = call(&admin, Method::PUT, &entry_path, Some(sel)).await;
         problem(&format!("entry update {id:?}"), &r, bad, code, detail);
-        let r = call(
-            &admin,
-            Method::POST,
-            "/v1/certs",
-            Some(json!({"spiffe_id": id, "csr": csr().1})),
-        )
-        .await;
+        let r = issue(&admin, id).await;
         problem(&format!("issue {id:?}"), &r, bad, code, detail);
-        let r = call(
-            &admin,
-            Method::POST,
-            "/v1/tokens",
-            Some(json!({"spiffe_id": id})),
-        )
-        .await;
+        let r = post(&admin, "/v1/tokens", json!({"spiffe_id": id})).await;
         problem(&format!("token create {id:?}"), &r, bad, code, detail);
-        let r = call(
-            &admin,
-            Method::POST,
-            "/v1/revocations",
-            Some(json!({"spiffe_id": id})),
-        )
-        .await;
+        let r = post(&admin, "/v1/revocations", json!({"spiffe_id": id})).await;
         problem(&format!("revoke {id:?}"), &r, bad, code, detail);
     }
 
     // A valid ID in the trust domain that no entry grants.
     let nobody = "spiffe://example.org/nobody";
-    let r = call(
-        &admin,
-        Method::POST,
-        "/v1/certs",
-        Some(json!({"spiffe_id": nobody, "csr": csr().1})),
-    )
-    .await;
+    let r = issue(&admin, nobody).await;
     problem(
         "issue without entry",
         &r,
@@ -377,13 +339,7 @@ async fn ids_and_selectors_refused(db: Db) {
         "no_entry",
         &[nobody],
     );
-    let r = call(
-        &admin,
-        Method::POST,
-        "/v1/tokens",
-        Some(json!({"spiffe_id": nobody})),
-    )
-    .await;
+    let r = post(&admin, "/v1/tokens", json!({"spiffe_id": nobody})).await;
     problem(
         "token without entry",
         &r,
@@ -393,15 +349,14 @@ async fn ids_and_selectors_refused(db: Db) {
     );
 
     // parent_id is a SPIFFE ID too (any trust domain, but valid).
-    let r = call(
+    let r = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(json!({
+        json!({
             "spiffe_id": "spiffe://example.org/child",
             "selectors": ["unix:uid:1000"],
             "parent_id": "spiffe://example.org/node/",
-        })),
+        }),
     )
     .await;
     problem("parent_id", &r, bad, "invalid_spiffe_id", &["parent_id"]);
@@ -426,7 +381,7 @@ async fn ids_and_selectors_refused(db: Db) {
     ];
     for (sel, detail) in bad_selectors {
         let body = json!({"spiffe_id": "spiffe://example.org/other", "selectors": sel});
-        let r = call(&admin, Method::POST, "/v1/entries", Some(body)).await;
+        let r = post(&admin, "/v1/entries", body).await;
         problem(
             &format!("create, selectors {sel}"),
             &r,
@@ -447,7 +402,7 @@ async fn ids_and_selectors_refused(db: Db) {
     assert_unchanged(&h, &before, "bad SPIFFE IDs and selectors").await;
 
     // The entry the updates targeted is as it was.
-    let (s, now) = call(&admin, Method::GET, &entry_path, None).await;
+    let (s, now) = get(&admin, &entry_path).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(now, entry);
 }
@@ -481,12 +436,7 @@ async fn join_tokens_refused(db: Db) {
                 created_at: now - 660,
             },
             "test",
-            AuditEntry {
-                actor: "test".into(),
-                action: "token.create",
-                target: expired_id.clone(),
-                details: json!({}),
-            },
+            test_audit("token.create", &expired_id),
         )
         .await
         .unwrap();
@@ -496,11 +446,10 @@ async fn join_tokens_refused(db: Db) {
     let redeem = |t: String| {
         let anon = &anon;
         async move {
-            call(
+            post(
                 anon,
-                Method::POST,
                 "/v1/certs/redeem",
-                Some(json!({"token": t, "csr": csr().1})),
+                json!({"token": t, "csr": csr().1}),
             )
             .await
         }
@@ -566,7 +515,7 @@ async fn join_tokens_refused(db: Db) {
             let body = json!({"token": token, "csr": csr().1});
             tokio::spawn(async move {
                 barrier.wait().await;
-                call(&c, Method::POST, "/v1/certs/redeem", Some(body)).await
+                post(&c, "/v1/certs/redeem", body).await
             })
         })
         .collect();
@@ -593,7 +542,7 @@ async fn join_tokens_refused(db: Db) {
         .next()
         .unwrap();
     let admin = h.operator(Role::Auditor).await;
-    let (s, list) = call(&admin, Method::GET, "/v1/tokens", None).await;
+    let (s, list) = get(&admin, "/v1/tokens").await;
     assert_eq!(s, StatusCode::OK);
     let row = list["items"]
         .as_array()
@@ -650,11 +599,10 @@ async fn renewals_refused(db: Db) {
     let renew_body = || Some(json!({"csr": csr().1}));
 
     // Revoked.
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/revocations",
-        Some(json!({"serial": revoked["serial"]})),
+        json!({"serial": revoked["serial"]}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -702,12 +650,7 @@ async fn renewals_refused(db: Db) {
                 node_spiffe_id: None,
             },
             vec![],
-            AuditEntry {
-                actor: "test".into(),
-                action: "cert.issue",
-                target: leaf.serial.clone(),
-                details: json!({}),
-            },
+            test_audit("cert.issue", &leaf.serial),
         )
         .await
         .unwrap();
@@ -800,7 +743,7 @@ async fn renewals_refused(db: Db) {
 
     // The entry is deleted: a live, unrevoked certificate no longer renews.
     let path = format!("/v1/entries/{}", entry["id"].as_str().unwrap());
-    let (s, v) = call(&admin, Method::DELETE, &path, None).await;
+    let (s, v) = delete(&admin, &path).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let before = Counts::of(&h).await;
     let r = call(
@@ -980,7 +923,7 @@ async fn framing_refused(db: Db) {
         ("limit=1001", &["limit"]),
         ("expiring_within=-1", &["expiring_within"]),
     ] {
-        let r = call(&admin, Method::GET, &format!("/v1/certs?{q}"), None).await;
+        let r = get(&admin, &format!("/v1/certs?{q}")).await;
         problem(
             &format!("GET /v1/certs?{q}"),
             &r,
@@ -1065,19 +1008,19 @@ async fn revocations_refused(db: Db) {
             &["entry"][..],
         ),
     ] {
-        let r = call(&issuer, Method::POST, "/v1/revocations", Some(body)).await;
+        let r = post(&issuer, "/v1/revocations", body).await;
         problem(name, &r, status, code, detail);
     }
     assert_unchanged(&h, &before, "refused revocations").await;
 
     // Nothing was revoked: the ledger and the CRL agree.
-    let (s, list) = call(&issuer, Method::GET, "/v1/certs?revoked=true", None).await;
+    let (s, list) = get(&issuer, "/v1/certs?revoked=true").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["items"], json!([]));
-    let (s, cert) = call(&issuer, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let (s, cert) = get(&issuer, &format!("/v1/certs/{serial}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(cert["revoked_at"], Value::Null);
-    let (s, feed) = call(&issuer, Method::GET, "/v1/revocations?since=0", None).await;
+    let (s, feed) = get(&issuer, "/v1/revocations?since=0").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(feed["revocations"], json!([]));
 }

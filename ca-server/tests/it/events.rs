@@ -3,9 +3,9 @@
 //! expiring scan reports a certificate once.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
+use crate::common::{Db, Harness, csr, get, post};
 use crate::receiver::{Sse, redeem, wait_for};
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tessera_core::api::{Event, EventKind, Role};
@@ -43,11 +43,10 @@ async fn stream_resume_and_filter(db: Db) {
     drop(live);
 
     // Missed while disconnected: two issues and a revocation.
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/revocations",
-        Some(json!({"serial": serials[1], "reason": "key_compromise"})),
+        json!({"serial": serials[1], "reason": "key_compromise"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -71,11 +70,9 @@ async fn stream_resume_and_filter(db: Db) {
     assert!(missed.windows(2).all(|w| w[0].id < w[1].id));
     assert!(missed.iter().all(|e| e.id > first.id));
     // Exactly the event-kind audit records after first.id: nothing lost.
-    let audit: Value = call(
+    let audit: Value = get(
         &auditor,
-        Method::GET,
         &format!("/v1/audit?after={}&limit=1000", first.id),
-        None,
     )
     .await
     .1;
@@ -106,9 +103,7 @@ async fn stream_resume_and_filter(db: Db) {
         .iter()
         .map(parse)
         .collect();
-    let audit: Value = call(&auditor, Method::GET, "/v1/audit?limit=1000", None)
-        .await
-        .1;
+    let audit: Value = get(&auditor, "/v1/audit?limit=1000").await.1;
     let expected: Vec<i64> = audit["items"]
         .as_array()
         .unwrap()
@@ -128,13 +123,7 @@ async fn stream_resume_and_filter(db: Db) {
     )
     .await;
     assert_eq!(parse(&live.next_within(10).await).id, last);
-    let (s, _) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": serials[2]})),
-    )
-    .await;
+    let (s, _) = post(&admin, "/v1/revocations", json!({"serial": serials[2]})).await;
     assert_eq!(s, StatusCode::OK);
     let ev = parse(&live.next_within(5).await);
     assert_eq!(
@@ -148,7 +137,7 @@ async fn stream_resume_and_filter(db: Db) {
         "/v1/events?after=-1",
         "/v1/events?bogus=1",
     ] {
-        let (s, v) = call(&auditor, Method::GET, path, None).await;
+        let (s, v) = get(&auditor, path).await;
         assert_eq!(
             (s, v["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_query")),
@@ -161,7 +150,7 @@ async fn stream_resume_and_filter(db: Db) {
         .unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Roles: issuers and workloads may not read events.
-    let (s, _) = call(&issuer, Method::GET, "/v1/events?follow=false", None).await;
+    let (s, _) = get(&issuer, "/v1/events?follow=false").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -171,7 +160,7 @@ async fn stream_limit(db: Db) {
     let h = Harness::start_with(db, &["events.max_streams=1", "events.heartbeat_seconds=1"]).await;
     let auditor = h.operator(Role::Auditor).await;
     let held = Sse::open(&auditor, "/v1/events", None).await;
-    let (s, v) = call(&auditor, Method::GET, "/v1/events?follow=false", None).await;
+    let (s, v) = get(&auditor, "/v1/events?follow=false").await;
     assert_eq!(
         (s, v["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("too_many_streams"))
@@ -208,11 +197,10 @@ async fn expiring_reported_once(db: Db) {
         let admin = &admin;
         async move {
             let (_, csr) = csr();
-            let (s, v) = call(
+            let (s, v) = post(
                 admin,
-                Method::POST,
                 "/v1/certs",
-                Some(json!({"spiffe_id": id, "csr": csr, "ttl_seconds": ttl})),
+                json!({"spiffe_id": id, "csr": csr, "ttl_seconds": ttl}),
             )
             .await;
             assert_eq!(s, StatusCode::CREATED, "{v}");
