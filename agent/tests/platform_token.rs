@@ -9,59 +9,28 @@
 mod support;
 
 use hyper::Method;
-use serde_json::json;
 use std::time::Duration;
-use support::{Agent, uid};
-use tessera_core::now_unix;
-use tessera_core::platform_jwt::mint::{SigningKey, token};
-use tessera_test_support::CaBuilder;
+use support::{Agent, host_entry};
+use tessera_core::platform_jwt::mint::SigningKey;
+use tessera_test_support::{CaBuilder, kubernetes_issuer_config, kubernetes_token};
 
-const ISS: &str = "https://kubernetes.default.svc.cluster.local";
 const NODE: &str = "spiffe://example.org/tessera/agent/k8s.node-1";
 
+/// The agent's projected token (its pod runs on node-1).
 fn agent_token(key: &SigningKey, jti: &str) -> String {
-    let now = now_unix();
-    let claims = json!({
-        "iss": ISS, "aud": ["tessera"], "sub": "system:serviceaccount:tessera:agent",
-        "iat": now - 5, "nbf": now - 5, "exp": now + 3600, "jti": jti,
-        "kubernetes.io": {
-            "namespace": "tessera",
-            "serviceaccount": {"name": "agent", "uid": "sa-1"},
-            "pod": {"name": "tessera-agent-x1", "uid": "pod-1"},
-            "node": {"name": "node-1", "uid": "node-uid-1"},
-        }
-    });
-    token(key, json!({"kid": "k1"}), &claims)
+    let pod = ("tessera", "agent", "tessera-agent-x1");
+    kubernetes_token(key, pod, Some("node-1"), jti)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_attests_with_a_platform_token_and_re_attests() {
     let key = SigningKey::es256();
     let cfg_dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        cfg_dir.path().join("jwks.json"),
-        json!({"keys": [key.jwk("k1")]}).to_string(),
-    )
-    .unwrap();
-    let ca_toml = cfg_dir.path().join("ca.toml");
-    std::fs::write(
-        &ca_toml,
-        format!(
-            "[[attestation.jwt_issuers]]\nname = \"k8s\"\nkind = \"kubernetes\"\nissuer = \"{ISS}\"\n\
-             audiences = [\"tessera\"]\njwks_file = \"{}\"\nrequire_jti = true\n\
-             node_selectors = [\"k8s:ns:tessera\", \"k8s:sa:agent\"]\nnode_ttl_seconds = 60\n",
-            cfg_dir.path().join("jwks.json").display()
-        ),
-    )
-    .unwrap();
+    let node_issuer =
+        "node_selectors = [\"k8s:ns:tessera\", \"k8s:sa:agent\"]\nnode_ttl_seconds = 60\n";
+    let ca_toml = kubernetes_issuer_config(cfg_dir.path(), &key, node_issuer);
     let ca = CaBuilder::new().config(&ca_toml).start("tessera-ca");
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry(
-        "spiffe://example.org/host-workload",
-        &[&selector],
-        Some(NODE),
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/host-workload", NODE, None).await;
 
     let token_file = cfg_dir.path().join("agent-token");
     std::fs::write(&token_file, agent_token(&key, "first")).unwrap();

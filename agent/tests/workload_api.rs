@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde_json::json;
-use support::{Agent, node_token, node_token_ttl, uid};
+use support::{Agent, host_entry, node_token, node_token_ttl, uid_selector};
 use tessera_test_support::{Ca, CaBuilder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,13 +17,8 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
     let ca = Ca::start();
     let token = node_token(&ca, "host1").await;
     let node = "spiffe://example.org/tessera/agent/host1";
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry(
-        "spiffe://example.org/host-workload",
-        &[&selector],
-        Some(node),
-    )
-    .await;
+    let selector = uid_selector();
+    host_entry(&ca, "spiffe://example.org/host-workload", node, None).await;
     // Parented to another node: never this agent's to give.
     ca.entry(
         "spiffe://example.org/elsewhere",
@@ -207,13 +202,12 @@ async fn refusals() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("no_entry"), "{e:?}");
     // Bundles need no entry.
-    let bundles =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap()
-            .fetch_x509_bundles()
-            .await
-            .unwrap();
+    let bundles = agent
+        .spiffe_client()
+        .await
+        .fetch_x509_bundles()
+        .await
+        .unwrap();
     assert_eq!(bundles.len(), 1);
     // The JWT methods: no header → InvalidArgument; no entry → PermissionDenied.
     let unary = |path: &'static str, with_header: bool| {
@@ -269,21 +263,12 @@ async fn spiffe_crate_fetches_and_validates_jwt_svids() {
         .start("tessera-ca");
     let token = node_token(&ca, "host5").await;
     let node = "spiffe://example.org/tessera/agent/host5";
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry(
-        "spiffe://example.org/jwt-workload",
-        &[&selector],
-        Some(node),
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/jwt-workload", node, None).await;
     // This caller does not match it.
     ca.entry("spiffe://example.org/other", &["unix:uid:4242"], Some(node))
         .await;
     let agent = Agent::start(&ca, "host5", &token, None);
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap();
+    let client = agent.spiffe_client().await;
 
     let svid = client
         .fetch_jwt_svid(["db", "cache"], None)
@@ -376,22 +361,9 @@ async fn rotation_is_pushed_at_half_life() {
     let ca = Ca::start();
     let token = node_token_ttl(&ca, "host3", Some(60)).await;
     let node = "spiffe://example.org/tessera/agent/host3";
-    let selector = format!("unix:uid:{}", uid());
-    ca.expect(
-        Method::POST,
-        "/v1/entries",
-        Some(
-            json!({"spiffe_id": "spiffe://example.org/short", "selectors": [selector],
-                    "parent_id": node, "ttl_seconds": 60}),
-        ),
-        201,
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/short", node, Some(60)).await;
     let agent = Agent::start(&ca, "host3", &token, None);
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap();
+    let client = agent.spiffe_client().await;
     let mut stream = client.stream_x509_svids().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     let started = Instant::now();
@@ -439,22 +411,9 @@ async fn ca_rotation_reaches_workload_api_clients_before_use() {
         .start("tessera-ca");
     let token = node_token_ttl(&ca, "host4", Some(60)).await;
     let node = "spiffe://example.org/tessera/agent/host4";
-    let selector = format!("unix:uid:{}", uid());
-    ca.expect(
-        Method::POST,
-        "/v1/entries",
-        Some(
-            json!({"spiffe_id": "spiffe://example.org/rotating", "selectors": [selector],
-                    "parent_id": node, "ttl_seconds": 60}),
-        ),
-        201,
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/rotating", node, Some(60)).await;
     let agent = Agent::start(&ca, "host4", &token, None);
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap();
+    let client = agent.spiffe_client().await;
     let mut stream = client.stream_x509_contexts().await.unwrap();
     let td = spiffe::TrustDomain::new("example.org").unwrap();
     // For one context: the SVID's issuer DN, and whether the bundle holds a
@@ -519,9 +478,7 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     let ca = Ca::start();
     let token = node_token(&ca, "host6").await;
     let node = "spiffe://example.org/tessera/agent/host6";
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry("spiffe://example.org/resumed", &[&selector], Some(node))
-        .await;
+    host_entry(&ca, "spiffe://example.org/resumed", node, None).await;
     let state = tempfile::tempdir().unwrap();
     let data_dir = state.path().join("agent");
     let sets = [format!("data_dir=\"{}\"", data_dir.display())];
@@ -546,10 +503,7 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     assert!(second.log().contains("resumed"), "{}", second.log());
     let serial2 = node_serial(&data_dir);
     assert_ne!(serial1, serial2, "the resumed identity is renewed at once");
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", second.socket.display()))
-            .await
-            .unwrap();
+    let client = second.spiffe_client().await;
     let svid = client
         .fetch_x509_svid()
         .await

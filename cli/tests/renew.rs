@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use tessera_test_support::{Process, wait_until};
+use tessera_test_support::{Process, openssl_output, wait_until};
 
 mod common;
 
@@ -55,28 +55,15 @@ fn serial(cert: &Path) -> String {
 
 /// The certificate verifies against the bundle and carries the key's public key.
 fn assert_consistent(dir: &Path) {
-    let o = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(dir.join("bundle.pem"))
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
+    let o = openssl_output(dir, &["verify", "-CAfile", "bundle.pem", "cert.pem"]);
     assert!(
         o.status.success(),
         "openssl verify: {}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let cert_pub = Command::new("openssl")
-        .args(["x509", "-noout", "-pubkey", "-in"])
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    let key_pub = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(dir.join("key.pem"))
-        .output()
-        .unwrap();
+    let cert_pub = openssl_output(dir, &["x509", "-noout", "-pubkey", "-in", "cert.pem"]);
+    let key_pub = openssl_output(dir, &["pkey", "-pubout", "-in", "key.pem"]);
     assert!(cert_pub.status.success() && key_pub.status.success());
     assert_eq!(
         cert_pub.stdout, key_pub.stdout,

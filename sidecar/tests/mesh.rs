@@ -10,7 +10,9 @@ use hyper::Method;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tessera_test_support::{Ca, CaBuilder, Metrics, await_closed, openssl, openssl_ec_key};
+use tessera_test_support::{
+    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_ec_key, openssl_output,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -94,12 +96,7 @@ async fn allowed_denied_refused_and_revoked() {
         ident.contains("spiffe://example.org/a") && !ident.contains("PRIVATE"),
         "{ident}"
     );
-    let body = ident.split("\r\n\r\n").nth(1).unwrap();
-    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
-    let serial = serde_json::from_str::<serde_json::Value>(body).unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let serial = a.serial().await;
 
     // Revoke A: its open connection is closed and new ones are refused within 5 s.
     let started = std::time::Instant::now();
@@ -283,6 +280,48 @@ async fn idle_relays_are_closed() {
     );
 }
 
+/// `openssl s_client -quiet` to `addr` presenting the certificate, key and
+/// bundle in `files` (plus `extra` options), sending `line`; its output once
+/// it ends.
+fn s_client_sends(files: &Path, addr: &str, extra: &[&str], line: &[u8]) -> std::process::Output {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", addr])
+        .args(extra)
+        .arg("-cert")
+        .arg(files.join("cert.pem"))
+        .arg("-key")
+        .arg(files.join("key.pem"))
+        .arg("-CAfile")
+        .arg(files.join("bundle.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed");
+    // A refused handshake may close the pipe before the line is written.
+    let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), line);
+    child.wait_with_output().unwrap()
+}
+
+/// `openssl s_client -brief` to `addr` presenting `leaf.pem` / `leaf.key`
+/// from `dir`; what it printed (stdout and stderr).
+fn s_client_presents_leaf(dir: &Path, addr: &str) -> String {
+    let args = [
+        "s_client", "-connect", addr, "-cert", "leaf.pem", "-key", "leaf.key", "-brief",
+    ];
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl must be installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
 /// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
 async fn issue_files(ca: &Ca, name: &str, dir: &Path) {
@@ -328,29 +367,8 @@ async fn openssl_peers_both_ways() {
         ),
     );
     // s_client with a proper certificate: the echo comes back through the relay.
-    let c = d.join("client");
-    let out = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &b.addr("inbound", "in")])
-        .arg("-cert")
-        .arg(c.join("cert.pem"))
-        .arg("-key")
-        .arg(c.join("key.pem"))
-        .arg("-CAfile")
-        .arg(c.join("bundle.pem"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"openssl says hi\n")?;
-            child.wait_with_output()
-        })
-        .expect("openssl must be installed");
+    let addr = b.addr("inbound", "in");
+    let out = s_client_sends(&d.join("client"), &addr, &[], b"openssl says hi\n");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("openssl says hi"),
         "{}",
@@ -449,12 +467,7 @@ async fn svid_files_and_exit_with_the_app() {
     assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/files");
     assert!(s.admin_get("/identity").await.contains(&info.serial));
     tessera_core::pem::private_key(&std::fs::read(dir.join("svid_key.pem")).unwrap()).unwrap();
-    let v = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(dir.join("bundle.pem"))
-        .arg(dir.join("svid.pem"))
-        .output()
-        .unwrap();
+    let v = openssl_output(&dir, &["verify", "-CAfile", "bundle.pem", "svid.pem"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 
     // The app exits: the sidecar drains and exits 0.
@@ -519,26 +532,7 @@ async fn certificate_from_another_ca_is_refused() {
         "-out",
         "leaf.pem",
     ]);
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &b.addr("inbound", "in"),
-            "-cert",
-            "leaf.pem",
-            "-key",
-            "leaf.key",
-            "-brief",
-        ])
-        .current_dir(d)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
     let line = b.await_log("connection denied");
     assert!(line.contains("untrusted_chain"), "{line}\n{text}");
 }
@@ -603,31 +597,8 @@ async fn tls12_only_when_enabled() {
             ),
             &["--set", &set],
         );
-        let d = files.path();
-        let out = Command::new("openssl")
-            .args([
-                "s_client",
-                "-tls1_2",
-                "-quiet",
-                "-connect",
-                &b.addr("inbound", "in"),
-            ])
-            .arg("-cert")
-            .arg(d.join("cert.pem"))
-            .arg("-key")
-            .arg(d.join("key.pem"))
-            .arg("-CAfile")
-            .arg(d.join("bundle.pem"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                let _ = child.stdin.take().unwrap().write_all(b"tls one two\n");
-                child.wait_with_output()
-            })
-            .unwrap();
+        let addr = b.addr("inbound", "in");
+        let out = s_client_sends(files.path(), &addr, &["-tls1_2"], b"tls one two\n");
         let echoed = String::from_utf8_lossy(&out.stdout).contains("tls one two");
         assert_eq!(
             echoed,
@@ -678,22 +649,13 @@ async fn connection_cap_and_graceful_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_client_certificate_is_refused() {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
+        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SanType, date_time_ymd,
     };
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
     let root_key = KeyPair::generate().unwrap();
-    let mut rp = CertificateParams::default();
-    rp.distinguished_name
-        .push(DnType::CommonName, "Operator test root");
-    rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    rp.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    rp.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+    let mut rp = tessera_test_support::spiffe_root_params("Operator test root");
     rp.not_before = date_time_ymd(2020, 1, 1);
     rp.not_after = date_time_ymd(2090, 1, 1);
     let root = rp.self_signed(&root_key).unwrap();
@@ -726,26 +688,7 @@ async fn expired_client_certificate_is_refused() {
     let leaf = lp.signed_by(&leaf_key, &Issuer::new(rp, root_key)).unwrap();
     std::fs::write(d.join("leaf.pem"), leaf.pem()).unwrap();
     std::fs::write(d.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &b.addr("inbound", "in"),
-            "-cert",
-            "leaf.pem",
-            "-key",
-            "leaf.key",
-            "-brief",
-        ])
-        .current_dir(d)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl must be installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
     let line = b.await_log("connection denied");
     assert!(
         line.contains("reason=expired") || line.contains("\"expired\""),

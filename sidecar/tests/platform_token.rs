@@ -10,52 +10,20 @@ mod common;
 use common::*;
 use hyper::Method;
 use serde_json::json;
-use tessera_core::now_unix;
-use tessera_core::platform_jwt::mint::{SigningKey, token};
-use tessera_test_support::CaBuilder;
+use tessera_core::platform_jwt::mint::SigningKey;
+use tessera_test_support::{CaBuilder, kubernetes_issuer_config, kubernetes_token};
 
-const ISS: &str = "https://kubernetes.default.svc.cluster.local";
-
+/// The pod's projected token.
 fn k8s_token(key: &SigningKey, jti: &str) -> String {
-    let now = now_unix();
-    let claims = json!({
-        "iss": ISS, "aud": ["tessera"], "sub": "system:serviceaccount:shop:web",
-        "iat": now - 5, "nbf": now - 5, "exp": now + 3600, "jti": jti,
-        "kubernetes.io": {
-            "namespace": "shop",
-            "serviceaccount": {"name": "web", "uid": "sa-1"},
-            "pod": {"name": "web-0", "uid": "pod-1"},
-        }
-    });
-    token(key, json!({"kid": "k1"}), &claims)
-}
-
-fn serial_of(identity_page: &str) -> String {
-    let body = identity_page.split("\r\n\r\n").nth(1).unwrap();
-    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
-    serde_json::from_str::<serde_json::Value>(body).unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    kubernetes_token(key, ("shop", "web", "web-0"), None, jti)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_identity_from_a_platform_token() {
     let key = SigningKey::es256();
     let dir = tempfile::tempdir().unwrap();
-    let jwks = json!({"keys": [key.jwk("k1")]}).to_string();
-    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
-    std::fs::write(
-        dir.path().join("ca.toml"),
-        format!(
-            "[[attestation.jwt_issuers]]\nname = \"k8s\"\nkind = \"kubernetes\"\nissuer = \"{ISS}\"\n\
-             audiences = [\"tessera\"]\njwks_file = \"{}\"\nrequire_jti = true\n",
-            dir.path().join("jwks.json").display()
-        ),
-    )
-    .unwrap();
     let ca = CaBuilder::new()
-        .config(dir.path().join("ca.toml"))
+        .config(kubernetes_issuer_config(dir.path(), &key, ""))
         .start("tessera-ca");
     ca.call(
         Method::POST,
@@ -80,7 +48,7 @@ async fn sidecar_identity_from_a_platform_token() {
     s.await_log("ready");
     let ident = s.admin_get("/identity").await;
     assert!(ident.contains("spiffe://example.org/web"), "{ident}");
-    let first = serial_of(&ident);
+    let first = s.serial().await;
 
     // The platform rotates the token; then the certificate is revoked: the
     // sidecar re-issues at once with the token now in the file.
@@ -96,7 +64,7 @@ async fn sidecar_identity_from_a_platform_token() {
     s.proc.wait_for("re-issue", DEADLINE, |o| {
         (o.stderr_count("identity installed") > installed).then_some(())
     });
-    let second = serial_of(&s.admin_get("/identity").await);
+    let second = s.serial().await;
     assert_ne!(first, second);
     // Never the token in the sidecar's log.
     let tok = std::fs::read_to_string(&token_file).unwrap();

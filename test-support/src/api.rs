@@ -1,9 +1,11 @@
 //! Calls to the CA's REST API as tests make them: JSON in, status and JSON out.
 
+use crate::pki::csr;
 use hyper::{Method, StatusCode};
 use rustls_pki_types::CertificateDer;
 use serde_json::{Value, json};
-use tessera_core::client::Client;
+use std::future::Future;
+use tessera_core::client::{Client, Reply};
 
 /// A client for `url` trusting `anchors`, presenting a certificate chain and
 /// key (PEM) and/or a bearer token.
@@ -21,6 +23,38 @@ pub fn client(
     });
     let tls = tessera_core::tls::api_client_config(anchors, creds, false).unwrap();
     Client::new(url, tls, bearer.map(str::to_owned)).unwrap()
+}
+
+/// Clients for a CA server under test, made from its URL and trust bundle
+/// (the in-process harness of the CA's tests and [`Ca`](crate::Ca) both are one).
+pub trait Clients {
+    /// `https://host:port` of the server.
+    fn url(&self) -> &str;
+
+    /// The trust bundle (DER) clients verify the server with.
+    fn anchors(&self) -> Vec<CertificateDer<'static>>;
+
+    /// A client with no credentials.
+    fn anonymous(&self) -> Client {
+        client(self.url(), &self.anchors(), None, None)
+    }
+
+    /// A client presenting a bearer token.
+    fn with_token(&self, token: &str) -> Client {
+        client(self.url(), &self.anchors(), None, Some(token))
+    }
+
+    /// A client presenting a certificate chain and key (PEM).
+    fn with_cert(&self, cert_pem: &str, key_pem: &str) -> Client {
+        let creds = (cert_pem.as_bytes(), key_pem.as_bytes());
+        client(self.url(), &self.anchors(), Some(creds), None)
+    }
+
+    /// `GET path` without credentials: the raw reply, whatever its status.
+    fn fetch(&self, path: &str) -> impl Future<Output = Reply> + Send {
+        let (c, path) = (self.anonymous(), path.to_owned());
+        async move { c.call(Method::GET, &path, None).await.unwrap() }
+    }
 }
 
 /// One JSON call; returns the status and the parsed body (`Null` if not JSON).
@@ -66,19 +100,13 @@ pub async fn issue(c: &Client, spiffe_id: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// `POST /v1/revocations` with `body` (see [`call`]).
+pub async fn revoke(c: &Client, body: Value) -> (StatusCode, Value) {
+    post(c, "/v1/revocations", body).await
+}
+
 /// `POST /v1/certs/renew` with a fresh key's CSR, presenting whatever `c`
 /// presents (see [`call`]).
 pub async fn renew(c: &Client) -> (StatusCode, Value) {
     post(c, "/v1/certs/renew", json!({"csr": csr().1})).await
-}
-
-/// A fresh P-256 key and a CSR for it (PEM), as a workload makes them.
-pub fn csr() -> (rcgen::KeyPair, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    (key, csr)
 }

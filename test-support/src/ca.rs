@@ -1,7 +1,7 @@
 //! The real `tessera-ca` binary as a child process: one builder for every
 //! way a test starts it, and the running server with its admin credentials.
 
-use crate::api;
+use crate::api::{self, Clients};
 use crate::binary::workspace_binary;
 use crate::db::TestDb;
 use crate::process::{EXIT_TIMEOUT, Process};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_core::client::{Client, Reply};
+use tessera_core::client::Client;
 
 /// Longest wait for a process to print its listening line (or to exit instead).
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -273,6 +273,16 @@ pub fn wait_listening(proc: &mut Process) -> Option<(SocketAddr, PathBuf)> {
     Some((addr, PathBuf::from(dir)))
 }
 
+impl Clients for Ca {
+    fn url(&self) -> &str {
+        Ca::url(self)
+    }
+
+    fn anchors(&self) -> Vec<CertificateDer<'static>> {
+        Ca::anchors(self)
+    }
+}
+
 /// A `tessera-ca` process that is listening, with its URL and the admin
 /// credentials it wrote. Dropping it kills the process; the directories stay
 /// while its [`CaBuilder`] (or a clone) lives.
@@ -355,30 +365,6 @@ impl Ca {
     /// A client holding the admin credentials the process wrote at start.
     pub fn admin(&self) -> &Client {
         &self.admin
-    }
-
-    /// A client presenting `(cert_pem, key_pem)`, or no certificate.
-    pub fn client(&self, creds: Option<(&str, &str)>) -> Client {
-        let creds = creds.map(|(c, k)| (c.as_bytes(), k.as_bytes()));
-        api::client(&self.url, &self.anchors(), creds, None)
-    }
-
-    /// A client with no credentials.
-    pub fn anonymous(&self) -> Client {
-        self.client(None)
-    }
-
-    /// `GET path` without credentials: the raw reply, whatever its status.
-    pub async fn fetch(&self, path: &str) -> Reply {
-        self.anonymous()
-            .call(Method::GET, path, None)
-            .await
-            .unwrap()
-    }
-
-    /// A client presenting a bearer token.
-    pub fn with_token(&self, token: &str) -> Client {
-        api::client(&self.url, &self.anchors(), None, Some(token))
     }
 
     /// The child process (its output, its PID).

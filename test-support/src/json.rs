@@ -17,6 +17,11 @@ pub fn field_strs<'a>(v: &'a Value, field: &str) -> Vec<&'a str> {
     array(v).iter().map(|x| as_str(&x[field])).collect()
 }
 
+/// The `id` of an API object.
+pub fn id(v: &Value) -> &str {
+    as_str(&v["id"])
+}
+
 /// The IDs of the CA generations in `state` in a `/v1/ca` answer.
 pub fn ca_ids(status: &Value, state: &str) -> Vec<String> {
     array(&status["cas"])

@@ -19,17 +19,21 @@ mod json;
 mod metrics;
 mod net;
 mod openssl;
+mod pki;
+mod platform;
 mod poll;
 mod process;
 
-pub use api::{call, client, csr, delete, get, issue, post, renew};
+pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};
 pub use binary::workspace_binary;
 pub use ca::{Ca, CaBuilder, START_TIMEOUT, random_kek, wait_listening};
 pub use db::{Db, TestDb, postgres_admin_url};
-pub use json::{array, ca_ids, field_strs, strs};
+pub use json::{array, ca_ids, field_strs, id, strs};
 pub use metrics::Metrics;
 pub use net::{await_closed, http_get, read_until_closed};
 pub use openssl::{openssl, openssl_ec_key, openssl_output};
+pub use pki::{csr, spiffe_root_params};
+pub use platform::{KUBERNETES_ISSUER, kubernetes_issuer_config, kubernetes_token};
 pub use poll::{poll_until, wait_until};
 pub use process::{EXIT_TIMEOUT, Output, Process};
 

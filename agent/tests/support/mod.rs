@@ -29,6 +29,23 @@ pub fn uid() -> u32 {
         .unwrap()
 }
 
+/// The selector a host workload run by this test process (its UID) gets.
+pub fn uid_selector() -> String {
+    format!("unix:uid:{}", uid())
+}
+
+/// An entry for this test process as a host workload ([`uid_selector`])
+/// parented to `node`, its certificates living `ttl` seconds if given.
+pub async fn host_entry(ca: &Ca, spiffe_id: &str, node: &str, ttl: Option<u64>) -> Value {
+    let mut body =
+        json!({"spiffe_id": spiffe_id, "selectors": [uid_selector()], "parent_id": node});
+    if let Some(ttl) = ttl {
+        body["ttl_seconds"] = json!(ttl);
+    }
+    ca.expect(Method::POST, "/v1/entries", Some(body), 201)
+        .await
+}
+
 /// A node entry (`spiffe://example.org/tessera/agent/<name>`) and a join token for it.
 pub async fn node_token(ca: &Ca, name: &str) -> String {
     node_token_ttl(ca, name, None).await
@@ -113,6 +130,13 @@ impl Agent {
             proc,
             dir,
         })
+    }
+
+    /// A Workload API client (the `spiffe` crate's) on the agent's socket.
+    pub async fn spiffe_client(&self) -> spiffe::WorkloadApiClient {
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", self.socket.display()))
+            .await
+            .unwrap()
     }
 
     /// The agent's log so far.

@@ -3,7 +3,9 @@
 //! changes nothing in the database.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr, delete, get, issue, post, test_audit};
+use crate::common::{
+    Clients, Db, Harness, call, csr, delete, get, issue, post, renew, revoke, test_audit,
+};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -126,20 +128,14 @@ fn random_bytes(n: usize) -> Vec<u8> {
 /// An RSA-1024 CSR made by the openssl command (rcgen cannot make RSA keys).
 fn rsa1024_csr() -> String {
     let dir = tempfile::tempdir().unwrap();
-    let (key, out) = (dir.path().join("k.pem"), dir.path().join("csr.pem"));
-    let res = std::process::Command::new("openssl")
-        .args(["req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout"])
-        .arg(&key)
-        .args(["-subj", "/CN=x", "-out"])
-        .arg(&out)
-        .output()
-        .expect("openssl must be installed (.ci/run installs it)");
-    assert!(
-        res.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&res.stderr)
+    let args = [
+        "req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout", "k.pem",
+    ];
+    tessera_test_support::openssl(
+        dir.path(),
+        &[&args[..], &["-subj", "/CN=x", "-out", "csr.pem"]].concat(),
     );
-    std::fs::read_to_string(out).unwrap()
+    std::fs::read_to_string(dir.path().join("csr.pem")).unwrap()
 }
 
 /// A valid CSR whose signature no longer verifies: one byte of the signature
@@ -325,7 +321,7 @@ async fn ids_and_selectors_refused(db: Db) {
         problem(&format!("issue {id:?}"), &r, bad, code, detail);
         let r = post(&admin, "/v1/tokens", json!({"spiffe_id": id})).await;
         problem(&format!("token create {id:?}"), &r, bad, code, detail);
-        let r = post(&admin, "/v1/revocations", json!({"spiffe_id": id})).await;
+        let r = revoke(&admin, json!({"spiffe_id": id})).await;
         problem(&format!("revoke {id:?}"), &r, bad, code, detail);
     }
 
@@ -424,22 +420,15 @@ async fn join_tokens_refused(db: Db) {
     let now = tessera_core::now_unix();
     let expired_id = tessera_ca::ca::random_id();
     let expired_secret = "expired-token-secret-0123456789";
-    h.auth
-        .store
-        .create_token(
-            &TokenRow {
-                id: expired_id.clone(),
-                token_hash: sha256_hex(expired_secret.as_bytes()),
-                entry_id: entry["id"].as_str().unwrap().to_owned(),
-                expires_at: now - 60,
-                used_at: None,
-                created_at: now - 660,
-            },
-            "test",
-            test_audit("token.create", &expired_id),
-        )
-        .await
-        .unwrap();
+    h.store_token(TokenRow {
+        id: expired_id.clone(),
+        token_hash: sha256_hex(expired_secret.as_bytes()),
+        entry_id: entry["id"].as_str().unwrap().to_owned(),
+        expires_at: now - 60,
+        used_at: None,
+        created_at: now - 660,
+    })
+    .await;
 
     let anon = h.anonymous();
     let before = Counts::of(&h).await;
@@ -559,20 +548,11 @@ both_backends!(join_tokens_refused);
 /// (so the ledger would know the serial if the TLS layer let it through).
 fn foreign_leaf(spiffe_id: &str, serial: &str) -> (String, String) {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SanType, SerialNumber,
     };
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Tessera CA example.org");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+    let ca = tessera_test_support::spiffe_root_params("Tessera CA example.org");
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = CertificateParams::default();
@@ -596,15 +576,9 @@ async fn renewals_refused(db: Db) {
     let (revoked_cert, revoked_key, revoked) = h.workload(WEB).await;
     let (live_cert, live_key, live) = h.workload(WEB).await;
     let admin = h.operator(Role::Admin).await;
-    let renew_body = || Some(json!({"csr": csr().1}));
 
     // Revoked.
-    let (s, v) = post(
-        &admin,
-        "/v1/revocations",
-        json!({"serial": revoked["serial"]}),
-    )
-    .await;
+    let (s, v) = revoke(&admin, json!({"serial": revoked["serial"]})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // Expired: signed by our own CA, recorded in the ledger, well-formed
@@ -658,13 +632,7 @@ async fn renewals_refused(db: Db) {
 
     let before = Counts::of(&h).await;
 
-    let r = call(
-        &h.with_cert(&revoked_cert, &revoked_key),
-        Method::POST,
-        "/v1/certs/renew",
-        renew_body(),
-    )
-    .await;
+    let r = renew(&h.with_cert(&revoked_cert, &revoked_key)).await;
     match r.0 {
         StatusCode::UNAUTHORIZED => problem("revoked", &r, r.0, "unauthenticated", &["revoked"]),
         _ => problem(
@@ -716,13 +684,7 @@ async fn renewals_refused(db: Db) {
     }
 
     // No client certificate on the mTLS-only route.
-    let r = call(
-        &h.anonymous(),
-        Method::POST,
-        "/v1/certs/renew",
-        renew_body(),
-    )
-    .await;
+    let r = renew(&h.anonymous()).await;
     problem(
         "no certificate",
         &r,
@@ -731,7 +693,7 @@ async fn renewals_refused(db: Db) {
         &["certificate"],
     );
     // An operator certificate is not a workload certificate.
-    let r = call(&admin, Method::POST, "/v1/certs/renew", renew_body()).await;
+    let r = renew(&admin).await;
     problem(
         "operator certificate",
         &r,
@@ -746,13 +708,7 @@ async fn renewals_refused(db: Db) {
     let (s, v) = delete(&admin, &path).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let before = Counts::of(&h).await;
-    let r = call(
-        &h.with_cert(&live_cert, &live_key),
-        Method::POST,
-        "/v1/certs/renew",
-        renew_body(),
-    )
-    .await;
+    let r = renew(&h.with_cert(&live_cert, &live_key)).await;
     problem(
         "entry deleted",
         &r,
@@ -887,6 +843,16 @@ async fn framing_refused(db: Db) {
 
     // A valid JSON body with the wrong content type.
     for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let refused = |r: &(StatusCode, Value)| {
+            let code = "unsupported_media_type";
+            problem(
+                ct,
+                r,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code,
+                &["application/json"],
+            );
+        };
         let r = raw(
             &admin,
             Method::POST,
@@ -895,22 +861,10 @@ async fn framing_refused(db: Db) {
             ct,
         )
         .await;
-        problem(
-            ct,
-            &r,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &["application/json"],
-        );
+        refused(&r);
         let body = serde_json::to_vec(&json!({"token": "x", "csr": "y"})).unwrap();
         let r = raw(&anon, Method::POST, "/v1/certs/redeem", body, ct).await;
-        problem(
-            ct,
-            &r,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &["application/json"],
-        );
+        refused(&r);
     }
 
     // Query parameters.
@@ -1008,7 +962,7 @@ async fn revocations_refused(db: Db) {
             &["entry"][..],
         ),
     ] {
-        let r = post(&issuer, "/v1/revocations", body).await;
+        let r = revoke(&issuer, body).await;
         problem(name, &r, status, code, detail);
     }
     assert_unchanged(&h, &before, "refused revocations").await;

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::Value;
 use sqlx::Row;
 use std::sync::Arc;
@@ -12,10 +12,10 @@ use tessera_ca::authority::Authority;
 use tessera_ca::config::Config;
 use tessera_ca::server::Running;
 use tessera_core::api::Role;
-use tessera_core::client::{Client, Reply};
-use tessera_test_support::client;
+use tessera_core::client::Client;
 pub use tessera_test_support::{
-    Db, TestDb, ca_ids, call, csr, delete, field_strs, get, issue, post, renew, strs,
+    Clients, Db, TestDb, array, ca_ids, call, csr, delete, field_strs, get, id, issue, post, renew,
+    revoke, strs,
 };
 
 /// A CA server running in this process on a loopback port.
@@ -54,35 +54,6 @@ impl Harness {
             dir,
             db,
         }
-    }
-
-    /// The trust bundle as DER.
-    pub fn anchors(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-        self.auth.bundle().anchors.clone()
-    }
-
-    /// A client with no credentials.
-    pub fn anonymous(&self) -> Client {
-        client(&self.url, &self.anchors(), None, None)
-    }
-
-    /// `GET path` without credentials: the raw reply, whatever its status.
-    pub async fn fetch(&self, path: &str) -> Reply {
-        self.anonymous()
-            .call(Method::GET, path, None)
-            .await
-            .unwrap()
-    }
-
-    /// A client presenting a bearer token.
-    pub fn with_token(&self, token: &str) -> Client {
-        client(&self.url, &self.anchors(), None, Some(token))
-    }
-
-    /// A client presenting a certificate chain and key (PEM).
-    pub fn with_cert(&self, cert_pem: &str, key_pem: &str) -> Client {
-        let creds = (cert_pem.as_bytes(), key_pem.as_bytes());
-        client(&self.url, &self.anchors(), Some(creds), None)
     }
 
     /// A client holding an operator certificate with `role`.
@@ -168,6 +139,16 @@ impl Harness {
             .unwrap();
     }
 
+    /// Stores a join token row straight through the store (no API, any expiry).
+    pub async fn store_token(&self, row: tessera_ca::store::TokenRow) {
+        let audit = test_audit("token.create", &row.id);
+        self.auth
+            .store
+            .create_token(&row, "test", audit)
+            .await
+            .unwrap();
+    }
+
     /// Counts rows of a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
         let mut c = self.db.raw().await;
@@ -177,6 +158,26 @@ impl Harness {
             .unwrap()
             .get::<i64, _>(0)
     }
+}
+
+impl Clients for Harness {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn anchors(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        self.auth.bundle().anchors.clone()
+    }
+}
+
+/// Panics unless the answer `(status, body)` is `want` with problem code `code`.
+#[track_caller]
+pub fn assert_problem(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (want, Some(code)),
+        "{body}"
+    );
 }
 
 /// The audit entry of a row a test writes straight through the store.

@@ -4,7 +4,7 @@
 //! nothing; old denials are pruned in batches.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, get, post};
+use crate::common::{Clients, Db, Harness, assert_problem, get, post};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use tessera_ca::store::{DenialFilter, PruneBefore};
@@ -293,11 +293,7 @@ async fn only_workloads_report_under_their_own_identity(db: Db) {
     let batch = vec![denial(t, "https", "10.0.0.9:5000", Some(API), "revoked")];
 
     let (s, v) = report(&h.anonymous(), batch.clone()).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
     for role in Role::ALL {
         let cert = h.operator(role).await;
         let token = token_client(&h, &admin, &format!("t-{}", role.as_str()), role).await;
@@ -324,19 +320,11 @@ async fn only_workloads_report_under_their_own_identity(db: Db) {
         json!({"reporter": DB, "denials": batch}),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_body")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_body");
     let mut forged = batch[0].clone();
     forged["reporter"] = json!(DB);
     let (s, v) = report(&web, vec![forged]).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_body")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_body");
     assert_eq!(h.count("denials").await, 0);
 
     let (s, _) = report(&web, batch).await;
@@ -383,11 +371,7 @@ async fn invalid_reports_store_nothing(db: Db) {
     // 1001 realistic denials: refused for their number (not their size).
     let many: Vec<Value> = (0..1001).map(|i| realistic(now - 60, i)).collect();
     let (s, v) = report(&web, many.clone()).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_field")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
     assert!(v["detail"].as_str().unwrap().contains("denials"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("1000"), "{v}");
     assert_eq!(h.count("denials").await, 0);
@@ -484,11 +468,7 @@ async fn invalid_reports_store_nothing(db: Db) {
         json!({"spiffe_id": API, "selectors": ["a:b"], "note": "n".repeat(100_000)}),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 }
 both_backends!(invalid_reports_store_nothing);
 

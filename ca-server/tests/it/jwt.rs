@@ -4,7 +4,7 @@
 //! CA generation (published before use) and leave the bundle when it is revoked.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, post};
+use crate::common::{Clients, Db, Harness, ca_ids, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::StatusCode;
@@ -122,15 +122,7 @@ async fn jwt_svids(db: Db) {
     let admin = h.operator(Role::Admin).await;
     let (s, st) = post(&admin, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CREATED, "{st}");
-    let prepared = st["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["state"] == "prepared")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prepared = ca_ids(&st, "prepared")[0].clone();
     assert_eq!(jwks(&h).await.len(), 2);
     let (_, v) = post(&web, "/v1/jwt-svids", json!({"audience": ["db"]})).await;
     assert_eq!(
@@ -157,15 +149,7 @@ async fn jwt_svids(db: Db) {
 
     // Emergency revocation of the old generation: its key leaves the bundle,
     // and tokens it signed stop validating.
-    let old = st["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["state"] == "retired")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old = ca_ids(&st, "retired")[0].clone();
     let admin = h.operator(Role::Admin).await;
     let (s, r) = post(&admin, &format!("/v1/ca/{old}/revoke"), None).await;
     assert_eq!(s, StatusCode::OK, "{r}");

@@ -9,7 +9,7 @@
 //! the server closes the socket that held it) a retry is bounded by attempts.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, field_strs, get, issue, post, test_audit};
+use crate::common::{Clients, Db, Harness, field_strs, get, issue, revoke, test_audit};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
@@ -416,22 +416,15 @@ async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i6
 /// Stores a join token expiring at `expires_at`; returns its ID.
 async fn record_token(h: &Harness, entry_id: &str, expires_at: i64) -> String {
     let id = tessera_ca::ca::random_id();
-    h.auth
-        .store
-        .create_token(
-            &TokenRow {
-                id: id.clone(),
-                token_hash: "00".repeat(32),
-                entry_id: entry_id.to_owned(),
-                expires_at,
-                used_at: None,
-                created_at: expires_at - 600,
-            },
-            "test",
-            test_audit("token.create", &id),
-        )
-        .await
-        .unwrap();
+    h.store_token(TokenRow {
+        id: id.clone(),
+        token_hash: "00".repeat(32),
+        entry_id: entry_id.to_owned(),
+        expires_at,
+        used_at: None,
+        created_at: expires_at - 600,
+    })
+    .await;
     id
 }
 
@@ -614,12 +607,7 @@ async fn pruning_keeps_the_feed_version(db: Db) {
 
     // A new revocation must be newer than anything the follower has seen.
     let fresh = record_cert(&h, entry_id, now - 60, now + 3600).await;
-    let (s, v) = post(
-        &admin,
-        "/v1/revocations",
-        json!({"serial": fresh, "reason": "key_compromise"}),
-    )
-    .await;
+    let (s, v) = revoke(&admin, json!({"serial": fresh, "reason": "key_compromise"})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["revoked"], json!([fresh]), "{v}");
     let (s, feed) = get(&admin, &format!("/v1/revocations?since={seen}")).await;
@@ -696,12 +684,7 @@ async fn audit_tampering_is_detected(db: Db) {
     let admin = h.operator(Role::Admin).await;
     h.entry("spiffe://example.org/web").await;
     let (_, _, issued) = h.workload("spiffe://example.org/web").await;
-    let (s, v) = post(
-        &admin,
-        "/v1/revocations",
-        json!({"serial": issued["serial"]}),
-    )
-    .await;
+    let (s, v) = revoke(&admin, json!({"serial": issued["serial"]})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = issue(&admin, "spiffe://example.org/web").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");

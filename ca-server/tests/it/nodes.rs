@@ -4,7 +4,9 @@
 //! policy, bans and malformed evidence refuse, changing nothing.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, csr, delete, field_strs, get, issue, post, renew};
+use crate::common::{
+    Clients, Db, Harness, assert_problem, csr, delete, field_strs, get, id, issue, post, renew,
+};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use tessera_core::api::Role;
@@ -189,7 +191,7 @@ async fn attested_issuance(db: Db) {
     let certs_before = h.count("certificates").await;
     // Selectors that do not match: no identity.
     let (s, v, _) = ask(&node2, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // Entry parented to another node: n1 cannot claim n2's api entry.
     let (s, v) = post(
         &node1,
@@ -198,7 +200,7 @@ async fn attested_issuance(db: Db) {
                     "attestation": evidence(&cid, &["app:api"], &[])}),
     )
     .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // A node identity is never issued to a workload.
     let (s, v) = post(
         &node1,
@@ -207,7 +209,7 @@ async fn attested_issuance(db: Db) {
                     "attestation": evidence(&cid, &["app:web"], &["node:name:x"])}),
     )
     .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // Wrong trust domain.
     let (s, v) = post(
         &node1,
@@ -216,16 +218,12 @@ async fn attested_issuance(db: Db) {
                     "attestation": evidence(&cid, &["app:web"], &[])}),
     )
     .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "wrong_trust_domain"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "wrong_trust_domain");
     // A workload certificate (the one just issued) or an operator is not a node.
     let workload = h.with_cert(svid["certificate"].as_str().unwrap(), &key.serialize_pem());
     for c in [&workload, &admin] {
         let (s, v, _) = ask(c, evidence(&cid, &["app:web"], &[])).await;
-        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"), "{v}");
+        assert_problem(s, &v, StatusCode::FORBIDDEN, "forbidden");
     }
     // Malformed and oversized evidence.
     let too_many: Vec<String> = (0..300).map(|i| format!("unix:gid:{i}")).collect();
@@ -262,21 +260,13 @@ async fn attested_issuance(db: Db) {
     }
     let huge = json!({"selectors": ["unix:uid:0"], "image": "x".repeat(70 * 1024)});
     let (s, v, _) = ask(&node1, huge).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
     assert_eq!(h.count("certificates").await, certs_before);
 
     // Plain renewal of an agent-issued certificate is refused: only the agent
     // renews it, with fresh evidence.
     let (s, v) = renew(&workload).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::FORBIDDEN, "renewal_refused"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "renewal_refused");
     assert!(v["detail"].as_str().unwrap().contains("agent"), "{v}");
     // The node renews its own certificate the ordinary way.
     let (s, v) = renew(&node1).await;
@@ -401,17 +391,9 @@ async fn ban_and_unban(db: Db) {
 
     // The node's certificate stops working on every route, renewal included.
     let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
     let (s, v) = renew(&node).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
     let (s, _) = get(&node, "/v1/revocations").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Its workloads' certificates are revoked, others are not.
@@ -430,11 +412,7 @@ async fn ban_and_unban(db: Db) {
         json!({"token": h.join_token(NODE1).await, "csr": csr().1}),
     )
     .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::FORBIDDEN, "node_refused"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "node_refused");
 
     // Unban: the node works again; the revoked certificate stays revoked.
     let (s, v) = post(&admin, "/v1/nodes/n1/unban", json!({})).await;
@@ -466,14 +444,10 @@ async fn deleted_entry_stops_issuance(db: Db) {
     let cid = container_id('d');
     let (s, _, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = delete(
-        &admin,
-        &format!("/v1/entries/{}", e["id"].as_str().unwrap()),
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/entries/{}", id(&e))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // A node entry cannot have a parent; a node identity cannot be issued directly.
     let (s, v) = post(
         &admin,
@@ -481,17 +455,9 @@ async fn deleted_entry_stops_issuance(db: Db) {
         json!({"spiffe_id": NODE2, "selectors": ["a:b"], "parent_id": NODE1}),
     )
     .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
     let (s, v) = issue(&admin, NODE1).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
 }
 
 both_backends!(deleted_entry_stops_issuance);
@@ -633,11 +599,7 @@ async fn agent_jwt_svids(db: Db) {
         "posture:privileged:true",
     );
     let (s, v) = jwt(privileged, json!({})).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::FORBIDDEN, "posture_refused"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "posture_refused");
     let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
     assert!(
         audit["items"]
@@ -662,11 +624,7 @@ async fn agent_jwt_svids(db: Db) {
     let (s, _) = post(&admin, "/v1/nodes/n1/ban", json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = jwt(evidence(&cid, &["app:web"], &[]), json!({})).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 both_backends!(agent_jwt_svids);
@@ -727,17 +685,9 @@ async fn node_sets(db: Db) {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let set = entry(&admin, EU, &["node:zone:eu"], "").await;
     let (s, v) = post(&admin, "/v1/tokens", json!({"spiffe_id": EU})).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
     let (s, v) = issue(&admin, EU).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
 
     // A workload entry parented to the set.
     entry(&admin, WEB, &["container:label:app:web"], EU).await;
@@ -766,24 +716,20 @@ async fn node_sets(db: Db) {
     assert!(att.contains(NODE1), "{rec}");
     // The node outside the set gets nothing from it (X.509 or JWT).
     let (s, v, _) = ask(us_node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     let (s, v) = post(
         us_node,
         "/v1/agent/jwt-svids",
         json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])}),
     )
     .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
 
     // Deleting the set stops issuance through it at once.
-    let (s, _) = delete(
-        &admin,
-        &format!("/v1/entries/{}", set["id"].as_str().unwrap()),
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/entries/{}", id(&set))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v, _) = ask(eu_node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     assert!(listed(eu_node).await.is_empty());
 }
 

@@ -6,7 +6,7 @@
 //! unknown `kid` at most once per window.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, TestDb, config, csr, get, post, strs};
+use crate::common::{Clients, Db, Harness, TestDb, assert_problem, config, csr, get, post, strs};
 use crate::receiver;
 use base64::Engine;
 use bytes::Bytes;
@@ -485,11 +485,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("tessera", "agent", "node-1", "a3")),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("node_refused")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "node_refused");
     assert_eq!(refusals_audited(&h).await, audited + 1);
     assert_eq!(h.count("certificates").await, before);
     let (s, v) = get(&node, "/v1/agent/entries").await;
@@ -531,11 +527,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("shop", "db", "node-1", "p2")),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("no_entry")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
 }
 
 both_backends!(kubernetes_nodes_and_pods);

@@ -7,7 +7,7 @@
 //! wait has a generous deadline that fails the test, and every child is killed
 //! and reaped when its guard drops.
 
-use crate::common::{Db, TestDb, ca_ids, csr, get, issue, post, renew};
+use crate::common::{Db, TestDb, ca_ids, csr, get, issue, post, renew, revoke};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_core::api::AuditRecord;
 use tessera_core::client::Client;
-use tessera_test_support::{Ca, CaBuilder, poll_until, random_kek, wait_listening};
+use tessera_test_support::{Ca, CaBuilder, Clients, poll_until, random_kek, wait_listening};
 use x509_parser::prelude::FromDer;
 
 /// The SQLite URL of a data directory's database.
@@ -34,7 +34,7 @@ fn opts(data_dir: &Path) -> CaBuilder {
 
 /// A new client holding the admin credentials `r` wrote (one per task).
 fn admin_of(r: &Ca) -> Client {
-    r.client(Some((&r.read("cert.pem"), &r.read("key.pem"))))
+    r.with_cert(&r.read("cert.pem"), &r.read("key.pem"))
 }
 
 /// `GET /v1/ca` as admin.
@@ -77,6 +77,18 @@ async fn whole_audit_log(replicas: &[&Ca]) -> Vec<AuditRecord> {
     all
 }
 
+/// The whole audit log through `replicas`, checked: one hash chain that
+/// verifies, seqs 1..n with no gap, and exactly one CA ever created.
+async fn single_chain(replicas: &[&Ca]) -> Vec<AuditRecord> {
+    let log = whole_audit_log(replicas).await;
+    tessera_core::api::verify_audit_chain([0; 32], &log)
+        .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
+    let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
+    assert_eq!(count_actions(&log, "ca.create"), 1, "one CA bootstrapped");
+    log
+}
+
 fn count_actions(records: &[AuditRecord], action: &str) -> usize {
     records.iter().filter(|r| r.action == action).count()
 }
@@ -117,10 +129,10 @@ async fn two_replicas_share_postgres() {
     // Credentials are shared: A's admin works on B and B's on A.
     let (s, _) = get(a.admin(), "/v1/ca").await;
     assert_eq!(s, StatusCode::OK);
-    let cross = b.client(Some((&a.read("cert.pem"), &a.read("key.pem"))));
+    let cross = b.with_cert(&a.read("cert.pem"), &a.read("key.pem"));
     let (s, v) = get(&cross, "/v1/ca").await;
     assert_eq!(s, StatusCode::OK, "A's admin on B: {v}");
-    let cross = a.client(Some((&b.read("cert.pem"), &b.read("key.pem"))));
+    let cross = a.with_cert(&b.read("cert.pem"), &b.read("key.pem"));
     let (s, v) = get(&cross, "/v1/ca").await;
     assert_eq!(s, StatusCode::OK, "B's admin on A: {v}");
 
@@ -184,7 +196,7 @@ async fn two_replicas_share_postgres() {
     let workload_cert = issued["certificate"].as_str().unwrap().to_owned();
     let workload_serial = issued["serial"].as_str().unwrap().to_owned();
     // The certificate A or B issued is good for renewal on B.
-    let workload_on_b = b.client(Some((&workload_cert, &workload_key)));
+    let workload_on_b = b.with_cert(&workload_cert, &workload_key);
     let (s, v) = renew(&workload_on_b).await;
     assert_eq!(
         s,
@@ -261,9 +273,8 @@ async fn two_replicas_share_postgres() {
         let r = get(&follower, &format!("/v1/revocations?since={since}&wait=30")).await;
         (r, started.elapsed())
     });
-    let (s, rv) = post(
+    let (s, rv) = revoke(
         a.admin(),
-        "/v1/revocations",
         json!({"serial": workload_serial, "reason": "key_compromise"}),
     )
     .await;
@@ -301,12 +312,7 @@ async fn two_replicas_share_postgres() {
     );
 
     // (d) One audit chain across both replicas, and both serve the same one.
-    let log = whole_audit_log(&[&a, &b]).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
-        .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
-    let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
-    assert_eq!(count_actions(&log, "ca.create"), 1, "one CA created");
+    let log = single_chain(&[&a, &b]).await;
     assert_eq!(
         count_actions(&log, "credential.create"),
         1,
@@ -707,12 +713,7 @@ async fn replica_killed_mid_rotation() {
         assert_eq!(in_state(rows, "active").len(), 1, "{rows:?}");
         assert!(in_state(rows, "prepared").len() <= 1, "{rows:?}");
     }
-    let log = whole_audit_log(&[&again, &survivor]).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
-        .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
-    let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
-    assert_eq!(count_actions(&log, "ca.create"), 1, "one CA bootstrapped");
+    let log = single_chain(&[&again, &survivor]).await;
     let prepares: Vec<&str> = log
         .iter()
         .filter(|r| r.action == "ca.prepare")

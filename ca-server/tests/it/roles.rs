@@ -2,7 +2,7 @@
 //! the route table says, and the OpenAPI document must describe that table.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, delete, get, post};
+use crate::common::{Clients, Db, Harness, call, delete, get, id, post};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tessera_ca::api::{Access, ROUTES};
@@ -104,11 +104,7 @@ async fn every_route_every_role(db: Db) {
     let gone = h.with_token(t["token"].as_str().unwrap());
     let (s, _) = get(&gone, "/v1/ca").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = delete(
-        &admin,
-        &format!("/v1/credentials/{}", t["id"].as_str().unwrap()),
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/credentials/{}", id(&t))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = get(&gone, "/v1/ca").await;
     assert_eq!(

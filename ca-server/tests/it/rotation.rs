@@ -4,7 +4,7 @@
 //! the issue lists. Certificates are checked with openssl against the bundle.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, ca_ids, csr, field_strs, get, post};
+use crate::common::{Clients, Db, Harness, ca_ids, csr, field_strs, get, post, revoke};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -306,9 +306,8 @@ async fn emergency_revocation(db: Db) {
     let (v_cert, v_key, v_issued) = h.workload("spiffe://example.org/victim").await;
     let (b_cert, b_key, b_issued) = h.workload("spiffe://example.org/bad").await;
     // One holder was already revoked for its own reasons: it must not come back.
-    let (s, v) = post(
+    let (s, v) = revoke(
         &admin(&h).await,
-        "/v1/revocations",
         json!({"serial": b_issued["serial"], "reason": "key_compromise"}),
     )
     .await;

@@ -4,7 +4,7 @@
 //! operator's root with openssl.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, TestDb, config, get, post};
+use crate::common::{Clients, Db, Harness, TestDb, config, get, post};
 use hyper::{Method, StatusCode};
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
@@ -96,21 +96,30 @@ async fn leaf_under_root(h: &Harness, dir: &Path, id: &str) -> (String, String, 
         &certs_of(chain.as_bytes()),
     )
     .expect("webpki accepts the leaf under the operator's root");
-    openssl(
-        dir,
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "chain.pem",
-            "leaf.pem",
-        ],
+    let out = verify_under_root(dir, "chain.pem", "leaf.pem");
+    assert!(
+        out.status.success(),
+        "openssl verify: {}",
+        text(&out.stderr)
     );
     tessera_core::svid::check_tessera_leaf(&tessera_core::pem::certs(cert.as_bytes()).unwrap()[0])
         .unwrap();
     (cert, key, issued)
+}
+
+/// `openssl verify -x509_strict` of `leaf` under `root.pem` with the
+/// intermediates in `untrusted` (files in `dir`).
+fn verify_under_root(dir: &Path, untrusted: &str, leaf: &str) -> std::process::Output {
+    let args = [
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        untrusted,
+        leaf,
+    ];
+    openssl_output(dir, &args)
 }
 
 /// Signs `csr` with the operator root `ca` into `out`: `-days`, an optional
@@ -875,20 +884,7 @@ fn uri_name_constraints_openssl_accepts_webpki_refuses() {
             false,
         );
     }
-    let verify = |leaf: &str| {
-        openssl_output(
-            dir,
-            &[
-                "verify",
-                "-x509_strict",
-                "-CAfile",
-                "root.pem",
-                "-untrusted",
-                "int.pem",
-                leaf,
-            ],
-        )
-    };
+    let verify = |leaf: &str| verify_under_root(dir, "int.pem", leaf);
     assert!(
         verify("leaf.pem").status.success(),
         "{}",

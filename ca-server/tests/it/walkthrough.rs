@@ -2,11 +2,25 @@
 //! revocation → CRL and feed, checked with our own checker and with openssl.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, csr, delete, get, issue, post, renew};
+use crate::common::{Clients, Db, Harness, csr, delete, get, id, issue, post, renew, revoke};
 use hyper::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use tessera_core::api::Role;
+use tessera_test_support::openssl_output;
 use x509_parser::prelude::FromDer;
+
+/// `openssl verify <options> -CAfile bundle.pem cert.pem` of `cert_pem`
+/// against the bundle that came with it in `issued`.
+fn openssl_verify(issued: &Value, cert_pem: &str, options: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = issued["bundle"].as_str().unwrap();
+    std::fs::write(dir.path().join("bundle.pem"), bundle).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert_pem).unwrap();
+    let mut args = vec!["verify"];
+    args.extend_from_slice(options);
+    args.extend(["-CAfile", "bundle.pem", "cert.pem"]);
+    openssl_output(dir.path(), &args)
+}
 
 async fn issue_renew_revoke(db: Db) {
     let h = Harness::start(db).await;
@@ -24,19 +38,11 @@ async fn issue_renew_revoke(db: Db) {
         issued["attestation_hash"].as_str().unwrap()
     );
     assert!(info.not_after - info.not_before <= 3600 + 30);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bundle.pem"),
-        issued["bundle"].as_str().unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
-    let out = std::process::Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
-        .arg(dir.path().join("bundle.pem"))
-        .arg(dir.path().join("cert.pem"))
-        .output()
-        .expect("openssl must be installed");
+    let out = openssl_verify(
+        &issued,
+        &cert_pem,
+        &["-x509_strict", "-purpose", "sslclient"],
+    );
     assert!(
         out.status.success(),
         "openssl verify: {}",
@@ -70,9 +76,8 @@ async fn issue_renew_revoke(db: Db) {
         let follower = h.operator(Role::Auditor).await;
         tokio::spawn(async move { get(&follower, "/v1/revocations?since=0&wait=30").await })
     };
-    let (s, r) = post(
+    let (s, r) = revoke(
         &admin,
-        "/v1/revocations",
         json!({"serial": serial, "reason": "key_compromise"}),
     )
     .await;
@@ -111,7 +116,7 @@ async fn issue_renew_revoke(db: Db) {
     );
 
     // Revoking again changes nothing.
-    let (s, r2) = post(&admin, "/v1/revocations", json!({"serial": serial})).await;
+    let (s, r2) = revoke(&admin, json!({"serial": serial})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r2["revoked"], json!([]));
     assert_eq!(r2["version"], r["version"]);
@@ -144,12 +149,7 @@ async fn revoke_by_spiffe_id_and_entry(db: Db) {
     let (_, _, b) = h.workload("spiffe://example.org/api").await;
     let (_, _, other) = h.workload("spiffe://example.org/other").await;
     let admin = h.operator(Role::Issuer).await;
-    let (s, r) = post(
-        &admin,
-        "/v1/revocations",
-        json!({"spiffe_id": "spiffe://example.org/api"}),
-    )
-    .await;
+    let (s, r) = revoke(&admin, json!({"spiffe_id": "spiffe://example.org/api"})).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let mut got: Vec<String> = serde_json::from_value(r["revoked"].clone()).unwrap();
     got.sort();
@@ -160,7 +160,7 @@ async fn revoke_by_spiffe_id_and_entry(db: Db) {
     want.sort();
     assert_eq!(got, want);
     h.workload("spiffe://example.org/api").await;
-    let (s, r) = post(&admin, "/v1/revocations", json!({"entry_id": e["id"]})).await;
+    let (s, r) = revoke(&admin, json!({"entry_id": e["id"]})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r["revoked"].as_array().unwrap().len(), 1);
     let (s, list) = get(
@@ -225,11 +225,7 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
     );
 
     let before = h.count("certificates").await;
-    let (s, _) = delete(
-        &admin,
-        &format!("/v1/entries/{}", e["id"].as_str().unwrap()),
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/entries/{}", id(&e))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = issue(&issuer, "spiffe://example.org/busy").await;
     assert!(
@@ -253,19 +249,7 @@ async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
         assert_eq!(h.auth.ca_status().await.unwrap().cas[0].key_algorithm, alg);
         h.entry("spiffe://example.org/alg").await;
         let (cert, _, issued) = h.workload("spiffe://example.org/alg").await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("bundle.pem"),
-            issued["bundle"].as_str().unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
-        let out = std::process::Command::new("openssl")
-            .args(["verify", "-x509_strict", "-CAfile"])
-            .arg(dir.path().join("bundle.pem"))
-            .arg(dir.path().join("cert.pem"))
-            .output()
-            .unwrap();
+        let out = openssl_verify(&issued, &cert, &["-x509_strict"]);
         assert!(
             out.status.success(),
             "{alg}: {}",

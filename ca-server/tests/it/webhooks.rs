@@ -5,7 +5,7 @@
 //! replicas.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, config, delete, get, post};
+use crate::common::{Clients, Db, Harness, config, delete, get, id, post, revoke};
 use crate::receiver::{self, Mode, Sse, redeem, verify_signature, wait_for};
 use hyper::StatusCode;
 use serde_json::{Value, json};
@@ -69,7 +69,7 @@ async fn signed_deliveries(db: Db) {
 
     let issued = redeem(&h, &token).await;
     let serial = issued["serial"].as_str().unwrap();
-    let (s, _) = post(&admin, "/v1/revocations", json!({"serial": serial})).await;
+    let (s, _) = revoke(&admin, json!({"serial": serial})).await;
     assert_eq!(s, StatusCode::OK);
 
     let mut ids = vec![];
@@ -407,11 +407,7 @@ async fn bad_registrations_refused(db: Db) {
     assert_eq!(s, StatusCode::OK);
     let (s, v) = post(&admin, "/v1/webhooks", ok.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = delete(
-        &auditor,
-        &format!("/v1/webhooks/{}", v["id"].as_str().unwrap()),
-    )
-    .await;
+    let (s, _) = delete(&auditor, &format!("/v1/webhooks/{}", id(&v))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.count("webhooks").await, 1);
 }

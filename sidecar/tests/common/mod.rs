@@ -159,6 +159,19 @@ impl Sidecar {
         tessera_test_support::http_get(self.addrs["admin"].as_str().unwrap(), path).await
     }
 
+    /// The identity the admin endpoint reports (`/identity`, JSON).
+    pub async fn identity(&self) -> serde_json::Value {
+        let page = self.admin_get("/identity").await;
+        let body = page.split("\r\n\r\n").nth(1).unwrap();
+        let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("/identity {page:?}: {e}"))
+    }
+
+    /// The serial of the certificate the sidecar holds.
+    pub async fn serial(&self) -> String {
+        self.identity().await["serial"].as_str().unwrap().to_owned()
+    }
+
     /// The admin endpoint's metrics.
     pub async fn metrics(&self) -> Metrics {
         Metrics::fetch_http(self.addrs["admin"].as_str().unwrap()).await
