@@ -92,7 +92,7 @@ async fn main() -> Result<()> {
     // The CA names a platform-token node <issuer-name>.<node>.
     let mut want = vec![format!(
         "{}{}",
-        tessera_core::api::NODE_PATH_PREFIX,
+        tessera_core::spiffe::NODE_PATH_PREFIX,
         cfg.node_name
     )];
     if cfg.platform_token_file.is_some() {

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use tessera_core::spiffe;
 
 use rustls::pki_types::CertificateDer;
 use tessera_core::api::{self, IssuedCertificate};
@@ -240,11 +241,11 @@ impl NodeLink {
         let issued: IssuedCertificate = serde_json::from_slice(&reply).map_err(local)?;
         let (state, bundle) = node_state(ca_url, &issued, key)?;
         let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
-        if api::node_name(id.path()).is_none() {
+        if spiffe::node_name(id.path()).is_none() {
             return Err(NodeError::Local(format!(
                 "the join token granted {}, not a node identity (spiffe://<td>{}<name>)",
                 state.spiffe_id,
-                api::NODE_PATH_PREFIX
+                spiffe::NODE_PATH_PREFIX
             )));
         }
         Ok(Self {
@@ -308,7 +309,7 @@ impl NodeLink {
             return Ok(None);
         }
         let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
-        if api::node_name(id.path()).is_none() {
+        if spiffe::node_name(id.path()).is_none() {
             return Err(NodeError::Local(format!(
                 "{}: the stored certificate is for {}, not a node identity",
                 dir.display(),
@@ -577,7 +578,7 @@ async fn platform_attest(
     let issued: IssuedCertificate = serde_json::from_slice(&reply).map_err(local)?;
     let (state, bundle) = node_state(ca_url, &issued, key)?;
     let id = tessera_core::SpiffeId::new(&state.spiffe_id).map_err(local)?;
-    if api::node_name(id.path()).is_none() {
+    if spiffe::node_name(id.path()).is_none() {
         return Err(NodeError::Local(format!(
             "the CA granted {}, not a node identity",
             state.spiffe_id

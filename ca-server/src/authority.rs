@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tessera_core::api::{self, IssuedCertificate, Role};
+use tessera_core::api::{self, CaState, IssuedCertificate, Role};
+use tessera_core::spiffe;
+use tessera_core::time::rfc3339;
 use tessera_core::{SpiffeId, SpiffeIdError, TrustDomain, now_unix, pem};
 use tokio::sync::watch;
 
@@ -212,7 +214,7 @@ pub struct Authority {
     /// The TLS layer's reaction to CA changes, run before watchers wake.
     ca_hook: std::sync::OnceLock<lifecycle::CaHook>,
     /// Every generation as last loaded (id, state), to notice other replicas' transitions.
-    ca_states: std::sync::Mutex<Vec<(String, String)>>,
+    ca_states: std::sync::Mutex<Vec<(String, CaState)>>,
     /// CA generations revoked recently: their leaves may still re-issue.
     reissue_anchors: RwLock<Arc<Vec<CertificateDer<'static>>>>,
     /// What the rotation schedule last did.
@@ -284,8 +286,8 @@ impl Authority {
 
     async fn load(cfg: Config, td: TrustDomain, store: Store, kek: Kek) -> Result<Arc<Self>> {
         let mut cas = store.list_cas().await?;
-        if !cas.iter().any(|c| c.state == "active") {
-            if cas.iter().any(|c| c.state == "pending") {
+        if !cas.iter().any(|c| c.state == CaState::Active) {
+            if cas.iter().any(|c| c.state == CaState::Pending) {
                 return Err(AuthorityError::Conflict(
                     "an intermediate CA is waiting for its upstream's signature: \
                      run `tessera-ca ca import-signed --cert SIGNED.pem --bundle ROOT.pem` first"
@@ -297,7 +299,7 @@ impl Authority {
         }
         let active = cas
             .iter()
-            .find(|c| c.state == "active")
+            .find(|c| c.state == CaState::Active)
             .ok_or(AuthorityError::NotFound("active CA"))?;
         let signing = Arc::new(open_ca(&kek, active)?);
         let server_signer = lifecycle::server_signer(&kek, &cas, &signing);
@@ -305,10 +307,7 @@ impl Authority {
         let version = store.revocation_version().await?;
         let (rev_version, _) = watch::channel(version);
         let (bundle_seq, _) = watch::channel(bundle.sequence);
-        let states = cas
-            .iter()
-            .map(|c| (c.id.clone(), c.state.clone()))
-            .collect();
+        let states = cas.iter().map(|c| (c.id.clone(), c.state)).collect();
         let reissue = lifecycle::reissue_anchors(&cas, &cfg, now_unix());
         let events = crate::events::EventHub::new(cfg.events.max_streams);
         let issuers = crate::platform::Issuers::new(&cfg.attestation.jwt_issuers).map_err(|e| {
@@ -391,7 +390,7 @@ impl Authority {
             (
                 CaRow {
                     id: id.clone(),
-                    state: "active".into(),
+                    state: CaState::Active,
                     kind: if self_signed { "root" } else { "intermediate" }.into(),
                     key_algorithm: loaded.algorithm.as_str().into(),
                     cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
@@ -414,7 +413,7 @@ impl Authority {
             (
                 CaRow {
                     id: id.clone(),
-                    state: "active".into(),
+                    state: CaState::Active,
                     kind: "root".into(),
                     key_algorithm: alg.as_str().into(),
                     cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
@@ -571,8 +570,8 @@ impl Authority {
     ) -> Result<IssuedCertificate> {
         // The one choke point of issuance: a node set names a group of
         // nodes and is never anyone's identity.
-        if api::node_set_name(spiffe_id.path()).is_some()
-            || spiffe_id.path().starts_with(api::ISSUER_PATH_PREFIX)
+        if spiffe::node_set_name(spiffe_id.path()).is_some()
+            || spiffe_id.path().starts_with(spiffe::ISSUER_PATH_PREFIX)
         {
             return Err(AuthorityError::Invalid {
                 field: "spiffe_id",
@@ -650,8 +649,8 @@ impl Authority {
         Ok(IssuedCertificate {
             serial: leaf.serial,
             spiffe_id: spiffe_id.to_string(),
-            not_before: api::rfc3339(leaf.not_before),
-            not_after: api::rfc3339(leaf.not_after),
+            not_before: rfc3339(leaf.not_before),
+            not_after: rfc3339(leaf.not_after),
             certificate: pem::encode("CERTIFICATE", &leaf.der),
             chain: pem::encode_certs(ca.upstream_chain_if_intermediate()),
             bundle: self.bundle().pem.clone(),
@@ -685,7 +684,7 @@ impl Authority {
         actor: &Principal,
     ) -> Result<IssuedCertificate> {
         let id = self.check_td("spiffe_id", &req.spiffe_id)?;
-        if api::node_name(id.path()).is_some() {
+        if spiffe::node_name(id.path()).is_some() {
             return Err(AuthorityError::Invalid {
                 field: "spiffe_id",
                 reason: "node identities are attested with a join token, not issued directly"
@@ -755,7 +754,7 @@ impl Authority {
         ];
         // A node entry: redeeming attests the node and records it (a banned
         // node cannot come back with a new token until it is unbanned).
-        let node = api::node_name(id.path()).map(str::to_owned);
+        let node = spiffe::node_name(id.path()).map(str::to_owned);
         if let Some(name) = &node {
             pre.push(Precondition::NodeNotBanned {
                 spiffe_id: id.to_string(),
@@ -883,7 +882,7 @@ impl Authority {
             Precondition::EntryExists(entry.id.clone()),
         ];
         if node.is_some()
-            && let Some(name) = api::node_name(id.path())
+            && let Some(name) = spiffe::node_name(id.path())
         {
             pre.push(Precondition::NodeNotBanned {
                 spiffe_id: id.to_string(),
@@ -1019,8 +1018,8 @@ impl Authority {
             }
         }
         // Parent IDs of platform-token issuers name no one: no entry grants them.
-        if id.path().starts_with(api::ISSUER_PATH_PREFIX)
-            || id.path() == api::ISSUER_PATH_PREFIX.trim_end_matches('/')
+        if id.path().starts_with(spiffe::ISSUER_PATH_PREFIX)
+            || id.path() == spiffe::ISSUER_PATH_PREFIX.trim_end_matches('/')
         {
             return Err(AuthorityError::Invalid {
                 field: "spiffe_id",
@@ -1029,8 +1028,8 @@ impl Authority {
                     .into(),
             });
         }
-        let node_set_like = id.path().starts_with(api::NODE_SET_PATH_PREFIX)
-            || id.path() == api::NODE_SET_PATH_PREFIX.trim_end_matches('/');
+        let node_set_like = id.path().starts_with(spiffe::NODE_SET_PATH_PREFIX)
+            || id.path() == spiffe::NODE_SET_PATH_PREFIX.trim_end_matches('/');
         // Claim selectors mean nothing without their issuer: two clusters
         // can both have a node "gpu-1". A set that matches on them must name
         // the issuer too.
@@ -1052,7 +1051,7 @@ impl Authority {
             });
         }
         if node_set_like
-            && (api::node_set_name(id.path()).is_none()
+            && (spiffe::node_set_name(id.path()).is_none()
                 || req.parent_id.is_some()
                 || !req.dns_names.is_empty())
         {
@@ -1064,7 +1063,7 @@ impl Authority {
             });
         }
         // Node names `<issuer-name>.<node>` belong to platform-token issuers.
-        if let Some(name) = api::node_name(id.path())
+        if let Some(name) = spiffe::node_name(id.path())
             && let Some(i) = self.issuers.all().iter().find(|i| {
                 name.strip_prefix(i.cfg.name.as_str())
                     .is_some_and(|r| r.starts_with('.'))
@@ -1080,7 +1079,7 @@ impl Authority {
         }
         if let Some(p) = &req.parent_id {
             SpiffeId::new(p).map_err(|e| AuthorityError::SpiffeId("parent_id", e))?;
-            if api::node_name(id.path()).is_some() {
+            if spiffe::node_name(id.path()).is_some() {
                 return Err(AuthorityError::Invalid {
                     field: "parent_id",
                     reason: "a node entry (spiffe://<td>/tessera/agent/<name>) is claimed with a \
@@ -1145,7 +1144,7 @@ impl Authority {
             dns_names: req.dns_names.clone(),
             note: req.note.clone(),
             created_at,
-            updated_at: api::rfc3339(now),
+            updated_at: rfc3339(now),
         }
     }
 
@@ -1157,7 +1156,7 @@ impl Authority {
     ) -> Result<api::Entry> {
         self.validate_entry(req)?;
         let now = now_unix();
-        let e = self.entry_from(ca::random_id(), req, api::rfc3339(now), now);
+        let e = self.entry_from(ca::random_id(), req, rfc3339(now), now);
         let audit = AuditEntry {
             actor: actor.audit_name(),
             action: "entry.create",
@@ -1236,7 +1235,8 @@ impl Authority {
                 });
             }
         };
-        if SpiffeId::new(&entry.spiffe_id).is_ok_and(|i| api::node_set_name(i.path()).is_some()) {
+        if SpiffeId::new(&entry.spiffe_id).is_ok_and(|i| spiffe::node_set_name(i.path()).is_some())
+        {
             return Err(AuthorityError::Invalid {
                 field: "spiffe_id",
                 reason: "a node set is never issued, so it has no join token".into(),
@@ -1275,7 +1275,7 @@ impl Authority {
             token: format!("tsj_{id}.{secret}"),
             id,
             entry_id: entry.id,
-            expires_at: api::rfc3339(row.expires_at),
+            expires_at: rfc3339(row.expires_at),
         })
     }
 
@@ -1339,7 +1339,7 @@ impl Authority {
             token: format!("tsa_{id}.{secret}"),
             id,
             role: req.role,
-            expires_at: api::rfc3339(expires_at),
+            expires_at: rfc3339(expires_at),
         })
     }
 
@@ -1713,7 +1713,7 @@ pub async fn prepare_intermediate(cfg: &Config) -> Result<(String, String)> {
     let (csr, key_der) = ca::intermediate_csr(&td, &id, alg)?;
     let row = CaRow {
         id: id.clone(),
-        state: "pending".into(),
+        state: CaState::Pending,
         kind: "intermediate".into(),
         key_algorithm: alg.as_str().into(),
         cert_pem: None,
@@ -1745,7 +1745,7 @@ pub struct ImportedIntermediate {
     pub id: String,
     /// `active` on first start, `prepared` when another generation is active
     /// (a rotation: published now, activated after the minimum overlap).
-    pub state: &'static str,
+    pub state: CaState,
     /// Whether the signed certificate carries a NameConstraints extension.
     pub name_constrained: bool,
 }
@@ -1802,7 +1802,7 @@ pub async fn import_signed_intermediate(
         .list_cas()
         .await?
         .into_iter()
-        .find(|c| c.state == "pending")
+        .find(|c| c.state == CaState::Pending)
         .ok_or(AuthorityError::NotFound(
             "pending CA (run `tessera-ca ca csr` first)",
         ))?;
@@ -1867,7 +1867,7 @@ pub async fn import_signed_intermediate(
             audit,
         )
         .await?;
-    tracing::info!(ca = %pending.id, state, name_constrained, not_after = loaded.not_after,
+    tracing::info!(ca = %pending.id, state = %state, name_constrained, not_after = loaded.not_after,
                    "signed intermediate CA imported");
     Ok(ImportedIntermediate {
         id: pending.id,
@@ -1899,25 +1899,19 @@ fn open_ca(kek: &Kek, row: &CaRow) -> Result<SigningCa> {
     Ok(SigningCa::load(&row.id, cert, chain, &key)?)
 }
 
-/// Whether a generation in `state` is in the trust bundle: from preparation
-/// until it is removed (no leaf depends on it) or revoked.
-pub(crate) fn ca_published(state: &str) -> bool {
-    matches!(state, "prepared" | "active" | "retired")
-}
-
 /// Builds the trust bundle: the published self-signed CAs, plus the upstream
 /// anchors of published intermediates.
 fn build_bundle(cas: &[CaRow], jwt_keys: &[tessera_core::jwt::Jwk]) -> Result<Bundle> {
     let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
     // The active generation first, then the prepared one, then retired ones:
     // a stable order for followers that read the first anchor.
-    let rank = |s: &str| match s {
-        "active" => 0,
-        "prepared" => 1,
+    let rank = |s: CaState| match s {
+        CaState::Active => 0,
+        CaState::Prepared => 1,
         _ => 2,
     };
-    let mut published: Vec<&CaRow> = cas.iter().filter(|c| ca_published(&c.state)).collect();
-    published.sort_by_key(|c| rank(&c.state));
+    let mut published: Vec<&CaRow> = cas.iter().filter(|c| c.state.is_published()).collect();
+    published.sort_by_key(|c| rank(c.state));
     for c in published {
         let source = if c.kind == "root" {
             c.cert_pem.clone().unwrap_or_default()

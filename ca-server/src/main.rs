@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tessera_ca::authority::Authority;
 use tessera_ca::config::Config;
 use tessera_ca::keystore::write_private_file;
-use tessera_core::api::Role;
+use tessera_core::api::{CaState, Role};
 
 #[derive(Parser)]
 #[command(
@@ -207,7 +207,7 @@ async fn main() -> Result<()> {
                 )
                 .await?;
                 let id = &done.id;
-                if done.state == "active" {
+                if done.state == CaState::Active {
                     println!("intermediate CA {id} is active");
                 } else {
                     println!(

@@ -175,7 +175,7 @@ impl Issuer {
     pub fn parent_id(&self, td: &tessera_core::TrustDomain) -> String {
         format!(
             "spiffe://{td}{}{}",
-            tessera_core::api::ISSUER_PATH_PREFIX,
+            tessera_core::spiffe::ISSUER_PATH_PREFIX,
             self.cfg.name
         )
     }

@@ -1,12 +1,15 @@
 //! Output (tables or JSON), exit-code-carrying failures, and the local commands
-//! (`cert inspect`, CRL listing).
+//! (`cert inspect`, CRL listing). Each resource's table layout is in `tables`.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::Path;
-use tessera_core::api;
+use tessera_core::time::rfc3339;
+
 use x509_parser::prelude::{CertificateRevocationList, FromDer};
+
+mod tables;
 
 /// An error with the exit code it should produce.
 #[derive(Debug)]
@@ -55,6 +58,31 @@ impl Out {
         }
         Ok(())
     }
+
+    /// Prints `value` as JSON, or as `key: value` lines.
+    pub fn record<T: Serialize>(&self, value: &T) -> Result<()> {
+        self.show(value, || {
+            kv(&serde_json::to_value(value).unwrap_or_default())
+        })
+    }
+}
+
+/// A resource shown as one line of a table.
+pub trait Row {
+    /// The column headers.
+    const HEADERS: &'static [&'static str];
+    /// This item's cells, in the order of [`Row::HEADERS`].
+    fn cells(&self) -> Vec<String>;
+}
+
+/// Renders `items` as an aligned table with their headers.
+pub fn table<T: Row>(items: &[T]) -> String {
+    rows(T::HEADERS, items.iter().map(Row::cells))
+}
+
+/// A cell for an optional value: the value, or `-`.
+pub fn or_dash<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), T::to_string)
 }
 
 /// Renders an aligned table.
@@ -130,8 +158,8 @@ pub fn inspect(out: &Out, file: &Path, check: bool) -> Result<()> {
         "serial": tessera_core::svid::serial_hex(&cert),
         "subject": cert.subject().to_string(),
         "issuer": cert.issuer().to_string(),
-        "not_before": api::rfc3339(cert.validity().not_before.timestamp()),
-        "not_after": api::rfc3339(cert.validity().not_after.timestamp()),
+        "not_before": rfc3339(cert.validity().not_before.timestamp()),
+        "not_after": rfc3339(cert.validity().not_after.timestamp()),
         "is_ca": cert.is_ca(),
         "attestation_binding": binding,
         "chain_length": certs.len(),
@@ -168,7 +196,7 @@ pub fn crl(out: &Out, der: &[u8], file: Option<&Path>, format: &str) -> Result<(
         .map(|r| {
             json!({
                 "serial": hex::encode(r.raw_serial()),
-                "revoked_at": api::rfc3339(r.revocation_date.timestamp()),
+                "revoked_at": rfc3339(r.revocation_date.timestamp()),
             })
         })
         .collect();
@@ -182,15 +210,15 @@ pub fn crl(out: &Out, der: &[u8], file: Option<&Path>, format: &str) -> Result<(
     }
     let v = json!({
         "issuer": crl.issuer().to_string(),
-        "this_update": api::rfc3339(crl.last_update().timestamp()),
-        "next_update": crl.next_update().map(|t| api::rfc3339(t.timestamp())),
+        "this_update": rfc3339(crl.last_update().timestamp()),
+        "next_update": crl.next_update().map(|t| rfc3339(t.timestamp())),
         "revoked": serials,
     });
     out.show(&v, || {
         let mut s = format!(
             "issuer:      {}\nthis update: {}\nrevoked:     {}\n",
             crl.issuer(),
-            api::rfc3339(crl.last_update().timestamp()),
+            rfc3339(crl.last_update().timestamp()),
             serials.len()
         );
         for r in &serials {

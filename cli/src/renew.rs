@@ -20,14 +20,15 @@
 //! and certificate renames can pair the new key with the old certificate; a
 //! TLS library refuses such a pair and the reader's next reload fixes it.
 
-use crate::{KeyType, csr_for};
+use crate::cert::{KeyType, csr_for};
 use clap::Args;
 use hyper::Method;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tessera_core::api::{self, IssuedCertificate, Problem, RenewRequest};
+use tessera_core::api::{IssuedCertificate, Problem, RenewRequest};
 use tessera_core::client::Client;
+use tessera_core::time::rfc3339;
 
 /// Default point of the lifetime at which `--watch` renews (two thirds).
 const DEFAULT_RENEW_AT: f64 = 0.6667;
@@ -139,7 +140,7 @@ pub enum RenewError {
     /// The certificate has expired: it can no longer authenticate a renewal.
     #[error(
         "certificate {serial} expired at {}: it cannot renew itself; issue a new one (tessera cert issue)",
-        api::rfc3339(*not_after)
+        rfc3339(*not_after)
     )]
     Expired {
         /// Its serial.
@@ -498,12 +499,12 @@ fn report(json: bool, new: &Current, issued: &IssuedCertificate, next: Option<i6
             "attestation_hash": issued.attestation_hash,
         });
         if let Some(at) = next {
-            v["next_renewal"] = api::rfc3339(at).into();
+            v["next_renewal"] = rfc3339(at).into();
         }
         println!("{v}");
     } else {
         let next = next
-            .map(|at| format!(" next_renewal={}", api::rfc3339(at)))
+            .map(|at| format!(" next_renewal={}", rfc3339(at)))
             .unwrap_or_default();
         println!(
             "renewed spiffe_id={} serial={} not_after={}{next}",
@@ -513,7 +514,7 @@ fn report(json: bool, new: &Current, issued: &IssuedCertificate, next: Option<i6
 }
 
 fn log(level: &str, msg: std::fmt::Arguments<'_>) {
-    eprintln!("{} {level}: {msg}", api::rfc3339(tessera_core::now_unix()));
+    eprintln!("{} {level}: {msg}", rfc3339(tessera_core::now_unix()));
 }
 
 /// When to renew `cur`: at `fraction` of its lifetime ± jitter.
@@ -581,8 +582,8 @@ async fn watch(
             format_args!(
                 "holding serial={} not_after={}; renewing at {}",
                 cur.serial,
-                api::rfc3339(cur.not_after),
-                api::rfc3339(due)
+                rfc3339(cur.not_after),
+                rfc3339(due)
             ),
         );
         // Sleep until due, looking for a newer bundle now and then.
@@ -623,7 +624,7 @@ async fn watch(
                         "ERROR",
                         format_args!(
                             "certificate serial={serial} EXPIRED at {}; it cannot renew itself: issue a new one; retrying in {}s",
-                            api::rfc3339(not_after),
+                            rfc3339(not_after),
                             delay.as_secs()
                         ),
                     );
@@ -634,7 +635,7 @@ async fn watch(
                     format_args!(
                         "renewal failed: {e}; retrying in {}s; the current certificate is valid until {}",
                         delay.as_secs(),
-                        api::rfc3339(cur.not_after)
+                        rfc3339(cur.not_after)
                     ),
                 ),
             }

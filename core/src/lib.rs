@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod idle;
@@ -13,14 +14,8 @@ pub mod platform_jwt;
 pub mod spiffe;
 pub mod sse;
 pub mod svid;
+pub mod time;
 pub mod tls;
 
 pub use spiffe::{SpiffeId, SpiffeIdError, SpiffeIdPattern, TrustDomain};
-
-/// Current time in unix seconds.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use time::now_unix;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::api;
+use tessera_core::time::rfc3339;
 
 type St = State<Arc<Authority>>;
 type Res<T> = Result<T, ApiError>;
@@ -495,7 +496,7 @@ async fn list_credentials(State(a): St) -> Res<Json<api::ApiCredentialList>> {
             kind: c.kind,
             name: c.name,
             role: c.role,
-            expires_at: api::rfc3339(c.expires_at.min(253402300799)),
+            expires_at: rfc3339(c.expires_at.min(253402300799)),
             disabled: c.disabled,
         })
         .collect();

@@ -7,16 +7,15 @@
 //! `rotation.min_overlap_seconds`; followers learn of bundle changes through
 //! the revocation feed's `bundle_sequence` within seconds.
 
-use super::{
-    Authority, AuthorityError, Principal, Result, build_bundle, ca_published, open_ca, sha256_hex,
-};
+use super::{Authority, AuthorityError, Principal, Result, build_bundle, open_ca, sha256_hex};
 use crate::ca::{self, KeyAlgorithm};
 use crate::config::Config;
 use crate::store::{AuditEntry, CaRow, StoreError};
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use std::sync::Arc;
-use tessera_core::api;
+use tessera_core::api::{self, CaState};
+use tessera_core::time::rfc3339;
 use tessera_core::{now_unix, pem};
 use tokio::sync::watch;
 
@@ -51,7 +50,7 @@ pub(super) fn reissue_anchors(
     now: i64,
 ) -> Vec<CertificateDer<'static>> {
     cas.iter()
-        .filter(|c| c.state == "revoked" && c.ended_at + cfg.issuance.max_ttl_seconds > now)
+        .filter(|c| c.state == CaState::Revoked && c.ended_at + cfg.issuance.max_ttl_seconds > now)
         .filter_map(|c| c.cert_pem.as_deref())
         .filter_map(|p| pem::certs(p.as_bytes()).ok()?.into_iter().next())
         .collect()
@@ -68,7 +67,9 @@ pub(super) fn server_signer(
 ) -> Arc<crate::ca::SigningCa> {
     let now = now_unix();
     cas.iter()
-        .filter(|c| c.state == "retired" && c.not_after > now + 60 && !c.key_sealed.is_empty())
+        .filter(|c| {
+            c.state == CaState::Retired && c.not_after > now + 60 && !c.key_sealed.is_empty()
+        })
         .min_by_key(|c| c.activated_at)
         .and_then(|c| open_ca(kek, c).ok())
         .map(Arc::new)
@@ -76,7 +77,7 @@ pub(super) fn server_signer(
 }
 
 fn opt_time(t: i64) -> Option<String> {
-    (t > 0).then(|| api::rfc3339(t))
+    (t > 0).then(|| rfc3339(t))
 }
 
 impl Authority {
@@ -108,7 +109,10 @@ impl Authority {
     pub(super) fn issuer_revoked(&self, ca_id: &str) -> bool {
         self.ca_states
             .lock()
-            .map(|s| s.iter().any(|(id, st)| id == ca_id && st == "revoked"))
+            .map(|s| {
+                s.iter()
+                    .any(|(id, st)| id == ca_id && *st == CaState::Revoked)
+            })
             .unwrap_or(false)
     }
 
@@ -118,7 +122,7 @@ impl Authority {
         let cas = self.store.list_cas().await?;
         let active = cas
             .iter()
-            .find(|c| c.state == "active")
+            .find(|c| c.state == CaState::Active)
             .ok_or(AuthorityError::NotFound("active CA"))?;
         let changed_signer = self.signing_ca().id != active.id;
         if changed_signer {
@@ -143,18 +147,14 @@ impl Authority {
             Arc::new(reissue_anchors(&cas, &self.cfg, now_unix()));
         for c in &cas {
             self.metrics.ca_not_after.set(&[&c.id], c.not_after);
-            for st in [
-                "pending", "prepared", "active", "retired", "removed", "revoked",
-            ] {
+            for st in CaState::ALL {
                 self.metrics
                     .ca_state
-                    .set(&[&c.id, st], i64::from(c.state == st));
+                    .set(&[&c.id, st.as_str()], i64::from(c.state == st));
             }
         }
-        let mut states: Vec<(String, String)> = cas
-            .iter()
-            .map(|c| (c.id.clone(), c.state.clone()))
-            .collect();
+        let mut states: Vec<(String, CaState)> =
+            cas.iter().map(|c| (c.id.clone(), c.state)).collect();
         states.sort();
         let changed_states = {
             let mut cur = self.ca_states.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,7 +193,7 @@ impl Authority {
         let mut stored = self.store.jwt_keys().await?;
         let missing: Vec<&CaRow> = cas
             .iter()
-            .filter(|c| ca_published(&c.state) && !stored.iter().any(|(id, _, _)| *id == c.id))
+            .filter(|c| c.state.is_published() && !stored.iter().any(|(id, _, _)| *id == c.id))
             .collect();
         if !missing.is_empty() {
             for c in missing {
@@ -210,7 +210,7 @@ impl Authority {
             let Some(c) = cas.iter().find(|c| &c.id == ca_id) else {
                 continue;
             };
-            if !ca_published(&c.state) {
+            if !c.state.is_published() {
                 continue;
             }
             let der = self.kek.open(&label(ca_id), sealed)?;
@@ -265,7 +265,7 @@ impl Authority {
         Ok(api::JwtSvid {
             token,
             spiffe_id: spiffe_id.to_owned(),
-            expires_at: api::rfc3339(exp),
+            expires_at: rfc3339(exp),
         })
     }
 
@@ -288,7 +288,7 @@ impl Authority {
             .list_cas()
             .await?
             .into_iter()
-            .find(|c| c.state == "active")
+            .find(|c| c.state == CaState::Active)
             .ok_or(AuthorityError::NotFound("active CA"))?;
         if active_row.kind == "intermediate" {
             return Err(AuthorityError::Conflict(
@@ -309,7 +309,7 @@ impl Authority {
         let loaded = crate::ca::SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
         let row = CaRow {
             id: id.clone(),
-            state: "prepared".into(),
+            state: CaState::Prepared,
             kind: "root".into(),
             key_algorithm: alg.as_str().into(),
             cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
@@ -376,7 +376,7 @@ impl Authority {
     /// activate it as soon as the minimum overlap has elapsed.
     pub async fn ca_rotate(&self, actor: &Principal) -> Result<()> {
         let cas = self.store.list_cas().await?;
-        let prepared = match cas.iter().find(|c| c.state == "prepared") {
+        let prepared = match cas.iter().find(|c| c.state == CaState::Prepared) {
             Some(p) => p.id.clone(),
             None => {
                 self.ca_prepare(actor).await?;
@@ -384,7 +384,7 @@ impl Authority {
                     .list_cas()
                     .await?
                     .into_iter()
-                    .find(|c| c.state == "prepared")
+                    .find(|c| c.state == CaState::Prepared)
                     .map(|c| c.id)
                     .ok_or(AuthorityError::NotFound("prepared CA"))?
             }
@@ -408,8 +408,8 @@ impl Authority {
             .find(|c| c.id == id)
             .ok_or(AuthorityError::NotFound("CA"))?;
         let now = now_unix();
-        let has_prepared = cas.iter().any(|c| c.state == "prepared");
-        let replacement = if row.state == "active" && !has_prepared && row.kind == "root" {
+        let has_prepared = cas.iter().any(|c| c.state == CaState::Prepared);
+        let replacement = if row.state == CaState::Active && !has_prepared && row.kind == "root" {
             let new_id = ca::random_id();
             let alg = KeyAlgorithm::parse(&self.cfg.ca.key_algorithm).unwrap_or_default();
             let (cert, key_der) =
@@ -417,7 +417,7 @@ impl Authority {
             let loaded = crate::ca::SigningCa::load(&new_id, cert.clone(), vec![], &key_der)?;
             Some(CaRow {
                 id: new_id.clone(),
-                state: "active".into(),
+                state: CaState::Active,
                 kind: "root".into(),
                 key_algorithm: alg.as_str().into(),
                 cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
@@ -543,11 +543,11 @@ impl Authority {
         let mut out = Vec::new();
         for c in cas
             .iter()
-            .filter(|c| matches!(c.state.as_str(), "active" | "retired"))
+            .filter(|c| matches!(c.state, CaState::Active | CaState::Retired))
         {
             let n = self.store.ca_dependents(&c.id, now).await?;
             self.metrics.ca_dependents.set(&[&c.id], n);
-            if c.state == "retired" {
+            if c.state == CaState::Retired {
                 let last = self.store.ca_last_leaf(&c.id).await?.unwrap_or(0);
                 out.push((c.id.clone(), last.max(c.retired_at)));
             }
@@ -568,9 +568,9 @@ impl Authority {
             .iter()
             .map(|(id, at)| ("remove", Some(id.clone()), *at + 1))
             .collect();
-        if let Some(active) = cas.iter().find(|c| c.state == "active") {
+        if let Some(active) = cas.iter().find(|c| c.state == CaState::Active) {
             let (prepare_due, activate_due) = schedule_times(active, &self.cfg);
-            match cas.iter().find(|c| c.state == "prepared") {
+            match cas.iter().find(|c| c.state == CaState::Prepared) {
                 Some(p) => {
                     let due = if requested == Some(p.id.as_str()) {
                         p.prepared_at
@@ -583,15 +583,17 @@ impl Authority {
                         due.max(p.prepared_at + r.min_overlap_seconds),
                     ));
                 }
-                None if r.enabled && !cas.iter().any(|c| c.state == "pending") => out.push((
-                    "prepare",
-                    None,
-                    if r.standby {
-                        active.activated_at.max(active.not_before)
-                    } else {
-                        prepare_due
-                    },
-                )),
+                None if r.enabled && !cas.iter().any(|c| c.state == CaState::Pending) => {
+                    out.push((
+                        "prepare",
+                        None,
+                        if r.standby {
+                            active.activated_at.max(active.not_before)
+                        } else {
+                            prepare_due
+                        },
+                    ))
+                }
                 None => {}
             }
         }
@@ -605,14 +607,14 @@ impl Authority {
         let now = now_unix();
         let mut infos = Vec::with_capacity(cas.len());
         for c in &cas {
-            let dependents = if matches!(c.state.as_str(), "active" | "retired") {
+            let dependents = if matches!(c.state, CaState::Active | CaState::Retired) {
                 self.store.ca_dependents(&c.id, now).await?
             } else {
                 0
             };
             infos.push(api::CaInfo {
                 id: c.id.clone(),
-                state: c.state.clone(),
+                state: c.state,
                 key_algorithm: c.key_algorithm.clone(),
                 subject: c
                     .cert_pem
@@ -625,15 +627,15 @@ impl Authority {
                             .map(|x| x.subject().to_string())
                     })
                     .unwrap_or_default(),
-                not_before: api::rfc3339(c.not_before),
-                not_after: api::rfc3339(c.not_after),
+                not_before: rfc3339(c.not_before),
+                not_after: rfc3339(c.not_after),
                 kind: c.kind.clone(),
                 prepared_at: opt_time(c.prepared_at),
                 activated_at: opt_time(c.activated_at),
                 retired_at: opt_time(c.retired_at),
                 ended_at: opt_time(c.ended_at),
                 dependents,
-                published: ca_published(&c.state),
+                published: c.state.is_published(),
                 name_constrained: c
                     .cert_pem
                     .as_deref()
@@ -653,7 +655,7 @@ impl Authority {
             .map(|(action, ca_id, at)| api::NextTransition {
                 action: action.into(),
                 ca_id,
-                at: api::rfc3339(at),
+                at: rfc3339(at),
             });
         // Stalled: the schedule is enabled but nothing has run it for three
         // intervals, or a due transition is overdue by that much.
@@ -671,7 +673,7 @@ impl Authority {
                     || {
                         format!(
                             "no replica has run the schedule since {}",
-                            api::rfc3339(s.last_seen)
+                            rfc3339(s.last_seen)
                         )
                     },
                 )
@@ -699,8 +701,11 @@ impl Authority {
 /// Once a signed successor is `prepared`, the schedule activates it alone.
 fn operator_needed(cas: &[CaRow], cfg: &Config, now: i64) -> Option<String> {
     let r = &cfg.rotation;
-    let active = cas.iter().find(|c| c.state == "active")?;
-    if !r.enabled || active.kind != "intermediate" || cas.iter().any(|c| c.state == "prepared") {
+    let active = cas.iter().find(|c| c.state == CaState::Active)?;
+    if !r.enabled
+        || active.kind != "intermediate"
+        || cas.iter().any(|c| c.state == CaState::Prepared)
+    {
         return None;
     }
     let due = if r.standby {
@@ -711,8 +716,8 @@ fn operator_needed(cas: &[CaRow], cfg: &Config, now: i64) -> Option<String> {
     if due > now {
         return None;
     }
-    let (a, expires) = (&active.id, api::rfc3339(active.not_after));
-    Some(match cas.iter().find(|c| c.state == "pending") {
+    let (a, expires) = (&active.id, rfc3339(active.not_after));
+    Some(match cas.iter().find(|c| c.state == CaState::Pending) {
         Some(p) => format!(
             "the active CA {a} is an intermediate (expires {expires}) and its successor {p} is \
              pending: the operator must have its CSR signed by the upstream root and run \
@@ -724,7 +729,7 @@ fn operator_needed(cas: &[CaRow], cfg: &Config, now: i64) -> Option<String> {
              at {due}: the schedule cannot prepare it, the operator must (`tessera-ca ca csr`, \
              the upstream root signs it, `tessera-ca ca import-signed`); the schedule activates \
              it after the overlap",
-            due = api::rfc3339(due)
+            due = rfc3339(due)
         ),
     })
 }

@@ -2,7 +2,7 @@
 //!
 //! A node is a host running `tessera-agent`. It attests once by redeeming a
 //! join token for a node entry (SPIFFE ID `spiffe://<td>/tessera/agent/<name>`,
-//! see [`api::node_name`]); the redemption records it in `nodes`. Its
+//! see [`spiffe::node_name`]); the redemption records it in `nodes`. Its
 //! certificate is renewed like any other (`POST /v1/certs/renew`).
 //!
 //! With that certificate the agent asks for workloads' SVIDs
@@ -24,6 +24,8 @@ use crate::store::{NodeRow, StoreError};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use tessera_core::api::{self, RevocationReason};
+use tessera_core::spiffe;
+use tessera_core::time::rfc3339;
 use tessera_core::{SpiffeId, now_unix};
 
 /// Most selectors one attestation may carry.
@@ -49,9 +51,9 @@ fn node_info(n: NodeRow) -> api::NodeInfo {
         spiffe_id: n.spiffe_id,
         attestation_type: n.attestation_type,
         banned: n.banned,
-        banned_at: n.banned_at.map(api::rfc3339),
-        created_at: api::rfc3339(n.created_at),
-        last_seen: api::rfc3339(n.last_seen),
+        banned_at: n.banned_at.map(rfc3339),
+        created_at: rfc3339(n.created_at),
+        last_seen: rfc3339(n.last_seen),
         selectors: n.selectors,
     }
 }
@@ -287,7 +289,7 @@ impl Authority {
         let Ok(id) = SpiffeId::new(spiffe_id) else {
             return Ok(None);
         };
-        if api::node_name(id.path()).is_none() {
+        if spiffe::node_name(id.path()).is_none() {
             return Ok(None);
         }
         Ok(Some(
@@ -329,7 +331,7 @@ impl Authority {
         let prefix = format!(
             "spiffe://{}{}",
             node_id.trust_domain_name(),
-            api::NODE_SET_PATH_PREFIX
+            spiffe::NODE_SET_PATH_PREFIX
         );
         let epoch = self.entry_epoch.load(Ordering::Acquire);
         let sets = match self.entries.get(&prefix, epoch) {
@@ -380,7 +382,7 @@ impl Authority {
             }
             for e in self.store.entries_by_parent(&parent, room).await? {
                 let workload = SpiffeId::new(&e.spiffe_id)
-                    .is_ok_and(|id| !api::is_infrastructure_path(id.path()));
+                    .is_ok_and(|id| !spiffe::is_infrastructure_path(id.path()));
                 if workload {
                     out.push((e, via.clone()));
                 }
@@ -534,7 +536,7 @@ impl Authority {
             }
             let node_name = SpiffeId::new(node_spiffe_id)
                 .ok()
-                .and_then(|n| api::node_name(n.path()).map(str::to_owned))
+                .and_then(|n| spiffe::node_name(n.path()).map(str::to_owned))
                 .unwrap_or_default();
             let mut pre = vec![
                 Precondition::EntryExists(entry.id.clone()),

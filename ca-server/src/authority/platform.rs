@@ -24,6 +24,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tessera_core::api::{self, IssuedCertificate};
 use tessera_core::platform_jwt::{MAX_LEEWAY_SECONDS, VerifiedToken};
+use tessera_core::spiffe;
 use tessera_core::{SpiffeId, now_unix};
 
 /// Most entries read for one issuer per request.
@@ -207,7 +208,7 @@ impl Authority {
         let name = format!("{}.{node_value}", cfg.name);
         let id = self.check_td(
             "spiffe_id",
-            &format!("spiffe://{}{}{name}", self.td, api::NODE_PATH_PREFIX),
+            &format!("spiffe://{}{}{name}", self.td, spiffe::NODE_PATH_PREFIX),
         )?;
         // Node names under an issuer's prefix belong to that issuer; a
         // join-token node of the same name (made before the issuer was
@@ -294,7 +295,7 @@ impl Authority {
             .filter(|e| {
                 wanted.as_ref().is_none_or(|w| w.as_str() == e.spiffe_id)
                     && SpiffeId::new(&e.spiffe_id)
-                        .is_ok_and(|id| !api::is_infrastructure_path(id.path()))
+                        .is_ok_and(|id| !spiffe::is_infrastructure_path(id.path()))
                     && e.selectors
                         .iter()
                         .all(|s| a.selectors.binary_search(s).is_ok())

@@ -5,9 +5,11 @@
 //! and a replica that dies mid-way leaves either the old or the new state.
 
 use super::{
-    AuditEntry, Backend, PG_LOCK_AUDIT, Store, StoreError, Tx, append_audit, revoke_live_in_tx,
+    AuditEntry, Backend, PG_LOCK_AUDIT, Store, StoreError, Tx, append_audit, ca_state_at,
+    revoke_live_in_tx,
 };
 use sqlx::Row;
+use tessera_core::api::CaState;
 
 /// RFC 5280 reason code cACompromise.
 pub const REASON_CA_COMPROMISE: i64 = 2;
@@ -27,14 +29,14 @@ impl Store {
         not_before: i64,
         not_after: i64,
         audit: AuditEntry,
-    ) -> Result<&'static str, StoreError> {
+    ) -> Result<CaState, StoreError> {
         let (id, cert_pem, chain, bundle) = (
             id.to_owned(),
             cert_pem.to_owned(),
             upstream_chain_pem.to_owned(),
             bundle_pem.to_owned(),
         );
-        let entered = std::sync::Arc::new(std::sync::Mutex::new("prepared"));
+        let entered = std::sync::Arc::new(std::sync::Mutex::new(CaState::Prepared));
         let out = entered.clone();
         self.core()
             .write(vec![audit], move |tx| {
@@ -44,7 +46,11 @@ impl Store {
                         .fetch_optional(&mut **tx)
                         .await?
                         .is_some();
-                    let state = if has_active { "prepared" } else { "active" };
+                    let state = if has_active {
+                        CaState::Prepared
+                    } else {
+                        CaState::Active
+                    };
                     let r = sqlx::query(
                         "UPDATE cas SET state = $8, cert_pem = $2, upstream_chain_pem = $3, \
                          bundle_pem = $4, not_before = $5, not_after = $6, prepared_at = $7, \
@@ -58,7 +64,7 @@ impl Store {
                     .bind(not_before)
                     .bind(not_after)
                     .bind(now)
-                    .bind(state)
+                    .bind(state.as_str())
                     .execute(&mut **tx)
                     .await?;
                     if r.rows_affected() != 1 {
@@ -73,7 +79,7 @@ impl Store {
                 })
             })
             .await?;
-        Ok(out.lock().map(|e| *e).unwrap_or("prepared"))
+        Ok(out.lock().map(|e| *e).unwrap_or(CaState::Prepared))
     }
 
     /// Makes a prepared generation the active one; the previously active one
@@ -96,9 +102,9 @@ impl Store {
                         .fetch_optional(&mut **tx)
                         .await?
                         .ok_or(StoreError::NotFound)?;
-                    let state: String = row.get(0);
+                    let state = ca_state_at(&row, 0)?;
                     let prepared_at: i64 = row.get(1);
-                    if state != "prepared" {
+                    if state != CaState::Prepared {
                         return Err(StoreError::Precondition(format!(
                             "CA {id} is {state}; only a prepared CA can be activated"
                         )));
@@ -108,7 +114,7 @@ impl Store {
                             "CA {id} has been published for {}s; the minimum overlap has not \
                              elapsed (activate after {})",
                             (now - prepared_at).max(0),
-                            tessera_core::api::rfc3339(prepared_at + (now - published_by)),
+                            tessera_core::time::rfc3339(prepared_at + (now - published_by)),
                         )));
                     }
                     sqlx::query(
@@ -138,17 +144,16 @@ impl Store {
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
-                    let state: String = sqlx::query("SELECT state FROM cas WHERE id = $1")
+                    let row = sqlx::query("SELECT state FROM cas WHERE id = $1")
                         .bind(id.clone())
                         .fetch_optional(&mut **tx)
                         .await?
-                        .ok_or(StoreError::NotFound)?
-                        .get(0);
-                    match state.as_str() {
+                        .ok_or(StoreError::NotFound)?;
+                    match ca_state_at(&row, 0)? {
                         // Cancelled: a prepared one leaves the bundle, a pending
                         // one (an unsigned CSR) is never published.
-                        "prepared" | "pending" => {}
-                        "retired" => {
+                        CaState::Prepared | CaState::Pending => {}
+                        CaState::Retired => {
                             let n = dependents_in(tx, &id, now).await?;
                             if n > 0 {
                                 return Err(StoreError::Precondition(format!(
@@ -156,7 +161,7 @@ impl Store {
                                 )));
                             }
                         }
-                        "active" => {
+                        CaState::Active => {
                             return Err(StoreError::Precondition(
                                 "the active CA cannot be retired: prepare and activate another \
                                  generation first"
@@ -209,18 +214,18 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let current: String = sqlx::query("SELECT state FROM cas WHERE id = $1")
+        let row = sqlx::query("SELECT state FROM cas WHERE id = $1")
             .bind(id.to_owned())
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(StoreError::NotFound)?
-            .get(0);
-        if !matches!(current.as_str(), "prepared" | "active" | "retired") {
+            .ok_or(StoreError::NotFound)?;
+        let current = ca_state_at(&row, 0)?;
+        if !current.is_published() {
             return Err(StoreError::Precondition(format!("CA {id} is {current}")));
         }
         // The active generation is replaced in the same transaction: by the
         // fresh one given, else by the prepared one (already published).
-        let promote = if current == "active" && replacement.is_none() {
+        let promote = if current == CaState::Active && replacement.is_none() {
             let p: Option<String> =
                 sqlx::query("SELECT id FROM cas WHERE state = 'prepared' ORDER BY created_at DESC")
                     .fetch_optional(&mut *tx)
@@ -252,12 +257,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let mut audits = vec![audit];
-        let replaced_by = match (current.as_str(), replacement, promote) {
-            ("active", Some(r), _) => {
+        let replaced_by = match (current, replacement, promote) {
+            (CaState::Active, Some(r), _) => {
                 insert_ca_in(&mut tx, &r, now).await?;
                 Some(r.id)
             }
-            ("active", None, Some(p)) => {
+            (CaState::Active, None, Some(p)) => {
                 sqlx::query("UPDATE cas SET state = 'active', activated_at = $2 WHERE id = $1")
                     .bind(p.clone())
                     .bind(now)
@@ -304,8 +309,8 @@ impl Store {
                     .fetch_optional(&mut **tx)
                     .await?
                     {
-                        let (id, state): (String, String) = (r.get(0), r.get(1));
-                        return Err(StoreError::Precondition(if state == "pending" {
+                        let (id, state): (String, CaState) = (r.get(0), ca_state_at(&r, 1)?);
+                        return Err(StoreError::Precondition(if state == CaState::Pending {
                             format!(
                                 "CA {id} is already pending (its CSR waits for the operator's \
                                  root): import the signed certificate with `tessera-ca ca \
@@ -385,13 +390,13 @@ impl Store {
 
     /// A cheap fingerprint of every generation's (id, state), to notice
     /// transitions made by other replicas.
-    pub async fn ca_states(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query("SELECT id, state FROM cas ORDER BY id")
+    pub async fn ca_states(&self) -> Result<Vec<(String, CaState)>, StoreError> {
+        sqlx::query("SELECT id, state FROM cas ORDER BY id")
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+            .map(|r| Ok((r.get(0), ca_state_at(r, 1)?)))
+            .collect()
     }
 }
 
@@ -431,7 +436,7 @@ pub(super) async fn insert_ca_in(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(ca.id.clone())
-    .bind(ca.state.clone())
+    .bind(ca.state.as_str())
     .bind(ca.kind.clone())
     .bind(ca.key_algorithm.clone())
     .bind(ca.cert_pem.clone())

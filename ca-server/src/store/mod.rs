@@ -26,8 +26,11 @@ use sqlx::{AnyPool, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::api::{
-    self, AuditRecord, Denial, DenialReason, DenialRecord, RevocationEvent, RevocationReason, Role,
+    self, AuditRecord, CaState, Denial, DenialReason, DenialRecord, RevocationEvent,
+    RevocationReason, Role,
 };
+use tessera_core::audit;
+use tessera_core::time::{parse_rfc3339, rfc3339};
 use tokio::sync::{Mutex, watch};
 
 /// Errors from the store.
@@ -52,6 +55,15 @@ pub enum StoreError {
     /// The ledger writer has stopped.
     #[error("ledger writer stopped")]
     LedgerClosed,
+    /// A stored value is not one this version writes.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Reads a CA state column; a name this version never writes is corruption.
+pub(crate) fn ca_state_at(r: &sqlx::any::AnyRow, i: usize) -> Result<CaState, StoreError> {
+    let s: String = r.get(i);
+    CaState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown CA state {s:?}")))
 }
 
 /// Revokes the live (unexpired, unrevoked) certificates `by` selects inside
@@ -162,9 +174,8 @@ pub struct AuditEntry {
 pub struct CaRow {
     /// ID.
     pub id: String,
-    /// `pending` (awaiting an upstream signature), `prepared`, `active`,
-    /// `retired`, `removed` or `revoked`.
-    pub state: String,
+    /// Where the generation is in its life.
+    pub state: CaState,
     /// `root` or `intermediate`.
     pub kind: String,
     /// Key algorithm name.
@@ -261,9 +272,9 @@ impl CertRow {
             spiffe_id: self.spiffe_id.clone(),
             entry_id: self.entry_id.clone(),
             ca_id: self.ca_id.clone(),
-            not_before: api::rfc3339(self.not_before),
-            not_after: api::rfc3339(self.not_after),
-            revoked_at: self.revoked_at.map(api::rfc3339),
+            not_before: rfc3339(self.not_before),
+            not_after: rfc3339(self.not_after),
+            revoked_at: self.revoked_at.map(rfc3339),
             revocation_reason: self.revocation_reason.and_then(RevocationReason::from_code),
             attestation_hash: self.attestation_hash.clone(),
             attestation: serde_json::from_str(&self.attestation).unwrap_or(Value::Null),
@@ -566,7 +577,7 @@ impl Store {
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
-                    if ca.state == "active"
+                    if ca.state == CaState::Active
                         && sqlx::query("SELECT 1 FROM cas WHERE state = 'active'")
                             .fetch_optional(&mut **tx)
                             .await?
@@ -591,25 +602,26 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| CaRow {
-                id: r.get(0),
-                state: r.get(1),
-                kind: r.get(2),
-                key_algorithm: r.get(3),
-                cert_pem: r.get(4),
-                upstream_chain_pem: r.get(5),
-                bundle_pem: r.get(6),
-                key_sealed: r.get(7),
-                not_before: r.get(8),
-                not_after: r.get(9),
-                prepared_at: r.get(10),
-                activated_at: r.get(11),
-                retired_at: r.get(12),
-                ended_at: r.get(13),
+        rows.iter()
+            .map(|r| {
+                Ok(CaRow {
+                    id: r.get(0),
+                    state: ca_state_at(r, 1)?,
+                    kind: r.get(2),
+                    key_algorithm: r.get(3),
+                    cert_pem: r.get(4),
+                    upstream_chain_pem: r.get(5),
+                    bundle_pem: r.get(6),
+                    key_sealed: r.get(7),
+                    not_before: r.get(8),
+                    not_after: r.get(9),
+                    prepared_at: r.get(10),
+                    activated_at: r.get(11),
+                    retired_at: r.get(12),
+                    ended_at: r.get(13),
+                })
             })
-            .collect())
+            .collect()
     }
 
     // ---- entries ----------------------------------------------------------
@@ -630,8 +642,8 @@ impl Store {
                     .bind(e.ttl_seconds as i64)
                     .bind(serde_json::to_string(&e.dns_names).unwrap_or_default())
                     .bind(e.note.clone())
-                    .bind(api::parse_rfc3339(&e.created_at).unwrap_or(0))
-                    .bind(api::parse_rfc3339(&e.updated_at).unwrap_or(0))
+                    .bind(parse_rfc3339(&e.created_at).unwrap_or(0))
+                    .bind(parse_rfc3339(&e.updated_at).unwrap_or(0))
                     .execute(&mut **tx)
                     .await?;
                     insert_selectors(tx, &e.id, &e.selectors).await
@@ -656,7 +668,7 @@ impl Store {
                     .bind(e.ttl_seconds as i64)
                     .bind(serde_json::to_string(&e.dns_names).unwrap_or_default())
                     .bind(e.note.clone())
-                    .bind(api::parse_rfc3339(&e.updated_at).unwrap_or(0))
+                    .bind(parse_rfc3339(&e.updated_at).unwrap_or(0))
                     .execute(&mut **tx)
                     .await?;
                     if r.rows_affected() != 1 {
@@ -744,8 +756,8 @@ impl Store {
                 ttl_seconds: r.get::<i64, _>(3) as u64,
                 dns_names: serde_json::from_str(&dns).unwrap_or_default(),
                 note: r.get(5),
-                created_at: api::rfc3339(r.get(6)),
-                updated_at: api::rfc3339(r.get(7)),
+                created_at: rfc3339(r.get(6)),
+                updated_at: rfc3339(r.get(7)),
                 selectors: sel.iter().map(|s| s.get(0)).collect(),
             });
         }
@@ -823,9 +835,9 @@ impl Store {
                 id: r.get(0),
                 entry_id: r.get(1),
                 spiffe_id: r.get(2),
-                created_at: api::rfc3339(r.get(3)),
-                expires_at: api::rfc3339(r.get(4)),
-                used_at: r.get::<Option<i64>, _>(5).map(api::rfc3339),
+                created_at: rfc3339(r.get(3)),
+                expires_at: rfc3339(r.get(4)),
+                used_at: r.get::<Option<i64>, _>(5).map(rfc3339),
             })
             .collect())
     }
@@ -1390,7 +1402,7 @@ pub(crate) fn bind_audit<'q>(
     for e in entries {
         seq += 1;
         let details = canonical(&e.details);
-        let h = api::audit_hash(&prev, seq, now, &e.actor, e.action, &e.target, &details);
+        let h = audit::record_hash(&prev, seq, now, &e.actor, e.action, &e.target, &details);
         q = q
             .bind(seq)
             .bind(now)

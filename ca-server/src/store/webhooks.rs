@@ -9,6 +9,7 @@ use super::{AuditEntry, Backend, PG_LOCK_AUDIT, Store, StoreError, append_audit,
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tessera_core::api::{self, AuditRecord, DeliveryOutcome, EventKind};
+use tessera_core::time::rfc3339;
 use tokio::sync::watch;
 
 /// A webhook registration as stored.
@@ -48,7 +49,7 @@ impl WebhookRow {
             private_ca: self.ca_pem.is_some(),
             description: self.description.clone(),
             created_by: self.created_by.clone(),
-            created_at: api::rfc3339(self.created_at),
+            created_at: rfc3339(self.created_at),
             last_event_id: self.last_event_id,
             attempts: self.attempts,
         }
@@ -366,7 +367,7 @@ impl Store {
                         .and_then(|c| u16::try_from(c).ok()),
                     error: r.get(6),
                     duration_ms: r.get(7),
-                    at: api::rfc3339(r.get(8)),
+                    at: rfc3339(r.get(8)),
                 })
             })
             .collect())

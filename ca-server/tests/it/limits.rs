@@ -691,7 +691,7 @@ async fn audit_tampering_is_detected(db: Db) {
 
     let log = audit_log(&admin).await;
     assert!(log.len() >= 6, "{log:?}");
-    tessera_core::api::verify_audit_chain([0; 32], &log)
+    tessera_core::audit::verify_chain([0; 32], &log)
         .unwrap_or_else(|seq| panic!("untouched chain broken at {seq}"));
 
     let mut raw = h.db.raw().await;
@@ -713,7 +713,7 @@ async fn audit_tampering_is_detected(db: Db) {
         Some("admin:someone-else")
     );
     assert_eq!(
-        tessera_core::api::verify_audit_chain([0; 32], &tampered),
+        tessera_core::audit::verify_chain([0; 32], &tampered),
         Err(victim.seq),
         "changed actor at seq {}",
         victim.seq
@@ -726,7 +726,7 @@ async fn audit_tampering_is_detected(db: Db) {
         .execute(&mut raw)
         .await
         .unwrap();
-    tessera_core::api::verify_audit_chain([0; 32], &audit_log(&admin).await)
+    tessera_core::audit::verify_chain([0; 32], &audit_log(&admin).await)
         .unwrap_or_else(|seq| panic!("restored chain broken at {seq}"));
 
     // Delete a row in the middle: the next one no longer chains.
@@ -739,7 +739,7 @@ async fn audit_tampering_is_detected(db: Db) {
     let cut = audit_log(&admin).await;
     assert_eq!(cut.len(), log.len() - 1);
     assert_eq!(
-        tessera_core::api::verify_audit_chain([0; 32], &cut),
+        tessera_core::audit::verify_chain([0; 32], &cut),
         Err(log[3].seq),
         "deleted seq {gone}"
     );

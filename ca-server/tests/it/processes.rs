@@ -81,7 +81,7 @@ async fn whole_audit_log(replicas: &[&Ca]) -> Vec<AuditRecord> {
 /// verifies, seqs 1..n with no gap, and exactly one CA ever created.
 async fn single_chain(replicas: &[&Ca]) -> Vec<AuditRecord> {
     let log = whole_audit_log(replicas).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
+    tessera_core::audit::verify_chain([0; 32], &log)
         .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
     let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
@@ -499,7 +499,7 @@ async fn restart_keeps_ca_and_admin() {
     let (s, v) = get(second.admin(), &format!("/v1/certs/{serial}")).await;
     assert_eq!(s, StatusCode::OK, "certificate of the first run lost: {v}");
     let log = whole_audit_log(&[&second]).await;
-    tessera_core::api::verify_audit_chain([0; 32], &log)
+    tessera_core::audit::verify_chain([0; 32], &log)
         .unwrap_or_else(|seq| panic!("audit chain broken at seq {seq}"));
     assert_eq!(count_actions(&log, "ca.create"), 1);
     let exit = second.terminate();

@@ -194,7 +194,7 @@ async fn lifecycle_by_hand(db: Db) {
     }
     let records: Vec<tessera_core::api::AuditRecord> =
         serde_json::from_value(audit["items"].clone()).unwrap();
-    tessera_core::api::verify_audit_chain([0; 32], &records).unwrap();
+    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
 
     // Metrics name each generation's state and expiry.
     let r = h.fetch("/metrics").await;

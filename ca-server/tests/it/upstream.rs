@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ca::authority::{Authority, import_signed_intermediate, prepare_intermediate};
-use tessera_core::api::Role;
+use tessera_core::api::{CaState, Role};
 use tessera_test_support::{CaBuilder, openssl, openssl_ec_key, openssl_output};
 
 /// webpki's verdict (the verifier Tessera's sidecars and API use for client
@@ -321,7 +321,7 @@ async fn csr_flow_under_openssl_root(db: Db) {
         .await
         .unwrap();
     assert_eq!(done.id, id);
-    assert_eq!(done.state, "active");
+    assert_eq!(done.state, CaState::Active);
     assert!(!done.name_constrained);
     let int = tessera_core::svid::parse(&certs_of(&read("int.pem"))[0])
         .unwrap()
@@ -523,7 +523,10 @@ async fn intermediate_harness(
     let done = import_signed_intermediate(&cfg, &read("first.pem"), &read("root.pem"), None)
         .await
         .unwrap();
-    assert_eq!((done.state, done.name_constrained), ("active", false));
+    assert_eq!(
+        (done.state, done.name_constrained),
+        (CaState::Active, false)
+    );
     (Harness::start_config(db, data, cfg.clone()).await, cfg)
 }
 
@@ -747,7 +750,7 @@ async fn intermediate_rotation_through_csr(db: Db) {
     let (_, audit) = get(&h.operator(Role::Admin).await, "/v1/audit?limit=1000").await;
     let records: Vec<tessera_core::api::AuditRecord> =
         serde_json::from_value(audit["items"].clone()).unwrap();
-    tessera_core::api::verify_audit_chain([0; 32], &records).unwrap();
+    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
     let has = |action: &str, target: &str| {
         records
             .iter()
@@ -818,7 +821,7 @@ async fn intermediate_schedule_needs_operator(db: Db) {
     let done = import_signed_intermediate(&cfg, &read("next.pem"), &read("root.pem"), None)
         .await
         .unwrap();
-    assert_eq!(done.state, "prepared");
+    assert_eq!(done.state, CaState::Prepared);
     h.auth.run_schedule_once().await.unwrap();
     let v = ca_json(&h).await;
     assert!(v["schedule"]["stalled"].is_null(), "{v}");

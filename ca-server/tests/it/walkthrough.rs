@@ -136,7 +136,7 @@ async fn issue_renew_revoke(db: Db) {
     ] {
         assert!(actions.contains(&want), "{want} missing from {actions:?}");
     }
-    tessera_core::api::verify_audit_chain([0; 32], &records).unwrap();
+    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
 }
 
 both_backends!(issue_renew_revoke);
@@ -218,7 +218,7 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
     let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
     let records: Vec<tessera_core::api::AuditRecord> =
         serde_json::from_value(audit["items"].clone()).unwrap();
-    tessera_core::api::verify_audit_chain([0; 32], &records).unwrap();
+    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
     assert_eq!(
         records.iter().filter(|r| r.action == "cert.issue").count(),
         96

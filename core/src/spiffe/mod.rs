@@ -6,6 +6,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod reserved;
+pub use reserved::{
+    ISSUER_PATH_PREFIX, NODE_PATH_PREFIX, NODE_SET_PATH_PREFIX, is_infrastructure_path, node_name,
+    node_set_name,
+};
+
 /// The longest SPIFFE ID the standard allows, in bytes.
 pub const MAX_SPIFFE_ID_LEN: usize = 2048;
 /// The longest trust-domain name the standard allows, in bytes.
