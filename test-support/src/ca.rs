@@ -16,7 +16,7 @@ use std::time::Duration;
 use tessera_core::client::Client;
 
 /// Longest wait for a process to print its listening line (or to exit instead).
-pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What `tessera-ca run` prints on stdout once it listens: the one stable line
 /// scripts and tests wait for.

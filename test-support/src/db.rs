@@ -32,7 +32,7 @@ macro_rules! both_backends {
 /// The PostgreSQL server the suite uses, from `TESSERA_TEST_POSTGRES_URL`
 /// (`.ci/run` starts the server and sets it). Missing is a test failure,
 /// never a skip.
-pub fn postgres_admin_url() -> String {
+fn postgres_admin_url() -> String {
     std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "TESSERA_TEST_POSTGRES_URL must name the PostgreSQL server of the tests \
@@ -67,7 +67,7 @@ impl TestDb {
             }
             Db::Postgres => {
                 let admin = postgres_admin_url();
-                let name = format!("tessera_t_{}", crate::unique_suffix());
+                let name = format!("tessera_t_{}", unique_suffix());
                 let mut conn = connect(&admin).await.unwrap_or_else(|e| {
                     panic!("PostgreSQL at {admin} is required (run .ci/run): {e}")
                 });
@@ -96,6 +96,15 @@ impl TestDb {
     pub async fn raw(&self) -> sqlx::AnyConnection {
         connect(&self.url).await.unwrap()
     }
+}
+
+/// 16 random hex characters: database names must not collide across the
+/// tests (and worktrees) sharing one PostgreSQL server.
+fn unique_suffix() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 8];
+    SystemRandom::new().fill(&mut b).unwrap();
+    hex::encode(b)
 }
 
 async fn connect(url: &str) -> Result<sqlx::AnyConnection, sqlx::Error> {

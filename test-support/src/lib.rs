@@ -26,22 +26,13 @@ mod process;
 
 pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};
 pub use binary::workspace_binary;
-pub use ca::{Ca, CaBuilder, START_TIMEOUT, random_kek, wait_listening};
-pub use db::{Db, TestDb, postgres_admin_url};
+pub use ca::{Ca, CaBuilder, random_kek, wait_listening};
+pub use db::{Db, TestDb};
 pub use json::{array, ca_ids, field_strs, id, strs};
 pub use metrics::Metrics;
 pub use net::{await_closed, http_get, read_until_closed};
 pub use openssl::{openssl, openssl_ec_key, openssl_output};
 pub use pki::{csr, spiffe_root_params};
-pub use platform::{KUBERNETES_ISSUER, kubernetes_issuer_config, kubernetes_token};
+pub use platform::{kubernetes_issuer_config, kubernetes_token};
 pub use poll::{poll_until, wait_until};
 pub use process::{EXIT_TIMEOUT, Output, Process};
-
-/// 16 random hex characters, for names that must not collide across the
-/// tests (and worktrees) sharing one PostgreSQL server or Podman.
-pub fn unique_suffix() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut b = [0u8; 8];
-    SystemRandom::new().fill(&mut b).unwrap();
-    hex::encode(b)
-}

@@ -114,3 +114,38 @@ fn parse_labels(s: &str) -> Option<Vec<(&str, &str)>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    const PAGE: &str = "# TYPE a_total counter\n\
+        a_total{kind=\"issue\"} 3\n\
+        a_total{kind=\"renew\",route=\"/v1/certs/renew\"} 2\n\
+        a_total_extra 9\n\
+        lag_seconds 0.5\n\
+        h_bucket{le=\"+Inf\"} 1\n";
+
+    #[test]
+    fn values_by_name_and_labels() {
+        let m = Metrics::parse(PAGE);
+        assert_eq!(m.value("a_total", &[("kind", "issue")]), Some(3.0));
+        assert_eq!(
+            m.value("a_total", &[("kind", "renew")]),
+            None,
+            "labels are exact"
+        );
+        assert_eq!(
+            m.value(
+                "a_total",
+                &[("route", "/v1/certs/renew"), ("kind", "renew")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(m.value("lag_seconds", &[]), Some(0.5));
+        assert_eq!(m.value("a", &[]), None, "a prefix is not a name");
+        assert_eq!(m.sample(r#"h_bucket{le="+Inf"}"#), Some(1.0));
+        assert_eq!(m.sum("a_total", &[]), 5.0);
+        assert_eq!(m.sum("a_total", &[("kind", "renew")]), 2.0);
+    }
+}

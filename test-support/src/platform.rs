@@ -7,7 +7,7 @@ use tessera_core::now_unix;
 use tessera_core::platform_jwt::mint::{SigningKey, token};
 
 /// The issuer of the cluster's service-account tokens.
-pub const KUBERNETES_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const KUBERNETES_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// A projected service-account token for `namespace`/`service_account` in
 /// pod `pod` (scheduled on `node`, if given), audience `tessera`, valid for
