@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_ca::authority::{Authority, import_signed_intermediate, prepare_intermediate};
+use tessera_ca::authority::Authority;
+use tessera_ca::ca::{import_signed_intermediate, prepare_intermediate};
 use tessera_core::api::{CaState, Role};
 use tessera_test_support::{CaBuilder, openssl, openssl_ec_key, openssl_output};
 
