@@ -280,6 +280,21 @@ async fn idle_relays_are_closed() {
     );
 }
 
+/// openssl's `-cert`, `-key` and `-CAfile` options for the files
+/// [`issue_files`] wrote into `files`.
+fn identity_files(files: &Path) -> Vec<std::ffi::OsString> {
+    let mut args = vec![];
+    for (option, file) in [
+        ("-cert", "cert.pem"),
+        ("-key", "key.pem"),
+        ("-CAfile", "bundle.pem"),
+    ] {
+        args.push(option.into());
+        args.push(files.join(file).into_os_string());
+    }
+    args
+}
+
 /// `openssl s_client -quiet` to `addr` presenting the certificate, key and
 /// bundle in `files` (plus `extra` options), sending `line`; its output once
 /// it ends.
@@ -287,12 +302,7 @@ fn s_client_sends(files: &Path, addr: &str, extra: &[&str], line: &[u8]) -> std:
     let mut child = Command::new("openssl")
         .args(["s_client", "-quiet", "-connect", addr])
         .args(extra)
-        .arg("-cert")
-        .arg(files.join("cert.pem"))
-        .arg("-key")
-        .arg(files.join("key.pem"))
-        .arg("-CAfile")
-        .arg(files.join("bundle.pem"))
+        .args(identity_files(files))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -385,12 +395,7 @@ async fn openssl_peers_both_ways() {
             .port();
         let mut server = Command::new("openssl")
             .args(["s_server", "-quiet", "-rev", "-accept", &port.to_string()])
-            .arg("-cert")
-            .arg(dir.join("cert.pem"))
-            .arg("-key")
-            .arg(dir.join("key.pem"))
-            .arg("-CAfile")
-            .arg(dir.join("bundle.pem"))
+            .args(identity_files(&dir))
             .args(["-Verify", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
