@@ -31,214 +31,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde_json::{Value, json};
-use support::{Agent, Ca, Proc};
-
-const IMAGE: &str = "localhost/tessera-test-base:1";
-
-fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("podman is required for this test (.ci/run installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// podman's combined output and success, without panicking.
-fn podman_try(args: &[&str]) -> (bool, String) {
-    let out = Command::new("podman").args(args).output().unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn ensure_image() {
-    let exists = Command::new("podman")
-        .args(["image", "exists", IMAGE])
-        .status()
-        .unwrap_or_else(|e| panic!("podman is required for this test (.ci/run installs it): {e}"));
-    if exists.success() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("rootfs/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox"))
-        .expect("/bin/busybox (busybox-static) is required");
-    std::os::unix::fs::symlink("busybox", bin.join("sh")).unwrap();
-    let tar = dir.path().join("rootfs.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(dir.path().join("rootfs"))
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    // Another test may import it concurrently; either import is fine.
-    let _ = podman_try(&["import", tar.to_str().unwrap(), IMAGE]);
-    podman(&["image", "exists", IMAGE]);
-}
-
-/// `podman system service` on a private socket.
-struct Service {
-    socket: PathBuf,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
-}
-
-impl Service {
-    fn start() -> Service {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("podman.sock");
-        let child = Command::new("podman")
-            .args(["system", "service", "--time=0"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("podman is required for this test (.ci/run installs it): {e}")
-            });
-        let s = Service {
-            socket,
-            _proc: Proc { child },
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !s.socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "podman service socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Containers this test created; removed on drop, newest first.
-#[derive(Default)]
-struct Containers(Vec<String>);
-
-impl Containers {
-    fn run(&mut self, prefix: &str, options: &[String], cmd: &[&str]) -> String {
-        let name = format!(
-            "tessera-e2e-{prefix}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        self.0.push(name.clone());
-        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
-        args.extend_from_slice(options);
-        args.push(IMAGE.into());
-        args.extend(cmd.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        podman(&args);
-        name
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in self.0.iter().rev() {
-            let _ = Command::new("podman")
-                .args(["rm", "-f", "-t", "0", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// A Podman network of the test's own (Podman picks a free subnet; no DNS),
-/// removed on drop. The CA listens on its gateway address, the one host
-/// address its containers can reach.
-struct Network {
-    name: String,
-}
-
-impl Network {
-    fn create() -> Network {
-        let name = format!("tessera-e2e-{}", std::process::id());
-        podman(&["network", "create", "--disable-dns", &name]);
-        Network { name }
-    }
-
-    /// The bridge's address on the host.
-    fn gateway(&self) -> String {
-        podman(&[
-            "network",
-            "inspect",
-            "--format",
-            "{{range .Subnets}}{{.Gateway}}{{end}}",
-            &self.name,
-        ])
-    }
-
-    /// An app container on this network with `options` running `cmd`.
-    fn app(&self, c: &mut Containers, prefix: &str, options: &[String], cmd: &[&str]) -> String {
-        let mut opts = vec!["--network".to_string(), self.name.clone()];
-        opts.extend_from_slice(options);
-        c.run(prefix, &opts, cmd)
-    }
-
-    /// `container`'s address on this network.
-    fn ip_of(&self, container: &str) -> String {
-        podman(&[
-            "inspect",
-            "--format",
-            &format!(
-                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-                self.name
-            ),
-            container,
-        ])
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["network", "rm", "-f", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// `-v` options mounting a host binary at `at` and the libraries it links
-/// (from `ldd`) read-only at their own paths, so it runs in the busybox image.
-fn binary_mounts(binary: &Path, at: &str) -> Vec<String> {
-    let out = Command::new("ldd").arg(binary).output().expect("ldd");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut mounts = vec!["-v".to_string(), format!("{}:{at}:ro", binary.display())];
-    for line in text.lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            mounts.push("-v".into());
-            mounts.push(format!("{p}:{p}:ro"));
-        }
-    }
-    mounts
-}
+use support::podman::{
+    Containers, Network, Service, binary_mounts, ensure_image, id_of, podman_try,
+};
+use support::{Agent, node_token};
+use tessera_test_support::{Ca, CaBuilder, Metrics, workspace_binary};
 
 /// What every sidecar here shares: the CA on the network's gateway (for the
 /// revocation feed and denial reports; the identity comes from the agent),
@@ -385,11 +186,7 @@ fn identity(sidecar: &str) -> Value {
 /// `reason="<reason>"`, from the sidecar's metrics.
 fn denied(sidecar: &str, reason: &str) -> f64 {
     let page = wget(sidecar, "http://127.0.0.1:15000/metrics").unwrap_or_default();
-    let label = format!("reason=\"{reason}\"");
-    page.lines()
-        .filter(|l| l.starts_with("tessera_sidecar_denied_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    Metrics::parse(page).sum("tessera_sidecar_denied_total", &[("reason", reason)])
 }
 
 /// The certificates the CA issued for `spiffe_id`, by serial.
@@ -398,7 +195,7 @@ async fn certs_for(ca: &Ca, spiffe_id: &str) -> Vec<String> {
         "/v1/certs?limit=1000&spiffe_id={}",
         spiffe_id.replace(':', "%3A").replace('/', "%2F")
     );
-    let certs = ca.call(Method::GET, &path, None, 200).await;
+    let certs = ca.expect(Method::GET, &path, None, 200).await;
     certs["items"]
         .as_array()
         .unwrap()
@@ -416,9 +213,9 @@ const API: &str = "spiffe://example.org/api";
 async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let started = Instant::now();
     ensure_image();
-    let sidecar = support::workspace_binary("tessera-sidecar", "tessera-sidecar");
-    // Built now (Ca::start_on finds it fresh), so no container waits on it.
-    support::workspace_binary("tessera-ca-server", "tessera-ca");
+    let sidecar = workspace_binary("tessera-sidecar", "tessera-sidecar");
+    // Built now (the CA builder finds it fresh), so no container waits on it.
+    workspace_binary("tessera-ca-server", "tessera-ca");
     let curl = PathBuf::from("/usr/bin/curl");
     assert!(curl.exists(), "curl is required (.ci/run installs it)");
     eprintln!("image and binaries ready at {:?}", started.elapsed());
@@ -431,7 +228,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let api_app = net.app(
         &mut c,
         "api",
-        &["--label".into(), "app=api".into()],
+        &["--label", "app=api"],
         &[
             "/bin/sh",
             "-c",
@@ -441,22 +238,19 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     );
     let gateway = net.gateway();
     let api_ip = net.ip_of(&api_app);
-    let ca = Ca::start_on(
-        &gateway,
-        &[
-            "--set",
-            &format!("server_ips=[\"127.0.0.1\", \"{gateway}\"]"),
-        ],
-    );
+    let ca = CaBuilder::new()
+        .listen(format!("{gateway}:0"))
+        .set(format!("server_ips=[\"127.0.0.1\", \"{gateway}\"]"))
+        .start("tessera-ca");
     eprintln!("CA up at {:?}", started.elapsed());
-    let token = ca.node_token("e2e").await;
+    let token = node_token(&ca, "e2e").await;
     let node = "spiffe://example.org/tessera/agent/e2e";
     ca.entry(API, &["container:label:app:api"], Some(node))
         .await;
     // web's certificates live 60 s (the shortest allowed): the agent renews
     // them at half-life, which the test watches happen, then stop.
     let web_entry = ca
-        .call(
+        .expect(
             Method::POST,
             "/v1/entries",
             Some(
@@ -475,13 +269,13 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let api_cfg = tempfile::tempdir().unwrap();
     std::fs::write(
         api_cfg.path().join("sidecar.toml"),
-        api_sidecar_toml(&ca.url),
+        api_sidecar_toml(ca.url()),
     )
     .unwrap();
     let client_cfg = tempfile::tempdir().unwrap();
     std::fs::write(
         client_cfg.path().join("sidecar.toml"),
-        client_sidecar_toml(&ca.url, &api_ip),
+        client_sidecar_toml(ca.url(), &api_ip),
     )
     .unwrap();
 
@@ -491,7 +285,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let web_app = net.app(
         &mut c,
         "web",
-        &["--label".into(), "app=web".into()],
+        &["--label", "app=web"],
         &["/bin/busybox", "sleep", "600"],
     );
     let web_side = mesh.sidecar(&mut c, "web-sidecar", &web_app, client_cfg.path());
@@ -510,10 +304,9 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     // The CA recorded the container it attested (the app the sidecar serves).
     let web_serial = web_id["serial"].as_str().unwrap().to_owned();
     let rec = ca
-        .call(Method::GET, &format!("/v1/certs/{web_serial}"), None, 200)
+        .expect(Method::GET, &format!("/v1/certs/{web_serial}"), None, 200)
         .await;
     assert_eq!(rec["node"], node);
-    let id_of = |name: &str| podman(&["inspect", "--format", "{{.Id}}", name]);
     assert_eq!(rec["attestation"]["container_id"], id_of(&web_app).as_str());
     assert_eq!(
         rec["attestation"]["caller_container_id"],
@@ -569,7 +362,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let end = Instant::now() + DEADLINE;
     let denial = loop {
         let list = ca
-            .call(
+            .expect(
                 Method::GET,
                 "/v1/denials?destination=spiffe%3A%2F%2Fexample.org%2Fapi",
                 None,
@@ -600,7 +393,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let priv_app = net.app(
         &mut c,
         "priv",
-        &["--label".into(), "app=web".into(), "--privileged".into()],
+        &["--label", "app=web", "--privileged"],
         &["/bin/busybox", "sleep", "600"],
     );
     let privileged = mesh.sidecar(&mut c, "priv-sidecar", &priv_app, client_cfg.path());
@@ -611,7 +404,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
         agent.log()
     );
     let audit = ca
-        .call(Method::GET, "/v1/audit?limit=1000", None, 200)
+        .expect(Method::GET, "/v1/audit?limit=1000", None, 200)
         .await;
     let priv_id = id_of(&priv_app);
     let refusal = audit["items"]
@@ -625,7 +418,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
         "{refusal}"
     );
     let certs = ca
-        .call(Method::GET, "/v1/certs?limit=1000", None, 200)
+        .expect(Method::GET, "/v1/certs?limit=1000", None, 200)
         .await;
     assert!(
         !certs["items"]
@@ -658,7 +451,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let issued = certs_for(&ca, WEB).await;
     assert!(issued.contains(&renewed), "{issued:?}");
     let entry_id = web_entry["id"].as_str().unwrap();
-    ca.call(
+    ca.expect(
         Method::DELETE,
         &format!("/v1/entries/{entry_id}"),
         None,
@@ -699,7 +492,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let before = denied(&web_side, "revoked") + denied(&api_side, "revoked");
     let banned_at = Instant::now();
     let ban = ca
-        .call(Method::POST, "/v1/nodes/e2e/ban", Some(json!({})), 200)
+        .expect(Method::POST, "/v1/nodes/e2e/ban", Some(json!({})), 200)
         .await;
     let revoked: Vec<&str> = ban["revoked"]
         .as_array()

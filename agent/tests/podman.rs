@@ -6,196 +6,19 @@
 //! selectors. Containers, pods and the service are removed by drop guards,
 //! pass or fail. Podman missing is a failure, not a skip: `.ci/run` installs it.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::podman::{
+    Containers, IMAGE, Service, binary_mounts, ensure_image, id_of, inspect, pid_of, podman,
+};
 use tessera_agent::{
     AttestError, Attestation, Attestor, Discovery, EngineClient, EngineError, PeerCred,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const IMAGE: &str = "localhost/tessera-test-base:1";
-
-/// Runs podman; panics with its stderr on failure. Returns trimmed stdout.
-fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("podman is required for these tests (.ci/run installs it): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Imports the busybox image once per machine (reused if present).
-fn ensure_image() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    let exists = Command::new("podman")
-        .args(["image", "exists", IMAGE])
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("podman is required for these tests (.ci/run installs it): {e}")
-        });
-    if !exists.success() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("rootfs/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (busybox-static) is required");
-        std::os::unix::fs::symlink("busybox", bin.join("sh")).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(dir.path().join("rootfs"))
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        podman(&["import", tar.to_str().unwrap(), IMAGE]);
-    }
-    *done = true;
-}
-
-/// A `podman system service` on a private socket, killed on drop.
-struct Service {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Service {
-    fn start() -> Service {
-        ensure_image();
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("podman.sock");
-        let child = Command::new("podman")
-            .args(["system", "service", "--time=0"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("podman is required for these tests (.ci/run installs it): {e}")
-            });
-        let service = Service {
-            child,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !service.socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "podman service socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        service
-    }
-
-    fn attestor(&self) -> Attestor {
-        Attestor::new(EngineClient::new(&self.socket)).unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Containers and pods this test created; removed on drop, newest first (a
-/// container that joined another's network must go before it).
-#[derive(Default)]
-struct Containers {
-    names: Vec<String>,
-    pods: Vec<String>,
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "tessera-agent-{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-impl Containers {
-    /// `podman run -d` a container that sleeps; returns its name.
-    fn run(&mut self, prefix: &str, options: &[&str]) -> String {
-        self.run_cmd(prefix, options, &["/bin/busybox", "sleep", "600"])
-    }
-
-    fn run_cmd(&mut self, prefix: &str, options: &[&str], cmd: &[&str]) -> String {
-        let name = unique(prefix);
-        self.names.push(name.clone());
-        let mut args = vec!["run", "-d", "--name", &name];
-        args.extend_from_slice(options);
-        args.push(IMAGE);
-        args.extend_from_slice(cmd);
-        podman(&args);
-        name
-    }
-
-    fn pod(&mut self, options: &[&str]) -> String {
-        let name = unique("pod");
-        self.pods.push(name.clone());
-        let mut args = vec!["pod", "create", "--name", &name];
-        args.extend_from_slice(options);
-        podman(&args);
-        name
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in self.names.iter().rev() {
-            let _ = Command::new("podman")
-                .args(["rm", "-f", "-t", "0", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        for pod in &self.pods {
-            let _ = Command::new("podman")
-                .args(["pod", "rm", "-f", "-t", "0", pod])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn inspect(name: &str, format: &str) -> String {
-    podman(&["inspect", "--format", format, name])
-}
-
-fn pid_of(name: &str) -> u32 {
-    inspect(name, "{{.State.Pid}}").parse().unwrap()
-}
-
-fn id_of(name: &str) -> String {
-    inspect(name, "{{.Id}}")
-}
 
 async fn attest_container(attestor: &Attestor, name: &str) -> Attestation {
     let peer = PeerCred::of_process(pid_of(name)).unwrap();
@@ -226,7 +49,7 @@ fn assert_sorted_unique(a: &Attestation) {
 async fn labelled_container_yields_container_and_default_posture_selectors() {
     let service = Service::start();
     let mut c = Containers::default();
-    let web = c.run("web", &["--label", "app=web", "--label", "tier=front"]);
+    let web = c.sleeper("web", &["--label", "app=web", "--label", "tier=front"]);
     let id = id_of(&web);
     // The CLI prints the image ID bare; the API (and the selector) prefix it.
     let image_id = format!(
@@ -300,7 +123,7 @@ async fn pod_member_yields_pod_selectors() {
     let service = Service::start();
     let mut c = Containers::default();
     let pod = c.pod(&["--label", "tier=back", "--label", "team=payments"]);
-    let api = c.run("api", &["--pod", &pod, "--label", "app=api"]);
+    let api = c.sleeper("api", &["--pod", &pod, "--label", "app=api"]);
     let pod_id = podman(&["pod", "inspect", "--format", "{{.Id}}", &pod]);
     let a = attest_container(&service.attestor(), &api).await;
     assert_has(
@@ -325,8 +148,8 @@ async fn pod_member_yields_pod_selectors() {
 async fn sidecar_in_an_apps_network_namespace_is_attested_as_the_app() {
     let service = Service::start();
     let mut c = Containers::default();
-    let app = c.run("app", &["--label", "app=web"]);
-    let sidecar = c.run(
+    let app = c.sleeper("app", &["--label", "app=web"]);
+    let sidecar = c.sleeper(
         "sidecar",
         &[
             "--network",
@@ -422,7 +245,7 @@ async fn posture_reflects_how_each_container_was_started() {
     ];
     let names: Vec<String> = table
         .iter()
-        .map(|(prefix, options, _)| c.run(prefix, options))
+        .map(|(prefix, options, _)| c.sleeper(prefix, options))
         .collect();
     for ((prefix, _, wanted), name) in table.iter().zip(&names) {
         let a = attest_container(&attestor, name).await;
@@ -453,7 +276,7 @@ async fn host_process_gets_only_unix_selectors() {
 async fn unreachable_runtime_fails_closed() {
     ensure_image();
     let mut c = Containers::default();
-    let web = c.run("unreachable", &["--label", "app=web"]);
+    let web = c.sleeper("unreachable", &["--label", "app=web"]);
     let attestor = Attestor::new(EngineClient::new("/nonexistent/podman.sock")).unwrap();
     let err = attestor
         .attest(PeerCred::of_process(pid_of(&web)).unwrap())
@@ -472,7 +295,7 @@ async fn unreachable_runtime_fails_closed() {
 async fn container_removed_between_pid_lookup_and_inspect_fails_closed() {
     let service = Service::start();
     let mut c = Containers::default();
-    let doomed = c.run("doomed", &["--label", "app=web"]);
+    let doomed = c.sleeper("doomed", &["--label", "app=web"]);
     let id = id_of(&doomed);
     let pid = pid_of(&doomed);
     let dir = tempfile::tempdir().unwrap();
@@ -511,21 +334,6 @@ async fn container_removed_between_pid_lookup_and_inspect_fails_closed() {
     assert!(attestor.attest(peer).await.is_err());
 }
 
-/// The libraries `ldd` lists for a host binary, as `-v dir:dir:ro` options,
-/// so it runs in the busybox image unchanged.
-fn library_mounts(binary: &Path) -> Vec<String> {
-    let out = Command::new("ldd").arg(binary).output().expect("ldd");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let dirs: BTreeSet<String> = text
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .filter_map(|w| Path::new(w).parent().map(|p| p.display().to_string()))
-        .collect();
-    dirs.into_iter()
-        .flat_map(|d| ["-v".to_owned(), format!("{d}:{d}:ro")])
-        .collect()
-}
-
 /// A process inside a container connects to a unix socket the test serves
 /// (busybox has no unix-socket client, so the host's curl runs in the
 /// container with its libraries mounted); SO_PEERCRED's PID maps to that
@@ -542,14 +350,11 @@ async fn peer_credentials_from_inside_a_container_map_to_it() {
     let mut options = vec![
         "-v".to_owned(),
         format!("{}:/agent", dir.path().display()),
-        "-v".to_owned(),
-        "/usr/bin/curl:/usr/bin/curl:ro".to_owned(),
         "--label".to_owned(),
         "app=caller".to_owned(),
     ];
-    options.extend(library_mounts(&curl));
-    let options: Vec<&str> = options.iter().map(String::as_str).collect();
-    let caller = c.run_cmd(
+    options.extend(binary_mounts(&curl, "/usr/bin/curl"));
+    let caller = c.run(
         "curl",
         &options,
         &[
@@ -630,7 +435,7 @@ async fn exec_process_attests_but_a_private_mount_namespace_is_refused() {
     let service = Service::start();
     let attestor = service.attestor();
     let mut c = Containers::default();
-    let web = c.run("exec", &["--cap-add", "SYS_ADMIN", "--label", "app=web"]);
+    let web = c.sleeper("exec", &["--cap-add", "SYS_ADMIN", "--label", "app=web"]);
     podman(&["exec", "-d", &web, "/bin/busybox", "sleep", "601"]);
     podman(&[
         "exec",

@@ -9,31 +9,16 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde_json::json;
-use support::{Agent, Ca};
-
-fn uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use support::{Agent, host_entry, node_token, node_token_ttl, uid_selector};
+use tessera_test_support::{Ca, CaBuilder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_crate_fetches_svid_and_bundle() {
     let ca = Ca::start();
-    let token = ca.node_token("host1").await;
+    let token = node_token(&ca, "host1").await;
     let node = "spiffe://example.org/tessera/agent/host1";
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry(
-        "spiffe://example.org/host-workload",
-        &[&selector],
-        Some(node),
-    )
-    .await;
+    let selector = uid_selector();
+    host_entry(&ca, "spiffe://example.org/host-workload", node, None).await;
     // Parented to another node: never this agent's to give.
     ca.entry(
         "spiffe://example.org/elsewhere",
@@ -83,7 +68,7 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
     // The CA's ledger records the attestation and the node.
     let serial = info.serial.clone();
     let rec = ca
-        .call(Method::GET, &format!("/v1/certs/{serial}"), None, 200)
+        .expect(Method::GET, &format!("/v1/certs/{serial}"), None, 200)
         .await;
     assert_eq!(rec["node"], node);
     assert_eq!(rec["attestation"]["method"], "agent");
@@ -130,7 +115,7 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
         ]
     );
     // Deleting it is pushed too.
-    ca.call(
+    ca.expect(
         Method::DELETE,
         &format!("/v1/entries/{}", second["id"].as_str().unwrap()),
         None,
@@ -145,7 +130,7 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
     assert_eq!(next.svids.len(), 1);
 
     // Banning the node ends the stream and refuses new callers.
-    ca.call(Method::POST, "/v1/nodes/host1/ban", Some(json!({})), 200)
+    ca.expect(Method::POST, "/v1/nodes/host1/ban", Some(json!({})), 200)
         .await;
     let end = tokio::time::timeout(Duration::from_secs(15), stream.message())
         .await
@@ -169,7 +154,7 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals() {
     let ca = Ca::start();
-    let token = ca.node_token("host2").await;
+    let token = node_token(&ca, "host2").await;
     let agent = Agent::start(&ca, "host2", &token, None);
     let socket = agent.socket.clone();
     let channel = tonic::transport::Endpoint::from_static("http://x.invalid")
@@ -217,13 +202,12 @@ async fn refusals() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("no_entry"), "{e:?}");
     // Bundles need no entry.
-    let bundles =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap()
-            .fetch_x509_bundles()
-            .await
-            .unwrap();
+    let bundles = agent
+        .spiffe_client()
+        .await
+        .fetch_x509_bundles()
+        .await
+        .unwrap();
     assert_eq!(bundles.len(), 1);
     // The JWT methods: no header → InvalidArgument; no entry → PermissionDenied.
     let unary = |path: &'static str, with_header: bool| {
@@ -274,24 +258,17 @@ async fn refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_crate_fetches_and_validates_jwt_svids() {
     use futures_util::StreamExt;
-    let ca = Ca::start_args(&["--set", "rotation.enabled=false"]);
-    let token = ca.node_token("host5").await;
+    let ca = CaBuilder::new()
+        .args(["--set", "rotation.enabled=false"])
+        .start("tessera-ca");
+    let token = node_token(&ca, "host5").await;
     let node = "spiffe://example.org/tessera/agent/host5";
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry(
-        "spiffe://example.org/jwt-workload",
-        &[&selector],
-        Some(node),
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/jwt-workload", node, None).await;
     // This caller does not match it.
     ca.entry("spiffe://example.org/other", &["unix:uid:4242"], Some(node))
         .await;
     let agent = Agent::start(&ca, "host5", &token, None);
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap();
+    let client = agent.spiffe_client().await;
 
     let svid = client
         .fetch_jwt_svid(["db", "cache"], None)
@@ -363,7 +340,7 @@ async fn spiffe_crate_fetches_and_validates_jwt_svids() {
     let mut stream = client.stream_jwt_bundles().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     let before = first.get(&td).unwrap().jwt_authorities().count();
-    ca.call(Method::POST, "/v1/ca/prepare", None, 201).await;
+    ca.expect(Method::POST, "/v1/ca/prepare", None, 201).await;
     let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
         .await
         .unwrap_or_else(|_| panic!("no JWT bundle pushed after prepare\n{}", agent.log()))
@@ -382,24 +359,11 @@ async fn spiffe_crate_fetches_and_validates_jwt_svids() {
 async fn rotation_is_pushed_at_half_life() {
     use futures_util::StreamExt;
     let ca = Ca::start();
-    let token = ca.node_token_ttl("host3", Some(60)).await;
+    let token = node_token_ttl(&ca, "host3", Some(60)).await;
     let node = "spiffe://example.org/tessera/agent/host3";
-    let selector = format!("unix:uid:{}", uid());
-    ca.call(
-        Method::POST,
-        "/v1/entries",
-        Some(
-            json!({"spiffe_id": "spiffe://example.org/short", "selectors": [selector],
-                    "parent_id": node, "ttl_seconds": 60}),
-        ),
-        201,
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/short", node, Some(60)).await;
     let agent = Agent::start(&ca, "host3", &token, None);
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap();
+    let client = agent.spiffe_client().await;
     let mut stream = client.stream_x509_svids().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     let started = Instant::now();
@@ -435,32 +399,21 @@ async fn rotation_is_pushed_at_half_life() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ca_rotation_reaches_workload_api_clients_before_use() {
     use futures_util::StreamExt;
-    let ca = Ca::start_args(&[
-        "--set",
-        "rotation.enabled=false",
-        "--set",
-        "rotation.check_interval_seconds=1",
-        "--set",
-        "rotation.min_overlap_seconds=3",
-    ]);
-    let token = ca.node_token_ttl("host4", Some(60)).await;
+    let ca = CaBuilder::new()
+        .args([
+            "--set",
+            "rotation.enabled=false",
+            "--set",
+            "rotation.check_interval_seconds=1",
+            "--set",
+            "rotation.min_overlap_seconds=3",
+        ])
+        .start("tessera-ca");
+    let token = node_token_ttl(&ca, "host4", Some(60)).await;
     let node = "spiffe://example.org/tessera/agent/host4";
-    let selector = format!("unix:uid:{}", uid());
-    ca.call(
-        Method::POST,
-        "/v1/entries",
-        Some(
-            json!({"spiffe_id": "spiffe://example.org/rotating", "selectors": [selector],
-                    "parent_id": node, "ttl_seconds": 60}),
-        ),
-        201,
-    )
-    .await;
+    host_entry(&ca, "spiffe://example.org/rotating", node, Some(60)).await;
     let agent = Agent::start(&ca, "host4", &token, None);
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", agent.socket.display()))
-            .await
-            .unwrap();
+    let client = agent.spiffe_client().await;
     let mut stream = client.stream_x509_contexts().await.unwrap();
     let td = spiffe::TrustDomain::new("example.org").unwrap();
     // For one context: the SVID's issuer DN, and whether the bundle holds a
@@ -486,7 +439,7 @@ async fn ca_rotation_reaches_workload_api_clients_before_use() {
     let (old_issuer, anchors) = check(&first);
     assert_eq!(anchors, 1);
     // Rotate: prepared now, activated by the schedule after the 3 s overlap.
-    ca.call(Method::POST, "/v1/ca/rotate", None, 200).await;
+    ca.expect(Method::POST, "/v1/ca/rotate", None, 200).await;
     let mut saw_new_bundle_at = None;
     let end = Instant::now() + Duration::from_secs(70);
     let mut n = 0;
@@ -523,11 +476,9 @@ async fn ca_rotation_reaches_workload_api_clients_before_use() {
 async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     use std::os::unix::fs::PermissionsExt;
     let ca = Ca::start();
-    let token = ca.node_token("host6").await;
+    let token = node_token(&ca, "host6").await;
     let node = "spiffe://example.org/tessera/agent/host6";
-    let selector = format!("unix:uid:{}", uid());
-    ca.entry("spiffe://example.org/resumed", &[&selector], Some(node))
-        .await;
+    host_entry(&ca, "spiffe://example.org/resumed", node, None).await;
     let state = tempfile::tempdir().unwrap();
     let data_dir = state.path().join("agent");
     let sets = [format!("data_dir=\"{}\"", data_dir.display())];
@@ -552,10 +503,7 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     assert!(second.log().contains("resumed"), "{}", second.log());
     let serial2 = node_serial(&data_dir);
     assert_ne!(serial1, serial2, "the resumed identity is renewed at once");
-    let client =
-        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", second.socket.display()))
-            .await
-            .unwrap();
+    let client = second.spiffe_client().await;
     let svid = client
         .fetch_x509_svid()
         .await
@@ -565,7 +513,7 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     drop(second);
 
     // Banned meanwhile: the saved identity is refused, with the reason.
-    ca.call(Method::POST, "/v1/nodes/host6/ban", Some(json!({})), 200)
+    ca.expect(Method::POST, "/v1/nodes/host6/ban", Some(json!({})), 200)
         .await;
     let e = Agent::try_start(&ca, "host6", None, &sets)
         .err()

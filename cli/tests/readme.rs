@@ -1,56 +1,11 @@
 //! End-to-end tests of the `tessera` CLI against a real `tessera-ca` process:
 //! the README walkthrough as written, and the exit codes scripts rely on.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 mod common;
 
-use common::{bin_dir, ca_binary};
-
-/// A CA process on a loopback port, killed when dropped.
-struct Ca {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Ca {
-    fn start() -> Ca {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(ca_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("tessera-ca listening on 127.0.0.1:"),
-            "unexpected first line: {line:?}"
-        );
-        Ca { child, dir }
-    }
-
-    fn tessera(&self, args: &[&str]) -> Output {
-        Command::new(bin_dir().join("tessera"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("TESSERA_SERVER")
-            .env_remove("TESSERA_TOKEN")
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Ca {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Ca, bin_dir};
 
 #[test]
 fn readme_walkthrough_runs_as_written() {
@@ -82,7 +37,7 @@ fn readme_walkthrough_runs_as_written() {
     );
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
-        .current_dir(ca.dir.path())
+        .current_dir(ca.dir())
         .env("PATH", path)
         .env_remove("TESSERA_SERVER")
         .output()
@@ -103,7 +58,7 @@ fn readme_walkthrough_runs_as_written() {
     assert!(stdout.contains("audit chain intact"), "{stdout}");
     // The key was written 0600 by the CLI, never by the CA.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(ca.dir.path().join("web/key.pem"))
+    let mode = std::fs::metadata(ca.dir().join("web/key.pem"))
         .unwrap()
         .permissions()
         .mode()
@@ -157,7 +112,7 @@ fn exit_codes_scripts_rely_on() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        !ca.dir.path().join("x/key.pem").exists(),
+        !ca.dir().join("x/key.pem").exists(),
         "nothing written on refusal"
     );
 
@@ -209,14 +164,14 @@ fn exit_codes_scripts_rely_on() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
 
     // The same credentials from a config file (relative paths are relative to it).
-    let server = std::fs::read_to_string(ca.dir.path().join("data/admin/cli.toml")).unwrap();
+    let server = std::fs::read_to_string(ca.dir().join("data/admin/cli.toml")).unwrap();
     let server = server
         .lines()
         .find_map(|l| l.strip_prefix("server = "))
         .unwrap()
         .to_owned();
     std::fs::write(
-        ca.dir.path().join("ro.toml"),
+        ca.dir().join("ro.toml"),
         format!("server = {server}\ntoken = \"{token}\"\nca_bundle = \"data/admin/bundle.pem\"\n"),
     )
     .unwrap();
@@ -244,7 +199,7 @@ fn exit_codes_scripts_rely_on() {
         "a:b",
     ]);
     assert_eq!(code(&o), 4, "the file's auditor token is used");
-    std::fs::write(ca.dir.path().join("bad.toml"), "sever = \"https://x\"\n").unwrap();
+    std::fs::write(ca.dir().join("bad.toml"), "sever = \"https://x\"\n").unwrap();
     let o = ca.tessera(&["--config", "bad.toml", "ca", "status"]);
     assert_eq!(code(&o), 2);
     assert!(

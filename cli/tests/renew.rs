@@ -1,115 +1,46 @@
 //! `tessera cert renew` against a real `tessera-ca` process: one-shot renewal,
 //! `--watch` with `--exec` and `--signal`, and the refusals.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+use tessera_test_support::{Process, openssl_output, wait_until};
 
 mod common;
 
-use common::{bin_dir, ca_binary};
+use common::Ca;
 
-/// A child process killed (and reaped) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Registers `name` (certificate lifetime `ttl`) and issues a certificate
+/// for it into `<dir>/<name>/` through a join token, as a workload would.
+fn issue(ca: &Ca, name: &str, ttl: &str) -> PathBuf {
+    let id = format!("spiffe://example.org/{name}");
+    ca.ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        &id,
+        "--selector",
+        &format!("unix:uid:{}", 1000 + name.len()),
+        "--ttl",
+        ttl,
+    ]);
+    let token = ca.ok(&["token", "create", "--spiffe-id", &id]);
+    ca.ok(&["cert", "issue", "--token", token.trim(), "--out-dir", name]);
+    ca.path(name)
 }
 
-/// A CA process on a loopback port, with a scratch directory as the working directory.
-struct Ca {
-    _child: Proc,
-    dir: tempfile::TempDir,
-}
-
-impl Ca {
-    fn start() -> Ca {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(ca_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("tessera-ca listening on 127.0.0.1:"),
-            "unexpected first line: {line:?}"
-        );
-        Ca {
-            _child: Proc(child),
-            dir,
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin_dir().join("tessera"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("TESSERA_SERVER")
-            .env_remove("TESSERA_TOKEN")
-            .env_remove("TESSERA_CERT")
-            .env_remove("TESSERA_KEY");
-        c
-    }
-
-    fn tessera(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.tessera(args);
-        assert!(
-            o.status.success(),
-            "tessera {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Registers `name` (certificate lifetime `ttl`) and issues a certificate
-    /// for it into `<dir>/<name>/` through a join token, as a workload would.
-    fn issue(&self, name: &str, ttl: &str) -> PathBuf {
-        let id = format!("spiffe://example.org/{name}");
-        self.ok(&[
-            "entry",
-            "create",
-            "--spiffe-id",
-            &id,
-            "--selector",
-            &format!("unix:uid:{}", 1000 + name.len()),
-            "--ttl",
-            ttl,
-        ]);
-        let token = self.ok(&["token", "create", "--spiffe-id", &id]);
-        self.ok(&["cert", "issue", "--token", token.trim(), "--out-dir", name]);
-        self.path(name)
-    }
-
-    /// `cert renew` arguments for the files in `dir`.
-    fn files(dir: &Path) -> Vec<String> {
-        let f = |n: &str| dir.join(n).display().to_string();
-        vec![
-            "--cert".into(),
-            f("cert.pem"),
-            "--key".into(),
-            f("key.pem"),
-            "--bundle".into(),
-            f("bundle.pem"),
-        ]
-    }
+/// `cert renew` arguments for the files in `dir`.
+fn files(dir: &Path) -> Vec<String> {
+    let f = |n: &str| dir.join(n).display().to_string();
+    vec![
+        "--cert".into(),
+        f("cert.pem"),
+        "--key".into(),
+        f("key.pem"),
+        "--bundle".into(),
+        f("bundle.pem"),
+    ]
 }
 
 fn serial(cert: &Path) -> String {
@@ -124,28 +55,15 @@ fn serial(cert: &Path) -> String {
 
 /// The certificate verifies against the bundle and carries the key's public key.
 fn assert_consistent(dir: &Path) {
-    let o = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(dir.join("bundle.pem"))
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
+    let o = openssl_output(dir, &["verify", "-CAfile", "bundle.pem", "cert.pem"]);
     assert!(
         o.status.success(),
         "openssl verify: {}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let cert_pub = Command::new("openssl")
-        .args(["x509", "-noout", "-pubkey", "-in"])
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    let key_pub = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(dir.join("key.pem"))
-        .output()
-        .unwrap();
+    let cert_pub = openssl_output(dir, &["x509", "-noout", "-pubkey", "-in", "cert.pem"]);
+    let key_pub = openssl_output(dir, &["pkey", "-pubout", "-in", "key.pem"]);
     assert!(cert_pub.status.success() && key_pub.status.success());
     assert_eq!(
         cert_pub.stdout, key_pub.stdout,
@@ -165,39 +83,22 @@ fn assert_consistent(dir: &Path) {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
-/// Waits until `f` holds, polling; panics with `what` at the deadline.
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count())
         .unwrap_or(0)
 }
 
-fn kill(pid: u32, sig: &str) {
-    let s = Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(s.success());
-}
-
 #[test]
 fn one_shot_renew_replaces_cert_and_key() {
     let ca = Ca::start();
-    let dir = ca.issue("web", "1h");
+    let dir = issue(&ca, "web", "1h");
     let (old_serial, old_key) = (
         serial(&dir.join("cert.pem")),
         std::fs::read(dir.join("key.pem")).unwrap(),
     );
     let mut args = vec!["cert", "renew", "--output", "json"];
-    let files = Ca::files(&dir);
+    let files = files(&dir);
     args.extend(files.iter().map(String::as_str));
     let out = ca.ok(&args);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -235,22 +136,19 @@ fn one_shot_renew_replaces_cert_and_key() {
 #[test]
 fn watch_renews_and_runs_exec_and_signal() {
     let ca = Ca::start();
-    let dir = ca.issue("batch", "60");
+    let dir = issue(&ca, "batch", "60");
     let first_serial = serial(&dir.join("cert.pem"));
     let hups = ca.path("hups");
     let execs = ca.path("execs");
     // The "app": counts the SIGHUPs it receives.
-    let app = Proc(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "trap 'echo hup >> {}' HUP; while :; do sleep 0.1; done",
-                hups.display()
-            ))
-            .spawn()
-            .unwrap(),
+    let app = Process::spawn(
+        "app",
+        Command::new("sh").arg("-c").arg(format!(
+            "trap 'echo hup >> {}' HUP; while :; do sleep 0.1; done",
+            hups.display()
+        )),
     );
-    let signal = format!("{}:HUP", app.0.id());
+    let signal = format!("{}:HUP", app.id());
     let exec = format!("echo renewed >> {}", execs.display());
     let mut args = vec![
         "cert",
@@ -265,36 +163,24 @@ fn watch_renews_and_runs_exec_and_signal() {
         "--output",
         "json",
     ];
-    let files = Ca::files(&dir);
+    let files = files(&dir);
     args.extend(files.iter().map(String::as_str));
     // 60 s certificates renewed at 5 % of their lifetime: every ~3 s.
-    let mut watcher = Proc(
-        ca.command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        "two renewals, execs and signals",
+    let mut watcher = Process::spawn("tessera cert renew --watch", &mut ca.command(&args));
+    wait_until(
         Duration::from_secs(40),
+        "two renewals, execs and signals",
         || lines(&execs) >= 2 && lines(&hups) >= 2,
     );
     assert_ne!(serial(&dir.join("cert.pem")), first_serial);
     assert_consistent(&dir);
 
     // SIGTERM stops it cleanly.
-    kill(watcher.0.id(), "TERM");
-    let mut status = None;
-    wait_for("the watcher to exit", Duration::from_secs(10), || {
-        status = watcher.0.try_wait().unwrap();
-        status.is_some()
-    });
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(watcher.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.unwrap().code(), Some(0), "{stderr}");
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(watcher.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    watcher.signal("TERM");
+    let status = watcher.wait_exit(Duration::from_secs(10));
+    let stderr = watcher.stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let stdout = watcher.stdout_lines().join("\n");
     let renewals: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -318,7 +204,7 @@ fn watch_renews_and_runs_exec_and_signal() {
 #[test]
 fn revoked_certificate_is_refused() {
     let ca = Ca::start();
-    let dir = ca.issue("gone", "60");
+    let dir = issue(&ca, "gone", "60");
     let before = std::fs::read(dir.join("cert.pem")).unwrap();
     let s = serial(&dir.join("cert.pem"));
     ca.ok(&[
@@ -328,7 +214,7 @@ fn revoked_certificate_is_refused() {
         s.trim_start_matches("serial="),
     ]);
     let mut args = vec!["cert", "renew"];
-    let files = Ca::files(&dir);
+    let files = files(&dir);
     args.extend(files.iter().map(String::as_str));
     let o = ca.tessera(&args);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -346,20 +232,16 @@ fn revoked_certificate_is_refused() {
     // Watching does not retry a refusal that cannot change: it stops at the
     // first renewal (at 5 % of the 60 s lifetime).
     args.extend(["--watch", "--renew-at", "0.05"]);
-    let mut watcher = Proc(ca.command(&args).stderr(Stdio::null()).spawn().unwrap());
-    let mut status = None;
-    wait_for("the watcher to give up", Duration::from_secs(30), || {
-        status = watcher.0.try_wait().unwrap();
-        status.is_some()
-    });
-    assert_eq!(status.unwrap().code(), Some(4));
+    let mut watcher = Process::spawn("tessera cert renew --watch", &mut ca.command(&args));
+    let status = watcher.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4), "{}", watcher.describe());
 }
 
 #[test]
 fn bad_inputs_are_usage_errors_before_contacting_the_ca() {
     let ca = Ca::start();
-    let a = ca.issue("a", "1h");
-    let b = ca.issue("b", "1h");
+    let a = issue(&ca, "a", "1h");
+    let b = issue(&ca, "b", "1h");
     // An unreachable server: a usage error proves the CA was never asked.
     let run = |cert: &Path, key: &Path, bundle: &Path| {
         ca.command(&["--server", "https://127.0.0.1:1", "cert", "renew"])

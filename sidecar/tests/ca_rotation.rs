@@ -18,7 +18,11 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 use tessera_core::client::Client;
+use tessera_test_support::{
+    Ca, CaBuilder, Db, TestDb, await_closed, both_backends, ca_ids, get, poll_until,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 
@@ -79,140 +83,74 @@ impl Traffic {
     }
 }
 
-/// A CA with a fast schedule: checks every second, activates a requested
-/// rotation 3 s after its generation was published.
-fn start_ca(pg: Option<&PgDb>, extra: &[&str]) -> Ca {
-    let mut args = vec![
-        "--set",
-        "rotation.check_interval_seconds=1",
-        "--set",
-        "rotation.lease_seconds=3",
-        "--set",
-        "rotation.min_overlap_seconds=3",
-    ];
-    for e in extra {
-        args.push("--set");
-        args.push(e);
-    }
-    if let Some(db) = pg {
-        args.push("--database-url");
-        args.push(&db.url);
-    }
-    Ca::start_args(tempfile::tempdir().unwrap(), "127.0.0.1:0", &args)
+/// A CA on `db` with a fast schedule: checks every second, activates a
+/// requested rotation 3 s after its generation was published.
+fn start_ca(db: &TestDb, extra: &[&str]) -> Ca {
+    CaBuilder::new()
+        .sets([
+            "rotation.check_interval_seconds=1",
+            "rotation.lease_seconds=3",
+            "rotation.min_overlap_seconds=3",
+        ])
+        .sets(extra.iter().copied())
+        .database(db)
+        .start("tessera-ca")
 }
 
 /// Sidecars A (outbound) and B (inbound, allows A) renewing at 10 % of a 60 s life.
-async fn pair(ca: &Ca, app: &str) -> (Sidecar, Sidecar) {
-    let mut toks = Vec::new();
-    for name in ["ra", "rb"] {
-        let id = format!("spiffe://example.org/{name}");
-        ca.call(
-            Method::POST,
-            "/v1/entries",
-            Some(json!({"spiffe_id": id, "selectors": ["t:x"], "ttl_seconds": 60})),
-        )
-        .await;
-        let t = ca
-            .call(Method::POST, "/v1/tokens", Some(json!({"spiffe_id": id})))
-            .await;
-        toks.push(t["token"].as_str().unwrap().to_owned());
-    }
+async fn renewing_pair(ca: &Ca, app: &str) -> (Sidecar, Sidecar) {
+    let [ta, tb] = short_lived_tokens(ca, ["ra", "rb"], 60).await;
     let fast =
         "[renew]\nat_fraction = 0.1\njitter_fraction = 0.0\n[revocation]\nwait_seconds = 10\n";
-    let b = Sidecar::start(
-        ca,
-        &toks[1],
-        &format!(
-            "{fast}[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ra\"]\n"
-        ),
-    );
-    let a = Sidecar::start(
-        ca,
-        &toks[0],
-        &format!(
-            "{fast}[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/rb\"\n",
-            b.addr("inbound", "in")
-        ),
-    );
-    (a, b)
-}
-
-fn ids_in(v: &Value, state: &str) -> Vec<String> {
-    v["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["state"] == state)
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect()
+    pair(ca, app, ("ra", &ta, fast), ("rb", &tb, fast))
 }
 
 /// Polls `GET /v1/ca` through `admin` until `pred` holds (an event on the CA).
 async fn await_ca(admin: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = admin.call(Method::GET, "/v1/ca", None).await.unwrap();
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        if r.status.is_success() && pred(&v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < end, "{what}: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(Duration::from_secs(30), what, || async {
+        let (s, v) = get(admin, "/v1/ca").await;
+        (s.is_success() && pred(&v)).then_some(v)
+    })
+    .await
 }
 
-/// Waits until the sidecar's metric reaches `at_least`.
-async fn await_metric(s: &Sidecar, name: &str, at_least: f64) {
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = s.admin_get("/metrics").await;
-        if metric(&page, name).unwrap_or(0.0) >= at_least {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "{name} never reached {at_least}:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn rotate_twice_under_traffic(pg: Option<PgDb>) {
-    let ca = start_ca(pg.as_ref(), &["rotation.enabled=false"]);
+async fn ca_rotates_twice_under_traffic(db: Db) {
+    let db = TestDb::new(db).await;
+    let ca = start_ca(&db, &["rotation.enabled=false"]);
     let app = echo_server().await;
-    let (mut a, mut b) = pair(&ca, &app).await;
+    let (a, b) = renewing_pair(&ca, &app).await;
     let traffic = Traffic::start(a.addr("outbound", "out")).await;
-    let first = ids_in(&ca.call(Method::GET, "/v1/ca", None).await, "active")[0].clone();
+    let first = ca_ids(&ca.call(Method::GET, "/v1/ca", None).await, "active")[0].clone();
     let mut generations = vec![first];
     for round in 1..=2 {
         let v = ca.call(Method::POST, "/v1/ca/rotate", None).await;
-        let prepared = ids_in(&v, "prepared")[0].clone();
+        let prepared = ca_ids(&v, "prepared")[0].clone();
         // Both sidecars hold the new bundle (within the overlap, before activation).
-        await_metric(&a, "tessera_sidecar_bundle_updates_total", round as f64).await;
-        await_metric(&b, "tessera_sidecar_bundle_updates_total", round as f64).await;
-        let v = await_ca(&ca.admin, "scheduled activation", |v| {
-            ids_in(v, "active") == vec![prepared.clone()]
+        a.await_metric("tessera_sidecar_bundle_updates_total", round as f64)
+            .await;
+        b.await_metric("tessera_sidecar_bundle_updates_total", round as f64)
+            .await;
+        let v = await_ca(ca.admin(), "scheduled activation", |v| {
+            ca_ids(v, "active") == vec![prepared.clone()]
         })
         .await;
         assert!(
-            ids_in(&v, "retired").contains(generations.last().unwrap()),
+            ca_ids(&v, "retired").contains(generations.last().unwrap()),
             "{v}"
         );
         generations.push(prepared);
         // Both sidecars renew under the new CA while traffic flows.
         let (ia, ib) = (
-            count_log(&mut a, "identity installed"),
-            count_log(&mut b, "identity installed"),
+            a.count_log("identity installed"),
+            b.count_log("identity installed"),
         );
-        let end = std::time::Instant::now() + Duration::from_secs(30);
-        while count_log(&mut a, "identity installed") <= ia
-            || count_log(&mut b, "identity installed") <= ib
-        {
-            assert!(
-                std::time::Instant::now() < end,
-                "no renewal after round {round}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let end = Instant::now() + Duration::from_secs(30);
+        for (s, before) in [(&a, ia), (&b, ib)] {
+            let left = end.saturating_duration_since(Instant::now());
+            s.proc
+                .wait_for(&format!("renewal after round {round}"), left, |o| {
+                    (o.stderr_count("identity installed") > before).then_some(())
+                });
         }
     }
     let (ok, errors) = traffic.finish().await;
@@ -244,27 +182,20 @@ async fn rotate_twice_under_traffic(pg: Option<PgDb>) {
     drop((a, b, ca));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ca_rotates_twice_under_traffic_sqlite() {
-    rotate_twice_under_traffic(None).await;
-}
+both_backends!(ca_rotates_twice_under_traffic);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ca_rotates_twice_under_traffic_postgres() {
-    rotate_twice_under_traffic(Some(PgDb::create())).await;
-}
-
-async fn emergency_revocation_under_traffic(pg: Option<PgDb>) {
+async fn emergency_ca_revocation_under_traffic(db: Db) {
+    let db = TestDb::new(db).await;
     // A standby generation is kept published, so revoking the active one
     // promotes a CA every sidecar already trusts.
-    let ca = start_ca(pg.as_ref(), &["rotation.standby=true"]);
-    let v = await_ca(&ca.admin, "standby prepared", |v| {
-        ids_in(v, "prepared").len() == 1
+    let ca = start_ca(&db, &["rotation.standby=true"]);
+    let v = await_ca(ca.admin(), "standby prepared", |v| {
+        ca_ids(v, "prepared").len() == 1
     })
     .await;
     let (old, standby) = (
-        ids_in(&v, "active")[0].clone(),
-        ids_in(&v, "prepared")[0].clone(),
+        ca_ids(&v, "active")[0].clone(),
+        ca_ids(&v, "prepared")[0].clone(),
     );
     // The admin certificate falls with its CA: keep an API token, and trust the
     // current bundle (old + standby) to reach the server afterwards.
@@ -279,16 +210,16 @@ async fn emergency_revocation_under_traffic(pg: Option<PgDb>) {
         .unwrap()
         .to_owned();
     let app = echo_server().await;
-    let (mut a, mut b) = pair(&ca, &app).await;
+    let (a, b) = renewing_pair(&ca, &app).await;
     let r = ca
-        .admin
+        .admin()
         .call(Method::GET, "/v1/bundle", None)
         .await
         .unwrap();
     let anchors = tessera_core::pem::certs(&r.body).unwrap();
     assert_eq!(anchors.len(), 2);
     let ops = Client::new(
-        &ca.url,
+        ca.url(),
         tessera_core::tls::api_client_config(&anchors, None, false).unwrap(),
         Some(token),
     )
@@ -322,16 +253,9 @@ async fn emergency_revocation_under_traffic(pg: Option<PgDb>) {
     )
     .await;
     // Both sidecars re-issue under the standby at once.
-    for s in [&mut a, &mut b] {
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        while count_log(s, "re-issuing now") == 0 {
-            assert!(
-                std::time::Instant::now() < end,
-                "no re-issue:\n{}",
-                s.proc.log.join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    for s in [&a, &b] {
+        s.proc
+            .await_stderr("re-issuing now", Duration::from_secs(10));
     }
     // Traffic recovers: 20 consecutive new connections succeed.
     let end = std::time::Instant::now() + Duration::from_secs(20);
@@ -375,12 +299,4 @@ async fn emergency_revocation_under_traffic(pg: Option<PgDb>) {
     drop((a, b, ca));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emergency_ca_revocation_under_traffic_sqlite() {
-    emergency_revocation_under_traffic(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emergency_ca_revocation_under_traffic_postgres() {
-    emergency_revocation_under_traffic(Some(PgDb::create())).await;
-}
+both_backends!(emergency_ca_revocation_under_traffic);

@@ -10,6 +10,9 @@ use hyper::Method;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tessera_test_support::{
+    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_ec_key, openssl_output,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,25 +21,15 @@ async fn allowed_denied_refused_and_revoked() {
     let ca = Ca::start();
     let app = echo_server().await;
     let (ta, tb, tc) = (
-        ca.token("a").await,
-        ca.token("b").await,
-        ca.token("c").await,
+        token(&ca, "a").await,
+        token(&ca, "b").await,
+        token(&ca, "c").await,
     );
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[[inbound]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/a\"]\n"
-        ),
-    );
+    let b = Sidecar::start(&ca, &tb, &inbound("api", &app, "spiffe://example.org/a"));
     let b_in = b.addr("inbound", "api");
-    let outbound = |name: &str| {
-        format!(
-            "[[outbound]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{b_in}\"\nserver_id = \"spiffe://example.org/b\"\n"
-        )
-    };
-    let a = Sidecar::start(&ca, &ta, &outbound("to-b"));
-    let mut c = Sidecar::start(&ca, &tc, &outbound("to-b"));
+    let to_b = outbound("to-b", &b_in, "spiffe://example.org/b");
+    let a = Sidecar::start(&ca, &ta, &to_b);
+    let c = Sidecar::start(&ca, &tc, &to_b);
 
     // A → B: allowed; keep one long connection open.
     let mut long = TcpStream::connect(a.addr("outbound", "to-b"))
@@ -52,8 +45,7 @@ async fn allowed_denied_refused_and_revoked() {
         echo(&mut denied, b"let me in").await.is_err(),
         "C must be refused"
     );
-    let mut b = b;
-    let line = b.proc.await_log("connection denied");
+    let line = b.await_log("connection denied");
     assert!(
         line.contains("spiffe://example.org/c") && line.contains("not_allowed"),
         "{line}"
@@ -63,7 +55,7 @@ async fn allowed_denied_refused_and_revoked() {
         metrics.contains("tessera_sidecar_denied_total{listener=\"api\",reason=\"not_allowed\"} 1"),
         "{metrics}"
     );
-    let _ = c.proc.await_log("ready");
+    let _ = c.await_log("ready");
     // B reported the denial to the CA: the fleet-wide list shows it, attributed
     // to B's identity (the reporter), with C as the source. Reports are batched
     // (flush_ms = 200), so ask until it arrives, bounded by attempts.
@@ -95,7 +87,7 @@ async fn allowed_denied_refused_and_revoked() {
         .stdin(Stdio::null())
         .output()
         .expect("openssl must be installed");
-    b.proc.await_log("no_certificate");
+    b.await_log("no_certificate");
 
     // Readiness and identity are visible on the admin endpoint; no key material.
     assert!(a.admin_get("/readyz").await.starts_with("HTTP/1.1 200"));
@@ -104,12 +96,7 @@ async fn allowed_denied_refused_and_revoked() {
         ident.contains("spiffe://example.org/a") && !ident.contains("PRIVATE"),
         "{ident}"
     );
-    let body = ident.split("\r\n\r\n").nth(1).unwrap();
-    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
-    let serial = serde_json::from_str::<serde_json::Value>(body).unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let serial = a.serial().await;
 
     // Revoke A: its open connection is closed and new ones are refused within 5 s.
     let started = std::time::Instant::now();
@@ -137,7 +124,7 @@ async fn allowed_denied_refused_and_revoked() {
         "revocation took {:?}",
         started.elapsed()
     );
-    b.proc.await_log("revoked");
+    b.await_log("revoked");
 }
 
 /// A sidecar started while the CA is down is not ready, then becomes ready when
@@ -146,40 +133,21 @@ async fn allowed_denied_refused_and_revoked() {
 async fn not_ready_until_the_ca_appears() {
     let mut ca = Ca::start();
     let app = echo_server().await;
-    let token = ca.token("late").await;
-    let port = ca.url.rsplit(':').next().unwrap().to_owned();
-    drop(ca.proc.take()); // the CA goes away
-    let dir = tempfile::tempdir().unwrap();
+    let token = token(&ca, "late").await;
+    ca.kill(); // the CA goes away
     let cfg = format!(
-        "ca_url = \"{}\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n\
-         [[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n",
-        ca.url,
-        ca.bundle_path().display()
+        "{}[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n{}",
+        base_config(&ca),
+        inbound("in", &app, "spiffe://example.org/*")
     );
-    std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
-    let (mut proc, line) = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
-            .arg("--config")
-            .arg(dir.path().join("s.toml"))
-            .env("TESSERA_JOIN_TOKEN", &token),
-    );
-    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let s = Sidecar {
-        proc: Proc {
-            child: Command::new("true").spawn().unwrap(),
-            stderr: std::sync::mpsc::channel().1,
-            log: vec![],
-        },
-        addrs: addrs["tessera_sidecar"].clone(),
-        _dir: tempfile::tempdir().unwrap(),
-    };
-    proc.await_log("no identity yet");
+    let s = Sidecar::spawn(&cfg, Some(&token), &[]);
+    s.await_log("no identity yet");
     assert!(
         s.admin_get("/readyz").await.starts_with("HTTP/1.1 503"),
         "ready without an identity"
     );
-    let ca = Ca::start_in(ca.dir, &format!("127.0.0.1:{port}"));
-    proc.await_log("ready");
+    ca.restart(); // on the same port, with the same data
+    s.await_log("ready");
     assert!(s.admin_get("/readyz").await.starts_with("HTTP/1.1 200"));
     drop(ca);
 }
@@ -191,52 +159,15 @@ async fn rotation_under_load_drops_nothing() {
     let ca = Ca::start();
     let app = echo_server().await;
     // 60 s certificates renewed at 10 % of their life: a rotation every ~6 s.
-    for name in ["ra", "rb"] {
-        let id = format!("spiffe://example.org/{name}");
-        ca.call(
-            Method::POST,
-            "/v1/entries",
-            Some(serde_json::json!({"spiffe_id": id, "selectors": ["t:x"], "ttl_seconds": 60})),
-        )
-        .await;
-    }
-    let mut toks = Vec::new();
-    for name in ["ra", "rb"] {
-        let id = format!("spiffe://example.org/{name}");
-        let t = ca
-            .call(
-                Method::POST,
-                "/v1/tokens",
-                Some(serde_json::json!({"spiffe_id": id})),
-            )
-            .await;
-        toks.push(t["token"].as_str().unwrap().to_owned());
-    }
-    let (ta, tb) = (toks[0].clone(), toks[1].clone());
+    let [ta, tb] = short_lived_tokens(&ca, ["ra", "rb"], 60).await;
     let fast = "[renew]\nat_fraction = 0.1\njitter_fraction = 0.0\n";
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "{fast}[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ra\"]\n"
-        ),
-    );
-    let a = Sidecar::start(
-        &ca,
-        &ta,
-        &format!(
-            "{fast}[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/rb\"\n",
-            b.addr("inbound", "in")
-        ),
-    );
+    let (a, b) = pair(&ca, &app, ("ra", &ta, fast), ("rb", &tb, fast));
     let target = a.addr("outbound", "out");
     let mut longs = Vec::new();
     for _ in 0..3 {
         longs.push(TcpStream::connect(&target).await.unwrap());
     }
     let (mut short_ok, mut errors) = (0u64, Vec::new());
-    let mut a = a;
-    let mut b = b;
     // Traffic until both sides have rotated twice (events in their logs).
     let mut rotations = 0;
     let end = std::time::Instant::now() + Duration::from_secs(40);
@@ -255,19 +186,9 @@ async fn rotation_under_load_drops_nothing() {
                 errors.push(format!("long: {e}"));
             }
         }
-        rotations = [&mut a, &mut b]
-            .iter_mut()
-            .map(|s| {
-                while let Ok(l) = s.proc.stderr.try_recv() {
-                    s.proc.log.push(l);
-                }
-                s.proc
-                    .log
-                    .iter()
-                    .filter(|l| l.contains("identity installed"))
-                    .count()
-                    .saturating_sub(1)
-            })
+        rotations = [&a, &b]
+            .iter()
+            .map(|s| s.count_log("identity installed").saturating_sub(1))
             .sum();
     }
     assert!(
@@ -281,9 +202,9 @@ async fn rotation_under_load_drops_nothing() {
         short_ok > 100,
         "too little traffic: {short_ok}; {:?}",
         a.proc
-            .log
+            .stderr_lines()
             .iter()
-            .chain(b.proc.log.iter())
+            .chain(b.proc.stderr_lines().iter())
             .filter(|l| l.contains("identity"))
             .collect::<Vec<_>>()
     );
@@ -294,22 +215,8 @@ async fn rotation_under_load_drops_nothing() {
 async fn half_close_and_large_transfer_intact() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (ca.token("big-a").await, ca.token("big-b").await);
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/big-a\"]\n"
-        ),
-    );
-    let a = Sidecar::start(
-        &ca,
-        &ta,
-        &format!(
-            "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/big-b\"\n",
-            b.addr("inbound", "in")
-        ),
-    );
+    let (ta, tb) = (token(&ca, "big-a").await, token(&ca, "big-b").await);
+    let (a, _b) = pair(&ca, &app, ("big-a", &ta, ""), ("big-b", &tb, ""));
     const TOTAL: usize = 256 * 1024 * 1024;
     let s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     let (mut r, mut w) = s.into_split();
@@ -360,23 +267,9 @@ async fn half_close_and_large_transfer_intact() {
 async fn idle_relays_are_closed() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (ca.token("idle-a").await, ca.token("idle-b").await);
+    let (ta, tb) = (token(&ca, "idle-a").await, token(&ca, "idle-b").await);
     let idle = "[limits]\nidle_timeout_ms = 400\n";
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "{idle}[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/idle-a\"]\n"
-        ),
-    );
-    let a = Sidecar::start(
-        &ca,
-        &ta,
-        &format!(
-            "{idle}[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/idle-b\"\n",
-            b.addr("inbound", "in")
-        ),
-    );
+    let (a, _b) = pair(&ca, &app, ("idle-a", &ta, idle), ("idle-b", &tb, idle));
     let mut s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     echo(&mut s, b"ping").await.unwrap();
     let t = std::time::Instant::now();
@@ -387,16 +280,63 @@ async fn idle_relays_are_closed() {
     );
 }
 
+/// openssl's `-cert`, `-key` and `-CAfile` options for the files
+/// [`issue_files`] wrote into `files`.
+fn identity_files(files: &Path) -> Vec<std::ffi::OsString> {
+    let mut args = vec![];
+    for (option, file) in [
+        ("-cert", "cert.pem"),
+        ("-key", "key.pem"),
+        ("-CAfile", "bundle.pem"),
+    ] {
+        args.push(option.into());
+        args.push(files.join(file).into_os_string());
+    }
+    args
+}
+
+/// `openssl s_client -quiet` to `addr` presenting the certificate, key and
+/// bundle in `files` (plus `extra` options), sending `line`; its output once
+/// it ends.
+fn s_client_sends(files: &Path, addr: &str, extra: &[&str], line: &[u8]) -> std::process::Output {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", addr])
+        .args(extra)
+        .args(identity_files(files))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed");
+    // A refused handshake may close the pipe before the line is written.
+    let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), line);
+    child.wait_with_output().unwrap()
+}
+
+/// `openssl s_client -brief` to `addr` presenting `leaf.pem` / `leaf.key`
+/// from `dir`; what it printed (stdout and stderr).
+fn s_client_presents_leaf(dir: &Path, addr: &str) -> String {
+    let args = [
+        "s_client", "-connect", addr, "-cert", "leaf.pem", "-key", "leaf.key", "-brief",
+    ];
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl must be installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
 /// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
 async fn issue_files(ca: &Ca, name: &str, dir: &Path) {
-    let token = ca.token(name).await;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let token = token(ca, name).await;
+    let (key, csr) = tessera_test_support::csr();
     let r = ca
         .call(
             Method::POST,
@@ -425,40 +365,20 @@ async fn openssl_peers_both_ways() {
     issue_files(&ca, "ossl-client", &d.join("client")).await;
     issue_files(&ca, "ossl-server", &d.join("server")).await;
     issue_files(&ca, "ossl-other", &d.join("other")).await;
-    let tb = ca.token("ossl-b").await;
+    let tb = token(&ca, "ossl-b").await;
     let b = Sidecar::start(
         &ca,
         &tb,
         // s_client -quiet ignores stdin EOF and waits for the server to close:
         // a short idle deadline ends the relay once the echo has come back.
         &format!(
-            "[limits]\nidle_timeout_ms = 1000\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ossl-client\"]\n"
+            "[limits]\nidle_timeout_ms = 1000\n{}",
+            inbound("in", &app, "spiffe://example.org/ossl-client")
         ),
     );
     // s_client with a proper certificate: the echo comes back through the relay.
-    let c = d.join("client");
-    let out = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &b.addr("inbound", "in")])
-        .arg("-cert")
-        .arg(c.join("cert.pem"))
-        .arg("-key")
-        .arg(c.join("key.pem"))
-        .arg("-CAfile")
-        .arg(c.join("bundle.pem"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"openssl says hi\n")?;
-            child.wait_with_output()
-        })
-        .expect("openssl must be installed");
+    let addr = b.addr("inbound", "in");
+    let out = s_client_sends(&d.join("client"), &addr, &[], b"openssl says hi\n");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("openssl says hi"),
         "{}",
@@ -475,24 +395,21 @@ async fn openssl_peers_both_ways() {
             .port();
         let mut server = Command::new("openssl")
             .args(["s_server", "-quiet", "-rev", "-accept", &port.to_string()])
-            .arg("-cert")
-            .arg(dir.join("cert.pem"))
-            .arg("-key")
-            .arg(dir.join("key.pem"))
-            .arg("-CAfile")
-            .arg(dir.join("bundle.pem"))
+            .args(identity_files(&dir))
             .args(["-Verify", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let token = ca.token(&format!("ossl-a-{who}")).await;
+        let token = token(&ca, &format!("ossl-a-{who}")).await;
         let a = Sidecar::start(
             &ca,
             &token,
-            &format!(
-                "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{port}\"\nserver_id = \"spiffe://example.org/ossl-server\"\n"
+            &outbound(
+                "out",
+                &format!("127.0.0.1:{port}"),
+                "spiffe://example.org/ossl-server",
             ),
         );
         // s_server may need a moment to listen: bounded attempts, not a sleep.
@@ -527,7 +444,7 @@ async fn svid_files_and_exit_with_the_app() {
     use std::os::unix::fs::PermissionsExt;
     let ca = Ca::start();
     let app = echo_server().await;
-    let token = ca.token("files").await;
+    let token = token(&ca, "files").await;
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("svid");
     let mut app_proc = Command::new("sleep").arg("600").spawn().unwrap();
@@ -536,9 +453,10 @@ async fn svid_files_and_exit_with_the_app() {
         &ca,
         &token,
         &format!(
-            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n",
+            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
             dir.display(),
-            out.path().join("reloaded").display()
+            out.path().join("reloaded").display(),
+            inbound("in", &app, "spiffe://example.org/*")
         ),
         &["--exit-with-pid", &pid],
     );
@@ -554,30 +472,14 @@ async fn svid_files_and_exit_with_the_app() {
     assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/files");
     assert!(s.admin_get("/identity").await.contains(&info.serial));
     tessera_core::pem::private_key(&std::fs::read(dir.join("svid_key.pem")).unwrap()).unwrap();
-    let v = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(dir.join("bundle.pem"))
-        .arg(dir.join("svid.pem"))
-        .output()
-        .unwrap();
+    let v = openssl_output(&dir, &["verify", "-CAfile", "bundle.pem", "svid.pem"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 
     // The app exits: the sidecar drains and exits 0.
     app_proc.kill().unwrap();
     app_proc.wait().unwrap();
-    s.proc.await_log("the app exited");
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(st) = s.proc.child.try_wait().unwrap() {
-            status = Some(st);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "sidecar did not exit cleanly: {status:?}"
-    );
+    s.await_log("the app exited");
+    s.assert_clean_exit("sidecar did not exit cleanly");
 }
 
 /// A client certificate from another CA (same SPIFFE ID shape, allowed ID) is
@@ -586,37 +488,12 @@ async fn svid_files_and_exit_with_the_app() {
 async fn certificate_from_another_ca_is_refused() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let tb = ca.token("guard").await;
-    let mut b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n"
-        ),
-    );
+    let tb = token(&ca, "guard").await;
+    let b = Sidecar::start(&ca, &tb, &inbound("in", &app, "spiffe://example.org/*"));
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl must be installed");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "evil.key",
-    ]);
+    let run = |args: &[&str]| openssl(d, args);
+    openssl_ec_key(d, "evil.key");
     run(&[
         "req",
         "-x509",
@@ -634,15 +511,7 @@ async fn certificate_from_another_ca_is_refused() {
         "-addext",
         "keyUsage=critical,keyCertSign",
     ]);
-    run(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "leaf.key",
-    ]);
+    openssl_ec_key(d, "leaf.key");
     run(&[
         "req", "-new", "-key", "leaf.key", "-subj", "/O=x", "-out", "leaf.csr",
     ]);
@@ -668,27 +537,8 @@ async fn certificate_from_another_ca_is_refused() {
         "-out",
         "leaf.pem",
     ]);
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &b.addr("inbound", "in"),
-            "-cert",
-            "leaf.pem",
-            "-key",
-            "leaf.key",
-            "-brief",
-        ])
-        .current_dir(d)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = b.proc.await_log("connection denied");
+    let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
+    let line = b.await_log("connection denied");
     assert!(line.contains("untrusted_chain"), "{line}\n{text}");
 }
 
@@ -716,21 +566,14 @@ async fn proxy_protocol_v2_passes_the_peer_identity() {
         let (mut r, mut w) = s.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;
     });
-    let (ta, tb) = (ca.token("pp-a").await, ca.token("pp-b").await);
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/pp-a\"]\nproxy_protocol = true\n"
-        ),
-    );
+    let (ta, tb) = (token(&ca, "pp-a").await, token(&ca, "pp-b").await);
+    let listener = inbound("in", &app, "spiffe://example.org/pp-a") + "proxy_protocol = true\n";
+    let b = Sidecar::start(&ca, &tb, &listener);
+    let upstream = b.addr("inbound", "in");
     let a = Sidecar::start(
         &ca,
         &ta,
-        &format!(
-            "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/pp-b\"\n",
-            b.addr("inbound", "in")
-        ),
+        &outbound("out", &upstream, "spiffe://example.org/pp-b"),
     );
     let mut s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     echo(&mut s, b"after the header").await.unwrap();
@@ -748,41 +591,19 @@ async fn tls12_only_when_enabled() {
     let files = tempfile::tempdir().unwrap();
     issue_files(&ca, "old-client", files.path()).await;
     for (tls12, expect) in [(false, false), (true, true)] {
-        let token = ca.token(&format!("tls12-{tls12}")).await;
+        let token = token(&ca, &format!("tls12-{tls12}")).await;
         let set = format!("tls12={tls12}");
         let b = Sidecar::start_args(
             &ca,
             &token,
             &format!(
-                "[limits]\nidle_timeout_ms = 1000\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/old-client\"]\n"
+                "[limits]\nidle_timeout_ms = 1000\n{}",
+                inbound("in", &app, "spiffe://example.org/old-client")
             ),
             &["--set", &set],
         );
-        let d = files.path();
-        let out = Command::new("openssl")
-            .args([
-                "s_client",
-                "-tls1_2",
-                "-quiet",
-                "-connect",
-                &b.addr("inbound", "in"),
-            ])
-            .arg("-cert")
-            .arg(d.join("cert.pem"))
-            .arg("-key")
-            .arg(d.join("key.pem"))
-            .arg("-CAfile")
-            .arg(d.join("bundle.pem"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                let _ = child.stdin.take().unwrap().write_all(b"tls one two\n");
-                child.wait_with_output()
-            })
-            .unwrap();
+        let addr = b.addr("inbound", "in");
+        let out = s_client_sends(files.path(), &addr, &["-tls1_2"], b"tls one two\n");
         let echoed = String::from_utf8_lossy(&out.stdout).contains("tls one two");
         assert_eq!(
             echoed,
@@ -799,22 +620,9 @@ async fn tls12_only_when_enabled() {
 async fn connection_cap_and_graceful_drain() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (ca.token("drain-a").await, ca.token("drain-b").await);
-    let mut b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[limits]\nmax_connections = 1\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/drain-a\"]\n"
-        ),
-    );
-    let a = Sidecar::start(
-        &ca,
-        &ta,
-        &format!(
-            "[[outbound]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/drain-b\"\n",
-            b.addr("inbound", "in")
-        ),
-    );
+    let (ta, tb) = (token(&ca, "drain-a").await, token(&ca, "drain-b").await);
+    let one = "[limits]\nmax_connections = 1\n";
+    let (a, mut b) = pair(&ca, &app, ("drain-a", &ta, ""), ("drain-b", &tb, one));
     let mut open = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     echo(&mut open, b"first").await.unwrap();
     let mut second = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
@@ -828,15 +636,8 @@ async fn connection_cap_and_graceful_drain() {
         )
     );
 
-    let pid = b.proc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    b.proc.await_log("draining");
+    b.proc.signal("TERM");
+    b.await_log("draining");
     // Still relaying the open connection while draining; new ones are refused.
     echo(&mut open, b"still flowing").await.unwrap();
     assert!(
@@ -844,18 +645,7 @@ async fn connection_cap_and_graceful_drain() {
         "accepting after SIGTERM"
     );
     drop(open);
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(st) = b.proc.child.try_wait().unwrap() {
-            status = Some(st);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "did not exit cleanly after draining: {status:?}"
-    );
+    b.assert_clean_exit("did not exit cleanly after draining");
 }
 
 /// A client certificate that chains to the bundle but has expired is refused
@@ -864,46 +654,31 @@ async fn connection_cap_and_graceful_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_client_certificate_is_refused() {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
+        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SanType, date_time_ymd,
     };
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
     let root_key = KeyPair::generate().unwrap();
-    let mut rp = CertificateParams::default();
-    rp.distinguished_name
-        .push(DnType::CommonName, "Operator test root");
-    rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    rp.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    rp.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+    let mut rp = tessera_test_support::spiffe_root_params("Operator test root");
     rp.not_before = date_time_ymd(2020, 1, 1);
     rp.not_after = date_time_ymd(2090, 1, 1);
     let root = rp.self_signed(&root_key).unwrap();
     std::fs::write(d.join("root.pem"), root.pem()).unwrap();
     std::fs::write(d.join("root.key"), root_key.serialize_pem()).unwrap();
-    let ca = Ca::start_args(
-        tempfile::tempdir().unwrap(),
-        "127.0.0.1:0",
-        &[
-            "--set",
-            &format!("ca.import_cert=\"{}\"", d.join("root.pem").display()),
-            "--set",
-            &format!("ca.import_key=\"{}\"", d.join("root.key").display()),
-        ],
-    );
+    let ca = CaBuilder::new()
+        .set(format!(
+            "ca.import_cert=\"{}\"",
+            d.join("root.pem").display()
+        ))
+        .set(format!(
+            "ca.import_key=\"{}\"",
+            d.join("root.key").display()
+        ))
+        .start("tessera-ca");
     let app = echo_server().await;
-    let tb = ca.token("guard").await;
-    let mut b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/*\"]\n"
-        ),
-    );
+    let tb = token(&ca, "guard").await;
+    let b = Sidecar::start(&ca, &tb, &inbound("in", &app, "spiffe://example.org/*"));
     let leaf_key = KeyPair::generate().unwrap();
     let mut lp = CertificateParams::default();
     lp.is_ca = IsCa::ExplicitNoCa;
@@ -918,27 +693,8 @@ async fn expired_client_certificate_is_refused() {
     let leaf = lp.signed_by(&leaf_key, &Issuer::new(rp, root_key)).unwrap();
     std::fs::write(d.join("leaf.pem"), leaf.pem()).unwrap();
     std::fs::write(d.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &b.addr("inbound", "in"),
-            "-cert",
-            "leaf.pem",
-            "-key",
-            "leaf.key",
-            "-brief",
-        ])
-        .current_dir(d)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl must be installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = b.proc.await_log("connection denied");
+    let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
+    let line = b.await_log("connection denied");
     assert!(
         line.contains("reason=expired") || line.contains("\"expired\""),
         "{line}\n{text}"
@@ -962,28 +718,15 @@ async fn expired_client_certificate_is_refused() {
 async fn metrics_track_connections_bytes_and_feed_lag() {
     let mut ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (ca.token("ma").await, ca.token("mb").await);
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        &format!(
-            "[revocation]\nwait_seconds = 2\n[[inbound]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\nallow = [\"spiffe://example.org/ma\"]\n"
-        ),
-    );
-    let a = Sidecar::start(
-        &ca,
-        &ta,
-        &format!(
-            "[revocation]\nwait_seconds = 2\n[[outbound]]\nname = \"to-b\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nserver_id = \"spiffe://example.org/mb\"\n",
-            b.addr("inbound", "api")
-        ),
-    );
-    let series = |page: &str, name: &str, listener: &str| -> f64 {
-        let key = format!("{name}{{listener=\"{listener}\"}} ");
-        page.lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+    let (ta, tb) = (token(&ca, "ma").await, token(&ca, "mb").await);
+    let lag = "[revocation]\nwait_seconds = 2\n";
+    let listener = inbound("api", &app, "spiffe://example.org/ma");
+    let b = Sidecar::start(&ca, &tb, &format!("{lag}{listener}"));
+    let upstream = b.addr("inbound", "api");
+    let listener = outbound("to-b", &upstream, "spiffe://example.org/mb");
+    let a = Sidecar::start(&ca, &ta, &format!("{lag}{listener}"));
+    let series = |page: &Metrics, name: &str, listener: &str| -> f64 {
+        page.value(name, &[("listener", listener)]).unwrap_or(0.0)
     };
     let mut conns = Vec::new();
     for _ in 0..3 {
@@ -993,7 +736,7 @@ async fn metrics_track_connections_bytes_and_feed_lag() {
         echo(&mut s, &[7u8; 1000]).await.unwrap();
         conns.push(s);
     }
-    let page = a.admin_get("/metrics").await;
+    let page = a.metrics().await;
     assert_eq!(
         series(&page, "tessera_sidecar_connections_active", "to-b"),
         3.0,
@@ -1007,7 +750,7 @@ async fn metrics_track_connections_bytes_and_feed_lag() {
     // Closed: active back to 0, and 3 × 1000 bytes each way on both sides.
     let end = std::time::Instant::now() + DEADLINE;
     loop {
-        let (pa, pb) = (a.admin_get("/metrics").await, b.admin_get("/metrics").await);
+        let (pa, pb) = (a.metrics().await, b.metrics().await);
         let done = series(&pa, "tessera_sidecar_connections_active", "to-b") == 0.0
             && series(&pb, "tessera_sidecar_connections_active", "api") == 0.0
             && series(&pa, "tessera_sidecar_connections_closed_total", "to-b") == 3.0
@@ -1033,26 +776,27 @@ async fn metrics_track_connections_bytes_and_feed_lag() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let page = a.admin_get("/metrics").await;
+    let page = a.metrics().await;
     assert_eq!(
-        metric(&page, "tessera_sidecar_revocation_feed_lag_seconds"),
+        page.value("tessera_sidecar_revocation_feed_lag_seconds", &[]),
         Some(0.0),
         "{page}"
     );
     assert!(
-        metric(
-            &page,
-            "tessera_sidecar_certificate_expiry_timestamp_seconds"
-        )
-        .unwrap()
+        page.value("tessera_sidecar_certificate_expiry_timestamp_seconds", &[])
+            .unwrap()
             > 0.0
     );
     // The CA goes away: the lag grows, and A → B keeps working.
-    drop(ca.proc.take());
+    ca.kill();
     let end = std::time::Instant::now() + DEADLINE;
     loop {
-        let page = a.admin_get("/metrics").await;
-        if metric(&page, "tessera_sidecar_revocation_feed_lag_seconds").unwrap_or(0.0) >= 2.0 {
+        let page = a.metrics().await;
+        if page
+            .value("tessera_sidecar_revocation_feed_lag_seconds", &[])
+            .unwrap_or(0.0)
+            >= 2.0
+        {
             break;
         }
         assert!(

@@ -10,52 +10,21 @@ mod common;
 use common::*;
 use hyper::Method;
 use serde_json::json;
-use std::process::Command;
-use tessera_core::now_unix;
-use tessera_core::platform_jwt::mint::{SigningKey, token};
+use tessera_core::platform_jwt::mint::SigningKey;
+use tessera_test_support::{CaBuilder, kubernetes_issuer_config, kubernetes_token};
 
-const ISS: &str = "https://kubernetes.default.svc.cluster.local";
-
+/// The pod's projected token.
 fn k8s_token(key: &SigningKey, jti: &str) -> String {
-    let now = now_unix();
-    let claims = json!({
-        "iss": ISS, "aud": ["tessera"], "sub": "system:serviceaccount:shop:web",
-        "iat": now - 5, "nbf": now - 5, "exp": now + 3600, "jti": jti,
-        "kubernetes.io": {
-            "namespace": "shop",
-            "serviceaccount": {"name": "web", "uid": "sa-1"},
-            "pod": {"name": "web-0", "uid": "pod-1"},
-        }
-    });
-    token(key, json!({"kid": "k1"}), &claims)
-}
-
-fn serial_of(identity_page: &str) -> String {
-    let body = identity_page.split("\r\n\r\n").nth(1).unwrap();
-    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
-    serde_json::from_str::<serde_json::Value>(body).unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    kubernetes_token(key, ("shop", "web", "web-0"), None, jti)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_identity_from_a_platform_token() {
     let key = SigningKey::es256();
     let dir = tempfile::tempdir().unwrap();
-    let jwks = json!({"keys": [key.jwk("k1")]}).to_string();
-    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
-    std::fs::write(
-        dir.path().join("ca.toml"),
-        format!(
-            "[[attestation.jwt_issuers]]\nname = \"k8s\"\nkind = \"kubernetes\"\nissuer = \"{ISS}\"\n\
-             audiences = [\"tessera\"]\njwks_file = \"{}\"\nrequire_jti = true\n",
-            dir.path().join("jwks.json").display()
-        ),
-    )
-    .unwrap();
-    let cfg_path = dir.path().join("ca.toml").display().to_string();
-    let ca = Ca::start_args(dir, "127.0.0.1:0", &["--config", &cfg_path]);
+    let ca = CaBuilder::new()
+        .config(kubernetes_issuer_config(dir.path(), &key, ""))
+        .start("tessera-ca");
     ca.call(
         Method::POST,
         "/v1/entries",
@@ -69,65 +38,37 @@ async fn sidecar_identity_from_a_platform_token() {
     let token_file = side.path().join("token");
     std::fs::write(&token_file, k8s_token(&key, "first")).unwrap();
     let app = echo_server().await;
-    std::fs::write(
-        side.path().join("sidecar.toml"),
-        format!(
-            "ca_url = \"{}\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n\
-             platform_token_file = \"{}\"\n[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n\
-             [[inbound]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nforward = \"{app}\"\n\
-             allow = [\"spiffe://example.org/web\"]\n",
-            ca.url,
-            ca.bundle_path().display(),
-            token_file.display()
-        ),
-    )
-    .unwrap();
-    let (mut proc, line) = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"))
-            .arg("--config")
-            .arg(side.path().join("sidecar.toml"))
-            .env_remove("TESSERA_JOIN_TOKEN")
-            .env_remove("SPIFFE_ENDPOINT_SOCKET")
-            .env("TESSERA_LOG", "info"),
+    let cfg = format!(
+        "{}platform_token_file = \"{}\"\n[renew]\nretry_min_ms = 100\nretry_max_ms = 400\n{}",
+        base_config(&ca),
+        token_file.display(),
+        inbound("api", &app, "spiffe://example.org/web")
     );
-    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
-    proc.await_log("ready");
-    let s = Sidecar {
-        proc,
-        addrs: addrs["tessera_sidecar"].clone(),
-        _dir: side,
-    };
+    let s = Sidecar::spawn(&cfg, None, &[]);
+    s.await_log("ready");
     let ident = s.admin_get("/identity").await;
     assert!(ident.contains("spiffe://example.org/web"), "{ident}");
-    let first = serial_of(&ident);
+    let first = s.serial().await;
 
     // The platform rotates the token; then the certificate is revoked: the
     // sidecar re-issues at once with the token now in the file.
     std::fs::write(&token_file, k8s_token(&key, "second")).unwrap();
-    let mut s = s;
-    let installed = count_log(&mut s, "identity installed");
+    let installed = s.count_log("identity installed");
     ca.call(
         Method::POST,
         "/v1/revocations",
         Some(json!({"serial": first, "reason": "superseded"})),
     )
     .await;
-    s.proc.await_log("own certificate revoked");
-    let end = std::time::Instant::now() + DEADLINE;
-    while count_log(&mut s, "identity installed") <= installed {
-        let left = end.saturating_duration_since(std::time::Instant::now());
-        let line = s
-            .proc
-            .stderr
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no re-issue:\n{}", s.proc.log.join("\n")));
-        s.proc.log.push(line);
-    }
-    let second = serial_of(&s.admin_get("/identity").await);
+    s.await_log("own certificate revoked");
+    s.proc.wait_for("re-issue", DEADLINE, |o| {
+        (o.stderr_count("identity installed") > installed).then_some(())
+    });
+    let second = s.serial().await;
     assert_ne!(first, second);
     // Never the token in the sidecar's log.
     let tok = std::fs::read_to_string(&token_file).unwrap();
-    assert!(!s.proc.log.iter().any(|l| l.contains(&tok[..40])));
+    assert!(!s.proc.stderr_lines().iter().any(|l| l.contains(&tok[..40])));
 
     // Both issuances are in the ledger as platform-token attestations.
     let certs = ca

@@ -1,186 +1,82 @@
-//! Shared by the agent's process tests: a real `tessera-ca` process and a real
-//! `tessera-agent` process on loopback, an admin client, and cleanup on drop.
+//! Shared by the agent's process tests: a real `tessera-agent` process beside
+//! a real `tessera-ca` (the test-support crate's), node join tokens, and the
+//! Podman fixtures of the container tests ([`podman`]).
 
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+pub mod podman;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
+use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
-use tessera_core::client::Client;
+use tessera_test_support::{Ca, EXIT_TIMEOUT, Process};
 
-/// Where cargo put our binaries.
-pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_tessera-agent"))
-        .parent()
+/// Longest wait for an agent to print its first line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// This test process's UID, which a host workload's `unix:uid:` selector names.
+pub fn uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
         .unwrap()
-        .to_path_buf()
+        .parse()
+        .unwrap()
 }
 
-/// Builds a binary of another package of the workspace (so a test never runs
-/// a stale one) and returns its path. Built once per test process: a later
-/// call does not wait on cargo's lock again (other builds may hold it).
-pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if built.insert((package.to_owned(), bin.to_owned())) {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", package, "--bin", bin])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        if !status.success() {
-            built.remove(&(package.to_owned(), bin.to_owned()));
-            panic!("building {bin}");
-        }
-    }
-    bin_dir().join(bin)
+/// The selector a host workload run by this test process (its UID) gets.
+pub fn uid_selector() -> String {
+    format!("unix:uid:{}", uid())
 }
 
-/// A child process killed (and reaped) on drop, pass or fail.
-pub struct Proc {
-    pub child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// An entry for this test process as a host workload ([`uid_selector`])
+/// parented to `node`, its certificates living `ttl` seconds if given.
+pub async fn host_entry(ca: &Ca, spiffe_id: &str, node: &str, ttl: Option<u64>) -> Value {
+    let mut body =
+        json!({"spiffe_id": spiffe_id, "selectors": [uid_selector()], "parent_id": node});
+    if let Some(ttl) = ttl {
+        body["ttl_seconds"] = json!(ttl);
     }
-}
-
-/// A CA process on a loopback port with its data in a temp directory.
-pub struct Ca {
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    _proc: Proc,
-}
-
-impl Ca {
-    pub fn start() -> Ca {
-        Self::start_args(&[])
-    }
-
-    /// Starts the CA with extra arguments (`--set k=v`).
-    pub fn start_args(args: &[&str]) -> Ca {
-        Self::start_on("127.0.0.1", args)
-    }
-
-    /// Starts the CA listening on `ip` (port 0, read back from its first
-    /// line) with extra arguments. On loopback its URL names `localhost`,
-    /// elsewhere the IP itself (which the server certificate must then carry:
-    /// `--set server_ips=[...]`).
-    pub fn start_on(ip: &str, args: &[&str]) -> Ca {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(workspace_binary("tessera-ca-server", "tessera-ca"))
-            .args(["--listen", &format!("{ip}:0")])
-            .args(args)
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let proc = Proc { child };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port = line
-            .strip_prefix(&format!("tessera-ca listening on {ip}:"))
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        let host = if ip == "127.0.0.1" { "localhost" } else { ip };
-        Ca {
-            url: format!("https://{host}:{port}"),
-            dir,
-            _proc: proc,
-        }
-    }
-
-    pub fn bundle_path(&self) -> PathBuf {
-        self.dir.path().join("data/admin/bundle.pem")
-    }
-
-    /// A client with the admin credentials `tessera-ca` wrote.
-    pub fn admin(&self) -> Client {
-        let admin = self.dir.path().join("data/admin");
-        let read = |f: &str| std::fs::read(admin.join(f)).unwrap();
-        let chain = tessera_core::pem::certs(&read("cert.pem")).unwrap();
-        let key = tessera_core::pem::private_key(&read("key.pem")).unwrap();
-        let anchors = tessera_core::pem::certs(&read("bundle.pem")).unwrap();
-        let tls =
-            tessera_core::tls::api_client_config(&anchors, Some((chain, key)), false).unwrap();
-        Client::new(&self.url, tls, None).unwrap()
-    }
-
-    /// One admin call; panics unless the status is `want`.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> Value {
-        let r = self
-            .admin()
-            .call(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        assert_eq!(r.status.as_u16(), want, "{path}: {v}");
-        v
-    }
-
-    /// Creates an entry; returns it.
-    pub async fn entry(&self, spiffe_id: &str, selectors: &[&str], parent: Option<&str>) -> Value {
-        self.call(
-            Method::POST,
-            "/v1/entries",
-            Some(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})),
-            201,
-        )
+    ca.expect(Method::POST, "/v1/entries", Some(body), 201)
         .await
-    }
+}
 
-    /// A node entry and a join token for it.
-    pub async fn node_token(&self, name: &str) -> String {
-        self.node_token_ttl(name, None).await
-    }
+/// A node entry (`spiffe://example.org/tessera/agent/<name>`) and a join token for it.
+pub async fn node_token(ca: &Ca, name: &str) -> String {
+    node_token_ttl(ca, name, None).await
+}
 
-    /// A node entry (certificate lifetime `ttl` seconds) and a join token for it.
-    pub async fn node_token_ttl(&self, name: &str, ttl: Option<u64>) -> String {
-        let sid = format!("spiffe://example.org/tessera/agent/{name}");
-        self.call(
-            Method::POST,
-            "/v1/entries",
-            Some(
-                json!({"spiffe_id": sid, "selectors": [format!("node:name:{name}")],
-                        "ttl_seconds": ttl}),
-            ),
-            201,
-        )
-        .await;
-        let t = self
-            .call(
-                Method::POST,
-                "/v1/tokens",
-                Some(json!({"spiffe_id": sid})),
-                201,
-            )
-            .await;
-        t["token"].as_str().unwrap().to_owned()
-    }
+/// A node entry (certificate lifetime `ttl` seconds) and a join token for it.
+pub async fn node_token_ttl(ca: &Ca, name: &str, ttl: Option<u64>) -> String {
+    let sid = format!("spiffe://example.org/tessera/agent/{name}");
+    ca.expect(
+        Method::POST,
+        "/v1/entries",
+        Some(
+            json!({"spiffe_id": sid, "selectors": [format!("node:name:{name}")],
+                    "ttl_seconds": ttl}),
+        ),
+        201,
+    )
+    .await;
+    ca.join_token(&sid).await
 }
 
 /// A `tessera-agent` process; its socket lives in `dir/sock/agent.sock`.
 pub struct Agent {
     pub socket: PathBuf,
     pub spiffe_id: String,
+    pub proc: Process,
     pub dir: tempfile::TempDir,
-    pub stderr: PathBuf,
-    _proc: Proc,
 }
 
 impl Agent {
-    /// Starts an agent for node `name` (its token from [`Ca::node_token`]).
+    /// Starts an agent for node `name` (its token from [`node_token`]).
     pub fn start(ca: &Ca, name: &str, token: &str, runtime_socket: Option<&Path>) -> Agent {
         let mut extra = vec![];
         if let Some(r) = runtime_socket {
@@ -199,10 +95,9 @@ impl Agent {
     ) -> Result<Agent, String> {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("sock/agent.sock");
-        let stderr = dir.path().join("agent.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera-agent"));
         cmd.arg("--set")
-            .arg(format!("ca_url=\"{}\"", ca.url))
+            .arg(format!("ca_url=\"{}\"", ca.url()))
             .arg("--set")
             .arg(format!("ca_bundle=\"{}\"", ca.bundle_path().display()))
             .arg("--set")
@@ -212,37 +107,40 @@ impl Agent {
             .arg("--set")
             .arg("sync_interval_seconds=1")
             .env_remove("TESSERA_JOIN_TOKEN")
-            .env("TESSERA_LOG", "info,tessera_agent=debug")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
+            .env("TESSERA_LOG", "info,tessera_agent=debug");
         if let Some(t) = token {
             cmd.env("TESSERA_JOIN_TOKEN", t);
         }
         for s in sets {
             cmd.arg("--set").arg(s);
         }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let proc = Proc { child };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).map_err(|_| {
-            format!(
-                "agent did not start: {line:?}\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            )
-        })?;
+        let mut proc = Process::spawn(format!("tessera-agent {name}"), &mut cmd);
+        let line = proc.first_stdout_line(START_TIMEOUT);
+        let v: Option<Value> = line.as_deref().and_then(|l| serde_json::from_str(l).ok());
+        let Some(v) = v else {
+            if line.is_none() {
+                // It is exiting: its whole log explains why.
+                proc.wait_exit(EXIT_TIMEOUT);
+            }
+            return Err(format!("agent did not start: {line:?}\n{}", proc.stderr()));
+        };
         Ok(Agent {
             socket,
             spiffe_id: v["tessera_agent"]["spiffe_id"].as_str().unwrap().to_owned(),
+            proc,
             dir,
-            stderr,
-            _proc: proc,
         })
+    }
+
+    /// A Workload API client (the `spiffe` crate's) on the agent's socket.
+    pub async fn spiffe_client(&self) -> spiffe::WorkloadApiClient {
+        spiffe::WorkloadApiClient::connect_to(format!("unix://{}", self.socket.display()))
+            .await
+            .unwrap()
     }
 
     /// The agent's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.proc.stderr()
     }
 }

@@ -3,12 +3,14 @@
 //! changes nothing in the database.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
+use crate::common::{
+    Clients, Db, Harness, call, csr, delete, get, issue, post, renew, revoke, test_audit,
+};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tessera_ca::ca::LeafSpec;
-use tessera_ca::store::{AuditEntry, NewCert, TokenRow};
+use tessera_ca::store::{NewCert, TokenRow};
 use tessera_core::api::Role;
 use tessera_core::client::Client;
 
@@ -126,20 +128,14 @@ fn random_bytes(n: usize) -> Vec<u8> {
 /// An RSA-1024 CSR made by the openssl command (rcgen cannot make RSA keys).
 fn rsa1024_csr() -> String {
     let dir = tempfile::tempdir().unwrap();
-    let (key, out) = (dir.path().join("k.pem"), dir.path().join("csr.pem"));
-    let res = std::process::Command::new("openssl")
-        .args(["req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout"])
-        .arg(&key)
-        .args(["-subj", "/CN=x", "-out"])
-        .arg(&out)
-        .output()
-        .expect("openssl must be installed (.ci/run installs it)");
-    assert!(
-        res.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&res.stderr)
+    let args = [
+        "req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout", "k.pem",
+    ];
+    tessera_test_support::openssl(
+        dir.path(),
+        &[&args[..], &["-subj", "/CN=x", "-out", "csr.pem"]].concat(),
     );
-    std::fs::read_to_string(out).unwrap()
+    std::fs::read_to_string(dir.path().join("csr.pem")).unwrap()
 }
 
 /// A valid CSR whose signature no longer verifies: one byte of the signature
@@ -249,39 +245,25 @@ async fn csrs_refused(db: Db) {
     let before = Counts::of(&h).await;
 
     for (name, bad, status, code, detail) in bad_csrs() {
-        let r = call(
+        let r = post(
             &anon,
-            Method::POST,
             "/v1/certs/redeem",
-            Some(json!({"token": token, "csr": bad})),
+            json!({"token": token, "csr": bad}),
         )
         .await;
         problem(&format!("redeem, {name}"), &r, status, code, detail);
-        let r = call(
-            &issuer,
-            Method::POST,
-            "/v1/certs",
-            Some(json!({"spiffe_id": WEB, "csr": bad})),
-        )
-        .await;
+        let r = post(&issuer, "/v1/certs", json!({"spiffe_id": WEB, "csr": bad})).await;
         problem(&format!("issue, {name}"), &r, status, code, detail);
-        let r = call(
-            &workload,
-            Method::POST,
-            "/v1/certs/renew",
-            Some(json!({"csr": bad})),
-        )
-        .await;
+        let r = post(&workload, "/v1/certs/renew", json!({"csr": bad})).await;
         problem(&format!("renew, {name}"), &r, status, code, detail);
     }
     assert_unchanged(&h, &before, "bad CSRs").await;
 
     // The join token was not consumed by the refused attempts.
-    let (s, v) = call(
+    let (s, v) = post(
         &anon,
-        Method::POST,
         "/v1/certs/redeem",
-        Some(json!({"token": token, "csr": csr().1})),
+        json!({"token": token, "csr": csr().1}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -331,45 +313,21 @@ async fn ids_and_selectors_refused(db: Db) {
     let entry_path = format!("/v1/entries/{}", entry["id"].as_str().unwrap());
     for (id, code, detail) in cases {
         let sel = json!({"spiffe_id": id, "selectors": ["unix:uid:1000"]});
-        let r = call(&admin, Method::POST, "/v1/entries", Some(sel.clone())).await;
+        let r = post(&admin, "/v1/entries", sel.clone()).await;
         problem(&format!("entry create {id:?}"), &r, bad, code, detail);
         let r = call(&admin, Method::PUT, &entry_path, Some(sel)).await;
         problem(&format!("entry update {id:?}"), &r, bad, code, detail);
-        let r = call(
-            &admin,
-            Method::POST,
-            "/v1/certs",
-            Some(json!({"spiffe_id": id, "csr": csr().1})),
-        )
-        .await;
+        let r = issue(&admin, id).await;
         problem(&format!("issue {id:?}"), &r, bad, code, detail);
-        let r = call(
-            &admin,
-            Method::POST,
-            "/v1/tokens",
-            Some(json!({"spiffe_id": id})),
-        )
-        .await;
+        let r = post(&admin, "/v1/tokens", json!({"spiffe_id": id})).await;
         problem(&format!("token create {id:?}"), &r, bad, code, detail);
-        let r = call(
-            &admin,
-            Method::POST,
-            "/v1/revocations",
-            Some(json!({"spiffe_id": id})),
-        )
-        .await;
+        let r = revoke(&admin, json!({"spiffe_id": id})).await;
         problem(&format!("revoke {id:?}"), &r, bad, code, detail);
     }
 
     // A valid ID in the trust domain that no entry grants.
     let nobody = "spiffe://example.org/nobody";
-    let r = call(
-        &admin,
-        Method::POST,
-        "/v1/certs",
-        Some(json!({"spiffe_id": nobody, "csr": csr().1})),
-    )
-    .await;
+    let r = issue(&admin, nobody).await;
     problem(
         "issue without entry",
         &r,
@@ -377,13 +335,7 @@ async fn ids_and_selectors_refused(db: Db) {
         "no_entry",
         &[nobody],
     );
-    let r = call(
-        &admin,
-        Method::POST,
-        "/v1/tokens",
-        Some(json!({"spiffe_id": nobody})),
-    )
-    .await;
+    let r = post(&admin, "/v1/tokens", json!({"spiffe_id": nobody})).await;
     problem(
         "token without entry",
         &r,
@@ -393,15 +345,14 @@ async fn ids_and_selectors_refused(db: Db) {
     );
 
     // parent_id is a SPIFFE ID too (any trust domain, but valid).
-    let r = call(
+    let r = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(json!({
+        json!({
             "spiffe_id": "spiffe://example.org/child",
             "selectors": ["unix:uid:1000"],
             "parent_id": "spiffe://example.org/node/",
-        })),
+        }),
     )
     .await;
     problem("parent_id", &r, bad, "invalid_spiffe_id", &["parent_id"]);
@@ -426,7 +377,7 @@ async fn ids_and_selectors_refused(db: Db) {
     ];
     for (sel, detail) in bad_selectors {
         let body = json!({"spiffe_id": "spiffe://example.org/other", "selectors": sel});
-        let r = call(&admin, Method::POST, "/v1/entries", Some(body)).await;
+        let r = post(&admin, "/v1/entries", body).await;
         problem(
             &format!("create, selectors {sel}"),
             &r,
@@ -447,7 +398,7 @@ async fn ids_and_selectors_refused(db: Db) {
     assert_unchanged(&h, &before, "bad SPIFFE IDs and selectors").await;
 
     // The entry the updates targeted is as it was.
-    let (s, now) = call(&admin, Method::GET, &entry_path, None).await;
+    let (s, now) = get(&admin, &entry_path).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(now, entry);
 }
@@ -469,38 +420,25 @@ async fn join_tokens_refused(db: Db) {
     let now = tessera_core::now_unix();
     let expired_id = tessera_ca::ca::random_id();
     let expired_secret = "expired-token-secret-0123456789";
-    h.auth
-        .store
-        .create_token(
-            &TokenRow {
-                id: expired_id.clone(),
-                token_hash: sha256_hex(expired_secret.as_bytes()),
-                entry_id: entry["id"].as_str().unwrap().to_owned(),
-                expires_at: now - 60,
-                used_at: None,
-                created_at: now - 660,
-            },
-            "test",
-            AuditEntry {
-                actor: "test".into(),
-                action: "token.create",
-                target: expired_id.clone(),
-                details: json!({}),
-            },
-        )
-        .await
-        .unwrap();
+    h.store_token(TokenRow {
+        id: expired_id.clone(),
+        token_hash: sha256_hex(expired_secret.as_bytes()),
+        entry_id: entry["id"].as_str().unwrap().to_owned(),
+        expires_at: now - 60,
+        used_at: None,
+        created_at: now - 660,
+    })
+    .await;
 
     let anon = h.anonymous();
     let before = Counts::of(&h).await;
     let redeem = |t: String| {
         let anon = &anon;
         async move {
-            call(
+            post(
                 anon,
-                Method::POST,
                 "/v1/certs/redeem",
-                Some(json!({"token": t, "csr": csr().1})),
+                json!({"token": t, "csr": csr().1}),
             )
             .await
         }
@@ -566,7 +504,7 @@ async fn join_tokens_refused(db: Db) {
             let body = json!({"token": token, "csr": csr().1});
             tokio::spawn(async move {
                 barrier.wait().await;
-                call(&c, Method::POST, "/v1/certs/redeem", Some(body)).await
+                post(&c, "/v1/certs/redeem", body).await
             })
         })
         .collect();
@@ -593,7 +531,7 @@ async fn join_tokens_refused(db: Db) {
         .next()
         .unwrap();
     let admin = h.operator(Role::Auditor).await;
-    let (s, list) = call(&admin, Method::GET, "/v1/tokens", None).await;
+    let (s, list) = get(&admin, "/v1/tokens").await;
     assert_eq!(s, StatusCode::OK);
     let row = list["items"]
         .as_array()
@@ -610,20 +548,11 @@ both_backends!(join_tokens_refused);
 /// (so the ledger would know the serial if the TLS layer let it through).
 fn foreign_leaf(spiffe_id: &str, serial: &str) -> (String, String) {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SanType, SerialNumber,
     };
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Tessera CA example.org");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+    let ca = tessera_test_support::spiffe_root_params("Tessera CA example.org");
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = CertificateParams::default();
@@ -647,16 +576,9 @@ async fn renewals_refused(db: Db) {
     let (revoked_cert, revoked_key, revoked) = h.workload(WEB).await;
     let (live_cert, live_key, live) = h.workload(WEB).await;
     let admin = h.operator(Role::Admin).await;
-    let renew_body = || Some(json!({"csr": csr().1}));
 
     // Revoked.
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": revoked["serial"]})),
-    )
-    .await;
+    let (s, v) = revoke(&admin, json!({"serial": revoked["serial"]})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // Expired: signed by our own CA, recorded in the ledger, well-formed
@@ -702,12 +624,7 @@ async fn renewals_refused(db: Db) {
                 node_spiffe_id: None,
             },
             vec![],
-            AuditEntry {
-                actor: "test".into(),
-                action: "cert.issue",
-                target: leaf.serial.clone(),
-                details: json!({}),
-            },
+            test_audit("cert.issue", &leaf.serial),
         )
         .await
         .unwrap();
@@ -715,13 +632,7 @@ async fn renewals_refused(db: Db) {
 
     let before = Counts::of(&h).await;
 
-    let r = call(
-        &h.with_cert(&revoked_cert, &revoked_key),
-        Method::POST,
-        "/v1/certs/renew",
-        renew_body(),
-    )
-    .await;
+    let r = renew(&h.with_cert(&revoked_cert, &revoked_key)).await;
     match r.0 {
         StatusCode::UNAUTHORIZED => problem("revoked", &r, r.0, "unauthenticated", &["revoked"]),
         _ => problem(
@@ -773,13 +684,7 @@ async fn renewals_refused(db: Db) {
     }
 
     // No client certificate on the mTLS-only route.
-    let r = call(
-        &h.anonymous(),
-        Method::POST,
-        "/v1/certs/renew",
-        renew_body(),
-    )
-    .await;
+    let r = renew(&h.anonymous()).await;
     problem(
         "no certificate",
         &r,
@@ -788,7 +693,7 @@ async fn renewals_refused(db: Db) {
         &["certificate"],
     );
     // An operator certificate is not a workload certificate.
-    let r = call(&admin, Method::POST, "/v1/certs/renew", renew_body()).await;
+    let r = renew(&admin).await;
     problem(
         "operator certificate",
         &r,
@@ -800,16 +705,10 @@ async fn renewals_refused(db: Db) {
 
     // The entry is deleted: a live, unrevoked certificate no longer renews.
     let path = format!("/v1/entries/{}", entry["id"].as_str().unwrap());
-    let (s, v) = call(&admin, Method::DELETE, &path, None).await;
+    let (s, v) = delete(&admin, &path).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let before = Counts::of(&h).await;
-    let r = call(
-        &h.with_cert(&live_cert, &live_key),
-        Method::POST,
-        "/v1/certs/renew",
-        renew_body(),
-    )
-    .await;
+    let r = renew(&h.with_cert(&live_cert, &live_key)).await;
     problem(
         "entry deleted",
         &r,
@@ -944,6 +843,16 @@ async fn framing_refused(db: Db) {
 
     // A valid JSON body with the wrong content type.
     for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let refused = |r: &(StatusCode, Value)| {
+            let code = "unsupported_media_type";
+            problem(
+                ct,
+                r,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code,
+                &["application/json"],
+            );
+        };
         let r = raw(
             &admin,
             Method::POST,
@@ -952,22 +861,10 @@ async fn framing_refused(db: Db) {
             ct,
         )
         .await;
-        problem(
-            ct,
-            &r,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &["application/json"],
-        );
+        refused(&r);
         let body = serde_json::to_vec(&json!({"token": "x", "csr": "y"})).unwrap();
         let r = raw(&anon, Method::POST, "/v1/certs/redeem", body, ct).await;
-        problem(
-            ct,
-            &r,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &["application/json"],
-        );
+        refused(&r);
     }
 
     // Query parameters.
@@ -980,7 +877,7 @@ async fn framing_refused(db: Db) {
         ("limit=1001", &["limit"]),
         ("expiring_within=-1", &["expiring_within"]),
     ] {
-        let r = call(&admin, Method::GET, &format!("/v1/certs?{q}"), None).await;
+        let r = get(&admin, &format!("/v1/certs?{q}")).await;
         problem(
             &format!("GET /v1/certs?{q}"),
             &r,
@@ -1065,19 +962,19 @@ async fn revocations_refused(db: Db) {
             &["entry"][..],
         ),
     ] {
-        let r = call(&issuer, Method::POST, "/v1/revocations", Some(body)).await;
+        let r = revoke(&issuer, body).await;
         problem(name, &r, status, code, detail);
     }
     assert_unchanged(&h, &before, "refused revocations").await;
 
     // Nothing was revoked: the ledger and the CRL agree.
-    let (s, list) = call(&issuer, Method::GET, "/v1/certs?revoked=true", None).await;
+    let (s, list) = get(&issuer, "/v1/certs?revoked=true").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["items"], json!([]));
-    let (s, cert) = call(&issuer, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let (s, cert) = get(&issuer, &format!("/v1/certs/{serial}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(cert["revoked_at"], Value::Null);
-    let (s, feed) = call(&issuer, Method::GET, "/v1/revocations?since=0", None).await;
+    let (s, feed) = get(&issuer, "/v1/revocations?since=0").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(feed["revocations"], json!([]));
 }

@@ -4,8 +4,8 @@
 //! nothing; old denials are pruned in batches.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call};
-use hyper::{Method, StatusCode};
+use crate::common::{Clients, Db, Harness, assert_problem, get, post};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use tessera_ca::store::{DenialFilter, PruneBefore};
 use tessera_core::api::{Denial, DenialReason, Role};
@@ -33,11 +33,10 @@ async fn workload(h: &Harness, spiffe_id: &str) -> Client {
 
 /// A bearer-token client with `role`.
 async fn token_client(h: &Harness, admin: &Client, name: &str, role: Role) -> Client {
-    let (s, t) = call(
+    let (s, t) = post(
         admin,
-        Method::POST,
         "/v1/credentials",
-        Some(json!({"name": name, "role": role})),
+        json!({"name": name, "role": role}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");
@@ -53,13 +52,7 @@ fn denial(at: i64, listener: &str, peer: &str, source: Option<&str>, reason: &st
 }
 
 async fn report(c: &Client, denials: Vec<Value>) -> (StatusCode, Value) {
-    call(
-        c,
-        Method::POST,
-        "/v1/denials",
-        Some(json!({ "denials": denials })),
-    )
-    .await
+    post(c, "/v1/denials", json!({ "denials": denials })).await
 }
 
 /// Lists with a query string; returns (at, reporter, listener, peer_addr,
@@ -68,7 +61,7 @@ async fn list(
     c: &Client,
     query: &str,
 ) -> Vec<(i64, String, String, String, Option<String>, String)> {
-    let (s, v) = call(c, Method::GET, &format!("/v1/denials{query}"), None).await;
+    let (s, v) = get(c, &format!("/v1/denials{query}")).await;
     assert_eq!(s, StatusCode::OK, "{query}: {v}");
     v["items"]
         .as_array()
@@ -186,7 +179,7 @@ async fn workloads_report_and_auditors_list(db: Db) {
         ]
     );
     // IDs are present and distinct.
-    let (_, v) = call(&auditor, Method::GET, "/v1/denials", None).await;
+    let (_, v) = get(&auditor, "/v1/denials").await;
     let mut ids: Vec<i64> = v["items"]
         .as_array()
         .unwrap()
@@ -251,7 +244,7 @@ async fn workloads_report_and_auditors_list(db: Db) {
         ("?reason=bogus", None),
         ("?since=yesterday", None),
     ] {
-        let (s, v) = call(&auditor, Method::GET, &format!("/v1/denials{query}"), None).await;
+        let (s, v) = get(&auditor, &format!("/v1/denials{query}")).await;
         assert_eq!(
             (s, v["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_query")),
@@ -266,11 +259,7 @@ async fn workloads_report_and_auditors_list(db: Db) {
     }
 
     // The counter counts accepted denials by reason.
-    let m = h
-        .anonymous()
-        .call(Method::GET, "/metrics", None)
-        .await
-        .unwrap();
+    let m = h.fetch("/metrics").await;
     let text = String::from_utf8_lossy(&m.body);
     for (reason, n) in [
         ("not_allowed", 2.0),
@@ -304,11 +293,7 @@ async fn only_workloads_report_under_their_own_identity(db: Db) {
     let batch = vec![denial(t, "https", "10.0.0.9:5000", Some(API), "revoked")];
 
     let (s, v) = report(&h.anonymous(), batch.clone()).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
     for role in Role::ALL {
         let cert = h.operator(role).await;
         let token = token_client(&h, &admin, &format!("t-{}", role.as_str()), role).await;
@@ -329,26 +314,17 @@ async fn only_workloads_report_under_their_own_identity(db: Db) {
     );
 
     // The sidecar cannot choose the reporter: neither beside the denials nor in one.
-    let (s, v) = call(
+    let (s, v) = post(
         &web,
-        Method::POST,
         "/v1/denials",
-        Some(json!({"reporter": DB, "denials": batch})),
+        json!({"reporter": DB, "denials": batch}),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_body")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_body");
     let mut forged = batch[0].clone();
     forged["reporter"] = json!(DB);
     let (s, v) = report(&web, vec![forged]).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_body")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_body");
     assert_eq!(h.count("denials").await, 0);
 
     let (s, _) = report(&web, batch).await;
@@ -359,13 +335,13 @@ async fn only_workloads_report_under_their_own_identity(db: Db) {
     assert_eq!(all[0].1, WEB, "reporter is the caller's SPIFFE ID");
 
     // Listing is for admins and auditors only.
-    let (s, v) = call(&web, Method::GET, "/v1/denials", None).await;
+    let (s, v) = get(&web, "/v1/denials").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     for role in [Role::Registrar, Role::Issuer] {
-        let (s, v) = call(&h.operator(role).await, Method::GET, "/v1/denials", None).await;
+        let (s, v) = get(&h.operator(role).await, "/v1/denials").await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{}: {v}", role.as_str());
     }
-    let (s, _) = call(&h.anonymous(), Method::GET, "/v1/denials", None).await;
+    let (s, _) = get(&h.anonymous(), "/v1/denials").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 both_backends!(only_workloads_report_under_their_own_identity);
@@ -395,11 +371,7 @@ async fn invalid_reports_store_nothing(db: Db) {
     // 1001 realistic denials: refused for their number (not their size).
     let many: Vec<Value> = (0..1001).map(|i| realistic(now - 60, i)).collect();
     let (s, v) = report(&web, many.clone()).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_field")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
     assert!(v["detail"].as_str().unwrap().contains("denials"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("1000"), "{v}");
     assert_eq!(h.count("denials").await, 0);
@@ -490,18 +462,13 @@ async fn invalid_reports_store_nothing(db: Db) {
 
     // The larger limit is this route's only: other routes keep max_body_bytes.
     let admin = h.operator(Role::Admin).await;
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(json!({"spiffe_id": API, "selectors": ["a:b"], "note": "n".repeat(100_000)})),
+        json!({"spiffe_id": API, "selectors": ["a:b"], "note": "n".repeat(100_000)}),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 }
 both_backends!(invalid_reports_store_nothing);
 

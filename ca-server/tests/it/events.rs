@@ -3,12 +3,28 @@
 //! expiring scan reports a certificate once.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
+use crate::common::{Db, Harness, array, csr, get, post, revoke};
 use crate::receiver::{Sse, redeem, wait_for};
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tessera_core::api::{Event, EventKind, Role};
+use tessera_core::client::Client;
+
+/// Every event of a stream that ends once caught up (`follow=false`), parsed.
+async fn caught_up(c: &Client, path: &str, last_event_id: Option<i64>) -> Vec<Event> {
+    let events = Sse::open(c, path, last_event_id).await.all().await;
+    events.iter().map(parse).collect()
+}
+
+/// The seqs of the audit records in `audit` (an `/v1/audit` answer) that are events.
+fn event_seqs(audit: &Value) -> Vec<i64> {
+    array(&audit["items"])
+        .iter()
+        .filter(|r| EventKind::of_action(r["action"].as_str().unwrap()).is_some())
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect()
+}
 
 fn parse(e: &tessera_core::sse::SseEvent) -> Event {
     let ev: Event = serde_json::from_str(&e.data).unwrap();
@@ -43,22 +59,14 @@ async fn stream_resume_and_filter(db: Db) {
     drop(live);
 
     // Missed while disconnected: two issues and a revocation.
-    let (s, v) = call(
+    let (s, v) = revoke(
         &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": serials[1], "reason": "key_compromise"})),
+        json!({"serial": serials[1], "reason": "key_compromise"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
-    let missed: Vec<Event> = Sse::open(&auditor, "/v1/events?follow=false", Some(first.id))
-        .await
-        .all()
-        .await
-        .iter()
-        .map(parse)
-        .collect();
+    let missed = caught_up(&auditor, "/v1/events?follow=false", Some(first.id)).await;
     let got: Vec<(EventKind, &str)> = missed.iter().map(|e| (e.kind, e.target.as_str())).collect();
     assert_eq!(
         got,
@@ -71,21 +79,13 @@ async fn stream_resume_and_filter(db: Db) {
     assert!(missed.windows(2).all(|w| w[0].id < w[1].id));
     assert!(missed.iter().all(|e| e.id > first.id));
     // Exactly the event-kind audit records after first.id: nothing lost.
-    let audit: Value = call(
+    let audit: Value = get(
         &auditor,
-        Method::GET,
         &format!("/v1/audit?after={}&limit=1000", first.id),
-        None,
     )
     .await
     .1;
-    let expected: Vec<i64> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| EventKind::of_action(r["action"].as_str().unwrap()).is_some())
-        .map(|r| r["seq"].as_i64().unwrap())
-        .collect();
+    let expected = event_seqs(&audit);
     assert_eq!(missed.iter().map(|e| e.id).collect::<Vec<_>>(), expected);
 
     // ?after= works like Last-Event-ID; kinds filter.
@@ -99,23 +99,9 @@ async fn stream_resume_and_filter(db: Db) {
     .await;
     assert_eq!(revoked.len(), 1);
     assert_eq!(parse(&revoked[0]).target, serials[1]);
-    let all: Vec<Event> = Sse::open(&admin, "/v1/events?after=0&follow=false", None)
-        .await
-        .all()
-        .await
-        .iter()
-        .map(parse)
-        .collect();
-    let audit: Value = call(&auditor, Method::GET, "/v1/audit?limit=1000", None)
-        .await
-        .1;
-    let expected: Vec<i64> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| EventKind::of_action(r["action"].as_str().unwrap()).is_some())
-        .map(|r| r["seq"].as_i64().unwrap())
-        .collect();
+    let all = caught_up(&admin, "/v1/events?after=0&follow=false", None).await;
+    let audit: Value = get(&auditor, "/v1/audit?limit=1000").await.1;
+    let expected = event_seqs(&audit);
     assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), expected);
     assert_eq!(all[0].kind, EventKind::CaStateChanged, "the CA's creation");
 
@@ -128,13 +114,7 @@ async fn stream_resume_and_filter(db: Db) {
     )
     .await;
     assert_eq!(parse(&live.next_within(10).await).id, last);
-    let (s, _) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": serials[2]})),
-    )
-    .await;
+    let (s, _) = revoke(&admin, json!({"serial": serials[2]})).await;
     assert_eq!(s, StatusCode::OK);
     let ev = parse(&live.next_within(5).await);
     assert_eq!(
@@ -148,7 +128,7 @@ async fn stream_resume_and_filter(db: Db) {
         "/v1/events?after=-1",
         "/v1/events?bogus=1",
     ] {
-        let (s, v) = call(&auditor, Method::GET, path, None).await;
+        let (s, v) = get(&auditor, path).await;
         assert_eq!(
             (s, v["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_query")),
@@ -161,7 +141,7 @@ async fn stream_resume_and_filter(db: Db) {
         .unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Roles: issuers and workloads may not read events.
-    let (s, _) = call(&issuer, Method::GET, "/v1/events?follow=false", None).await;
+    let (s, _) = get(&issuer, "/v1/events?follow=false").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -171,7 +151,7 @@ async fn stream_limit(db: Db) {
     let h = Harness::start_with(db, &["events.max_streams=1", "events.heartbeat_seconds=1"]).await;
     let auditor = h.operator(Role::Auditor).await;
     let held = Sse::open(&auditor, "/v1/events", None).await;
-    let (s, v) = call(&auditor, Method::GET, "/v1/events?follow=false", None).await;
+    let (s, v) = get(&auditor, "/v1/events?follow=false").await;
     assert_eq!(
         (s, v["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("too_many_streams"))
@@ -208,11 +188,10 @@ async fn expiring_reported_once(db: Db) {
         let admin = &admin;
         async move {
             let (_, csr) = csr();
-            let (s, v) = call(
+            let (s, v) = post(
                 admin,
-                Method::POST,
                 "/v1/certs",
-                Some(json!({"spiffe_id": id, "csr": csr, "ttl_seconds": ttl})),
+                json!({"spiffe_id": id, "csr": csr, "ttl_seconds": ttl}),
             )
             .await;
             assert_eq!(s, StatusCode::CREATED, "{v}");

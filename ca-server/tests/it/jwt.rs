@@ -4,21 +4,17 @@
 //! CA generation (published before use) and leave the bundle when it is revoked.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call};
+use crate::common::{Clients, Db, Harness, ca_ids, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use std::process::Command;
 use tessera_core::api::Role;
 use tessera_core::jwt::{self, JwtError};
 
 async fn jwks(h: &Harness) -> Vec<jwt::Jwk> {
-    let r = h
-        .anonymous()
-        .call(Method::GET, "/v1/bundle?format=jwks", None)
-        .await
-        .unwrap();
+    let r = h.fetch("/v1/bundle?format=jwks").await;
     assert_eq!(r.status, StatusCode::OK);
     jwt::bundle_keys(std::str::from_utf8(&r.body).unwrap())
 }
@@ -82,13 +78,7 @@ async fn jwt_svids(db: Db) {
     h.entry("spiffe://example.org/web").await;
     let (cert, key, _) = h.workload("spiffe://example.org/web").await;
     let web = h.with_cert(&cert, &key);
-    let (s, v) = call(
-        &web,
-        Method::POST,
-        "/v1/jwt-svids",
-        Some(json!({"audience": ["db", "cache"]})),
-    )
-    .await;
+    let (s, v) = post(&web, "/v1/jwt-svids", json!({"audience": ["db", "cache"]})).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let token = v["token"].as_str().unwrap().to_owned();
     assert_eq!(v["spiffe_id"], "spiffe://example.org/web");
@@ -110,21 +100,9 @@ async fn jwt_svids(db: Db) {
 
     // Refusals: not a workload, bad audiences or lifetime; nothing issued.
     let admin = h.operator(Role::Admin).await;
-    let (s, _) = call(
-        &admin,
-        Method::POST,
-        "/v1/jwt-svids",
-        Some(json!({"audience": ["db"]})),
-    )
-    .await;
+    let (s, _) = post(&admin, "/v1/jwt-svids", json!({"audience": ["db"]})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = call(
-        &h.anonymous(),
-        Method::POST,
-        "/v1/jwt-svids",
-        Some(json!({"audience": ["db"]})),
-    )
-    .await;
+    let (s, _) = post(&h.anonymous(), "/v1/jwt-svids", json!({"audience": ["db"]})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     for bad in [
         json!({"audience": []}),
@@ -135,32 +113,18 @@ async fn jwt_svids(db: Db) {
         json!({"audience": ["db"], "ttl_seconds": 86400}),
         json!({"audience": ["db"], "sub": "spiffe://example.org/admin"}),
     ] {
-        let (s, v) = call(&web, Method::POST, "/v1/jwt-svids", Some(bad.clone())).await;
+        let (s, v) = post(&web, "/v1/jwt-svids", bad.clone()).await;
         assert!(s.is_client_error(), "{bad}: {s} {v}");
         assert_ne!(s, StatusCode::CREATED);
     }
 
     // Rotation: the prepared generation's key is published before it signs.
     let admin = h.operator(Role::Admin).await;
-    let (s, st) = call(&admin, Method::POST, "/v1/ca/prepare", None).await;
+    let (s, st) = post(&admin, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CREATED, "{st}");
-    let prepared = st["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["state"] == "prepared")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prepared = ca_ids(&st, "prepared")[0].clone();
     assert_eq!(jwks(&h).await.len(), 2);
-    let (_, v) = call(
-        &web,
-        Method::POST,
-        "/v1/jwt-svids",
-        Some(json!({"audience": ["db"]})),
-    )
-    .await;
+    let (_, v) = post(&web, "/v1/jwt-svids", json!({"audience": ["db"]})).await;
     assert_eq!(
         kid_of(v["token"].as_str().unwrap()),
         kid_of(&token),
@@ -168,22 +132,10 @@ async fn jwt_svids(db: Db) {
     );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let admin = h.operator(Role::Admin).await;
-    let (s, st) = call(
-        &admin,
-        Method::POST,
-        &format!("/v1/ca/{prepared}/activate"),
-        None,
-    )
-    .await;
+    let (s, st) = post(&admin, &format!("/v1/ca/{prepared}/activate"), None).await;
     assert_eq!(s, StatusCode::OK, "{st}");
     let web = h.with_cert(&cert, &key);
-    let (_, v) = call(
-        &web,
-        Method::POST,
-        "/v1/jwt-svids",
-        Some(json!({"audience": ["db"]})),
-    )
-    .await;
+    let (_, v) = post(&web, "/v1/jwt-svids", json!({"audience": ["db"]})).await;
     let fresh = v["token"].as_str().unwrap().to_owned();
     assert_ne!(
         kid_of(&fresh),
@@ -197,17 +149,9 @@ async fn jwt_svids(db: Db) {
 
     // Emergency revocation of the old generation: its key leaves the bundle,
     // and tokens it signed stop validating.
-    let old = st["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["state"] == "retired")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old = ca_ids(&st, "retired")[0].clone();
     let admin = h.operator(Role::Admin).await;
-    let (s, r) = call(&admin, Method::POST, &format!("/v1/ca/{old}/revoke"), None).await;
+    let (s, r) = post(&admin, &format!("/v1/ca/{old}/revoke"), None).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let keys = jwks(&h).await;
     assert_eq!(keys.len(), 1);

@@ -9,20 +9,19 @@
 //! the server closes the socket that held it) a retry is bounded by attempts.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
+use crate::common::{Clients, Db, Harness, field_strs, get, issue, revoke, test_audit};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_ca::store::{AuditEntry, NewCert, PruneBefore, TokenRow};
+use tessera_ca::store::{NewCert, PruneBefore, TokenRow};
 use tessera_core::api::{AuditRecord, Role};
 use tessera_core::now_unix;
-use tokio::io::AsyncReadExt;
+use tessera_test_support::{CaBuilder, Metrics, await_closed, random_kek, read_until_closed};
 use tokio::net::TcpStream;
 
 /// Longest wait for anything the server should do within a second or so.
@@ -39,59 +38,24 @@ fn addr(h: &Harness) -> SocketAddr {
     h.running.as_ref().unwrap().addr
 }
 
-/// Reads (and discards) until the peer closes the connection: `Ok(0)` (FIN) or
-/// an error (RST).
-async fn read_until_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Awaits the server closing `s`, failing the test after [`DEADLINE`].
-async fn await_server_close(s: &mut TcpStream, what: &str) -> Duration {
-    let t = Instant::now();
-    tokio::time::timeout(DEADLINE, read_until_closed(s))
-        .await
-        .unwrap_or_else(|_| panic!("{what}: the server did not close it within {DEADLINE:?}"));
-    t.elapsed()
-}
-
-/// The `/metrics` text (public route).
-async fn metrics(h: &Harness) -> String {
-    let r = tokio::time::timeout(DEADLINE, h.anonymous().call(Method::GET, "/metrics", None))
-        .await
-        .expect("/metrics timed out")
-        .expect("/metrics");
-    assert_eq!(r.status, StatusCode::OK);
-    String::from_utf8(r.body.to_vec()).unwrap()
-}
-
-/// The value of one sample, `series` being the name with its labels exactly as
-/// rendered (`name{a="b",c="d"}`).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.trim().parse::<f64>().unwrap())
-    })
+/// The `/metrics` page (public route).
+async fn metrics(h: &Harness) -> Metrics {
+    Metrics::fetch(&h.anonymous()).await
 }
 
 /// Fetches `/metrics` until `series` is at least `min`. The server closes a
 /// refused socket a moment before it counts the refusal, so a client that saw
 /// the close may ask a little early: bounded by attempts, not by sleeping.
-async fn await_metric_at_least(h: &Harness, series: &str, min: f64) -> String {
-    let mut text = String::new();
+async fn await_metric_at_least(h: &Harness, series: &str, min: f64) -> Metrics {
+    let mut last = None;
     for _ in 0..20 {
-        text = metrics(h).await;
-        if sample(&text, series).is_some_and(|v| v >= min) {
+        let text = metrics(h).await;
+        if text.sample(series).is_some_and(|v| v >= min) {
             return text;
         }
+        last = Some(text);
     }
-    panic!("{series} never reached {min}:\n{text}");
+    panic!("{series} never reached {min}:\n{}", last.unwrap());
 }
 
 /// A TCP connection that connects and then says nothing is closed by the
@@ -100,7 +64,7 @@ async fn await_metric_at_least(h: &Harness, series: &str, min: f64) -> String {
 async fn handshake_deadline_closes_silent_connections() {
     let h = Harness::start_with(Db::Sqlite, &["limits.handshake_timeout_ms=300"]).await;
     let mut silent = TcpStream::connect(addr(&h)).await.unwrap();
-    let took = await_server_close(&mut silent, "a silent connection").await;
+    let took = await_closed(&mut silent, DEADLINE, "a silent connection").await;
     // The deadline, not some other reason, closed it.
     assert!(
         took >= Duration::from_millis(250),
@@ -113,10 +77,7 @@ async fn handshake_deadline_closes_silent_connections() {
     )
     .await;
     assert_eq!(
-        sample(
-            &text,
-            r#"tessera_connections_refused_total{reason="connection_limit"}"#
-        ),
+        text.sample(r#"tessera_connections_refused_total{reason="connection_limit"}"#),
         None,
         "{text}"
     );
@@ -127,7 +88,7 @@ async fn handshake_deadline_closes_silent_connections() {
     tokio::io::AsyncWriteExt::write_all(&mut stalled, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .await
         .unwrap();
-    let took = await_server_close(&mut stalled, "a stalled handshake").await;
+    let took = await_closed(&mut stalled, DEADLINE, "a stalled handshake").await;
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");
     await_metric_at_least(
         &h,
@@ -136,7 +97,7 @@ async fn handshake_deadline_closes_silent_connections() {
     )
     .await;
     // And the server still serves.
-    let (s, _) = call(&h.anonymous(), Method::GET, "/healthz", None).await;
+    let (s, _) = get(&h.anonymous(), "/healthz").await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -170,7 +131,7 @@ async fn connection_cap_refuses_and_recovers() {
             .expect("the third connection was neither refused nor served");
         // The holders are closed by the server at the handshake deadline.
         for (i, s) in holders.iter_mut().enumerate() {
-            await_server_close(s, &format!("holder {i}")).await;
+            await_closed(s, DEADLINE, &format!("holder {i}")).await;
         }
         drop(holders);
         match third {
@@ -210,15 +171,9 @@ async fn connection_cap_refuses_and_recovers() {
     assert_eq!(&r.body[..], b"ok\n");
 
     let text = metrics(&h).await;
-    let limit = sample(
-        &text,
-        r#"tessera_connections_refused_total{reason="connection_limit"}"#,
-    );
+    let limit = text.sample(r#"tessera_connections_refused_total{reason="connection_limit"}"#);
     assert!(limit.is_some_and(|v| v >= 1.0), "{text}");
-    let timed_out = sample(
-        &text,
-        r#"tessera_connections_refused_total{reason="handshake_timeout"}"#,
-    );
+    let timed_out = text.sample(r#"tessera_connections_refused_total{reason="handshake_timeout"}"#);
     assert!(timed_out.is_some_and(|v| v >= 2.0), "{text}");
 }
 
@@ -256,19 +211,9 @@ async fn header_read_deadline_closes_slow_requests() {
         s.write_all(sent).await.unwrap();
         s.flush().await.unwrap();
         let t = Instant::now();
-        let mut got = vec![];
-        let closed = tokio::time::timeout(DEADLINE, async {
-            let mut buf = [0u8; 1024];
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await;
+        let got = read_until_closed(&mut s, DEADLINE).await;
         let took = t.elapsed();
-        assert!(closed.is_ok(), "{what}: still open after {DEADLINE:?}");
+        let got = got.unwrap_or_else(|| panic!("{what}: still open after {DEADLINE:?}"));
         assert!(
             took >= Duration::from_millis(250),
             "{what}: closed after {took:?}, before the deadline"
@@ -281,7 +226,7 @@ async fn header_read_deadline_closes_slow_requests() {
         }
     }
     // The server still serves.
-    let (s, _) = call(&h.anonymous(), Method::GET, "/healthz", None).await;
+    let (s, _) = get(&h.anonymous(), "/healthz").await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -382,11 +327,12 @@ async fn metrics_after_issuance() {
     let h = Harness::start(Db::Sqlite).await;
     let text = metrics(&h).await;
     assert!(
-        text.contains("# TYPE tessera_certificates_issued_total counter"),
+        text.text()
+            .contains("# TYPE tessera_certificates_issued_total counter"),
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"tessera_certificates_issued_total{kind="issue"}"#),
+        text.sample(r#"tessera_certificates_issued_total{kind="issue"}"#),
         None,
         "{text}"
     );
@@ -418,24 +364,22 @@ async fn metrics_after_issuance() {
             1.0,
         ),
     ] {
-        assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
+        assert_eq!(text.sample(series), Some(want), "{series}\n{text}");
     }
     assert_eq!(
-        sample(&text, r#"tessera_certificates_issued_total{kind="renew"}"#),
+        text.sample(r#"tessera_certificates_issued_total{kind="renew"}"#),
         None,
         "{text}"
     );
     assert!(
-        text.lines()
+        text.text()
+            .lines()
             .any(|l| l.starts_with("tessera_issuance_duration_seconds_count")),
         "{text}"
     );
     // The histogram's +Inf bucket holds the one observation.
     assert_eq!(
-        sample(
-            &text,
-            r#"tessera_issuance_duration_seconds_bucket{action="cert.redeem",le="+Inf"}"#
-        ),
+        text.sample(r#"tessera_issuance_duration_seconds_bucket{action="cert.redeem",le="+Inf"}"#),
         Some(1.0),
         "{text}"
     );
@@ -462,12 +406,7 @@ async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i6
                 node_spiffe_id: None,
             },
             vec![],
-            AuditEntry {
-                actor: "test".into(),
-                action: "cert.issue",
-                target: serial.clone(),
-                details: json!({}),
-            },
+            test_audit("cert.issue", &serial),
         )
         .await
         .unwrap();
@@ -477,27 +416,15 @@ async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i6
 /// Stores a join token expiring at `expires_at`; returns its ID.
 async fn record_token(h: &Harness, entry_id: &str, expires_at: i64) -> String {
     let id = tessera_ca::ca::random_id();
-    h.auth
-        .store
-        .create_token(
-            &TokenRow {
-                id: id.clone(),
-                token_hash: "00".repeat(32),
-                entry_id: entry_id.to_owned(),
-                expires_at,
-                used_at: None,
-                created_at: expires_at - 600,
-            },
-            "test",
-            AuditEntry {
-                actor: "test".into(),
-                action: "token.create",
-                target: id.clone(),
-                details: json!({}),
-            },
-        )
-        .await
-        .unwrap();
+    h.store_token(TokenRow {
+        id: id.clone(),
+        token_hash: "00".repeat(32),
+        entry_id: entry_id.to_owned(),
+        expires_at,
+        used_at: None,
+        created_at: expires_at - 600,
+    })
+    .await;
     id
 }
 
@@ -666,7 +593,7 @@ async fn pruning_keeps_the_feed_version(db: Db) {
         revoke_at(&h, &serial, not_after - 60).await;
     }
     // A follower has read the feed up to its head.
-    let (s, feed) = call(&admin, Method::GET, "/v1/revocations?since=0", None).await;
+    let (s, feed) = get(&admin, "/v1/revocations?since=0").await;
     assert_eq!(s, StatusCode::OK, "{feed}");
     let seen = feed["version"].as_i64().unwrap();
     assert_eq!(seen, 2, "{feed}");
@@ -680,29 +607,12 @@ async fn pruning_keeps_the_feed_version(db: Db) {
 
     // A new revocation must be newer than anything the follower has seen.
     let fresh = record_cert(&h, entry_id, now - 60, now + 3600).await;
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": fresh, "reason": "key_compromise"})),
-    )
-    .await;
+    let (s, v) = revoke(&admin, json!({"serial": fresh, "reason": "key_compromise"})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["revoked"], json!([fresh]), "{v}");
-    let (s, feed) = call(
-        &admin,
-        Method::GET,
-        &format!("/v1/revocations?since={seen}"),
-        None,
-    )
-    .await;
+    let (s, feed) = get(&admin, &format!("/v1/revocations?since={seen}")).await;
     assert_eq!(s, StatusCode::OK, "{feed}");
-    let serials: Vec<&str> = feed["revocations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["serial"].as_str().unwrap())
-        .collect();
+    let serials = field_strs(&feed["revocations"], "serial");
     assert_eq!(
         serials,
         vec![fresh.as_str()],
@@ -760,7 +670,7 @@ async fn background_pruner_removes_expired_history() {
 
 /// The whole audit log as the API serves it (admin).
 async fn audit_log(admin: &tessera_core::client::Client) -> Vec<AuditRecord> {
-    let (s, v) = call(admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let (s, v) = get(admin, "/v1/audit?limit=1000").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let items: Vec<AuditRecord> = serde_json::from_value(v["items"].clone()).unwrap();
     assert!(items.len() < 1000, "more than one page");
@@ -774,21 +684,9 @@ async fn audit_tampering_is_detected(db: Db) {
     let admin = h.operator(Role::Admin).await;
     h.entry("spiffe://example.org/web").await;
     let (_, _, issued) = h.workload("spiffe://example.org/web").await;
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": issued["serial"]})),
-    )
-    .await;
+    let (s, v) = revoke(&admin, json!({"serial": issued["serial"]})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/certs",
-        Some(json!({"spiffe_id": "spiffe://example.org/web", "csr": csr().1})),
-    )
-    .await;
+    let (s, v) = issue(&admin, "spiffe://example.org/web").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
     let log = audit_log(&admin).await;
@@ -848,76 +746,16 @@ async fn audit_tampering_is_detected(db: Db) {
 }
 both_backends!(audit_tampering_is_detected);
 
-/// A fresh random key-encryption key, 64 hex characters.
-fn random_kek() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut b = [0u8; 32];
-    SystemRandom::new().fill(&mut b).unwrap();
-    hex::encode(b)
-}
-
-/// A child process killed and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
 /// `--log-format json`: every stderr line is a JSON object, the listening event
 /// is one of them, and the KEK from the environment appears in none.
 #[test]
 fn json_logs_without_the_kek() {
-    let dir = tempfile::tempdir().unwrap();
     let kek = random_kek();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera-ca"));
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--trust-domain", "example.org", "--log-format", "json"]);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TESSERA") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("TESSERA_KEK", &kek)
-        .env("TESSERA_LOG", "info")
-        .env("RUST_LIB_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = Reaped(cmd.spawn().expect("spawning tessera-ca"));
-    let err = child.0.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel::<Option<String>>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(Some(line)).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(None);
-    });
-    let mut seen: Vec<String> = vec![];
-    let next = |seen: &mut Vec<String>, deadline: Instant, what: &str| -> Option<String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(Some(l)) => {
-                seen.push(l.clone());
-                Some(l)
-            }
-            Ok(None) => None,
-            Err(_) => panic!(
-                "no {what} within the deadline; stderr:\n{}",
-                seen.join("\n")
-            ),
-        }
-    };
+    let mut p = CaBuilder::new()
+        .trust_domain("example.org")
+        .args(["--log-format", "json"])
+        .kek(&kek)
+        .spawn("json-logs");
     let message = |l: &str| -> Option<String> {
         let v: Value = serde_json::from_str(l).ok()?;
         v["fields"]["message"]
@@ -925,19 +763,19 @@ fn json_logs_without_the_kek() {
             .or(v["message"].as_str())
             .map(str::to_owned)
     };
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let listening = loop {
-        let Some(line) = next(&mut seen, deadline, "JSON listening line") else {
-            panic!(
-                "tessera-ca exited before listening; stderr:\n{}",
-                seen.join("\n")
-            );
-        };
-        if message(&line).is_some_and(|m| m.contains("listening")) {
-            break serde_json::from_str::<Value>(&line).unwrap();
-        }
-    };
+    let listening = p
+        .wait_for("JSON listening line", Duration::from_secs(60), |o| {
+            let line = o
+                .stderr
+                .iter()
+                .find(|l| message(l).is_some_and(|m| m.contains("listening")));
+            match line {
+                Some(l) => Some(Some(l.clone())),
+                None => o.closed().then_some(None),
+            }
+        })
+        .unwrap_or_else(|| panic!("tessera-ca exited before listening\n{}", p.describe()));
+    let listening: Value = serde_json::from_str(&listening).unwrap();
     assert_eq!(listening["level"], "INFO", "{listening}");
     assert!(
         listening["fields"]["addr"]
@@ -946,17 +784,9 @@ fn json_logs_without_the_kek() {
         "{listening}"
     );
 
-    // SIGTERM, then read everything else it logs until it exits.
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status()
-        .expect("running kill")
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while next(&mut seen, deadline, "exit").is_some() {}
-    let status = child.0.wait().unwrap();
+    // SIGTERM, then everything else it logs until it exits.
+    let status = p.terminate();
+    let seen = p.stderr_lines();
     assert_eq!(status.code(), Some(0), "stderr:\n{}", seen.join("\n"));
 
     for line in &seen {
@@ -999,19 +829,11 @@ async fn idle_deadline_closes_connections_that_say_nothing_after_the_handshake()
             .unwrap();
         tls.write_all(preface).await.unwrap();
         let t = Instant::now();
-        let mut buf = [0u8; 1024];
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!("http2={http2}: an idle TLS connection was not closed within {DEADLINE:?}")
-        });
+        read_until_closed(&mut tls, DEADLINE)
+            .await
+            .unwrap_or_else(|| {
+                panic!("http2={http2}: an idle TLS connection was not closed within {DEADLINE:?}")
+            });
         assert!(
             t.elapsed() >= Duration::from_millis(250),
             "closed before the idle deadline"
@@ -1023,11 +845,11 @@ async fn idle_deadline_closes_connections_that_say_nothing_after_the_handshake()
         2.0,
     )
     .await;
-    assert!(text.contains("idle_timeout"));
+    assert!(text.text().contains("idle_timeout"));
     // A long-poll in flight is not idle: it outlives the idle deadline.
     let admin = h.operator(Role::Auditor).await;
     let t = Instant::now();
-    let (s, _) = call(&admin, Method::GET, "/v1/revocations?since=0&wait=1", None).await;
+    let (s, _) = get(&admin, "/v1/revocations?since=0&wait=1").await;
     assert_eq!(s, StatusCode::OK);
     assert!(t.elapsed() >= Duration::from_millis(900));
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use tessera_test_support::both_backends;
+
 mod bad_input;
 mod denials;
 mod events;

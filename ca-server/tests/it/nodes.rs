@@ -4,8 +4,10 @@
 //! policy, bans and malformed evidence refuse, changing nothing.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
-use hyper::{Method, StatusCode};
+use crate::common::{
+    Clients, Db, Harness, assert_problem, csr, delete, field_strs, get, id, issue, post, renew,
+};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use tessera_core::api::Role;
 use tessera_core::client::Client;
@@ -50,26 +52,24 @@ fn swap_selector(att: &mut Value, from: &str, to: &str) {
 
 async fn ask(c: &Client, attestation: Value) -> (StatusCode, Value, rcgen::KeyPair) {
     let (key, csr) = csr();
-    let (s, v) = call(
+    let (s, v) = post(
         c,
-        Method::POST,
         "/v1/agent/svids",
-        Some(json!({"csr": csr, "attestation": attestation})),
+        json!({"csr": csr, "attestation": attestation}),
     )
     .await;
     (s, v, key)
 }
 
 async fn entry(admin: &Client, spiffe_id: &str, selectors: &[&str], parent: &str) -> Value {
-    let (s, v) = call(
+    let (s, v) = post(
         admin,
-        Method::POST,
         "/v1/entries",
-        Some(if parent.is_empty() {
+        if parent.is_empty() {
             json!({"spiffe_id": spiffe_id, "selectors": selectors})
         } else {
             json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})
-        }),
+        },
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -90,16 +90,11 @@ async fn attested_issuance(db: Db) {
     assert_eq!(n1["spiffe_id"], NODE1);
 
     // The redemptions recorded both nodes.
-    let (s, v) = call(&admin, Method::GET, "/v1/nodes", None).await;
+    let (s, v) = get(&admin, "/v1/nodes").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let names: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let names = field_strs(&v["items"], "id");
     assert_eq!(names, ["n1", "n2"]);
-    let (s, v) = call(&admin, Method::GET, "/v1/nodes/n1", None).await;
+    let (s, v) = get(&admin, "/v1/nodes/n1").await;
     assert_eq!((s, v["spiffe_id"].as_str()), (StatusCode::OK, Some(NODE1)));
     assert_eq!(v["attestation_type"], "join_token");
     assert_eq!(v["banned"], false);
@@ -128,14 +123,9 @@ async fn attested_issuance(db: Db) {
     .await;
 
     // The agent sees the entries parented to its node (not other nodes').
-    let (s, v) = call(&node1, Method::GET, "/v1/agent/entries", None).await;
+    let (s, v) = get(&node1, "/v1/agent/entries").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let ids: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["spiffe_id"].as_str().unwrap())
-        .collect();
+    let ids = field_strs(&v["items"], "spiffe_id");
     assert_eq!(
         ids,
         [
@@ -151,18 +141,13 @@ async fn attested_issuance(db: Db) {
     let cid = container_id('a');
     let (s, v, key) = ask(&node1, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let ids: Vec<&str> = v["svids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["spiffe_id"].as_str().unwrap())
-        .collect();
+    let ids = field_strs(&v["svids"], "spiffe_id");
     assert_eq!(ids, ["spiffe://example.org/host-tool", WEB]);
     let svid = v["svids"][1].clone();
     let serial = svid["serial"].as_str().unwrap().to_owned();
 
     // The ledger records the node and the evidence; its hash is in the binding.
-    let (s, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let (s, rec) = get(&admin, &format!("/v1/certs/{serial}")).await;
     assert_eq!(s, StatusCode::OK, "{rec}");
     assert_eq!(rec["node"], NODE1);
     let att = &rec["attestation"];
@@ -194,11 +179,10 @@ async fn attested_issuance(db: Db) {
     // Asking for one SPIFFE ID returns only it; one that does not match, nothing.
     let (key_one, csr_one) = csr();
     drop(key_one);
-    let (s, v) = call(
+    let (s, v) = post(
         &node1,
-        Method::POST,
         "/v1/agent/svids",
-        Some(json!({"csr": csr_one, "spiffe_id": WEB, "attestation": evidence(&cid, &["app:web"], &[])})),
+        json!({"csr": csr_one, "spiffe_id": WEB, "attestation": evidence(&cid, &["app:web"], &[])}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -207,50 +191,39 @@ async fn attested_issuance(db: Db) {
     let certs_before = h.count("certificates").await;
     // Selectors that do not match: no identity.
     let (s, v, _) = ask(&node2, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // Entry parented to another node: n1 cannot claim n2's api entry.
-    let (s, v) = call(
+    let (s, v) = post(
         &node1,
-        Method::POST,
         "/v1/agent/svids",
-        Some(
-            json!({"csr": csr().1, "spiffe_id": "spiffe://example.org/api",
+        json!({"csr": csr().1, "spiffe_id": "spiffe://example.org/api",
                     "attestation": evidence(&cid, &["app:api"], &[])}),
-        ),
     )
     .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // A node identity is never issued to a workload.
-    let (s, v) = call(
+    let (s, v) = post(
         &node1,
-        Method::POST,
         "/v1/agent/svids",
-        Some(json!({"csr": csr().1, "spiffe_id": NODE2,
-                    "attestation": evidence(&cid, &["app:web"], &["node:name:x"])})),
+        json!({"csr": csr().1, "spiffe_id": NODE2,
+                    "attestation": evidence(&cid, &["app:web"], &["node:name:x"])}),
     )
     .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // Wrong trust domain.
-    let (s, v) = call(
+    let (s, v) = post(
         &node1,
-        Method::POST,
         "/v1/agent/svids",
-        Some(
-            json!({"csr": csr().1, "spiffe_id": "spiffe://other.org/web",
+        json!({"csr": csr().1, "spiffe_id": "spiffe://other.org/web",
                     "attestation": evidence(&cid, &["app:web"], &[])}),
-        ),
     )
     .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "wrong_trust_domain"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "wrong_trust_domain");
     // A workload certificate (the one just issued) or an operator is not a node.
     let workload = h.with_cert(svid["certificate"].as_str().unwrap(), &key.serialize_pem());
     for c in [&workload, &admin] {
         let (s, v, _) = ask(c, evidence(&cid, &["app:web"], &[])).await;
-        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"), "{v}");
+        assert_problem(s, &v, StatusCode::FORBIDDEN, "forbidden");
     }
     // Malformed and oversized evidence.
     let too_many: Vec<String> = (0..300).map(|i| format!("unix:gid:{i}")).collect();
@@ -287,36 +260,16 @@ async fn attested_issuance(db: Db) {
     }
     let huge = json!({"selectors": ["unix:uid:0"], "image": "x".repeat(70 * 1024)});
     let (s, v, _) = ask(&node1, huge).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
     assert_eq!(h.count("certificates").await, certs_before);
 
     // Plain renewal of an agent-issued certificate is refused: only the agent
     // renews it, with fresh evidence.
-    let (s, v) = call(
-        &workload,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr().1})),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::FORBIDDEN, "renewal_refused"),
-        "{v}"
-    );
+    let (s, v) = renew(&workload).await;
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "renewal_refused");
     assert!(v["detail"].as_str().unwrap().contains("agent"), "{v}");
     // The node renews its own certificate the ordinary way.
-    let (s, v) = call(
-        &node1,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr().1})),
-    )
-    .await;
+    let (s, v) = renew(&node1).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["spiffe_id"], NODE1);
     // A host process (no container) matches by unix selectors, no posture needed.
@@ -378,7 +331,7 @@ async fn posture_policy(db: Db) {
         assert!(v["detail"].as_str().unwrap().contains(why), "{v}");
     }
     assert_eq!(h.count("certificates").await, before);
-    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
     let refusals: Vec<&Value> = audit["items"]
         .as_array()
         .unwrap()
@@ -427,78 +380,52 @@ async fn ban_and_unban(db: Db) {
     let (_, _, direct) = h.workload("spiffe://example.org/direct").await;
 
     // Only admins ban.
-    let (s, _) = call(&auditor, Method::POST, "/v1/nodes/n1/ban", Some(json!({}))).await;
+    let (s, _) = post(&auditor, "/v1/nodes/n1/ban", json!({})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = call(&admin, Method::POST, "/v1/nodes/nope/ban", Some(json!({}))).await;
+    let (s, v) = post(&admin, "/v1/nodes/nope/ban", json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    let (s, v) = call(&admin, Method::POST, "/v1/nodes/n1/ban", Some(json!({}))).await;
+    let (s, v) = post(&admin, "/v1/nodes/n1/ban", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["node"]["banned"], true);
     assert_eq!(v["revoked"], json!([serial]));
 
     // The node's certificate stops working on every route, renewal included.
     let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        "{v}"
-    );
-    let (s, v) = call(
-        &node,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr().1})),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        "{v}"
-    );
-    let (s, _) = call(&node, Method::GET, "/v1/revocations", None).await;
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let (s, v) = renew(&node).await;
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let (s, _) = get(&node, "/v1/revocations").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Its workloads' certificates are revoked, others are not.
-    let (_, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let (_, rec) = get(&admin, &format!("/v1/certs/{serial}")).await;
     assert_eq!(rec["revocation_reason"], "privilege_withdrawn", "{rec}");
-    let (_, rec) = call(
+    let (_, rec) = get(
         &admin,
-        Method::GET,
         &format!("/v1/certs/{}", direct["serial"].as_str().unwrap()),
-        None,
     )
     .await;
     assert_eq!(rec["revoked_at"], Value::Null);
     // A new join token for the banned node's entry is refused too.
-    let (s, v) = call(
+    let (s, v) = post(
         &h.anonymous(),
-        Method::POST,
         "/v1/certs/redeem",
-        Some(json!({"token": h.join_token(NODE1).await, "csr": csr().1})),
+        json!({"token": h.join_token(NODE1).await, "csr": csr().1}),
     )
     .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::FORBIDDEN, "node_refused"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "node_refused");
 
     // Unban: the node works again; the revoked certificate stays revoked.
-    let (s, v) = call(&admin, Method::POST, "/v1/nodes/n1/unban", Some(json!({}))).await;
+    let (s, v) = post(&admin, "/v1/nodes/n1/unban", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["node"]["banned"], false);
     assert_eq!(v["revoked"], json!([]));
     let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (_, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let (_, rec) = get(&admin, &format!("/v1/certs/{serial}")).await;
     assert_ne!(rec["revoked_at"], Value::Null);
     // Audited.
-    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["action"].as_str().unwrap())
-        .collect();
+    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
+    let actions = field_strs(&audit["items"], "action");
     assert!(actions.contains(&"node.attest"));
     assert!(actions.contains(&"node.ban"));
     assert!(actions.contains(&"node.unban"));
@@ -517,41 +444,20 @@ async fn deleted_entry_stops_issuance(db: Db) {
     let cid = container_id('d');
     let (s, _, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = call(
-        &admin,
-        Method::DELETE,
-        &format!("/v1/entries/{}", e["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/entries/{}", id(&e))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // A node entry cannot have a parent; a node identity cannot be issued directly.
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(json!({"spiffe_id": NODE2, "selectors": ["a:b"], "parent_id": NODE1})),
+        json!({"spiffe_id": NODE2, "selectors": ["a:b"], "parent_id": NODE1}),
     )
     .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/certs",
-        Some(json!({"spiffe_id": NODE1, "csr": csr().1})),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
+    let (s, v) = issue(&admin, NODE1).await;
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
 }
 
 both_backends!(deleted_entry_stops_issuance);
@@ -589,11 +495,11 @@ async fn agent_jwt_svids(db: Db) {
             for (k, v) in extra.as_object().unwrap() {
                 body[k] = v.clone();
             }
-            call(node, Method::POST, "/v1/agent/jwt-svids", Some(body)).await
+            post(node, "/v1/agent/jwt-svids", body).await
         }
     };
     let certs_before = h.count("certificates").await;
-    let (_, bundle) = call(&h.anonymous(), Method::GET, "/v1/bundle?format=jwks", None).await;
+    let (_, bundle) = get(&h.anonymous(), "/v1/bundle?format=jwks").await;
     let keys = tessera_core::jwt::bundle_keys(&bundle.to_string());
     assert_eq!(keys.len(), 1, "{bundle}");
     let now = tessera_core::now_unix();
@@ -693,12 +599,8 @@ async fn agent_jwt_svids(db: Db) {
         "posture:privileged:true",
     );
     let (s, v) = jwt(privileged, json!({})).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::FORBIDDEN, "posture_refused"),
-        "{v}"
-    );
-    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "posture_refused");
+    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
     assert!(
         audit["items"]
             .as_array()
@@ -708,11 +610,10 @@ async fn agent_jwt_svids(db: Db) {
         "{audit}"
     );
     // Only a node's certificate may ask (here an operator's).
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/agent/jwt-svids",
-        Some(json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])})),
+        json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])}),
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
@@ -720,14 +621,10 @@ async fn agent_jwt_svids(db: Db) {
     assert_eq!(h.count("certificates").await, certs_before);
 
     // A banned node gets nothing.
-    let (s, _) = call(&admin, Method::POST, "/v1/nodes/n1/ban", Some(json!({}))).await;
+    let (s, _) = post(&admin, "/v1/nodes/n1/ban", json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = jwt(evidence(&cid, &["app:web"], &[]), json!({})).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 both_backends!(agent_jwt_svids);
@@ -770,7 +667,7 @@ async fn node_sets(db: Db) {
         // Issuer parent IDs are nobody's identity.
         json!({"spiffe_id": "spiffe://example.org/tessera/issuer/k8s", "selectors": ["x:y"]}),
     ] {
-        let (s, v) = call(&admin, Method::POST, "/v1/entries", Some(bad.clone())).await;
+        let (s, v) = post(&admin, "/v1/entries", bad.clone()).await;
         assert_eq!(
             (s, code(&v)),
             (StatusCode::BAD_REQUEST, "invalid_field"),
@@ -778,48 +675,25 @@ async fn node_sets(db: Db) {
         );
     }
     // With the issuer named, a claim-based set is fine.
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(
-            json!({"spiffe_id": "spiffe://example.org/tessera/node-set/gpu",
+        json!({"spiffe_id": "spiffe://example.org/tessera/node-set/gpu",
                     "selectors": ["jwt:issuer-name:k8s", "k8s:node-name:gpu-1"]}),
-        ),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let set = entry(&admin, EU, &["node:zone:eu"], "").await;
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/tokens",
-        Some(json!({"spiffe_id": EU})),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/certs",
-        Some(json!({"spiffe_id": EU, "csr": csr().1})),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_field"),
-        "{v}"
-    );
+    let (s, v) = post(&admin, "/v1/tokens", json!({"spiffe_id": EU})).await;
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
+    let (s, v) = issue(&admin, EU).await;
+    assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
 
     // A workload entry parented to the set.
     entry(&admin, WEB, &["container:label:app:web"], EU).await;
     let cid = container_id('f');
     async fn listed(c: &Client) -> Vec<String> {
-        let (s, v) = call(c, Method::GET, "/v1/agent/entries", None).await;
+        let (s, v) = get(c, "/v1/agent/entries").await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["items"]
             .as_array()
@@ -833,7 +707,7 @@ async fn node_sets(db: Db) {
     let (s, v, _) = ask(eu_node, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let serial = v["svids"][0]["serial"].as_str().unwrap().to_owned();
-    let (_, rec) = call(&admin, Method::GET, &format!("/v1/certs/{serial}"), None).await;
+    let (_, rec) = get(&admin, &format!("/v1/certs/{serial}")).await;
     let att = rec["attestation"].to_string();
     assert!(
         att.contains(set["id"].as_str().unwrap()),
@@ -842,27 +716,20 @@ async fn node_sets(db: Db) {
     assert!(att.contains(NODE1), "{rec}");
     // The node outside the set gets nothing from it (X.509 or JWT).
     let (s, v, _) = ask(us_node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
-    let (s, v) = call(
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
+    let (s, v) = post(
         us_node,
-        Method::POST,
         "/v1/agent/jwt-svids",
-        Some(json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])})),
+        json!({"audience": ["db"], "attestation": evidence(&cid, &["app:web"], &[])}),
     )
     .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
 
     // Deleting the set stops issuance through it at once.
-    let (s, _) = call(
-        &admin,
-        Method::DELETE,
-        &format!("/v1/entries/{}", set["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/entries/{}", id(&set))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v, _) = ask(eu_node, evidence(&cid, &["app:web"], &[])).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     assert!(listed(eu_node).await.is_empty());
 }
 

@@ -6,12 +6,12 @@
 //! unknown `kid` at most once per window.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, TestDb, call, config, csr};
+use crate::common::{Clients, Db, Harness, TestDb, assert_problem, config, csr, get, post, strs};
 use crate::receiver;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -104,13 +104,7 @@ async fn start(db: Db, issuers: Vec<JwtIssuerConfig>) -> Harness {
 
 async fn present(h: &Harness, route: &str, tok: &str) -> (StatusCode, Value) {
     let (_key, csr) = csr();
-    call(
-        &h.anonymous(),
-        Method::POST,
-        route,
-        Some(json!({"token": tok, "csr": csr})),
-    )
-    .await
+    post(&h.anonymous(), route, json!({"token": tok, "csr": csr})).await
 }
 
 async fn refusals_audited(h: &Harness) -> i64 {
@@ -124,11 +118,10 @@ async fn refusals_audited(h: &Harness) -> i64 {
 
 async fn entry(h: &Harness, spiffe_id: &str, selectors: &[&str], parent: &str) {
     let admin = h.operator(Role::Admin).await;
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent})),
+        json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -325,11 +318,10 @@ async fn workload_tokens(db: Db) {
         let (client, t) = (h.anonymous(), racer.clone());
         let (_k, csr) = csr();
         tasks.push(tokio::spawn(async move {
-            call(
+            post(
                 &client,
-                Method::POST,
                 "/v1/svids/platform",
-                Some(json!({"token": t, "csr": csr})),
+                json!({"token": t, "csr": csr}),
             )
             .await
             .0
@@ -394,32 +386,14 @@ async fn workload_tokens(db: Db) {
     // Such a certificate is renewed only with a fresh token.
     let (k2, csr2) = csr();
     let t = token(&ec, json!({"kid": "ec"}), &oidc_claims("web", "for-renew"));
-    let (s, v) = call(
-        &h.anonymous(),
-        Method::POST,
-        route,
-        Some(json!({"token": t, "csr": csr2})),
-    )
-    .await;
+    let (s, v) = post(&h.anonymous(), route, json!({"token": t, "csr": csr2})).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let holder = h.with_cert(v["certificate"].as_str().unwrap(), &k2.serialize_pem());
     // It authenticates as a workload (revocation feed, denials).
-    let (s, v) = call(
-        &holder,
-        Method::GET,
-        "/v1/revocations?since=0&wait=1&bundle=1",
-        None,
-    )
-    .await;
+    let (s, v) = get(&holder, "/v1/revocations?since=0&wait=1&bundle=1").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, csr3) = csr();
-    let (s, v) = call(
-        &holder,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr3})),
-    )
-    .await;
+    let (s, v) = post(&holder, "/v1/certs/renew", json!({"csr": csr3})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(v["code"], "renewal_refused");
     assert!(v["detail"].as_str().unwrap().contains("fresh token"), "{v}");
@@ -441,26 +415,20 @@ async fn kubernetes_nodes_and_pods(db: Db) {
 
     // The agent's service account attests node-1.
     let (k, csr1) = csr();
-    let (s, v) = call(
+    let (s, v) = post(
         &h.anonymous(),
-        Method::POST,
         "/v1/nodes/attest",
-        Some(json!({"token": tok(k8s_claims("tessera", "agent", "node-1", "a1")), "csr": csr1})),
+        json!({"token": tok(k8s_claims("tessera", "agent", "node-1", "a1")), "csr": csr1}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let node_id = "spiffe://example.org/tessera/agent/k8s.node-1";
     assert_eq!(v["spiffe_id"], node_id);
     let node = h.with_cert(v["certificate"].as_str().unwrap(), &k.serialize_pem());
-    let (s, v) = call(&admin, Method::GET, "/v1/nodes/k8s.node-1", None).await;
+    let (s, v) = get(&admin, "/v1/nodes/k8s.node-1").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["attestation_type"], "platform_token");
-    let sel: Vec<&str> = v["selectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let sel = strs(&v["selectors"]);
     for want in [
         "k8s:ns:tessera",
         "k8s:sa:agent",
@@ -472,7 +440,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         assert!(sel.contains(&want), "{want} not in {sel:?}");
     }
     // The node certificate is a node's: it may list its entries.
-    let (s, v) = call(&node, Method::GET, "/v1/agent/entries", None).await;
+    let (s, v) = get(&node, "/v1/agent/entries").await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // Another service account cannot attest a node.
@@ -498,26 +466,17 @@ async fn kubernetes_nodes_and_pods(db: Db) {
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("jti"), "{v}");
     // A node entry under the issuer's prefix cannot be registered by hand.
-    let (s, v) = call(
+    let (s, v) = post(
         &admin,
-        Method::POST,
         "/v1/entries",
-        Some(
-            json!({"spiffe_id": "spiffe://example.org/tessera/agent/k8s.node-9",
+        json!({"spiffe_id": "spiffe://example.org/tessera/agent/k8s.node-9",
                     "selectors": ["node:name:x"]}),
-        ),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
     // Banned: re-attestation is refused, and audited.
-    let (s, v) = call(
-        &admin,
-        Method::POST,
-        "/v1/nodes/k8s.node-1/ban",
-        Some(json!({})),
-    )
-    .await;
+    let (s, v) = post(&admin, "/v1/nodes/k8s.node-1/ban", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let audited = refusals_audited(&h).await;
     let (s, v) = present(
@@ -526,23 +485,13 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("tessera", "agent", "node-1", "a3")),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("node_refused")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "node_refused");
     assert_eq!(refusals_audited(&h).await, audited + 1);
     assert_eq!(h.count("certificates").await, before);
-    let (s, v) = call(&node, Method::GET, "/v1/agent/entries", None).await;
+    let (s, v) = get(&node, "/v1/agent/entries").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     // Unbanned: a fresh token attests again.
-    let (s, _) = call(
-        &admin,
-        Method::POST,
-        "/v1/nodes/k8s.node-1/unban",
-        Some(json!({})),
-    )
-    .await;
+    let (s, _) = post(&admin, "/v1/nodes/k8s.node-1/unban", json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = present(
         &h,
@@ -578,11 +527,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         &tok(k8s_claims("shop", "db", "node-1", "p2")),
     )
     .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("no_entry")),
-        "{v}"
-    );
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
 }
 
 both_backends!(kubernetes_nodes_and_pods);
@@ -716,11 +661,10 @@ async fn jwks_url_refresh(db: Db) {
         let client = h.anonymous();
         let (_k, csr) = csr();
         tasks.push(tokio::spawn(async move {
-            call(
+            post(
                 &client,
-                Method::POST,
                 "/v1/svids/platform",
-                Some(json!({"token": t, "csr": csr})),
+                json!({"token": t, "csr": csr}),
             )
             .await
         }));

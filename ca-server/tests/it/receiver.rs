@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use crate::common::Clients;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, StatusCode};

@@ -2,7 +2,7 @@
 //! the route table says, and the OpenAPI document must describe that table.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call};
+use crate::common::{Clients, Db, Harness, call, delete, get, id, post};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tessera_ca::api::{Access, ROUTES};
@@ -37,11 +37,10 @@ async fn every_route_every_role(db: Db) {
     let admin = h.operator(Role::Admin).await;
     for role in Role::ALL {
         callers.push((Caller::Cert(role), h.operator(role).await));
-        let (s, t) = call(
+        let (s, t) = post(
             &admin,
-            Method::POST,
             "/v1/credentials",
-            Some(json!({"name": format!("t-{}", role.as_str()), "role": role})),
+            json!({"name": format!("t-{}", role.as_str()), "role": role}),
         )
         .await;
         assert_eq!(s, StatusCode::CREATED, "{t}");
@@ -96,31 +95,24 @@ async fn every_route_every_role(db: Db) {
     assert_eq!(checked, ROUTES.len() * callers.len());
 
     // A disabled token and a bogus one are refused everywhere but public routes.
-    let (_, t) = call(
+    let (_, t) = post(
         &admin,
-        Method::POST,
         "/v1/credentials",
-        Some(json!({"name": "gone", "role": "admin"})),
+        json!({"name": "gone", "role": "admin"}),
     )
     .await;
     let gone = h.with_token(t["token"].as_str().unwrap());
-    let (s, _) = call(&gone, Method::GET, "/v1/ca", None).await;
+    let (s, _) = get(&gone, "/v1/ca").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = call(
-        &admin,
-        Method::DELETE,
-        &format!("/v1/credentials/{}", t["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/credentials/{}", id(&t))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = call(&gone, Method::GET, "/v1/ca", None).await;
+    let (s, v) = get(&gone, "/v1/ca").await;
     assert_eq!(
         (s, v["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
     );
     let forged = format!("{}x", t["token"].as_str().unwrap());
-    let (s, _) = call(&h.with_token(&forged), Method::GET, "/v1/ca", None).await;
+    let (s, _) = get(&h.with_token(&forged), "/v1/ca").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -129,11 +121,7 @@ both_backends!(every_route_every_role);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_matches_router_and_file() {
     let h = Harness::start(Db::Sqlite).await;
-    let served = h
-        .anonymous()
-        .call(Method::GET, "/v1/openapi.json", None)
-        .await
-        .unwrap();
+    let served = h.fetch("/v1/openapi.json").await;
     assert_eq!(served.status, StatusCode::OK);
     let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
     assert_eq!(

@@ -4,8 +4,8 @@
 //! the issue lists. Certificates are checked with openssl against the bundle.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
-use hyper::{Method, StatusCode};
+use crate::common::{Clients, Db, Harness, ca_ids, csr, field_strs, get, post, revoke};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -14,33 +14,19 @@ use tessera_core::api::Role;
 use tessera_core::client::Client;
 
 async fn status(admin: &Client) -> Value {
-    let (s, v) = call(admin, Method::GET, "/v1/ca", None).await;
+    let (s, v) = get(admin, "/v1/ca").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
 }
 
-fn ids_in(v: &Value, state: &str) -> Vec<String> {
-    v["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["state"] == state)
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn one_in(v: &Value, state: &str) -> String {
-    let ids = ids_in(v, state);
+    let ids = ca_ids(v, state);
     assert_eq!(ids.len(), 1, "expected one {state} CA: {v}");
     ids[0].clone()
 }
 
 async fn bundle_pem(h: &Harness) -> String {
-    let r = h
-        .anonymous()
-        .call(Method::GET, "/v1/bundle", None)
-        .await
-        .unwrap();
+    let r = h.fetch("/v1/bundle").await;
     assert_eq!(r.status, StatusCode::OK);
     String::from_utf8(r.body.to_vec()).unwrap()
 }
@@ -76,19 +62,9 @@ async fn admin(h: &Harness) -> Client {
     h.operator(Role::Admin).await
 }
 
-async fn post(c: &Client, path: &str) -> (StatusCode, Value) {
-    call(c, Method::POST, path, None).await
-}
-
-async fn renew(c: &Client) -> (StatusCode, Value, rcgen::KeyPair) {
+async fn renew_with_key(c: &Client) -> (StatusCode, Value, rcgen::KeyPair) {
     let (key, csr) = csr();
-    let (s, v) = call(
-        c,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr})),
-    )
-    .await;
+    let (s, v) = post(c, "/v1/certs/renew", json!({"csr": csr})).await;
     (s, v, key)
 }
 
@@ -109,31 +85,32 @@ async fn lifecycle_by_hand(db: Db) {
     let (w1_cert, w1_key, _) = h.workload("spiffe://example.org/w1").await;
 
     // Refusals before anything is prepared.
-    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/activate")).await;
+    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/activate"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "activating the active CA: {v}");
-    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire")).await;
+    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "retiring the only active CA: {v}");
     assert!(v["detail"].as_str().unwrap().contains("active CA"), "{v}");
     let (s, _) = post(
         &admin(&h).await,
         &format!("/v1/ca/{}/activate", "0".repeat(32)),
+        None,
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "activating a CA never prepared");
-    let (s, v) = post(&admin(&h).await, "/v1/ca/not-an-id/activate").await;
+    let (s, v) = post(&admin(&h).await, "/v1/ca/not-an-id/activate", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let auditor = h.operator(Role::Auditor).await;
-    let (s, _) = post(&auditor, "/v1/ca/prepare").await;
+    let (s, _) = post(&auditor, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "an auditor cannot prepare");
 
     // Prepare: published at once (bundle changes), signing nothing yet.
-    let (s, v) = post(&admin(&h).await, "/v1/ca/prepare").await;
+    let (s, v) = post(&admin(&h).await, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let new = one_in(&v, "prepared");
     assert_ne!(v["bundle_sequence"].as_i64().unwrap(), seq0);
     assert_eq!(h.anchors().len(), 2);
     assert_eq!(bundle_pem(&h).await.matches("BEGIN CERTIFICATE").count(), 2);
-    let (s, v) = post(&admin(&h).await, "/v1/ca/prepare").await;
+    let (s, v) = post(&admin(&h).await, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "a second prepared CA: {v}");
     let (_, _, issued) = h.workload("spiffe://example.org/w1").await;
     let still_old = issued["certificate"].as_str().unwrap();
@@ -144,12 +121,12 @@ async fn lifecycle_by_hand(db: Db) {
     ));
 
     // The overlap is enforced.
-    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{new}/activate")).await;
+    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{new}/activate"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "activated before the overlap: {v}");
     assert!(v["detail"].as_str().unwrap().contains("overlap"), "{v}");
     // The overlap is a span of wall-clock time; nothing else to wait for.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{new}/activate")).await;
+    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{new}/activate"), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(one_in(&v, "active"), new);
     assert_eq!(one_in(&v, "retired"), old);
@@ -180,7 +157,7 @@ async fn lifecycle_by_hand(db: Db) {
     assert!(openssl_verifies(h.dir.path(), &bundle, fresh));
     assert!(openssl_verifies(h.dir.path(), &bundle, &w1_cert));
     // A holder of an old-CA certificate renews across the rotation.
-    let (s, v, _) = renew(&h.with_cert(&w1_cert, &w1_key)).await;
+    let (s, v, _) = renew_with_key(&h.with_cert(&w1_cert, &w1_key)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(openssl_verifies(
         h.dir.path(),
@@ -189,17 +166,12 @@ async fn lifecycle_by_hand(db: Db) {
     ));
 
     // Retiring the old one waits for its leaves.
-    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire")).await;
+    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("depend"), "{v}");
     // Let its leaves expire (the clock, straight in the database).
-    let mut c = h.db.raw().await;
-    sqlx::query("UPDATE certificates SET not_after = 1 WHERE ca_id = $1")
-        .bind(old.clone())
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire")).await;
+    h.expire_leaves_of(&old).await;
+    let (s, v) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire"), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(one_in(&v, "removed"), old);
     assert_eq!(h.anchors().len(), 1);
@@ -209,19 +181,14 @@ async fn lifecycle_by_hand(db: Db) {
         &bundle_pem(&h).await,
         &w1_cert
     ));
-    let (s, _) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire")).await;
+    let (s, _) = post(&admin(&h).await, &format!("/v1/ca/{old}/retire"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "retiring a removed CA");
-    let (s, _) = post(&admin(&h).await, &format!("/v1/ca/{old}/activate")).await;
+    let (s, _) = post(&admin(&h).await, &format!("/v1/ca/{old}/activate"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "activating a removed CA");
 
     // Every transition is audited and the chain holds.
-    let (_, audit) = call(&admin(&h).await, Method::GET, "/v1/audit?limit=1000", None).await;
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["action"].as_str().unwrap())
-        .collect();
+    let (_, audit) = get(&admin(&h).await, "/v1/audit?limit=1000").await;
+    let actions = field_strs(&audit["items"], "action");
     for a in ["ca.prepare", "ca.activate", "ca.retire"] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
@@ -230,11 +197,7 @@ async fn lifecycle_by_hand(db: Db) {
     tessera_core::audit::verify_chain([0; 32], &records).unwrap();
 
     // Metrics name each generation's state and expiry.
-    let r = h
-        .anonymous()
-        .call(Method::GET, "/metrics", None)
-        .await
-        .unwrap();
+    let r = h.fetch("/metrics").await;
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(
         text.contains(&format!(
@@ -290,7 +253,7 @@ async fn schedule_rotates_on_its_own(db: Db) {
     }
     // Every activation came from the schedule, after its generation had been
     // published for the overlap.
-    let (_, audit) = call(&admin(&h).await, Method::GET, "/v1/audit?limit=1000", None).await;
+    let (_, audit) = get(&admin(&h).await, "/v1/audit?limit=1000").await;
     let recs = audit["items"].as_array().unwrap();
     let at_of = |action: &str, target: &str| {
         recs.iter()
@@ -343,27 +306,19 @@ async fn emergency_revocation(db: Db) {
     let (v_cert, v_key, v_issued) = h.workload("spiffe://example.org/victim").await;
     let (b_cert, b_key, b_issued) = h.workload("spiffe://example.org/bad").await;
     // One holder was already revoked for its own reasons: it must not come back.
-    let (s, v) = call(
+    let (s, v) = revoke(
         &admin(&h).await,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": b_issued["serial"], "reason": "key_compromise"})),
+        json!({"serial": b_issued["serial"], "reason": "key_compromise"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = post(&admin(&h).await, "/v1/ca/prepare").await;
+    let (s, v) = post(&admin(&h).await, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let standby = one_in(&v, "prepared");
-    let (_, feed0) = call(
-        &admin(&h).await,
-        Method::GET,
-        "/v1/revocations?since=0",
-        None,
-    )
-    .await;
+    let (_, feed0) = get(&admin(&h).await, "/v1/revocations?since=0").await;
     let since = feed0["version"].as_i64().unwrap();
 
-    let (s, r) = post(&admin(&h).await, &format!("/v1/ca/{old}/revoke")).await;
+    let (s, r) = post(&admin(&h).await, &format!("/v1/ca/{old}/revoke"), None).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["replacement"], standby.as_str(), "{r}");
     assert!(r.get("warning").is_none(), "{r}");
@@ -378,12 +333,10 @@ async fn emergency_revocation(db: Db) {
         &bundle_pem(&h).await,
         &v_cert
     ));
-    let (_, feed) = call(
+    let (_, feed) = get(
         // The old admin certificate fell with its CA; a new one comes from the new CA.
         &h.operator(Role::Admin).await,
-        Method::GET,
         &format!("/v1/revocations?since={since}"),
-        None,
     )
     .await;
     let ev: Vec<&Value> = feed["revocations"].as_array().unwrap().iter().collect();
@@ -396,7 +349,7 @@ async fn emergency_revocation(db: Db) {
 
     // The victim re-issues with its revoked certificate, under the new CA...
     let victim = h.with_cert(&v_cert, &v_key);
-    let (s, v, _) = renew(&victim).await;
+    let (s, v, _) = renew_with_key(&victim).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(openssl_verifies(
         h.dir.path(),
@@ -404,17 +357,11 @@ async fn emergency_revocation(db: Db) {
         v["certificate"].as_str().unwrap()
     ));
     // ...but may do nothing else with it.
-    let (s, v) = call(
-        &victim,
-        Method::POST,
-        "/v1/denials",
-        Some(json!({"denials": []})),
-    )
-    .await;
+    let (s, v) = post(&victim, "/v1/denials", json!({"denials": []})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     // A certificate revoked for its own compromise stays revoked.
     let bad = h.with_cert(&b_cert, &b_key);
-    let (s, v, _) = renew(&bad).await;
+    let (s, v, _) = renew_with_key(&bad).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     // A second revocation of the same generation is refused. (The ledger's
     // `IssuerUsable` check, which stops a leaf signed just before the
@@ -423,13 +370,14 @@ async fn emergency_revocation(db: Db) {
     let (s, _) = post(
         &h.operator(Role::Admin).await,
         &format!("/v1/ca/{old}/revoke"),
+        None,
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     // Revoking the active generation with nothing prepared makes a fresh one,
     // with a warning that followers need the new bundle out of band.
-    let (s, r) = post(&admin(&h).await, &format!("/v1/ca/{standby}/revoke")).await;
+    let (s, r) = post(&admin(&h).await, &format!("/v1/ca/{standby}/revoke"), None).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let fresh = r["replacement"].as_str().unwrap().to_owned();
     assert_ne!(fresh, standby);
@@ -461,11 +409,10 @@ async fn expiring_ca_refuses_to_issue(db: Db) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (_, csr) = csr();
     let before = h.count("certificates").await;
-    let (s, v) = call(
+    let (s, v) = post(
         &h.anonymous(),
-        Method::POST,
         "/v1/certs/redeem",
-        Some(json!({"token": token, "csr": csr})),
+        json!({"token": token, "csr": csr}),
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");

@@ -4,30 +4,17 @@
 //! operator's root with openssl.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, TestDb, call, config};
+use crate::common::{Clients, Db, Harness, TestDb, config, get, post};
 use hyper::{Method, StatusCode};
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ca::authority::Authority;
 use tessera_ca::ca::{import_signed_intermediate, prepare_intermediate};
 use tessera_core::api::{CaState, Role};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be installed (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use tessera_test_support::{CaBuilder, openssl, openssl_ec_key, openssl_output};
 
 /// webpki's verdict (the verifier Tessera's sidecars and API use for client
 /// certificates) on `leaf` with `chain` under `anchors`.
@@ -56,18 +43,7 @@ const CA_EXT: &str = "[v3_ca]\nbasicConstraints=critical,CA:true,pathlen:0\nkeyU
 
 /// An operator root (EC P-256) in `dir`: root.key, root.pem.
 fn operator_root(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &format!("{name}.key"),
-        ],
-    );
+    openssl_ec_key(dir, &format!("{name}.key"));
     openssl(
         dir,
         &[
@@ -107,11 +83,7 @@ async fn leaf_under_root(h: &Harness, dir: &Path, id: &str) -> (String, String, 
         !chain.is_empty(),
         "an intermediate's leaves carry the chain"
     );
-    let bundle = h
-        .anonymous()
-        .call(Method::GET, "/v1/bundle", None)
-        .await
-        .unwrap();
+    let bundle = h.fetch("/v1/bundle").await;
     assert_eq!(
         tessera_core::pem::certs(&bundle.body).unwrap(),
         tessera_core::pem::certs(&std::fs::read(dir.join("root.pem")).unwrap()).unwrap(),
@@ -125,21 +97,30 @@ async fn leaf_under_root(h: &Harness, dir: &Path, id: &str) -> (String, String, 
         &certs_of(chain.as_bytes()),
     )
     .expect("webpki accepts the leaf under the operator's root");
-    openssl(
-        dir,
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "chain.pem",
-            "leaf.pem",
-        ],
+    let out = verify_under_root(dir, "chain.pem", "leaf.pem");
+    assert!(
+        out.status.success(),
+        "openssl verify: {}",
+        text(&out.stderr)
     );
     tessera_core::svid::check_tessera_leaf(&tessera_core::pem::certs(cert.as_bytes()).unwrap()[0])
         .unwrap();
     (cert, key, issued)
+}
+
+/// `openssl verify -x509_strict` of `leaf` under `root.pem` with the
+/// intermediates in `untrusted` (files in `dir`).
+fn verify_under_root(dir: &Path, untrusted: &str, leaf: &str) -> std::process::Output {
+    let args = [
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        untrusted,
+        leaf,
+    ];
+    openssl_output(dir, &args)
 }
 
 /// Signs `csr` with the operator root `ca` into `out`: `-days`, an optional
@@ -220,11 +201,7 @@ async fn csr_flow_under_openssl_root(db: Db) {
 
     std::fs::write(dir.join("int.csr"), csr).unwrap();
     // The CSR asks for what Tessera needs and no name constraints (see ca::intermediate_csr).
-    let text = Command::new("openssl")
-        .args(["req", "-in", "int.csr", "-noout", "-text"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let text = openssl_output(dir, &["req", "-in", "int.csr", "-noout", "-text"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
     assert!(text.contains("Certificate Sign, CRL Sign"), "{text}");
@@ -232,18 +209,7 @@ async fn csr_flow_under_openssl_root(db: Db) {
     assert!(!text.contains("Name Constraints"), "{text}");
 
     // A key that is not the pending CA's, signed properly.
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "stranger.key",
-        ],
-    );
+    openssl_ec_key(dir, "stranger.key");
     openssl(
         dir,
         &[
@@ -381,18 +347,7 @@ async fn import_existing_intermediate_key_and_cert() {
     let dir = work.path();
     operator_root(dir, "root");
     std::fs::write(dir.join("ext.cnf"), CA_EXT).unwrap();
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "int.ec.key",
-        ],
-    );
+    openssl_ec_key(dir, "int.ec.key");
     openssl(
         dir,
         &[
@@ -463,18 +418,7 @@ async fn import_existing_intermediate_key_and_cert() {
          extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://example.org/web\n",
     )
     .unwrap();
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "forged.ec.key",
-        ],
-    );
+    openssl_ec_key(dir, "forged.ec.key");
     openssl(
         dir,
         &[
@@ -527,7 +471,7 @@ async fn import_existing_intermediate_key_and_cert() {
         &std::fs::read_to_string(dir.join("forged.pem")).unwrap(),
         &std::fs::read_to_string(dir.join("forged.key")).unwrap(),
     );
-    let (s, v) = crate::common::call(&forged, Method::GET, "/v1/revocations", None).await;
+    let (s, v) = get(&forged, "/v1/revocations").await;
     assert_eq!(
         s,
         hyper::StatusCode::UNAUTHORIZED,
@@ -590,21 +534,13 @@ async fn intermediate_harness(
 /// Runs the real `tessera-ca` binary against the harness's database and data
 /// directory (same KEK file), as an operator would beside a running server.
 fn tessera_ca(h: &Harness, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera-ca"));
-    cmd.arg("--data-dir")
-        .arg(h.dir.path())
-        .arg("--database-url")
-        .arg(&h.db.url)
-        .arg("--trust-domain")
-        .arg("example.org")
-        .args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TESSERA") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("TESSERA_LOG", "warn")
-        .env("RUST_LIB_BACKTRACE", "0")
+    CaBuilder::new()
+        .data_dir(h.dir.path())
+        .database(&h.db)
+        .trust_domain("example.org")
+        .log("warn")
+        .command()
+        .args(args)
         .output()
         .expect("running tessera-ca")
 }
@@ -614,7 +550,7 @@ fn text(b: &[u8]) -> String {
 }
 
 async fn ca_json(h: &Harness) -> Value {
-    let (s, v) = call(&h.operator(Role::Admin).await, Method::GET, "/v1/ca", None).await;
+    let (s, v) = get(&h.operator(Role::Admin).await, "/v1/ca").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
 }
@@ -679,13 +615,7 @@ async fn intermediate_rotation_through_csr(db: Db) {
         "{}",
         text(&out.stderr)
     );
-    let (s, v) = call(
-        &h.operator(Role::Admin).await,
-        Method::POST,
-        "/v1/ca/prepare",
-        None,
-    )
-    .await;
+    let (s, v) = post(&h.operator(Role::Admin).await, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
         v["detail"].as_str().unwrap().contains("tessera-ca ca csr"),
@@ -746,22 +676,15 @@ async fn intermediate_rotation_through_csr(db: Db) {
     );
 
     // Not before the overlap; `tessera ca rotate` then activates it.
-    let (s, v) = call(
+    let (s, v) = post(
         &h.operator(Role::Admin).await,
-        Method::POST,
         &format!("/v1/ca/{next}/activate"),
         None,
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("overlap"), "{v}");
-    let (s, v) = call(
-        &h.operator(Role::Admin).await,
-        Method::POST,
-        "/v1/ca/rotate",
-        None,
-    )
-    .await;
+    let (s, v) = post(&h.operator(Role::Admin).await, "/v1/ca/rotate", None).await;
     assert!(s.is_success(), "{s} {v}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while h.auth.signing_ca().id != next {
@@ -786,11 +709,10 @@ async fn intermediate_rotation_through_csr(db: Db) {
         "leaf chain does not start with the new intermediate"
     );
     let holder = h.with_cert(&format!("{old_cert}{old_chain}"), &old_key);
-    let (s, v) = call(
+    let (s, v) = post(
         &holder,
-        Method::POST,
         "/v1/certs/renew",
-        Some(json!({"csr": crate::common::csr().1})),
+        json!({"csr": crate::common::csr().1}),
     )
     .await;
     assert_eq!(
@@ -808,12 +730,7 @@ async fn intermediate_rotation_through_csr(db: Db) {
 
     // The old intermediate leaves once its leaves have expired (the clock,
     // straight in the database); the schedule removes it.
-    let mut c = h.db.raw().await;
-    sqlx::query("UPDATE certificates SET not_after = 1 WHERE ca_id = $1")
-        .bind(old.clone())
-        .execute(&mut c)
-        .await
-        .unwrap();
+    h.expire_leaves_of(&old).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = ca_json(&h).await;
@@ -827,17 +744,11 @@ async fn intermediate_rotation_through_csr(db: Db) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The API server's certificate now comes from the constrained intermediate.
-    let (s, _) = call(&h.anonymous(), Method::GET, "/healthz", None).await;
+    let (s, _) = get(&h.anonymous(), "/healthz").await;
     assert_eq!(s, StatusCode::OK);
 
     // The whole flow is in the (intact) audit chain.
-    let (_, audit) = call(
-        &h.operator(Role::Admin).await,
-        Method::GET,
-        "/v1/audit?limit=1000",
-        None,
-    )
-    .await;
+    let (_, audit) = get(&h.operator(Role::Admin).await, "/v1/audit?limit=1000").await;
     let records: Vec<tessera_core::api::AuditRecord> =
         serde_json::from_value(audit["items"].clone()).unwrap();
     tessera_core::audit::verify_chain([0; 32], &records).unwrap();
@@ -930,18 +841,7 @@ fn uri_name_constraints_openssl_accepts_webpki_refuses() {
     let dir = work.path();
     operator_root(dir, "root");
     let key = |name: &str| {
-        openssl(
-            dir,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                &format!("{name}.key"),
-            ],
-        );
+        openssl_ec_key(dir, &format!("{name}.key"));
         openssl(
             dir,
             &[
@@ -988,21 +888,7 @@ fn uri_name_constraints_openssl_accepts_webpki_refuses() {
             false,
         );
     }
-    let verify = |leaf: &str| {
-        Command::new("openssl")
-            .args([
-                "verify",
-                "-x509_strict",
-                "-CAfile",
-                "root.pem",
-                "-untrusted",
-                "int.pem",
-                leaf,
-            ])
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    };
+    let verify = |leaf: &str| verify_under_root(dir, "int.pem", leaf);
     assert!(
         verify("leaf.pem").status.success(),
         "{}",

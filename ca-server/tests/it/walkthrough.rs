@@ -2,11 +2,25 @@
 //! revocation → CRL and feed, checked with our own checker and with openssl.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, csr};
-use hyper::{Method, StatusCode};
-use serde_json::json;
+use crate::common::{Clients, Db, Harness, csr, delete, get, id, issue, post, renew, revoke};
+use hyper::StatusCode;
+use serde_json::{Value, json};
 use tessera_core::api::Role;
+use tessera_test_support::openssl_output;
 use x509_parser::prelude::FromDer;
+
+/// `openssl verify <options> -CAfile bundle.pem cert.pem` of `cert_pem`
+/// against the bundle that came with it in `issued`.
+fn openssl_verify(issued: &Value, cert_pem: &str, options: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = issued["bundle"].as_str().unwrap();
+    std::fs::write(dir.path().join("bundle.pem"), bundle).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert_pem).unwrap();
+    let mut args = vec!["verify"];
+    args.extend_from_slice(options);
+    args.extend(["-CAfile", "bundle.pem", "cert.pem"]);
+    openssl_output(dir.path(), &args)
+}
 
 async fn issue_renew_revoke(db: Db) {
     let h = Harness::start(db).await;
@@ -24,19 +38,11 @@ async fn issue_renew_revoke(db: Db) {
         issued["attestation_hash"].as_str().unwrap()
     );
     assert!(info.not_after - info.not_before <= 3600 + 30);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bundle.pem"),
-        issued["bundle"].as_str().unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
-    let out = std::process::Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
-        .arg(dir.path().join("bundle.pem"))
-        .arg(dir.path().join("cert.pem"))
-        .output()
-        .expect("openssl must be installed");
+    let out = openssl_verify(
+        &issued,
+        &cert_pem,
+        &["-x509_strict", "-purpose", "sslclient"],
+    );
     assert!(
         out.status.success(),
         "openssl verify: {}",
@@ -46,13 +52,7 @@ async fn issue_renew_revoke(db: Db) {
     // The ledger maps the binding hash back to the attestation record.
     let admin = h.operator(Role::Admin).await;
     let hash = issued["attestation_hash"].as_str().unwrap();
-    let (s, list) = call(
-        &admin,
-        Method::GET,
-        &format!("/v1/certs?attestation_hash={hash}"),
-        None,
-    )
-    .await;
+    let (s, list) = get(&admin, &format!("/v1/certs?attestation_hash={hash}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["attestation"]["method"], "join_token");
@@ -61,40 +61,24 @@ async fn issue_renew_revoke(db: Db) {
     // Renewal over mTLS keeps the identity; the new key may differ.
     let workload = h.with_cert(&cert_pem, &key_pem);
     let (_, csr2) = csr();
-    let (s, renewed) = call(
-        &workload,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr2})),
-    )
-    .await;
+    let (s, renewed) = post(&workload, "/v1/certs/renew", json!({"csr": csr2})).await;
     assert_eq!(s, StatusCode::CREATED, "{renewed}");
     assert_eq!(renewed["spiffe_id"], "spiffe://example.org/web");
     assert_ne!(renewed["serial"], issued["serial"]);
 
     // Revoke the first certificate: feed, CRL and renewal all see it.
     let serial = issued["serial"].as_str().unwrap();
-    let (s, v) = call(&admin, Method::GET, "/v1/revocations?since=0", None).await;
+    let (s, v) = get(&admin, "/v1/revocations?since=0").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["version"], 0);
     // An auditor long-polls the feed while the revocation happens.
     let waiter = {
         let follower = h.operator(Role::Auditor).await;
-        tokio::spawn(async move {
-            call(
-                &follower,
-                Method::GET,
-                "/v1/revocations?since=0&wait=30",
-                None,
-            )
-            .await
-        })
+        tokio::spawn(async move { get(&follower, "/v1/revocations?since=0&wait=30").await })
     };
-    let (s, r) = call(
+    let (s, r) = revoke(
         &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": serial, "reason": "key_compromise"})),
+        json!({"serial": serial, "reason": "key_compromise"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{r}");
@@ -105,11 +89,7 @@ async fn issue_renew_revoke(db: Db) {
     assert_eq!(feed["revocations"][0]["reason"], "key_compromise");
     assert_eq!(feed["version"], r["version"]);
 
-    let crl = h
-        .anonymous()
-        .call(Method::GET, "/v1/crl", None)
-        .await
-        .unwrap();
+    let crl = h.fetch("/v1/crl").await;
     assert_eq!(crl.status, StatusCode::OK);
     let (_, parsed) =
         x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.body).unwrap();
@@ -129,32 +109,20 @@ async fn issue_renew_revoke(db: Db) {
             .is_ok()
     );
 
-    let (s, v) = call(
-        &workload,
-        Method::POST,
-        "/v1/certs/renew",
-        Some(json!({"csr": csr().1})),
-    )
-    .await;
+    let (s, v) = renew(&workload).await;
     assert!(
         s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN,
         "revoked certificate renewed: {s} {v}"
     );
 
     // Revoking again changes nothing.
-    let (s, r2) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": serial})),
-    )
-    .await;
+    let (s, r2) = revoke(&admin, json!({"serial": serial})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r2["revoked"], json!([]));
     assert_eq!(r2["version"], r["version"]);
 
     // Every change is in the audit log, and the chain verifies.
-    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
     let records: Vec<tessera_core::api::AuditRecord> =
         serde_json::from_value(audit["items"].clone()).unwrap();
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
@@ -181,13 +149,7 @@ async fn revoke_by_spiffe_id_and_entry(db: Db) {
     let (_, _, b) = h.workload("spiffe://example.org/api").await;
     let (_, _, other) = h.workload("spiffe://example.org/other").await;
     let admin = h.operator(Role::Issuer).await;
-    let (s, r) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"spiffe_id": "spiffe://example.org/api"})),
-    )
-    .await;
+    let (s, r) = revoke(&admin, json!({"spiffe_id": "spiffe://example.org/api"})).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let mut got: Vec<String> = serde_json::from_value(r["revoked"].clone()).unwrap();
     got.sort();
@@ -198,20 +160,12 @@ async fn revoke_by_spiffe_id_and_entry(db: Db) {
     want.sort();
     assert_eq!(got, want);
     h.workload("spiffe://example.org/api").await;
-    let (s, r) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"entry_id": e["id"]})),
-    )
-    .await;
+    let (s, r) = revoke(&admin, json!({"entry_id": e["id"]})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r["revoked"].as_array().unwrap().len(), 1);
-    let (s, list) = call(
+    let (s, list) = get(
         &admin,
-        Method::GET,
         "/v1/certs?revoked=false&spiffe_id=spiffe%3A%2F%2Fexample.org%2Fother",
-        None,
     )
     .await;
     assert_eq!(s, StatusCode::OK);
@@ -233,13 +187,7 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
         tasks.push(tokio::spawn(async move {
             let mut serials = Vec::new();
             for _ in 0..12 {
-                let (s, v) = call(
-                    &issuer,
-                    Method::POST,
-                    "/v1/certs",
-                    Some(json!({"spiffe_id": "spiffe://example.org/busy", "csr": csr().1})),
-                )
-                .await;
+                let (s, v) = issue(&issuer, "spiffe://example.org/busy").await;
                 assert_eq!(s, StatusCode::CREATED, "{v}");
                 serials.push(v["serial"].as_str().unwrap().to_owned());
             }
@@ -254,11 +202,9 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
     all.dedup();
     assert_eq!(all.len(), 96);
     let admin = h.operator(Role::Admin).await;
-    let (_, list) = call(
+    let (_, list) = get(
         &admin,
-        Method::GET,
         "/v1/certs?spiffe_id=spiffe%3A%2F%2Fexample.org%2Fbusy&limit=1000",
-        None,
     )
     .await;
     let mut listed: Vec<String> = list["items"]
@@ -269,7 +215,7 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
         .collect();
     listed.sort();
     assert_eq!(listed, all);
-    let (_, audit) = call(&admin, Method::GET, "/v1/audit?limit=1000", None).await;
+    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
     let records: Vec<tessera_core::api::AuditRecord> =
         serde_json::from_value(audit["items"].clone()).unwrap();
     tessera_core::audit::verify_chain([0; 32], &records).unwrap();
@@ -279,21 +225,9 @@ async fn concurrent_issuance_is_durable_and_audited(db: Db) {
     );
 
     let before = h.count("certificates").await;
-    let (s, _) = call(
-        &admin,
-        Method::DELETE,
-        &format!("/v1/entries/{}", e["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (s, _) = delete(&admin, &format!("/v1/entries/{}", id(&e))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = call(
-        &issuer,
-        Method::POST,
-        "/v1/certs",
-        Some(json!({"spiffe_id": "spiffe://example.org/busy", "csr": csr().1})),
-    )
-    .await;
+    let (s, v) = issue(&issuer, "spiffe://example.org/busy").await;
     assert!(
         s == StatusCode::FORBIDDEN || s == StatusCode::CONFLICT,
         "issued after entry deletion: {s} {v}"
@@ -315,19 +249,7 @@ async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
         assert_eq!(h.auth.ca_status().await.unwrap().cas[0].key_algorithm, alg);
         h.entry("spiffe://example.org/alg").await;
         let (cert, _, issued) = h.workload("spiffe://example.org/alg").await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("bundle.pem"),
-            issued["bundle"].as_str().unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
-        let out = std::process::Command::new("openssl")
-            .args(["verify", "-x509_strict", "-CAfile"])
-            .arg(dir.path().join("bundle.pem"))
-            .arg(dir.path().join("cert.pem"))
-            .output()
-            .unwrap();
+        let out = openssl_verify(&issued, &cert, &["-x509_strict"]);
         assert!(
             out.status.success(),
             "{alg}: {}",

@@ -5,9 +5,9 @@
 //! replicas.
 
 use crate::both_backends;
-use crate::common::{Db, Harness, call, config};
+use crate::common::{Clients, Db, Harness, config, delete, get, id, post, revoke};
 use crate::receiver::{self, Mode, Sse, redeem, verify_signature, wait_for};
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::time::{Duration, Instant};
@@ -15,11 +15,10 @@ use tessera_core::api::{Event, EventKind, Role};
 use tessera_core::client::Client;
 
 async fn register(admin: &Client, url: &str, kinds: &[&str], ca_pem: &str) -> (String, String) {
-    let (s, v) = call(
+    let (s, v) = post(
         admin,
-        Method::POST,
         "/v1/webhooks",
-        Some(json!({"url": url, "kinds": kinds, "ca_pem": ca_pem, "description": "test"})),
+        json!({"url": url, "kinds": kinds, "ca_pem": ca_pem, "description": "test"}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -30,13 +29,7 @@ async fn register(admin: &Client, url: &str, kinds: &[&str], ca_pem: &str) -> (S
 }
 
 async fn deliveries(c: &Client, id: &str) -> Vec<Value> {
-    let (s, v) = call(
-        c,
-        Method::GET,
-        &format!("/v1/webhooks/{id}/deliveries"),
-        None,
-    )
-    .await;
+    let (s, v) = get(c, &format!("/v1/webhooks/{id}/deliveries")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["items"].as_array().unwrap().clone()
 }
@@ -57,7 +50,7 @@ async fn signed_deliveries(db: Db) {
     .await;
 
     // The secret is shown once: never listed, never stored in clear.
-    let (s, list) = call(&auditor, Method::GET, "/v1/webhooks", None).await;
+    let (s, list) = get(&auditor, "/v1/webhooks").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["items"][0]["id"], id.as_str());
     assert_eq!(list["items"][0]["private_ca"], true);
@@ -76,13 +69,7 @@ async fn signed_deliveries(db: Db) {
 
     let issued = redeem(&h, &token).await;
     let serial = issued["serial"].as_str().unwrap();
-    let (s, _) = call(
-        &admin,
-        Method::POST,
-        "/v1/revocations",
-        Some(json!({"serial": serial})),
-    )
-    .await;
+    let (s, _) = revoke(&admin, json!({"serial": serial})).await;
     assert_eq!(s, StatusCode::OK);
 
     let mut ids = vec![];
@@ -131,20 +118,14 @@ async fn signed_deliveries(db: Db) {
     assert!(!log.iter().any(|d| d.to_string().contains(&secret)));
 
     // Removed: no more deliveries, its log is gone.
-    let (s, _) = call(&admin, Method::DELETE, &format!("/v1/webhooks/{id}"), None).await;
+    let (s, _) = delete(&admin, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = call(
-        &admin,
-        Method::GET,
-        &format!("/v1/webhooks/{id}/deliveries"),
-        None,
-    )
-    .await;
+    let (s, v) = get(&admin, &format!("/v1/webhooks/{id}/deliveries")).await;
     assert_eq!(
         (s, v["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
-    let (s, _) = call(&admin, Method::DELETE, &format!("/v1/webhooks/{id}"), None).await;
+    let (s, _) = delete(&admin, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(h.count("webhook_deliveries").await, 0);
 }
@@ -190,7 +171,7 @@ async fn receiver_down_then_up(db: Db) {
         .map(|d| d["attempt"].as_i64().unwrap())
         .collect();
     assert_eq!(&attempts[..4], &[1, 2, 3, 4]);
-    let (_, list) = call(&admin, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = get(&admin, "/v1/webhooks").await;
     assert!(list["items"][0]["attempts"].as_i64().unwrap() >= 4);
 
     // The receiver comes up on its address: the same event is delivered.
@@ -214,7 +195,7 @@ async fn receiver_down_then_up(db: Db) {
             .iter()
             .all(|d| d["outcome"] == "retrying" && d["event_id"].as_i64() == Some(ev.id))
     );
-    let (_, list) = call(&admin, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = get(&admin, "/v1/webhooks").await;
     assert_eq!(list["items"][0]["attempts"], 0);
 }
 
@@ -291,7 +272,7 @@ async fn failing_receiver_retried_then_given_up(db: Db) {
         ]
     );
     // The backoff is recorded in the webhook's state only while retrying.
-    let (_, list) = call(&admin, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = get(&admin, "/v1/webhooks").await;
     assert_eq!(list["items"][0]["attempts"], 0);
     assert_eq!(
         list["items"][0]["last_event_id"].as_i64(),
@@ -322,11 +303,10 @@ async fn slow_receiver_never_blocks_the_api(db: Db) {
     let token = h.join_token("spiffe://example.org/w").await;
     let (_, csr) = crate::common::csr();
     let started = Instant::now();
-    let (s, _) = call(
+    let (s, _) = post(
         &h.anonymous(),
-        Method::POST,
         "/v1/certs/redeem",
-        Some(json!({"token": token, "csr": csr})),
+        json!({"token": token, "csr": csr}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -411,7 +391,7 @@ async fn bad_registrations_refused(db: Db) {
         (with("secret", json!("mine")), "invalid_body", "secret"),
     ];
     for (body, code, needle) in cases {
-        let (s, v) = call(&admin, Method::POST, "/v1/webhooks", Some(body.clone())).await;
+        let (s, v) = post(&admin, "/v1/webhooks", body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body} -> {v}");
         assert_eq!(v["code"], code, "{body} -> {v}");
         assert!(
@@ -420,20 +400,14 @@ async fn bad_registrations_refused(db: Db) {
         );
     }
     // An auditor reads events and webhooks but cannot add or remove them.
-    let (s, _) = call(&auditor, Method::POST, "/v1/webhooks", Some(ok.clone())).await;
+    let (s, _) = post(&auditor, "/v1/webhooks", ok.clone()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.count("webhooks").await, 0);
-    let (s, _) = call(&auditor, Method::GET, "/v1/events?follow=false", None).await;
+    let (s, _) = get(&auditor, "/v1/events?follow=false").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, v) = call(&admin, Method::POST, "/v1/webhooks", Some(ok.clone())).await;
+    let (s, v) = post(&admin, "/v1/webhooks", ok.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = call(
-        &auditor,
-        Method::DELETE,
-        &format!("/v1/webhooks/{}", v["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (s, _) = delete(&auditor, &format!("/v1/webhooks/{}", id(&v))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.count("webhooks").await, 1);
 }
@@ -492,22 +466,20 @@ async fn one_deliverer_among_replicas(db: Db) {
         Client::new(&url2, tls, None).unwrap()
     };
     let token = {
-        let (s, v) = call(
+        let (s, v) = post(
             &admin2,
-            Method::POST,
             "/v1/tokens",
-            Some(json!({"spiffe_id": "spiffe://example.org/w"})),
+            json!({"spiffe_id": "spiffe://example.org/w"}),
         )
         .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["token"].as_str().unwrap().to_owned()
     };
     let (_, csr) = crate::common::csr();
-    let (s, v) = call(
+    let (s, v) = post(
         &admin2,
-        Method::POST,
         "/v1/certs/redeem",
-        Some(json!({"token": token, "csr": csr})),
+        json!({"token": token, "csr": csr}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");

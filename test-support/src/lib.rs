@@ -1,0 +1,38 @@
+//! What the tests of every Tessera crate share, so each fixture exists once:
+//!
+//! - [`Process`]: a child process killed and reaped on drop, its output kept
+//!   and printed when the test fails;
+//! - [`CaBuilder`] / [`Ca`]: the real `tessera-ca` binary, started the way a
+//!   test needs it and awaited by its listening line;
+//! - [`TestDb`]: a SQLite file or a fresh PostgreSQL database per test
+//!   ([`both_backends!`] runs a test on each);
+//! - [`Metrics`]: a scraped Prometheus page, read by name and labels;
+//! - [`workspace_binary`]: the path of a workspace binary, built once per
+//!   test process when cargo does not provide it;
+//! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
+
+mod api;
+mod binary;
+mod ca;
+mod db;
+mod json;
+mod metrics;
+mod net;
+mod openssl;
+mod pki;
+mod platform;
+mod poll;
+mod process;
+
+pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};
+pub use binary::workspace_binary;
+pub use ca::{Ca, CaBuilder, random_kek, wait_listening};
+pub use db::{Db, TestDb};
+pub use json::{array, ca_ids, field_strs, id, strs};
+pub use metrics::Metrics;
+pub use net::{await_closed, http_get, read_until_closed};
+pub use openssl::{openssl, openssl_ec_key, openssl_output};
+pub use pki::{csr, spiffe_root_params};
+pub use platform::{kubernetes_issuer_config, kubernetes_token};
+pub use poll::{poll_until, wait_until};
+pub use process::{EXIT_TIMEOUT, Output, Process};
