@@ -67,7 +67,7 @@ pub struct AttestationConfig {
     pub require_memory_limit: bool,
     /// Trusted platform-token (JWT) issuers (`[[attestation.jwt_issuers]]`):
     /// Kubernetes projected service-account tokens or any OIDC issuer. See
-    /// [`crate::platform`].
+    /// `crate::platform`.
     pub jwt_issuers: Vec<JwtIssuerConfig>,
 }
 

@@ -1,6 +1,6 @@
 //! Events: the audit records of certificate, CA and node changes, served as a
 //! server-sent event stream (`GET /v1/events`) and delivered to webhooks
-//! ([`crate::webhooks`]).
+//! (`crate::webhooks`).
 //!
 //! An event is an audit record (see [`tessera_core::api::Event::from_audit`]):
 //! its ID is the record's sequence number, so events are durable, ordered, the

@@ -121,6 +121,13 @@ pub fn check_private_file(path: &Path) -> Result<(), KeystoreError> {
     Ok(())
 }
 
+/// Creates a directory readable only by its owner (0700), or tightens an existing one.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Writes a file created with mode 0600 (never briefly wider), replacing any old one.
 pub fn write_private_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

@@ -137,7 +137,7 @@ fn init_logging(format: &str) {
 
 /// Writes an operator credential set into `dir`: key.pem (0600), cert.pem, bundle.pem.
 async fn write_operator_creds(auth: &Authority, dir: &Path, name: &str, role: Role) -> Result<()> {
-    tessera_ca::authority::create_private_dir(dir)
+    tessera_ca::keystore::create_private_dir(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     let (key, cert) = auth.issue_operator_cert(name, role).await?;
     write_private_file(&dir.join("key.pem"), key.as_bytes())?;
@@ -182,7 +182,7 @@ async fn main() -> Result<()> {
     if let Command::Ca(ca) = command {
         return match ca {
             CaCommand::Csr { out } => {
-                let (id, csr) = tessera_ca::authority::prepare_intermediate(&cfg).await?;
+                let (id, csr) = tessera_ca::ca::prepare_intermediate(&cfg).await?;
                 std::fs::write(&out, csr).with_context(|| format!("--out {}", out.display()))?;
                 println!(
                     "pending intermediate CA {id}: CSR written to {}",
@@ -199,7 +199,7 @@ async fn main() -> Result<()> {
                     std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
                 };
                 let chain = chain.as_deref().map(|c| read(c, "--chain")).transpose()?;
-                let done = tessera_ca::authority::import_signed_intermediate(
+                let done = tessera_ca::ca::import_signed_intermediate(
                     &cfg,
                     &read(&cert, "--cert")?,
                     &read(&bundle, "--bundle")?,

@@ -12,9 +12,8 @@
 //! Signature: `Tessera-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` over
 //! `"<t>.<body>"`, keyed with the secret's text.
 
-use crate::authority::{Authority, AuthorityError, Principal};
-use crate::store::webhooks::{DeliveryState, NewDelivery, WebhookRow};
-use crate::store::{AuditEntry, StoreError};
+use crate::authority::{Authority, AuthorityError, Principal, not_found};
+use crate::store::{DeliveryState, NewDelivery, WebhookRow};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header;
@@ -225,16 +224,15 @@ impl Authority {
             attempts: 0,
             next_attempt_ms: 0,
         };
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action: "webhook.create",
-            target: id.clone(),
-            details: json!({
+        let audit = actor.audit(
+            "webhook.create",
+            id.clone(),
+            json!({
                 "host": url.host,
                 "kinds": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
                 "private_ca": req.ca_pem.is_some(),
             }),
-        };
+        );
         let stored = self
             .store
             .create_webhook(&row, self.cfg.webhooks.max_webhooks, audit)
@@ -258,19 +256,11 @@ impl Authority {
 
     /// Deletes a webhook and its delivery log.
     pub async fn delete_webhook(&self, id: &str, actor: &Principal) -> Result<(), AuthorityError> {
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action: "webhook.delete",
-            target: id.to_owned(),
-            details: json!({}),
-        };
+        let audit = actor.audit("webhook.delete", id.to_owned(), json!({}));
         self.store
             .delete_webhook(id, audit)
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound => AuthorityError::NotFound("webhook"),
-                e => e.into(),
-            })
+            .map_err(not_found("webhook"))
     }
 
     /// A webhook's delivery attempts, newest first.
@@ -279,11 +269,10 @@ impl Authority {
         id: &str,
         limit: i64,
     ) -> Result<Vec<api::WebhookDelivery>, AuthorityError> {
-        match self.store.get_webhook(id).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => return Err(AuthorityError::NotFound("webhook")),
-            Err(e) => return Err(e.into()),
-        }
+        self.store
+            .get_webhook(id)
+            .await
+            .map_err(not_found("webhook"))?;
         Ok(self.store.list_deliveries(id, limit).await?)
     }
 }

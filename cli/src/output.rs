@@ -1,5 +1,5 @@
 //! Output (tables or JSON), exit-code-carrying failures, and the local commands
-//! (`cert inspect`, CRL listing).
+//! (`cert inspect`, CRL listing). Each resource's table layout is in `tables`.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -8,6 +8,8 @@ use std::path::Path;
 use tessera_core::time::rfc3339;
 
 use x509_parser::prelude::{CertificateRevocationList, FromDer};
+
+mod tables;
 
 /// An error with the exit code it should produce.
 #[derive(Debug)]
@@ -56,6 +58,31 @@ impl Out {
         }
         Ok(())
     }
+
+    /// Prints `value` as JSON, or as `key: value` lines.
+    pub fn record<T: Serialize>(&self, value: &T) -> Result<()> {
+        self.show(value, || {
+            kv(&serde_json::to_value(value).unwrap_or_default())
+        })
+    }
+}
+
+/// A resource shown as one line of a table.
+pub trait Row {
+    /// The column headers.
+    const HEADERS: &'static [&'static str];
+    /// This item's cells, in the order of [`Row::HEADERS`].
+    fn cells(&self) -> Vec<String>;
+}
+
+/// Renders `items` as an aligned table with their headers.
+pub fn table<T: Row>(items: &[T]) -> String {
+    rows(T::HEADERS, items.iter().map(Row::cells))
+}
+
+/// A cell for an optional value: the value, or `-`.
+pub fn or_dash<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), T::to_string)
 }
 
 /// Renders an aligned table.

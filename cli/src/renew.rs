@@ -20,7 +20,7 @@
 //! and certificate renames can pair the new key with the old certificate; a
 //! TLS library refuses such a pair and the reader's next reload fixes it.
 
-use crate::{KeyType, csr_for};
+use crate::cert::{KeyType, csr_for};
 use clap::Args;
 use hyper::Method;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

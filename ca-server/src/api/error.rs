@@ -1,5 +1,6 @@
 //! The one API error type: maps every failure to an RFC 9457 problem document
-//! with a stable `code`. Internal causes are logged, never returned.
+//! with a stable `code`. Refusals are matched by type, never by their text;
+//! internal causes (the database's, the CA engine's) are logged, never returned.
 
 use crate::authority::AuthorityError;
 use crate::csr::CsrError;
@@ -77,7 +78,10 @@ impl From<AuthorityError> for ApiError {
             A::NotFound(_) => Self::new(S::NOT_FOUND, "not_found", e.to_string()),
             A::Token(_) => Self::new(S::FORBIDDEN, "join_token_refused", e.to_string()),
             A::Renewal(_) => Self::new(S::FORBIDDEN, "renewal_refused", e.to_string()),
-            A::Conflict(_) => Self::new(S::CONFLICT, "conflict", e.to_string()),
+            // State that does not allow the request: the refusal's own words.
+            A::Refused(_) | A::IssuerExpiring | A::IntermediateSuccessor | A::AwaitingSignature => {
+                Self::new(S::CONFLICT, "conflict", e.to_string())
+            }
             A::Forbidden(_) => Self::new(S::FORBIDDEN, "node_refused", e.to_string()),
             A::Posture(_) => Self::new(S::FORBIDDEN, "posture_refused", e.to_string()),
             A::PlatformToken(_) => Self::new(S::FORBIDDEN, "platform_token_refused", e.to_string()),
@@ -140,5 +144,76 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuditEntry, NewCert, Refusal, Store, StoreError};
+
+    async fn body(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// A ledger commit the database fails (here: a serial recorded twice, a
+    /// primary-key violation) answers `500 internal`, and nothing of the
+    /// database's words reaches the client.
+    #[tokio::test]
+    async fn failed_ledger_commit_is_internal() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url, 2).await.unwrap();
+        let cert = NewCert {
+            serial: "0a".repeat(16),
+            spiffe_id: "spiffe://example.org/w".into(),
+            entry_id: "e".into(),
+            ca_id: "c".into(),
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            requested_by: "test".into(),
+            attestation: "{}".into(),
+            attestation_hash: "00".repeat(32),
+            der: vec![0x30, 0x00],
+            node_spiffe_id: None,
+        };
+        let audit = || AuditEntry {
+            actor: "test".into(),
+            action: "cert.issue",
+            target: "0a".repeat(16),
+            details: serde_json::json!({}),
+        };
+        store
+            .record_certificate(cert.clone(), vec![], audit())
+            .await
+            .unwrap();
+        let err = store
+            .record_certificate(cert, vec![], audit())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::LedgerCommit(_)), "{err:?}");
+        let (status, v) = body(AuthorityError::from(err).into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(v["code"], "internal");
+        assert_eq!(v["detail"], "internal error; see the server log");
+        let text = v.to_string().to_lowercase();
+        for leak in ["unique", "certificates", "database", "ledger", "sqlite"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
+
+    /// A refusal answers 409 `conflict` with its own words, as always.
+    #[tokio::test]
+    async fn refusal_is_conflict() {
+        let e = AuthorityError::from(StoreError::Refused(Refusal::EntryGone));
+        let (status, v) = body(e.into()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(v["code"], "conflict");
+        assert_eq!(v["detail"], "registration entry no longer exists");
     }
 }

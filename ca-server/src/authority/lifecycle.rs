@@ -7,16 +7,18 @@
 //! `rotation.min_overlap_seconds`; followers learn of bundle changes through
 //! the revocation feed's `bundle_sequence` within seconds.
 
-use super::{Authority, AuthorityError, Principal, Result, build_bundle, open_ca, sha256_hex};
-use crate::ca::{self, KeyAlgorithm};
+use super::revocation::build_bundle;
+use super::{Authority, AuthorityError, Principal, Result, not_found, sha256_hex};
+use crate::ca::{self, KeyAlgorithm, SigningCa};
 use crate::config::Config;
-use crate::store::{AuditEntry, CaRow, StoreError};
+use crate::keystore::Kek;
+use crate::store::{CaRow, Refusal, Store, StoreError};
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use std::sync::Arc;
 use tessera_core::api::{self, CaState};
 use tessera_core::time::rfc3339;
-use tessera_core::{now_unix, pem};
+use tessera_core::{TrustDomain, now_unix, pem};
 use tokio::sync::watch;
 
 /// What the TLS layer redoes on a CA change (see [`Authority::on_ca_change`]).
@@ -51,8 +53,7 @@ pub(super) fn reissue_anchors(
 ) -> Vec<CertificateDer<'static>> {
     cas.iter()
         .filter(|c| c.state == CaState::Revoked && c.ended_at + cfg.issuance.max_ttl_seconds > now)
-        .filter_map(|c| c.cert_pem.as_deref())
-        .filter_map(|p| pem::certs(p.as_bytes()).ok()?.into_iter().next())
+        .filter_map(CaRow::certificate)
         .collect()
 }
 
@@ -80,6 +81,87 @@ fn opt_time(t: i64) -> Option<String> {
     (t > 0).then(|| rfc3339(t))
 }
 
+/// Makes the first generation of an empty database: imported from
+/// `ca.import_*` files, else a fresh root.
+pub(super) async fn bootstrap_ca(
+    cfg: &Config,
+    td: &TrustDomain,
+    store: &Store,
+    kek: &Kek,
+) -> Result<()> {
+    let now = now_unix();
+    let (row, what) = if !cfg.ca.import_cert.is_empty() {
+        (ca::imported_generation(cfg, kek, now)?, "ca.import")
+    } else {
+        let ttl = cfg.ca.ttl_seconds;
+        let (row, _) = new_root_generation(cfg, td, kek, CaState::Active, now, ttl)?;
+        (row, "ca.create")
+    };
+    let audit = Principal::System.audit(
+        what,
+        row.id.clone(),
+        json!({"kind": row.kind, "key_algorithm": row.key_algorithm, "not_after": row.not_after}),
+    );
+    match store.insert_ca(&row, audit).await {
+        // Another replica bootstrapped the same database first; use its CA.
+        Ok(()) | Err(StoreError::Refused(Refusal::ActiveCaExists)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A fresh self-signed root generation in `state` (prepared now, and active
+/// now if `state` is active) living `ttl` seconds, its key sealed under the
+/// KEK; with its certificate.
+fn new_root_generation(
+    cfg: &Config,
+    td: &TrustDomain,
+    kek: &Kek,
+    state: CaState,
+    now: i64,
+    ttl: i64,
+) -> Result<(CaRow, CertificateDer<'static>)> {
+    let id = ca::random_id();
+    let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
+    let (cert, key_der) = ca::new_root(td, &id, alg, now, ttl)?;
+    let loaded = SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
+    let row = CaRow {
+        state,
+        kind: "root".into(),
+        key_algorithm: alg.as_str().into(),
+        cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
+        upstream_chain_pem: String::new(),
+        bundle_pem: String::new(),
+        key_sealed: kek.seal(&id, &key_der)?,
+        not_before: loaded.not_before,
+        not_after: loaded.not_after,
+        prepared_at: now,
+        activated_at: if state == CaState::Active { now } else { 0 },
+        retired_at: 0,
+        ended_at: 0,
+        id,
+    };
+    Ok((row, cert))
+}
+
+/// Opens a CA row's sealed key and loads it for signing.
+pub(super) fn open_ca(kek: &Kek, row: &CaRow) -> Result<SigningCa> {
+    let cert_pem = row
+        .cert_pem
+        .as_deref()
+        .ok_or(AuthorityError::NotFound("CA certificate"))?;
+    let mut certs =
+        pem::certs(cert_pem.as_bytes()).map_err(AuthorityError::invalid_as("ca certificate"))?;
+    let cert = certs.remove(0);
+    let chain = if row.upstream_chain_pem.is_empty() {
+        vec![]
+    } else {
+        pem::certs(row.upstream_chain_pem.as_bytes())
+            .map_err(AuthorityError::invalid_as("ca chain"))?
+    };
+    let key = kek.open(&row.id, &row.key_sealed)?;
+    Ok(SigningCa::load(&row.id, cert, chain, &key)?)
+}
+
 impl Authority {
     /// Changes whenever the set of generations or their states change (new
     /// bundle, new signing CA). Feed followers watch it; the TLS layer has
@@ -96,7 +178,7 @@ impl Authority {
     }
 
     /// Trust anchors for client certificates at the API: the bundle plus
-    /// recently revoked generations (see [`reissue_anchors`]).
+    /// recently revoked generations (see `reissue_anchors`).
     pub fn client_auth_anchors(&self) -> Vec<CertificateDer<'static>> {
         let mut a = self.bundle().anchors.clone();
         if let Ok(r) = self.reissue_anchors.read() {
@@ -291,46 +373,26 @@ impl Authority {
             .find(|c| c.state == CaState::Active)
             .ok_or(AuthorityError::NotFound("active CA"))?;
         if active_row.kind == "intermediate" {
-            return Err(AuthorityError::Conflict(
-                "this CA is an intermediate: prepare the next generation with \
-                 `tessera-ca ca csr` and `tessera-ca ca import-signed` (the operator's root signs it)"
-                    .into(),
-            ));
+            return Err(AuthorityError::IntermediateSuccessor);
         }
-        let id = ca::random_id();
         let now = now_unix();
-        let alg = KeyAlgorithm::parse(&self.cfg.ca.key_algorithm).unwrap_or_default();
         // A generation prepared long before its scheduled activation (a
         // standby) gets the waiting time on top, so it starts signing with a
         // full `ca.ttl_seconds` ahead of it.
         let wait = (schedule_times(&active_row, &self.cfg).1 - now).max(0);
-        let (cert, key_der) =
-            ca::new_root(&self.td, &id, alg, now, self.cfg.ca.ttl_seconds + wait)?;
-        let loaded = crate::ca::SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
-        let row = CaRow {
-            id: id.clone(),
-            state: CaState::Prepared,
-            kind: "root".into(),
-            key_algorithm: alg.as_str().into(),
-            cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
-            upstream_chain_pem: String::new(),
-            bundle_pem: String::new(),
-            key_sealed: self.kek.seal(&id, &key_der)?,
-            not_before: loaded.not_before,
-            not_after: loaded.not_after,
-            prepared_at: now,
-            activated_at: 0,
-            retired_at: 0,
-            ended_at: 0,
-        };
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action: "ca.prepare",
-            target: id,
-            details: json!({"key_algorithm": alg.as_str(), "not_after": loaded.not_after,
+        let ttl = self.cfg.ca.ttl_seconds + wait;
+        let (row, cert) =
+            new_root_generation(&self.cfg, &self.td, &self.kek, CaState::Prepared, now, ttl)?;
+        let audit = actor.audit(
+            "ca.prepare",
+            row.id.clone(),
+            json!({"key_algorithm": row.key_algorithm, "not_after": row.not_after,
                             "fingerprint": sha256_hex(&cert)}),
-        };
-        self.store.prepare_ca(&row, audit).await.map_err(conflict)?;
+        );
+        self.store
+            .prepare_ca(&row, audit)
+            .await
+            .map_err(not_found("CA"))?;
         self.reload_cas().await
     }
 
@@ -340,16 +402,11 @@ impl Authority {
         check_ca_id(id)?;
         let now = now_unix();
         let previous = self.signing_ca().id.clone();
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action: "ca.activate",
-            target: id.to_owned(),
-            details: json!({"retires": previous}),
-        };
+        let audit = actor.audit("ca.activate", id.to_owned(), json!({"retires": previous}));
         self.store
             .activate_ca(id, now, now - self.cfg.rotation.min_overlap_seconds, audit)
             .await
-            .map_err(conflict)?;
+            .map_err(not_found("CA"))?;
         let _ = self.store.meta_set(ROTATE_REQUESTED, None).await;
         self.reload_cas().await
     }
@@ -359,16 +416,11 @@ impl Authority {
     /// generation is refused.
     pub async fn ca_retire(&self, id: &str, actor: &Principal, action: &'static str) -> Result<()> {
         check_ca_id(id)?;
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action,
-            target: id.to_owned(),
-            details: json!({}),
-        };
+        let audit = actor.audit(action, id.to_owned(), json!({}));
         self.store
             .remove_ca(id, now_unix(), audit)
             .await
-            .map_err(conflict)?;
+            .map_err(not_found("CA"))?;
         self.reload_cas().await
     }
 
@@ -410,55 +462,31 @@ impl Authority {
         let now = now_unix();
         let has_prepared = cas.iter().any(|c| c.state == CaState::Prepared);
         let replacement = if row.state == CaState::Active && !has_prepared && row.kind == "root" {
-            let new_id = ca::random_id();
-            let alg = KeyAlgorithm::parse(&self.cfg.ca.key_algorithm).unwrap_or_default();
-            let (cert, key_der) =
-                ca::new_root(&self.td, &new_id, alg, now, self.cfg.ca.ttl_seconds)?;
-            let loaded = crate::ca::SigningCa::load(&new_id, cert.clone(), vec![], &key_der)?;
-            Some(CaRow {
-                id: new_id.clone(),
-                state: CaState::Active,
-                kind: "root".into(),
-                key_algorithm: alg.as_str().into(),
-                cert_pem: Some(pem::encode("CERTIFICATE", &cert)),
-                upstream_chain_pem: String::new(),
-                bundle_pem: String::new(),
-                key_sealed: self.kek.seal(&new_id, &key_der)?,
-                not_before: loaded.not_before,
-                not_after: loaded.not_after,
-                prepared_at: now,
-                activated_at: now,
-                retired_at: 0,
-                ended_at: 0,
-            })
+            let ttl = self.cfg.ca.ttl_seconds;
+            let (fresh, _) =
+                new_root_generation(&self.cfg, &self.td, &self.kek, CaState::Active, now, ttl)?;
+            Some(fresh)
         } else {
             None
         };
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action: "ca.revoke",
-            target: id.to_owned(),
-            details: json!({"previous_state": row.state, "reason": "cACompromise"}),
-        };
+        let audit = actor.audit(
+            "ca.revoke",
+            id.to_owned(),
+            json!({"previous_state": row.state, "reason": "cACompromise"}),
+        );
         let fresh = replacement.is_some();
         let (revoked, version, replaced_by) = self
             .store
             .revoke_ca(id, replacement, now, &actor.audit_name(), audit)
             .await
-            .map_err(conflict)?;
+            .map_err(not_found("CA"))?;
         self.metrics
             .revoked
             .add(&["ca_compromise"], revoked.len() as u64);
+        // Reloading regenerates the CRLs, so followers woken next see them.
         self.reload_cas().await?;
         if !revoked.is_empty() {
-            self.rev_version.send_if_modified(|cur| {
-                if version > *cur {
-                    *cur = version;
-                    true
-                } else {
-                    false
-                }
-            });
+            self.announce_revocations(version);
         }
         tracing::warn!(ca = %id, leaves = revoked.len(), replacement = ?replaced_by, "CA revoked");
         let warning = fresh.then(|| {
@@ -519,11 +547,11 @@ impl Authority {
                 Ok(()) => tracing::info!(action, ca = ?id, "scheduled CA transition done"),
                 // An intermediate's successor needs the operator's root
                 // (reported as `stalled`, see [`operator_needed`]).
-                Err(AuthorityError::Conflict(why)) if why.contains("intermediate") => {
-                    tracing::debug!(why = %why, "scheduled CA transition needs the operator")
+                Err(e @ AuthorityError::IntermediateSuccessor) => {
+                    tracing::debug!(why = %e, "scheduled CA transition needs the operator")
                 }
                 // Another replica (or an operator) got there first: fine.
-                Err(AuthorityError::Conflict(why)) => {
+                Err(AuthorityError::Refused(why)) => {
                     tracing::info!(action, why = %why, "scheduled CA transition skipped")
                 }
                 Err(e) => return Err(e),
@@ -607,6 +635,7 @@ impl Authority {
         let now = now_unix();
         let mut infos = Vec::with_capacity(cas.len());
         for c in &cas {
+            let cert = c.certificate();
             let dependents = if matches!(c.state, CaState::Active | CaState::Retired) {
                 self.store.ca_dependents(&c.id, now).await?
             } else {
@@ -616,16 +645,10 @@ impl Authority {
                 id: c.id.clone(),
                 state: c.state,
                 key_algorithm: c.key_algorithm.clone(),
-                subject: c
-                    .cert_pem
-                    .as_deref()
-                    .and_then(|p| pem::certs(p.as_bytes()).ok())
-                    .and_then(|v| v.into_iter().next())
-                    .and_then(|d| {
-                        tessera_core::svid::parse(&d)
-                            .ok()
-                            .map(|x| x.subject().to_string())
-                    })
+                subject: cert
+                    .as_ref()
+                    .and_then(|d| tessera_core::svid::parse(d).ok())
+                    .map(|x| x.subject().to_string())
                     .unwrap_or_default(),
                 not_before: rfc3339(c.not_before),
                 not_after: rfc3339(c.not_after),
@@ -636,12 +659,9 @@ impl Authority {
                 ended_at: opt_time(c.ended_at),
                 dependents,
                 published: c.state.is_published(),
-                name_constrained: c
-                    .cert_pem
-                    .as_deref()
-                    .and_then(|p| pem::certs(p.as_bytes()).ok())
-                    .and_then(|v| v.into_iter().next())
-                    .and_then(|d| ca::name_constraints(&d).ok())
+                name_constrained: cert
+                    .as_ref()
+                    .and_then(|d| ca::name_constraints(d).ok())
                     .map(|n| n.present),
             });
         }
@@ -803,13 +823,4 @@ fn check_ca_id(id: &str) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// A lifecycle precondition that failed is a conflict with current state.
-fn conflict(e: StoreError) -> AuthorityError {
-    match e {
-        StoreError::Precondition(why) => AuthorityError::Conflict(why),
-        StoreError::NotFound => AuthorityError::NotFound("CA"),
-        other => other.into(),
-    }
 }

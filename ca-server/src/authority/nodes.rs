@@ -16,11 +16,8 @@
 //! refuses them. Banning a node refuses its certificate on every route at
 //! once and revokes every certificate issued through it.
 
-use super::{AuthorityError, Principal, Result};
-use crate::authority::Authority;
-use crate::store::AuditEntry;
-use crate::store::ledger::Precondition;
-use crate::store::{NodeRow, StoreError};
+use super::{Authority, AuthorityError, Principal, Result, not_found};
+use crate::store::{NodeRow, Precondition};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use tessera_core::api::{self, RevocationReason};
@@ -60,7 +57,7 @@ fn node_info(n: NodeRow) -> api::NodeInfo {
 
 /// Whether `s` is `type:value` with a lowercase type and a non-empty value,
 /// at most [`MAX_SELECTOR_BYTES`], without control characters.
-pub(crate) fn selector_ok(s: &str) -> bool {
+pub(super) fn selector_ok(s: &str) -> bool {
     s.len() <= MAX_SELECTOR_BYTES
         && s.split_once(':').is_some_and(|(t, v)| {
             !t.is_empty()
@@ -223,10 +220,7 @@ impl Authority {
             .get_node(id)
             .await
             .map(node_info)
-            .map_err(|e| match e {
-                StoreError::NotFound => AuthorityError::NotFound("node"),
-                e => e.into(),
-            })
+            .map_err(not_found("node"))
     }
 
     /// Bans or unbans a node. A ban takes effect at once on this replica (the
@@ -246,34 +240,22 @@ impl Authority {
             return Err(AuthorityError::NotFound("node"));
         }
         let reason = RevocationReason::PrivilegeWithdrawn;
-        let audit = AuditEntry {
-            actor: actor.audit_name(),
-            action: if banned { "node.ban" } else { "node.unban" },
-            target: id.to_owned(),
-            details: json!({}),
-        };
+        let audit = actor.audit(
+            if banned { "node.ban" } else { "node.unban" },
+            id.to_owned(),
+            json!({}),
+        );
         let r = self
             .store
             .set_node_banned(id, banned, reason.code(), now_unix(), audit)
             .await;
         self.cred_epoch.fetch_add(1, Ordering::AcqRel);
-        let (revoked, version) = r.map_err(|e| match e {
-            StoreError::NotFound => AuthorityError::NotFound("node"),
-            e => e.into(),
-        })?;
+        let (revoked, version) = r.map_err(not_found("node"))?;
         self.metrics
             .revoked
             .add(&[reason.as_str()], revoked.len() as u64);
         if !revoked.is_empty() {
-            self.refresh_crls().await?;
-            self.rev_version.send_if_modified(|cur| {
-                if version > *cur {
-                    *cur = version;
-                    true
-                } else {
-                    false
-                }
-            });
+            self.publish_revocations(version).await?;
         }
         Ok(api::NodeBanResponse {
             node: self.get_node(id).await?,
@@ -430,11 +412,10 @@ impl Authority {
             && let Some(reason) = posture_violation(&self.cfg.attestation, &selectors)
         {
             self.store
-                .audit(vec![AuditEntry {
-                    actor: actor.audit_name(),
-                    action: "attestation.refuse",
-                    target: a.container_id.clone().unwrap_or_default(),
-                    details: json!({
+                .audit(vec![actor.audit(
+                    "attestation.refuse",
+                    a.container_id.clone().unwrap_or_default(),
+                    json!({
                         "reason": reason,
                         "node": node_spiffe_id,
                         "container_id": a.container_id,
@@ -442,7 +423,7 @@ impl Authority {
                         "image_digest": a.image_digest,
                         "spiffe_id": wanted.map(|w| w.as_str()),
                     }),
-                }])
+                )])
                 .await?;
             self.metrics.attestation_refused.inc(&["posture"]);
             return Err(AuthorityError::Posture(reason));
@@ -480,10 +461,11 @@ impl Authority {
         actor: &Principal,
     ) -> Result<api::AgentJwtSvidResponse> {
         let ttl = super::lifecycle::check_jwt_request(&req.audience, req.ttl_seconds)?;
-        let wanted = match &req.spiffe_id {
-            Some(s) => Some(self.check_td("spiffe_id", s)?),
-            None => None,
-        };
+        let wanted = req
+            .spiffe_id
+            .as_deref()
+            .map(|s| self.check_td("spiffe_id", s))
+            .transpose()?;
         let (_, entries) = self
             .attested_entries(node_spiffe_id, &req.attestation, wanted.as_ref(), actor)
             .await?;
@@ -496,7 +478,7 @@ impl Authority {
     }
 
     /// Issues the X.509-SVIDs an attested workload may have (see
-    /// [`Self::attested_entries`] for who may have what): every matching
+    /// `Self::attested_entries` for who may have what): every matching
     /// entry, or only the one for `spiffe_id`, gets a certificate for the
     /// CSR's key, recorded with the evidence in one ledger transaction each.
     pub async fn agent_svids(
@@ -505,10 +487,11 @@ impl Authority {
         req: &api::AgentSvidRequest,
         actor: &Principal,
     ) -> Result<api::AgentSvidResponse> {
-        let wanted = match &req.spiffe_id {
-            Some(s) => Some(self.check_td("spiffe_id", s)?),
-            None => None,
-        };
+        let wanted = req
+            .spiffe_id
+            .as_deref()
+            .map(|s| self.check_td("spiffe_id", s))
+            .transpose()?;
         let csr = self.verify_csr(&req.csr)?;
         let a = &req.attestation;
         let (selectors, entries) = self
@@ -538,20 +521,15 @@ impl Authority {
                 .ok()
                 .and_then(|n| spiffe::node_name(n.path()).map(str::to_owned))
                 .unwrap_or_default();
-            let mut pre = vec![
-                Precondition::EntryExists(entry.id.clone()),
-                Precondition::NodeNotBanned {
-                    spiffe_id: node_spiffe_id.to_owned(),
-                    must_exist: true,
-                },
-                Precondition::RecordNode {
-                    id: node_name,
-                    spiffe_id: node_spiffe_id.to_owned(),
-                    attestation_type: "join_token".into(),
-                    selectors: None,
-                    now,
-                },
-            ];
+            let mut pre = vec![Precondition::EntryExists(entry.id.clone())];
+            pre.extend(Precondition::node(
+                node_spiffe_id,
+                &node_name,
+                true,
+                "join_token",
+                None,
+                now,
+            ));
             // Through a node set: the set must still exist when recorded.
             if let Some(set) = via {
                 pre.push(Precondition::EntryExists(set.clone()));
@@ -570,8 +548,8 @@ impl Authority {
                 )
                 .await
                 .map_err(|e| match e {
-                    AuthorityError::Conflict(why) if why.contains("node") => {
-                        AuthorityError::Forbidden(why)
+                    AuthorityError::Refused(r) if r.is_node() => {
+                        AuthorityError::Forbidden(r.to_string())
                     }
                     other => other,
                 })?;

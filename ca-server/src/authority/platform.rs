@@ -15,11 +15,10 @@
 //! and counted; no record ever holds the token. A token's `jti`, when it has
 //! one, is consumed in the transaction that records the certificate.
 
-use super::{AuthorityError, Principal, Result};
-use crate::authority::Authority;
+use super::{Authority, AuthorityError, Principal, Result};
+use crate::csr::VerifiedCsr;
 use crate::platform::{self, Issuer, PlatformError};
-use crate::store::AuditEntry;
-use crate::store::ledger::Precondition;
+use crate::store::{Precondition, Refusal};
 use serde_json::json;
 use std::sync::Arc;
 use tessera_core::api::{self, IssuedCertificate};
@@ -78,18 +77,17 @@ impl Authority {
         sub: Option<&str>,
         reason: String,
     ) -> AuthorityError {
-        let audit = AuditEntry {
-            actor: Principal::Anonymous.audit_name(),
-            action: "attestation.refuse",
-            target: issuer.unwrap_or("-").to_owned(),
-            details: json!({
+        let audit = Principal::Anonymous.audit(
+            "attestation.refuse",
+            issuer.unwrap_or("-").to_owned(),
+            json!({
                 "method": "platform_token",
                 "route": route,
                 "issuer": issuer,
                 "sub": sub,
                 "reason": reason,
             }),
-        };
+        );
         if let Err(e) = self.store.audit(vec![audit]).await {
             tracing::error!(error = %e, "could not audit a platform-token refusal");
         }
@@ -137,37 +135,42 @@ impl Authority {
         }
     }
 
-    /// Maps a ledger refusal of a platform issuance (replayed jti, banned
-    /// node) to an audited refusal; other errors pass through.
-    async fn platform_ledger_error(
+    /// Issues for a verified token through the one issuance path; a ledger
+    /// refusal of the token (a replayed `jti`) or of the node (banned) is
+    /// audited like every other refusal of the token.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_attested(
         &self,
         route: &'static str,
         a: &Attested,
-        e: AuthorityError,
-    ) -> AuthorityError {
-        match e {
-            AuthorityError::Conflict(why) if why.contains("jti") || why.contains("node") => {
-                let reason = if why.contains("jti") {
-                    "jti was already used (a replayed token)".to_owned()
-                } else {
-                    why
-                };
-                let err = self
-                    .refuse_platform(
-                        route,
-                        Some(&a.issuer.cfg.name),
-                        a.token.subject.as_deref(),
-                        reason.clone(),
-                    )
-                    .await;
-                if reason.contains("node") {
-                    AuthorityError::Forbidden(reason)
-                } else {
-                    err
-                }
-            }
-            other => other,
+        entry: &api::Entry,
+        id: &SpiffeId,
+        csr: &VerifiedCsr,
+        ttl: i64,
+        pre: Vec<Precondition>,
+        action: &'static str,
+    ) -> Result<IssuedCertificate> {
+        let actor = Principal::Workload {
+            spiffe_id: id.to_string(),
+            serial: String::new(),
+        };
+        let att = a.record(&entry.id, id);
+        let refusal = match self
+            .issue(entry, id, csr, ttl, att, &actor, pre, action, None)
+            .await
+        {
+            Err(AuthorityError::Refused(r)) if r == Refusal::JtiReplayed || r.is_node() => r,
+            other => return other,
+        };
+        let (issuer, sub) = (Some(a.issuer.cfg.name.as_str()), a.token.subject.as_deref());
+        if refusal.is_node() {
+            let reason = refusal.to_string();
+            self.refuse_platform(route, issuer, sub, reason.clone())
+                .await;
+            return Err(AuthorityError::Forbidden(reason));
         }
+        let reason = "jti was already used (a replayed token)".to_owned();
+        Err(self.refuse_platform(route, issuer, sub, reason).await)
     }
 
     /// A node attests with a platform token: returns its node certificate.
@@ -237,39 +240,17 @@ impl Authority {
         };
         let ttl = self.resolve_ttl(None, cfg.node_ttl_seconds)?;
         let mut pre: Vec<Precondition> = a.consume_jti(now).into_iter().collect();
-        pre.push(Precondition::NodeNotBanned {
-            spiffe_id: id.to_string(),
-            must_exist: false,
-        });
-        pre.push(Precondition::RecordNode {
-            id: name,
-            spiffe_id: id.to_string(),
-            attestation_type: "platform_token".into(),
-            selectors: Some(serde_json::to_string(&a.selectors).unwrap_or_default()),
+        let selectors = serde_json::to_string(&a.selectors).unwrap_or_default();
+        pre.extend(Precondition::node(
+            id.as_str(),
+            &name,
+            false,
+            "platform_token",
+            Some(selectors),
             now,
-        });
-        let actor = Principal::Workload {
-            spiffe_id: id.to_string(),
-            serial: String::new(),
-        };
-        let att = a.record(&entry_id, &id);
-        match self
-            .issue(
-                &entry,
-                &id,
-                &csr,
-                ttl,
-                att,
-                &actor,
-                pre,
-                "node.attest",
-                None,
-            )
+        ));
+        self.issue_attested(ROUTE, &a, &entry, &id, &csr, ttl, pre, "node.attest")
             .await
-        {
-            Err(e) => Err(self.platform_ledger_error(ROUTE, &a, e).await),
-            ok => ok,
-        }
     }
 
     /// A workload (sidecar in direct mode) presents a platform token: returns
@@ -280,10 +261,11 @@ impl Authority {
         req: &api::PlatformAttestRequest,
     ) -> Result<IssuedCertificate> {
         const ROUTE: &str = "svids/platform";
-        let wanted = match &req.spiffe_id {
-            Some(s) => Some(self.check_td("spiffe_id", s)?),
-            None => None,
-        };
+        let wanted = req
+            .spiffe_id
+            .as_deref()
+            .map(|s| self.check_td("spiffe_id", s))
+            .transpose()?;
         let a = self.attest_platform(&req.token, ROUTE).await?;
         let parent = a.issuer.parent_id(&self.td);
         let sub = a.token.subject.as_deref();
@@ -331,27 +313,8 @@ impl Authority {
         let now = now_unix();
         let mut pre: Vec<Precondition> = a.consume_jti(now).into_iter().collect();
         pre.push(Precondition::EntryExists(entry.id.clone()));
-        let actor = Principal::Workload {
-            spiffe_id: id.to_string(),
-            serial: String::new(),
-        };
-        let att = a.record(&entry.id, &id);
-        match self
-            .issue(
-                &entry,
-                &id,
-                &csr,
-                ttl,
-                att,
-                &actor,
-                pre,
-                "cert.platform_issue",
-                None,
-            )
+        let action = "cert.platform_issue";
+        self.issue_attested(ROUTE, &a, &entry, &id, &csr, ttl, pre, action)
             .await
-        {
-            Err(e) => Err(self.platform_ledger_error(ROUTE, &a, e).await),
-            ok => ok,
-        }
     }
 }

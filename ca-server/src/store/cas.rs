@@ -1,20 +1,130 @@
-//! CA generations: their lifecycle transitions and the lease that lets exactly
-//! one replica run the rotation schedule. Every transition is one transaction
-//! whose `WHERE` clause re-checks the state it starts from, so two replicas (or
-//! a replica and an operator) racing on the same transition cannot both win,
-//! and a replica that dies mid-way leaves either the old or the new state.
+//! CA generations: their rows, their lifecycle transitions and their JWT-SVID
+//! keys. Every transition is one transaction whose `WHERE` clause (or read
+//! under the write lock) re-checks the state it starts from, so two replicas
+//! (or a replica and an operator) racing on the same transition cannot both
+//! win, and a replica that dies mid-way leaves either the old or the new state.
+//! A transition the state does not allow is a [`Refusal`].
 
-use super::{
-    AuditEntry, Backend, PG_LOCK_AUDIT, Store, StoreError, Tx, append_audit, ca_state_at,
-    revoke_live_in_tx,
-};
+use super::revocation::{LiveBy, revoke_live_in_tx};
+use super::{AuditEntry, Refusal, Store, StoreError, Tx};
+use rustls::pki_types::CertificateDer;
 use sqlx::Row;
 use tessera_core::api::CaState;
 
 /// RFC 5280 reason code cACompromise.
 pub const REASON_CA_COMPROMISE: i64 = 2;
 
+/// A CA generation as stored.
+#[derive(Debug, Clone)]
+pub struct CaRow {
+    /// ID.
+    pub id: String,
+    /// Where the generation is in its life.
+    pub state: CaState,
+    /// `root` or `intermediate`.
+    pub kind: String,
+    /// Key algorithm name.
+    pub key_algorithm: String,
+    /// CA certificate PEM (absent while pending).
+    pub cert_pem: Option<String>,
+    /// Upstream chain PEM (intermediates above this CA).
+    pub upstream_chain_pem: String,
+    /// Trust anchors PEM for an intermediate (the operator's root); empty for a root.
+    pub bundle_pem: String,
+    /// Sealed private key.
+    pub key_sealed: Vec<u8>,
+    /// notBefore.
+    pub not_before: i64,
+    /// notAfter.
+    pub not_after: i64,
+    /// When it was prepared (published), unix seconds; 0 if never.
+    pub prepared_at: i64,
+    /// When it became active; 0 if never.
+    pub activated_at: i64,
+    /// When it stopped signing; 0 if it has not.
+    pub retired_at: i64,
+    /// When it left the bundle (removed or revoked); 0 if it has not.
+    pub ended_at: i64,
+}
+
+impl CaRow {
+    /// The generation's own certificate; None while pending (or unreadable).
+    pub fn certificate(&self) -> Option<CertificateDer<'static>> {
+        let certs = tessera_core::pem::certs(self.cert_pem.as_deref()?.as_bytes()).ok()?;
+        certs.into_iter().next()
+    }
+}
+
+/// Reads a CA state column; a name this version never writes is corruption.
+fn ca_state_at(r: &sqlx::any::AnyRow, i: usize) -> Result<CaState, StoreError> {
+    let s: String = r.get(i);
+    CaState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown CA state {s:?}")))
+}
+
+/// The state of generation `id` inside `tx`, or [`StoreError::NotFound`].
+async fn state_in(tx: &mut Tx, id: &str) -> Result<CaState, StoreError> {
+    let row = sqlx::query("SELECT state FROM cas WHERE id = $1")
+        .bind(id.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    ca_state_at(&row, 0)
+}
+
 impl Store {
+    /// Inserts a CA generation, audited. An `active` one is refused with
+    /// [`Refusal::ActiveCaExists`] if another is already active (two replicas
+    /// bootstrapping one empty database at once: the first wins).
+    pub async fn insert_ca(&self, ca: &CaRow, audit: AuditEntry) -> Result<(), StoreError> {
+        let ca = ca.clone();
+        self.core()
+            .write(vec![audit], move |tx| {
+                Box::pin(async move {
+                    if ca.state == CaState::Active
+                        && sqlx::query("SELECT 1 FROM cas WHERE state = 'active'")
+                            .fetch_optional(&mut **tx)
+                            .await?
+                            .is_some()
+                    {
+                        return Err(Refusal::ActiveCaExists.into());
+                    }
+                    insert_ca_in(tx, &ca, tessera_core::now_unix()).await
+                })
+            })
+            .await
+    }
+
+    /// All CA generations, newest first.
+    pub async fn list_cas(&self) -> Result<Vec<CaRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, state, kind, key_algorithm, cert_pem, upstream_chain_pem, bundle_pem, \
+             key_sealed, not_before, not_after, prepared_at, activated_at, retired_at, ended_at \
+             FROM cas ORDER BY created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CaRow {
+                    id: r.get(0),
+                    state: ca_state_at(r, 1)?,
+                    kind: r.get(2),
+                    key_algorithm: r.get(3),
+                    cert_pem: r.get(4),
+                    upstream_chain_pem: r.get(5),
+                    bundle_pem: r.get(6),
+                    key_sealed: r.get(7),
+                    not_before: r.get(8),
+                    not_after: r.get(9),
+                    prepared_at: r.get(10),
+                    activated_at: r.get(11),
+                    retired_at: r.get(12),
+                    ended_at: r.get(13),
+                })
+            })
+            .collect()
+    }
+
     /// Completes a pending intermediate with its signed certificate: it becomes
     /// `active` if no generation is active yet (first start), else `prepared`
     /// (a rotation: it is published now and activated after the overlap).
@@ -68,9 +178,7 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                     if r.rows_affected() != 1 {
-                        return Err(StoreError::Precondition(
-                            "no pending CA with that ID".into(),
-                        ));
+                        return Err(Refusal::NoPendingCa.into());
                     }
                     if let Ok(mut e) = entered.lock() {
                         *e = state;
@@ -105,17 +213,15 @@ impl Store {
                     let state = ca_state_at(&row, 0)?;
                     let prepared_at: i64 = row.get(1);
                     if state != CaState::Prepared {
-                        return Err(StoreError::Precondition(format!(
-                            "CA {id} is {state}; only a prepared CA can be activated"
-                        )));
+                        return Err(Refusal::NotPrepared { id, state }.into());
                     }
                     if prepared_at > published_by {
-                        return Err(StoreError::Precondition(format!(
-                            "CA {id} has been published for {}s; the minimum overlap has not \
-                             elapsed (activate after {})",
-                            (now - prepared_at).max(0),
-                            tessera_core::time::rfc3339(prepared_at + (now - published_by)),
-                        )));
+                        return Err(Refusal::OverlapNotElapsed {
+                            id,
+                            published_for: (now - prepared_at).max(0),
+                            activate_after: prepared_at + (now - published_by),
+                        }
+                        .into());
                     }
                     sqlx::query(
                         "UPDATE cas SET state = 'retired', retired_at = $1 WHERE state = 'active'",
@@ -144,47 +250,24 @@ impl Store {
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
-                    let row = sqlx::query("SELECT state FROM cas WHERE id = $1")
-                        .bind(id.clone())
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
-                    match ca_state_at(&row, 0)? {
+                    match state_in(tx, &id).await? {
                         // Cancelled: a prepared one leaves the bundle, a pending
                         // one (an unsigned CSR) is never published.
                         CaState::Prepared | CaState::Pending => {}
                         CaState::Retired => {
-                            let n = dependents_in(tx, &id, now).await?;
-                            if n > 0 {
-                                return Err(StoreError::Precondition(format!(
-                                    "{n} unexpired certificate(s) still depend on CA {id}"
-                                )));
+                            let count = dependents_in(tx, &id, now).await?;
+                            if count > 0 {
+                                return Err(Refusal::Dependents { id, count }.into());
                             }
                         }
                         CaState::Active => {
-                            return Err(StoreError::Precondition(
-                                "the active CA cannot be retired: prepare and activate another \
-                                 generation first"
-                                    .into(),
-                            ));
+                            return Err(Refusal::ActiveCannotRetire.into());
                         }
-                        other => {
-                            return Err(StoreError::Precondition(format!("CA {id} is {other}")));
-                        }
+                        state => return Err(Refusal::CaState { id, state }.into()),
                     }
-                    sqlx::query(
-                        "UPDATE cas SET state = 'removed', ended_at = $2, key_sealed = $3 WHERE id = $1",
-                    )
-                    .bind(id.clone())
-                    .bind(now)
-                    .bind(Vec::<u8>::new())
-                    .execute(&mut **tx)
-                    .await?;
-                    sqlx::query("DELETE FROM jwt_keys WHERE ca_id = $1")
-                        .bind(id)
-                        .execute(&mut **tx)
-                        .await?;
-                    Ok(())
+                    let sql = "UPDATE cas SET state = 'removed', ended_at = $2, key_sealed = $3 \
+                               WHERE id = $1";
+                    end_generation(tx, sql, &id, now).await
                 })
             })
             .await
@@ -199,74 +282,52 @@ impl Store {
     pub async fn revoke_ca(
         &self,
         id: &str,
-        replacement: Option<super::CaRow>,
+        replacement: Option<CaRow>,
         now: i64,
         actor: &str,
         audit: AuditEntry,
     ) -> Result<(Vec<String>, i64, Option<String>), StoreError> {
         let core = self.core();
-        let mut state = core.write_lock.lock().await;
-        state.clear_verified();
-        let mut tx = core.begin_write().await?;
-        if core.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_LOCK_AUDIT)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let row = sqlx::query("SELECT state FROM cas WHERE id = $1")
-            .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let current = ca_state_at(&row, 0)?;
+        let mut w = core.serialized().await?;
+        w.state.clear_verified();
+        let tx = &mut w.tx;
+        let current = state_in(tx, id).await?;
         if !current.is_published() {
-            return Err(StoreError::Precondition(format!("CA {id} is {current}")));
+            return Err(Refusal::CaState {
+                id: id.to_owned(),
+                state: current,
+            }
+            .into());
         }
         // The active generation is replaced in the same transaction: by the
         // fresh one given, else by the prepared one (already published).
         let promote = if current == CaState::Active && replacement.is_none() {
             let p: Option<String> =
                 sqlx::query("SELECT id FROM cas WHERE state = 'prepared' ORDER BY created_at DESC")
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?
                     .map(|r| r.get(0));
             match p {
                 Some(p) => Some(p),
-                None => {
-                    return Err(StoreError::Precondition(
-                        "revoking the active CA needs a replacement: no prepared generation exists"
-                            .into(),
-                    ));
-                }
+                None => return Err(Refusal::NoReplacement.into()),
             }
         } else {
             None
         };
-        sqlx::query(
-            "UPDATE cas SET state = 'revoked', ended_at = $2, key_sealed = $3, \
-             retired_at = CASE WHEN retired_at = 0 THEN $2 ELSE retired_at END WHERE id = $1",
-        )
-        .bind(id.to_owned())
-        .bind(now)
-        .bind(Vec::<u8>::new())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM jwt_keys WHERE ca_id = $1")
-            .bind(id.to_owned())
-            .execute(&mut *tx)
-            .await?;
+        let sql = "UPDATE cas SET state = 'revoked', ended_at = $2, key_sealed = $3, \
+                   retired_at = CASE WHEN retired_at = 0 THEN $2 ELSE retired_at END WHERE id = $1";
+        end_generation(tx, sql, id, now).await?;
         let mut audits = vec![audit];
         let replaced_by = match (current, replacement, promote) {
             (CaState::Active, Some(r), _) => {
-                insert_ca_in(&mut tx, &r, now).await?;
+                insert_ca_in(tx, &r, now).await?;
                 Some(r.id)
             }
             (CaState::Active, None, Some(p)) => {
                 sqlx::query("UPDATE cas SET state = 'active', activated_at = $2 WHERE id = $1")
                     .bind(p.clone())
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 Some(p)
             }
@@ -281,7 +342,7 @@ impl Store {
             });
         }
         let (revoked, version, mut leaf_audits) = revoke_live_in_tx(
-            &mut tx,
+            tx,
             LiveBy::Ca(id.to_owned()),
             REASON_CA_COMPROMISE,
             now,
@@ -289,16 +350,14 @@ impl Store {
         )
         .await?;
         audits.append(&mut leaf_audits);
-        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
-        tx.commit().await?;
-        state.committed(core.backend, head);
+        w.commit(&audits, now).await?;
         Ok((revoked, version, replaced_by))
     }
 
     /// Prepares a new generation (published, not yet signing), audited. Refused
     /// if another generation is already prepared, so a racing second scheduler
     /// (or operator) cannot publish two at once.
-    pub async fn prepare_ca(&self, ca: &super::CaRow, audit: AuditEntry) -> Result<(), StoreError> {
+    pub async fn prepare_ca(&self, ca: &CaRow, audit: AuditEntry) -> Result<(), StoreError> {
         let ca = ca.clone();
         self.core()
             .write(vec![audit], move |tx| {
@@ -310,19 +369,12 @@ impl Store {
                     .await?
                     {
                         let (id, state): (String, CaState) = (r.get(0), ca_state_at(&r, 1)?);
-                        return Err(StoreError::Precondition(if state == CaState::Pending {
-                            format!(
-                                "CA {id} is already pending (its CSR waits for the operator's \
-                                 root): import the signed certificate with `tessera-ca ca \
-                                 import-signed`, or cancel it with `tessera ca retire {id}`"
-                            )
+                        return Err(if state == CaState::Pending {
+                            Refusal::AlreadyPending { id }
                         } else {
-                            format!(
-                                "CA {id} is already prepared: activate it (`tessera ca activate \
-                                 {id}` or `tessera ca rotate`) or cancel it (`tessera ca retire \
-                                 {id}`) first"
-                            )
-                        }));
+                            Refusal::AlreadyPrepared { id }
+                        }
+                        .into());
                     }
                     insert_ca_in(tx, &ca, tessera_core::now_unix()).await
                 })
@@ -332,14 +384,12 @@ impl Store {
 
     /// How many unexpired, unrevoked leaves a generation signed.
     pub async fn ca_dependents(&self, id: &str, now: i64) -> Result<i64, StoreError> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) FROM certificates WHERE ca_id = $1 AND not_after > $2 AND revoked_at IS NULL",
-        )
-        .bind(id.to_owned())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?
-        .get(0))
+        Ok(sqlx::query(DEPENDENTS)
+            .bind(id.to_owned())
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
     }
 
     /// The latest notAfter among a generation's unrevoked leaves.
@@ -400,36 +450,42 @@ impl Store {
     }
 }
 
-/// Which live certificates a revocation selects.
-pub(super) enum LiveBy {
-    /// One serial.
-    Serial(String),
-    /// Every certificate of a SPIFFE ID.
-    SpiffeId(String),
-    /// Every certificate of an entry.
-    Entry(String),
-    /// Every certificate a CA generation signed.
-    Ca(String),
-    /// Every certificate issued through a node's agent (node SPIFFE ID).
-    Node(String),
-}
-
-async fn dependents_in(tx: &mut Tx, id: &str, now: i64) -> Result<i64, StoreError> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) FROM certificates WHERE ca_id = $1 AND not_after > $2 AND revoked_at IS NULL",
-    )
-    .bind(id.to_owned())
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?
-    .get(0))
-}
-
-pub(super) async fn insert_ca_in(
+/// Takes generation `id` out of the bundle for good with `sql` (`$1` ID,
+/// `$2` now, `$3` the empty key that erases the sealed one) and deletes its
+/// JWT-SVID key.
+async fn end_generation(
     tx: &mut Tx,
-    ca: &super::CaRow,
+    sql: &'static str,
+    id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    sqlx::query(sql)
+        .bind(id.to_owned())
+        .bind(now)
+        .bind(Vec::<u8>::new())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM jwt_keys WHERE ca_id = $1")
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Counts a generation's unexpired, unrevoked leaves (`$1` CA, `$2` now).
+const DEPENDENTS: &str =
+    "SELECT COUNT(*) FROM certificates WHERE ca_id = $1 AND not_after > $2 AND revoked_at IS NULL";
+
+async fn dependents_in(tx: &mut Tx, id: &str, now: i64) -> Result<i64, StoreError> {
+    Ok(sqlx::query(DEPENDENTS)
+        .bind(id.to_owned())
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?
+        .get(0))
+}
+
+pub(super) async fn insert_ca_in(tx: &mut Tx, ca: &CaRow, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO cas (id, state, kind, key_algorithm, cert_pem, upstream_chain_pem, \
          bundle_pem, key_sealed, not_before, not_after, created_at, prepared_at, activated_at) \

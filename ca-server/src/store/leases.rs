@@ -3,7 +3,7 @@
 //! conditional statements that behave the same on SQLite and PostgreSQL; a
 //! holder that stops renewing loses the lease when it expires.
 
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 
 impl Store {
     /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`:
@@ -17,10 +17,7 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
         let core = self.core();
-        let _guard = match core.backend {
-            Backend::Sqlite => Some(core.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _turn = core.sqlite_turn().await;
         let inserted = sqlx::query(
             "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
@@ -49,10 +46,7 @@ impl Store {
     /// Gives up the lease `name` if `holder` has it (another replica may take it at once).
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let core = self.core();
-        let _guard = match core.backend {
-            Backend::Sqlite => Some(core.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _turn = core.sqlite_turn().await;
         sqlx::query("UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2")
             .bind(name.to_owned())
             .bind(holder.to_owned())

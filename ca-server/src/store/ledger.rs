@@ -6,9 +6,10 @@
 //! a single transaction (rows, preconditions and audit records together), then
 //! answers each waiter. Under light load a batch is one row and adds no delay.
 
+use super::audit::{AUDIT_INSERT, bind_audit};
 use super::{
-    AUDIT_INSERT, AnyQuery, AuditEntry, Backend, MAX_ROWS_PER_INSERT, NewCert, PG_LOCK_AUDIT,
-    StoreCore, StoreError, Tx, WriterState, append_audit, bind_audit, placeholders,
+    AnyQuery, AuditEntry, Backend, MAX_ROWS_PER_INSERT, NewCert, Refusal, StoreCore, StoreError,
+    Tx, WriterState, placeholders,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Row};
@@ -16,10 +17,10 @@ use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most certificates committed in one transaction.
-pub const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 
 /// A condition checked inside the commit transaction; if it fails, that one
-/// certificate is not recorded and its requester gets the error.
+/// certificate is not recorded and its requester gets the [`Refusal`].
 #[derive(Debug, Clone)]
 pub enum Precondition {
     /// Mark the join token used; fails if it was already used or has expired.
@@ -85,6 +86,32 @@ pub enum Precondition {
 }
 
 impl Precondition {
+    /// The preconditions of an issuance to or through node `spiffe_id`
+    /// (`nodes.id` = `name`): it is not banned (and, with `must_exist`,
+    /// recorded), then its row is written ([`Precondition::RecordNode`]).
+    pub fn node(
+        spiffe_id: &str,
+        name: &str,
+        must_exist: bool,
+        attestation_type: &str,
+        selectors: Option<String>,
+        now: i64,
+    ) -> [Precondition; 2] {
+        [
+            Precondition::NodeNotBanned {
+                spiffe_id: spiffe_id.to_owned(),
+                must_exist,
+            },
+            Precondition::RecordNode {
+                id: name.to_owned(),
+                spiffe_id: spiffe_id.to_owned(),
+                attestation_type: attestation_type.to_owned(),
+                selectors,
+                now,
+            },
+        ]
+    }
+
     /// 0 for read-only checks, 1 for consuming a token (may fail), 2 for
     /// writes that cannot fail.
     fn phase(&self) -> u8 {
@@ -177,15 +204,9 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
             outcomes.extend(batch.iter().map(|_| Ok(())));
             return fast;
         }
-        let mut tx = core.begin_write().await?;
-        if core.backend == Backend::Postgres {
-            // Taken before the checks, so no replica can delete an entry or
-            // consume a token between our check and our commit.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_LOCK_AUDIT)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The advisory lock is taken before the checks, so no replica can
+        // delete an entry or consume a token between our check and our commit.
+        let mut w = core.serialize(state).await?;
         let now = tessera_core::now_unix();
         // On SQLite every entry change and CA revocation goes through this
         // process's `write`, which clears the set (the `tessera-ca ca`
@@ -193,27 +214,25 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
         // an entry seen since then exists.
         let mut seen = match core.backend {
             Backend::Sqlite => Seen {
-                entries: state.verified_entries.clone(),
-                cas: state.usable_cas.clone(),
+                entries: w.state.verified_entries.clone(),
+                cas: w.state.usable_cas.clone(),
             },
             Backend::Postgres => Seen::default(),
         };
         let mut audits = Vec::with_capacity(batch.len());
         let mut accepted = Vec::with_capacity(batch.len());
         for job in batch.iter() {
-            match check(&mut tx, &job.pre, &mut seen).await? {
+            match check(&mut w.tx, &job.pre, &mut seen).await? {
                 Ok(()) => {
                     accepted.push(&job.cert);
                     audits.push(job.audit.clone());
                     outcomes.push(Ok(()));
                 }
-                Err(why) => outcomes.push(Err(StoreError::Precondition(why))),
+                Err(refusal) => outcomes.push(Err(refusal.into())),
             }
         }
-        insert(&mut tx, &accepted, now).await?;
-        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
-        tx.commit().await?;
-        state.committed(core.backend, head);
+        insert(&mut w.tx, &accepted, now).await?;
+        let mut state = w.commit_holding(&audits, now).await?;
         if core.backend == Backend::Sqlite {
             state.verified_entries = seen.entries;
             state.usable_cas = seen.cas;
@@ -228,12 +247,12 @@ async fn commit(core: &StoreCore, batch: &mut Vec<Job>, conn: &mut Option<PoolCo
             }
         }
         Err(e) => {
+            // A database failure, not a refusal: every requester gets an
+            // internal error (the text is for the log, never for clients).
             tracing::error!(error = %e, size = batch.len(), "ledger commit failed");
             let msg = e.to_string();
             for job in batch.drain(..) {
-                let _ = job
-                    .done
-                    .send(Err(StoreError::Precondition(format!("ledger: {msg}"))));
+                let _ = job.done.send(Err(StoreError::LedgerCommit(msg.clone())));
             }
         }
     }
@@ -251,7 +270,7 @@ async fn check(
     tx: &mut Tx,
     pre: &[Precondition],
     seen: &mut Seen,
-) -> Result<Result<(), String>, StoreError> {
+) -> Result<Result<(), Refusal>, StoreError> {
     // Read-only checks first, the one that writes (consuming a token) last: jobs
     // share the batch transaction without savepoints, so a failed check must
     // never follow a write it would have to undo.
@@ -268,7 +287,7 @@ async fn check(
                 .execute(&mut **tx)
                 .await?;
                 if r.rows_affected() != 1 {
-                    return Ok(Err("join token already used or expired".into()));
+                    return Ok(Err(Refusal::TokenSpent));
                 }
             }
             Precondition::ConsumeJti {
@@ -290,7 +309,7 @@ async fn check(
                 .execute(&mut **tx)
                 .await?;
                 if r.rows_affected() != 1 {
-                    return Ok(Err("platform token jti was already used".into()));
+                    return Ok(Err(Refusal::JtiReplayed));
                 }
             }
             Precondition::EntryExists(id) => {
@@ -304,7 +323,7 @@ async fn check(
                     .await?
                     .is_none()
                 {
-                    return Ok(Err("registration entry no longer exists".into()));
+                    return Ok(Err(Refusal::EntryGone));
                 }
                 seen.entries.insert(id.clone());
             }
@@ -323,8 +342,8 @@ async fn check(
                     Some(row)
                         if *unless_ca_compromise
                             && row.get::<Option<i64>, _>(1)
-                                == Some(super::cas::REASON_CA_COMPROMISE) => {}
-                    _ => return Ok(Err("certificate is revoked or unknown".into())),
+                                == Some(super::REASON_CA_COMPROMISE) => {}
+                    _ => return Ok(Err(Refusal::CertificateRevoked)),
                 }
             }
             Precondition::IssuerUsable(ca) => {
@@ -339,9 +358,7 @@ async fn check(
                 .await?
                 .is_some();
                 if !ok {
-                    return Ok(Err(
-                        "the signing CA was revoked or retired; ask again".into()
-                    ));
+                    return Ok(Err(Refusal::IssuerUnusable));
                 }
                 seen.cas.insert(ca.clone());
             }
@@ -355,9 +372,9 @@ async fn check(
                     .await?;
                 match r {
                     Some(row) if row.get::<i64, _>(0) != 0 => {
-                        return Ok(Err("the node is banned".into()));
+                        return Ok(Err(Refusal::NodeBanned));
                     }
-                    None if *must_exist => return Ok(Err("the node is not registered".into())),
+                    None if *must_exist => return Ok(Err(Refusal::NodeUnregistered)),
                     _ => {}
                 }
             }

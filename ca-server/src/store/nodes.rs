@@ -1,10 +1,8 @@
-//! Nodes (hosts running `tessera-agent`): listing, banning, and the entries a
-//! node's agent may claim.
+//! Nodes (hosts running `tessera-agent`): listing and banning. The entries a
+//! node's agent may claim are read in `entries`.
 
-use super::{
-    AuditEntry, Backend, EntryRow, PG_LOCK_AUDIT, Store, StoreError, append_audit, cas,
-    revoke_live_in_tx,
-};
+use super::revocation::{LiveBy, revoke_live_in_tx};
+use super::{AuditEntry, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -62,22 +60,14 @@ impl Store {
     /// One node by name.
     pub async fn get_node(&self, id: &str) -> Result<NodeRow, StoreError> {
         let sql = format!("{NODE_SELECT} WHERE id = $1");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let r = self.row_by(sql, id).await?.ok_or(StoreError::NotFound)?;
         Ok(node_row(&r))
     }
 
     /// One node by SPIFFE ID, if recorded.
     pub async fn node_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<NodeRow>, StoreError> {
         let sql = format!("{NODE_SELECT} WHERE spiffe_id = $1");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(spiffe_id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.as_ref().map(node_row))
+        Ok(self.row_by(sql, spiffe_id).await?.as_ref().map(node_row))
     }
 
     /// Bans (`banned = true`) or unbans a node, audited. Banning also revokes,
@@ -92,18 +82,12 @@ impl Store {
         audit: AuditEntry,
     ) -> Result<(Vec<String>, i64), StoreError> {
         let core = self.core();
-        let mut state = core.write_lock.lock().await;
-        state.clear_verified();
-        let mut tx = core.begin_write().await?;
-        if core.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_LOCK_AUDIT)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut w = core.serialized().await?;
+        w.state.clear_verified();
+        let tx = &mut w.tx;
         let row = sqlx::query("SELECT spiffe_id FROM nodes WHERE id = $1")
             .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
             .ok_or(StoreError::NotFound)?;
         let spiffe_id: String = row.get(0);
@@ -111,13 +95,13 @@ impl Store {
             .bind(id.to_owned())
             .bind(banned as i64)
             .bind(banned.then_some(now))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let mut audits = vec![audit];
         let (revoked, version) = if banned {
             let (revoked, version, mut more) = revoke_live_in_tx(
-                &mut tx,
-                cas::LiveBy::Node(spiffe_id),
+                tx,
+                LiveBy::Node(spiffe_id),
                 reason,
                 now,
                 &audits[0].actor.clone(),
@@ -128,46 +112,7 @@ impl Store {
         } else {
             (vec![], 0)
         };
-        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
-        tx.commit().await?;
-        state.committed(core.backend, head);
+        w.commit(&audits, now).await?;
         Ok((revoked, version))
-    }
-
-    /// The entries whose parent is `parent_id` (a node's SPIFFE ID), at most
-    /// `limit`, by SPIFFE ID.
-    pub async fn entries_by_parent(
-        &self,
-        parent_id: &str,
-        limit: i64,
-    ) -> Result<Vec<EntryRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at \
-             FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id LIMIT $2",
-        )
-        .bind(parent_id.to_owned())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        self.entries_from_rows(rows).await
-    }
-
-    /// Entries whose SPIFFE ID starts with `prefix` (node sets), at most `limit`.
-    pub async fn entries_by_id_prefix(
-        &self,
-        prefix: &str,
-        limit: i64,
-    ) -> Result<Vec<EntryRow>, StoreError> {
-        // substr, not LIKE: '_' (legal in trust domains) is a LIKE wildcard.
-        let rows = sqlx::query(
-            "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at \
-             FROM entries WHERE substr(spiffe_id, 1, CAST($2 AS INTEGER)) = $1 ORDER BY spiffe_id, id LIMIT $3",
-        )
-        .bind(prefix.to_owned())
-        .bind(prefix.len() as i64)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        self.entries_from_rows(rows).await
     }
 }

@@ -1,16 +1,16 @@
 //! SQL for the event stream and webhooks: reading audit records as events,
-//! webhook registrations, the delivery log, replica leases and the
-//! expiring-certificate markers.
+//! webhook registrations, the delivery log and the expiring-certificate
+//! markers (pruned in `prune`).
 //!
 //! Events are audit records, so nothing here stores an event twice. Delivery
 //! attempts are telemetry, like denials: not audited.
 
-use super::{AuditEntry, Backend, PG_LOCK_AUDIT, Store, StoreError, append_audit, raise};
+use super::audit::{AUDIT_COLUMNS, audit_record};
+use super::{AuditEntry, Refusal, Store, StoreError, change_one};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tessera_core::api::{self, AuditRecord, DeliveryOutcome, EventKind};
 use tessera_core::time::rfc3339;
-use tokio::sync::watch;
 
 /// A webhook registration as stored.
 #[derive(Debug, Clone)]
@@ -128,26 +128,6 @@ fn webhook_row(r: &AnyRow) -> WebhookRow {
 impl Store {
     // ---- events -----------------------------------------------------------
 
-    /// A watch of the highest audit seq known committed: woken by every local
-    /// commit and by [`Store::note_audit_head`] (the poll for other replicas).
-    pub fn audit_watch(&self) -> watch::Receiver<i64> {
-        self.audit_tip.subscribe()
-    }
-
-    /// Records an audit seq seen committed (by a poll of the database), waking
-    /// event streams if it is new.
-    pub fn note_audit_head(&self, seq: i64) {
-        raise(&self.audit_tip, seq);
-    }
-
-    /// The highest committed audit seq (0 for an empty log).
-    pub async fn audit_head(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
-    }
-
     /// Audit records with `after < seq <= upto` whose action is one of `kinds`
     /// (all kinds if empty), in order, at most `limit`. The caller bounds
     /// `upto - after`, so one call never scans an unbounded range.
@@ -170,39 +150,26 @@ impl Store {
         actions.truncate(MAX_ACTIONS);
         actions.resize(MAX_ACTIONS, None);
         let ca = kinds.contains(&EventKind::CaStateChanged) as i64;
-        let mut q = sqlx::query(
-            "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log \
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log \
              WHERE seq > $1 AND seq <= $2 AND (action IN (CAST($3 AS TEXT), CAST($4 AS TEXT), \
              CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS TEXT), CAST($9 AS TEXT), \
              CAST($10 AS TEXT)) OR (CAST($11 AS BIGINT) = 1 AND action LIKE 'ca.%')) \
-             ORDER BY seq LIMIT $12",
-        )
-        .bind(after)
-        .bind(upto);
+             ORDER BY seq LIMIT $12"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(upto);
         for a in actions {
             q = q.bind(a);
         }
         let rows = q.bind(ca).bind(limit).fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditRecord {
-                seq: r.get(0),
-                at: r.get(1),
-                actor: r.get(2),
-                action: r.get(3),
-                target: r.get(4),
-                details: r.get(5),
-                prev_hash: r.get(6),
-                hash: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_record).collect())
     }
 
     // ---- webhooks ---------------------------------------------------------
 
     /// Stores a webhook, audited. Its cursor starts at the audit log's head, so
     /// it receives only events after its registration. Refused with
-    /// [`StoreError::Precondition`] if `max` webhooks exist already.
+    /// [`Refusal::WebhookLimit`] if `max` webhooks exist already.
     pub async fn create_webhook(
         &self,
         w: &WebhookRow,
@@ -218,9 +185,7 @@ impl Store {
                         .await?
                         .get(0);
                     if n >= max {
-                        return Err(StoreError::Precondition(format!(
-                            "at most {max} webhooks (webhooks.max_webhooks)"
-                        )));
+                        return Err(Refusal::WebhookLimit { max }.into());
                     }
                     sqlx::query(
                         "INSERT INTO webhooks (id, url, kinds, ca_pem, description, secret_sealed, created_by, \
@@ -246,12 +211,8 @@ impl Store {
 
     /// Reads one webhook.
     pub async fn get_webhook(&self, id: &str) -> Result<WebhookRow, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("{WEBHOOK_SELECT} WHERE id = $1"));
-        let r = sqlx::query(sql)
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let sql = format!("{WEBHOOK_SELECT} WHERE id = $1");
+        let r = self.row_by(sql, id).await?.ok_or(StoreError::NotFound)?;
         Ok(webhook_row(&r))
     }
 
@@ -268,13 +229,7 @@ impl Store {
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
-                    let r = sqlx::query("DELETE FROM webhooks WHERE id = $1")
-                        .bind(id.clone())
-                        .execute(&mut **tx)
-                        .await?;
-                    if r.rows_affected() != 1 {
-                        return Err(StoreError::NotFound);
-                    }
+                    change_one(tx, "DELETE FROM webhooks WHERE id = $1", id.clone()).await?;
                     sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
                         .bind(id)
                         .execute(&mut **tx)
@@ -297,10 +252,7 @@ impl Store {
         delivery: Option<&NewDelivery>,
     ) -> Result<bool, StoreError> {
         let core = self.core();
-        let _guard = match core.backend {
-            Backend::Sqlite => Some(core.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _turn = core.sqlite_turn().await;
         let mut tx = core.begin_write().await?;
         let r = sqlx::query(
             "UPDATE webhooks SET last_event_id = $2, attempts = $3, next_attempt_ms = $4 \
@@ -392,14 +344,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ExpiringCert>, StoreError> {
         let core = self.core();
-        let mut state = core.write_lock.lock().await;
-        let mut tx = core.begin_write().await?;
-        if core.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_LOCK_AUDIT)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut w = core.serialized().await?;
         let rows = sqlx::query(
             "SELECT c.serial, c.spiffe_id, c.not_after FROM certificates c \
              WHERE c.revoked_at IS NULL AND c.not_after > $1 AND c.not_after <= $2 \
@@ -415,7 +360,7 @@ impl Store {
         .bind(now.saturating_add(lookahead))
         .bind(window_seconds)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *w.tx)
         .await?;
         let found: Vec<ExpiringCert> = rows
             .iter()
@@ -433,7 +378,7 @@ impl Store {
             .bind(c.serial.clone())
             .bind(c.not_after)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *w.tx)
             .await?;
             audits.push(AuditEntry {
                 actor: "system".into(),
@@ -446,48 +391,7 @@ impl Store {
                 }),
             });
         }
-        let head = append_audit(&mut tx, core.backend, &audits, now).await?;
-        tx.commit().await?;
-        state.committed(core.backend, head);
+        w.commit(&audits, now).await?;
         Ok(found)
-    }
-
-    // ---- pruning ----------------------------------------------------------
-
-    /// Deletes, oldest first, at most `batch` delivery attempts made before
-    /// `deliveries_before` and at most `batch` expiring-markers of
-    /// certificates whose notAfter is before `expired_before` (pruned with
-    /// the certificates). Returns rows removed.
-    pub async fn prune_events(
-        &self,
-        deliveries_before: i64,
-        expired_before: i64,
-        batch: i64,
-    ) -> Result<u64, StoreError> {
-        let core = self.core();
-        let _guard = core.write_lock.lock().await;
-        let mut tx = core.begin_write().await?;
-        let mut n = 0;
-        for (sql, cutoff) in [
-            (
-                "DELETE FROM webhook_deliveries WHERE id IN \
-                 (SELECT id FROM webhook_deliveries WHERE at < $1 ORDER BY at LIMIT $2)",
-                deliveries_before,
-            ),
-            (
-                "DELETE FROM cert_expiring WHERE serial IN \
-                 (SELECT serial FROM cert_expiring WHERE not_after < $1 ORDER BY not_after LIMIT $2)",
-                expired_before,
-            ),
-        ] {
-            n += sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(n)
     }
 }

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_ca::authority::{Authority, import_signed_intermediate, prepare_intermediate};
+use tessera_ca::authority::Authority;
+use tessera_ca::ca::{import_signed_intermediate, prepare_intermediate};
 use tessera_core::api::{CaState, Role};
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -5,6 +5,14 @@
 //! Architecture invariant: leaf fields come only from [`LeafSpec`], built by the
 //! server from the registration entry and policy; the CSR contributes its public
 //! key and nothing else.
+//!
+//! `import` holds the CAs whose certificate comes from outside: the first-start
+//! import and the offline intermediate flow (CSR for the operator's root, then
+//! the signed certificate checked and completed).
+
+mod import;
+pub(crate) use import::imported_generation;
+pub use import::{ImportedIntermediate, import_signed_intermediate, prepare_intermediate};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
