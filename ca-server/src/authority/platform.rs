@@ -151,7 +151,7 @@ impl Authority {
         action: &'static str,
     ) -> Result<IssuedCertificate> {
         let actor = Principal::Workload {
-            spiffe_id: id.to_string(),
+            spiffe_id: id.clone(),
             serial: String::new(),
         };
         let att = a.record(&entry.id, id);
