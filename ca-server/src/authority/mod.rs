@@ -365,6 +365,12 @@ impl Authority {
         }
         Ok(id)
     }
+
+    /// The SPIFFE ID a request's optional `spiffe_id` field asks for, parsed
+    /// and checked to be in this trust domain.
+    fn wanted_id(&self, requested: Option<&str>) -> Result<Option<SpiffeId>> {
+        requested.map(|s| self.check_td("spiffe_id", s)).transpose()
+    }
 }
 
 /// Validates the trust domain, prepares the data directory, loads the KEK and

@@ -455,11 +455,7 @@ impl Authority {
         actor: &Principal,
     ) -> Result<api::AgentJwtSvidResponse> {
         let ttl = super::lifecycle::check_jwt_request(&req.audience, req.ttl_seconds)?;
-        let wanted = req
-            .spiffe_id
-            .as_deref()
-            .map(|s| self.check_td("spiffe_id", s))
-            .transpose()?;
+        let wanted = self.wanted_id(req.spiffe_id.as_deref())?;
         let (_, entries) = self
             .attested_entries(node_id, &req.attestation, wanted.as_ref(), actor)
             .await?;
@@ -481,11 +477,7 @@ impl Authority {
         req: &api::AgentSvidRequest,
         actor: &Principal,
     ) -> Result<api::AgentSvidResponse> {
-        let wanted = req
-            .spiffe_id
-            .as_deref()
-            .map(|s| self.check_td("spiffe_id", s))
-            .transpose()?;
+        let wanted = self.wanted_id(req.spiffe_id.as_deref())?;
         let csr = self.verify_csr(&req.csr)?;
         let a = &req.attestation;
         let (selectors, entries) = self
