@@ -15,6 +15,7 @@ use tessera_agent::config::Config;
 use tessera_agent::node::NodeLink;
 use tessera_agent::server::{Endpoint, Sync};
 use tessera_agent::{Attestor, EngineClient};
+use tessera_core::SpiffeId;
 use tessera_workload_api::WorkloadApiServer;
 
 #[derive(Parser)]
@@ -94,7 +95,7 @@ async fn main() -> Result<()> {
     if cfg.platform_token_file.is_some() {
         want.push(format!(".{}", cfg.node_name));
     }
-    let ours = |id: &str| want.iter().any(|w| id.ends_with(w));
+    let ours = |id: &SpiffeId| want.iter().any(|w| id.path().ends_with(w));
     // A node identity saved by an earlier run comes first: join tokens are
     // single-use, so a restart would otherwise need the operator. (A
     // platform-token node re-attests with its current token instead: the

@@ -21,6 +21,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tessera_core::api;
 use tessera_core::spiffe;
+use tessera_core::{SpiffeId, TrustDomain};
 use tessera_workload::{
     CaClient, CaError, Identity, KeyAlgorithm, PrivateKey, RenewalPolicy, Svid, bad_certificate,
     new_key_and_csr,
@@ -256,16 +257,13 @@ impl NodeLink {
     }
 
     /// The node's SPIFFE ID.
-    pub fn spiffe_id(&self) -> String {
-        self.state().svid.spiffe_id().to_string()
+    pub fn spiffe_id(&self) -> SpiffeId {
+        self.state().svid.spiffe_id().clone()
     }
 
-    /// The trust domain's SPIFFE ID (`spiffe://<td>`).
-    pub fn trust_domain_id(&self) -> String {
-        format!(
-            "spiffe://{}",
-            self.state().svid.spiffe_id().trust_domain_name()
-        )
+    /// The node's trust domain.
+    pub fn trust_domain(&self) -> TrustDomain {
+        self.state().svid.spiffe_id().trust_domain()
     }
 
     /// When the node certificate should be renewed ([`RENEWAL`]), unix seconds.

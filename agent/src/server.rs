@@ -297,7 +297,8 @@ impl Shared {
     {
         let (peer, asked) = caller(request)?;
         self.attest(peer, asked).await?;
-        let td = self.node.trust_domain_id();
+        // The Workload API keys bundles by the trust domain's ID.
+        let td = self.node.trust_domain().id_string();
         let message = move |b: &B| message(&td, b);
         let first = first(&self.node);
         let mut snap = self.snapshot.clone();

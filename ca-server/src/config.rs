@@ -5,13 +5,14 @@
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use tessera_core::TrustDomain;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The trust domain served, such as `example.org`.
-    pub trust_domain: String,
+    pub trust_domain: TrustDomain,
     /// Directory for the SQLite database, the KEK file and admin credentials.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; empty means `sqlite://<data_dir>/tessera.db`.
@@ -396,7 +397,7 @@ pub struct AdminConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            trust_domain: "example.org".into(),
+            trust_domain: TrustDomain::new("example.org").expect("a valid trust domain"),
             data_dir: PathBuf::from("./data"),
             database_url: String::new(),
             database_max_connections: 8,
@@ -573,8 +574,6 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        tessera_core::TrustDomain::new(&self.trust_domain)
-            .map_err(|e| ConfigError(format!("trust_domain: {e}")))?;
         let issuers = &self.attestation.jwt_issuers;
         for (at, j) in issuers.iter().enumerate() {
             j.validate(at, &self.issuance)?;
@@ -735,7 +734,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.issuance.default_ttl_seconds, 120);
-        assert_eq!(cfg.trust_domain, "prod.example");
+        assert_eq!(cfg.trust_domain.as_str(), "prod.example");
         let e = Config::load(None, vec![], &["issuance.bogus=1".into()]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
         let e = Config::load(None, vec![], &["trust_domain=Bad.Domain".into()]).unwrap_err();

@@ -412,7 +412,7 @@ pub async fn run(
 
 /// One line per renewal on stdout; never key material.
 fn report(json: bool, new: &Identity, issued: &IssuedCertificate, next: Option<i64>) {
-    let (spiffe_id, serial) = (new.svid.spiffe_id().as_str(), new.svid.serial());
+    let (spiffe_id, serial) = (new.svid.spiffe_id(), new.svid.serial());
     if json {
         let mut v = serde_json::json!({
             "event": "renewed",

@@ -1,11 +1,12 @@
 //! Sidecar configuration: `config/sidecar.toml` documents every option; flags
 //! and environment (`TESSERA_SIDECAR__SECTION__KEY`) override the file; the
-//! options are validated at start and errors name the option.
+//! options are validated at start and errors name the option. SPIFFE IDs
+//! and patterns are parsed as the file is read, so nothing re-parses them.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use tessera_core::SpiffeIdPattern;
+use tessera_core::{SpiffeId, SpiffeIdPattern};
 
 /// The sidecar's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,14 +26,14 @@ pub struct Config {
     /// whose selectors the token carries. Not with a join token.
     pub platform_token_file: Option<PathBuf>,
     /// With a platform token: the SPIFFE ID wanted when several entries match.
-    pub platform_token_spiffe_id: Option<String>,
+    pub platform_token_spiffe_id: Option<SpiffeId>,
     /// The node agent's Workload API socket (`unix:///path`). Used when no
     /// join token is given; `SPIFFE_ENDPOINT_SOCKET` is used when this is
     /// unset. Either a join token or the Workload API must be configured.
     pub workload_api_socket: Option<String>,
     /// With the Workload API: the SPIFFE ID to use when the agent returns
     /// several; unset means the first (the Workload API's default).
-    pub workload_api_spiffe_id: Option<String>,
+    pub workload_api_spiffe_id: Option<SpiffeId>,
     /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/identity`); loopback only.
     pub admin_listen: SocketAddr,
     /// Allow TLS 1.2 besides 1.3.
@@ -90,7 +91,7 @@ pub struct Inbound {
     /// The app's plaintext address (loopback).
     pub forward: SocketAddr,
     /// Peers allowed: exact SPIFFE IDs, `spiffe://td/path/*` prefixes, or `spiffe://td/*`.
-    pub allow: Vec<String>,
+    pub allow: Vec<SpiffeIdPattern>,
     /// Send a PROXY protocol v2 header to the app first, carrying the peer's
     /// address and its SPIFFE ID (TLV type 0xE0).
     #[serde(default)]
@@ -108,7 +109,7 @@ pub struct Outbound {
     /// The upstream's address, `host:port`.
     pub upstream: String,
     /// The SPIFFE ID (or pattern) the upstream must present.
-    pub server_id: String,
+    pub server_id: SpiffeIdPattern,
 }
 
 /// Limits.
@@ -265,10 +266,6 @@ impl Config {
                 "platform_token_file: not together with join_token_file".into(),
             ));
         }
-        if let Some(id) = &self.platform_token_spiffe_id {
-            tessera_core::SpiffeId::new(id)
-                .map_err(|e| ConfigError(format!("platform_token_spiffe_id: {e}")))?;
-        }
         if !self.admin_listen.ip().is_loopback() {
             return Err(ConfigError(
                 "admin_listen: must be a loopback address".into(),
@@ -300,10 +297,6 @@ impl Config {
                     "inbound[{i}].allow: at least one SPIFFE ID or pattern"
                 )));
             }
-            for a in &l.allow {
-                SpiffeIdPattern::new(a)
-                    .map_err(|e| ConfigError(format!("inbound[{i}].allow: {a:?}: {e}")))?;
-            }
         }
         for (i, o) in self.outbound.iter().enumerate() {
             if !o.listen.ip().is_loopback() {
@@ -311,8 +304,6 @@ impl Config {
                     "outbound[{i}].listen: must be a loopback address"
                 )));
             }
-            SpiffeIdPattern::new(&o.server_id)
-                .map_err(|e| ConfigError(format!("outbound[{i}].server_id: {e}")))?;
             if o.upstream
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -360,5 +351,13 @@ mod tests {
         assert!(e.0.contains("bogus"), "{e}");
         let e = Config::load(Some(&p), &["ca_url=\"http://x\"".into()]).unwrap_err();
         assert!(e.0.contains("ca_url"), "{e}");
+        let e = Config::load(Some(&p), &["inbound=[{name=\"a\", listen=\"127.0.0.1:1\", forward=\"127.0.0.1:2\", allow=[\"spiffe://td/*\", \"web\"]}]".into()]).unwrap_err();
+        assert!(
+            e.0.contains("inbound.allow") && e.0.contains("\"web\""),
+            "{e}"
+        );
+        let e =
+            Config::load(Some(&p), &["workload_api_spiffe_id=\"spiffe://td\"".into()]).unwrap_err();
+        assert!(e.0.contains("workload_api_spiffe_id"), "{e}");
     }
 }

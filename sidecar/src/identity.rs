@@ -9,6 +9,7 @@
 //! for them). Keys, SVIDs and the CA client are `tessera-workload`'s.
 
 use std::sync::Arc;
+use tessera_core::SpiffeId;
 use tessera_core::api::{PlatformAttestRequest, RedeemRequest, RenewRequest};
 use tessera_workload::{
     CaClient, CaError, Identity, KeyAlgorithm, PrivateKey, Svid, new_key_and_csr, split_der,
@@ -112,7 +113,7 @@ pub struct PlatformTokenSource {
     ca_url: String,
     bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
     token_file: std::path::PathBuf,
-    spiffe_id: Option<String>,
+    spiffe_id: Option<SpiffeId>,
 }
 
 impl PlatformTokenSource {
@@ -122,7 +123,7 @@ impl PlatformTokenSource {
         ca_url: String,
         bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
         token_file: std::path::PathBuf,
-        spiffe_id: Option<String>,
+        spiffe_id: Option<SpiffeId>,
     ) -> Self {
         Self {
             ca_url,
@@ -143,7 +144,7 @@ impl PlatformTokenSource {
         let body = PlatformAttestRequest {
             token,
             csr,
-            spiffe_id: self.spiffe_id.clone(),
+            spiffe_id: self.spiffe_id.as_ref().map(SpiffeId::to_string),
         };
         Ok(client
             .issue("/v1/svids/platform", &body, key)
@@ -169,7 +170,7 @@ impl IdentitySource for PlatformTokenSource {
 /// restart, refusal) the next call re-opens it.
 pub struct WorkloadApiSource {
     client: tessera_workload_api::Client,
-    spiffe_id: Option<String>,
+    spiffe_id: Option<SpiffeId>,
     stream:
         tokio::sync::Mutex<Option<tonic::codec::Streaming<tessera_workload_api::X509SvidResponse>>>,
 }
@@ -178,7 +179,7 @@ impl WorkloadApiSource {
     /// A source reading the socket at `socket` (`unix:///path`), or
     /// `SPIFFE_ENDPOINT_SOCKET` when `socket` is None; `spiffe_id` picks one
     /// of several SVIDs (default: the first).
-    pub fn new(socket: Option<&str>, spiffe_id: Option<String>) -> Result<Self, IdentityError> {
+    pub fn new(socket: Option<&str>, spiffe_id: Option<SpiffeId>) -> Result<Self, IdentityError> {
         let path = tessera_workload_api::socket_path(socket)
             .map_err(|e| IdentityError::Local(e.to_string()))?;
         let client = tessera_workload_api::Client::new(&path)
@@ -220,13 +221,15 @@ impl WorkloadApiSource {
             }
         };
         let chosen = match &self.spiffe_id {
-            Some(id) => msg.svids.iter().find(|s| &s.spiffe_id == id),
+            Some(id) => msg.svids.iter().find(|s| s.spiffe_id == id.as_str()),
             None => msg.svids.first(),
         }
         .ok_or_else(|| {
             IdentityError::Agent(format!(
                 "the agent returned no SVID for {}",
-                self.spiffe_id.as_deref().unwrap_or("this workload")
+                self.spiffe_id
+                    .as_ref()
+                    .map_or("this workload", SpiffeId::as_str)
             ))
         })?;
         let bad = |what: String| IdentityError::Local(format!("SVID from the agent: {what}"));

@@ -20,6 +20,7 @@ use identity::IdentitySource;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tessera_core::SpiffeId;
 use tessera_core::api::{Denial, DenialReason, DenialReport, RevocationFeed};
 use tessera_core::tls::{RevokedSerials, RotatingKey};
 use tessera_workload::{CALL_DEADLINE, CaClient, Identity, PemFile, PemSet, RenewalPolicy};
@@ -152,14 +153,14 @@ impl Shared {
         &self,
         listener: &str,
         peer: std::net::SocketAddr,
-        peer_id: Option<String>,
+        peer_id: Option<SpiffeId>,
         reason: DenialReason,
     ) {
         tracing::warn!(
             target: "tessera_sidecar::denial",
             listener,
             peer_addr = %peer,
-            peer_spiffe_id = peer_id.as_deref().unwrap_or("-"),
+            peer_spiffe_id = peer_id.as_ref().map_or("-", SpiffeId::as_str),
             reason = reason.as_str(),
             "connection denied"
         );
@@ -175,7 +176,7 @@ impl Shared {
                 at: tessera_core::now_unix(),
                 listener: listener.to_owned(),
                 peer_addr: peer.to_string(),
-                peer_spiffe_id: peer_id,
+                peer_spiffe_id: peer_id.map(String::from),
                 reason,
             });
         }
@@ -219,7 +220,7 @@ impl Shared {
             self.notify_app();
         }
         let (spiffe_id, serial, not_after) = (
-            svid.spiffe_id().to_string(),
+            svid.spiffe_id().clone(),
             svid.serial().to_owned(),
             svid.not_after(),
         );

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tessera_core::SpiffeIdPattern;
+use tessera_core::SpiffeId;
 use tessera_core::api::DenialReason;
 use tessera_core::tls::{RevokedSerials, RotatingKey, SpiffeRefusal};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -20,7 +20,6 @@ use tokio::sync::{Semaphore, watch};
 pub(crate) struct TlsSet {
     inbound: Arc<rustls::ServerConfig>,
     outbound: Vec<Arc<rustls::ClientConfig>>,
-    allow: Vec<Vec<SpiffeIdPattern>>,
 }
 
 impl TlsSet {
@@ -38,39 +37,22 @@ impl TlsSet {
         )?);
         let mut outbound = Vec::new();
         for o in &cfg.outbound {
-            // Validated at load time.
-            let expected = SpiffeIdPattern::new(&o.server_id)
-                .map_err(|_| tessera_core::tls::TlsError::NoAnchors)?;
             outbound.push(Arc::new(tessera_core::tls::spiffe_client_config(
                 bundle,
                 key.clone(),
-                expected,
+                o.server_id.clone(),
                 revoked.clone(),
                 cfg.tls12,
             )?));
         }
-        let allow = cfg
-            .inbound
-            .iter()
-            .map(|l| {
-                l.allow
-                    .iter()
-                    .filter_map(|a| SpiffeIdPattern::new(a).ok())
-                    .collect()
-            })
-            .collect();
-        Ok(Self {
-            inbound,
-            outbound,
-            allow,
-        })
+        Ok(Self { inbound, outbound })
     }
 }
 
 /// The denial reason operators see for a failed handshake, and the peer's
 /// SPIFFE ID where its certificate parsed: the SPIFFE verifiers say both
 /// ([`SpiffeRefusal`]); anything else is rustls's own failure.
-fn refusal(e: &std::io::Error) -> (DenialReason, Option<String>) {
+fn refusal(e: &std::io::Error) -> (DenialReason, Option<SpiffeId>) {
     if let Some(r) = SpiffeRefusal::of_io(e) {
         let reason = match r {
             SpiffeRefusal::UntrustedChain { .. } => DenialReason::UntrustedChain,
@@ -80,7 +62,7 @@ fn refusal(e: &std::io::Error) -> (DenialReason, Option<String>) {
             SpiffeRefusal::WrongSpiffeId { .. } => DenialReason::NotAllowed,
             _ => DenialReason::TlsError,
         };
-        return (reason, r.peer().map(|id| id.to_string()));
+        return (reason, r.peer().cloned());
     }
     let reason = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::NoCertificatesPresented) => DenialReason::NoCertificate,
@@ -152,11 +134,11 @@ async fn handle_inbound(
     let Some(info) = peer_leaf(stream.get_ref().1.peer_certificates()) else {
         return shared.deny(&l.name, peer, None, DenialReason::InvalidSvid);
     };
-    if !tls.allow[index].iter().any(|p| p.matches(&info.spiffe_id)) {
+    if !l.allow.iter().any(|p| p.matches(&info.spiffe_id)) {
         return shared.deny(
             &l.name,
             peer,
-            Some(info.spiffe_id.to_string()),
+            Some(info.spiffe_id),
             DenialReason::NotAllowed,
         );
     }
@@ -172,7 +154,7 @@ async fn handle_inbound(
     if l.proxy_protocol {
         use tokio::io::AsyncWriteExt;
         let local = stream.get_ref().0.local_addr().unwrap_or(l.listen);
-        let header = proxy_v2_header(peer, local, info.spiffe_id.as_str());
+        let header = proxy_v2_header(peer, local, &info.spiffe_id);
         if app.write_all(&header).await.is_err() {
             return;
         }
@@ -254,7 +236,7 @@ pub const PP2_TYPE_SPIFFE_ID: u8 = 0xE0;
 
 /// A PROXY protocol v2 header (PROXY command, TCP) for `src` → `dst` with the
 /// peer's SPIFFE ID as a TLV. Mixed address families are sent as IPv6.
-pub fn proxy_v2_header(src: SocketAddr, dst: SocketAddr, spiffe_id: &str) -> Vec<u8> {
+pub fn proxy_v2_header(src: SocketAddr, dst: SocketAddr, spiffe_id: &SpiffeId) -> Vec<u8> {
     const SIG: [u8; 12] = [
         0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
     ];
@@ -277,7 +259,7 @@ pub fn proxy_v2_header(src: SocketAddr, dst: SocketAddr, spiffe_id: &str) -> Vec
     };
     addrs.extend_from_slice(&src.port().to_be_bytes());
     addrs.extend_from_slice(&dst.port().to_be_bytes());
-    let id = spiffe_id.as_bytes();
+    let id = spiffe_id.as_str().as_bytes();
     let mut out = Vec::with_capacity(16 + addrs.len() + 3 + id.len());
     out.extend_from_slice(&SIG);
     out.push(0x21); // version 2, PROXY
@@ -355,10 +337,11 @@ async fn relay<A, B>(
 mod tests {
     #[test]
     fn proxy_v2_header_layout() {
+        let id = "spiffe://td/a".parse().unwrap();
         let h = super::proxy_v2_header(
             "10.0.0.1:4000".parse().unwrap(),
             "10.0.0.2:8443".parse().unwrap(),
-            "spiffe://td/a",
+            &id,
         );
         assert_eq!(&h[..12], b"\r\n\r\n\0\r\nQUIT\n");
         assert_eq!((h[12], h[13]), (0x21, 0x11));
@@ -372,7 +355,7 @@ mod tests {
         let h6 = super::proxy_v2_header(
             "10.0.0.1:1".parse().unwrap(),
             "[::1]:2".parse().unwrap(),
-            "x",
+            &id,
         );
         assert_eq!(h6[13], 0x21);
     }

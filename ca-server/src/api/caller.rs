@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
+use tessera_core::SpiffeId;
 use tessera_core::api::Role;
 
 /// An operator credential (admin certificate or API token) with its role:
@@ -51,7 +52,7 @@ macro_rules! certified_caller {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
-            spiffe_id: String,
+            spiffe_id: SpiffeId,
             principal: Principal,
         }
 
@@ -67,7 +68,7 @@ macro_rules! certified_caller {
             }
 
             /// The SPIFFE ID its certificate proved.
-            pub fn spiffe_id(&self) -> &str {
+            pub fn spiffe_id(&self) -> &SpiffeId {
                 &self.spiffe_id
             }
 

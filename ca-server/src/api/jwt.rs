@@ -7,5 +7,5 @@ use tessera_core::api::JwtSvidRequest;
 
 /// `POST /v1/jwt-svids`: a JWT-SVID for the calling workload.
 pub async fn issue(a: St, caller: Workload, Body(req): Body<JwtSvidRequest>) -> Reply {
-    Ok(created(a.issue_jwt_svid(caller.principal(), &req)?))
+    Ok(created(a.issue_jwt_svid(caller.spiffe_id(), &req)?))
 }

@@ -149,12 +149,16 @@ mod tests {
     use super::super::ROUTES;
     use super::*;
     use axum::Router;
+    use tessera_core::SpiffeId;
     use tessera_core::api::Role;
 
     /// Every kind of principal the gate can hand a handler.
     fn principals() -> Vec<Principal> {
-        let cert = |kind: fn(String, String) -> Principal| {
-            kind("spiffe://example.org/x".into(), "0a".into())
+        let cert = |kind: fn(SpiffeId, String) -> Principal| {
+            kind(
+                SpiffeId::new("spiffe://example.org/x").unwrap(),
+                "0a".into(),
+            )
         };
         let mut all = vec![
             Principal::Anonymous,

@@ -156,7 +156,7 @@ impl Authority {
                 && self.issuer_revoked(&cert.ca_id)
             {
                 return Ok(Some(Principal::Reissue {
-                    spiffe_id: cert.spiffe_id,
+                    spiffe_id: info.spiffe_id,
                     serial: cert.serial,
                 }));
             }
@@ -179,15 +179,16 @@ impl Authority {
                 role: c.role,
             }));
         }
-        match self.node_usable(&cert.spiffe_id).await? {
+        // The ledger holds this exact DER: the ID it carries is the one recorded.
+        match self.node_usable(&info.spiffe_id).await? {
             Some(true) => Ok(Some(Principal::Node {
-                spiffe_id: cert.spiffe_id,
+                spiffe_id: info.spiffe_id,
                 serial: cert.serial,
             })),
             // A banned (or never recorded) node's certificate counts for nothing.
             Some(false) => Ok(None),
             None => Ok(Some(Principal::Workload {
-                spiffe_id: cert.spiffe_id,
+                spiffe_id: info.spiffe_id,
                 serial: cert.serial,
             })),
         }

@@ -23,7 +23,11 @@ impl Authority {
     /// `retention.keep_denials_seconds`, an over-long or non-printable
     /// `listener` or `peer_addr`, or a `peer_spiffe_id` that is not a SPIFFE ID
     /// (of any trust domain). Returns how many were stored.
-    pub async fn report_denials(&self, reporter: &str, denials: &[api::Denial]) -> Result<u64> {
+    pub async fn report_denials(
+        &self,
+        reporter: &SpiffeId,
+        denials: &[api::Denial],
+    ) -> Result<u64> {
         if denials.len() > MAX_DENIALS_PER_REPORT {
             return Err(AuthorityError::Invalid {
                 field: "denials",
@@ -72,7 +76,10 @@ impl Authority {
                     .map_err(|e| invalid("peer_spiffe_id", format!("not a SPIFFE ID: {e}")))?;
             }
         }
-        let stored = self.store.record_denials(reporter, denials, now).await?;
+        let stored = self
+            .store
+            .record_denials(reporter.as_str(), denials, now)
+            .await?;
         let mut by_reason: HashMap<api::DenialReason, u64> = HashMap::new();
         for d in denials {
             *by_reason.entry(d.reason).or_default() += 1;

@@ -54,7 +54,7 @@ impl Authority {
         actor: &Principal,
         mut preconditions: Vec<Precondition>,
         action: &'static str,
-        node: Option<&str>,
+        node: Option<&SpiffeId>,
     ) -> Result<IssuedCertificate> {
         // The one choke point of issuance: a node set names a group of
         // nodes and is never anyone's identity.
@@ -116,7 +116,7 @@ impl Authority {
                     attestation: canonical,
                     attestation_hash: hash_hex.clone(),
                     der: leaf.der.to_vec(),
-                    node_spiffe_id: node.map(str::to_owned),
+                    node_spiffe_id: node.map(SpiffeId::to_string),
                 },
                 preconditions,
                 audit,
@@ -222,7 +222,7 @@ impl Authority {
             "selectors": entry.selectors,
         });
         let actor = Principal::Workload {
-            spiffe_id: id.to_string(),
+            spiffe_id: id.clone(),
             serial: String::new(),
         };
         let mut pre = vec![
@@ -317,7 +317,8 @@ impl Authority {
                     .into(),
             ));
         }
-        let node = self.node_usable(&cert.spiffe_id).await?;
+        // The ledger's DER is the peer's: its SPIFFE ID is the one recorded.
+        let node = self.node_usable(&info.spiffe_id).await?;
         if node == Some(false) {
             return Err(AuthorityError::Renewal("the node is banned".into()));
         }
@@ -341,7 +342,7 @@ impl Authority {
             "spiffe_id": id.as_str(),
         });
         let actor = Principal::Workload {
-            spiffe_id: id.to_string(),
+            spiffe_id: id.clone(),
             serial: cert.serial.clone(),
         };
         let mut pre = vec![

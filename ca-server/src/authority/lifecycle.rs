@@ -18,7 +18,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tessera_core::api::{self, CaState};
 use tessera_core::time::rfc3339;
-use tessera_core::{TrustDomain, now_unix, pem};
+use tessera_core::{SpiffeId, TrustDomain, now_unix, pem};
 use tokio::sync::watch;
 
 /// What the TLS layer redoes on a CA change (see [`Authority::on_ca_change`]).
@@ -306,19 +306,14 @@ impl Authority {
         Ok(keys)
     }
 
-    /// Signs a JWT-SVID for a workload's own SPIFFE ID with the active
-    /// generation's JWT key (published in the bundle since its preparation).
+    /// Signs a JWT-SVID for a workload's own SPIFFE ID (the one its
+    /// certificate proved) with the active generation's JWT key (published
+    /// in the bundle since its preparation).
     pub fn issue_jwt_svid(
         &self,
-        actor: &Principal,
+        spiffe_id: &SpiffeId,
         req: &api::JwtSvidRequest,
     ) -> Result<api::JwtSvid> {
-        let Principal::Workload { spiffe_id, .. } = actor else {
-            return Err(AuthorityError::Invalid {
-                field: "credentials",
-                reason: "JWT-SVIDs are issued to workloads for their own SPIFFE ID".into(),
-            });
-        };
         let ttl = check_jwt_request(&req.audience, req.ttl_seconds)?;
         self.sign_jwt_svid(spiffe_id, &req.audience, ttl)
     }
@@ -327,7 +322,7 @@ impl Authority {
     /// [`check_jwt_request`]) with the active generation's JWT key.
     pub(crate) fn sign_jwt_svid(
         &self,
-        spiffe_id: &str,
+        spiffe_id: &SpiffeId,
         audience: &[String],
         ttl: u64,
     ) -> Result<api::JwtSvid> {
@@ -341,12 +336,12 @@ impl Authority {
         // Never beyond the active generation: its key leaves the bundle with it.
         let exp = (now + ttl as i64).min(self.signing_ca().not_after);
         let token = signer
-            .sign(spiffe_id, audience, now, exp)
+            .sign(spiffe_id.as_str(), audience, now, exp)
             .map_err(jwt_err)?;
         self.metrics.jwt_issued.inc(&[]);
         Ok(api::JwtSvid {
             token,
-            spiffe_id: spiffe_id.to_owned(),
+            spiffe_id: spiffe_id.to_string(),
             expires_at: rfc3339(exp),
         })
     }

@@ -66,7 +66,7 @@ pub enum AuthorityError {
     SpiffeId(&'static str, SpiffeIdError),
     /// A SPIFFE ID is outside the CA's trust domain.
     #[error("{0}: SPIFFE ID is not in trust domain {1}")]
-    WrongTrustDomain(&'static str, String),
+    WrongTrustDomain(&'static str, TrustDomain),
     /// The CSR was refused.
     #[error("csr: {0}")]
     Csr(#[from] CsrError),
@@ -166,14 +166,14 @@ pub enum Principal {
     /// A workload presenting a certificate this CA issued.
     Workload {
         /// Its SPIFFE ID.
-        spiffe_id: String,
+        spiffe_id: SpiffeId,
         /// Its certificate serial.
         serial: String,
     },
     /// A node agent presenting its node certificate (node recorded, not banned).
     Node {
         /// The node's SPIFFE ID.
-        spiffe_id: String,
+        spiffe_id: SpiffeId,
         /// Its certificate serial.
         serial: String,
     },
@@ -181,7 +181,7 @@ pub enum Principal {
     /// was (cACompromise): it may renew (re-issue) and do nothing else.
     Reissue {
         /// Its SPIFFE ID.
-        spiffe_id: String,
+        spiffe_id: SpiffeId,
         /// Its certificate serial.
         serial: String,
     },
@@ -197,7 +197,7 @@ impl Principal {
         match self {
             Principal::Credential { name, role, .. } => format!("{}:{name}", role.as_str()),
             Principal::Workload { spiffe_id, .. } | Principal::Node { spiffe_id, .. } => {
-                spiffe_id.clone()
+                spiffe_id.to_string()
             }
             Principal::Reissue { spiffe_id, .. } => format!("{spiffe_id} (re-issue)"),
             Principal::System => "system".into(),
@@ -361,19 +361,22 @@ impl Authority {
     fn check_td(&self, field: &'static str, s: &str) -> Result<SpiffeId> {
         let id = SpiffeId::new(s).map_err(|e| AuthorityError::SpiffeId(field, e))?;
         if !id.is_member_of(&self.td) {
-            return Err(AuthorityError::WrongTrustDomain(field, self.td.to_string()));
+            return Err(AuthorityError::WrongTrustDomain(field, self.td.clone()));
         }
         Ok(id)
+    }
+
+    /// The SPIFFE ID a request's optional `spiffe_id` field asks for, parsed
+    /// and checked to be in this trust domain.
+    fn wanted_id(&self, requested: Option<&str>) -> Result<Option<SpiffeId>> {
+        requested.map(|s| self.check_td("spiffe_id", s)).transpose()
     }
 }
 
 /// Validates the trust domain, prepares the data directory, loads the KEK and
 /// opens the store (checking it belongs to this trust domain).
 pub(crate) async fn open_parts(cfg: &Config) -> Result<(TrustDomain, Store, Kek)> {
-    let td = TrustDomain::new(&cfg.trust_domain).map_err(|e| AuthorityError::Invalid {
-        field: "trust_domain",
-        reason: e.to_string(),
-    })?;
+    let td = cfg.trust_domain.clone();
     crate::keystore::create_private_dir(&cfg.data_dir).map_err(|e| AuthorityError::Invalid {
         field: "data_dir",
         reason: e.to_string(),

@@ -267,16 +267,13 @@ impl Authority {
     /// Whether a certificate's SPIFFE ID is a node's and, if so, whether the
     /// node is recorded and not banned: `Some(true)` usable, `Some(false)`
     /// refused, `None` not a node identity.
-    pub(super) async fn node_usable(&self, spiffe_id: &str) -> Result<Option<bool>> {
-        let Ok(id) = SpiffeId::new(spiffe_id) else {
-            return Ok(None);
-        };
+    pub(super) async fn node_usable(&self, id: &SpiffeId) -> Result<Option<bool>> {
         if spiffe::node_name(id.path()).is_none() {
             return Ok(None);
         }
         Ok(Some(
             self.store
-                .node_by_spiffe_id(spiffe_id)
+                .node_by_spiffe_id(id.as_str())
                 .await?
                 .is_some_and(|n| !n.banned),
         ))
@@ -305,11 +302,8 @@ impl Authority {
     /// every node set (`spiffe://<td>/tessera/node-set/<name>`) whose
     /// selectors are all among the node's. Each with the node-set entry's
     /// ID (`None` for the node itself), for the ledger's precondition.
-    async fn node_parents(&self, node_spiffe_id: &str) -> Result<Vec<(String, Option<String>)>> {
-        let mut parents = vec![(node_spiffe_id.to_owned(), None)];
-        let Ok(node_id) = SpiffeId::new(node_spiffe_id) else {
-            return Ok(parents);
-        };
+    async fn node_parents(&self, node_id: &SpiffeId) -> Result<Vec<(String, Option<String>)>> {
+        let mut parents = vec![(node_id.to_string(), None)];
         let prefix = format!(
             "spiffe://{}{}",
             node_id.trust_domain_name(),
@@ -337,7 +331,7 @@ impl Authority {
         if sets.is_empty() {
             return Ok(parents);
         }
-        let mine = self.node_selectors(&node_id).await?;
+        let mine = self.node_selectors(node_id).await?;
         for set in sets {
             let member = !set.selectors.is_empty()
                 && set.selectors.iter().all(|s| mine.binary_search(s).is_ok());
@@ -354,10 +348,10 @@ impl Authority {
     /// `MAX_ENTRIES_PER_NODE`.
     async fn node_workload_entries(
         &self,
-        node_spiffe_id: &str,
+        node_id: &SpiffeId,
     ) -> Result<Vec<(api::Entry, Option<String>)>> {
         let mut out = Vec::new();
-        for (parent, via) in self.node_parents(node_spiffe_id).await? {
+        for (parent, via) in self.node_parents(node_id).await? {
             let room = MAX_ENTRIES_PER_NODE - out.len() as i64;
             if room <= 0 {
                 break;
@@ -378,9 +372,9 @@ impl Authority {
     /// to a node set it belongs to, granting no node identity), by SPIFFE ID.
     /// Agents poll this to notice entry changes; issuance re-checks
     /// everything anyway.
-    pub async fn agent_entries(&self, node_spiffe_id: &str) -> Result<Vec<api::Entry>> {
+    pub async fn agent_entries(&self, node_id: &SpiffeId) -> Result<Vec<api::Entry>> {
         Ok(self
-            .node_workload_entries(node_spiffe_id)
+            .node_workload_entries(node_id)
             .await?
             .into_iter()
             .map(|(e, _)| e)
@@ -397,13 +391,13 @@ impl Authority {
     /// node-set entry it came through (if any).
     async fn attested_entries(
         &self,
-        node_spiffe_id: &str,
+        node_id: &SpiffeId,
         a: &api::WorkloadAttestation,
         wanted: Option<&SpiffeId>,
         actor: &Principal,
     ) -> Result<(Vec<String>, Vec<(api::Entry, Option<String>)>)> {
         let selectors = validate_attestation(a)?;
-        if self.node_usable(node_spiffe_id).await? != Some(true) {
+        if self.node_usable(node_id).await? != Some(true) {
             return Err(AuthorityError::Forbidden(
                 "this node is banned or not registered".into(),
             ));
@@ -417,7 +411,7 @@ impl Authority {
                     a.container_id.clone().unwrap_or_default(),
                     json!({
                         "reason": reason,
-                        "node": node_spiffe_id,
+                        "node": node_id.as_str(),
                         "container_id": a.container_id,
                         "image": a.image,
                         "image_digest": a.image_digest,
@@ -429,7 +423,7 @@ impl Authority {
             return Err(AuthorityError::Posture(reason));
         }
         let entries: Vec<(api::Entry, Option<String>)> = self
-            .node_workload_entries(node_spiffe_id)
+            .node_workload_entries(node_id)
             .await?
             .into_iter()
             .filter(|(e, _)| {
@@ -442,7 +436,7 @@ impl Authority {
             .collect();
         if entries.is_empty() {
             return Err(AuthorityError::NoEntry(format!(
-                "{} attested by {node_spiffe_id}: no entry parented to this node (or to a node set it belongs to) has all its selectors among the attested ones",
+                "{} attested by {node_id}: no entry parented to this node (or to a node set it belongs to) has all its selectors among the attested ones",
                 wanted.map_or("a workload", |w| w.as_str()),
             )));
         }
@@ -456,23 +450,19 @@ impl Authority {
     /// lifetime is its bound), as for `POST /v1/jwt-svids`.
     pub async fn agent_jwt_svids(
         &self,
-        node_spiffe_id: &str,
+        node_id: &SpiffeId,
         req: &api::AgentJwtSvidRequest,
         actor: &Principal,
     ) -> Result<api::AgentJwtSvidResponse> {
         let ttl = super::lifecycle::check_jwt_request(&req.audience, req.ttl_seconds)?;
-        let wanted = req
-            .spiffe_id
-            .as_deref()
-            .map(|s| self.check_td("spiffe_id", s))
-            .transpose()?;
+        let wanted = self.wanted_id(req.spiffe_id.as_deref())?;
         let (_, entries) = self
-            .attested_entries(node_spiffe_id, &req.attestation, wanted.as_ref(), actor)
+            .attested_entries(node_id, &req.attestation, wanted.as_ref(), actor)
             .await?;
         let mut svids = Vec::with_capacity(entries.len());
         for (entry, _) in &entries {
             let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
-            svids.push(self.sign_jwt_svid(id.as_str(), &req.audience, ttl)?);
+            svids.push(self.sign_jwt_svid(&id, &req.audience, ttl)?);
         }
         Ok(api::AgentJwtSvidResponse { svids })
     }
@@ -483,19 +473,15 @@ impl Authority {
     /// CSR's key, recorded with the evidence in one ledger transaction each.
     pub async fn agent_svids(
         &self,
-        node_spiffe_id: &str,
+        node_id: &SpiffeId,
         req: &api::AgentSvidRequest,
         actor: &Principal,
     ) -> Result<api::AgentSvidResponse> {
-        let wanted = req
-            .spiffe_id
-            .as_deref()
-            .map(|s| self.check_td("spiffe_id", s))
-            .transpose()?;
+        let wanted = self.wanted_id(req.spiffe_id.as_deref())?;
         let csr = self.verify_csr(&req.csr)?;
         let a = &req.attestation;
         let (selectors, entries) = self
-            .attested_entries(node_spiffe_id, a, wanted.as_ref(), actor)
+            .attested_entries(node_id, a, wanted.as_ref(), actor)
             .await?;
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
@@ -504,7 +490,7 @@ impl Authority {
             let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
             let mut att = json!({
                 "method": "agent",
-                "node": node_spiffe_id,
+                "node": node_id.as_str(),
                 "entry_id": entry.id,
                 "spiffe_id": id.as_str(),
                 "container_id": a.container_id,
@@ -517,14 +503,11 @@ impl Authority {
             if let Some(set) = via {
                 att["node_set_entry_id"] = json!(set);
             }
-            let node_name = SpiffeId::new(node_spiffe_id)
-                .ok()
-                .and_then(|n| spiffe::node_name(n.path()).map(str::to_owned))
-                .unwrap_or_default();
+            let node_name = spiffe::node_name(node_id.path()).unwrap_or_default();
             let mut pre = vec![Precondition::EntryExists(entry.id.clone())];
             pre.extend(Precondition::node(
-                node_spiffe_id,
-                &node_name,
+                node_id.as_str(),
+                node_name,
                 true,
                 "join_token",
                 None,
@@ -544,7 +527,7 @@ impl Authority {
                     actor,
                     pre,
                     "cert.agent_issue",
-                    Some(node_spiffe_id),
+                    Some(node_id),
                 )
                 .await
                 .map_err(|e| match e {

@@ -151,7 +151,7 @@ impl Authority {
         action: &'static str,
     ) -> Result<IssuedCertificate> {
         let actor = Principal::Workload {
-            spiffe_id: id.to_string(),
+            spiffe_id: id.clone(),
             serial: String::new(),
         };
         let att = a.record(&entry.id, id);
@@ -261,11 +261,7 @@ impl Authority {
         req: &api::PlatformAttestRequest,
     ) -> Result<IssuedCertificate> {
         const ROUTE: &str = "svids/platform";
-        let wanted = req
-            .spiffe_id
-            .as_deref()
-            .map(|s| self.check_td("spiffe_id", s))
-            .transpose()?;
+        let wanted = self.wanted_id(req.spiffe_id.as_deref())?;
         let a = self.attest_platform(&req.token, ROUTE).await?;
         let parent = a.issuer.parent_id(&self.td);
         let sub = a.token.subject.as_deref();

@@ -3,6 +3,9 @@
 //!
 //! Request types refuse unknown fields, so a typo in a field name is an error
 //! rather than a silently ignored option.
+//!
+//! SPIFFE IDs stay `String` here on purpose: the authority parses each one so a
+//! refusal answers `invalid_spiffe_id` naming the field, not a JSON error.
 
 mod agent;
 mod audit;

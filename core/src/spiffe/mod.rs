@@ -215,6 +215,12 @@ impl fmt::Display for SpiffeId {
     }
 }
 
+impl From<SpiffeId> for String {
+    fn from(id: SpiffeId) -> Self {
+        id.id
+    }
+}
+
 impl FromStr for SpiffeId {
     type Err = SpiffeIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -228,12 +234,27 @@ impl serde::Serialize for SpiffeId {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for SpiffeId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        SpiffeId::new(&s).map_err(serde::de::Error::custom)
-    }
+/// Deserializes a type from a string through its `FromStr`, the error
+/// quoting the string: configurations parse identities once, at load.
+macro_rules! deserialize_from_str {
+    ($t:ty, $what:literal) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(|e: SpiffeIdError| {
+                    serde::de::Error::custom(format_args!(
+                        concat!("invalid ", $what, " {:?}: {}"),
+                        s, e
+                    ))
+                })
+            }
+        }
+    };
 }
+
+deserialize_from_str!(SpiffeId, "SPIFFE ID");
+deserialize_from_str!(TrustDomain, "trust domain");
+deserialize_from_str!(SpiffeIdPattern, "SPIFFE ID pattern");
 
 /// A rule matching SPIFFE IDs: an exact ID, a path prefix (`spiffe://td/ns/prod/*`),
 /// or a whole trust domain (`spiffe://td/*`).
@@ -277,9 +298,17 @@ impl SpiffeIdPattern {
     }
 }
 
+impl FromStr for SpiffeIdPattern {
+    type Err = SpiffeIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn valid_ids() {
@@ -342,5 +371,32 @@ mod tests {
         assert!(all.matches(&SpiffeId::new("spiffe://example.org/x").unwrap()));
         let exact = SpiffeIdPattern::new("spiffe://example.org/web").unwrap();
         assert!(!exact.matches(&SpiffeId::new("spiffe://example.org/web/x").unwrap()));
+    }
+
+    #[test]
+    fn deserialized_from_strings_quoting_the_bad_one() {
+        fn de(s: &str) -> serde::de::value::StrDeserializer<'_, serde::de::value::Error> {
+            serde::de::value::StrDeserializer::new(s)
+        }
+        let id = SpiffeId::deserialize(de("spiffe://example.org/web")).unwrap();
+        assert_eq!(id.as_str(), "spiffe://example.org/web");
+        let td = TrustDomain::deserialize(de("example.org")).unwrap();
+        assert_eq!(td.as_str(), "example.org");
+        let p = SpiffeIdPattern::deserialize(de("spiffe://example.org/ns/*")).unwrap();
+        assert!(p.matches(&SpiffeId::new("spiffe://example.org/ns/web").unwrap()));
+        let e = SpiffeIdPattern::deserialize(de("web"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid SPIFFE ID pattern \"web\": scheme must be spiffe://"
+        );
+        let e = TrustDomain::deserialize(de("Bad.Domain"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid trust domain \"Bad.Domain\": "),
+            "{e}"
+        );
     }
 }
