@@ -47,7 +47,7 @@ pub use nodes::NodeRow;
 pub use prune::PruneBefore;
 pub use refusal::Refusal;
 pub use tokens::TokenRow;
-pub use webhooks::{DeliveryState, ExpiringCert, NewDelivery, WebhookRow};
+pub use webhooks::{DeliveryState, ExpiringCert, WebhookRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
