@@ -95,16 +95,24 @@ iperf3 -s -B 127.0.0.1 -p "${backend[bulk]}" >/dev/null 2>&1 & pids+=($!)
 declare -A port inner cpid spid idle_c idle_s
 start_plain() { port[plain-$1]=${backend[$1]}; }
 
+# Starts the sidecar SIDE ("a" or "b") of pair N with identity spiffe://example.org/ID.
+sidecar() { # side n id
+    TOKIO_WORKER_THREADS=$TESSERA_THREADS TESSERA_JOIN_TOKEN=$(tessera token create --spiffe-id "spiffe://example.org/$3") \
+        TESSERA_LOG=warn,tessera_sidecar=info tessera-sidecar --config "$1-$2.toml" >"$1-$2.out" 2>"$1-$2.err" &
+    pids+=($!)
+}
+
 tessera_pair() { # peer kind bare(0|1)
     local n=$1-$2 bare=$3 bport=$(port) aport=$(port) allow=spiffe://example.org/sc-a follow=true metrics=true
     [ "$bare" = 1 ] && { allow='spiffe://example.org/*'; follow=false; metrics=false; }
-    cat >"b-$n.toml" <<T
-ca_url = "$server"
-ca_bundle = "$bundle"
-admin_listen = "127.0.0.1:0"
+    local head="ca_url = \"$server\"
+ca_bundle = \"$bundle\"
+admin_listen = \"127.0.0.1:0\"
 metrics = $metrics
 [revocation]
-follow = $follow
+follow = $follow"
+    cat >"b-$n.toml" <<T
+$head
 [[inbound]]
 name = "in"
 listen = "127.0.0.1:$bport"
@@ -112,29 +120,26 @@ forward = "127.0.0.1:${backend[$2]}"
 allow = ["$allow"]
 T
     cat >"a-$n.toml" <<T
-ca_url = "$server"
-ca_bundle = "$bundle"
-admin_listen = "127.0.0.1:0"
-metrics = $metrics
-[revocation]
-follow = $follow
+$head
 [[outbound]]
 name = "out"
 listen = "127.0.0.1:$aport"
 upstream = "127.0.0.1:$bport"
 server_id = "spiffe://example.org/sc-b"
 T
-    TOKIO_WORKER_THREADS=$TESSERA_THREADS TESSERA_JOIN_TOKEN=$(tessera token create --spiffe-id spiffe://example.org/sc-b) \
-        TESSERA_LOG=warn,tessera_sidecar=info tessera-sidecar --config "b-$n.toml" >"b-$n.out" 2>"b-$n.err" &
-    pids+=($!); spid[$n]=$!
-    TOKIO_WORKER_THREADS=$TESSERA_THREADS TESSERA_JOIN_TOKEN=$(tessera token create --spiffe-id spiffe://example.org/sc-a) \
-        TESSERA_LOG=warn,tessera_sidecar=info tessera-sidecar --config "a-$n.toml" >"a-$n.out" 2>"a-$n.err" &
-    pids+=($!); cpid[$n]=$!
+    sidecar b "$n" sc-b; spid[$n]=$!
+    sidecar a "$n" sc-a; cpid[$n]=$!
     wait_for "b-$n.err" ' ready'; wait_for "a-$n.err" ' ready'
     port[$n]=$aport; inner[$n]=$bport
 }
 start_tessera() { tessera_pair tessera "$1" 0; }
 start_tessera-bare() { tessera_pair tessera-bare "$1" 1; }
+
+# One side's stunnel identity: its certificate and key, the bundle it trusts.
+stunnel_identity() {
+    printf 'cert = %s\nkey = %s\nCAfile = %s\nverifyChain = yes' \
+        "$work/$1/cert.pem" "$work/$1/key.pem" "$work/$1/bundle.pem"
+}
 
 # stunnel: syslog = no (without a syslog daemon glibc writes every log line to
 # /dev/console, which cost stunnel 5x its connection rate here; see
@@ -144,18 +149,16 @@ start_tessera-bare() { tessera_pair tessera-bare "$1" 1; }
 # tickets cannot be turned off from stunnel) with a one-entry cache.
 start_stunnel() {
     local n=stunnel-$1 sport=$(port) cport=$(port)
-    cat >"st-$n-server.conf" <<ST
-foreground = yes
+    local head="foreground = yes
 pid =
 syslog = no
-debug = 3
+debug = 3"
+    cat >"st-$n-server.conf" <<ST
+$head
 [s]
 accept = 127.0.0.1:$sport
 connect = 127.0.0.1:${backend[$1]}
-cert = $work/server/cert.pem
-key = $work/server/key.pem
-CAfile = $work/server/bundle.pem
-verifyChain = yes
+$(stunnel_identity server)
 requireCert = yes
 sslVersion = TLSv1.3
 options = NO_TICKET
@@ -163,18 +166,12 @@ sessionCacheSize = 1
 sessionCacheTimeout = 1
 ST
     cat >"st-$n-client.conf" <<ST
-foreground = yes
-pid =
-syslog = no
-debug = 3
+$head
 [c]
 client = yes
 accept = 127.0.0.1:$cport
 connect = 127.0.0.1:$sport
-cert = $work/client/cert.pem
-key = $work/client/key.pem
-CAfile = $work/client/bundle.pem
-verifyChain = yes
+$(stunnel_identity client)
 checkHost = localhost
 sslVersion = TLSv1.3
 sessionResume = no
@@ -188,8 +185,7 @@ ST
 # HAProxy 1 thread per side; no TLS session cache, no tickets, no client reuse.
 start_haproxy() {
     local n=haproxy-$1 sport=$(port) cport=$(port)
-    cat >"ha-$n-server.cfg" <<HA
-global
+    local head="global
     nbthread 1
     maxconn 8000
     tune.ssl.cachesize 0
@@ -197,7 +193,9 @@ defaults
     mode tcp
     timeout connect 5s
     timeout client 300s
-    timeout server 300s
+    timeout server 300s"
+    cat >"ha-$n-server.cfg" <<HA
+$head
 frontend tls
     bind 127.0.0.1:$sport ssl crt $work/server/both.pem ca-file $work/server/bundle.pem verify required ssl-min-ver TLSv1.3 no-tls-tickets
     default_backend app
@@ -205,15 +203,7 @@ backend app
     server app 127.0.0.1:${backend[$1]}
 HA
     cat >"ha-$n-client.cfg" <<HA
-global
-    nbthread 1
-    maxconn 8000
-    tune.ssl.cachesize 0
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
+$head
 frontend plain
     bind 127.0.0.1:$cport
     default_backend tls

@@ -63,18 +63,7 @@ fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
+    tessera_core::daemon::init_logging(&cli.log_format);
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
     if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
         bail!("give a join token or platform_token_file, not both");
@@ -176,13 +165,9 @@ async fn main() -> Result<()> {
             "spiffe_id": node.spiffe_id(),
         }})
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let signal = tessera_core::daemon::shutdown_signal()?;
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signal.await;
         tracing::info!("shutting down");
     };
     tonic::transport::Server::builder()

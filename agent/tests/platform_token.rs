@@ -11,8 +11,7 @@ mod support;
 use hyper::Method;
 use std::time::Duration;
 use support::{Agent, host_entry};
-use tessera_core::platform_jwt::mint::SigningKey;
-use tessera_test_support::{CaBuilder, kubernetes_issuer_config, kubernetes_token};
+use tessera_test_support::{CaBuilder, SigningKey, kubernetes_issuer_config, kubernetes_token};
 
 const NODE: &str = "spiffe://example.org/tessera/agent/k8s.node-1";
 

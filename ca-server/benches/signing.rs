@@ -7,6 +7,16 @@ use std::hint::black_box;
 use tessera_ca::ca::{self, KeyAlgorithm, LeafSpec, SigningCa};
 use tessera_core::{SpiffeId, TrustDomain};
 
+/// A CSR (PEM) for a fresh P-256 key, as a workload sends it.
+fn csr() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let td = TrustDomain::new("example.org").unwrap();
     let now = tessera_core::now_unix();
@@ -19,12 +29,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let (cert, key) = ca::new_root(&td, "bench", alg, now, 86400 * 365).unwrap();
         let signing = SigningCa::load("bench", cert, vec![], &key).unwrap();
-        let wk = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::default()
-            .serialize_request(&wk)
-            .unwrap()
-            .pem()
-            .unwrap();
+        let csr = csr();
         let id = SpiffeId::new("spiffe://example.org/ns/prod/web").unwrap();
         let dns = vec!["web.internal".to_owned()];
         g.bench_function(format!("csr_to_cert/{}", alg.as_str()), |b| {
@@ -42,12 +47,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let wk = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&wk)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let csr = csr();
     g.bench_function("csr_verify_only/ecdsa-p256", |b| {
         b.iter(|| black_box(tessera_ca::csr::verify(black_box(csr.as_bytes()), 16384).unwrap()))
     });

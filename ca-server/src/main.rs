@@ -120,21 +120,6 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 /// Writes an operator credential set into `dir`: key.pem (0600), cert.pem, bundle.pem.
 async fn write_operator_creds(auth: &Authority, dir: &Path, name: &str, role: Role) -> Result<()> {
     tessera_ca::keystore::create_private_dir(dir)
@@ -177,7 +162,7 @@ fn server_url(cfg: &Config, addr: std::net::SocketAddr) -> String {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
-    init_logging(&cfg.log_format);
+    tessera_core::daemon::init_logging(&cfg.log_format);
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::Ca(ca) = command {
         return match ca {
@@ -256,8 +241,7 @@ async fn main() -> Result<()> {
 async fn run(auth: Arc<Authority>, cfg: Config) -> Result<()> {
     // Signal handlers first: a SIGTERM that arrives as soon as we say we listen
     // must still mean a graceful shutdown.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let signal = tessera_core::daemon::shutdown_signal()?;
     let running = tessera_ca::server::start(auth.clone(), cfg.listen)
         .await
         .with_context(|| format!("listen: binding {}", cfg.listen))?;
@@ -270,10 +254,7 @@ async fn run(auth: Arc<Authority>, cfg: Config) -> Result<()> {
         running.addr,
         dir.display()
     );
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
+    signal.await;
     tracing::info!("shutting down");
     running.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())

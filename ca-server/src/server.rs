@@ -19,6 +19,7 @@ use tessera_core::idle::{Activity, IdleIo};
 use tessera_core::tls::RotatingKey;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::{Interval, interval};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -217,111 +218,90 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
+/// A background task: runs until the server shuts down.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A task that runs `pass` at every tick of `tick`.
+fn periodic<F, Fut>(mut tick: Interval, auth: &Arc<Authority>, pass: F) -> Task
+where
+    F: Fn(Arc<Authority>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let auth = auth.clone();
+    Box::pin(async move {
+        loop {
+            tick.tick().await;
+            pass(auth.clone()).await;
+        }
+    })
+}
+
+/// Logs a failed pass of a background task; the next tick tries again.
+fn warn_failed<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) {
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "{what} failed");
+    }
+}
+
+/// Ticks every `secs` (at least 1); a late pass delays the next tick.
+fn every(secs: u64) -> Interval {
+    let mut i = interval(Duration::from_secs(secs.max(1)));
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
 fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watch::Receiver<bool>) {
-    let every = |secs: u64| {
-        let mut i = tokio::time::interval(Duration::from_secs(secs.max(1)));
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    };
-    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
-        Vec::new();
-    {
-        let auth = auth.clone();
-        let mut tick = every(auth.cfg.crl.interval_seconds as u64);
-        tasks.push(Box::pin(async move {
-            loop {
-                tick.tick().await;
-                if let Err(e) = auth.refresh_crls().await {
-                    tracing::warn!(error = %e, "CRL refresh failed");
-                }
-            }
-        }));
-    }
-    {
-        // Revocations written by another replica reach this one's feed and CRL within a second.
-        let auth = auth.clone();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tasks.push(Box::pin(async move {
-            loop {
-                tick.tick().await;
-                if let Err(e) = auth.sync_revocations().await {
-                    tracing::warn!(error = %e, "revocation poll failed");
-                }
-                // CA transitions made by another replica, likewise.
-                if let Err(e) = auth.sync_cas().await {
-                    tracing::warn!(error = %e, "CA poll failed");
-                }
-            }
-        }));
-    }
-    {
+    let c = &auth.cfg;
+    let mut tasks: Vec<Task> = vec![
+        periodic(
+            every(c.crl.interval_seconds as u64),
+            &auth,
+            |a| async move {
+                warn_failed("CRL refresh", a.refresh_crls().await);
+            },
+        ),
+        // Revocations written by another replica reach this one's feed and
+        // CRL within a second; its CA transitions likewise.
+        periodic(
+            interval(Duration::from_millis(500)),
+            &auth,
+            |a| async move {
+                warn_failed("revocation poll", a.sync_revocations().await);
+                warn_failed("CA poll", a.sync_cas().await);
+            },
+        ),
         // The rotation schedule: every replica ticks, the lease holder acts.
-        let auth = auth.clone();
-        let mut tick = every(auth.cfg.rotation.check_interval_seconds);
-        tasks.push(Box::pin(async move {
-            loop {
-                tick.tick().await;
-                if let Err(e) = auth.run_schedule_once().await {
-                    tracing::warn!(error = %e, "CA rotation schedule failed");
-                }
-            }
-        }));
-    }
-    {
-        let auth = auth.clone();
-        let mut tick = every(auth.cfg.retention.prune_interval_seconds);
-        tasks.push(Box::pin(async move {
-            loop {
-                tick.tick().await;
-                let now = tessera_core::now_unix();
-                let before = crate::store::PruneBefore {
-                    expired: now - auth.cfg.retention.keep_expired_seconds,
-                    denials: now - auth.cfg.retention.keep_denials_seconds,
-                };
-                let batch = auth.cfg.retention.prune_batch;
-                let deliveries = now - auth.cfg.retention.keep_deliveries_seconds;
-                let pruned = match auth.store.prune(before, batch).await {
-                    Ok(n) => auth
-                        .store
-                        .prune_events(deliveries, before.expired, batch)
-                        .await
-                        .map(|m| n + m),
-                    Err(e) => Err(e),
-                };
-                match pruned {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "pruned expired history"),
-                    Err(e) => tracing::warn!(error = %e, "prune failed"),
-                }
-            }
-        }));
-    }
+        periodic(
+            every(c.rotation.check_interval_seconds),
+            &auth,
+            |a| async move {
+                warn_failed("CA rotation schedule", a.run_schedule_once().await);
+            },
+        ),
+        periodic(
+            every(c.retention.prune_interval_seconds),
+            &auth,
+            |a| async move {
+                prune_once(&a).await;
+            },
+        ),
+    ];
     if !auth.issuers.all().is_empty() {
         // Platform-token issuers' JWKS URLs, each on its own period.
-        let auth = auth.clone();
-        let mut tick = every(10);
-        tasks.push(Box::pin(async move {
-            loop {
-                tick.tick().await;
-                auth.issuers.refresh_all(false).await;
-            }
+        tasks.push(periodic(every(10), &auth, |a| async move {
+            a.issuers.refresh_all(false).await;
         }));
     }
     tasks.push(Box::pin(crate::events::run_poller(auth.clone())));
     tasks.push(Box::pin(crate::events::run_expiring_scan(auth.clone())));
     tasks.push(Box::pin(crate::webhooks::run_deliverer(auth.clone())));
-    {
-        let auth = auth.clone();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tasks.push(Box::pin(async move {
-            loop {
-                tick.tick().await;
-                if let Err(e) = auth.store.checkpoint().await {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
-                }
-            }
-        }));
-    }
+    tasks.push(periodic(
+        interval(Duration::from_secs(1)),
+        &auth,
+        |a| async move {
+            warn_failed("WAL checkpoint", a.store.checkpoint().await);
+        },
+    ));
     {
         let auth = auth.clone();
         let half = (auth.cfg.issuance.max_ttl_seconds / 2).max(30) as u64;
@@ -343,6 +323,31 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
                 _ = shutdown.changed() => {}
             }
         });
+    }
+}
+
+/// One pruning pass: expired history, then old deliveries and event markers.
+async fn prune_once(auth: &Authority) {
+    let retention = &auth.cfg.retention;
+    let now = tessera_core::now_unix();
+    let before = crate::store::PruneBefore {
+        expired: now - retention.keep_expired_seconds,
+        denials: now - retention.keep_denials_seconds,
+    };
+    let batch = retention.prune_batch;
+    let deliveries = now - retention.keep_deliveries_seconds;
+    let pruned = match auth.store.prune(before, batch).await {
+        Ok(n) => auth
+            .store
+            .prune_events(deliveries, before.expired, batch)
+            .await
+            .map(|m| n + m),
+        Err(e) => Err(e),
+    };
+    match pruned {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "pruned expired history"),
+        Err(e) => tracing::warn!(error = %e, "prune failed"),
     }
 }
 

@@ -13,7 +13,7 @@
 //! `"<t>.<body>"`, keyed with the secret's text.
 
 use crate::authority::{Authority, AuthorityError, Principal, not_found};
-use crate::store::{DeliveryState, NewDelivery, WebhookRow};
+use crate::store::{DeliveryState, WebhookRow};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header;
@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_core::api::{self, DeliveryOutcome, Event};
 use tessera_core::now_unix;
+use tessera_core::time::rfc3339;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
@@ -487,7 +488,7 @@ async fn deliver_hook(auth: Arc<Authority>, hook: WebhookRow) {
                 next_attempt_ms: 0,
             },
         };
-        let delivery = NewDelivery {
+        let delivery = api::WebhookDelivery {
             webhook_id: hook.id.clone(),
             event_id: event.id,
             kind: event.kind,
@@ -496,7 +497,7 @@ async fn deliver_hook(auth: Arc<Authority>, hook: WebhookRow) {
             status_code,
             error,
             duration_ms,
-            at: now_unix(),
+            at: rfc3339(now_unix()),
         };
         auth.metrics.webhook_deliveries.inc(&[outcome.as_str()]);
         match auth

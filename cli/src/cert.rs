@@ -13,6 +13,7 @@ use hyper::Method;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tessera_core::api;
+use tessera_workload::{KeyAlgorithm, PemFile, PemSet, PrivateKey, new_key_and_csr};
 
 /// The key types `cert issue` and `cert renew` can generate.
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,7 +180,7 @@ async fn issue(
     key_type: KeyType,
     ttl: Option<u64>,
 ) -> Result<()> {
-    let (key, csr) = csr_for(key_type)?;
+    let (key, csr) = new_key_and_csr(key_type.into())?;
     let issued: api::IssuedCertificate = match (spiffe_id, token) {
         (_, Some(token)) => {
             if ttl.is_some() {
@@ -221,46 +222,31 @@ fn issued_summary(i: &api::IssuedCertificate, dir: &Path) -> serde_json::Value {
     })
 }
 
-/// A new key of `key_type` and a CSR for it (the CA takes only the key from it).
-pub fn csr_for(key_type: KeyType) -> Result<(rcgen::KeyPair, String), rcgen::Error> {
-    let alg = match key_type {
-        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-    };
-    let key = rcgen::KeyPair::generate_for(alg)?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params.serialize_request(&key)?.pem()?;
-    Ok((key, csr))
+impl From<KeyType> for KeyAlgorithm {
+    fn from(k: KeyType) -> Self {
+        match k {
+            KeyType::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+            KeyType::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+            KeyType::Ed25519 => KeyAlgorithm::Ed25519,
+        }
+    }
 }
 
-/// Writes key.pem (0600), cert.pem, chain.pem and bundle.pem atomically.
-fn write_cert_dir(dir: &Path, key: &rcgen::KeyPair, issued: &api::IssuedCertificate) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+/// Writes key.pem (0600), cert.pem (leaf and chain), chain.pem and
+/// bundle.pem, each atomically, the certificate last.
+fn write_cert_dir(dir: &Path, key: &PrivateKey, issued: &api::IssuedCertificate) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("--out-dir: creating {}", dir.display()))?;
-    let write = |name: &str, data: &[u8], mode: u32| -> Result<()> {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        Ok(())
-    };
-    write("key.pem", key.serialize_pem().as_bytes(), 0o600)?;
-    write(
-        "cert.pem",
-        format!("{}{}", issued.certificate, issued.chain).as_bytes(),
-        0o644,
-    )?;
-    write("chain.pem", issued.chain.as_bytes(), 0o644)?;
-    write("bundle.pem", issued.bundle.as_bytes(), 0o644)?;
+    let cert = format!("{}{}", issued.certificate, issued.chain);
+    let key = key.to_pem();
+    let (key_file, cert_file) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let (chain_file, bundle_file) = (dir.join("chain.pem"), dir.join("bundle.pem"));
+    PemSet {
+        bundle: Some(PemFile::public(&bundle_file, issued.bundle.as_bytes())),
+        chain: Some(PemFile::public(&chain_file, issued.chain.as_bytes())),
+        key: Some(PemFile::private(&key_file, key.as_bytes())),
+        cert: Some(PemFile::public(&cert_file, cert.as_bytes())),
+    }
+    .write()?;
     Ok(())
 }

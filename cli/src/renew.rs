@@ -28,8 +28,8 @@ use std::time::Duration;
 use tessera_core::api::{IssuedCertificate, RenewRequest};
 use tessera_core::time::rfc3339;
 use tessera_workload::{
-    CaClient, CaError, Identity, KeyAlgorithm, Lifetime, PemFile, PemSet, PrivateKey, Refusal,
-    RenewalPolicy, Svid, SvidParseError, WriteError, new_key_and_csr,
+    CaClient, CaError, Identity, Lifetime, PemFile, PemSet, PrivateKey, Refusal, RenewalPolicy,
+    Svid, SvidParseError, WriteError, new_key_and_csr,
 };
 
 /// Default point of the lifetime at which `--watch` renews (two thirds).
@@ -255,14 +255,6 @@ fn policy(renew_at: f64) -> RenewalPolicy {
         .retry_within(0.1)
 }
 
-fn algorithm(key_type: KeyType) -> KeyAlgorithm {
-    match key_type {
-        KeyType::EcdsaP256 => KeyAlgorithm::EcdsaP256,
-        KeyType::EcdsaP384 => KeyAlgorithm::EcdsaP384,
-        KeyType::Ed25519 => KeyAlgorithm::Ed25519,
-    }
-}
-
 /// A CA client authenticating with `cur`'s certificate.
 fn client(server: &str, cur: &Identity) -> Result<CaClient, RenewError> {
     CaClient::new(server, &cur.bundle, Some(&cur.svid)).map_err(|e| match e {
@@ -367,7 +359,7 @@ async fn renew_once(
     }
     let client = client(server, cur)?;
     let (key, csr) =
-        new_key_and_csr(algorithm(key_type)).map_err(|e| RenewError::Local(e.to_string()))?;
+        new_key_and_csr(key_type.into()).map_err(|e| RenewError::Local(e.to_string()))?;
     // The issued certificate is checked against the new key: never a
     // certificate on disk beside a key it does not belong to.
     let issued = client

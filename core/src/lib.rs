@@ -6,6 +6,8 @@ pub mod api;
 pub mod audit;
 pub mod client;
 pub mod config;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod idle;
 pub mod jwt;
 pub mod metrics;

@@ -41,6 +41,11 @@ impl Registry {
     }
 }
 
+/// Appends a metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 fn label_str(names: &[&str], values: &[String]) -> String {
     let mut s = String::new();
     for (i, (n, v)) in names.iter().zip(values).enumerate() {
@@ -93,6 +98,13 @@ fn key(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A family's series, ordered by their label values (stable output).
+fn sorted<V>(m: &HashMap<Vec<String>, V>) -> Vec<(&Vec<String>, &V)> {
+    let mut rows: Vec<_> = m.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    rows
+}
+
 impl<V: SeriesValue> Family<V> {
     /// A new family.
     pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
@@ -135,18 +147,9 @@ impl<V: SeriesValue> Family<V> {
 
 impl<V: SeriesValue> Metric for Family<V> {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} {}",
-            self.name,
-            self.help,
-            self.name,
-            V::KIND
-        );
+        header(out, self.name, self.help, V::KIND);
         if let Ok(m) = self.values.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (k, v) in rows {
+            for (k, v) in sorted(&m) {
                 let _ = writeln!(out, "{}{{{}}} {}", self.name, label_str(self.labels, k), v);
             }
         }
@@ -188,15 +191,8 @@ impl Gauge {
 
 impl Metric for Gauge {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} gauge\n{} {}",
-            self.name,
-            self.help,
-            self.name,
-            self.name,
-            self.get()
-        );
+        header(out, self.name, self.help, "gauge");
+        let _ = writeln!(out, "{} {}", self.name, self.get());
     }
 }
 
@@ -242,8 +238,7 @@ impl HistogramVec {
     /// Records one observation.
     pub fn observe(&self, values: &[&str], v: f64) {
         if let Ok(mut m) = self.values.lock() {
-            let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
-            let h = m.entry(key).or_insert_with(|| Hist {
+            let h = m.entry(key(values)).or_insert_with(|| Hist {
                 counts: vec![0; self.buckets.len()],
                 sum: 0.0,
                 count: 0,
@@ -259,15 +254,9 @@ impl HistogramVec {
 
 impl Metric for HistogramVec {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} histogram",
-            self.name, self.help, self.name
-        );
+        header(out, self.name, self.help, "histogram");
         let Ok(m) = self.values.lock() else { return };
-        let mut rows: Vec<_> = m.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        for (k, h) in rows {
+        for (k, h) in sorted(&m) {
             let labels = label_str(self.labels, k);
             let sep = if labels.is_empty() { "" } else { "," };
             let mut cum = 0;

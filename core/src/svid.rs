@@ -254,24 +254,13 @@ mod tests {
     };
 
     fn ca() -> (CertificateParams, KeyPair) {
-        let mut p = CertificateParams::default();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+        let p = tessera_test_support::spiffe_root_params("Test CA");
         (p, KeyPair::generate().unwrap())
     }
 
     /// A valid Tessera leaf's parameters; each case breaks one rule.
     fn good_leaf() -> CertificateParams {
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::URI("spiffe://example.org/web".try_into().unwrap())];
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.serial_number = Some(SerialNumber::from_slice(&[0x4a; 16]));
+        let mut p = tessera_test_support::svid_params("spiffe://example.org/web");
         p.not_before = rcgen::date_time_ymd(2025, 1, 1);
         p.not_after = rcgen::date_time_ymd(2025, 1, 2);
         p

@@ -524,10 +524,7 @@ impl rustls::client::ResolvesClientCert for RotatingKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-        KeyUsagePurpose, SanType, SerialNumber,
-    };
+    use rcgen::{Issuer, KeyPair, SanType, SerialNumber};
 
     struct Ca {
         issuer: Issuer<'static, KeyPair>,
@@ -535,10 +532,7 @@ mod tests {
     }
 
     fn ca() -> Ca {
-        let mut p = CertificateParams::default();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+        let p = tessera_test_support::spiffe_root_params("Test CA");
         let key = KeyPair::generate().unwrap();
         let der = p.self_signed(&key).unwrap().der().clone();
         Ca {
@@ -550,17 +544,10 @@ mod tests {
     /// A leaf for `uri` (None: a DNS name only, not an SVID), valid from
     /// `from` to `to` hours from now.
     fn leaf(ca: &Ca, uri: Option<&str>, serial: u8, from: i64, to: i64) -> CertifiedKey {
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = match uri {
-            Some(u) => vec![SanType::URI(u.try_into().unwrap())],
-            None => vec![SanType::DnsName("web".try_into().unwrap())],
-        };
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        let mut p = tessera_test_support::svid_params(uri.unwrap_or("spiffe://example.org"));
+        if uri.is_none() {
+            p.subject_alt_names = vec![SanType::DnsName("web".try_into().unwrap())];
+        }
         p.serial_number = Some(SerialNumber::from_slice(&[0x40, serial, 1, 2, 3, 4, 5, 6]));
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now + time::Duration::hours(from);

@@ -37,18 +37,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
+    tessera_core::daemon::init_logging(&cli.log_format);
     let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
     if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
         anyhow::bail!("give a join token or platform_token_file, not both");
@@ -93,8 +82,7 @@ async fn run<S: IdentitySource + 'static>(
     exit_with_pid: Option<u32>,
 ) -> Result<()> {
     let drain = std::time::Duration::from_secs(cfg.drain_seconds);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let signal = tessera_core::daemon::shutdown_signal()?;
     let running = tessera_sidecar::start(cfg, source).await?;
     // One line on stdout with every bound address, for scripts and tests.
     println!("{}", serde_json::json!({"tessera_sidecar": running.addrs}));
@@ -111,8 +99,7 @@ async fn run<S: IdentitySource + 'static>(
         }
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = signal => {}
         _ = app_gone => {}
     }
     tracing::info!("stopping");

@@ -653,10 +653,7 @@ async fn connection_cap_and_graceful_drain() {
 /// a leaf whose validity ended years ago (the CA itself never issues one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_client_certificate_is_refused() {
-    use rcgen::{
-        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        SanType, date_time_ymd,
-    };
+    use rcgen::{Issuer, KeyPair, date_time_ymd};
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
     let root_key = KeyPair::generate().unwrap();
@@ -680,14 +677,7 @@ async fn expired_client_certificate_is_refused() {
     let tb = token(&ca, "guard").await;
     let b = Sidecar::start(&ca, &tb, &inbound("in", &app, "spiffe://example.org/*"));
     let leaf_key = KeyPair::generate().unwrap();
-    let mut lp = CertificateParams::default();
-    lp.is_ca = IsCa::ExplicitNoCa;
-    lp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    lp.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ClientAuth,
-        ExtendedKeyUsagePurpose::ServerAuth,
-    ];
-    lp.subject_alt_names = vec![SanType::URI("spiffe://example.org/old".try_into().unwrap())];
+    let mut lp = tessera_test_support::svid_params("spiffe://example.org/old");
     lp.not_before = date_time_ymd(2021, 1, 1);
     lp.not_after = date_time_ymd(2021, 1, 2);
     let leaf = lp.signed_by(&leaf_key, &Issuer::new(rp, root_key)).unwrap();

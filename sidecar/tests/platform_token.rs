@@ -10,8 +10,7 @@ mod common;
 use common::*;
 use hyper::Method;
 use serde_json::json;
-use tessera_core::platform_jwt::mint::SigningKey;
-use tessera_test_support::{CaBuilder, kubernetes_issuer_config, kubernetes_token};
+use tessera_test_support::{CaBuilder, SigningKey, kubernetes_issuer_config, kubernetes_token};
 
 /// The pod's projected token.
 fn k8s_token(key: &SigningKey, jti: &str) -> String {

@@ -9,6 +9,7 @@
 //! - [`Metrics`]: a scraped Prometheus page, read by name and labels;
 //! - [`workspace_binary`]: the path of a workspace binary, built once per
 //!   test process when cargo does not provide it;
+//! - platform tokens ([`SigningKey`], [`token`]) signed with keys the test holds;
 //! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
 
 mod api;
@@ -32,7 +33,9 @@ pub use json::{array, ca_ids, field_strs, id, strs};
 pub use metrics::Metrics;
 pub use net::{await_closed, http_get, read_until_closed};
 pub use openssl::{openssl, openssl_ec_key, openssl_output};
-pub use pki::{csr, spiffe_root_params};
-pub use platform::{kubernetes_issuer_config, kubernetes_token};
+pub use pki::{csr, spiffe_root_params, svid_params};
+pub use platform::{
+    SigningKey, hs256, jwks, kubernetes_issuer_config, kubernetes_token, token, unsigned,
+};
 pub use poll::{poll_until, wait_until};
 pub use process::{EXIT_TIMEOUT, Output, Process};

@@ -1,7 +1,10 @@
 //! Keys and certificates a test makes itself: a workload's CSR, an
-//! operator's root.
+//! operator's root, an X.509-SVID.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
+};
 
 /// A fresh P-256 key and a CSR for it (PEM), as a workload makes them.
 pub fn csr() -> (rcgen::KeyPair, String) {
@@ -28,5 +31,22 @@ pub fn spiffe_root_params(common_name: &str) -> CertificateParams {
         KeyUsagePurpose::DigitalSignature,
     ];
     p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
+    p
+}
+
+/// The parameters of an X.509-SVID for `spiffe_id` that passes every check
+/// of Tessera's profile: `cA=false`, digitalSignature, serverAuth +
+/// clientAuth, serial `4a` × 16 (validity: rcgen's default, so valid now,
+/// unless the caller sets it).
+pub fn svid_params(spiffe_id: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.serial_number = Some(SerialNumber::from_slice(&[0x4a; 16]));
     p
 }

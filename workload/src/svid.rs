@@ -201,28 +201,15 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-        KeyUsagePurpose, SanType, SerialNumber,
-    };
+    use rcgen::{Issuer, KeyPair};
 
     /// A CA (PEM) and a leaf for `spiffe://example.org/web` (PEM) with its key.
     fn issued() -> (IssuedCertificate, PrivateKey) {
-        let mut ca = CertificateParams::default();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca = tessera_test_support::spiffe_root_params("Test CA");
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca, ca_key);
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::URI("spiffe://example.org/web".try_into().unwrap())];
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.serial_number = Some(SerialNumber::from_slice(&[0x4a; 16]));
+        let mut p = tessera_test_support::svid_params("spiffe://example.org/web");
         p.not_before = rcgen::date_time_ymd(2025, 1, 1);
         p.not_after = rcgen::date_time_ymd(2025, 1, 2);
         let key = KeyPair::generate().unwrap();

@@ -17,12 +17,11 @@
 //! once and revokes every certificate issued through it.
 
 use super::{Authority, AuthorityError, Principal, Result, not_found};
-use crate::store::{NodeRow, Precondition};
+use crate::store::Precondition;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use tessera_core::api::{self, RevocationReason};
 use tessera_core::spiffe;
-use tessera_core::time::rfc3339;
 use tessera_core::{SpiffeId, now_unix};
 
 /// Most selectors one attestation may carry.
@@ -41,19 +40,6 @@ const MAX_ENTRIES_PER_NODE: i64 = 10_000;
 const MAX_NODE_SETS: i64 = 1_000;
 /// Most nodes listed.
 const MAX_NODES_LISTED: i64 = 10_000;
-
-fn node_info(n: NodeRow) -> api::NodeInfo {
-    api::NodeInfo {
-        id: n.id,
-        spiffe_id: n.spiffe_id,
-        attestation_type: n.attestation_type,
-        banned: n.banned,
-        banned_at: n.banned_at.map(rfc3339),
-        created_at: rfc3339(n.created_at),
-        last_seen: rfc3339(n.last_seen),
-        selectors: n.selectors,
-    }
-}
 
 /// Whether `s` is `type:value` with a lowercase type and a non-empty value,
 /// at most [`MAX_SELECTOR_BYTES`], without control characters.
@@ -205,13 +191,7 @@ fn posture_violation(
 impl Authority {
     /// The nodes, by name.
     pub async fn list_nodes(&self) -> Result<Vec<api::NodeInfo>> {
-        Ok(self
-            .store
-            .list_nodes(MAX_NODES_LISTED)
-            .await?
-            .into_iter()
-            .map(node_info)
-            .collect())
+        Ok(self.store.list_nodes(MAX_NODES_LISTED).await?)
     }
 
     /// One node by name.
@@ -219,7 +199,6 @@ impl Authority {
         self.store
             .get_node(id)
             .await
-            .map(node_info)
             .map_err(not_found("node"))
     }
 

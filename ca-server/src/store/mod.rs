@@ -43,11 +43,10 @@ pub use credentials::CredentialRow;
 pub use denials::{DenialFilter, MAX_DENIALS_PER_INSERT};
 pub use entries::EntryRow;
 pub use ledger::Precondition;
-pub use nodes::NodeRow;
 pub use prune::PruneBefore;
 pub use refusal::Refusal;
 pub use tokens::TokenRow;
-pub use webhooks::{DeliveryState, ExpiringCert, NewDelivery, WebhookRow};
+pub use webhooks::{DeliveryState, ExpiringCert, WebhookRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};

@@ -5,40 +5,20 @@ use super::revocation::{LiveBy, revoke_live_in_tx};
 use super::{AuditEntry, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
-
-/// A node as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeRow {
-    /// The node name (last segment of its SPIFFE ID).
-    pub id: String,
-    /// `spiffe://<td>/tessera/agent/<name>`.
-    pub spiffe_id: String,
-    /// How it attested (`join_token`).
-    pub attestation_type: String,
-    /// Whether it is banned.
-    pub banned: bool,
-    /// When it was banned, if it is.
-    pub banned_at: Option<i64>,
-    /// First attestation, unix seconds.
-    pub created_at: i64,
-    /// Last attestation, renewal or attested issuance, unix seconds.
-    pub last_seen: i64,
-    /// The selectors of its last platform-token attestation (empty for
-    /// join-token nodes).
-    pub selectors: Vec<String>,
-}
+use tessera_core::api::NodeInfo;
+use tessera_core::time::rfc3339;
 
 const NODE_SELECT: &str = "SELECT id, spiffe_id, attestation_type, banned, banned_at, created_at, last_seen, selectors FROM nodes";
 
-fn node_row(r: &AnyRow) -> NodeRow {
-    NodeRow {
+fn node_row(r: &AnyRow) -> NodeInfo {
+    NodeInfo {
         id: r.get(0),
         spiffe_id: r.get(1),
         attestation_type: r.get(2),
         banned: r.get::<i64, _>(3) != 0,
-        banned_at: r.get(4),
-        created_at: r.get(5),
-        last_seen: r.get(6),
+        banned_at: r.get::<Option<i64>, _>(4).map(rfc3339),
+        created_at: rfc3339(r.get(5)),
+        last_seen: rfc3339(r.get(6)),
         selectors: r
             .get::<Option<String>, _>(7)
             .and_then(|s| serde_json::from_str(&s).ok())
@@ -48,7 +28,7 @@ fn node_row(r: &AnyRow) -> NodeRow {
 
 impl Store {
     /// Nodes, by name, at most `limit`.
-    pub async fn list_nodes(&self, limit: i64) -> Result<Vec<NodeRow>, StoreError> {
+    pub async fn list_nodes(&self, limit: i64) -> Result<Vec<NodeInfo>, StoreError> {
         let sql = format!("{NODE_SELECT} ORDER BY id LIMIT $1");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(limit)
@@ -58,14 +38,14 @@ impl Store {
     }
 
     /// One node by name.
-    pub async fn get_node(&self, id: &str) -> Result<NodeRow, StoreError> {
+    pub async fn get_node(&self, id: &str) -> Result<NodeInfo, StoreError> {
         let sql = format!("{NODE_SELECT} WHERE id = $1");
         let r = self.row_by(sql, id).await?.ok_or(StoreError::NotFound)?;
         Ok(node_row(&r))
     }
 
     /// One node by SPIFFE ID, if recorded.
-    pub async fn node_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<NodeRow>, StoreError> {
+    pub async fn node_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<NodeInfo>, StoreError> {
         let sql = format!("{NODE_SELECT} WHERE spiffe_id = $1");
         Ok(self.row_by(sql, spiffe_id).await?.as_ref().map(node_row))
     }

@@ -10,7 +10,7 @@ use super::{AuditEntry, Refusal, Store, StoreError, change_one};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tessera_core::api::{self, AuditRecord, DeliveryOutcome, EventKind};
-use tessera_core::time::rfc3339;
+use tessera_core::time::{parse_rfc3339, rfc3339};
 
 /// A webhook registration as stored.
 #[derive(Debug, Clone)]
@@ -54,29 +54,6 @@ impl WebhookRow {
             attempts: self.attempts,
         }
     }
-}
-
-/// One delivery attempt to record.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    /// The webhook.
-    pub webhook_id: String,
-    /// The event (audit seq).
-    pub event_id: i64,
-    /// Its kind.
-    pub kind: EventKind,
-    /// Attempt number, from 1.
-    pub attempt: i64,
-    /// Outcome.
-    pub outcome: DeliveryOutcome,
-    /// The receiver's status, if it answered.
-    pub status_code: Option<u16>,
-    /// Why it failed (no secrets).
-    pub error: Option<String>,
-    /// Duration, milliseconds.
-    pub duration_ms: i64,
-    /// When, unix seconds.
-    pub at: i64,
 }
 
 /// A webhook's delivery state: where its cursor is and how its retries stand.
@@ -249,7 +226,7 @@ impl Store {
         webhook_id: &str,
         from: DeliveryState,
         to: DeliveryState,
-        delivery: Option<&NewDelivery>,
+        delivery: Option<&api::WebhookDelivery>,
     ) -> Result<bool, StoreError> {
         let core = self.core();
         let _turn = core.sqlite_turn().await;
@@ -283,7 +260,7 @@ impl Store {
             .bind(d.status_code.map(i64::from))
             .bind(d.error.clone())
             .bind(d.duration_ms)
-            .bind(d.at)
+            .bind(parse_rfc3339(&d.at).unwrap_or(0))
             .execute(&mut *tx)
             .await?;
         }

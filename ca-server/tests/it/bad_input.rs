@@ -547,22 +547,12 @@ both_backends!(join_tokens_refused);
 /// A CA nobody trusts, and a leaf from it for `spiffe_id` reusing `serial`
 /// (so the ledger would know the serial if the TLS layer let it through).
 fn foreign_leaf(spiffe_id: &str, serial: &str) -> (String, String) {
-    use rcgen::{
-        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        SanType, SerialNumber,
-    };
+    use rcgen::{Issuer, KeyPair, SerialNumber};
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let ca = tessera_test_support::spiffe_root_params("Tessera CA example.org");
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = CertificateParams::default();
-    p.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    let mut p = tessera_test_support::svid_params(spiffe_id);
     p.serial_number = Some(SerialNumber::from_slice(&hex::decode(serial).unwrap()));
     let cert = p.signed_by(&key, &issuer).unwrap();
     (cert.pem(), key.serialize_pem())

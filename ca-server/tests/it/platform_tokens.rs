@@ -8,7 +8,6 @@
 use crate::both_backends;
 use crate::common::{Clients, Db, Harness, TestDb, assert_problem, config, csr, get, post, strs};
 use crate::receiver;
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::StatusCode;
@@ -20,39 +19,11 @@ use std::sync::{Arc, Mutex};
 use tessera_ca::config::JwtIssuerConfig;
 use tessera_core::api::Role;
 use tessera_core::now_unix;
-use tessera_core::platform_jwt::mint::{SigningKey, hs256, token};
+use tessera_test_support::{SigningKey, hs256, jwks, token, unsigned};
 
 const OIDC_ISS: &str = "https://ci.example.test";
 const K8S_ISS: &str = "https://kubernetes.default.svc.cluster.local";
 const WEB: &str = "spiffe://example.org/web";
-
-/// An RSA key from `openssl genpkey` (PEM output is PKCS#8, which ring reads).
-fn rsa_key() -> SigningKey {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl is required");
-    assert!(out.status.success());
-    let b64: String = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
-    SigningKey::rs256(&der).unwrap()
-}
-
-fn jwks(keys: &[(&SigningKey, &str)]) -> String {
-    json!({"keys": keys.iter().map(|(k, kid)| k.jwk(kid)).collect::<Vec<_>>()}).to_string()
-}
 
 fn oidc_claims(sub: &str, jti: &str) -> Value {
     let now = now_unix();
@@ -129,7 +100,11 @@ async fn entry(h: &Harness, spiffe_id: &str, selectors: &[&str], parent: &str) {
 
 /// Direct mode with an OIDC issuer: every algorithm, every refusal.
 async fn workload_tokens(db: Db) {
-    let (ec, rs, ed) = (SigningKey::es256(), rsa_key(), SigningKey::eddsa());
+    let (ec, rs, ed) = (
+        SigningKey::es256(),
+        SigningKey::rs256(),
+        SigningKey::eddsa(),
+    );
     let mut ci = issuer("ci", OIDC_ISS, "oidc");
     ci.jwks_file = format!("FILE:{}", jwks(&[(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")]));
     let h = start(db, vec![ci]).await;
@@ -209,12 +184,9 @@ async fn workload_tokens(db: Db) {
         ),
         (
             "alg none",
-            format!(
-                "{}.{}.",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(r#"{"alg":"none","kid":"ec"}"#),
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(oidc_claims("web", "n1").to_string())
+            unsigned(
+                json!({"alg": "none", "kid": "ec"}),
+                &oidc_claims("web", "n1"),
             ),
             "\"none\" is not accepted",
         ),

@@ -1,0 +1,37 @@
+//! What the three daemons (CA server, node agent, sidecar) do alike at
+//! start-up: log to stderr, and learn of SIGTERM and SIGINT.
+
+use std::future::Future;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Logs to stderr at the filter `TESSERA_LOG` gives (default `info`): as
+/// text (colours only on a terminal) or, with `format` `json`, one JSON
+/// object per line.
+pub fn init_logging(format: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives
+/// before the caller waits (say, just after it announced it listens) still
+/// means a graceful shutdown; the future completes at the first of them.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
