@@ -111,7 +111,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
     }
     Ok(Config::load(
         cli.config.as_deref(),
-        std::env::vars(),
+        std::env::vars_os(),
         &sets,
     )?)
 }
