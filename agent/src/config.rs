@@ -66,24 +66,11 @@ impl Default for Config {
     }
 }
 
-pub use tessera_core::config::ConfigError;
+pub use tessera_core::config::{ConfigError, Options};
 
-/// The prefix of the environment variables that override options:
-/// `TESSERA_AGENT__SYNC_INTERVAL_SECONDS=10` sets `sync_interval_seconds`.
-pub const ENV_PREFIX: &str = "TESSERA_AGENT__";
-
-impl Config {
-    /// Loads the file (if any), applies environment (`TESSERA_AGENT__SECTION__KEY`)
-    /// and `--set` overrides, validates.
-    pub fn load<K: Into<std::ffi::OsString>, V: Into<std::ffi::OsString>>(
-        file: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (K, V)>,
-        sets: &[String],
-    ) -> Result<Self, ConfigError> {
-        let cfg: Config = tessera_core::config::load(file, ENV_PREFIX, env, sets)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+/// Overridden by `TESSERA_AGENT__KEY` (`TESSERA_AGENT__SYNC_INTERVAL_SECONDS=10`).
+impl Options for Config {
+    const ENV_PREFIX: &'static str = "TESSERA_AGENT__";
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.ca_url.starts_with("https://") {
@@ -136,37 +123,10 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NO_ENV: [(&str, &str); 0] = [];
-
-    #[test]
-    fn environment_overrides_the_file_and_set_overrides_both() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
-        let env = [
-            ("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "11"),
-            ("TESSERA_AGENT__NODE_NAME", "node-env"),
-            ("TESSERA_SIDECAR__NODE_NAME", "not-ours"),
-        ];
-        let cfg = Config::load(Some(&p), env, &[]).unwrap();
-        assert_eq!(
-            (cfg.sync_interval_seconds, cfg.node_name.as_str()),
-            (11, "node-env")
-        );
-        let cfg = Config::load(Some(&p), env, &["node_name=\"node-set\"".into()]).unwrap();
-        assert_eq!(cfg.node_name, "node-set");
-        let e = Config::load(
-            Some(&p),
-            [("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "0")],
-            &[],
-        )
-        .unwrap_err();
-        assert!(e.0.contains("sync_interval_seconds"), "{e}");
-        let e = Config::load(Some(&p), [("TESSERA_AGENT__BOGUS", "1")], &[]).unwrap_err();
-        assert!(e.0.contains("bogus"), "{e}");
-    }
+    use tessera_core::config::NO_ENV;
 
     #[test]
-    fn documented_file_loads() {
+    fn documented_file_loads_and_overrides_apply() {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
         let cfg = Config::load(Some(&p), NO_ENV, &[]).unwrap();
         assert_eq!(cfg.node_name, "node-1");
@@ -188,6 +148,28 @@ mod tests {
         let e = Config::load(Some(&p), NO_ENV, &["data_dir=\"relative\"".into()]).unwrap_err();
         assert!(e.0.contains("absolute"), "{e}");
         let e = Config::load(Some(&p), NO_ENV, &["bogus=1".into()]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        // Environment overrides: over the file, under --set.
+        let env = [
+            ("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "11"),
+            ("TESSERA_AGENT__NODE_NAME", "node-env"),
+            ("TESSERA_SIDECAR__NODE_NAME", "not-ours"),
+        ];
+        let cfg = Config::load(Some(&p), env, &[]).unwrap();
+        assert_eq!(
+            (cfg.sync_interval_seconds, cfg.node_name.as_str()),
+            (11, "node-env")
+        );
+        let cfg = Config::load(Some(&p), env, &["node_name=\"node-set\"".into()]).unwrap();
+        assert_eq!(cfg.node_name, "node-set");
+        let e = Config::load(
+            Some(&p),
+            [("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "0")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("sync_interval_seconds"), "{e}");
+        let e = Config::load(Some(&p), [("TESSERA_AGENT__BOGUS", "1")], &[]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tessera_agent::config::Config;
+use tessera_agent::config::{Config, Options};
 use tessera_agent::node::NodeLink;
 use tessera_agent::server::{Endpoint, Sync};
 use tessera_agent::{Attestor, EngineClient};

@@ -530,24 +530,11 @@ impl Default for AdminConfig {
     }
 }
 
-pub use tessera_core::config::ConfigError;
+pub use tessera_core::config::{ConfigError, Options};
 
-/// The prefix of the environment variables that override options:
-/// `TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS=120` sets `issuance.default_ttl_seconds`.
-pub const ENV_PREFIX: &str = "TESSERA__";
-
-impl Config {
-    /// Loads the file (if any), applies environment (`TESSERA__SECTION__KEY`)
-    /// and `--set` overrides, validates.
-    pub fn load<K: Into<std::ffi::OsString>, V: Into<std::ffi::OsString>>(
-        file: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (K, V)>,
-        sets: &[String],
-    ) -> Result<Self, ConfigError> {
-        let cfg: Config = tessera_core::config::load(file, ENV_PREFIX, env, sets)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+/// Overridden by `TESSERA__SECTION__KEY` (`TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS=120`).
+impl Options for Config {
+    const ENV_PREFIX: &'static str = "TESSERA__";
 
     fn validate(&self) -> Result<(), ConfigError> {
         let issuers = &self.attestation.jwt_issuers;
@@ -683,7 +670,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The database URL, defaulting to SQLite in the data directory.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
@@ -697,8 +686,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NO_ENV: [(&str, &str); 0] = [];
+    use tessera_core::config::NO_ENV;
 
     #[test]
     fn overrides_and_errors_name_the_option() {

@@ -15,6 +15,34 @@ use std::path::Path;
 #[error("config: {0}")]
 pub struct ConfigError(pub String);
 
+/// No environment overrides: for loading a configuration from the file and
+/// flags alone (tests, tools).
+pub const NO_ENV: [(&str, &str); 0] = [];
+
+/// A binary's typed configuration: the prefix of its environment overrides
+/// and the checks across options that deserializing cannot express.
+pub trait Options: DeserializeOwned {
+    /// The prefix of the environment variables that override options, such
+    /// as `TESSERA_SIDECAR__` (`TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS=512`
+    /// sets `limits.max_connections`).
+    const ENV_PREFIX: &'static str;
+
+    /// Checks across options; the error names the option at fault.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Loads the file (if any), applies the environment (`ENV_PREFIX`) and
+    /// then the `--set` overrides (see [`load`]), and validates.
+    fn load<K: Into<OsString>, V: Into<OsString>>(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (K, V)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        let cfg: Self = load(file, Self::ENV_PREFIX, env, sets)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 /// Reads `file` (if any), applies the environment variables that start with
 /// `env_prefix` (`PREFIX` + `SECTION__KEY`, case-insensitive key, `__`
 /// separating sections) and then each `--set key=value`, and deserializes

@@ -231,24 +231,11 @@ impl Default for Denials {
     }
 }
 
-pub use tessera_core::config::ConfigError;
+pub use tessera_core::config::{ConfigError, Options};
 
-/// The prefix of the environment variables that override options:
-/// `TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS=512` sets `limits.max_connections`.
-pub const ENV_PREFIX: &str = "TESSERA_SIDECAR__";
-
-impl Config {
-    /// Loads the file (if any), applies environment (`TESSERA_SIDECAR__SECTION__KEY`)
-    /// and `--set` overrides, validates.
-    pub fn load<K: Into<std::ffi::OsString>, V: Into<std::ffi::OsString>>(
-        file: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (K, V)>,
-        sets: &[String],
-    ) -> Result<Self, ConfigError> {
-        let cfg: Config = tessera_core::config::load(file, ENV_PREFIX, env, sets)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+/// Overridden by `TESSERA_SIDECAR__SECTION__KEY` (`TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS=512`).
+impl Options for Config {
+    const ENV_PREFIX: &'static str = "TESSERA_SIDECAR__";
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.ca_url.starts_with("https://") {
@@ -326,32 +313,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NO_ENV: [(&str, &str); 0] = [];
-
-    #[test]
-    fn environment_overrides_the_file_and_set_overrides_both() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sidecar.toml");
-        let env = [
-            ("TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS", "512"),
-            ("TESSERA_SIDECAR__METRICS", "false"),
-            ("TESSERA__METRICS", "true"),
-        ];
-        let cfg = Config::load(Some(&p), env, &[]).unwrap();
-        assert_eq!(cfg.limits.max_connections, 512);
-        assert!(!cfg.metrics);
-        let cfg = Config::load(Some(&p), env, &["limits.max_connections=9".into()]).unwrap();
-        assert_eq!(cfg.limits.max_connections, 9);
-        let e = Config::load(Some(&p), [("TESSERA_SIDECAR__LIMITS__BOGUS", "1")], &[]).unwrap_err();
-        assert!(e.0.contains("bogus"), "{e}");
-        let e = Config::load(
-            Some(&p),
-            [("TESSERA_SIDECAR__ADMIN_LISTEN", "0.0.0.0:1")],
-            &[],
-        )
-        .unwrap_err();
-        assert!(e.0.contains("admin_listen"), "{e}");
-    }
+    use tessera_core::config::NO_ENV;
 
     #[test]
     fn shipped_example_loads_and_errors_name_the_option() {
@@ -383,5 +345,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("workload_api_spiffe_id"), "{e}");
+        // Environment overrides: over the file, under --set.
+        let env = [
+            ("TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS", "512"),
+            ("TESSERA_SIDECAR__METRICS", "false"),
+            ("TESSERA__METRICS", "true"),
+        ];
+        let cfg = Config::load(Some(&p), env, &[]).unwrap();
+        assert_eq!(cfg.limits.max_connections, 512);
+        assert!(!cfg.metrics);
+        let cfg = Config::load(Some(&p), env, &["limits.max_connections=9".into()]).unwrap();
+        assert_eq!(cfg.limits.max_connections, 9);
+        let e = Config::load(Some(&p), [("TESSERA_SIDECAR__LIMITS__BOGUS", "1")], &[]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        let e = Config::load(
+            Some(&p),
+            [("TESSERA_SIDECAR__ADMIN_LISTEN", "0.0.0.0:1")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("admin_listen"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
-use tessera_sidecar::config::Config;
+use tessera_sidecar::config::{Config, Options};
 use tessera_sidecar::identity::{
     IdentitySource, JoinTokenSource, PlatformTokenSource, WorkloadApiSource,
 };
