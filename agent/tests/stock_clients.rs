@@ -193,3 +193,110 @@ async fn every_authority_form_is_served() {
         }
     }
 }
+
+/// A workload matching two entries gets both SVIDs, hints set, the oldest
+/// entry's first (the default), through both stock clients; FetchJWTSVID
+/// honours the requested SPIFFE ID and refuses one the caller has no entry for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_svids_with_hints_reach_both_stock_clients() {
+    let ca = Ca::start();
+    let token = node_token(&ca, "hints1").await;
+    let node = "spiffe://example.org/tessera/agent/hints1";
+    let entry = |id: &str, hint: &str| {
+        serde_json::json!({"spiffe_id": id, "selectors": [support::uid_selector()],
+                           "parent_id": node, "hint": hint})
+    };
+    // Created first, though it sorts last by SPIFFE ID: the default.
+    ca.expect(
+        hyper::Method::POST,
+        "/v1/entries",
+        Some(entry("spiffe://example.org/z-web", "web")),
+        201,
+    )
+    .await;
+    let t0 = tessera_core::now_unix();
+    tessera_test_support::wait_until(Duration::from_secs(3), "the next second", || {
+        tessera_core::now_unix() > t0
+    });
+    ca.expect(
+        hyper::Method::POST,
+        "/v1/entries",
+        Some(entry("spiffe://example.org/a-db", "db")),
+        201,
+    )
+    .await;
+    let agent = Agent::start(&ca, "hints1", &token, None);
+    let want = [
+        ("spiffe://example.org/z-web", "web"),
+        ("spiffe://example.org/a-db", "db"),
+    ];
+
+    // The Rust `spiffe` crate.
+    let client = agent.spiffe_client().await;
+    let all = client
+        .fetch_all_x509_svids()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let got: Vec<(String, Option<&str>)> = all
+        .iter()
+        .map(|s| (s.spiffe_id().to_string(), s.hint()))
+        .collect();
+    let expected: Vec<(String, Option<&str>)> = want
+        .iter()
+        .map(|(i, h)| (i.to_string(), Some(*h)))
+        .collect();
+    assert_eq!(got, expected);
+    let default = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(default.spiffe_id().to_string(), want[0].0);
+    let jwts = client.fetch_all_jwt_svids(["db"], None).await.unwrap();
+    let got: Vec<(String, Option<&str>)> = jwts
+        .iter()
+        .map(|s| (s.spiffe_id().to_string(), s.hint()))
+        .collect();
+    assert_eq!(got, expected);
+    let by_hint = client
+        .fetch_jwt_svid_by_hint(["db"], None, "db")
+        .await
+        .unwrap();
+    assert_eq!(by_hint.spiffe_id().to_string(), want[1].0);
+    let adb = spiffe::SpiffeId::new(want[1].0).unwrap();
+    let one = client.fetch_jwt_svid(["db"], Some(&adb)).await.unwrap();
+    assert_eq!(one.spiffe_id().to_string(), want[1].0);
+    let other = spiffe::SpiffeId::new("spiffe://example.org/not-mine").unwrap();
+    let refused = client
+        .fetch_jwt_svid(["db"], Some(&other))
+        .await
+        .expect_err("an ID the caller has no entry for");
+    assert!(
+        refused.to_string().contains("PermissionDenied")
+            || refused.to_string().contains("no identity"),
+        "{refused}"
+    );
+
+    // py-spiffe (gRPC C-core).
+    let socket = agent.socket.display().to_string();
+    let seen = py_spiffe(&[&socket, "db", want[1].0]).await;
+    assert_eq!(seen["default"], want[0].0, "{seen}");
+    let pairs = |v: &Value| -> Vec<(String, String)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+            .collect()
+    };
+    let expected: Vec<(String, String)> = want
+        .iter()
+        .map(|(i, h)| (i.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(pairs(&seen["x509_hints"]), expected);
+    assert_eq!(pairs(&seen["jwt_hints"]), expected);
+    assert_eq!(seen["jwt"]["spiffe_id"], want[0].0, "the default JWT-SVID");
+    assert_eq!(seen["subject"], want[1].0);
+    assert_eq!(seen["subject_error"], Value::Null);
+    let seen = py_spiffe(&[&socket, "db", "spiffe://example.org/not-mine"]).await;
+    let e = seen["subject_error"].as_str().expect("refused");
+    assert!(
+        e.contains("no identity") || e.contains("PERMISSION_DENIED"),
+        "{e}"
+    );
+}
