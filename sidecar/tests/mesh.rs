@@ -800,3 +800,29 @@ async fn metrics_track_connections_bytes_and_feed_lag() {
         .unwrap();
     echo(&mut s, b"still serving without the CA").await.unwrap();
 }
+
+/// Environment overrides (`TESSERA_SIDECAR__SECTION__KEY`) reach the sidecar:
+/// a file naming a CA URL the sidecar would refuse, corrected from the
+/// environment, gives a sidecar that gets its identity and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_reach_the_sidecar() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let t = token(&ca, "from-env").await;
+    let cfg = format!(
+        "ca_url = \"http://not-https.invalid\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        ca.bundle_path().display(),
+        inbound("in", &app, &sid("a"))
+    );
+    let s = Sidecar::spawn_env(
+        &cfg,
+        Some(&t),
+        &[],
+        &[("TESSERA_SIDECAR__CA_URL", ca.url())],
+    );
+    s.await_log("ready");
+    assert_eq!(
+        s.identity().await["spiffe_id"],
+        "spiffe://example.org/from-env"
+    );
+}

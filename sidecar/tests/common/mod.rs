@@ -124,6 +124,16 @@ impl Sidecar {
     /// token or none in its environment; returns once it printed its
     /// addresses, ready or not.
     pub fn spawn(cfg: &str, token: Option<&str>, args: &[&str]) -> Sidecar {
+        Self::spawn_env(cfg, token, args, &[])
+    }
+
+    /// [`Sidecar::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        cfg: &str,
+        token: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("sidecar.toml"), cfg).unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"));
@@ -136,6 +146,7 @@ impl Sidecar {
         if let Some(t) = token {
             cmd.env("TESSERA_JOIN_TOKEN", t);
         }
+        cmd.envs(env.iter().copied());
         let proc = Process::spawn("tessera-sidecar", &mut cmd);
         let line = proc
             .first_stdout_line(DEADLINE)
