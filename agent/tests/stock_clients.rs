@@ -202,29 +202,18 @@ async fn several_svids_with_hints_reach_both_stock_clients() {
     let ca = Ca::start();
     let token = node_token(&ca, "hints1").await;
     let node = "spiffe://example.org/tessera/agent/hints1";
-    let entry = |id: &str, hint: &str| {
-        serde_json::json!({"spiffe_id": id, "selectors": [support::uid_selector()],
-                           "parent_id": node, "hint": hint})
+    let entry = |id: &'static str, hint: &'static str| {
+        let body = serde_json::json!({"spiffe_id": id, "selectors": [support::uid_selector()],
+                                      "parent_id": node, "hint": hint});
+        ca.expect(hyper::Method::POST, "/v1/entries", Some(body), 201)
     };
     // Created first, though it sorts last by SPIFFE ID: the default.
-    ca.expect(
-        hyper::Method::POST,
-        "/v1/entries",
-        Some(entry("spiffe://example.org/z-web", "web")),
-        201,
-    )
-    .await;
+    entry("spiffe://example.org/z-web", "web").await;
     let t0 = tessera_core::now_unix();
     tessera_test_support::wait_until(Duration::from_secs(3), "the next second", || {
         tessera_core::now_unix() > t0
     });
-    ca.expect(
-        hyper::Method::POST,
-        "/v1/entries",
-        Some(entry("spiffe://example.org/a-db", "db")),
-        201,
-    )
-    .await;
+    entry("spiffe://example.org/a-db", "db").await;
     let agent = Agent::start(&ca, "hints1", &token, None);
     let want = [
         ("spiffe://example.org/z-web", "web"),

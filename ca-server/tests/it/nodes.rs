@@ -735,6 +735,21 @@ async fn node_sets(db: Db) {
 
 both_backends!(node_sets);
 
+/// The (SPIFFE ID, hint) of each SVID of an answer to the node.
+fn hints(v: &Value) -> Vec<(&str, &str)> {
+    v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["spiffe_id"].as_str().unwrap(),
+                s["hint"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Entry hints: stored and returned on both backends, refused when
 /// malformed (nothing changes), carried on the X.509 and JWT answers to the
 /// node, which list a workload's SVIDs oldest entry first (the default);
@@ -831,17 +846,7 @@ async fn entry_hints_and_default_order(db: Db) {
     let att = evidence(&container_id('d'), &["app:web"], &[]);
     let (s, v, _) = ask(&node, att.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let got: Vec<(&str, &str)> = v["svids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["spiffe_id"].as_str().unwrap(),
-                s["hint"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let got = hints(&v);
     let want = [
         ("spiffe://example.org/z-web", "web"),
         ("spiffe://example.org/a-db", "db-client"),
@@ -854,17 +859,7 @@ async fn entry_hints_and_default_order(db: Db) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let got: Vec<(&str, &str)> = v["svids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["spiffe_id"].as_str().unwrap(),
-                s["hint"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let got = hints(&v);
     assert_eq!(got, want);
     // One asked for by ID; one the workload is not entitled to is refused.
     let (s, v) = post(
