@@ -142,8 +142,30 @@ async fn attested_issuance(db: Db) {
     let (s, v, key) = ask(&node1, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let ids = field_strs(&v["svids"], "spiffe_id");
-    assert_eq!(ids, ["spiffe://example.org/host-tool", WEB]);
-    let svid = v["svids"][1].clone();
+    // Oldest entry first (creation time, then entry ID): the default SVID.
+    let (_, all) = get(&admin, "/v1/entries").await;
+    let mut by_age: Vec<(String, String, String)> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            ["spiffe://example.org/host-tool", WEB].contains(&e["spiffe_id"].as_str().unwrap())
+        })
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap().to_owned();
+            (f("created_at"), f("id"), f("spiffe_id"))
+        })
+        .collect();
+    by_age.sort();
+    let oldest_first: Vec<&str> = by_age.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(ids, oldest_first);
+    let svid = v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["spiffe_id"] == WEB)
+        .unwrap()
+        .clone();
     let serial = svid["serial"].as_str().unwrap().to_owned();
 
     // The ledger records the node and the evidence; its hash is in the binding.
