@@ -166,7 +166,8 @@ async fn main() -> Result<()> {
     tonic::transport::Server::builder()
         .serve_with_incoming_shutdown(
             WorkloadApiServer::new(Arc::new(endpoint)),
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            // Every gRPC stack's :authority is let through (see tessera_workload_api::authority).
+            tessera_workload_api::authority::incoming(listener),
             shutdown,
         )
         .await

@@ -134,6 +134,15 @@ fn key_and_csr() -> Result<(PrivateKey, String), NodeError> {
     new_key_and_csr(KeyAlgorithm::EcdsaP256).map_err(local)
 }
 
+/// A workload's SVID with its entry's Workload API hint (empty: none).
+#[derive(Debug, Clone)]
+pub struct WorkloadSvid {
+    /// The SVID.
+    pub svid: Svid,
+    /// The entry's hint.
+    pub hint: String,
+}
+
 impl NodeLink {
     fn with_state(
         ca_url: &str,
@@ -402,8 +411,12 @@ impl NodeLink {
 
     /// Asks the CA for every SVID the attested workload may have, for one
     /// key generated here (shared by the SVIDs of this answer, which all go
-    /// to the same process).
-    pub async fn workload_svids(&self, attestation: &Attestation) -> Result<Vec<Svid>, NodeError> {
+    /// to the same process), in the CA's order (the default first), each
+    /// with its entry's hint.
+    pub async fn workload_svids(
+        &self,
+        attestation: &Attestation,
+    ) -> Result<Vec<WorkloadSvid>, NodeError> {
         let (key, csr) = key_and_csr()?;
         let body = api::AgentSvidRequest {
             csr,
@@ -416,7 +429,10 @@ impl NodeLink {
         for issued in &resp.svids {
             let identity = Identity::from_issued(issued, key.clone()).map_err(bad_certificate)?;
             self.set_bundle(identity.bundle);
-            out.push(identity.svid);
+            out.push(WorkloadSvid {
+                svid: identity.svid,
+                hint: issued.hint.clone().unwrap_or_default(),
+            });
         }
         Ok(out)
     }

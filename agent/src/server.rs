@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use tessera_workload::{CaError, Svid, concat_der};
+use tessera_workload::{CaError, concat_der};
 use tessera_workload_api::{
     JwtBundlesRequest, JwtBundlesResponse, JwtSvid, JwtSvidRequest, JwtSvidResponse,
     ResponseStream, ValidateJwtSvidRequest, ValidateJwtSvidResponse, WorkloadApi,
@@ -50,7 +50,7 @@ use tessera_workload_api::{
 };
 
 use crate::attest::{AttestError, Attestation, Attestor};
-use crate::node::{JwtBundle, NodeError, NodeLink, RENEWAL};
+use crate::node::{JwtBundle, NodeError, NodeLink, RENEWAL, WorkloadSvid};
 use crate::peer::{PeerCred, now_ticks};
 
 /// What the poller last saw: the node's entries and the bundle.
@@ -240,12 +240,12 @@ fn matching(entries: &[api::Entry], selectors: &[String]) -> BTreeSet<(String, S
         .collect()
 }
 
-fn svid_response(svids: &[Svid], bundle: &[CertificateDer<'static>]) -> X509SvidResponse {
+fn svid_response(svids: &[WorkloadSvid], bundle: &[CertificateDer<'static>]) -> X509SvidResponse {
     let bundle = bytes::Bytes::from(concat_der(bundle));
     X509SvidResponse {
         svids: svids
             .iter()
-            .map(|s| X509Svid {
+            .map(|WorkloadSvid { svid: s, hint }| X509Svid {
                 spiffe_id: s.spiffe_id().to_string(),
                 x509_svid: concat_der(s.chain()).into(),
                 // Keys the agent generates are PKCS#8, as the Workload API requires.
@@ -253,7 +253,7 @@ fn svid_response(svids: &[Svid], bundle: &[CertificateDer<'static>]) -> X509Svid
                     s.key().pkcs8_der().unwrap_or_default(),
                 ),
                 bundle: bundle.clone(),
-                hint: String::new(),
+                hint: hint.clone(),
             })
             .collect(),
         ..Default::default()
@@ -261,10 +261,10 @@ fn svid_response(svids: &[Svid], bundle: &[CertificateDer<'static>]) -> X509Svid
 }
 
 /// When to re-issue a stream's SVIDs ([`RENEWAL`]): the earliest of them.
-fn renew_at(svids: &[Svid]) -> i64 {
+fn renew_at(svids: &[WorkloadSvid]) -> i64 {
     svids
         .iter()
-        .map(|s| RENEWAL.renew_at_secs(s.lifetime()))
+        .map(|s| RENEWAL.renew_at_secs(s.svid.lifetime()))
         .min()
         .unwrap_or(0)
 }
@@ -352,7 +352,7 @@ impl Shared {
         &self,
         peer: PeerCred,
         asked: u64,
-    ) -> Result<(Attestation, Vec<Svid>), Status> {
+    ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
         let _slot = self.issue_slot().await?;
         let att = self.attest(peer, asked).await?;
         let svids = self.node.workload_svids(&att).await.map_err(|e| {
@@ -361,7 +361,7 @@ impl Shared {
         })?;
         tracing::info!(
             pid = peer.pid,
-            ids = ?svids.iter().map(|s| s.spiffe_id().as_str()).collect::<Vec<_>>(),
+            ids = ?svids.iter().map(|s| s.svid.spiffe_id().as_str()).collect::<Vec<_>>(),
             "SVIDs issued to workload"
         );
         Ok((att, svids))
@@ -375,7 +375,7 @@ struct SvidStream {
     start_time: u64,
     selectors: Vec<String>,
     matched: BTreeSet<(String, String, String)>,
-    svids: Vec<Svid>,
+    svids: Vec<WorkloadSvid>,
     bundle: Arc<Vec<CertificateDer<'static>>>,
     tx: mpsc::Sender<Result<X509SvidResponse, Status>>,
 }
@@ -455,7 +455,7 @@ impl SvidStream {
             tracing::info!(
                 pid = self.peer.pid,
                 rotation = due,
-                ids = ?svids.iter().map(|s| s.spiffe_id().as_str()).collect::<Vec<_>>(),
+                ids = ?svids.iter().map(|s| s.svid.spiffe_id().as_str()).collect::<Vec<_>>(),
                 "SVIDs pushed to workload"
             );
             self.svids = svids;
@@ -573,7 +573,7 @@ impl WorkloadApi for Endpoint {
                 .map(|s| JwtSvid {
                     spiffe_id: s.spiffe_id,
                     svid: s.token,
-                    hint: String::new(),
+                    hint: s.hint.unwrap_or_default(),
                 })
                 .collect(),
         }))

@@ -29,6 +29,9 @@ pub struct EntryFields {
     /// Operator note.
     #[arg(long)]
     note: Option<String>,
+    /// Workload API hint for this entry's SVIDs (e.g. web), 1-64 printable ASCII characters.
+    #[arg(long)]
+    hint: Option<String>,
 }
 
 impl EntryFields {
@@ -41,6 +44,7 @@ impl EntryFields {
             ttl_seconds: self.ttl,
             dns_names: self.dns_names,
             note: self.note,
+            hint: self.hint,
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`workspace_binary`]: the path of a workspace binary, built once per
 //!   test process when cargo does not provide it;
 //! - platform tokens ([`SigningKey`], [`token`]) signed with keys the test holds;
+//! - [`python::venv_python`]: the interpreter of the virtual environment
+//!   holding the suite's PyPI tools (`.ci/requirements.txt`);
 //! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
 
 mod api;
@@ -24,6 +26,7 @@ mod pki;
 mod platform;
 mod poll;
 mod process;
+pub mod python;
 
 pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};
 pub use binary::workspace_binary;

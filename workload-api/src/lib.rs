@@ -7,11 +7,14 @@
 //!
 //! - Server side (the node agent): [`WorkloadApi`] is what a server
 //!   implements, [`WorkloadApiServer`] routes the five methods to it, and
-//!   every method starts with [`check_security_header`].
+//!   every method starts with [`check_security_header`]; [`authority`]
+//!   lets every gRPC stack's `:authority` through (a unix socket gives it
+//!   no meaning).
 //! - Client side (the sidecar, tests): [`Client`] finds the socket through
 //!   `SPIFFE_ENDPOINT_SOCKET` ([`socket_path`]) and sends the security header.
 #![forbid(unsafe_code)]
 
+pub mod authority;
 mod client;
 mod messages;
 mod server;

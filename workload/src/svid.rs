@@ -223,6 +223,7 @@ mod tests {
             not_before: String::new(),
             not_after: String::new(),
             attestation_hash: String::new(),
+            hint: None,
         };
         (answer, PrivateKey::from_pkcs8_der(key.serialize_der()))
     }

@@ -139,6 +139,7 @@ impl Authority {
             chain: pem::encode_certs(ca.upstream_chain_if_intermediate()),
             bundle: self.bundle().pem.clone(),
             attestation_hash: hash_hex,
+            hint: None,
         })
     }
 

@@ -343,6 +343,7 @@ impl Authority {
             token,
             spiffe_id: spiffe_id.to_string(),
             expires_at: rfc3339(exp),
+            hint: None,
         })
     }
 

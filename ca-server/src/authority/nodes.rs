@@ -363,7 +363,8 @@ impl Authority {
     /// parented to the node or to a node set it belongs to, grant no node,
     /// node-set or issuer identity, and have every selector among the
     /// attested ones. At most [`MAX_SVIDS_PER_WORKLOAD`], or only the one for
-    /// `wanted`. Returns the sorted selectors with them, each entry with the
+    /// `wanted`, oldest entry first (creation time, then entry ID): the first
+    /// is the workload's default SVID. Returns the sorted selectors with them, each entry with the
     /// node-set entry it came through (if any).
     async fn attested_entries(
         &self,
@@ -408,8 +409,12 @@ impl Authority {
                         .iter()
                         .all(|s| selectors.binary_search(s).is_ok())
             })
-            .take(MAX_SVIDS_PER_WORKLOAD)
             .collect();
+        // The default (first) SVID is the oldest matching entry's: adding
+        // an entry never changes what a running workload gets first.
+        let mut entries = entries;
+        entries.sort_by(|a, b| (&a.0.created_at, &a.0.id).cmp(&(&b.0.created_at, &b.0.id)));
+        entries.truncate(MAX_SVIDS_PER_WORKLOAD);
         if entries.is_empty() {
             return Err(AuthorityError::NoEntry(format!(
                 "{} attested by {node_id}: no entry parented to this node (or to a node set it belongs to) has all its selectors among the attested ones",
@@ -438,7 +443,9 @@ impl Authority {
         let mut svids = Vec::with_capacity(entries.len());
         for (entry, _) in &entries {
             let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
-            svids.push(self.sign_jwt_svid(&id, &req.audience, ttl)?);
+            let mut svid = self.sign_jwt_svid(&id, &req.audience, ttl)?;
+            svid.hint = entry.hint.clone();
+            svids.push(svid);
         }
         Ok(api::AgentJwtSvidResponse { svids })
     }
@@ -512,7 +519,10 @@ impl Authority {
                     }
                     other => other,
                 })?;
-            svids.push(issued);
+            svids.push(api::IssuedCertificate {
+                hint: entry.hint.clone(),
+                ..issued
+            });
         }
         Ok(api::AgentSvidResponse { svids })
     }

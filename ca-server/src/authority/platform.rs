@@ -235,6 +235,7 @@ impl Authority {
             ttl_seconds: cfg.node_ttl_seconds as u64,
             dns_names: vec![],
             note: None,
+            hint: None,
             created_at: String::new(),
             updated_at: String::new(),
         };

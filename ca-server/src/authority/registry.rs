@@ -132,6 +132,9 @@ impl Authority {
                 });
             }
         }
+        if let Some(h) = &req.hint {
+            check_hint(h)?;
+        }
         if req.note.as_ref().is_some_and(|n| n.len() > 1024) {
             return Err(AuthorityError::Invalid {
                 field: "note",
@@ -161,6 +164,7 @@ impl Authority {
                 .unwrap_or(self.cfg.issuance.default_ttl_seconds as u64),
             dns_names: req.dns_names.clone(),
             note: req.note.clone(),
+            hint: req.hint.clone(),
             created_at,
             updated_at: rfc3339(now),
         }
@@ -291,4 +295,22 @@ impl Authority {
             .await
             .map_err(not_found("token"))
     }
+}
+
+/// Longest entry hint, bytes.
+pub const MAX_HINT_BYTES: usize = 64;
+
+/// An entry hint: 1 to [`MAX_HINT_BYTES`] printable ASCII characters, no
+/// space at either end (it is shown to workloads and in tables).
+fn check_hint(h: &str) -> Result<()> {
+    let printable = h.bytes().all(|b| (b' '..=b'~').contains(&b));
+    if h.is_empty() || h.len() > MAX_HINT_BYTES || !printable || h.trim() != h {
+        return Err(AuthorityError::Invalid {
+            field: "hint",
+            reason: format!(
+                "1 to {MAX_HINT_BYTES} printable ASCII characters, no leading or trailing space"
+            ),
+        });
+    }
+    Ok(())
 }

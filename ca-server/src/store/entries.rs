@@ -11,7 +11,7 @@ use tessera_core::time::{parse_rfc3339, rfc3339};
 pub type EntryRow = api::Entry;
 
 /// The entry columns [`Store::entries_from_rows`] reads, before `WHERE`.
-const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at \
+const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at, hint \
      FROM entries";
 
 impl Store {
@@ -23,8 +23,8 @@ impl Store {
                 Box::pin(async move {
                     bind_fields(
                         sqlx::query(
-                            "INSERT INTO entries (id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            "INSERT INTO entries (id, spiffe_id, parent_id, ttl_seconds, dns_names, note, hint, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         ),
                         &e,
                     )
@@ -47,7 +47,7 @@ impl Store {
                     let r = bind_fields(
                         sqlx::query(
                             "UPDATE entries SET spiffe_id = $2, parent_id = $3, ttl_seconds = $4, dns_names = $5, \
-                             note = $6, updated_at = $7 WHERE id = $1",
+                             note = $6, hint = $7, updated_at = $8 WHERE id = $1",
                         ),
                         &e,
                     )
@@ -165,6 +165,7 @@ impl Store {
                 ttl_seconds: r.get::<i64, _>(3) as u64,
                 dns_names: serde_json::from_str(&dns).unwrap_or_default(),
                 note: r.get(5),
+                hint: r.get(8),
                 created_at: rfc3339(r.get(6)),
                 updated_at: rfc3339(r.get(7)),
                 selectors: sel.iter().map(|s| s.get(0)).collect(),
@@ -174,7 +175,7 @@ impl Store {
     }
 }
 
-/// Binds `$1..$6`: ID, SPIFFE ID, parent, TTL, DNS names, note.
+/// Binds `$1..$7`: ID, SPIFFE ID, parent, TTL, DNS names, note, hint.
 fn bind_fields<'q>(q: AnyQuery<'q>, e: &EntryRow) -> AnyQuery<'q> {
     q.bind(e.id.clone())
         .bind(e.spiffe_id.clone())
@@ -182,6 +183,7 @@ fn bind_fields<'q>(q: AnyQuery<'q>, e: &EntryRow) -> AnyQuery<'q> {
         .bind(e.ttl_seconds as i64)
         .bind(serde_json::to_string(&e.dns_names).unwrap_or_default())
         .bind(e.note.clone())
+        .bind(e.hint.clone())
 }
 
 async fn insert_selectors(

@@ -151,8 +151,30 @@ async fn attested_issuance(db: Db) {
     let (s, v, key) = ask(&node1, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let ids = field_strs(&v["svids"], "spiffe_id");
-    assert_eq!(ids, ["spiffe://example.org/host-tool", WEB]);
-    let svid = v["svids"][1].clone();
+    // Oldest entry first (creation time, then entry ID): the default SVID.
+    let (_, all) = get(&admin, "/v1/entries").await;
+    let mut by_age: Vec<(String, String, String)> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            ["spiffe://example.org/host-tool", WEB].contains(&e["spiffe_id"].as_str().unwrap())
+        })
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap().to_owned();
+            (f("created_at"), f("id"), f("spiffe_id"))
+        })
+        .collect();
+    by_age.sort();
+    let oldest_first: Vec<&str> = by_age.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(ids, oldest_first);
+    let svid = v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["spiffe_id"] == WEB)
+        .unwrap()
+        .clone();
     let serial = svid["serial"].as_str().unwrap().to_owned();
 
     // The ledger records the node and the evidence; its hash is in the binding.
@@ -694,3 +716,161 @@ async fn node_sets(db: Db) {
 }
 
 both_backends!(node_sets);
+
+/// The (SPIFFE ID, hint) of each SVID of an answer to the node.
+fn hints(v: &Value) -> Vec<(&str, &str)> {
+    v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["spiffe_id"].as_str().unwrap(),
+                s["hint"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Entry hints: stored and returned on both backends, refused when
+/// malformed (nothing changes), carried on the X.509 and JWT answers to the
+/// node, which list a workload's SVIDs oldest entry first (the default);
+/// asking for an ID the workload is not entitled to is refused.
+async fn entry_hints_and_default_order(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let (c, k, _) = h.node("n1").await;
+    let node = h.with_cert(&c, &k);
+    // Created first, sorting last by SPIFFE ID: still the default.
+    let (s, zweb) = post(
+        &admin,
+        "/v1/entries",
+        json!({"spiffe_id": "spiffe://example.org/z-web", "selectors": ["container:label:app:web"],
+               "parent_id": NODE1, "hint": "web"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{zweb}");
+    assert_eq!(zweb["hint"], "web");
+    // The next entry is created in a later second.
+    let t0 = tessera_core::now_unix();
+    tessera_test_support::wait_until(std::time::Duration::from_secs(3), "the next second", || {
+        tessera_core::now_unix() > t0
+    });
+    let adb = entry(
+        &admin,
+        "spiffe://example.org/a-db",
+        &["container:label:app:web"],
+        NODE1,
+    )
+    .await;
+    assert_eq!(adb["hint"], Value::Null);
+    let adb_path = format!("/v1/entries/{}", adb["id"].as_str().unwrap());
+    let body = |hint: Value| {
+        json!({"spiffe_id": "spiffe://example.org/a-db", "selectors": ["container:label:app:web"],
+               "parent_id": NODE1, "hint": hint})
+    };
+    let (s, v) = crate::common::call(
+        &admin,
+        hyper::Method::PUT,
+        &adb_path,
+        Some(body(json!("db-client"))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = get(&admin, &adb_path).await;
+    assert_eq!(v["hint"], "db-client");
+
+    // Malformed hints: refused, naming the field; the entry keeps its hint.
+    let before = h.count("entries").await;
+    for bad in [
+        json!(""),
+        json!("h".repeat(65)),
+        json!("tab\there"),
+        json!("caf\u{e9}"),
+        json!(" web"),
+        json!("web\n"),
+        json!(7),
+    ] {
+        let (s, v) = post(
+            &admin,
+            "/v1/entries",
+            json!({"spiffe_id": "spiffe://example.org/x", "selectors": ["unix:uid:1"], "hint": bad}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        let (s, _) = crate::common::call(
+            &admin,
+            hyper::Method::PUT,
+            &adb_path,
+            Some(body(bad.clone())),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        if bad.is_string() {
+            assert_eq!(v["code"], "invalid_field", "{v}");
+            assert!(v["detail"].as_str().unwrap().contains("hint"), "{v}");
+        }
+    }
+    assert_eq!(h.count("entries").await, before);
+    let (_, v) = get(&admin, &adb_path).await;
+    assert_eq!(v["hint"], "db-client");
+    let (_, v) = get(&admin, "/v1/entries").await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["hint"] == "web"),
+        "{v}"
+    );
+
+    // The node's answers: oldest entry first, each with its hint.
+    let att = evidence(&container_id('d'), &["app:web"], &[]);
+    let (s, v, _) = ask(&node, att.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let got = hints(&v);
+    let want = [
+        ("spiffe://example.org/z-web", "web"),
+        ("spiffe://example.org/a-db", "db-client"),
+    ];
+    assert_eq!(got, want);
+    let (s, v) = post(
+        &node,
+        "/v1/agent/jwt-svids",
+        json!({"audience": ["db"], "attestation": att.clone()}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let got = hints(&v);
+    assert_eq!(got, want);
+    // One asked for by ID; one the workload is not entitled to is refused.
+    let (s, v) = post(
+        &node,
+        "/v1/agent/jwt-svids",
+        json!({"audience": ["db"], "attestation": att.clone(), "spiffe_id": "spiffe://example.org/a-db"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["svids"].as_array().unwrap().len(), 1);
+    assert_eq!(v["svids"][0]["spiffe_id"], "spiffe://example.org/a-db");
+    entry(
+        &admin,
+        "spiffe://example.org/admin",
+        &["container:label:tier:admin"],
+        NODE1,
+    )
+    .await;
+    let (s, v) = post(
+        &node,
+        "/v1/agent/jwt-svids",
+        json!({"audience": ["db"], "attestation": att, "spiffe_id": "spiffe://example.org/admin"}),
+    )
+    .await;
+    assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
+    // Certificates answered to other callers carry no hint field.
+    let (s, v) = issue(&admin, "spiffe://example.org/z-web").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v.get("hint").is_none(), "{v}");
+}
+
+both_backends!(entry_hints_and_default_order);

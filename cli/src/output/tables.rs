@@ -30,7 +30,8 @@ impl Row for api::CaInfo {
 }
 
 impl Row for api::Entry {
-    const HEADERS: &'static [&'static str] = &["ID", "SPIFFE ID", "SELECTORS", "PARENT", "TTL"];
+    const HEADERS: &'static [&'static str] =
+        &["ID", "SPIFFE ID", "SELECTORS", "PARENT", "TTL", "HINT"];
 
     fn cells(&self) -> Vec<String> {
         vec![
@@ -39,6 +40,7 @@ impl Row for api::Entry {
             self.selectors.join(","),
             or_dash(&self.parent_id),
             self.ttl_seconds.to_string(),
+            or_dash(&self.hint),
         ]
     }
 }

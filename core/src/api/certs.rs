@@ -52,6 +52,9 @@ pub struct IssuedCertificate {
     pub bundle: String,
     /// SHA-256 of the attestation record (hex), also in the certificate's binding extension.
     pub attestation_hash: String,
+    /// The entry's Workload API hint (answers to node agents only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// RFC 5280 CRL reason codes that may be given on revocation.

@@ -22,6 +22,11 @@ pub struct EntryRequest {
     /// A free-form note for operators.
     #[serde(default)]
     pub note: Option<String>,
+    /// A short label the Workload API passes to the workload with this
+    /// entry's SVIDs (`hint`), so a workload with several identities can
+    /// pick one (`web`, `db-client`): 1 to 64 printable ASCII characters.
+    #[serde(default)]
+    pub hint: Option<String>,
 }
 
 /// A registration entry.
@@ -41,6 +46,9 @@ pub struct Entry {
     pub dns_names: Vec<String>,
     /// Operator note.
     pub note: Option<String>,
+    /// The Workload API hint for this entry's SVIDs.
+    #[serde(default)]
+    pub hint: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Last change, RFC 3339.

@@ -22,4 +22,7 @@ pub struct JwtSvid {
     pub spiffe_id: String,
     /// Its `exp`, RFC 3339.
     pub expires_at: String,
+    /// The entry's Workload API hint (answers to node agents only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
