@@ -10,6 +10,9 @@
 //! - [`workspace_binary`]: the path of a workspace binary, built once per
 //!   test process when cargo does not provide it;
 //! - platform tokens ([`SigningKey`], [`token`]) signed with keys the test holds;
+//! - [`python::venv_python`]: the interpreter of the virtual environment
+//!   holding the suite's PyPI tools (`.ci/requirements.txt`);
+//! - [`pkilint`]: the RFC 5280 linter on certificates and CRLs;
 //! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
 
 mod api;
@@ -21,9 +24,11 @@ mod metrics;
 mod net;
 mod openssl;
 mod pki;
+pub mod pkilint;
 mod platform;
 mod poll;
 mod process;
+pub mod python;
 
 pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};
 pub use binary::workspace_binary;

@@ -16,8 +16,8 @@ pub use import::{ImportedIntermediate, import_signed_intermediate, prepare_inter
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
+    DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::CertificateDer;
@@ -105,13 +105,24 @@ fn odt(unix: i64) -> OffsetDateTime {
 }
 
 /// The CA certificate's parameters for trust domain `td` and generation `ca_id`.
-fn ca_params(td: &TrustDomain, ca_id: &str, not_before: i64, not_after: i64) -> CertificateParams {
+fn ca_params(
+    td: &TrustDomain,
+    ca_id: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Tessera");
     dn.push(DnType::CommonName, format!("Tessera CA {}", td.as_str()));
-    // A unique subject per CA generation, so old and new CAs never share a name.
-    dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), ca_id.to_owned());
+    // A unique subject per CA generation, so old and new CAs never share a
+    // name. RFC 5280 (appendix A.1, X520SerialNumber) makes serialNumber a
+    // PrintableString; rcgen would encode a plain string as UTF8String.
+    let serial = rcgen::string::PrintableString::try_from(ca_id)?;
+    dn.push(
+        DnType::CustomDnType(vec![2, 5, 4, 5]),
+        DnValue::PrintableString(serial),
+    );
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
@@ -125,7 +136,7 @@ fn ca_params(td: &TrustDomain, ca_id: &str, not_before: i64, not_after: i64) -> 
     p.not_before = odt(not_before);
     p.not_after = odt(not_after);
     p.key_identifier_method = KeyIdMethod::Sha256;
-    p
+    Ok(p)
 }
 
 /// Creates a self-signed root for `td`. Returns the certificate and the key's PKCS#8 DER.
@@ -137,7 +148,7 @@ pub fn new_root(
     ttl_seconds: i64,
 ) -> Result<(CertificateDer<'static>, Vec<u8>), CaError> {
     let key = alg.generate()?;
-    let mut p = ca_params(td, ca_id, now - 60, now + ttl_seconds);
+    let mut p = ca_params(td, ca_id, now - 60, now + ttl_seconds)?;
     p.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     let cert = p.self_signed(&key)?;
     Ok((cert.der().clone(), key.serialize_der()))
@@ -164,7 +175,7 @@ pub fn intermediate_csr(
     alg: KeyAlgorithm,
 ) -> Result<(String, Vec<u8>), CaError> {
     let key = alg.generate()?;
-    let mut p = ca_params(td, ca_id, 0, 1);
+    let mut p = ca_params(td, ca_id, 0, 1)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let csr = p.serialize_request(&key)?;

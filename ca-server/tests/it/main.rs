@@ -10,6 +10,7 @@ mod denials;
 mod events;
 mod jwt;
 mod limits;
+mod lint;
 mod nodes;
 mod platform_tokens;
 mod processes;

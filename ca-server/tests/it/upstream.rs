@@ -499,7 +499,7 @@ const NC_DNS_IP: &str = "nameConstraints=critical,permitted;DNS:example.org,perm
 /// A server running as an intermediate under `root.pem` in `dir` (signed for
 /// `days` with CA_EXT, i.e. dropping whatever the CSR asked for). Returns the
 /// harness and its configuration.
-async fn intermediate_harness(
+pub(crate) async fn intermediate_harness(
     db: Db,
     dir: &Path,
     sets: &[&str],
