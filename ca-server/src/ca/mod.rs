@@ -11,8 +11,10 @@
 //! the signed certificate checked and completed).
 
 mod import;
+mod key_form;
 pub(crate) use import::imported_generation;
 pub use import::{ImportedIntermediate, import_signed_intermediate, prepare_intermediate};
+pub use key_form::KeyFormError;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
@@ -51,6 +53,9 @@ pub enum KeyAlgorithm {
     EcdsaP384,
     /// Ed25519.
     Ed25519,
+    /// RSA (PKCS#1 v1.5) with SHA-256: only for an imported CA key (ring
+    /// cannot generate RSA keys, so `ca.key_algorithm` cannot name it).
+    RsaSha256,
 }
 
 impl KeyAlgorithm {
@@ -60,6 +65,7 @@ impl KeyAlgorithm {
             Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             Self::Ed25519 => &rcgen::PKCS_ED25519,
+            Self::RsaSha256 => &rcgen::PKCS_RSA_SHA256,
         }
     }
 
@@ -69,10 +75,11 @@ impl KeyAlgorithm {
             Self::EcdsaP256 => "ecdsa-p256",
             Self::EcdsaP384 => "ecdsa-p384",
             Self::Ed25519 => "ed25519",
+            Self::RsaSha256 => "rsa-sha256",
         }
     }
 
-    /// Parses a config name.
+    /// Parses a config name (the algorithms Tessera can generate a key for).
     pub fn parse(s: &str) -> Option<Self> {
         [Self::EcdsaP256, Self::EcdsaP384, Self::Ed25519]
             .into_iter()
@@ -297,10 +304,15 @@ impl SigningCa {
             KeyAlgorithm::EcdsaP256,
             KeyAlgorithm::EcdsaP384,
             KeyAlgorithm::Ed25519,
+            KeyAlgorithm::RsaSha256,
         ]
         .into_iter()
         .find(|a| key.algorithm() == a.rcgen())
-        .ok_or_else(|| CaError::Invalid("unsupported CA key algorithm".into()))?;
+        .ok_or_else(|| {
+            CaError::Invalid(
+                "unsupported CA key algorithm (ECDSA P-256 or P-384, Ed25519, RSA)".into(),
+            )
+        })?;
         let not_before = parsed.validity().not_before.timestamp();
         let not_after = parsed.validity().not_after.timestamp();
         let self_signed = parsed.subject() == parsed.issuer();

@@ -9,6 +9,7 @@ mod bad_input;
 mod denials;
 mod events;
 mod jwt;
+mod key_import;
 mod limits;
 mod lint;
 mod nodes;
