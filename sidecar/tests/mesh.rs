@@ -57,23 +57,8 @@ async fn allowed_denied_refused_and_revoked() {
     );
     let _ = c.await_log("ready");
     // B reported the denial to the CA: the fleet-wide list shows it, attributed
-    // to B's identity (the reporter), with C as the source. Reports are batched
-    // (flush_ms = 200), so ask until it arrives, bounded by attempts.
-    let mut found = serde_json::Value::Null;
-    for _ in 0..100 {
-        let l = ca
-            .call(
-                Method::GET,
-                "/v1/denials?source=spiffe%3A%2F%2Fexample.org%2Fc",
-                None,
-            )
-            .await;
-        if let Some(d) = l["items"].as_array().and_then(|a| a.first()) {
-            found = d.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // to B's identity (the reporter), with C as the source.
+    let found = reported_denial(&ca, "c", "not_allowed").await;
     assert_eq!(found["reporter"], "spiffe://example.org/b", "{found}");
     assert_eq!(found["reason"], "not_allowed");
     assert_eq!(found["listener"], "api");
@@ -124,7 +109,33 @@ async fn allowed_denied_refused_and_revoked() {
         "revocation took {:?}",
         started.elapsed()
     );
-    b.await_log("revoked");
+    // The denial names the revoked peer: its certificate parsed and chained.
+    let line = b.await_log("reason=\"revoked\"");
+    assert!(
+        line.contains("peer_spiffe_id=\"spiffe://example.org/a\""),
+        "{line}"
+    );
+    let found = reported_denial(&ca, "a", "revoked").await;
+    assert_eq!(found["reporter"], "spiffe://example.org/b", "{found}");
+}
+
+/// The denial of `reason` the CA lists for source `spiffe://example.org/<name>`.
+/// Sidecars report in batches (flush_ms = 200): asked until it arrives.
+async fn reported_denial(ca: &Ca, name: &str, reason: &str) -> serde_json::Value {
+    let path = format!("/v1/denials?source=spiffe%3A%2F%2Fexample.org%2F{name}");
+    tessera_test_support::poll_until(
+        Duration::from_secs(10),
+        &format!("{reason} denial of {name} at the CA"),
+        || async {
+            let l = ca.call(Method::GET, &path, None).await;
+            l["items"]
+                .as_array()?
+                .iter()
+                .find(|d| d["reason"] == reason)
+                .cloned()
+        },
+    )
+    .await
 }
 
 /// A sidecar started while the CA is down is not ready, then becomes ready when
@@ -689,6 +700,14 @@ async fn expired_client_certificate_is_refused() {
         line.contains("reason=expired") || line.contains("\"expired\""),
         "{line}\n{text}"
     );
+    // The certificate parsed: the denial names what it claims, in the log and
+    // in the report to the CA.
+    assert!(
+        line.contains("peer_spiffe_id=\"spiffe://example.org/old\""),
+        "{line}"
+    );
+    let found = reported_denial(&ca, "old", "expired").await;
+    assert_eq!(found["reporter"], "spiffe://example.org/guard", "{found}");
     assert!(
         line.contains("listener=in") || line.contains("\"in\""),
         "{line}"
