@@ -493,6 +493,48 @@ async fn svid_files_and_exit_with_the_app() {
     s.assert_clean_exit("sidecar did not exit cleanly");
 }
 
+/// `[svid_files]` renames the certificate last (tessera_workload::PemSet, the
+/// CLI's rule too): when the key cannot be replaced, the certificate is not
+/// either, so an app reloading on the certificate's change never pairs it
+/// with another key. The key's place is taken by a directory here, so its
+/// rename fails; the bundle, renamed before it, is there, the certificate is
+/// not, no temporary file is left and the reload command does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svid_files_rename_the_certificate_last() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let token = token(&ca, "files-last").await;
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("svid");
+    std::fs::create_dir_all(dir.join("svid_key.pem/occupied")).unwrap();
+    let s = Sidecar::start(
+        &ca,
+        &token,
+        &format!(
+            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
+            dir.display(),
+            out.path().join("reloaded").display(),
+            inbound("in", &app, "spiffe://example.org/*")
+        ),
+    );
+    let line = s.await_log("writing SVID files failed");
+    assert!(line.contains("svid_key.pem"), "{line}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bundle.pem", "svid_key.pem"],
+        "certificate written before its key"
+    );
+    assert!(
+        !out.path().join("reloaded").exists(),
+        "reload ran on incomplete files"
+    );
+}
+
 /// A client certificate from another CA (same SPIFFE ID shape, allowed ID) is
 /// refused at the handshake and recorded as an untrusted chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
