@@ -8,6 +8,7 @@ use tessera_test_support::both_backends;
 mod bad_input;
 mod denials;
 mod events;
+mod interop;
 mod jwt;
 mod key_import;
 mod limits;
