@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tessera_agent::config::Config;
+use tessera_agent::config::{Config, Options};
 use tessera_agent::node::NodeLink;
 use tessera_agent::server::{Endpoint, Sync};
 use tessera_agent::{Attestor, EngineClient};
@@ -64,7 +64,7 @@ fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     tessera_core::daemon::init_logging(&cli.log_format);
-    let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    let cfg = Config::load(cli.config.as_deref(), std::env::vars_os(), &cli.sets)?;
     if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
         bail!("give a join token or platform_token_file, not both");
     }

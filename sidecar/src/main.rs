@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
-use tessera_sidecar::config::Config;
+use tessera_sidecar::config::{Config, Options};
 use tessera_sidecar::identity::{
     IdentitySource, JoinTokenSource, PlatformTokenSource, WorkloadApiSource,
 };
@@ -38,7 +38,7 @@ struct Cli {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     tessera_core::daemon::init_logging(&cli.log_format);
-    let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
+    let cfg = Config::load(cli.config.as_deref(), std::env::vars_os(), &cli.sets)?;
     if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
         anyhow::bail!("give a join token or platform_token_file, not both");
     }
