@@ -440,6 +440,17 @@ async fn openssl_peers_both_ways() {
     }
 }
 
+/// `[svid_files]` into `dir`, touching `reloaded` after each write, and an
+/// inbound listener to `app` allowing the whole trust domain.
+fn svid_files_config(dir: &Path, reloaded: &Path, app: &str) -> String {
+    format!(
+        "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
+        dir.display(),
+        reloaded.display(),
+        inbound("in", app, "spiffe://example.org/*")
+    )
+}
+
 /// For apps doing their own TLS: svid.pem, svid_key.pem (0600) and bundle.pem
 /// are written and the reload command runs; and `--exit-with-pid` ends the
 /// sidecar when the app exits.
@@ -456,12 +467,7 @@ async fn svid_files_and_exit_with_the_app() {
     let mut s = Sidecar::start_args(
         &ca,
         &token,
-        &format!(
-            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
-            dir.display(),
-            out.path().join("reloaded").display(),
-            inbound("in", &app, "spiffe://example.org/*")
-        ),
+        &svid_files_config(&dir, &out.path().join("reloaded"), &app),
         &["--exit-with-pid", &pid],
     );
     let mode = std::fs::metadata(dir.join("svid_key.pem"))
@@ -503,12 +509,7 @@ async fn svid_files_rename_the_certificate_last() {
     let s = Sidecar::start(
         &ca,
         &token,
-        &format!(
-            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
-            dir.display(),
-            out.path().join("reloaded").display(),
-            inbound("in", &app, "spiffe://example.org/*")
-        ),
+        &svid_files_config(&dir, &out.path().join("reloaded"), &app),
     );
     let line = s.await_log("writing SVID files failed");
     assert!(line.contains("svid_key.pem"), "{line}");

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use tessera_core::api::Role;
-use tessera_test_support::openssl;
+use tessera_test_support::{openssl, openssl_ec_key};
 
 /// Which client certificate a client presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,78 +131,34 @@ fn status(dir: &Path, client: &str, port: u16, cred: Cred, path: &str) -> (Optio
 /// A foreign CA (made by openssl) and a leaf it signed for the admin
 /// operator's SPIFFE ID: foreign.pem, foreign.key.
 fn foreign_identity(dir: &Path) {
-    let run = |args: &[&str]| openssl(dir, args);
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "evil-ca.key",
-    ]);
-    run(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "evil-ca.key",
-        "-out",
-        "evil-ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/O=Elsewhere/CN=Foreign CA",
-        "-addext",
-        "basicConstraints=critical,CA:true",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "foreign.key",
-    ]);
-    run(&[
-        "req",
-        "-new",
-        "-key",
-        "foreign.key",
-        "-subj",
-        "/O=Elsewhere",
-        "-out",
+    crate::upstream::operator_root(dir, "evil-ca");
+    openssl_ec_key(dir, "foreign.key");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "foreign.key",
+            "-subj",
+            "/O=Elsewhere",
+            "-out",
+            "foreign.csr",
+        ],
+    );
+    crate::upstream::sign_csr(
+        dir,
+        "evil-ca",
         "foreign.csr",
-    ]);
-    std::fs::write(
-        dir.join("leaf.cnf"),
-        "[v3_leaf]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth,clientAuth\n\
-         subjectAltName=URI:spiffe://example.org/tessera/operator/admin\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "foreign.csr",
-        "-CA",
-        "evil-ca.pem",
-        "-CAkey",
-        "evil-ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.cnf",
-        "-extensions",
-        "v3_leaf",
-        "-out",
         "foreign.pem",
-    ]);
+        "1",
+        Some(
+            "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth,clientAuth\n\
+             subjectAltName=URI:spiffe://example.org/tessera/operator/admin\n",
+        ),
+        false,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,34 +7,21 @@
 
 use crate::common::{Db, Harness, TestDb, config};
 use tessera_ca::authority::Authority;
-use tessera_test_support::{openssl, openssl_output};
+use tessera_test_support::{openssl, openssl_ec_key, openssl_output};
 
 /// Writes `ca.pem`, a self-signed CA certificate for `example.org` over the key
 /// in `dir/key.pem` (read by openssl with passphrase `x` if it asks for one).
 fn self_signed_ca(dir: &std::path::Path) {
-    openssl(
+    crate::upstream::self_signed_ca(
         dir,
+        "key.pem",
+        "ca.pem",
+        "/O=Operator/CN=Imported CA",
         &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "key.pem",
             "-passin",
             "pass:x",
-            "-sha256",
-            "-days",
-            "365",
-            "-subj",
-            "/O=Operator/CN=Imported CA",
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
             "-addext",
             "subjectAltName=URI:spiffe://example.org",
-            "-out",
-            "ca.pem",
         ],
     );
 }
@@ -154,17 +141,18 @@ async fn imports_sec1_pkcs1_and_pkcs8_keys_made_by_openssl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_encrypted_or_missing_keys_naming_form_and_conversion() {
+    // Each from a plain SEC1 key made by `openssl ecparam` (plain.pem).
     for (form, make, want) in [
         (
             "encrypted PKCS#8",
             &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-aes256",
-                "-pass",
+                "pkcs8",
+                "-topk8",
+                "-in",
+                "plain.pem",
+                "-v2",
+                "aes256",
+                "-passout",
                 "pass:x",
                 "-out",
                 "key.pem",
@@ -174,13 +162,14 @@ async fn refuses_encrypted_or_missing_keys_naming_form_and_conversion() {
         (
             "encrypted SEC1",
             &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
+                "ec",
+                "-in",
                 "plain.pem",
+                "-aes256",
+                "-passout",
+                "pass:x",
+                "-out",
+                "key.pem",
             ][..],
             "found an encrypted SEC1 (BEGIN EC PRIVATE KEY, Proc-Type ENCRYPTED) key",
         ),
@@ -200,36 +189,14 @@ async fn refuses_encrypted_or_missing_keys_naming_form_and_conversion() {
         ),
         (
             "a certificate instead of a key",
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "key.pem",
-            ][..],
+            &["pkey", "-in", "plain.pem", "-out", "key.pem"][..],
             "no private key found",
         ),
     ] {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path();
+        openssl_ec_key(dir, "plain.pem");
         openssl(dir, make);
-        if form == "encrypted SEC1" {
-            openssl(
-                dir,
-                &[
-                    "ec",
-                    "-in",
-                    "plain.pem",
-                    "-aes256",
-                    "-passout",
-                    "pass:x",
-                    "-out",
-                    "key.pem",
-                ],
-            );
-        }
         self_signed_ca(dir);
         if form == "a certificate instead of a key" {
             std::fs::copy(dir.join("ca.pem"), dir.join("key.pem")).unwrap();
