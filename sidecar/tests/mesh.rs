@@ -54,23 +54,8 @@ async fn allowed_denied_refused_and_revoked() {
     );
     let _ = c.await_log("ready");
     // B reported the denial to the CA: the fleet-wide list shows it, attributed
-    // to B's identity (the reporter), with C as the source. Reports are batched
-    // (flush_ms = 200), so ask until it arrives, bounded by attempts.
-    let mut found = serde_json::Value::Null;
-    for _ in 0..100 {
-        let l = ca
-            .call(
-                Method::GET,
-                "/v1/denials?source=spiffe%3A%2F%2Fexample.org%2Fc",
-                None,
-            )
-            .await;
-        if let Some(d) = l["items"].as_array().and_then(|a| a.first()) {
-            found = d.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // to B's identity (the reporter), with C as the source.
+    let found = reported_denial(&ca, "c", "not_allowed").await;
     assert_eq!(found["reporter"], "spiffe://example.org/b", "{found}");
     assert_eq!(found["reason"], "not_allowed");
     assert_eq!(found["listener"], "api");
@@ -118,7 +103,33 @@ async fn allowed_denied_refused_and_revoked() {
         "revocation took {:?}",
         started.elapsed()
     );
-    b.await_log("revoked");
+    // The denial names the revoked peer: its certificate parsed and chained.
+    let line = b.await_log("reason=\"revoked\"");
+    assert!(
+        line.contains("peer_spiffe_id=\"spiffe://example.org/a\""),
+        "{line}"
+    );
+    let found = reported_denial(&ca, "a", "revoked").await;
+    assert_eq!(found["reporter"], "spiffe://example.org/b", "{found}");
+}
+
+/// The denial of `reason` the CA lists for source `spiffe://example.org/<name>`.
+/// Sidecars report in batches (flush_ms = 200): asked until it arrives.
+async fn reported_denial(ca: &Ca, name: &str, reason: &str) -> serde_json::Value {
+    let path = format!("/v1/denials?source=spiffe%3A%2F%2Fexample.org%2F{name}");
+    tessera_test_support::poll_until(
+        Duration::from_secs(10),
+        &format!("{reason} denial of {name} at the CA"),
+        || async {
+            let l = ca.call(Method::GET, &path, None).await;
+            l["items"]
+                .as_array()?
+                .iter()
+                .find(|d| d["reason"] == reason)
+                .cloned()
+        },
+    )
+    .await
 }
 
 /// A sidecar started while the CA is down is not ready, then becomes ready when
@@ -429,6 +440,17 @@ async fn openssl_peers_both_ways() {
     }
 }
 
+/// `[svid_files]` into `dir`, touching `reloaded` after each write, and an
+/// inbound listener to `app` allowing the whole trust domain.
+fn svid_files_config(dir: &Path, reloaded: &Path, app: &str) -> String {
+    format!(
+        "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
+        dir.display(),
+        reloaded.display(),
+        inbound("in", app, "spiffe://example.org/*")
+    )
+}
+
 /// For apps doing their own TLS: svid.pem, svid_key.pem (0600) and bundle.pem
 /// are written and the reload command runs; and `--exit-with-pid` ends the
 /// sidecar when the app exits.
@@ -445,12 +467,7 @@ async fn svid_files_and_exit_with_the_app() {
     let mut s = Sidecar::start_args(
         &ca,
         &token,
-        &format!(
-            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
-            dir.display(),
-            out.path().join("reloaded").display(),
-            inbound("in", &app, "spiffe://example.org/*")
-        ),
+        &svid_files_config(&dir, &out.path().join("reloaded"), &app),
         &["--exit-with-pid", &pid],
     );
     let mode = std::fs::metadata(dir.join("svid_key.pem"))
@@ -473,6 +490,43 @@ async fn svid_files_and_exit_with_the_app() {
     app_proc.wait().unwrap();
     s.await_log("the app exited");
     s.assert_clean_exit("sidecar did not exit cleanly");
+}
+
+/// `[svid_files]` renames the certificate last (tessera_workload::PemSet, the
+/// CLI's rule too): when the key cannot be replaced, the certificate is not
+/// either, so an app reloading on the certificate's change never pairs it
+/// with another key. The key's place is taken by a directory here, so its
+/// rename fails; the bundle, renamed before it, is there, the certificate is
+/// not, no temporary file is left and the reload command does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svid_files_rename_the_certificate_last() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let token = token(&ca, "files-last").await;
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("svid");
+    std::fs::create_dir_all(dir.join("svid_key.pem/occupied")).unwrap();
+    let s = Sidecar::start(
+        &ca,
+        &token,
+        &svid_files_config(&dir, &out.path().join("reloaded"), &app),
+    );
+    let line = s.await_log("writing SVID files failed");
+    assert!(line.contains("svid_key.pem"), "{line}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bundle.pem", "svid_key.pem"],
+        "certificate written before its key"
+    );
+    assert!(
+        !out.path().join("reloaded").exists(),
+        "reload ran on incomplete files"
+    );
 }
 
 /// A client certificate from another CA (same SPIFFE ID shape, allowed ID) is
@@ -677,6 +731,14 @@ async fn expired_client_certificate_is_refused() {
         line.contains("reason=expired") || line.contains("\"expired\""),
         "{line}\n{text}"
     );
+    // The certificate parsed: the denial names what it claims, in the log and
+    // in the report to the CA.
+    assert!(
+        line.contains("peer_spiffe_id=\"spiffe://example.org/old\""),
+        "{line}"
+    );
+    let found = reported_denial(&ca, "old", "expired").await;
+    assert_eq!(found["reporter"], "spiffe://example.org/guard", "{found}");
     assert!(
         line.contains("listener=in") || line.contains("\"in\""),
         "{line}"

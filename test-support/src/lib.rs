@@ -12,6 +12,7 @@
 //! - platform tokens ([`SigningKey`], [`token`]) signed with keys the test holds;
 //! - [`python::venv_python`]: the interpreter of the virtual environment
 //!   holding the suite's PyPI tools (`.ci/requirements.txt`);
+//! - [`pkilint`]: the RFC 5280 linter on certificates and CRLs;
 //! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
 
 mod api;
@@ -23,6 +24,7 @@ mod metrics;
 mod net;
 mod openssl;
 mod pki;
+pub mod pkilint;
 mod platform;
 mod poll;
 mod process;

@@ -33,10 +33,10 @@ pub(crate) fn imported_generation(cfg: &Config, kek: &Kek, now: i64) -> Result<C
     };
     let mut certs = pem::certs(&cert_pem).map_err(AuthorityError::invalid_as("ca.import_cert"))?;
     let cert = certs.remove(0);
-    let key =
-        rcgen::KeyPair::from_pem(&key_pem).map_err(AuthorityError::invalid_as("ca.import_key"))?;
-    let key_der = key.serialize_der();
-    let loaded = SigningCa::load(&id, cert.clone(), certs.clone(), &key_der)?;
+    let key_der = super::key_form::pkcs8_from_pem(&key_pem)
+        .map_err(AuthorityError::invalid_as("ca.import_key"))?;
+    let loaded = SigningCa::load(&id, cert.clone(), certs.clone(), &key_der)
+        .map_err(AuthorityError::invalid_as("ca.import_key"))?;
     let self_signed = bundle_pem.is_empty();
     Ok(CaRow {
         state: CaState::Active,

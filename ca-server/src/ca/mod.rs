@@ -11,13 +11,15 @@
 //! the signed certificate checked and completed).
 
 mod import;
+mod key_form;
 pub(crate) use import::imported_generation;
 pub use import::{ImportedIntermediate, import_signed_intermediate, prepare_intermediate};
+pub use key_form::KeyFormError;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
+    DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::CertificateDer;
@@ -51,6 +53,9 @@ pub enum KeyAlgorithm {
     EcdsaP384,
     /// Ed25519.
     Ed25519,
+    /// RSA (PKCS#1 v1.5) with SHA-256: only for an imported CA key (ring
+    /// cannot generate RSA keys, so `ca.key_algorithm` cannot name it).
+    RsaSha256,
 }
 
 impl KeyAlgorithm {
@@ -60,6 +65,7 @@ impl KeyAlgorithm {
             Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             Self::Ed25519 => &rcgen::PKCS_ED25519,
+            Self::RsaSha256 => &rcgen::PKCS_RSA_SHA256,
         }
     }
 
@@ -69,10 +75,11 @@ impl KeyAlgorithm {
             Self::EcdsaP256 => "ecdsa-p256",
             Self::EcdsaP384 => "ecdsa-p384",
             Self::Ed25519 => "ed25519",
+            Self::RsaSha256 => "rsa-sha256",
         }
     }
 
-    /// Parses a config name.
+    /// Parses a config name (the algorithms Tessera can generate a key for).
     pub fn parse(s: &str) -> Option<Self> {
         [Self::EcdsaP256, Self::EcdsaP384, Self::Ed25519]
             .into_iter()
@@ -105,13 +112,24 @@ fn odt(unix: i64) -> OffsetDateTime {
 }
 
 /// The CA certificate's parameters for trust domain `td` and generation `ca_id`.
-fn ca_params(td: &TrustDomain, ca_id: &str, not_before: i64, not_after: i64) -> CertificateParams {
+fn ca_params(
+    td: &TrustDomain,
+    ca_id: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Tessera");
     dn.push(DnType::CommonName, format!("Tessera CA {}", td.as_str()));
-    // A unique subject per CA generation, so old and new CAs never share a name.
-    dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), ca_id.to_owned());
+    // A unique subject per CA generation, so old and new CAs never share a
+    // name. RFC 5280 (appendix A.1, X520SerialNumber) makes serialNumber a
+    // PrintableString; rcgen would encode a plain string as UTF8String.
+    let serial = rcgen::string::PrintableString::try_from(ca_id)?;
+    dn.push(
+        DnType::CustomDnType(vec![2, 5, 4, 5]),
+        DnValue::PrintableString(serial),
+    );
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
@@ -125,7 +143,7 @@ fn ca_params(td: &TrustDomain, ca_id: &str, not_before: i64, not_after: i64) -> 
     p.not_before = odt(not_before);
     p.not_after = odt(not_after);
     p.key_identifier_method = KeyIdMethod::Sha256;
-    p
+    Ok(p)
 }
 
 /// Creates a self-signed root for `td`. Returns the certificate and the key's PKCS#8 DER.
@@ -137,7 +155,7 @@ pub fn new_root(
     ttl_seconds: i64,
 ) -> Result<(CertificateDer<'static>, Vec<u8>), CaError> {
     let key = alg.generate()?;
-    let mut p = ca_params(td, ca_id, now - 60, now + ttl_seconds);
+    let mut p = ca_params(td, ca_id, now - 60, now + ttl_seconds)?;
     p.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     let cert = p.self_signed(&key)?;
     Ok((cert.der().clone(), key.serialize_der()))
@@ -164,7 +182,7 @@ pub fn intermediate_csr(
     alg: KeyAlgorithm,
 ) -> Result<(String, Vec<u8>), CaError> {
     let key = alg.generate()?;
-    let mut p = ca_params(td, ca_id, 0, 1);
+    let mut p = ca_params(td, ca_id, 0, 1)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let csr = p.serialize_request(&key)?;
@@ -286,10 +304,15 @@ impl SigningCa {
             KeyAlgorithm::EcdsaP256,
             KeyAlgorithm::EcdsaP384,
             KeyAlgorithm::Ed25519,
+            KeyAlgorithm::RsaSha256,
         ]
         .into_iter()
         .find(|a| key.algorithm() == a.rcgen())
-        .ok_or_else(|| CaError::Invalid("unsupported CA key algorithm".into()))?;
+        .ok_or_else(|| {
+            CaError::Invalid(
+                "unsupported CA key algorithm (ECDSA P-256 or P-384, Ed25519, RSA)".into(),
+            )
+        })?;
         let not_before = parsed.validity().not_before.timestamp();
         let not_after = parsed.validity().not_after.timestamp();
         let self_signed = parsed.subject() == parsed.issuer();

@@ -41,29 +41,41 @@ fn certs_of(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 const CA_EXT: &str = "[v3_ca]\nbasicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
     subjectAltName=URI:spiffe://example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
 
-/// An operator root (EC P-256) in `dir`: root.key, root.pem.
-fn operator_root(dir: &Path, name: &str) {
+/// An operator root (EC P-256) in `dir`: <name>.key, <name>.pem.
+pub(crate) fn operator_root(dir: &Path, name: &str) {
     openssl_ec_key(dir, &format!("{name}.key"));
-    openssl(
+    self_signed_ca(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "3650",
-            "-subj",
-            &format!("/O=Operator/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+        &format!("{name}.key"),
+        &format!("{name}.pem"),
+        &format!("/O=Operator/CN={name}"),
+        &[],
     );
+}
+
+/// `out`: a self-signed CA certificate (ten years, basicConstraints cA and
+/// keyUsage keyCertSign, cRLSign, both critical) over the key file `key`,
+/// made by `openssl req -x509` with the `extra` options.
+pub(crate) fn self_signed_ca(dir: &Path, key: &str, out: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key,
+        "-out",
+        out,
+        "-days",
+        "3650",
+        "-subj",
+        subject,
+        "-addext",
+        "basicConstraints=critical,CA:true",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
 }
 
 /// Issues a workload certificate through the harness and checks it with openssl
@@ -137,7 +149,15 @@ fn pkcs8_key(dir: &Path, name: &str) {
 /// Signs `csr` with the operator root `ca` into `out`: `-days`, an optional
 /// extension section from `ext.cnf`-style text, and `-copy_extensions copy`
 /// (keep what the CSR asks for) when `copy`.
-fn sign_csr(dir: &Path, ca: &str, csr: &str, out: &str, days: &str, ext: Option<&str>, copy: bool) {
+pub(crate) fn sign_csr(
+    dir: &Path,
+    ca: &str,
+    csr: &str,
+    out: &str,
+    days: &str,
+    ext: Option<&str>,
+    copy: bool,
+) {
     let mut args: Vec<String> = [
         "x509",
         "-req",
@@ -451,7 +471,7 @@ const NC_DNS_IP: &str = "nameConstraints=critical,permitted;DNS:example.org,perm
 /// A server running as an intermediate under `root.pem` in `dir` (signed for
 /// `days` with CA_EXT, i.e. dropping whatever the CSR asked for). Returns the
 /// harness and its configuration.
-async fn intermediate_harness(
+pub(crate) async fn intermediate_harness(
     db: Db,
     dir: &Path,
     sets: &[&str],
