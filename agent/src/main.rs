@@ -173,7 +173,7 @@ async fn main() -> Result<()> {
     tonic::transport::Server::builder()
         .serve_with_incoming_shutdown(
             WorkloadApiServer::new(Arc::new(endpoint)),
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            tessera_agent::conn::incoming(listener),
             shutdown,
         )
         .await
