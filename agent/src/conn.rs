@@ -19,9 +19,12 @@
 //!   ends at once (not at the next re-attestation).
 //!
 //! The kernel gives no pidfd for the connecting process itself on the
-//! kernels this supports (`SO_PEERPIDFD` is newer), so a PID reused between
-//! `connect` and `accept` (microseconds, while the listener is not
-//! backlogged) is not detected; everything later is.
+//! kernels this supports (`SO_PEERPIDFD` is newer), so a PID reused while
+//! the connection still waits in the listen backlog (between `connect` and
+//! `accept`; short, but longer on a loaded host) is not detected; everything
+//! after the accept is. A pidfd polls readable once its process is reaped,
+//! so a connection whose creator is a zombie closes when it is reaped; until
+//! then its PID cannot be reused.
 
 use std::io;
 use std::os::fd::OwnedFd;

@@ -183,6 +183,13 @@ async fn reused_pid_gets_nothing_on_the_old_connection() {
     let ca = Ca::start();
     let agent = agent(&ca, "fork2").await;
     let (mut forker, mut grpc) = fork_connection(&agent).await;
+    // One call while the parent lives: the agent has accepted (and pinned)
+    // the connection before the PID changes hands.
+    let mut first = fetch(&mut grpc)
+        .await
+        .unwrap_or_else(|e| panic!("fetch while the parent lives: {e:?}\n{}", agent.log()));
+    assert!(matches!(first.message().await, Ok(Some(_))));
+    drop(first);
     forker.exit_parent();
     // Give the parent's PID to a new process (as root: the kernel's next
     // PID is settable; other processes may take it first, so retry).
@@ -211,4 +218,29 @@ async fn reused_pid_gets_nothing_on_the_old_connection() {
         "the process that reused PID {pid} got SVIDs on the old connection\n{}",
         agent.log()
     );
+}
+
+/// The agent creates a missing socket directory 0755 but leaves the mode of
+/// one that exists alone (it must not open up a directory it did not make).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_socket_directory_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::start();
+    let token = node_token(&ca, "sockdir").await;
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("operator");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let socket = own.join("agent.sock");
+    let agent = Agent::try_start(
+        &ca,
+        "sockdir",
+        Some(&token),
+        &[format!("socket_path=\"{}\"", socket.display())],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert!(socket.exists(), "{}", agent.log());
+    assert_eq!(mode(&own), 0o750, "the operator's directory was chmodded");
+    assert_eq!(mode(&socket), 0o777);
 }
