@@ -130,6 +130,20 @@ async fn fetch(
     .map(|r| r.into_inner())
 }
 
+/// A stream opened while the connecting parent lives, its first message
+/// (the forker's SVID) read.
+async fn served(
+    agent: &Agent,
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+) -> tonic::Streaming<X509SvidResponse> {
+    let mut stream = fetch(grpc)
+        .await
+        .unwrap_or_else(|e| panic!("fetch while the parent lives: {e:?}\n{}", agent.log()));
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.svids[0].spiffe_id, "spiffe://example.org/forker");
+    stream
+}
+
 /// An agent that re-attests only hourly, so only the connection guard can
 /// end a stream within the test's bounds.
 async fn agent(ca: &Ca, name: &str) -> Agent {
@@ -150,11 +164,7 @@ async fn stream_ends_when_the_connecting_process_exits() {
     let ca = Ca::start();
     let agent = agent(&ca, "fork1").await;
     let (mut forker, mut grpc) = fork_connection(&agent).await;
-    let mut stream = fetch(&mut grpc)
-        .await
-        .unwrap_or_else(|e| panic!("fetch while the parent lives: {e:?}\n{}", agent.log()));
-    let first = stream.message().await.unwrap().unwrap();
-    assert_eq!(first.svids[0].spiffe_id, "spiffe://example.org/forker");
+    let mut stream = served(&agent, &mut grpc).await;
 
     forker.exit_parent();
     let next = tokio::time::timeout(Duration::from_secs(20), stream.message())
@@ -185,11 +195,7 @@ async fn reused_pid_gets_nothing_on_the_old_connection() {
     let (mut forker, mut grpc) = fork_connection(&agent).await;
     // One call while the parent lives: the agent has accepted (and pinned)
     // the connection before the PID changes hands.
-    let mut first = fetch(&mut grpc)
-        .await
-        .unwrap_or_else(|e| panic!("fetch while the parent lives: {e:?}\n{}", agent.log()));
-    assert!(matches!(first.message().await, Ok(Some(_))));
-    drop(first);
+    drop(served(&agent, &mut grpc).await);
     forker.exit_parent();
     // Give the parent's PID to a new process (as root: the kernel's next
     // PID is settable; other processes may take it first, so retry).
