@@ -8,7 +8,10 @@
 //! Any failure is an error: no partial identity.
 //!
 //! Decisions:
-//! - A caller outside any container gets only `unix:uid:` and `unix:gid:`.
+//! - A caller outside any container gets only `unix:uid:` and `unix:gid:`,
+//!   and only if its mount, PID, cgroup and user namespaces are the host's
+//!   (else it is refused with the namespace that differs: a process that
+//!   made its own namespaces could hide the container it is in).
 //!   It gets no `posture:` selectors either: posture describes a container's
 //!   confinement, and a host process has none, so an entry that requires any
 //!   posture selector can never match a host process.
@@ -18,9 +21,11 @@
 //!   recorded in [`ContainerEvidence`]. The kernel must agree: the caller's
 //!   network namespace must be the app's.
 //! - Posture describes the calling process (kernel facts) and its own
-//!   container (read-only root); `posture:privileged` is true if either the
-//!   caller's container or the app it serves is privileged, since a
-//!   privileged app can reach into the sidecar beside it.
+//!   container (runtime facts). For a sidecar it is the weaker of the
+//!   sidecar's and the app's (the app's init process and container): host
+//!   namespaces, capabilities, root, missing limits, no `no_new_privs`,
+//!   seccomp, privileged, a writable root: whatever can reach into the app
+//!   can reach the sidecar beside it, and the identity is the app's.
 //! - The kernel and the runtime must agree: the runtime's container has the
 //!   ID the cgroup path named, is running, and its init process shares the
 //!   caller's mount namespace (this rules out a mountinfo or cgroup path
@@ -41,6 +46,10 @@ use crate::cgroup::{
 use crate::engine::{ContainerInfo, EngineClient, EngineError};
 use crate::peer::{PeerCred, ProcessError, ProcessHandle};
 use crate::posture::{CgroupFs, HostNamespaces, KernelPosture, Posture, RuntimePosture};
+
+/// The namespaces a caller in no container must share with the host to be
+/// treated as a host process.
+const HOST_PROCESS_NAMESPACES: [&str; 4] = ["mnt", "pid", "cgroup", "user"];
 
 /// Longest selector kept (the CA's limit for an entry's selector).
 const MAX_SELECTOR: usize = 512;
@@ -69,6 +78,18 @@ pub enum AttestError {
     NotRunning {
         /// The container ID.
         container_id: String,
+    },
+    /// No container was found, yet the process is not in the host's
+    /// namespaces: it is not a host process either (a private mount
+    /// namespace can hide a container's cgroup and mounts).
+    #[error(
+        "process {pid} names no container but is not in the host's {namespace} namespace; refusing to treat it as a host process"
+    )]
+    NotHost {
+        /// The PID.
+        pid: u32,
+        /// The first namespace that differs from the host's.
+        namespace: &'static str,
     },
     /// What the runtime says contradicts what the kernel says.
     #[error("kernel and runtime disagree about container {container_id}: {reason}")]
@@ -187,7 +208,10 @@ impl Attestor {
             format!("unix:gid:{}", peer.gid),
         ]);
         let container = match found {
-            None => None,
+            None => {
+                self.check_host_process(&handle)?;
+                None
+            }
             Some((cref, found_by)) => {
                 let evidence = self.container_evidence(&handle, cref, found_by).await?;
                 // The process must not have moved to another cgroup meanwhile.
@@ -216,6 +240,21 @@ impl Attestor {
         })
     }
 
+    /// A caller in no container is a host process only if its mount, PID,
+    /// cgroup and user namespaces are the host's.
+    fn check_host_process(&self, handle: &ProcessHandle) -> Result<(), AttestError> {
+        for namespace in HOST_PROCESS_NAMESPACES {
+            let mine = handle.read_link(&format!("ns/{namespace}"))?;
+            if self.host_ns.get(namespace) != Some(mine.as_str()) {
+                return Err(AttestError::NotHost {
+                    pid: handle.pid(),
+                    namespace,
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn container_evidence(
         &self,
         handle: &ProcessHandle,
@@ -242,21 +281,29 @@ impl Attestor {
                 engine_pod.id
             )));
         }
+        let mut kernel = kernel;
+        let mut runtime = RuntimePosture {
+            privileged: caller.posture.privileged,
+            readonly_rootfs: caller.posture.readonly_rootfs,
+        };
         if let Some(app) = &workload.app {
             self.check_running_and_shares(handle, app, "net")?;
+            // The sidecar's identity is the app's, and whatever can reach
+            // into the app (host namespaces, capabilities, no limits) can
+            // reach the sidecar beside it: the weaker of the two counts.
+            let init = ProcessHandle::open(app.pid)?;
+            let app_kernel = KernelPosture::read(&init, &self.host_ns, &self.cgroups)?;
+            init.verify_still_same()?;
+            kernel = kernel.weakest(&app_kernel);
+            runtime = RuntimePosture {
+                privileged: runtime.privileged || app.posture.privileged,
+                readonly_rootfs: runtime.readonly_rootfs && app.posture.readonly_rootfs,
+            };
         }
-        let privileged = caller.posture.privileged
-            || workload.app.as_ref().is_some_and(|a| a.posture.privileged);
         Ok(ContainerEvidence {
             found_by,
             cgroup_pod: cref.pod_uid,
-            posture: Posture {
-                kernel,
-                runtime: RuntimePosture {
-                    privileged,
-                    readonly_rootfs: caller.posture.readonly_rootfs,
-                },
-            },
+            posture: Posture { kernel, runtime },
             caller,
             serves: workload.app,
         })

@@ -27,6 +27,7 @@
 pub mod attest;
 pub mod cgroup;
 pub mod config;
+pub mod conn;
 pub mod data_dir;
 pub mod engine;
 pub mod node;

@@ -32,11 +32,19 @@ struct Cli {
     flags: tessera_core::daemon::WorkloadFlags,
 }
 
-/// Creates the socket's directory (0755) and binds the socket (0777).
+/// Creates the socket's directory if missing (the directories it creates
+/// 0755; one that exists keeps the mode its owner gave it) and binds the
+/// socket (0777).
 fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
     let dir = path.parent().context("socket_path has no directory")?;
+    let missing: Vec<&std::path::Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .collect();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    for created in missing {
+        std::fs::set_permissions(created, std::fs::Permissions::from_mode(0o755))?;
+    }
     match std::fs::symlink_metadata(path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
             std::fs::remove_file(path)?;
@@ -166,8 +174,12 @@ async fn main() -> Result<()> {
     tonic::transport::Server::builder()
         .serve_with_incoming_shutdown(
             WorkloadApiServer::new(Arc::new(endpoint)),
-            // Every gRPC stack's :authority is let through (see tessera_workload_api::authority).
-            tessera_workload_api::authority::incoming(listener),
+            // Each connection pinned to the process that made it (PID-reuse
+            // guard), and every gRPC stack's :authority let through (see
+            // tessera_workload_api::authority).
+            tokio_stream::StreamExt::map(tessera_agent::conn::incoming(listener), |c| {
+                c.map(tessera_workload_api::authority::AuthorityFree::new)
+            }),
             shutdown,
         )
         .await

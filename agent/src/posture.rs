@@ -290,6 +290,46 @@ impl KernelPosture {
     }
 }
 
+impl SeccompMode {
+    /// How much it confines: disabled < filter < strict.
+    fn strength(self) -> u8 {
+        match self {
+            SeccompMode::Disabled => 0,
+            SeccompMode::Filter => 1,
+            SeccompMode::Strict => 2,
+        }
+    }
+}
+
+impl KernelPosture {
+    /// The weaker of two processes' confinement, fact by fact (for a sidecar
+    /// and the app whose namespaces it shares); the UID stays `self`'s.
+    pub fn weakest(&self, other: &KernelPosture) -> KernelPosture {
+        let seccomp = if other.seccomp.strength() < self.seccomp.strength() {
+            other.seccomp
+        } else {
+            self.seccomp
+        };
+        KernelPosture {
+            uid: self.uid,
+            root: self.root || other.root,
+            cap_sys_admin: self.cap_sys_admin || other.cap_sys_admin,
+            no_new_privs: self.no_new_privs && other.no_new_privs,
+            seccomp,
+            host_ns: self
+                .host_ns
+                .iter()
+                .map(|(ns, host)| {
+                    let theirs = other.host_ns.get(ns).copied().unwrap_or(true);
+                    (ns.clone(), *host || theirs)
+                })
+                .collect(),
+            memory_limit: self.memory_limit && other.memory_limit,
+            pids_limit: self.pids_limit && other.pids_limit,
+        }
+    }
+}
+
 /// The whole posture of a container's process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posture {

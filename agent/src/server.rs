@@ -4,10 +4,12 @@
 //! For each `FetchX509SVID` stream:
 //! 1. the request must carry `workload.spiffe.io: true` (else `InvalidArgument`);
 //! 2. the caller's PID/UID/GID come from the kernel (`SO_PEERCRED`, through
-//!    tonic's [`UdsConnectInfo`]), and [`Attestor::attest`] maps it to
-//!    selectors, re-checking the process's start time at the end (the
-//!    PID-reuse guard); a process that started after the request arrived
-//!    is refused (the PID was reused between the request and attestation);
+//!    taken when the connection is accepted), and [`Attestor::attest`] maps it to
+//!    selectors, re-checking the process's start time at the end; the
+//!    process must be the one that opened the connection ([`crate::conn`]:
+//!    its start time as recorded at accept, not after the accept, still
+//!    alive), else its PID was reused and the request is refused; a
+//!    connection ends as soon as the process that opened it exits;
 //! 3. the agent generates a key in memory and asks the CA for every SVID the
 //!    evidence entitles the caller to; the first message carries them all
 //!    (no identity: `PermissionDenied` with the CA's reason);
@@ -38,7 +40,6 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tessera_core::api;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use tessera_workload::{CaError, concat_der};
@@ -50,8 +51,9 @@ use tessera_workload_api::{
 };
 
 use crate::attest::{AttestError, Attestation, Attestor};
+use crate::conn::ConnInfo;
 use crate::node::{JwtBundle, NodeError, NodeLink, RENEWAL, WorkloadSvid};
-use crate::peer::{PeerCred, now_ticks};
+use crate::peer::PeerCred;
 
 /// What the poller last saw: the node's entries and the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,36 +155,24 @@ impl Sync {
     }
 }
 
-fn peer_of<T>(request: &Request<T>) -> Result<PeerCred, Status> {
+/// The connection's caller as pinned at accept ([`crate::conn`]): its
+/// credentials and the accept time a reused PID is measured against.
+fn peer_of<T>(request: &Request<T>) -> Result<(PeerCred, ConnInfo), Status> {
     let info = request
         .extensions()
-        .get::<UdsConnectInfo>()
+        .get::<ConnInfo>()
         .ok_or_else(|| Status::internal("not a unix-socket connection"))?;
-    let cred = info
-        .peer_cred
-        .ok_or_else(|| Status::permission_denied("the kernel gave no peer credentials"))?;
-    let pid = cred
-        .pid()
-        .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| *p != 0)
-        .ok_or_else(|| {
-            Status::permission_denied(
-                "the caller's PID is not visible from the agent's PID namespace",
-            )
-        })?;
-    Ok(PeerCred {
-        pid,
-        uid: cred.uid(),
-        gid: cred.gid(),
-    })
+    let peer = info.peer.clone().map_err(|why| {
+        Status::permission_denied(format!("the caller could not be identified: {why}"))
+    })?;
+    Ok((peer, info.clone()))
 }
 
-/// What every method starts with: the time the request arrived, the
-/// security header, and the caller's credentials from the kernel.
-fn caller<T>(request: &Request<T>) -> Result<(PeerCred, u64), Status> {
-    let asked = now_ticks();
+/// What every method starts with: the security header and the caller's
+/// credentials from the kernel, taken when the connection was accepted.
+fn caller<T>(request: &Request<T>) -> Result<(PeerCred, ConnInfo), Status> {
     check_security_header(request)?;
-    Ok((peer_of(request)?, asked))
+    peer_of(request)
 }
 
 /// `InvalidArgument` when the request leaves `field` empty.
@@ -295,8 +285,8 @@ impl Shared {
         B: PartialEq + Send + std::marker::Sync + 'static,
         M: Send + 'static,
     {
-        let (peer, asked) = caller(request)?;
-        self.attest(peer, asked).await?;
+        let (peer, conn) = caller(request)?;
+        self.attest(peer, &conn).await?;
         // The Workload API keys bundles by the trust domain's ID.
         let td = self.node.trust_domain().id_string();
         let message = move |b: &B| message(&td, b);
@@ -332,17 +322,24 @@ impl Shared {
         )))
     }
 
-    /// Attests the caller of a request that arrived at `asked` (boot-time
-    /// ticks): a process that started later is not the one that asked.
-    async fn attest(&self, peer: PeerCred, asked: u64) -> Result<Attestation, Status> {
+    /// Attests the caller of a request on connection `conn`: the process
+    /// must be the one that opened the connection (same start time as at
+    /// accept, not started after it, still alive), else its PID was reused.
+    async fn attest(&self, peer: PeerCred, conn: &ConnInfo) -> Result<Attestation, Status> {
         let att = self.attestor.attest(peer).await.map_err(|e| {
             tracing::warn!(pid = peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             attest_status(e)
         })?;
-        if att.start_time > asked {
-            tracing::warn!(pid = peer.pid, "caller's PID was reused before attestation");
+        if att.start_time > conn.accepted
+            || Some(att.start_time) != conn.start_time
+            || !conn.peer_alive()
+        {
+            tracing::warn!(
+                pid = peer.pid,
+                "the process that opened the connection is gone; its PID was reused"
+            );
             return Err(Status::permission_denied(
-                "the process behind this connection started after the request arrived (PID reused)",
+                "the process that opened this connection exited (its PID now belongs to another process)",
             ));
         }
         Ok(att)
@@ -351,10 +348,10 @@ impl Shared {
     async fn attest_and_issue(
         &self,
         peer: PeerCred,
-        asked: u64,
+        conn: &ConnInfo,
     ) -> Result<(Attestation, Vec<WorkloadSvid>), Status> {
         let _slot = self.issue_slot().await?;
-        let att = self.attest(peer, asked).await?;
+        let att = self.attest(peer, conn).await?;
         let svids = self.node.workload_svids(&att).await.map_err(|e| {
             tracing::warn!(pid = peer.pid, selectors = ?att.selectors, error = %e, "no SVID for workload");
             ca_status(e)
@@ -500,9 +497,9 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<X509SvidRequest>,
     ) -> Result<Response<ResponseStream<X509SvidResponse>>, Status> {
-        let (peer, asked) = caller(&request)?;
+        let (peer, conn) = caller(&request)?;
         let shared = self.0.clone();
-        let (att, svids) = shared.attest_and_issue(peer, asked).await?;
+        let (att, svids) = shared.attest_and_issue(peer, &conn).await?;
         let snap = shared.snapshot.borrow().clone();
         let bundle = shared.node.bundle();
         let first = svid_response(&svids, &bundle);
@@ -547,11 +544,11 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<JwtSvidRequest>,
     ) -> Result<Response<JwtSvidResponse>, Status> {
-        let (peer, asked) = caller(&request)?;
+        let (peer, conn) = caller(&request)?;
         let req = request.into_inner();
         required(req.audience.is_empty(), "audience")?;
         let _slot = self.0.issue_slot().await?;
-        let att = self.0.attest(peer, asked).await?;
+        let att = self.0.attest(peer, &conn).await?;
         let wanted = (!req.spiffe_id.is_empty()).then_some(req.spiffe_id);
         let svids = self
             .0
@@ -599,11 +596,11 @@ impl WorkloadApi for Endpoint {
         &self,
         request: Request<ValidateJwtSvidRequest>,
     ) -> Result<Response<ValidateJwtSvidResponse>, Status> {
-        let (peer, asked) = caller(&request)?;
+        let (peer, conn) = caller(&request)?;
         let req = request.into_inner();
         required(req.audience.is_empty(), "audience")?;
         required(req.svid.is_empty(), "svid")?;
-        self.0.attest(peer, asked).await?;
+        self.0.attest(peer, &conn).await?;
         let bundle = self.0.node.jwt_bundle();
         let verified = tessera_core::jwt::validate(
             &req.svid,

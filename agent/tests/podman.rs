@@ -166,7 +166,7 @@ async fn sidecar_in_an_apps_network_namespace_is_attested_as_the_app() {
             &format!("container:id:{app_id}"),
             &format!("container:name:{app}"),
             "container:label:app:web",
-            // Posture is the sidecar's own process: it holds the key.
+            // Both are confined by default: so is the weaker of the two.
             "posture:host-ns-net:false",
             "posture:privileged:false",
         ],
@@ -180,6 +180,43 @@ async fn sidecar_in_an_apps_network_namespace_is_attested_as_the_app() {
     let ev = a.container.unwrap();
     assert_eq!(ev.caller.id, id_of(&sidecar));
     assert_eq!(ev.serves.unwrap().id, app_id);
+}
+
+/// A confined sidecar beside a loosely confined app gets the app's weaker
+/// posture (the minimum-posture rule reads the app's whole posture, not
+/// only `privileged`).
+#[tokio::test]
+async fn sidecar_posture_is_the_weaker_of_its_own_and_the_apps() {
+    let service = Service::start();
+    let mut c = Containers::default();
+    let app = c.sleeper("loose-app", &["--pid", "host", "--cap-add", "SYS_ADMIN"]);
+    let sidecar = c.sleeper(
+        "tight-sidecar",
+        &[
+            "--network",
+            &format!("container:{app}"),
+            "--memory",
+            "64m",
+            "--cap-drop",
+            "all",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+        ],
+    );
+    let a = attest_container(&service.attestor(), &sidecar).await;
+    assert_has(
+        &a,
+        &[
+            &format!("container:id:{}", id_of(&app)),
+            "posture:host-ns-pid:true",
+            "posture:cap-sys-admin:true",
+            "posture:memory-limit:false",
+            "posture:no-new-privs:false",
+            "posture:readonly-rootfs:false",
+        ],
+    );
+    assert_sorted_unique(&a);
 }
 
 #[tokio::test]
@@ -269,6 +306,56 @@ async fn host_process_gets_only_unix_selectors() {
             format!("unix:gid:{}", me.gid),
             format!("unix:uid:{}", me.uid)
         ]
+    );
+}
+
+/// A process in no container but in a mount namespace of its own is not a
+/// host process: refused, with the namespace named (a plain child of this
+/// test, in the host's namespaces, is the control).
+#[tokio::test]
+async fn a_private_mount_namespace_without_a_container_is_refused() {
+    let attestor = Attestor::new(EngineClient::new("/nonexistent/podman.sock")).unwrap();
+    let mut plain = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let mut private = std::process::Command::new("unshare")
+        .args(["-m", "sleep", "30"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let mine = ns(std::process::id());
+    // `unshare` makes the namespace, then execs `sleep` in it: an event.
+    tessera_test_support::wait_until(
+        Duration::from_secs(10),
+        "unshare's new mount namespace",
+        || ns(private.id()).is_some_and(|n| Some(n) != mine),
+    );
+    let ok = attestor
+        .attest(PeerCred::of_process(plain.id()).unwrap())
+        .await;
+    let refused = attestor
+        .attest(PeerCred::of_process(private.id()).unwrap())
+        .await;
+    for c in [&mut plain, &mut private] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(ok.unwrap().container.is_none());
+    let e = refused.expect_err("a private mount namespace attested as a host process");
+    assert!(
+        matches!(
+            e,
+            AttestError::NotHost {
+                namespace: "mnt",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("not in the host's mnt namespace"),
+        "{e}"
     );
 }
 

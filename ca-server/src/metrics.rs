@@ -77,7 +77,7 @@ impl Metrics {
             )),
             attestation_refused: registry.register(CounterVec::new(
                 "tessera_attestation_refused_total",
-                "Attestations refused: by the minimum posture policy (posture) or a refused platform token (platform_token).",
+                "Attestations refused: by the minimum posture policy (posture), a refused platform token whose signature verified (platform_token), or one that never verified (platform_token_unverified).",
                 &["reason"],
             )),
             denials: registry.register(CounterVec::new(

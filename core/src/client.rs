@@ -5,6 +5,17 @@
 //! [`Client`]'s calls open one connection each. [`Client::connect`] and
 //! [`Client::request`] are the parts they are made of, for a caller that
 //! keeps a [`Connection`] (HTTP/2 carries concurrent requests on one).
+//!
+//! Nothing waits forever on a silent peer: opening a connection has
+//! [`CONNECT_DEADLINE`], each of [`Client`]'s whole calls (request and
+//! body) [`CALL_DEADLINE`] and an answer of at most [`MAX_BODY_BYTES`];
+//! streams ([`Client::stream`]) get their head within the call deadline.
+//! Connections use TCP keep-alive ([`KEEPALIVE`]) and, over HTTP/2, PINGs
+//! while a request is in flight: a peer (or a middlebox) that stops
+//! forwarding without a reset fails the connection within
+//! [`PING_INTERVAL`] + [`PING_TIMEOUT`] instead of hanging its requests.
+//! No PING is sent on an idle connection (it would keep the CA's idle
+//! deadline from closing it).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,6 +32,22 @@ use tokio_rustls::TlsConnector;
 /// Longest time to open a connection: TCP connect, TLS handshake and HTTP
 /// handshake together (the CA gives a client 10 s for its handshake too).
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Longest whole call of [`Client`] (request sent, answer read to its end).
+pub const CALL_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Largest answer [`Client`]'s plain calls read (audit exports included).
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// TCP keep-alive: first probe after this long without traffic, then one
+/// per second (the kernel gives up after its probe count).
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// HTTP/2 PING interval while a request is in flight.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long an HTTP/2 PING may go unanswered before the connection fails.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors reaching the CA.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +147,7 @@ impl Client {
             .map(|e| vec![("if-none-match", e.to_owned())])
             .unwrap_or_default();
         let req = self.request(Method::GET, path, None, "", "application/json", &headers)?;
-        read_limited(self.send(req).await?, usize::MAX).await
+        self.exchange(req, MAX_BODY_BYTES).await
     }
 
     /// A GET whose body may hold at most `max_bytes`: a longer one is an
@@ -128,7 +155,7 @@ impl Client {
     /// not control, such as an issuer's JWKS).
     pub async fn get_limited(&self, path: &str, max_bytes: usize) -> Result<Reply> {
         let req = self.request(Method::GET, path, None, "", "application/json", &[])?;
-        read_limited(self.send(req).await?, max_bytes).await
+        self.exchange(req, max_bytes).await
     }
 
     /// Sends one request with a body of the given content type.
@@ -140,8 +167,16 @@ impl Client {
         content_type: &str,
     ) -> Result<Reply> {
         let req = self.request(method, path, body, content_type, "application/json", &[])?;
-        // These calls read whatever the server sends (the CLI, tests).
-        read_limited(self.send(req).await?, usize::MAX).await
+        self.exchange(req, MAX_BODY_BYTES).await
+    }
+
+    /// One request on a connection of its own, its answer read whole,
+    /// within [`CALL_DEADLINE`].
+    async fn exchange(&self, req: Request<Full<Bytes>>, max_bytes: usize) -> Result<Reply> {
+        let call = async { read_limited(self.send(req).await?, max_bytes).await };
+        tokio::time::timeout(CALL_DEADLINE, call)
+            .await
+            .map_err(|_| ClientError::Timeout("the request"))?
     }
 
     /// Sends a GET asking for `text/event-stream` with extra `headers` (such as
@@ -149,7 +184,9 @@ impl Client {
     /// body is read as it streams (see [`crate::sse::SseParser`]).
     pub async fn stream(&self, path: &str, headers: &[(&str, String)]) -> Result<Streaming> {
         let req = self.request(Method::GET, path, None, "", "text/event-stream", headers)?;
-        let resp = self.send(req).await?;
+        let resp = tokio::time::timeout(CALL_DEADLINE, self.send(req))
+            .await
+            .map_err(|_| ClientError::Timeout("the stream's answer"))??;
         let status = resp.status();
         Ok(Streaming {
             status,
@@ -176,6 +213,10 @@ impl Client {
             .await
             .map_err(|e| ClientError::Connect(addr.clone(), e))?;
         let _ = tcp.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE)
+            .with_interval(Duration::from_secs(1));
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         let tls = TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await
@@ -184,10 +225,14 @@ impl Client {
         let io = TokioIo::new(tls);
         let sender = if h2 {
             Sender::Http2(
-                driven(hyper::client::conn::http2::handshake(
-                    TokioExecutor::new(),
-                    io,
-                ))
+                driven(
+                    hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(PING_INTERVAL)
+                        .keep_alive_timeout(PING_TIMEOUT)
+                        .keep_alive_while_idle(false)
+                        .handshake(io),
+                )
                 .await?,
             )
         } else {

@@ -515,11 +515,59 @@ async fn renew_forever<S: IdentitySource>(shared: Arc<Shared>, source: Arc<S>) {
     }
 }
 
+/// How overdue the revocation feed is: a healthy feed answers at least every
+/// long-poll `wait` (at once when something changes), so the lag is the time
+/// since its last answer beyond that. A watchdog keeps the metric: it grows
+/// while a long-poll hangs on a connection that stopped forwarding, not
+/// only once the poll fails.
+struct FeedClock {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` until which the feed was current.
+    current_until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl FeedClock {
+    fn new() -> Self {
+        FeedClock {
+            start: tokio::time::Instant::now(),
+            current_until_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The feed answered now; the next answer is due within `wait`.
+    fn answered(&self, wait: Duration) {
+        let until = self.now_ms() + wait.as_millis() as u64;
+        self.current_until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Whole seconds the feed's next answer is overdue.
+    fn lag_seconds(&self) -> i64 {
+        let until = self.current_until_ms.load(Ordering::Acquire);
+        (self.now_ms().saturating_sub(until) / 1000) as i64
+    }
+}
+
 /// Follows the CA's revocation feed by long-poll; keeps the last known list
-/// when the CA is unreachable and exposes the lag.
+/// when the CA is unreachable and exposes the lag ([`FeedClock`]).
 async fn follow_revocations(shared: Arc<Shared>) {
     let mut since = 0i64;
-    let mut last_ok = tokio::time::Instant::now();
+    let wait = Duration::from_secs(shared.cfg.revocation.wait_seconds);
+    let clock = Arc::new(FeedClock::new());
+    clock.answered(wait);
+    {
+        let (clock, shared) = (clock.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                shared.metrics.feed_lag.set(clock.lag_seconds());
+            }
+        });
+    }
     loop {
         let held = shared.held();
         let result = async {
@@ -546,7 +594,7 @@ async fn follow_revocations(shared: Arc<Shared>) {
         .await;
         match result {
             Ok(feed) => {
-                last_ok = tokio::time::Instant::now();
+                clock.answered(wait);
                 if feed.bundle_sequence != shared.bundle_seq.load(Ordering::Acquire) {
                     shared.bundle_wake.notify_one();
                 }
@@ -571,7 +619,7 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 }
                 since = feed.version;
                 shared.metrics.feed_version.set(since);
-                shared.metrics.feed_lag.set(0);
+                shared.metrics.feed_lag.set(clock.lag_seconds());
                 if feed.more {
                     continue;
                 }
@@ -582,10 +630,7 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 {
                     shared.renew_now(h.identity.svid.serial());
                 }
-                shared
-                    .metrics
-                    .feed_lag
-                    .set(last_ok.elapsed().as_secs() as i64);
+                shared.metrics.feed_lag.set(clock.lag_seconds());
                 tracing::warn!(
                     why,
                     "revocation feed unavailable; keeping the last known list"

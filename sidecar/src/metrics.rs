@@ -37,7 +37,7 @@ pub struct Metrics {
     pub bundle_updates: Arc<Gauge>,
     /// Revocation-feed version seen.
     pub feed_version: Arc<Gauge>,
-    /// Seconds since the feed last answered (0 while it does).
+    /// Seconds the feed is overdue beyond the long-poll wait (0 while it answers).
     pub feed_lag: Arc<Gauge>,
     /// Denials sent to the CA.
     pub denials_reported: Arc<Gauge>,
@@ -100,7 +100,7 @@ impl Metrics {
             )),
             feed_lag: r.register(Gauge::new(
                 "tessera_sidecar_revocation_feed_lag_seconds",
-                "Seconds since the revocation feed last answered.",
+                "Seconds the revocation feed is overdue: since its last answer, beyond the long-poll wait.",
             )),
             denials_reported: r.register(Gauge::new(
                 "tessera_sidecar_denials_reported_total",

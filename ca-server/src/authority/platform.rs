@@ -11,9 +11,15 @@
 //!   `spiffe://<td>/tessera/issuer/<issuer-name>` whose selectors are all
 //!   among the token's; each issuance presents a fresh token.
 //!
-//! Every refusal is audited (`attestation.refuse`, method `platform_token`)
-//! and counted; no record ever holds the token. A token's `jti`, when it has
-//! one, is consumed in the transaction that records the certificate.
+//! Every refusal of a token whose signature verified is audited
+//! (`attestation.refuse`, method `platform_token`) and counted; a token
+//! that never verified (malformed, unknown issuer or key, refused algorithm,
+//! bad signature) is anyone's garbage on a public route: it is counted
+//! (`attestation_refused{method="platform_token_unverified"}`) and logged at
+//! most once a second, never written to the audit log (which would let
+//! anyone grow it and take its write lock). No record ever holds the token.
+//! A token's `jti`, when it has one, is consumed in the transaction that
+//! records the certificate.
 
 use super::{Authority, AuthorityError, Principal, Result};
 use crate::csr::VerifiedCsr;
@@ -21,6 +27,7 @@ use crate::platform::{self, Issuer, PlatformError};
 use crate::store::{Precondition, Refusal};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tessera_core::api::{self, IssuedCertificate};
 use tessera_core::platform_jwt::{MAX_LEEWAY_SECONDS, VerifiedToken};
 use tessera_core::spiffe;
@@ -68,6 +75,24 @@ impl Attested {
     }
 }
 
+/// Whether a verification failure came after the token's signature
+/// verified (so the token is the issuer's, and its refusal worth auditing).
+fn signature_verified(e: &PlatformError) -> bool {
+    use tessera_core::platform_jwt::PlatformJwtError as J;
+    !matches!(
+        e,
+        PlatformError::UnknownIssuer
+            | PlatformError::Token(
+                J::TooLarge
+                    | J::Malformed(_)
+                    | J::Algorithm(_)
+                    | J::UnknownKey(_)
+                    | J::KeyMismatch { .. }
+                    | J::Signature
+            )
+    )
+}
+
 impl Authority {
     /// Audits and counts a refused platform token; returns the error to answer.
     async fn refuse_platform(
@@ -96,7 +121,31 @@ impl Authority {
         AuthorityError::PlatformToken(reason)
     }
 
-    /// Finds the issuer and verifies the token; refusals are audited.
+    /// Counts and (rate-limited) logs a token that never verified; returns
+    /// the error to answer. Nothing is audited (see the module documentation).
+    fn refuse_unverified(&self, route: &'static str, reason: String) -> AuthorityError {
+        static LAST_LOG: AtomicI64 = AtomicI64::new(0);
+        static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+        self.metrics
+            .attestation_refused
+            .inc(&["platform_token_unverified"]);
+        let now = now_unix();
+        let last = LAST_LOG.load(Ordering::Relaxed);
+        if now > last
+            && LAST_LOG
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = SUPPRESSED.swap(0, Ordering::AcqRel);
+            tracing::info!(route, reason = %reason, suppressed, "unverified platform token refused");
+        } else {
+            SUPPRESSED.fetch_add(1, Ordering::AcqRel);
+        }
+        AuthorityError::PlatformToken(reason)
+    }
+
+    /// Finds the issuer and verifies the token; refusals of a token whose
+    /// signature verified are audited, the others only counted.
     async fn attest_platform(&self, token: &str, route: &'static str) -> Result<Attested> {
         let verified = async {
             let head = tessera_core::platform_jwt::peek(token)?;
@@ -112,11 +161,14 @@ impl Authority {
         .await;
         let (issuer, t) = match verified {
             Ok(v) => v,
-            Err(e) => return Err(self.refuse_platform(route, None, None, e.to_string()).await),
+            Err(e) => return Err(self.refuse_unverified(route, e.to_string())),
         };
         let name = issuer.cfg.name.clone();
         let token = match t {
             Ok(t) => t,
+            Err(e) if !signature_verified(&e) => {
+                return Err(self.refuse_unverified(route, e.to_string()));
+            }
             Err(e) => {
                 return Err(self
                     .refuse_platform(route, Some(&name), None, e.to_string())

@@ -111,6 +111,86 @@ async fn entry(h: &Harness, spiffe_id: &str, selectors: &[&str], parent: &str) {
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
+/// A server trusting the OIDC issuer `ci` with `keys` (key, kid), and the
+/// entry for [`WEB`] under it (`jwt:sub:web`).
+async fn ci_with_web(db: Db, keys: &[(&SigningKey, &str)]) -> Harness {
+    let mut ci = issuer("ci", OIDC_ISS, "oidc");
+    ci.jwks_file = format!("FILE:{}", jwks(keys));
+    let h = start(db, vec![ci]).await;
+    web_under_issuer(&h, "ci").await;
+    h
+}
+
+/// Garbage on the public attestation routes is counted, never audited:
+/// 10,000 tokens that never verify (malformed, forged signature, unknown
+/// issuer), on both routes, add no audit row; a good token still works.
+async fn unverified_tokens_write_no_audit(db: Db) {
+    let ec = SigningKey::es256();
+    let h = ci_with_web(db, &[(&ec, "ec")]).await;
+    let before = h.count("audit_log").await;
+    let (_key, csr) = csr();
+    let forged = token(
+        &SigningKey::es256(),
+        json!({"kid": "ec"}),
+        &oidc_claims("web", "f"),
+    );
+    let stranger = {
+        let mut c = oidc_claims("web", "s");
+        c["iss"] = json!("https://evil.test");
+        token(&ec, json!({"kid": "ec"}), &c)
+    };
+    // One HTTP/2 connection carries them all (ALPN h2 offered).
+    let tls = tessera_core::tls::api_client_config(&h.anchors(), None, true).unwrap();
+    let client = tessera_core::client::Client::new(h.url(), tls, None).unwrap();
+    let conn = client.connect().await.unwrap();
+    const TOTAL: usize = 10_000;
+    const AT_ONCE: usize = 32;
+    let mut refused = 0;
+    for batch in 0..TOTAL / AT_ONCE {
+        let calls = (0..AT_ONCE).map(|i| {
+            let n = batch * AT_ONCE + i;
+            let route = ["/v1/nodes/attest", "/v1/svids/platform"][n % 2];
+            let tok = match n % 3 {
+                0 => format!("garbage.{n}.x"),
+                1 => forged.clone(),
+                _ => stranger.clone(),
+            };
+            let body = serde_json::to_vec(&json!({"token": tok, "csr": csr})).unwrap();
+            let req = client
+                .request(
+                    hyper::Method::POST,
+                    route,
+                    Some(body),
+                    "application/json",
+                    "application/json",
+                    &[],
+                )
+                .unwrap();
+            let conn = conn.share().expect("an HTTP/2 connection");
+            async move { conn.send(req).await.unwrap().status() }
+        });
+        for status in futures_util::future::join_all(calls).await {
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, TOTAL / AT_ONCE * AT_ONCE);
+    assert_eq!(h.count("audit_log").await, before, "garbage was audited");
+    // A token whose signature verified is still audited when refused (no
+    // entry for `db`); a good one is issued.
+    for (sub, want, audited) in [
+        ("db", StatusCode::FORBIDDEN, 1),
+        ("web", StatusCode::CREATED, 1),
+    ] {
+        let t = token(&ec, json!({"kid": "ec"}), &oidc_claims(sub, sub));
+        let (s, v) = present(&h, "/v1/svids/platform", &t).await;
+        assert_eq!(s, want, "{sub}: {v}");
+        assert_eq!(refusals_audited(&h).await, audited, "{sub}");
+    }
+}
+
+both_backends!(unverified_tokens_write_no_audit);
+
 /// Direct mode with an OIDC issuer: every algorithm, every refusal.
 async fn workload_tokens(db: Db) {
     let (ec, rs, ed) = (
@@ -118,10 +198,7 @@ async fn workload_tokens(db: Db) {
         SigningKey::rs256(),
         SigningKey::eddsa(),
     );
-    let mut ci = issuer("ci", OIDC_ISS, "oidc");
-    ci.jwks_file = format!("FILE:{}", jwks(&[(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")]));
-    let h = start(db, vec![ci]).await;
-    web_under_issuer(&h, "ci").await;
+    let h = ci_with_web(db, &[(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")]).await;
     let route = "/v1/svids/platform";
 
     // Valid, with each algorithm.
@@ -222,7 +299,8 @@ async fn workload_tokens(db: Db) {
         ),
     ];
     let before = refusals_audited(&h).await;
-    for (n, (what, t, reason)) in cases.iter().enumerate() {
+    let mut audited = before;
+    for (what, t, reason) in &cases {
         let (s, v) = present(&h, route, t).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {v}");
         let code = if *what == "no entry matches" {
@@ -238,8 +316,21 @@ async fn workload_tokens(db: Db) {
             !detail.contains(t.as_str()) && !detail.contains(&t[..20]),
             "{what}"
         );
-        assert_eq!(refusals_audited(&h).await, before + n as i64 + 1, "{what}");
+        // Only a token whose signature verified is worth an audit record.
+        let unverified = [
+            "bad signature",
+            "issuer is not trusted",
+            "is not accepted",
+            "algorithm is taken from the key",
+            "no key",
+            "larger than",
+        ]
+        .iter()
+        .any(|r| reason.contains(r));
+        audited += i64::from(!unverified);
+        assert_eq!(refusals_audited(&h).await, audited, "{what}");
     }
+    assert!(audited > before && audited < before + cases.len() as i64);
     assert_eq!(h.count("certificates").await, issued, "a refusal issued");
 
     // This issuer has no node_selectors: its tokens attest no node.
