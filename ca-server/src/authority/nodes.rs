@@ -196,10 +196,7 @@ impl Authority {
 
     /// One node by name.
     pub async fn get_node(&self, id: &str) -> Result<api::NodeInfo> {
-        self.store
-            .get_node(id)
-            .await
-            .map_err(not_found("node"))
+        self.store.get_node(id).await.map_err(not_found("node"))
     }
 
     /// Bans or unbans a node. A ban takes effect at once on this replica (the
