@@ -185,18 +185,13 @@ pub(super) fn build_bundle(cas: &[CaRow], jwt_keys: &[tessera_core::jwt::Jwk]) -
     };
     let mut published: Vec<&CaRow> = cas.iter().filter(|c| c.state.is_published()).collect();
     published.sort_by_key(|c| rank(c.state));
-    for c in published {
-        let source = if c.kind == "root" {
-            c.cert_pem.clone().unwrap_or_default()
-        } else {
-            c.bundle_pem.clone()
-        };
-        if let Ok(certs) = pem::certs(source.as_bytes()) {
-            for cert in certs {
-                if !anchors.contains(&cert) {
-                    anchors.push(cert);
-                }
-            }
+    // Each published generation's own certificate is an anchor, an
+    // intermediate's too (not the operator's root above it): trust follows
+    // Tessera's generations, so revoking one removes its leaves' trust, and
+    // another CA under the same root is no anchor of ours.
+    for cert in published.into_iter().filter_map(CaRow::certificate) {
+        if !anchors.contains(&cert) {
+            anchors.push(cert);
         }
     }
     if anchors.is_empty() {
