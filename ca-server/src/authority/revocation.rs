@@ -1,5 +1,5 @@
-//! Revocation and what followers poll: revoking certificates, the CRL of the
-//! signing generation, the revocation feed's version (its watch wakes
+//! Revocation and what followers poll: revoking certificates, the CRLs of the
+//! published generations, the revocation feed's version (its watch wakes
 //! long-polls, also across replicas) and the trust bundle.
 
 use super::{Authority, AuthorityError, Principal, Result, not_found, sha256};
@@ -69,25 +69,35 @@ impl Authority {
         Ok(v)
     }
 
-    /// Regenerates the CRL of every CA that can sign.
+    /// Regenerates the CRL of every generation that can still be trusted
+    /// (each published one whose key is here), and forgets the CRLs of
+    /// generations that left the bundle.
     pub async fn refresh_crls(&self) -> Result<()> {
-        let ca = self.signing_ca();
+        let signers = self
+            .crl_signers
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
         let now = now_unix();
-        let entries = self.store.crl_entries(&ca.id, now).await?;
         let next = now + self.cfg.crl.interval_seconds * 2;
-        // CRL numbers must increase; milliseconds since the epoch do, across replicas too.
-        let number = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let der = ca.sign_crl(&entries, now, next, number)?;
-        let crl = Crl {
-            pem: pem::encode("X509 CRL", &der),
-            der,
-            this_update: now,
-        };
+        let mut fresh = std::collections::HashMap::new();
+        for ca in signers.iter() {
+            let entries = self.store.crl_entries(&ca.id, now).await?;
+            // CRL numbers must increase; milliseconds since the epoch do, across replicas too.
+            let number = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let der = ca.sign_crl(&entries, now, next, number)?;
+            let crl = Crl {
+                pem: pem::encode("X509 CRL", &der),
+                der,
+                this_update: now,
+            };
+            fresh.insert(ca.id.clone(), Arc::new(crl));
+        }
         if let Ok(mut m) = self.crls.write() {
-            m.insert(ca.id.clone(), Arc::new(crl));
+            *m = fresh;
         }
         Ok(())
     }
