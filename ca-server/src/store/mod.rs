@@ -162,6 +162,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0006_platform_tokens",
         include_str!("../../../migrations/sqlite/0006_platform_tokens.sql"),
     ),
+    (
+        8,
+        "0008_revoked_by_ca",
+        include_str!("../../../migrations/sqlite/0008_revoked_by_ca.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -193,6 +198,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "0006_platform_tokens",
         include_str!("../../../migrations/postgres/0006_platform_tokens.sql"),
+    ),
+    (
+        8,
+        "0008_revoked_by_ca",
+        include_str!("../../../migrations/postgres/0008_revoked_by_ca.sql"),
     ),
 ];
 

@@ -312,6 +312,16 @@ async fn emergency_revocation(db: Db) {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // Another was revoked by an operator with reason ca_compromise (issue 11,
+    // item 7): the generation's later revocation must not undo that.
+    h.entry("spiffe://example.org/x").await;
+    let (x_cert, x_key, x_issued) = h.workload("spiffe://example.org/x").await;
+    let (s, v) = revoke(
+        &admin(&h).await,
+        json!({"serial": x_issued["serial"], "reason": "ca_compromise"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = post(&admin(&h).await, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let standby = one_in(&v, "prepared");
@@ -362,6 +372,10 @@ async fn emergency_revocation(db: Db) {
     // A certificate revoked for its own compromise stays revoked.
     let bad = h.with_cert(&b_cert, &b_key);
     let (s, v, _) = renew_with_key(&bad).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    // So does one an operator revoked with reason ca_compromise before.
+    let x = h.with_cert(&x_cert, &x_key);
+    let (s, v, _) = renew_with_key(&x).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     // A second revocation of the same generation is refused. (The ledger's
     // `IssuerUsable` check, which stops a leaf signed just before the
