@@ -1,6 +1,8 @@
-//! Agent configuration: `config/agent.toml` documents every option; `--set
-//! key=value` flags override the file; options are validated at start and
-//! errors name the option. The join token is never part of the file: it
+//! Agent configuration: `config/agent.toml` documents every option;
+//! environment variables (`TESSERA_AGENT__KEY`) and then `--set key=value`
+//! flags override the file (one implementation for every binary:
+//! `tessera_core::config`); options are validated at start and errors name
+//! the option. The join token is never part of the file: it
 //! comes from `join_token_file`, `TESSERA_JOIN_TOKEN` or `--join-token`, is
 //! used once and is written nowhere (with `data_dir`, the node certificate
 //! and key it bought are).
@@ -64,32 +66,11 @@ impl Default for Config {
     }
 }
 
-/// A configuration error naming the option.
-#[derive(Debug, thiserror::Error)]
-#[error("config: {0}")]
-pub struct ConfigError(pub String);
+pub use tessera_core::config::{ConfigError, Options};
 
-impl Config {
-    /// Loads a file (if any) with `key=value` overrides, then validates.
-    pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<Self, ConfigError> {
-        let text = match file {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
-            None => String::new(),
-        };
-        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
-        for s in sets {
-            let (k, v) = s
-                .split_once('=')
-                .ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
-            tessera_core::config::set_path(&mut doc, k, v).map_err(ConfigError)?;
-        }
-        let cfg: Config = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+/// Overridden by `TESSERA_AGENT__KEY` (`TESSERA_AGENT__SYNC_INTERVAL_SECONDS=10`).
+impl Options for Config {
+    const ENV_PREFIX: &'static str = "TESSERA_AGENT__";
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.ca_url.starts_with("https://") {
@@ -142,19 +123,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::config::NO_ENV;
 
     #[test]
-    fn documented_file_loads() {
+    fn documented_file_loads_and_overrides_apply() {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
-        let cfg = Config::load(Some(&p), &[]).unwrap();
+        let cfg = Config::load(Some(&p), NO_ENV, &[]).unwrap();
         assert_eq!(cfg.node_name, "node-1");
         assert_eq!(cfg.sync_interval_seconds, 5);
-        let e = Config::load(Some(&p), &["sync_interval_seconds=0".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["sync_interval_seconds=0".into()]).unwrap_err();
         assert!(e.0.contains("sync_interval_seconds"), "{e}");
-        let e = Config::load(Some(&p), &["node_name=\"a/b\"".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["node_name=\"a/b\"".into()]).unwrap_err();
         assert!(e.0.contains("node_name"), "{e}");
         let e = Config::load(
             Some(&p),
+            NO_ENV,
             &[
                 "data_dir=\"/var/lib/x\"".into(),
                 "platform_token_file=\"/t\"".into(),
@@ -162,9 +145,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("data_dir"), "{e}");
-        let e = Config::load(Some(&p), &["data_dir=\"relative\"".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["data_dir=\"relative\"".into()]).unwrap_err();
         assert!(e.0.contains("absolute"), "{e}");
-        let e = Config::load(Some(&p), &["bogus=1".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["bogus=1".into()]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        // Environment overrides: over the file, under --set.
+        let env = [
+            ("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "11"),
+            ("TESSERA_AGENT__NODE_NAME", "node-env"),
+            ("TESSERA_SIDECAR__NODE_NAME", "not-ours"),
+        ];
+        let cfg = Config::load(Some(&p), env, &[]).unwrap();
+        assert_eq!(
+            (cfg.sync_interval_seconds, cfg.node_name.as_str()),
+            (11, "node-env")
+        );
+        let cfg = Config::load(Some(&p), env, &["node_name=\"node-set\"".into()]).unwrap();
+        assert_eq!(cfg.node_name, "node-set");
+        let e = Config::load(
+            Some(&p),
+            [("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "0")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("sync_interval_seconds"), "{e}");
+        let e = Config::load(Some(&p), [("TESSERA_AGENT__BOGUS", "1")], &[]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
     }
 }

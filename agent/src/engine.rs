@@ -590,40 +590,38 @@ mod fake_runtime {
         assert!(info.posture.readonly_rootfs);
     }
 
-    #[tokio::test]
-    async fn missing_privileged_flag_is_refused_not_taken_as_false() {
+    /// What inspecting `web` fails with against `respond`, through the client `tune` makes.
+    async fn inspect_error(
+        respond: fn(&str) -> Option<String>,
+        tune: impl FnOnce(EngineClient) -> EngineClient,
+    ) -> EngineError {
         let dir = tempfile::tempdir().unwrap();
-        let (socket, _server) = serve(dir.path(), |_| Some(ok(&docker_container(""))));
-        let err = EngineClient::new(socket)
+        let (socket, _server) = serve(dir.path(), respond);
+        tune(EngineClient::new(socket))
             .inspect_container("web")
             .await
-            .unwrap_err();
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn missing_privileged_flag_is_refused_not_taken_as_false() {
+        let err = inspect_error(|_| Some(ok(&docker_container(""))), |c| c).await;
         assert!(matches!(err, EngineError::Malformed { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn silent_runtime_times_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let (socket, _server) = serve(dir.path(), |_| None);
-        let err = EngineClient::new(socket)
-            .with_timeout(Duration::from_millis(200))
-            .inspect_container("web")
-            .await
-            .unwrap_err();
+        let err = inspect_error(|_| None, |c| c.with_timeout(Duration::from_millis(200))).await;
         assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn oversized_answer_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (socket, _server) = serve(dir.path(), |_| {
-            Some(ok(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000))))
-        });
-        let err = EngineClient::new(socket)
-            .with_max_body(10_000)
-            .inspect_container("web")
-            .await
-            .unwrap_err();
+        let err = inspect_error(
+            |_| Some(ok(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)))),
+            |c| c.with_max_body(10_000),
+        )
+        .await;
         assert!(matches!(err, EngineError::BodyTooLarge { .. }), "{err}");
     }
 

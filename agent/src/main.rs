@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tessera_agent::config::Config;
+use tessera_agent::config::{Config, Options};
 use tessera_agent::node::NodeLink;
 use tessera_agent::server::{Endpoint, Sync};
 use tessera_agent::{Attestor, EngineClient};
@@ -28,15 +28,8 @@ struct Cli {
     /// Configuration file (see config/agent.toml).
     #[arg(long, short, env = "TESSERA_AGENT_CONFIG")]
     config: Option<PathBuf>,
-    /// Override any option: --set key=value (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
-    /// The join token (prefer TESSERA_JOIN_TOKEN or join_token_file: flags show in `ps`).
-    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
-    join_token: Option<String>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    flags: tessera_core::daemon::WorkloadFlags,
 }
 
 /// Creates the socket's directory (0755) and binds the socket (0777).
@@ -63,9 +56,9 @@ fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    tessera_core::daemon::init_logging(&cli.log_format);
-    let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
-    if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
+    tessera_core::daemon::init_logging(&cli.flags.log_format);
+    let cfg = Config::load(cli.config.as_deref(), std::env::vars_os(), &cli.flags.sets)?;
+    if cli.flags.join_token.is_some() && cfg.platform_token_file.is_some() {
         bail!("give a join token or platform_token_file, not both");
     }
     let bootstrap = tessera_workload::read_anchors(&cfg.ca_bundle)?;
@@ -116,7 +109,7 @@ async fn main() -> Result<()> {
         }
         None => {
             let token =
-                tessera_workload::join_token(cli.join_token, cfg.join_token_file.as_deref())?;
+                tessera_workload::join_token(cli.flags.join_token, cfg.join_token_file.as_deref())?;
             if let Some(dir) = &cfg.data_dir {
                 // Before the single-use token is spent on an identity that
                 // could then not be kept.

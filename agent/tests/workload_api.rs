@@ -11,6 +11,51 @@ use hyper::Method;
 use serde_json::json;
 use support::{Agent, host_entry, node_token, node_token_ttl, uid_selector};
 use tessera_test_support::{Ca, CaBuilder};
+use tessera_workload_api::X509SvidResponse;
+
+/// The next message on an X.509-SVID stream, within the agent's sync bound
+/// (15 s); `after` names what should have caused it.
+async fn next_push(
+    stream: &mut tonic::codec::Streaming<X509SvidResponse>,
+    after: &str,
+) -> X509SvidResponse {
+    tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("no push after {after}"))
+        .unwrap()
+        .unwrap()
+}
+
+/// An agent on node `host` whose node certificate, and the SVIDs of its one
+/// host entry (`spiffe_id`), live 60 s.
+async fn short_lived_agent(ca: &Ca, host: &str, spiffe_id: &str) -> Agent {
+    let token = node_token_ttl(ca, host, Some(60)).await;
+    let node = format!("spiffe://example.org/tessera/agent/{host}");
+    host_entry(ca, spiffe_id, &node, Some(60)).await;
+    Agent::start(ca, host, &token, None)
+}
+
+/// A request carrying the `workload.spiffe.io: true` header, or not.
+fn request<T>(message: T, with_header: bool) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if with_header {
+        req.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+    }
+    req
+}
+
+/// `e` is the refusal of a request without the `workload.spiffe.io` header.
+fn assert_header_refused(e: &tonic::Status, path: &str) {
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}: {e:?}");
+    assert!(e.message().contains("workload.spiffe.io"), "{path}: {e:?}");
+}
+
+/// `e` is the refusal of a caller no entry matches.
+fn assert_no_entry(e: &tonic::Status) {
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("no_entry"), "{e:?}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_crate_fetches_svid_and_bundle() {
@@ -100,11 +145,7 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
             Some(node),
         )
         .await;
-    let next = tokio::time::timeout(Duration::from_secs(15), stream.message())
-        .await
-        .expect("a push after the entry change")
-        .unwrap()
-        .unwrap();
+    let next = next_push(&mut stream, "the entry change").await;
     let mut ids: Vec<&str> = next.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
     ids.sort();
     assert_eq!(
@@ -122,11 +163,7 @@ async fn spiffe_crate_fetches_svid_and_bundle() {
         204,
     )
     .await;
-    let next = tokio::time::timeout(Duration::from_secs(15), stream.message())
-        .await
-        .expect("a push after the entry deletion")
-        .unwrap()
-        .unwrap();
+    let next = next_push(&mut stream, "the entry deletion").await;
     assert_eq!(next.svids.len(), 1);
 
     // Banning the node ends the stream and refuses new callers.
@@ -173,13 +210,8 @@ async fn refusals() {
         let mut grpc = grpc.clone();
         async move {
             grpc.ready().await.unwrap();
-            let mut req = tonic::Request::new(tessera_workload_api::X509SvidRequest {});
-            if with_header {
-                req.metadata_mut()
-                    .insert("workload.spiffe.io", "true".parse().unwrap());
-            }
-            grpc.server_streaming::<_, tessera_workload_api::X509SvidResponse, _>(
-                req,
+            grpc.server_streaming::<_, X509SvidResponse, _>(
+                request(tessera_workload_api::X509SvidRequest {}, with_header),
                 hyper::http::uri::PathAndQuery::from_static(path),
                 tonic_prost::ProstCodec::default(),
             )
@@ -191,16 +223,14 @@ async fn refusals() {
         "/SpiffeWorkloadAPI/FetchX509SVID",
         "/SpiffeWorkloadAPI/FetchX509Bundles",
     ] {
-        let e = call(path, false).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}: {e:?}");
-        assert!(e.message().contains("workload.spiffe.io"), "{e:?}");
+        assert_header_refused(&call(path, false).await.unwrap_err(), path);
     }
     // No entry for this node: permission denied, with the CA's reason.
-    let e = call("/SpiffeWorkloadAPI/FetchX509SVID", true)
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("no_entry"), "{e:?}");
+    assert_no_entry(
+        &call("/SpiffeWorkloadAPI/FetchX509SVID", true)
+            .await
+            .unwrap_err(),
+    );
     // Bundles need no entry.
     let bundles = agent
         .spiffe_client()
@@ -214,16 +244,12 @@ async fn refusals() {
         let mut grpc = grpc.clone();
         async move {
             grpc.ready().await.unwrap();
-            let mut req = tonic::Request::new(tessera_workload_api::JwtSvidRequest {
+            let message = tessera_workload_api::JwtSvidRequest {
                 audience: vec!["db".into()],
                 spiffe_id: String::new(),
-            });
-            if with_header {
-                req.metadata_mut()
-                    .insert("workload.spiffe.io", "true".parse().unwrap());
-            }
+            };
             grpc.unary::<_, tessera_workload_api::JwtSvidResponse, _>(
-                req,
+                request(message, with_header),
                 hyper::http::uri::PathAndQuery::from_static(path),
                 tonic_prost::ProstCodec::default(),
             )
@@ -235,19 +261,17 @@ async fn refusals() {
         "/SpiffeWorkloadAPI/FetchJWTSVID",
         "/SpiffeWorkloadAPI/ValidateJWTSVID",
     ] {
-        let e = unary(path, false).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}: {e:?}");
-        assert!(e.message().contains("workload.spiffe.io"), "{e:?}");
+        assert_header_refused(&unary(path, false).await.unwrap_err(), path);
     }
     let e = call("/SpiffeWorkloadAPI/FetchJWTBundles", false)
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    let e = unary("/SpiffeWorkloadAPI/FetchJWTSVID", true)
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("no_entry"), "{e:?}");
+    assert_no_entry(
+        &unary("/SpiffeWorkloadAPI/FetchJWTSVID", true)
+            .await
+            .unwrap_err(),
+    );
 }
 
 /// The JWT half of the Workload API, through the `spiffe` crate: a JWT-SVID
@@ -359,10 +383,7 @@ async fn spiffe_crate_fetches_and_validates_jwt_svids() {
 async fn rotation_is_pushed_at_half_life() {
     use futures_util::StreamExt;
     let ca = Ca::start();
-    let token = node_token_ttl(&ca, "host3", Some(60)).await;
-    let node = "spiffe://example.org/tessera/agent/host3";
-    host_entry(&ca, "spiffe://example.org/short", node, Some(60)).await;
-    let agent = Agent::start(&ca, "host3", &token, None);
+    let agent = short_lived_agent(&ca, "host3", "spiffe://example.org/short").await;
     let client = agent.spiffe_client().await;
     let mut stream = client.stream_x509_svids().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
@@ -409,10 +430,7 @@ async fn ca_rotation_reaches_workload_api_clients_before_use() {
             "rotation.min_overlap_seconds=3",
         ])
         .start("tessera-ca");
-    let token = node_token_ttl(&ca, "host4", Some(60)).await;
-    let node = "spiffe://example.org/tessera/agent/host4";
-    host_entry(&ca, "spiffe://example.org/rotating", node, Some(60)).await;
-    let agent = Agent::start(&ca, "host4", &token, None);
+    let agent = short_lived_agent(&ca, "host4", "spiffe://example.org/rotating").await;
     let client = agent.spiffe_client().await;
     let mut stream = client.stream_x509_contexts().await.unwrap();
     let td = spiffe::TrustDomain::new("example.org").unwrap();

@@ -530,48 +530,11 @@ impl Default for AdminConfig {
     }
 }
 
-/// A configuration error, naming the option at fault.
-#[derive(Debug, thiserror::Error)]
-#[error("config: {0}")]
-pub struct ConfigError(pub String);
+pub use tessera_core::config::{ConfigError, Options};
 
-impl Config {
-    /// Loads the file (if any), applies environment and `--set` overrides, validates.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-        sets: &[String],
-    ) -> Result<Self, ConfigError> {
-        let mut doc: toml::Table = match file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
-            }
-            None => toml::Table::new(),
-        };
-        let mut overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("TESSERA__")
-                    .map(|rest| (rest.to_ascii_lowercase().replace("__", "."), v))
-            })
-            .collect();
-        for s in sets {
-            let (k, v) = s
-                .split_once('=')
-                .ok_or_else(|| ConfigError(format!("--set {s:?}: expected section.key=value")))?;
-            overrides.push((k.trim().to_owned(), v.to_owned()));
-        }
-        for (key, value) in overrides {
-            tessera_core::config::set_path(&mut doc, &key, &value).map_err(ConfigError)?;
-        }
-        let cfg: Config = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+/// Overridden by `TESSERA__SECTION__KEY` (`TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS=120`).
+impl Options for Config {
+    const ENV_PREFIX: &'static str = "TESSERA__";
 
     fn validate(&self) -> Result<(), ConfigError> {
         let issuers = &self.attestation.jwt_issuers;
@@ -707,7 +670,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The database URL, defaulting to SQLite in the data directory.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
@@ -721,32 +686,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::config::NO_ENV;
 
     #[test]
     fn overrides_and_errors_name_the_option() {
         let cfg = Config::load(
             None,
-            vec![(
-                "TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS".into(),
-                "120".into(),
-            )],
+            [("TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS", "120")],
             &["trust_domain=prod.example".into()],
         )
         .unwrap();
         assert_eq!(cfg.issuance.default_ttl_seconds, 120);
         assert_eq!(cfg.trust_domain.as_str(), "prod.example");
-        let e = Config::load(None, vec![], &["issuance.bogus=1".into()]).unwrap_err();
+        let e = Config::load(None, NO_ENV, &["issuance.bogus=1".into()]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
-        let e = Config::load(None, vec![], &["trust_domain=Bad.Domain".into()]).unwrap_err();
+        let e = Config::load(None, NO_ENV, &["trust_domain=Bad.Domain".into()]).unwrap_err();
         assert!(e.0.contains("trust_domain"), "{e}");
-        let e = Config::load(None, vec![], &["issuance.min_ttl_seconds=5".into()]).unwrap_err();
+        let e = Config::load(None, NO_ENV, &["issuance.min_ttl_seconds=5".into()]).unwrap_err();
         assert!(e.0.contains("min_ttl_seconds"), "{e}");
     }
 
     #[test]
     fn shipped_example_config_loads() {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml");
-        Config::load(Some(&p), vec![], &[]).unwrap();
+        Config::load(Some(&p), NO_ENV, &[]).unwrap();
     }
 
     #[test]
@@ -765,7 +728,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("ca.toml");
         std::fs::write(&f, &uncommented).unwrap();
-        let cfg = Config::load(Some(&f), vec![], &[]).unwrap();
+        let cfg = Config::load(Some(&f), NO_ENV, &[]).unwrap();
         let i = &cfg.attestation.jwt_issuers;
         assert_eq!(i.len(), 2);
         assert_eq!(i[0].node_claim(), "kubernetes.io/node/name");
@@ -776,7 +739,7 @@ mod tests {
                  audiences = [\"a\"]\njwks_file = \"/x\"\n{extra}"
             );
             std::fs::write(&f, text).unwrap();
-            let e = Config::load(Some(&f), vec![], &[]).unwrap_err();
+            let e = Config::load(Some(&f), NO_ENV, &[]).unwrap_err();
             assert!(e.0.contains(field), "{extra}: {e}");
         };
         bad("leeway_seconds = 301", "leeway_seconds");
@@ -793,7 +756,7 @@ mod tests {
              jwks_url = \"https://x/keys\"\n",
         )
         .unwrap();
-        let e = Config::load(Some(&f), vec![], &[]).unwrap_err();
+        let e = Config::load(Some(&f), NO_ENV, &[]).unwrap_err();
         assert!(e.0.contains("jwks_ca_file"), "{e}");
     }
 }

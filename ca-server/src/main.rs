@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tessera_ca::authority::Authority;
-use tessera_ca::config::Config;
+use tessera_ca::config::{Config, Options};
 use tessera_ca::keystore::write_private_file;
 use tessera_core::api::{CaState, Role};
 
@@ -111,7 +111,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
     }
     Ok(Config::load(
         cli.config.as_deref(),
-        std::env::vars(),
+        std::env::vars_os(),
         &sets,
     )?)
 }

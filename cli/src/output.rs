@@ -143,16 +143,7 @@ pub fn inspect(out: &Out, file: &Path, check: bool) -> Result<()> {
         .map_err(|e| Failure::new(1, format!("{}: {e}", file.display())))?;
     let spiffe = tessera_core::svid::check_leaf_parsed(&cert);
     let binding = tessera_core::svid::binding_hash(&cert).map(hex::encode);
-    let uri = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .and_then(|san| {
-            san.value.general_names.iter().find_map(|g| match g {
-                x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
-                _ => None,
-            })
-        });
+    let uri = tessera_core::svid::uri_sans(&cert).first().copied();
     let mut v = json!({
         "spiffe_id": uri,
         "serial": tessera_core::svid::serial_hex(&cert),

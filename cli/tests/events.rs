@@ -27,26 +27,10 @@ fn events_and_webhooks() {
     );
 
     // Refused registrations: exit 2 with the reason.
-    let o = ca.tessera(&[
-        "webhook",
-        "add",
-        "--url",
-        "http://localhost/h",
-        "--kind",
-        "certificate.issued",
-    ]);
-    assert_eq!(code(&o), 2);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("https"));
-    let o = ca.tessera(&[
-        "webhook",
-        "add",
-        "--url",
-        "https://localhost/h",
-        "--kind",
-        "certificate.bogus",
-    ]);
-    assert_eq!(code(&o), 2);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("certificate.bogus"));
+    let refused =
+        |url: &str, kind: &str| ca.exits(&["webhook", "add", "--url", url, "--kind", kind], 2);
+    assert!(refused("http://localhost/h", "certificate.issued").contains("https"));
+    assert!(refused("https://localhost/h", "certificate.bogus").contains("certificate.bogus"));
 
     let added = ca.json(&[
         "webhook",

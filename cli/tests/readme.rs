@@ -66,6 +66,21 @@ fn readme_walkthrough_runs_as_written() {
     assert_eq!(mode, 0o600);
 }
 
+/// `entry create` for this SPIFFE ID with one selector.
+fn entry_create(spiffe_id: &str) -> [&str; 6] {
+    [
+        "entry",
+        "create",
+        "--spiffe-id",
+        spiffe_id,
+        "--selector",
+        "a:b",
+    ]
+}
+
+/// The auditor's config file, and no data directory to fall back on.
+const RO_CONFIG: [&str; 4] = ["--config", "ro.toml", "--data-dir", "/nonexistent"];
+
 #[test]
 fn exit_codes_scripts_rely_on() {
     let ca = Ca::start();
@@ -79,23 +94,13 @@ fn exit_codes_scripts_rely_on() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    let o = ca.tessera(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://other.org/x",
-        "--selector",
-        "a:b",
-    ]);
-    assert_eq!(code(&o), 2, "invalid request");
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("spiffe_id"),
-        "message names the field"
-    );
+    // Invalid request: the message names the field.
+    let stderr = ca.exits(&entry_create("spiffe://other.org/x"), 2);
+    assert!(stderr.contains("spiffe_id"), "{stderr}");
 
-    let o = ca.tessera(&["entry", "create", "--selector", "a:b"]);
-    assert_eq!(code(&o), 2, "missing flag");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--spiffe-id"));
+    // Missing flag.
+    let stderr = ca.exits(&["entry", "create", "--selector", "a:b"], 2);
+    assert!(stderr.contains("--spiffe-id"));
 
     let o = ca.tessera(&[
         "cert",
@@ -147,21 +152,21 @@ fn exit_codes_scripts_rely_on() {
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list["items"], serde_json::json!([]));
-    let o = ca.tessera(&["--token", token, "denials", "list", "--reason", "bogus"]);
-    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--reason"));
-    let o = ca.tessera(&[
-        "--token",
-        token,
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/x",
-        "--selector",
-        "a:b",
-    ]);
-    assert_eq!(code(&o), 4, "auditor may not register");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
+    let stderr = ca.exits(
+        &["--token", token, "denials", "list", "--reason", "bogus"],
+        2,
+    );
+    assert!(stderr.contains("--reason"));
+    // The auditor may not register.
+    let stderr = ca.exits(
+        &[
+            &["--token", token][..],
+            &entry_create("spiffe://example.org/x"),
+        ]
+        .concat(),
+        4,
+    );
+    assert!(stderr.contains("forbidden"));
 
     // The same credentials from a config file (relative paths are relative to it).
     let server = std::fs::read_to_string(ca.dir().join("data/admin/cli.toml")).unwrap();
@@ -175,37 +180,18 @@ fn exit_codes_scripts_rely_on() {
         format!("server = {server}\ntoken = \"{token}\"\nca_bundle = \"data/admin/bundle.pem\"\n"),
     )
     .unwrap();
-    let o = ca.tessera(&[
-        "--config",
-        "ro.toml",
-        "--data-dir",
-        "/nonexistent",
-        "cert",
-        "list",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
-    let o = ca.tessera(&[
-        "--config",
-        "ro.toml",
-        "--data-dir",
-        "/nonexistent",
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/x",
-        "--selector",
-        "a:b",
-    ]);
-    assert_eq!(code(&o), 4, "the file's auditor token is used");
-    std::fs::write(ca.dir().join("bad.toml"), "sever = \"https://x\"\n").unwrap();
-    let o = ca.tessera(&["--config", "bad.toml", "ca", "status"]);
-    assert_eq!(code(&o), 2);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("sever"),
-        "names the unknown key"
+    ca.exits(
+        &[&RO_CONFIG[..], &["cert", "list", "--output", "json"]].concat(),
+        0,
     );
+    // The file's auditor token is used.
+    ca.exits(
+        &[&RO_CONFIG[..], &entry_create("spiffe://example.org/x")].concat(),
+        4,
+    );
+    std::fs::write(ca.dir().join("bad.toml"), "sever = \"https://x\"\n").unwrap();
+    let stderr = ca.exits(&["--config", "bad.toml", "ca", "status"], 2);
+    assert!(stderr.contains("sever"), "names the unknown key: {stderr}");
 }
 
 /// `tessera node list|show|ban|unban` against a node that attested with a

@@ -1,8 +1,23 @@
 //! What the three daemons (CA server, node agent, sidecar) do alike at
-//! start-up: log to stderr, and learn of SIGTERM and SIGINT.
+//! start-up: log to stderr, learn of SIGTERM and SIGINT, and (the agent and
+//! the sidecar) take the same flags after their configuration file.
 
 use std::future::Future;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// The flags the node agent and the sidecar share (`#[command(flatten)]`).
+#[derive(Debug, clap::Args)]
+pub struct WorkloadFlags {
+    /// Override any option: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// The join token (prefer TESSERA_JOIN_TOKEN or join_token_file: flags show in `ps`).
+    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
 
 /// Logs to stderr at the filter `TESSERA_LOG` gives (default `info`): as
 /// text (colours only on a terminal) or, with `format` `json`, one JSON

@@ -82,7 +82,8 @@ pub fn serial_hex(cert: &X509Certificate<'_>) -> String {
     hex::encode(cert.raw_serial())
 }
 
-fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Vec<&'a str> {
+/// The certificate's URI SANs, in order (empty without a SAN extension).
+pub fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Vec<&'a str> {
     let mut out = Vec::new();
     for ext in cert.extensions() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {

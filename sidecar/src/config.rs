@@ -1,5 +1,7 @@
-//! Sidecar configuration: `config/sidecar.toml` documents every option; flags
-//! and environment (`TESSERA_SIDECAR__SECTION__KEY`) override the file; the
+//! Sidecar configuration: `config/sidecar.toml` documents every option;
+//! environment variables (`TESSERA_SIDECAR__SECTION__KEY`) and then `--set`
+//! flags override the file (one implementation for every binary:
+//! `tessera_core::config`); the
 //! options are validated at start and errors name the option. SPIFFE IDs
 //! and patterns are parsed as the file is read, so nothing re-parses them.
 
@@ -229,33 +231,11 @@ impl Default for Denials {
     }
 }
 
-/// A configuration error naming the option.
-#[derive(Debug, thiserror::Error)]
-#[error("config: {0}")]
-pub struct ConfigError(pub String);
+pub use tessera_core::config::{ConfigError, Options};
 
-impl Config {
-    /// Loads a file (if any) with `section.key=value` overrides, then validates.
-    pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<Self, ConfigError> {
-        let mut text = match file {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
-            None => String::new(),
-        };
-        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError(e.to_string()))?;
-        for s in sets {
-            let (k, v) = s
-                .split_once('=')
-                .ok_or_else(|| ConfigError(format!("--set {s:?}: expected key=value")))?;
-            tessera_core::config::set_path(&mut doc, k, v).map_err(ConfigError)?;
-        }
-        text.clear();
-        let cfg: Config = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+/// Overridden by `TESSERA_SIDECAR__SECTION__KEY` (`TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS=512`).
+impl Options for Config {
+    const ENV_PREFIX: &'static str = "TESSERA_SIDECAR__";
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.ca_url.starts_with("https://") {
@@ -333,31 +313,57 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::config::NO_ENV;
 
     #[test]
     fn shipped_example_loads_and_errors_name_the_option() {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sidecar.toml");
-        let cfg = Config::load(Some(&p), &[]).unwrap();
+        let cfg = Config::load(Some(&p), NO_ENV, &[]).unwrap();
         assert_eq!(cfg.inbound.len(), 1);
         assert!(cfg.metrics);
         assert!(
-            !Config::load(Some(&p), &["metrics=false".into()])
+            !Config::load(Some(&p), NO_ENV, &["metrics=false".into()])
                 .unwrap()
                 .metrics
         );
-        let e = Config::load(Some(&p), &["admin_listen=\"0.0.0.0:15000\"".into()]).unwrap_err();
+        let e =
+            Config::load(Some(&p), NO_ENV, &["admin_listen=\"0.0.0.0:15000\"".into()]).unwrap_err();
         assert!(e.0.contains("admin_listen"), "{e}");
-        let e = Config::load(Some(&p), &["limits.bogus=1".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["limits.bogus=1".into()]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
-        let e = Config::load(Some(&p), &["ca_url=\"http://x\"".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["ca_url=\"http://x\"".into()]).unwrap_err();
         assert!(e.0.contains("ca_url"), "{e}");
-        let e = Config::load(Some(&p), &["inbound=[{name=\"a\", listen=\"127.0.0.1:1\", forward=\"127.0.0.1:2\", allow=[\"spiffe://td/*\", \"web\"]}]".into()]).unwrap_err();
+        let e = Config::load(Some(&p), NO_ENV, &["inbound=[{name=\"a\", listen=\"127.0.0.1:1\", forward=\"127.0.0.1:2\", allow=[\"spiffe://td/*\", \"web\"]}]".into()]).unwrap_err();
         assert!(
             e.0.contains("inbound.allow") && e.0.contains("\"web\""),
             "{e}"
         );
-        let e =
-            Config::load(Some(&p), &["workload_api_spiffe_id=\"spiffe://td\"".into()]).unwrap_err();
+        let e = Config::load(
+            Some(&p),
+            NO_ENV,
+            &["workload_api_spiffe_id=\"spiffe://td\"".into()],
+        )
+        .unwrap_err();
         assert!(e.0.contains("workload_api_spiffe_id"), "{e}");
+        // Environment overrides: over the file, under --set.
+        let env = [
+            ("TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS", "512"),
+            ("TESSERA_SIDECAR__METRICS", "false"),
+            ("TESSERA__METRICS", "true"),
+        ];
+        let cfg = Config::load(Some(&p), env, &[]).unwrap();
+        assert_eq!(cfg.limits.max_connections, 512);
+        assert!(!cfg.metrics);
+        let cfg = Config::load(Some(&p), env, &["limits.max_connections=9".into()]).unwrap();
+        assert_eq!(cfg.limits.max_connections, 9);
+        let e = Config::load(Some(&p), [("TESSERA_SIDECAR__LIMITS__BOGUS", "1")], &[]).unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        let e = Config::load(
+            Some(&p),
+            [("TESSERA_SIDECAR__ADMIN_LISTEN", "0.0.0.0:1")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("admin_listen"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
-use tessera_sidecar::config::Config;
+use tessera_sidecar::config::{Config, Options};
 use tessera_sidecar::identity::{
     IdentitySource, JoinTokenSource, PlatformTokenSource, WorkloadApiSource,
 };
@@ -19,30 +19,23 @@ struct Cli {
     /// Configuration file (see config/sidecar.toml).
     #[arg(long, short, env = "TESSERA_SIDECAR_CONFIG")]
     config: Option<PathBuf>,
-    /// Override any option: --set section.key=value (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
-    /// The join token (prefer TESSERA_JOIN_TOKEN or join_token_file: flags show in `ps`).
-    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
-    join_token: Option<String>,
+    #[command(flatten)]
+    flags: tessera_core::daemon::WorkloadFlags,
     /// Exit (after draining) when this process exits: for batch jobs whose
     /// sidecar should not outlive them.
     #[arg(long, value_name = "PID")]
     exit_with_pid: Option<u32>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    log_format: String,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    tessera_core::daemon::init_logging(&cli.log_format);
-    let cfg = Config::load(cli.config.as_deref(), &cli.sets)?;
-    if cli.join_token.is_some() && cfg.platform_token_file.is_some() {
+    tessera_core::daemon::init_logging(&cli.flags.log_format);
+    let cfg = Config::load(cli.config.as_deref(), std::env::vars_os(), &cli.flags.sets)?;
+    if cli.flags.join_token.is_some() && cfg.platform_token_file.is_some() {
         anyhow::bail!("give a join token or platform_token_file, not both");
     }
-    let token = tessera_workload::join_token(cli.join_token, cfg.join_token_file.as_deref())?;
+    let token = tessera_workload::join_token(cli.flags.join_token, cfg.join_token_file.as_deref())?;
     let workload_api = cfg.workload_api_socket.is_some()
         || std::env::var_os(tessera_workload_api::ENDPOINT_SOCKET_ENV).is_some();
     match token {

@@ -38,11 +38,8 @@ async fn allowed_denied_refused_and_revoked() {
     echo(&mut long, b"hello through the mesh").await.unwrap();
 
     // C → B: valid certificate, not in B's policy: refused, logged with C's identity.
-    let mut denied = TcpStream::connect(c.addr("outbound", "to-b"))
-        .await
-        .unwrap();
     assert!(
-        echo(&mut denied, b"let me in").await.is_err(),
+        echo_refused(&c.addr("outbound", "to-b"), b"let me in").await,
         "C must be refused"
     );
     let line = b.await_log("connection denied");
@@ -112,11 +109,8 @@ async fn allowed_denied_refused_and_revoked() {
         "A's established connection after revocation",
     )
     .await;
-    let mut again = TcpStream::connect(a.addr("outbound", "to-b"))
-        .await
-        .unwrap();
     assert!(
-        echo(&mut again, b"still here?").await.is_err(),
+        echo_refused(&a.addr("outbound", "to-b"), b"still here?").await,
         "revoked A must be refused"
     );
     assert!(
@@ -215,8 +209,7 @@ async fn rotation_under_load_drops_nothing() {
 async fn half_close_and_large_transfer_intact() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (token(&ca, "big-a").await, token(&ca, "big-b").await);
-    let (a, _b) = pair(&ca, &app, ("big-a", &ta, ""), ("big-b", &tb, ""));
+    let (a, _b) = token_pair(&ca, &app, ("big-a", ""), ("big-b", "")).await;
     const TOTAL: usize = 256 * 1024 * 1024;
     let s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     let (mut r, mut w) = s.into_split();
@@ -267,9 +260,8 @@ async fn half_close_and_large_transfer_intact() {
 async fn idle_relays_are_closed() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (token(&ca, "idle-a").await, token(&ca, "idle-b").await);
     let idle = "[limits]\nidle_timeout_ms = 400\n";
-    let (a, _b) = pair(&ca, &app, ("idle-a", &ta, idle), ("idle-b", &tb, idle));
+    let (a, _b) = token_pair(&ca, &app, ("idle-a", idle), ("idle-b", idle)).await;
     let mut s = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     echo(&mut s, b"ping").await.unwrap();
     let t = std::time::Instant::now();
@@ -298,6 +290,16 @@ fn identity_files(files: &Path) -> Vec<std::ffi::OsString> {
 /// `openssl s_client -quiet` to `addr` presenting the certificate, key and
 /// bundle in `files` (plus `extra` options), sending `line`; its output once
 /// it ends.
+/// An inbound listener `in` to `app` admitting `spiffe://example.org/<client>`,
+/// for `s_client`: `-quiet` ignores stdin EOF and waits for the server to
+/// close, so a short idle deadline ends the relay once the echo has come back.
+fn s_client_inbound(app: &str, client: &str) -> String {
+    format!(
+        "[limits]\nidle_timeout_ms = 1000\n{}",
+        inbound("in", app, &sid(client))
+    )
+}
+
 fn s_client_sends(files: &Path, addr: &str, extra: &[&str], line: &[u8]) -> std::process::Output {
     let mut child = Command::new("openssl")
         .args(["s_client", "-quiet", "-connect", addr])
@@ -366,16 +368,7 @@ async fn openssl_peers_both_ways() {
     issue_files(&ca, "ossl-server", &d.join("server")).await;
     issue_files(&ca, "ossl-other", &d.join("other")).await;
     let tb = token(&ca, "ossl-b").await;
-    let b = Sidecar::start(
-        &ca,
-        &tb,
-        // s_client -quiet ignores stdin EOF and waits for the server to close:
-        // a short idle deadline ends the relay once the echo has come back.
-        &format!(
-            "[limits]\nidle_timeout_ms = 1000\n{}",
-            inbound("in", &app, "spiffe://example.org/ossl-client")
-        ),
-    );
+    let b = Sidecar::start(&ca, &tb, &s_client_inbound(&app, "ossl-client"));
     // s_client with a proper certificate: the echo comes back through the relay.
     let addr = b.addr("inbound", "in");
     let out = s_client_sends(&d.join("client"), &addr, &[], b"openssl says hi\n");
@@ -596,10 +589,7 @@ async fn tls12_only_when_enabled() {
         let b = Sidecar::start_args(
             &ca,
             &token,
-            &format!(
-                "[limits]\nidle_timeout_ms = 1000\n{}",
-                inbound("in", &app, "spiffe://example.org/old-client")
-            ),
+            &s_client_inbound(&app, "old-client"),
             &["--set", &set],
         );
         let addr = b.addr("inbound", "in");
@@ -620,14 +610,12 @@ async fn tls12_only_when_enabled() {
 async fn connection_cap_and_graceful_drain() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (token(&ca, "drain-a").await, token(&ca, "drain-b").await);
     let one = "[limits]\nmax_connections = 1\n";
-    let (a, mut b) = pair(&ca, &app, ("drain-a", &ta, ""), ("drain-b", &tb, one));
+    let (a, mut b) = token_pair(&ca, &app, ("drain-a", ""), ("drain-b", one)).await;
     let mut open = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     echo(&mut open, b"first").await.unwrap();
-    let mut second = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     assert!(
-        echo(&mut second, b"second").await.is_err(),
+        echo_refused(&a.addr("outbound", "out"), b"second").await,
         "a second connection exceeds max_connections = 1"
     );
     assert!(
@@ -799,4 +787,30 @@ async fn metrics_track_connections_bytes_and_feed_lag() {
         .await
         .unwrap();
     echo(&mut s, b"still serving without the CA").await.unwrap();
+}
+
+/// Environment overrides (`TESSERA_SIDECAR__SECTION__KEY`) reach the sidecar:
+/// a file naming a CA URL the sidecar would refuse, corrected from the
+/// environment, gives a sidecar that gets its identity and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_reach_the_sidecar() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let t = token(&ca, "from-env").await;
+    let cfg = format!(
+        "ca_url = \"http://not-https.invalid\"\nca_bundle = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        ca.bundle_path().display(),
+        inbound("in", &app, &sid("a"))
+    );
+    let s = Sidecar::spawn_env(
+        &cfg,
+        Some(&t),
+        &[],
+        &[("TESSERA_SIDECAR__CA_URL", ca.url())],
+    );
+    s.await_log("ready");
+    assert_eq!(
+        s.identity().await["spiffe_id"],
+        "spiffe://example.org/from-env"
+    );
 }

@@ -102,10 +102,11 @@ impl Agent {
             .arg(format!("ca_bundle=\"{}\"", ca.bundle_path().display()))
             .arg("--set")
             .arg(format!("node_name=\"{name}\""))
-            .arg("--set")
-            .arg(format!("socket_path=\"{}\"", socket.display()))
-            .arg("--set")
-            .arg("sync_interval_seconds=1")
+            // Through the environment, so that every agent test also shows
+            // the agent's environment overrides at work (a raw path is taken
+            // as a string, as in a shell).
+            .env("TESSERA_AGENT__SOCKET_PATH", &socket)
+            .env("TESSERA_AGENT__SYNC_INTERVAL_SECONDS", "1")
             .env_remove("TESSERA_JOIN_TOKEN")
             .env("TESSERA_LOG", "info,tessera_agent=debug");
         if let Some(t) = token {

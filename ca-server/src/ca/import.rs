@@ -163,17 +163,9 @@ pub async fn import_signed_intermediate(
     let loaded = SigningCa::load(&pending.id, cert.clone(), chain.clone(), &key)
         .map_err(AuthorityError::invalid_as("--cert"))?;
     let parsed = tessera_core::svid::parse(&cert).map_err(AuthorityError::invalid_as("--cert"))?;
-    let in_td = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value.general_names.iter().all(|g| match g {
-                x509_parser::extensions::GeneralName::URI(u) => *u == td.id_string(),
-                _ => true,
-            })
-        })
-        .unwrap_or(true);
+    let in_td = tessera_core::svid::uri_sans(&parsed)
+        .iter()
+        .all(|u| *u == td.id_string());
     if !in_td {
         return Err(invalid(
             "--cert",

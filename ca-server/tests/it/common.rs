@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::Row;
 use std::sync::Arc;
 use tessera_ca::authority::Authority;
-use tessera_ca::config::Config;
+use tessera_ca::config::{Config, Options};
 use tessera_ca::server::Running;
 use tessera_core::api::Role;
 use tessera_core::client::Client;

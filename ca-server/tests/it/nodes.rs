@@ -15,6 +15,7 @@ use tessera_core::client::Client;
 const NODE1: &str = "spiffe://example.org/tessera/agent/n1";
 const NODE2: &str = "spiffe://example.org/tessera/agent/n2";
 const WEB: &str = "spiffe://example.org/web";
+const API: &str = "spiffe://example.org/api";
 
 fn container_id(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
@@ -76,6 +77,29 @@ async fn entry(admin: &Client, spiffe_id: &str, selectors: &[&str], parent: &str
     v
 }
 
+/// A client holding node `name`'s certificate (redeemed from a fresh join token).
+async fn node_client(h: &Harness, name: &str) -> Client {
+    let (cert, key, _) = h.node(name).await;
+    h.with_cert(&cert, &key)
+}
+
+/// Entries `web` (label `app:web`) and `web-admin` (`app:web`, `tier:admin`)
+/// under node 1, and `api` (label `app:<api_label>`) under node 2; returns `web`.
+async fn web_entries(admin: &Client, api_label: &str) -> Value {
+    let web = entry(admin, WEB, &["container:label:app:web"], NODE1).await;
+    let web_admin = ["container:label:app:web", "container:label:tier:admin"];
+    entry(admin, "spiffe://example.org/web-admin", &web_admin, NODE1).await;
+    let api = format!("container:label:app:{api_label}");
+    entry(admin, API, &[&api], NODE2).await;
+    web
+}
+
+/// `node` asking for `spiffe_id` (with a fresh CSR) on this evidence.
+async fn ask_for(node: &Client, spiffe_id: &str, attestation: Value) -> (StatusCode, Value) {
+    let body = json!({"csr": csr().1, "spiffe_id": spiffe_id, "attestation": attestation});
+    post(node, "/v1/agent/svids", body).await
+}
+
 fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("")
 }
@@ -84,9 +108,8 @@ async fn attested_issuance(db: Db) {
     let h = Harness::start(db).await;
     let admin = h.operator(Role::Admin).await;
     let (n1_cert, n1_key, n1) = h.node("n1").await;
-    let (n2_cert, n2_key, _) = h.node("n2").await;
     let node1 = h.with_cert(&n1_cert, &n1_key);
-    let node2 = h.with_cert(&n2_cert, &n2_key);
+    let node2 = node_client(&h, "n2").await;
     assert_eq!(n1["spiffe_id"], NODE1);
 
     // The redemptions recorded both nodes.
@@ -99,21 +122,7 @@ async fn attested_issuance(db: Db) {
     assert_eq!(v["attestation_type"], "join_token");
     assert_eq!(v["banned"], false);
 
-    let web = entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
-    entry(
-        &admin,
-        "spiffe://example.org/web-admin",
-        &["container:label:app:web", "container:label:tier:admin"],
-        NODE1,
-    )
-    .await;
-    entry(
-        &admin,
-        "spiffe://example.org/api",
-        &["container:label:app:api"],
-        NODE2,
-    )
-    .await;
+    let web = web_entries(&admin, "api").await;
     entry(
         &admin,
         "spiffe://example.org/host-tool",
@@ -177,14 +186,7 @@ async fn attested_issuance(db: Db) {
     assert_eq!(info.spiffe_id.as_str(), WEB);
 
     // Asking for one SPIFFE ID returns only it; one that does not match, nothing.
-    let (key_one, csr_one) = csr();
-    drop(key_one);
-    let (s, v) = post(
-        &node1,
-        "/v1/agent/svids",
-        json!({"csr": csr_one, "spiffe_id": WEB, "attestation": evidence(&cid, &["app:web"], &[])}),
-    )
-    .await;
+    let (s, v) = ask_for(&node1, WEB, evidence(&cid, &["app:web"], &[])).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["svids"].as_array().unwrap().len(), 1);
 
@@ -193,31 +195,19 @@ async fn attested_issuance(db: Db) {
     let (s, v, _) = ask(&node2, evidence(&cid, &["app:web"], &[])).await;
     assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // Entry parented to another node: n1 cannot claim n2's api entry.
-    let (s, v) = post(
-        &node1,
-        "/v1/agent/svids",
-        json!({"csr": csr().1, "spiffe_id": "spiffe://example.org/api",
-                    "attestation": evidence(&cid, &["app:api"], &[])}),
-    )
-    .await;
+    let (s, v) = ask_for(&node1, API, evidence(&cid, &["app:api"], &[])).await;
     assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // A node identity is never issued to a workload.
-    let (s, v) = post(
+    let (s, v) = ask_for(
         &node1,
-        "/v1/agent/svids",
-        json!({"csr": csr().1, "spiffe_id": NODE2,
-                    "attestation": evidence(&cid, &["app:web"], &["node:name:x"])}),
+        NODE2,
+        evidence(&cid, &["app:web"], &["node:name:x"]),
     )
     .await;
     assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
     // Wrong trust domain.
-    let (s, v) = post(
-        &node1,
-        "/v1/agent/svids",
-        json!({"csr": csr().1, "spiffe_id": "spiffe://other.org/web",
-                    "attestation": evidence(&cid, &["app:web"], &[])}),
-    )
-    .await;
+    let other_domain = "spiffe://other.org/web";
+    let (s, v) = ask_for(&node1, other_domain, evidence(&cid, &["app:web"], &[])).await;
     assert_problem(s, &v, StatusCode::BAD_REQUEST, "wrong_trust_domain");
     // A workload certificate (the one just issued) or an operator is not a node.
     let workload = h.with_cert(svid["certificate"].as_str().unwrap(), &key.serialize_pem());
@@ -286,8 +276,7 @@ both_backends!(attested_issuance);
 async fn posture_policy(db: Db) {
     let h = Harness::start_with(db, &["attestation.require_memory_limit=true"]).await;
     let admin = h.operator(Role::Admin).await;
-    let (c, k, _) = h.node("n1").await;
-    let node = h.with_cert(&c, &k);
+    let node = node_client(&h, "n1").await;
     entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
     let cid = container_id('b');
     let before = h.count("certificates").await;
@@ -368,8 +357,7 @@ async fn ban_and_unban(db: Db) {
     let h = Harness::start(db).await;
     let admin = h.operator(Role::Admin).await;
     let auditor = h.operator(Role::Auditor).await;
-    let (c, k, _) = h.node("n1").await;
-    let node = h.with_cert(&c, &k);
+    let node = node_client(&h, "n1").await;
     entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
     let cid = container_id('c');
     let (s, v, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
@@ -438,8 +426,7 @@ both_backends!(ban_and_unban);
 async fn deleted_entry_stops_issuance(db: Db) {
     let h = Harness::start(db).await;
     let admin = h.operator(Role::Admin).await;
-    let (c, k, _) = h.node("n1").await;
-    let node = h.with_cert(&c, &k);
+    let node = node_client(&h, "n1").await;
     let e = entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
     let cid = container_id('d');
     let (s, _, _) = ask(&node, evidence(&cid, &["app:web"], &[])).await;
@@ -470,23 +457,8 @@ both_backends!(deleted_entry_stops_issuance);
 async fn agent_jwt_svids(db: Db) {
     let h = Harness::start(db).await;
     let admin = h.operator(Role::Admin).await;
-    let (c, k, _) = h.node("n1").await;
-    let node = h.with_cert(&c, &k);
-    entry(&admin, WEB, &["container:label:app:web"], NODE1).await;
-    entry(
-        &admin,
-        "spiffe://example.org/web-admin",
-        &["container:label:app:web", "container:label:tier:admin"],
-        NODE1,
-    )
-    .await;
-    entry(
-        &admin,
-        "spiffe://example.org/api",
-        &["container:label:app:web"],
-        NODE2,
-    )
-    .await;
+    let node = node_client(&h, "n1").await;
+    web_entries(&admin, "web").await;
     let cid = container_id('e');
     let jwt = |att: Value, extra: Value| {
         let node = &node;
@@ -537,58 +509,46 @@ async fn agent_jwt_svids(db: Db) {
     assert_eq!(v["svids"][0]["spiffe_id"], "spiffe://example.org/web-admin");
 
     // Refusals, each changing nothing.
+    let (s, v) = jwt(evidence(&cid, &["app:api"], &[]), json!({})).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "no_entry"), "{v}");
+    let no_container = json!({"selectors": ["posture:privileged:false"]});
+    let (s, v) = jwt(no_container, json!({})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_field"),
+        "{v}"
+    );
+    // The rest on the `web` workload's evidence.
     let cases = [
+        (json!({"spiffe_id": API}), StatusCode::FORBIDDEN, "no_entry"),
         (
-            evidence(&cid, &["app:api"], &[]),
-            json!({}),
-            StatusCode::FORBIDDEN,
-            "no_entry",
-        ),
-        (
-            evidence(&cid, &["app:web"], &[]),
-            json!({"spiffe_id": "spiffe://example.org/api"}),
-            StatusCode::FORBIDDEN,
-            "no_entry",
-        ),
-        (
-            evidence(&cid, &["app:web"], &[]),
             json!({"spiffe_id": "spiffe://other.org/web"}),
             StatusCode::BAD_REQUEST,
             "wrong_trust_domain",
         ),
         (
-            evidence(&cid, &["app:web"], &[]),
             json!({"audience": []}),
             StatusCode::BAD_REQUEST,
             "invalid_field",
         ),
         (
-            evidence(&cid, &["app:web"], &[]),
             json!({"audience": ["x".repeat(257)]}),
             StatusCode::BAD_REQUEST,
             "invalid_field",
         ),
         (
-            evidence(&cid, &["app:web"], &[]),
             json!({"ttl_seconds": 86400}),
             StatusCode::BAD_REQUEST,
             "invalid_field",
         ),
         (
-            evidence(&cid, &["app:web"], &[]),
             json!({"csr": "not for JWTs"}),
             StatusCode::BAD_REQUEST,
             "invalid_body",
         ),
-        (
-            json!({"selectors": ["posture:privileged:false"]}),
-            json!({}),
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-        ),
     ];
-    for (att, extra, status, want) in cases {
-        let (s, v) = jwt(att, extra.clone()).await;
+    for (extra, status, want) in cases {
+        let (s, v) = jwt(evidence(&cid, &["app:web"], &[]), extra.clone()).await;
         assert_eq!((s, code(&v)), (status, want), "{extra}: {v}");
     }
     // The minimum posture applies (and is audited).

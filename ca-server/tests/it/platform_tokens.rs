@@ -78,6 +78,19 @@ async fn present(h: &Harness, route: &str, tok: &str) -> (StatusCode, Value) {
     post(&h.anonymous(), route, json!({"token": tok, "csr": csr})).await
 }
 
+/// [`present`] at `/v1/svids/platform` on a task of its own (for races).
+fn present_spawned(h: &Harness, tok: String) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (client, (_key, csr)) = (h.anonymous(), csr());
+    let body = json!({"token": tok, "csr": csr});
+    tokio::spawn(async move { post(&client, "/v1/svids/platform", body).await })
+}
+
+/// An entry for `web` (selector `jwt:sub:web`) parented to the JWT issuer `issuer`.
+async fn web_under_issuer(h: &Harness, issuer: &str) {
+    let parent = format!("spiffe://example.org/tessera/issuer/{issuer}");
+    entry(h, WEB, &["jwt:sub:web"], &parent).await;
+}
+
 async fn refusals_audited(h: &Harness) -> i64 {
     let mut c = h.db.raw().await;
     sqlx::query("SELECT COUNT(*) FROM audit_log WHERE action = 'attestation.refuse'")
@@ -108,13 +121,7 @@ async fn workload_tokens(db: Db) {
     let mut ci = issuer("ci", OIDC_ISS, "oidc");
     ci.jwks_file = format!("FILE:{}", jwks(&[(&ec, "ec"), (&rs, "rsa"), (&ed, "ed")]));
     let h = start(db, vec![ci]).await;
-    entry(
-        &h,
-        WEB,
-        &["jwt:sub:web"],
-        "spiffe://example.org/tessera/issuer/ci",
-    )
-    .await;
+    web_under_issuer(&h, "ci").await;
     let route = "/v1/svids/platform";
 
     // Valid, with each algorithm.
@@ -143,6 +150,8 @@ async fn workload_tokens(db: Db) {
     };
     let rsa_pub = rs.public_der();
     let other = SigningKey::es256();
+    // Signed with the trusted EC key under its own kid.
+    let ec_token = |claims: &Value| token(&ec, json!({"kid": "ec"}), claims);
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "forged signature",
@@ -151,35 +160,27 @@ async fn workload_tokens(db: Db) {
         ),
         (
             "wrong issuer",
-            token(
-                &ec,
-                json!({"kid": "ec"}),
-                &with("iss", json!("https://evil.test")),
-            ),
+            ec_token(&with("iss", json!("https://evil.test"))),
             "issuer is not trusted",
         ),
         (
             "wrong audience",
-            token(
-                &ec,
-                json!({"kid": "ec"}),
-                &with("aud", json!(["someone-else"])),
-            ),
+            ec_token(&with("aud", json!(["someone-else"]))),
             "audience",
         ),
         (
             "expired",
-            token(&ec, json!({"kid": "ec"}), &with("exp", json!(now - 120))),
+            ec_token(&with("exp", json!(now - 120))),
             "expired",
         ),
         (
             "nbf in the future",
-            token(&ec, json!({"kid": "ec"}), &with("nbf", json!(now + 600))),
+            ec_token(&with("nbf", json!(now + 600))),
             "not yet valid (nbf",
         ),
         (
             "iat in the future",
-            token(&ec, json!({"kid": "ec"}), &with("iat", json!(now + 600))),
+            ec_token(&with("iat", json!(now + 600))),
             "not yet valid (iat",
         ),
         (
@@ -211,16 +212,12 @@ async fn workload_tokens(db: Db) {
         ),
         (
             "oversized token",
-            token(
-                &ec,
-                json!({"kid": "ec"}),
-                &with("pad", json!("x".repeat(9000))),
-            ),
+            ec_token(&with("pad", json!("x".repeat(9000)))),
             "larger than",
         ),
         (
             "no entry matches",
-            token(&ec, json!({"kid": "ec"}), &oidc_claims("db", "s1")),
+            ec_token(&oidc_claims("db", "s1")),
             "no entry parented to spiffe://example.org/tessera/issuer/ci",
         ),
     ];
@@ -287,21 +284,11 @@ async fn workload_tokens(db: Db) {
     let racer = token(&ec, json!({"kid": "ec"}), &oidc_claims("web", "race"));
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (client, t) = (h.anonymous(), racer.clone());
-        let (_k, csr) = csr();
-        tasks.push(tokio::spawn(async move {
-            post(
-                &client,
-                "/v1/svids/platform",
-                json!({"token": t, "csr": csr}),
-            )
-            .await
-            .0
-        }));
+        tasks.push(present_spawned(&h, racer.clone()));
     }
     let mut won = 0;
     for t in tasks {
-        match t.await.unwrap() {
+        match t.await.unwrap().0 {
             StatusCode::CREATED => won += 1,
             s => assert_eq!(s, StatusCode::FORBIDDEN),
         }
@@ -384,6 +371,10 @@ async fn kubernetes_nodes_and_pods(db: Db) {
     let h = start(db, vec![k8s]).await;
     let admin = h.operator(Role::Admin).await;
     let tok = |c: Value| token(&key, json!({"kid": "k1"}), &c);
+    // A service-account token (namespace, account, node, jti) presented at `route`.
+    let present_k8s = async |route: &str, ns: &str, sa: &str, node: &str, jti: &str| {
+        present(&h, route, &tok(k8s_claims(ns, sa, node, jti))).await
+    };
 
     // The agent's service account attests node-1.
     let (k, csr1) = csr();
@@ -417,12 +408,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
 
     // Another service account cannot attest a node.
     let before = h.count("certificates").await;
-    let (s, v) = present(
-        &h,
-        "/v1/nodes/attest",
-        &tok(k8s_claims("shop", "web", "node-1", "a2")),
-    )
-    .await;
+    let (s, v) = present_k8s("/v1/nodes/attest", "shop", "web", "node-1", "a2").await;
     assert_eq!(
         (s, v["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("platform_token_refused"))
@@ -451,12 +437,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
     let (s, v) = post(&admin, "/v1/nodes/k8s.node-1/ban", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let audited = refusals_audited(&h).await;
-    let (s, v) = present(
-        &h,
-        "/v1/nodes/attest",
-        &tok(k8s_claims("tessera", "agent", "node-1", "a3")),
-    )
-    .await;
+    let (s, v) = present_k8s("/v1/nodes/attest", "tessera", "agent", "node-1", "a3").await;
     assert_problem(s, &v, StatusCode::FORBIDDEN, "node_refused");
     assert_eq!(refusals_audited(&h).await, audited + 1);
     assert_eq!(h.count("certificates").await, before);
@@ -465,12 +446,7 @@ async fn kubernetes_nodes_and_pods(db: Db) {
     // Unbanned: a fresh token attests again.
     let (s, _) = post(&admin, "/v1/nodes/k8s.node-1/unban", json!({})).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, v) = present(
-        &h,
-        "/v1/nodes/attest",
-        &tok(k8s_claims("tessera", "agent", "node-1", "a4")),
-    )
-    .await;
+    let (s, v) = present_k8s("/v1/nodes/attest", "tessera", "agent", "node-1", "a4").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
     // A pod in direct mode gets the entry parented to the issuer whose
@@ -482,23 +458,13 @@ async fn kubernetes_nodes_and_pods(db: Db) {
         "spiffe://example.org/tessera/issuer/k8s",
     )
     .await;
-    let (s, v) = present(
-        &h,
-        "/v1/svids/platform",
-        &tok(k8s_claims("shop", "web", "node-1", "p1")),
-    )
-    .await;
+    let (s, v) = present_k8s("/v1/svids/platform", "shop", "web", "node-1", "p1").await;
     assert_eq!(
         (s, v["spiffe_id"].as_str()),
         (StatusCode::CREATED, Some(WEB)),
         "{v}"
     );
-    let (s, v) = present(
-        &h,
-        "/v1/svids/platform",
-        &tok(k8s_claims("shop", "db", "node-1", "p2")),
-    )
-    .await;
+    let (s, v) = present_k8s("/v1/svids/platform", "shop", "db", "node-1", "p2").await;
     assert_problem(s, &v, StatusCode::FORBIDDEN, "no_entry");
 }
 
@@ -592,13 +558,7 @@ async fn jwks_url_refresh(db: Db) {
         ],
     )
     .await;
-    entry(
-        &h,
-        WEB,
-        &["jwt:sub:web"],
-        "spiffe://example.org/tessera/issuer/rot",
-    )
-    .await;
+    web_under_issuer(&h, "rot").await;
     assert_eq!(rot.hits.load(Ordering::SeqCst), 1, "fetched at start");
     assert_eq!(burst.hits.load(Ordering::SeqCst), 1, "fetched at start");
     let route = "/v1/svids/platform";
@@ -630,16 +590,7 @@ async fn jwks_url_refresh(db: Db) {
         let mut c = oidc_claims("web", &format!("b{n}"));
         c["iss"] = json!(other_iss);
         let t = token(&a, json!({"kid": format!("invented-{n}")}), &c);
-        let client = h.anonymous();
-        let (_k, csr) = csr();
-        tasks.push(tokio::spawn(async move {
-            post(
-                &client,
-                "/v1/svids/platform",
-                json!({"token": t, "csr": csr}),
-            )
-            .await
-        }));
+        tasks.push(present_spawned(&h, t));
     }
     for t in tasks {
         let (s, v) = t.await.unwrap();
@@ -705,13 +656,7 @@ async fn jwks_url_periodic_refresh() {
     i.jwks_refresh_seconds = 10;
     i.jwks_min_refresh_seconds = 3600;
     let h = start(Db::Sqlite, vec![i]).await;
-    entry(
-        &h,
-        WEB,
-        &["jwt:sub:web"],
-        "spiffe://example.org/tessera/issuer/per",
-    )
-    .await;
+    web_under_issuer(&h, "per").await;
     assert_eq!(srv.hits.load(Ordering::SeqCst), 1, "fetched at start");
     *srv.doc.lock().unwrap() = jwks(&[(&a, "a"), (&b, "b")]);
     let mut served = srv.served.clone();

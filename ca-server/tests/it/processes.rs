@@ -747,3 +747,34 @@ async fn replica_killed_mid_rotation() {
     }
     let _ = again.terminate();
 }
+
+/// Environment overrides (`TESSERA__SECTION__KEY`) reach the running server,
+/// `--set` wins over them, and a bad one stops the start naming the option.
+#[tokio::test]
+async fn environment_overrides_reach_the_server() {
+    let ca = CaBuilder::new()
+        .env("TESSERA__TRUST_DOMAIN", "env.example")
+        .env("TESSERA__ISSUANCE__DEFAULT_TTL_SECONDS", "900")
+        .set("issuance.default_ttl_seconds=1200")
+        .start("tessera-ca");
+    assert_eq!(ca_status(&ca).await["trust_domain"], "env.example");
+    let id = "spiffe://env.example/web";
+    let entry = ca
+        .call(
+            Method::POST,
+            "/v1/entries",
+            Some(json!({"spiffe_id": id, "selectors": ["t:x"]})),
+        )
+        .await;
+    assert_eq!(entry["ttl_seconds"], 1200, "{entry}");
+
+    let mut bad = CaBuilder::new()
+        .env("TESSERA__LIMITS__MAX_CONNECTIONS", "0")
+        .spawn("tessera-ca bad env");
+    assert!(!bad.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        bad.stderr().contains("limits.max_connections"),
+        "{}",
+        bad.describe()
+    );
+}

@@ -68,6 +68,18 @@ async fn renew_with_key(c: &Client) -> (StatusCode, Value, rcgen::KeyPair) {
     (s, v, key)
 }
 
+/// A harness whose CA lives `ca_ttl` seconds and issues 60 s leaves, with
+/// `extra` settings.
+async fn short_lived_ca(db: Db, ca_ttl: u32, extra: &[&str]) -> Harness {
+    let ttl = format!("ca.ttl_seconds={ca_ttl}");
+    let leaves = [
+        ttl.as_str(),
+        "issuance.max_ttl_seconds=60",
+        "issuance.default_ttl_seconds=60",
+    ];
+    Harness::start_with(db, &[&leaves[..], extra].concat()).await
+}
+
 async fn lifecycle_by_hand(db: Db) {
     let h = Harness::start_with(
         db,
@@ -212,12 +224,10 @@ both_backends!(lifecycle_by_hand);
 async fn schedule_rotates_on_its_own(db: Db) {
     // A 120 s CA: the schedule prepares at 2 % of its life and activates at
     // 6 % (and not before the 2 s overlap), checking every second.
-    let h = Harness::start_with(
+    let h = short_lived_ca(
         db,
+        120,
         &[
-            "ca.ttl_seconds=120",
-            "issuance.max_ttl_seconds=60",
-            "issuance.default_ttl_seconds=60",
             "rotation.prepare_at=0.02",
             "rotation.activate_at=0.06",
             "rotation.min_overlap_seconds=2",
@@ -408,16 +418,7 @@ async fn expiring_ca_refuses_to_issue(db: Db) {
     // A CA with 61 s to live and a 60 s minimum leaf lifetime: after two
     // seconds no leaf could get its minimum lifetime, so issuance is refused
     // with a pointer to rotation instead of handing out a nearly dead leaf.
-    let h = Harness::start_with(
-        db,
-        &[
-            "ca.ttl_seconds=61",
-            "issuance.max_ttl_seconds=60",
-            "issuance.default_ttl_seconds=60",
-            "rotation.enabled=false",
-        ],
-    )
-    .await;
+    let h = short_lived_ca(db, 61, &["rotation.enabled=false"]).await;
     h.entry("spiffe://example.org/late").await;
     let token = h.join_token("spiffe://example.org/late").await;
     tokio::time::sleep(Duration::from_millis(2100)).await;

@@ -125,6 +125,17 @@ fn verify_under_root(dir: &Path, untrusted: &str, leaf: &str) -> std::process::O
     openssl_output(dir, &args)
 }
 
+/// A fresh P-256 key in `dir/<name>.key`, PKCS#8 (the form `ca.import_key` takes).
+fn pkcs8_key(dir: &Path, name: &str) {
+    let ec = format!("{name}.ec.key");
+    let out = format!("{name}.key");
+    openssl_ec_key(dir, &ec);
+    openssl(
+        dir,
+        &["pkcs8", "-topk8", "-nocrypt", "-in", &ec, "-out", &out],
+    );
+}
+
 /// Signs `csr` with the operator root `ca` into `out`: `-days`, an optional
 /// extension section from `ext.cnf`-style text, and `-copy_extensions copy`
 /// (keep what the CSR asks for) when `copy`.
@@ -235,56 +246,21 @@ async fn csr_flow_under_openssl_root(db: Db) {
         false,
     );
     let ext = |extra: &str| format!("{}{extra}", CA_EXT.trim_start_matches("[v3_ca]\n"));
-    sign_csr(
-        dir,
-        "other",
-        "int.csr",
-        "wrong.pem",
-        "365",
-        Some(&ext("")),
-        false,
-    );
-    sign_csr(
-        dir,
-        "root",
-        "int.csr",
-        "not_ca.pem",
-        "365",
-        Some(
-            "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nsubjectAltName=URI:spiffe://example.org\n",
-        ),
-        false,
-    );
-    sign_csr(
-        dir,
-        "root",
-        "int.csr",
-        "no_certsign.pem",
-        "365",
-        Some(
-            "basicConstraints=critical,CA:true\nkeyUsage=critical,cRLSign,digitalSignature\nsubjectAltName=URI:spiffe://example.org\n",
-        ),
-        false,
-    );
-    // notAfter within a maximum-lifetime leaf (issuance.max_ttl_seconds = one day).
-    sign_csr(
-        dir,
-        "root",
-        "int.csr",
-        "short.pem",
-        "1",
-        Some(&ext("")),
-        false,
-    );
-    sign_csr(
-        dir,
-        "root",
-        "int.csr",
-        "uri_nc.pem",
-        "365",
-        Some(&ext("nameConstraints=critical,permitted;URI:example.org\n")),
-        false,
-    );
+    let not_ca = "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nsubjectAltName=URI:spiffe://example.org\n";
+    let no_certsign = "basicConstraints=critical,CA:true\nkeyUsage=critical,cRLSign,digitalSignature\nsubjectAltName=URI:spiffe://example.org\n";
+    let uri_nc = ext("nameConstraints=critical,permitted;URI:example.org\n");
+    // The pending CA's CSR signed wrongly: by another root, as no CA, without
+    // keyCertSign, with a notAfter within a maximum-lifetime leaf
+    // (issuance.max_ttl_seconds = one day), with URI name constraints.
+    for (ca, out, days, ext) in [
+        ("other", "wrong.pem", "365", ext("")),
+        ("root", "not_ca.pem", "365", not_ca.to_owned()),
+        ("root", "no_certsign.pem", "365", no_certsign.to_owned()),
+        ("root", "short.pem", "1", ext("")),
+        ("root", "uri_nc.pem", "365", uri_nc),
+    ] {
+        sign_csr(dir, ca, "int.csr", out, days, Some(&ext), false);
+    }
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
 
     let before = snapshot(&db).await;
@@ -349,19 +325,7 @@ async fn import_existing_intermediate_key_and_cert() {
     let dir = work.path();
     operator_root(dir, "root");
     std::fs::write(dir.join("ext.cnf"), CA_EXT).unwrap();
-    openssl_ec_key(dir, "int.ec.key");
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            "int.ec.key",
-            "-out",
-            "int.key",
-        ],
-    );
+    pkcs8_key(dir, "int");
     openssl(
         dir,
         &[
@@ -422,19 +386,7 @@ async fn import_existing_intermediate_key_and_cert() {
          extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://example.org/web\n",
     )
     .unwrap();
-    openssl_ec_key(dir, "forged.ec.key");
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            "forged.ec.key",
-            "-out",
-            "forged.key",
-        ],
-    );
+    pkcs8_key(dir, "forged");
     openssl(
         dir,
         &[

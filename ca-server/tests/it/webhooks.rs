@@ -132,17 +132,21 @@ async fn signed_deliveries(db: Db) {
 
 both_backends!(signed_deliveries);
 
+/// A harness whose webhook deliveries are retried from 100 ms, backing off to
+/// `max_ms`, at most `attempts` times, with `extra` settings.
+async fn retrying(db: Db, max_ms: u32, attempts: u32, extra: &[&str]) -> Harness {
+    let max = format!("webhooks.retry_max_ms={max_ms}");
+    let attempts = format!("webhooks.max_attempts={attempts}");
+    let retry = [
+        "webhooks.retry_base_ms=100",
+        max.as_str(),
+        attempts.as_str(),
+    ];
+    Harness::start_with(db, &[&retry[..], extra].concat()).await
+}
+
 async fn receiver_down_then_up(db: Db) {
-    let h = Harness::start_with(
-        db,
-        &[
-            "webhooks.retry_base_ms=100",
-            "webhooks.retry_max_ms=400",
-            "webhooks.max_attempts=100",
-            "webhooks.connect_timeout_ms=1000",
-        ],
-    )
-    .await;
+    let h = retrying(db, 400, 100, &["webhooks.connect_timeout_ms=1000"]).await;
     let admin = h.operator(Role::Admin).await;
     let port = receiver::dead_port().await;
     let pki = receiver::pki();
@@ -205,15 +209,7 @@ async fn failing_receiver_retried_then_given_up(db: Db) {
     // The receiver is up but failing (503, 503, then 200): the same event is
     // retried with backoff and delivered on the third attempt; a later event is
     // given up on after max_attempts.
-    let h = Harness::start_with(
-        db,
-        &[
-            "webhooks.retry_base_ms=100",
-            "webhooks.retry_max_ms=200",
-            "webhooks.max_attempts=3",
-        ],
-    )
-    .await;
+    let h = retrying(db, 200, 3, &[]).await;
     let admin = h.operator(Role::Admin).await;
     let mut rcv = receiver::start(Mode::Statuses(vec![503, 503, 200, 500]), 0).await;
     h.entry("spiffe://example.org/w").await;

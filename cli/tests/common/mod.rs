@@ -70,6 +70,14 @@ impl Ca {
         self.command(args).output().unwrap()
     }
 
+    /// Runs `tessera args`, which must exit with `code`; returns its stderr.
+    pub fn exits(&self, args: &[&str], code: i32) -> String {
+        let o = self.tessera(args);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "tessera {args:?}: {stderr}");
+        stderr
+    }
+
     /// Runs `tessera args`; panics with its stderr unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.tessera(args);

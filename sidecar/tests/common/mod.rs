@@ -67,6 +67,18 @@ pub fn pair(
     (a, b)
 }
 
+/// [`pair`] with a fresh join token ([`token`]) for each side; each side is
+/// `(name, extra configuration in front of its listener)`.
+pub async fn token_pair(
+    ca: &Ca,
+    app: &str,
+    a: (&str, &str),
+    b: (&str, &str),
+) -> (Sidecar, Sidecar) {
+    let (ta, tb) = (token(ca, a.0).await, token(ca, b.0).await);
+    pair(ca, app, (a.0, &ta, a.1), (b.0, &tb, b.1))
+}
+
 /// Entries (selector `t:x`, certificates living `ttl` seconds) and join
 /// tokens for `spiffe://example.org/<name>` of each of `names`.
 pub async fn short_lived_tokens<const N: usize>(
@@ -124,6 +136,16 @@ impl Sidecar {
     /// token or none in its environment; returns once it printed its
     /// addresses, ready or not.
     pub fn spawn(cfg: &str, token: Option<&str>, args: &[&str]) -> Sidecar {
+        Self::spawn_env(cfg, token, args, &[])
+    }
+
+    /// [`Sidecar::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        cfg: &str,
+        token: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("sidecar.toml"), cfg).unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-sidecar"));
@@ -136,6 +158,7 @@ impl Sidecar {
         if let Some(t) = token {
             cmd.env("TESSERA_JOIN_TOKEN", t);
         }
+        cmd.envs(env.iter().copied());
         let proc = Process::spawn("tessera-sidecar", &mut cmd);
         let line = proc
             .first_stdout_line(DEADLINE)
@@ -215,6 +238,13 @@ pub async fn echo_server() -> String {
         }
     });
     addr
+}
+
+/// Whether a new connection to `addr` fails to carry an echo of `msg`
+/// (refused, or closed before the echo came back).
+pub async fn echo_refused(addr: &str, msg: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    echo(&mut s, msg).await.is_err()
 }
 
 /// Writes `msg` and reads the echo; Err if the connection is refused or closed.
