@@ -8,14 +8,13 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::client::Client;
 use tessera_test_support::{
-    Ca, CaBuilder, Db, TestDb, both_backends, ca_ids, get, openssl, openssl_ec_key, poll_until,
-    post,
+    Ca, CaBuilder, Db, TestDb, both_backends, ca_ids, openssl, openssl_ec_key, poll_until, post,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -145,15 +144,6 @@ async fn through(
         .map_err(|_| std::io::Error::other("timeout"))??;
     assert_eq!(&buf, b"hello");
     Ok(())
-}
-
-/// Polls `GET /v1/ca` until `pred` holds.
-async fn await_ca(admin: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    poll_until(Duration::from_secs(30), what, || async {
-        let (s, v) = get(admin, "/v1/ca").await;
-        (s.is_success() && pred(&v)).then_some(v)
-    })
-    .await
 }
 
 async fn revoking_an_intermediate_revokes_its_trust(db: Db) {
@@ -344,14 +334,10 @@ async fn revoking_an_intermediate_revokes_its_trust(db: Db) {
         },
     )
     .await;
-    let line = sidecar
-        .proc
-        .await_stderr("spiffe://example.org/evil", DEADLINE);
-    assert!(line.contains("untrusted_chain"), "{line}");
-    let line = sidecar
-        .proc
-        .await_stderr("spiffe://example.org/stranger", DEADLINE);
-    assert!(line.contains("untrusted_chain"), "{line}");
+    for who in ["evil", "stranger"] {
+        let line = sidecar.proc.await_stderr(&sid(who), DEADLINE);
+        assert!(line.contains("untrusted_chain"), "{line}");
+    }
     b_works().await.expect("B's leaf after A is revoked");
     let b_cert = tessera_core::pem::certs(read("b.pem").as_bytes()).unwrap();
     assert_eq!(bundle_of(&ops).await, b_cert, "only B is an anchor");
