@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -188,16 +188,7 @@ async fn emergency_ca_revocation_under_traffic(db: Db) {
     );
     // The admin certificate falls with its CA: keep an API token, and trust the
     // current bundle (old + standby) to reach the server afterwards.
-    let token = ca
-        .call(
-            Method::POST,
-            "/v1/credentials",
-            Some(json!({"name": "ops", "role": "admin"})),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = admin_token(&ca).await;
     let app = echo_server().await;
     let (a, b) = renewing_pair(&ca, &app).await;
     let r = ca

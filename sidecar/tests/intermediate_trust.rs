@@ -14,31 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::client::Client;
 use tessera_test_support::{
-    Ca, CaBuilder, Db, TestDb, both_backends, ca_ids, openssl, openssl_ec_key, poll_until, post,
+    Ca, CaBuilder, Db, SPIFFE_INTERMEDIATE_EXT, TestDb, both_backends, ca_ids, openssl,
+    openssl_pkcs8_key, poll_until, post,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const CA_EXT: &str = "[v3_ca]\nbasicConstraints=critical,CA:true,pathlen:0\n\
-    keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
-    subjectAltName=URI:spiffe://example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
-
-/// A PKCS#8 P-256 key `name.key` in `dir`.
-fn key(dir: &Path, name: &str) {
-    openssl_ec_key(dir, &format!("{name}.ec.key"));
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            &format!("{name}.ec.key"),
-            "-out",
-            &format!("{name}.key"),
-        ],
-    );
-}
 
 /// Signs `csr` with `issuer` (`issuer.pem`, `issuer.key`) into `out.pem`
 /// with the extension section `ext` (`[v3]`) and a 16-byte `serial`.
@@ -72,7 +52,7 @@ fn sign(dir: &Path, csr: &str, issuer: &str, out: &str, ext: &str, serial: u8) {
 
 /// A new key `name.key` and its CSR `name.csr`.
 fn csr(dir: &Path, name: &str) {
-    key(dir, name);
+    openssl_pkcs8_key(dir, name);
     openssl(
         dir,
         &[
@@ -96,7 +76,7 @@ fn intermediate(dir: &Path, name: &str, serial: u8) {
         &format!("{name}.csr"),
         "root",
         name,
-        &CA_EXT.replace("[v3_ca]", "[v3]"),
+        &SPIFFE_INTERMEDIATE_EXT.replace("[v3_ca]", "[v3]"),
         serial,
     );
 }
@@ -152,7 +132,7 @@ async fn revoking_an_intermediate_revokes_its_trust(db: Db) {
     let dir = work.path();
     // The operator's root, intermediate A (imported, key held here) and C,
     // another CA under the same root that Tessera never knew.
-    key(dir, "root");
+    openssl_pkcs8_key(dir, "root");
     openssl(
         dir,
         &[
@@ -191,30 +171,18 @@ async fn revoking_an_intermediate_revokes_its_trust(db: Db) {
     let v = await_ca(ca.admin(), "A active", |v| ca_ids(v, "active").len() == 1).await;
     let a_id = ca_ids(&v, "active")[0].clone();
     // The admin certificate falls with A: keep an API token.
-    let api_token = ca
-        .call(
-            hyper::Method::POST,
-            "/v1/credentials",
-            Some(json!({"name": "ops", "role": "admin"})),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let api_token = admin_token(&ca).await;
 
     // Rotate to B through the CSR flow, the root signing.
-    let out = ca
-        .builder()
-        .command()
-        .args(["ca", "csr", "--out"])
-        .arg(dir.join("b.csr"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tessera_ca = |args: &[&str]| {
+        let out = ca.builder().command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tessera_ca(&["ca", "csr", "--out", &p("b.csr")]);
     openssl(
         dir,
         &[
@@ -236,24 +204,14 @@ async fn revoking_an_intermediate_revokes_its_trust(db: Db) {
             "b.pem",
         ],
     );
-    let out = ca
-        .builder()
-        .command()
-        .args([
-            "ca",
-            "import-signed",
-            "--cert",
-            &p("b.pem"),
-            "--bundle",
-            &p("root.pem"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tessera_ca(&[
+        "ca",
+        "import-signed",
+        "--cert",
+        &p("b.pem"),
+        "--bundle",
+        &p("root.pem"),
+    ]);
     let v = await_ca(ca.admin(), "B prepared", |v| {
         ca_ids(v, "prepared").len() == 1
     })

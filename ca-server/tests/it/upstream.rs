@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use tessera_ca::authority::Authority;
 use tessera_ca::ca::{import_signed_intermediate, prepare_intermediate};
 use tessera_core::api::{CaState, Role};
-use tessera_test_support::{CaBuilder, openssl, openssl_ec_key, openssl_output};
+use tessera_test_support::{
+    CaBuilder, SPIFFE_INTERMEDIATE_EXT as CA_EXT, openssl, openssl_ec_key, openssl_output,
+    openssl_pkcs8_key as pkcs8_key,
+};
 
 /// webpki's verdict (the verifier Tessera's sidecars and API use for client
 /// certificates) on `leaf` with `chain` under `anchors`.
@@ -37,9 +40,6 @@ fn webpki_verifies(
 fn certs_of(pem: &[u8]) -> Vec<CertificateDer<'static>> {
     tessera_core::pem::certs(pem).unwrap()
 }
-
-const CA_EXT: &str = "[v3_ca]\nbasicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
-    subjectAltName=URI:spiffe://example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
 
 /// An operator root (EC P-256) in `dir`: root.key, root.pem.
 fn operator_root(dir: &Path, name: &str) {
@@ -123,17 +123,6 @@ fn verify_under_root(dir: &Path, untrusted: &str, leaf: &str) -> std::process::O
         leaf,
     ];
     openssl_output(dir, &args)
-}
-
-/// A fresh P-256 key in `dir/<name>.key`, PKCS#8 (the form `ca.import_key` takes).
-fn pkcs8_key(dir: &Path, name: &str) {
-    let ec = format!("{name}.ec.key");
-    let out = format!("{name}.key");
-    openssl_ec_key(dir, &ec);
-    openssl(
-        dir,
-        &["pkcs8", "-topk8", "-nocrypt", "-in", &ec, "-out", &out],
-    );
 }
 
 /// Signs `csr` with the operator root `ca` into `out`: `-days`, an optional

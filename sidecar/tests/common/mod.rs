@@ -270,3 +270,17 @@ pub async fn await_ca(
     })
     .await
 }
+
+/// A new admin API token (`POST /v1/credentials`): it outlives the admin
+/// certificate when that falls with its CA generation.
+pub async fn admin_token(ca: &Ca) -> String {
+    ca.call(
+        hyper::Method::POST,
+        "/v1/credentials",
+        Some(serde_json::json!({"name": "ops", "role": "admin"})),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
