@@ -112,7 +112,7 @@ impl Issuers {
                     .map_err(|e| bad(format!("jwks_ca_file {}: {e}", cfg.jwks_ca_file)))?;
                 let anchors = tessera_core::pem::certs(&pem)
                     .map_err(|e| bad(format!("jwks_ca_file {}: {e}", cfg.jwks_ca_file)))?;
-                let tls = tessera_core::tls::api_client_config(&anchors, None, false)
+                let tls = tessera_core::tls::webpki_client_config(&anchors, None, false)
                     .map_err(|e| bad(format!("jwks_ca_file {}: {e}", cfg.jwks_ca_file)))?;
                 let (origin, path) = split_url(&cfg.jwks_url);
                 let client =

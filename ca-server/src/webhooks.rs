@@ -192,7 +192,7 @@ impl Authority {
             }
             let anchors = tessera_core::pem::certs(pem.as_bytes())
                 .map_err(|e| invalid("ca_pem", e.to_string()))?;
-            tessera_core::tls::api_client_config(&anchors, None, false)
+            tessera_core::tls::webpki_client_config(&anchors, None, false)
                 .map_err(|e| invalid("ca_pem", e.to_string()))?;
         }
         if let Some(d) = &req.description
@@ -535,7 +535,7 @@ fn client_config(
             .map_err(|e| format!("system trust anchors {system_roots}: {e}"))?,
     };
     let anchors = tessera_core::pem::certs(&pem).map_err(|e| format!("trust anchors: {e}"))?;
-    tessera_core::tls::api_client_config(&anchors, None, false)
+    tessera_core::tls::webpki_client_config(&anchors, None, false)
         .map(Arc::new)
         .map_err(|e| format!("trust anchors: {e}"))
 }

@@ -62,6 +62,10 @@ pub enum ClientError {
     /// The TLS handshake failed.
     #[error("TLS handshake with {0}: {1}")]
     Tls(String, std::io::Error),
+    /// The server's certificate was refused by a SPIFFE check (for the CA
+    /// API: it is not the CA's own identity), with the reason.
+    #[error("TLS handshake with {0}: {1}")]
+    Refused(String, crate::tls::SpiffeRefusal),
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(String),
@@ -220,7 +224,10 @@ impl Client {
         let tls = TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| ClientError::Tls(addr.clone(), e))?;
+            .map_err(|e| match crate::tls::SpiffeRefusal::of_io(&e) {
+                Some(r) => ClientError::Refused(addr.clone(), r.clone()),
+                None => ClientError::Tls(addr.clone(), e),
+            })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
         let sender = if h2 {

@@ -241,6 +241,19 @@ pub fn check_signing_cert(der: &[u8]) -> Result<String, SvidError> {
     Ok(cert.subject().to_string())
 }
 
+/// The trust domain a CA certificate names by its one URI SAN
+/// (`spiffe://<td>`, no path), if it names exactly one.
+pub fn signing_trust_domain(der: &[u8]) -> Option<crate::TrustDomain> {
+    let cert = parse(der).ok()?;
+    match uri_sans(&cert).as_slice() {
+        [u] => SpiffeId::parse_any(u)
+            .ok()
+            .filter(|id| id.path().is_empty())
+            .map(|id| id.trust_domain()),
+        _ => None,
+    }
+}
+
 /// The SPIFFE ID of a leaf, checked by [`check_leaf`]; for use on handshake peers.
 pub fn peer_spiffe_id(der: &[u8]) -> Result<SpiffeId, SvidError> {
     check_leaf(der).map(|i| i.spiffe_id)

@@ -73,21 +73,85 @@ pub fn server_config_optional_client_auth(
     Ok(cfg)
 }
 
-/// Client configuration for talking to the CA API over HTTPS: the server is
-/// verified the ordinary web-PKI way (DNS name or IP) against `anchors`;
-/// `client` is an optional client certificate and key.
+/// The handshake-signature methods of a verifier that wraps a webpki
+/// verifier in `self.inner` (the same for the client and server traits).
+macro_rules! inner_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
+}
+
+/// Client configuration for an ordinary HTTPS server (a webhook receiver, a
+/// JWKS URL): verified the web-PKI way (DNS name or IP) against `anchors`;
+/// `client` is an optional client certificate and key. Never for the CA: use
+/// [`api_client_config`].
+pub fn webpki_client_config(
+    anchors: &[CertificateDer<'static>],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    http2: bool,
+) -> Result<ClientConfig, TlsError> {
+    let verifier = webpki_server_verifier(anchors)?;
+    client_config(verifier, client, http2)
+}
+
+/// Client configuration for the CA API (CLI, sidecar, agent, `tessera cert
+/// renew`): the server must present a certificate that chains to `anchors`,
+/// is valid for the name dialled (web-PKI, as before) and, what authenticates
+/// it, is an X.509-SVID for the CA server's own SPIFFE ID
+/// (`spiffe://<td>/tessera/ca-server`, see [`CaServerIdentity::for_client`]
+/// for where `<td>` comes from). A workload certificate carrying the same DNS
+/// name is refused with [`SpiffeRefusal::NotTheCa`].
 pub fn api_client_config(
     anchors: &[CertificateDer<'static>],
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     http2: bool,
 ) -> Result<ClientConfig, TlsError> {
+    let ca = CaServerIdentity::for_client(anchors, client.as_ref().and_then(|(c, _)| c.first()));
+    let verifier = Arc::new(CaServerVerifier {
+        inner: webpki_server_verifier(anchors)?,
+        ca,
+    });
+    client_config(verifier, client, http2)
+}
+
+fn webpki_server_verifier(
+    anchors: &[CertificateDer<'static>],
+) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
     let roots = Arc::new(root_store(anchors)?);
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
+    WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        .map_err(|e| TlsError::Verifier(e.to_string()))
+}
+
+fn client_config(
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    http2: bool,
+) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_webpki_verifier(verifier);
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut cfg = match client {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
@@ -98,6 +162,103 @@ pub fn api_client_config(
         vec![b"http/1.1".to_vec()]
     };
     Ok(cfg)
+}
+
+/// Which SPIFFE ID a CA client accepts on the server certificate: the CA
+/// server's path, [`crate::spiffe::CA_SERVER_PATH`], in a known trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaServerIdentity {
+    /// `spiffe://<td>/tessera/ca-server` in one of these trust domains.
+    In(Vec<crate::TrustDomain>),
+    /// The CA server's path in any trust domain: only when neither the
+    /// client's own certificate nor the anchors name a trust domain (an
+    /// operator root without a URI SAN, before the client has an identity).
+    AnyTrustDomain,
+}
+
+impl CaServerIdentity {
+    /// The trust domain of the client's own certificate if it is an
+    /// X.509-SVID (a client talks to its own trust domain's CA), else those
+    /// the anchors name by their `spiffe://<td>` URI SAN (Tessera's CA
+    /// certificates always carry one), else any.
+    pub fn for_client(
+        anchors: &[CertificateDer<'_>],
+        client_leaf: Option<&CertificateDer<'_>>,
+    ) -> Self {
+        if let Some(id) = client_leaf.and_then(|c| crate::svid::peer_spiffe_id(c).ok()) {
+            return Self::In(vec![id.trust_domain()]);
+        }
+        let mut tds: Vec<_> = anchors
+            .iter()
+            .filter_map(|a| crate::svid::signing_trust_domain(a))
+            .collect();
+        tds.sort();
+        tds.dedup();
+        if tds.is_empty() {
+            Self::AnyTrustDomain
+        } else {
+            Self::In(tds)
+        }
+    }
+
+    /// Whether `id` is the CA server.
+    pub fn accepts(&self, id: &SpiffeId) -> bool {
+        id.path() == crate::spiffe::CA_SERVER_PATH
+            && match self {
+                Self::In(tds) => tds.iter().any(|td| id.is_member_of(td)),
+                Self::AnyTrustDomain => true,
+            }
+    }
+}
+
+impl std::fmt::Display for CaServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = crate::spiffe::CA_SERVER_PATH;
+        match self {
+            Self::In(tds) => {
+                let ids: Vec<_> = tds
+                    .iter()
+                    .map(|td| format!("spiffe://{td}{path}"))
+                    .collect();
+                f.write_str(&ids.join(" or "))
+            }
+            Self::AnyTrustDomain => write!(f, "spiffe://<trust domain>{path}"),
+        }
+    }
+}
+
+/// The CA client's verifier: rustls's web-PKI check (chain, validity, the
+/// name dialled), then the SPIFFE ID, which is what authenticates the CA:
+/// any workload of the trust domain can hold a certificate for a DNS name.
+#[derive(Debug)]
+struct CaServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    ca: CaServerIdentity,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CaServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ok =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        match crate::svid::peer_spiffe_id(end_entity) {
+            Ok(id) if self.ca.accepts(&id) => Ok(ok),
+            other => Err(SpiffeRefusal::NotTheCa {
+                peer: other.ok(),
+                expected: self.ca.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    inner_signatures!();
 }
 
 /// Serials (lowercase hex) of revoked certificates, shared by every verifier of
@@ -167,6 +328,15 @@ pub enum SpiffeRefusal {
         /// Its serial (hex).
         serial: String,
     },
+    /// A CA client reached a server whose certificate is not the CA
+    /// server's (a workload's certificate for the same DNS name, say).
+    #[error("server is {}, not the Tessera CA ({expected})", peer.as_ref().map_or("not an X.509-SVID".to_string(), |p| p.to_string()))]
+    NotTheCa {
+        /// The SPIFFE ID the server's certificate names, if it is an SVID.
+        peer: Option<SpiffeId>,
+        /// The CA server's SPIFFE ID the client required.
+        expected: String,
+    },
     /// A valid SVID, but not for the SPIFFE ID the connection requires.
     #[error("peer is {peer}, not {}", pattern_text(expected))]
     WrongSpiffeId {
@@ -198,7 +368,9 @@ impl SpiffeRefusal {
     /// The SPIFFE ID the refused certificate names, where it parsed.
     pub fn peer(&self) -> Option<&SpiffeId> {
         match self {
-            Self::UntrustedChain { peer, .. } | Self::Expired { peer } => peer.as_ref(),
+            Self::UntrustedChain { peer, .. }
+            | Self::Expired { peer }
+            | Self::NotTheCa { peer, .. } => peer.as_ref(),
             Self::NotAnSvid(_) => None,
             Self::Revoked { peer, .. } | Self::WrongSpiffeId { peer, .. } => Some(peer),
         }
@@ -381,27 +553,7 @@ impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
         Ok(ok)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    inner_signatures!();
 }
 
 fn versions(tls12: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {

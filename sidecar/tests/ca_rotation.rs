@@ -14,15 +14,13 @@ mod common;
 
 use common::*;
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use std::time::Instant;
 use tessera_core::client::Client;
-use tessera_test_support::{
-    Ca, CaBuilder, Db, TestDb, await_closed, both_backends, ca_ids, get, poll_until,
-};
+use tessera_test_support::{Ca, CaBuilder, Db, TestDb, await_closed, both_backends, ca_ids};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 
@@ -103,15 +101,6 @@ async fn renewing_pair(ca: &Ca, app: &str) -> (Sidecar, Sidecar) {
     let fast =
         "[renew]\nat_fraction = 0.1\njitter_fraction = 0.0\n[revocation]\nwait_seconds = 10\n";
     pair(ca, app, ("ra", &ta, fast), ("rb", &tb, fast))
-}
-
-/// Polls `GET /v1/ca` through `admin` until `pred` holds (an event on the CA).
-async fn await_ca(admin: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    poll_until(Duration::from_secs(30), what, || async {
-        let (s, v) = get(admin, "/v1/ca").await;
-        (s.is_success() && pred(&v)).then_some(v)
-    })
-    .await
 }
 
 async fn ca_rotates_twice_under_traffic(db: Db) {
@@ -199,16 +188,7 @@ async fn emergency_ca_revocation_under_traffic(db: Db) {
     );
     // The admin certificate falls with its CA: keep an API token, and trust the
     // current bundle (old + standby) to reach the server afterwards.
-    let token = ca
-        .call(
-            Method::POST,
-            "/v1/credentials",
-            Some(json!({"name": "ops", "role": "admin"})),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = admin_token(&ca).await;
     let app = echo_server().await;
     let (a, b) = renewing_pair(&ca, &app).await;
     let r = ca

@@ -37,7 +37,9 @@ pub use db::{Db, TestDb};
 pub use json::{array, ca_ids, field_strs, id, strs};
 pub use metrics::Metrics;
 pub use net::{await_closed, http_get, read_until_closed};
-pub use openssl::{openssl, openssl_ec_key, openssl_output};
+pub use openssl::{
+    SPIFFE_INTERMEDIATE_EXT, openssl, openssl_ec_key, openssl_output, openssl_pkcs8_key,
+};
 pub use pki::{csr, spiffe_root_params, svid_params};
 pub use platform::{
     SigningKey, hs256, jwks, kubernetes_issuer_config, kubernetes_token, token, unsigned,

@@ -37,3 +37,22 @@ pub fn openssl_ec_key(dir: &Path, file: &str) {
         ],
     );
 }
+
+/// A fresh P-256 key in `dir/<name>.key`, PKCS#8 (the form `ca.import_key`
+/// takes; the SEC1 form is left in `<name>.ec.key`).
+pub fn openssl_pkcs8_key(dir: &Path, name: &str) {
+    let ec = format!("{name}.ec.key");
+    let out = format!("{name}.key");
+    openssl_ec_key(dir, &ec);
+    openssl(
+        dir,
+        &["pkcs8", "-topk8", "-nocrypt", "-in", &ec, "-out", &out],
+    );
+}
+
+/// The `[v3_ca]` extension section an operator's root gives a Tessera
+/// intermediate for `example.org`: cA with pathLen 0, keyCertSign + cRLSign,
+/// the trust domain's URI SAN.
+pub const SPIFFE_INTERMEDIATE_EXT: &str = "[v3_ca]\nbasicConstraints=critical,CA:true,pathlen:0\n\
+    keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
+    subjectAltName=URI:spiffe://example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";

@@ -141,6 +141,7 @@ impl Authority {
             issued: cert,
             revoked_at,
             revocation_reason,
+            revoked_by_ca,
         }) = self.store.get_cert(&info.serial).await.optional()?
         else {
             return Ok(None);
@@ -151,7 +152,11 @@ impl Authority {
             return Ok(None);
         }
         if revoked_at.is_some() {
-            if revocation_reason == Some(REASON_CA_COMPROMISE)
+            // Only a leaf revoked BY its generation's revocation re-issues: one
+            // an operator revoked (with any reason, ca_compromise included)
+            // stays revoked when its generation falls later.
+            if revoked_by_ca
+                && revocation_reason == Some(REASON_CA_COMPROMISE)
                 && !cert.entry_id.is_empty()
                 && self.issuer_revoked(&cert.ca_id)
             {

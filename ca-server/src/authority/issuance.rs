@@ -58,14 +58,24 @@ impl Authority {
     ) -> Result<IssuedCertificate> {
         // The one choke point of issuance: a node set names a group of
         // nodes and is never anyone's identity.
+        // Entries made before the /tessera/ paths were reserved are refused
+        // here too: no workload certificate names the CA server or an operator.
         if spiffe::node_set_name(spiffe_id.path()).is_some()
-            || spiffe_id.path().starts_with(spiffe::ISSUER_PATH_PREFIX)
+            || !spiffe::entry_may_grant(spiffe_id.path())
         {
             return Err(AuthorityError::Invalid {
                 field: "spiffe_id",
-                reason: "node sets and platform-token issuers (spiffe://<td>/tessera/node-set/…, \
-                         /tessera/issuer/…) are never issued"
-                    .into(),
+                reason:
+                    "node sets and Tessera's reserved paths (spiffe://<td>/tessera/node-set/…, \
+                         /tessera/issuer/…, /tessera/ca-server, /tessera/operator/…) are never \
+                         issued to a workload"
+                        .into(),
+            });
+        }
+        if let Some(d) = entry.dns_names.iter().find(|d| self.is_server_name(d)) {
+            return Err(AuthorityError::Invalid {
+                field: "dns_names",
+                reason: format!("{d:?} is one of the CA server's own names"),
             });
         }
         let started = std::time::Instant::now();

@@ -77,6 +77,27 @@ pub(super) fn server_signer(
         .unwrap_or_else(|| active.clone())
 }
 
+/// The generations that sign a CRL: every published one whose key is still
+/// sealed here (prepared, active, retired), the active one first. A retired
+/// generation's leaves stay trusted until they expire, so their revocations
+/// need a current CRL too (issue 11, item 5).
+pub(super) fn crl_signers(
+    kek: &crate::keystore::Kek,
+    cas: &[CaRow],
+    active: &Arc<crate::ca::SigningCa>,
+) -> Vec<Arc<crate::ca::SigningCa>> {
+    let mut out = vec![active.clone()];
+    for c in cas {
+        if c.id != active.id && c.state.is_published() && !c.key_sealed.is_empty() {
+            match open_ca(kek, c) {
+                Ok(ca) => out.push(Arc::new(ca)),
+                Err(e) => tracing::warn!(ca = %c.id, error = %e, "cannot sign this CA's CRL"),
+            }
+        }
+    }
+    out
+}
+
 fn opt_time(t: i64) -> Option<String> {
     (t > 0).then(|| rfc3339(t))
 }
@@ -216,6 +237,8 @@ impl Authority {
             .server_signer
             .write()
             .unwrap_or_else(|p| p.into_inner()) = server;
+        *self.crl_signers.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(crl_signers(&self.kek, &cas, &self.signing_ca()));
         let jwt_keys = self.load_jwt_keys(&cas, active).await?;
         let bundle = build_bundle(&cas, &jwt_keys)?;
         let changed_bundle = bundle.sequence != self.bundle().sequence;

@@ -237,6 +237,9 @@ pub struct Authority {
     /// Signs the server's own TLS certificate: the oldest generation still
     /// published and able to sign (see `lifecycle::server_signer`).
     server_signer: RwLock<Arc<SigningCa>>,
+    /// Every published generation that still has its key (active first):
+    /// each signs its own CRL while it can be trusted.
+    crl_signers: RwLock<Arc<Vec<Arc<SigningCa>>>>,
     bundle: RwLock<Arc<Bundle>>,
     crls: RwLock<HashMap<String, Arc<Crl>>>,
     rev_version: watch::Sender<i64>,
@@ -298,6 +301,7 @@ impl Authority {
             .ok_or(AuthorityError::NotFound("active CA"))?;
         let signing = Arc::new(lifecycle::open_ca(&kek, active)?);
         let server_signer = lifecycle::server_signer(&kek, &cas, &signing);
+        let crl_signers = lifecycle::crl_signers(&kek, &cas, &signing);
         let bundle = revocation::build_bundle(&cas, &[])?;
         let version = store.revocation_version().await?;
         let (rev_version, _) = watch::channel(version);
@@ -318,6 +322,7 @@ impl Authority {
             store,
             signing: RwLock::new(signing),
             server_signer: RwLock::new(server_signer),
+            crl_signers: RwLock::new(Arc::new(crl_signers)),
             jwt_signer: RwLock::new(None),
             bundle: RwLock::new(Arc::new(bundle)),
             crls: RwLock::new(HashMap::new()),

@@ -37,6 +37,9 @@ impl Authority {
             .td
             .workload_id(&format!("/tessera/operator/{name}"))
             .map_err(|e| AuthorityError::SpiffeId("name", e))?;
+        // A name keeps its role: asking for another one is refused rather
+        // than printing and auditing a role the credential does not have.
+        self.same_role(name, &id, role).await?;
         let key = KeyAlgorithm::EcdsaP256.generate()?;
         let ca = self.signing_ca();
         let now = now_unix();
@@ -66,8 +69,12 @@ impl Authority {
             };
             let audit = Principal::System.audit("credential.create", row.id.clone(), json!({"kind": "certificate", "name": name, "role": role.as_str(), "spiffe_id": id.as_str()}));
             match self.store.insert_credential(&row, audit).await {
-                // Already registered (an earlier init, or another replica just now).
-                Ok(()) | Err(StoreError::Refused(Refusal::CredentialExists)) => {}
+                Ok(()) => {}
+                // Already registered (an earlier init, or another replica just
+                // now): only with the same role.
+                Err(StoreError::Refused(Refusal::CredentialExists)) => {
+                    self.same_role(name, &id, role).await?
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -102,6 +109,20 @@ impl Authority {
         let mut cert_pem = pem::encode("CERTIFICATE", &leaf.der);
         cert_pem.push_str(&pem::encode_certs(ca.upstream_chain_if_intermediate()));
         Ok((key.serialize_pem(), cert_pem))
+    }
+
+    /// Refuses `role` for operator `name` if its credential exists with another.
+    async fn same_role(&self, name: &str, id: &tessera_core::SpiffeId, role: Role) -> Result<()> {
+        match self.store.credential_by_spiffe_id(id.as_str()).await? {
+            Some(c) if c.role != role => Err(AuthorityError::Invalid {
+                field: "role",
+                reason: format!(
+                    "operator {name} exists with role {}; use that role, or another name",
+                    c.role.as_str()
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Issues the API server's own certificate: key made here, never stored.

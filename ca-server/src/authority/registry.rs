@@ -46,6 +46,18 @@ impl Authority {
                     .into(),
             });
         }
+        // The CA server's and operators' identities (and the rest of
+        // /tessera/) are Tessera's own: an entry granting one could serve as
+        // the CA to its clients, or as an operator.
+        if !spiffe::entry_may_grant(id.path()) {
+            return Err(AuthorityError::Invalid {
+                field: "spiffe_id",
+                reason: "spiffe://<td>/tessera/… is reserved for Tessera (the CA server, \
+                         operators); entries may use /tessera/agent/<name> and \
+                         /tessera/node-set/<name> only"
+                    .into(),
+            });
+        }
         let node_set_like = id.path().starts_with(spiffe::NODE_SET_PATH_PREFIX)
             || id.path() == spiffe::NODE_SET_PATH_PREFIX.trim_end_matches('/');
         // Claim selectors mean nothing without their issuer: two clusters
@@ -131,6 +143,12 @@ impl Authority {
                     reason: format!("{d:?} is not a DNS name"),
                 });
             }
+            if self.is_server_name(d) {
+                return Err(AuthorityError::Invalid {
+                    field: "dns_names",
+                    reason: format!("{d:?} is one of the CA server's own names (server.dns_names)"),
+                });
+            }
         }
         if let Some(h) = &req.hint {
             check_hint(h)?;
@@ -142,6 +160,26 @@ impl Authority {
             });
         }
         Ok(id)
+    }
+
+    /// Whether an entry's DNS name `d` could stand for one of the server's
+    /// own names (`server.dns_names`, `server.ips`): equal ignoring case, or
+    /// a wildcard on either side covering the other.
+    pub(super) fn is_server_name(&self, d: &str) -> bool {
+        let d = d.to_ascii_lowercase();
+        let covers = |wild: &str, name: &str| {
+            wild.strip_prefix("*.").is_some_and(|base| {
+                name.split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == base)
+            })
+        };
+        let ips = self.cfg.server_ips.iter().map(|ip| ip.to_string());
+        self.cfg
+            .server_dns_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .chain(ips)
+            .any(|n| n == d || covers(&d, &n) || covers(&n, &d))
     }
 
     fn entry_from(

@@ -1,5 +1,5 @@
-//! Revocation and what followers poll: revoking certificates, the CRL of the
-//! signing generation, the revocation feed's version (its watch wakes
+//! Revocation and what followers poll: revoking certificates, the CRLs of the
+//! published generations, the revocation feed's version (its watch wakes
 //! long-polls, also across replicas) and the trust bundle.
 
 use super::{Authority, AuthorityError, Principal, Result, not_found, sha256};
@@ -69,25 +69,35 @@ impl Authority {
         Ok(v)
     }
 
-    /// Regenerates the CRL of every CA that can sign.
+    /// Regenerates the CRL of every generation that can still be trusted
+    /// (each published one whose key is here), and forgets the CRLs of
+    /// generations that left the bundle.
     pub async fn refresh_crls(&self) -> Result<()> {
-        let ca = self.signing_ca();
+        let signers = self
+            .crl_signers
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
         let now = now_unix();
-        let entries = self.store.crl_entries(&ca.id, now).await?;
         let next = now + self.cfg.crl.interval_seconds * 2;
-        // CRL numbers must increase; milliseconds since the epoch do, across replicas too.
-        let number = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let der = ca.sign_crl(&entries, now, next, number)?;
-        let crl = Crl {
-            pem: pem::encode("X509 CRL", &der),
-            der,
-            this_update: now,
-        };
+        let mut fresh = std::collections::HashMap::new();
+        for ca in signers.iter() {
+            let entries = self.store.crl_entries(&ca.id, now).await?;
+            // CRL numbers must increase; milliseconds since the epoch do, across replicas too.
+            let number = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let der = ca.sign_crl(&entries, now, next, number)?;
+            let crl = Crl {
+                pem: pem::encode("X509 CRL", &der),
+                der,
+                this_update: now,
+            };
+            fresh.insert(ca.id.clone(), Arc::new(crl));
+        }
         if let Ok(mut m) = self.crls.write() {
-            m.insert(ca.id.clone(), Arc::new(crl));
+            *m = fresh;
         }
         Ok(())
     }
@@ -185,18 +195,13 @@ pub(super) fn build_bundle(cas: &[CaRow], jwt_keys: &[tessera_core::jwt::Jwk]) -
     };
     let mut published: Vec<&CaRow> = cas.iter().filter(|c| c.state.is_published()).collect();
     published.sort_by_key(|c| rank(c.state));
-    for c in published {
-        let source = if c.kind == "root" {
-            c.cert_pem.clone().unwrap_or_default()
-        } else {
-            c.bundle_pem.clone()
-        };
-        if let Ok(certs) = pem::certs(source.as_bytes()) {
-            for cert in certs {
-                if !anchors.contains(&cert) {
-                    anchors.push(cert);
-                }
-            }
+    // Each published generation's own certificate is an anchor, an
+    // intermediate's too (not the operator's root above it): trust follows
+    // Tessera's generations, so revoking one removes its leaves' trust, and
+    // another CA under the same root is no anchor of ours.
+    for cert in published.into_iter().filter_map(CaRow::certificate) {
+        if !anchors.contains(&cert) {
+            anchors.push(cert);
         }
     }
     if anchors.is_empty() {

@@ -45,6 +45,8 @@ pub struct CertRow {
     pub revoked_at: Option<i64>,
     /// Revocation reason code.
     pub revocation_reason: Option<i64>,
+    /// Whether it was revoked by its generation's revocation (not by an operator).
+    pub revoked_by_ca: bool,
 }
 
 impl CertRow {
@@ -86,7 +88,8 @@ pub struct CertFilter {
 
 /// The columns [`cert_row`] reads, before `WHERE`.
 const CERT_SELECT: &str = "SELECT serial, spiffe_id, entry_id, ca_id, not_before, not_after, requested_by, \
-     attestation, attestation_hash, cert_der, revoked_at, revocation_reason, node_spiffe_id FROM certificates";
+     attestation, attestation_hash, cert_der, revoked_at, revocation_reason, node_spiffe_id, revoked_by_ca \
+     FROM certificates";
 
 fn cert_row(r: &AnyRow) -> CertRow {
     CertRow {
@@ -105,6 +108,7 @@ fn cert_row(r: &AnyRow) -> CertRow {
         },
         revoked_at: r.get(10),
         revocation_reason: r.get(11),
+        revoked_by_ca: r.get::<i64, _>(13) != 0,
     }
 }
 

@@ -167,6 +167,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0007_entry_hints",
         include_str!("../../../migrations/sqlite/0007_entry_hints.sql"),
     ),
+    (
+        8,
+        "0008_revoked_by_ca",
+        include_str!("../../../migrations/sqlite/0008_revoked_by_ca.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -203,6 +208,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "0007_entry_hints",
         include_str!("../../../migrations/postgres/0007_entry_hints.sql"),
+    ),
+    (
+        8,
+        "0008_revoked_by_ca",
+        include_str!("../../../migrations/postgres/0008_revoked_by_ca.sql"),
     ),
 ];
 

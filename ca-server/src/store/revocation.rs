@@ -30,6 +30,8 @@ pub(super) async fn revoke_live_in_tx(
     now: i64,
     actor: &str,
 ) -> Result<(Vec<String>, i64, Vec<AuditEntry>), StoreError> {
+    // Only a generation's own revocation marks its leaves as re-issuable.
+    let by_ca = i64::from(matches!(by, LiveBy::Ca(_)));
     let (column, value) = match by {
         LiveBy::Serial(v) => ("serial", v),
         LiveBy::SpiffeId(v) => ("spiffe_id", v),
@@ -60,11 +62,13 @@ pub(super) async fn revoke_live_in_tx(
         let not_after: i64 = r.get(3);
         version += 1;
         sqlx::query(
-            "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE serial = $1",
+            "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, revoked_by_ca = $4 \
+             WHERE serial = $1",
         )
         .bind(s.clone())
         .bind(now)
         .bind(reason)
+        .bind(by_ca)
         .execute(&mut **tx)
         .await?;
         sqlx::query(

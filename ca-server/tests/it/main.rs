@@ -6,6 +6,7 @@ mod common;
 use tessera_test_support::both_backends;
 
 mod bad_input;
+mod crls;
 mod denials;
 mod events;
 mod interop;

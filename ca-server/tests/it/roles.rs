@@ -165,3 +165,42 @@ async fn openapi_document_matches_router_and_file() {
         "docs/openapi.json and the route table disagree"
     );
 }
+
+/// Issue 11, item 9: `operator-cert --name N` for an existing name with
+/// another role is refused (naming the role it has) and changes nothing; the
+/// same role gets a fresh certificate.
+async fn operator_name_keeps_its_role(db: Db) {
+    let h = Harness::start(db).await;
+    h.auth
+        .issue_operator_cert("ci", Role::Auditor)
+        .await
+        .unwrap();
+    let (certs, audit) = (h.count("certificates").await, h.count("audit_log").await);
+    let e = h
+        .auth
+        .issue_operator_cert("ci", Role::Admin)
+        .await
+        .expect_err("another role for an existing name");
+    assert!(e.to_string().contains("exists with role auditor"), "{e}");
+    assert_eq!(
+        (h.count("certificates").await, h.count("audit_log").await),
+        (certs, audit),
+        "a refusal records nothing"
+    );
+    // The certificate it would have printed authenticates nothing new: the
+    // same role still works and stays auditor.
+    let (key, cert) = h
+        .auth
+        .issue_operator_cert("ci", Role::Auditor)
+        .await
+        .unwrap();
+    let ci = h.with_cert(&cert, &key);
+    let (s, v) = post(
+        &ci,
+        "/v1/entries",
+        json!({"spiffe_id": "spiffe://example.org/w", "selectors": ["a:b"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+}
+both_backends!(operator_name_keeps_its_role);

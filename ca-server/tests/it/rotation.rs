@@ -313,15 +313,21 @@ async fn emergency_revocation(db: Db) {
     let old = one_in(&status(&admin(&h).await).await, "active");
     h.entry("spiffe://example.org/victim").await;
     h.entry("spiffe://example.org/bad").await;
+    h.entry("spiffe://example.org/x").await;
     let (v_cert, v_key, v_issued) = h.workload("spiffe://example.org/victim").await;
     let (b_cert, b_key, b_issued) = h.workload("spiffe://example.org/bad").await;
-    // One holder was already revoked for its own reasons: it must not come back.
-    let (s, v) = revoke(
-        &admin(&h).await,
-        json!({"serial": b_issued["serial"], "reason": "key_compromise"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let (x_cert, x_key, x_issued) = h.workload("spiffe://example.org/x").await;
+    // Two holders were already revoked by an operator: one for its own
+    // reasons, one with reason ca_compromise (issue 11, item 7). Neither may
+    // come back when the generation's revocation follows.
+    for (issued, reason) in [(&b_issued, "key_compromise"), (&x_issued, "ca_compromise")] {
+        let (s, v) = revoke(
+            &admin(&h).await,
+            json!({"serial": issued["serial"], "reason": reason}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
     let (s, v) = post(&admin(&h).await, "/v1/ca/prepare", None).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let standby = one_in(&v, "prepared");
@@ -369,10 +375,12 @@ async fn emergency_revocation(db: Db) {
     // ...but may do nothing else with it.
     let (s, v) = post(&victim, "/v1/denials", json!({"denials": []})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    // A certificate revoked for its own compromise stays revoked.
-    let bad = h.with_cert(&b_cert, &b_key);
-    let (s, v, _) = renew_with_key(&bad).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    // A certificate an operator revoked (for its own compromise, or with
+    // reason ca_compromise) stays revoked.
+    for (cert, key) in [(&b_cert, &b_key), (&x_cert, &x_key)] {
+        let (s, v, _) = renew_with_key(&h.with_cert(cert, key)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
     // A second revocation of the same generation is refused. (The ledger's
     // `IssuerUsable` check, which stops a leaf signed just before the
     // revocation from being recorded after it, is a race this test does not

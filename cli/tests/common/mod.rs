@@ -30,6 +30,18 @@ impl Ca {
         }
     }
 
+    /// Starts a CA from `builder` (named `name`).
+    pub fn start_with(builder: &tessera_test_support::CaBuilder, name: &str) -> Ca {
+        Ca {
+            ca: builder.start(name),
+        }
+    }
+
+    /// The CA process and its files.
+    pub fn inner(&self) -> &tessera_test_support::Ca {
+        &self.ca
+    }
+
     /// The scratch directory (the CA's data is in `data/` below it).
     pub fn dir(&self) -> &Path {
         self.ca.work_dir()

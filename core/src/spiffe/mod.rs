@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 mod reserved;
 pub use reserved::{
-    ISSUER_PATH_PREFIX, NODE_PATH_PREFIX, NODE_SET_PATH_PREFIX, is_infrastructure_path, node_name,
-    node_set_name,
+    CA_SERVER_PATH, ISSUER_PATH_PREFIX, NODE_PATH_PREFIX, NODE_SET_PATH_PREFIX,
+    OPERATOR_PATH_PREFIX, entry_may_grant, is_infrastructure_path, node_name, node_set_name,
 };
 
 /// The longest SPIFFE ID the standard allows, in bytes.

@@ -257,3 +257,30 @@ pub async fn echo(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
     assert_eq!(buf, msg);
     Ok(())
 }
+
+/// Polls `GET /v1/ca` through `admin` until `pred` holds (an event on the CA).
+pub async fn await_ca(
+    admin: &tessera_core::client::Client,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    tessera_test_support::poll_until(Duration::from_secs(30), what, || async {
+        let (s, v) = tessera_test_support::get(admin, "/v1/ca").await;
+        (s.is_success() && pred(&v)).then_some(v)
+    })
+    .await
+}
+
+/// A new admin API token (`POST /v1/credentials`): it outlives the admin
+/// certificate when that falls with its CA generation.
+pub async fn admin_token(ca: &Ca) -> String {
+    ca.call(
+        hyper::Method::POST,
+        "/v1/credentials",
+        Some(serde_json::json!({"name": "ops", "role": "admin"})),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
