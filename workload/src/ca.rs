@@ -348,11 +348,15 @@ mod tests {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
         let mut p = CertificateParams::default();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // The anchors name the trust domain, as a Tessera CA's do: clients
+        // accept only its CA server's SPIFFE ID (core::tls::api_client_config).
+        p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
         let ca_key = KeyPair::generate().unwrap();
         let ca_der = p.self_signed(&ca_key).unwrap().der().clone();
         let issuer = Issuer::new(p, ca_key);
-        let mut leaf = CertificateParams::default();
-        leaf.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        let mut leaf = tessera_test_support::svid_params("spiffe://example.org/tessera/ca-server");
+        leaf.subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
         let key = KeyPair::generate().unwrap();
         let cert = leaf.signed_by(&key, &issuer).unwrap();
         let ck = tessera_core::tls::certified_key(
