@@ -15,7 +15,7 @@ use std::time::Duration;
 use tessera_core::client::Client;
 use tessera_test_support::{
     Ca, CaBuilder, Db, SPIFFE_INTERMEDIATE_EXT, TestDb, both_backends, ca_ids, openssl,
-    openssl_pkcs8_key, poll_until, post,
+    openssl_csr, openssl_pkcs8_key, openssl_self_signed_ca, poll_until, post,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,18 +53,11 @@ fn sign(dir: &Path, csr: &str, issuer: &str, out: &str, ext: &str, serial: u8) {
 /// A new key `name.key` and its CSR `name.csr`.
 fn csr(dir: &Path, name: &str) {
     openssl_pkcs8_key(dir, name);
-    openssl(
+    openssl_csr(
         dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/O=Operator/CN={name}"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
+        &format!("{name}.key"),
+        &format!("/O=Operator/CN={name}"),
+        &format!("{name}.csr"),
     );
 }
 
@@ -133,26 +126,7 @@ async fn revoking_an_intermediate_revokes_its_trust(db: Db) {
     // The operator's root, intermediate A (imported, key held here) and C,
     // another CA under the same root that Tessera never knew.
     openssl_pkcs8_key(dir, "root");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "root.key",
-            "-out",
-            "root.pem",
-            "-days",
-            "3650",
-            "-subj",
-            "/O=Operator/CN=root",
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
+    openssl_self_signed_ca(dir, "root.key", "root.pem", "/O=Operator/CN=root", &[]);
     intermediate(dir, "a", 1);
     intermediate(dir, "c", 2);
     let p = |f: &str| dir.join(f).display().to_string();

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tessera_test_support::{
-    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_ec_key, openssl_output,
+    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_csr, openssl_ec_key, openssl_output,
+    openssl_self_signed_ca,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -541,27 +542,9 @@ async fn certificate_from_another_ca_is_refused() {
     let d = w.path();
     let run = |args: &[&str]| openssl(d, args);
     openssl_ec_key(d, "evil.key");
-    run(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "evil.key",
-        "-out",
-        "evil.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=evil",
-        "-addext",
-        "basicConstraints=critical,CA:true",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
+    openssl_self_signed_ca(d, "evil.key", "evil.pem", "/CN=evil", &[]);
     openssl_ec_key(d, "leaf.key");
-    run(&[
-        "req", "-new", "-key", "leaf.key", "-subj", "/O=x", "-out", "leaf.csr",
-    ]);
+    openssl_csr(d, "leaf.key", "/O=x", "leaf.csr");
     std::fs::write(
         d.join("leaf.ext"),
         "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=URI:spiffe://example.org/web\n",

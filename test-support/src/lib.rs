@@ -38,7 +38,8 @@ pub use json::{array, ca_ids, field_strs, id, strs};
 pub use metrics::Metrics;
 pub use net::{await_closed, http_get, read_until_closed};
 pub use openssl::{
-    SPIFFE_INTERMEDIATE_EXT, openssl, openssl_ec_key, openssl_output, openssl_pkcs8_key,
+    SPIFFE_INTERMEDIATE_EXT, openssl, openssl_csr, openssl_ec_key, openssl_output,
+    openssl_pkcs8_key, openssl_self_signed_ca,
 };
 pub use pki::{csr, spiffe_root_params, svid_params};
 pub use platform::{

@@ -56,3 +56,36 @@ pub fn openssl_pkcs8_key(dir: &Path, name: &str) {
 pub const SPIFFE_INTERMEDIATE_EXT: &str = "[v3_ca]\nbasicConstraints=critical,CA:true,pathlen:0\n\
     keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
     subjectAltName=URI:spiffe://example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
+
+/// `openssl req -new`: a CSR `out` for the key file `key` with `subject`.
+pub fn openssl_csr(dir: &Path, key: &str, subject: &str, out: &str) {
+    openssl(
+        dir,
+        &["req", "-new", "-key", key, "-subj", subject, "-out", out],
+    );
+}
+
+/// `out`: a self-signed CA certificate (ten years, basicConstraints cA and
+/// keyUsage keyCertSign, cRLSign, both critical) over the key file `key`,
+/// made by `openssl req -x509` with the `extra` options.
+pub fn openssl_self_signed_ca(dir: &Path, key: &str, out: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key,
+        "-out",
+        out,
+        "-days",
+        "3650",
+        "-subj",
+        subject,
+        "-addext",
+        "basicConstraints=critical,CA:true",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use tessera_core::api::Role;
-use tessera_test_support::{openssl, openssl_ec_key};
+use tessera_test_support::{openssl_csr, openssl_ec_key};
 
 /// Which client certificate a client presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,19 +133,7 @@ fn status(dir: &Path, client: &str, port: u16, cred: Cred, path: &str) -> (Optio
 fn foreign_identity(dir: &Path) {
     crate::upstream::operator_root(dir, "evil-ca");
     openssl_ec_key(dir, "foreign.key");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "foreign.key",
-            "-subj",
-            "/O=Elsewhere",
-            "-out",
-            "foreign.csr",
-        ],
-    );
+    openssl_csr(dir, "foreign.key", "/O=Elsewhere", "foreign.csr");
     crate::upstream::sign_csr(
         dir,
         "evil-ca",

@@ -12,7 +12,7 @@ use tessera_test_support::{openssl, openssl_ec_key, openssl_output};
 /// Writes `ca.pem`, a self-signed CA certificate for `example.org` over the key
 /// in `dir/key.pem` (read by openssl with passphrase `x` if it asks for one).
 fn self_signed_ca(dir: &std::path::Path) {
-    crate::upstream::self_signed_ca(
+    tessera_test_support::openssl_self_signed_ca(
         dir,
         "key.pem",
         "ca.pem",

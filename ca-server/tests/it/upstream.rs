@@ -15,8 +15,8 @@ use tessera_ca::authority::Authority;
 use tessera_ca::ca::{import_signed_intermediate, prepare_intermediate};
 use tessera_core::api::{CaState, Role};
 use tessera_test_support::{
-    CaBuilder, SPIFFE_INTERMEDIATE_EXT as CA_EXT, openssl, openssl_ec_key, openssl_output,
-    openssl_pkcs8_key as pkcs8_key,
+    CaBuilder, SPIFFE_INTERMEDIATE_EXT as CA_EXT, openssl, openssl_csr, openssl_ec_key,
+    openssl_output, openssl_pkcs8_key as pkcs8_key, openssl_self_signed_ca,
 };
 
 /// webpki's verdict (the verifier Tessera's sidecars and API use for client
@@ -44,38 +44,13 @@ fn certs_of(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 /// An operator root (EC P-256) in `dir`: <name>.key, <name>.pem.
 pub(crate) fn operator_root(dir: &Path, name: &str) {
     openssl_ec_key(dir, &format!("{name}.key"));
-    self_signed_ca(
+    openssl_self_signed_ca(
         dir,
         &format!("{name}.key"),
         &format!("{name}.pem"),
         &format!("/O=Operator/CN={name}"),
         &[],
     );
-}
-
-/// `out`: a self-signed CA certificate (ten years, basicConstraints cA and
-/// keyUsage keyCertSign, cRLSign, both critical) over the key file `key`,
-/// made by `openssl req -x509` with the `extra` options.
-pub(crate) fn self_signed_ca(dir: &Path, key: &str, out: &str, subject: &str, extra: &[&str]) {
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        key,
-        "-out",
-        out,
-        "-days",
-        "3650",
-        "-subj",
-        subject,
-        "-addext",
-        "basicConstraints=critical,CA:true",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ];
-    args.extend_from_slice(extra);
-    openssl(dir, &args);
 }
 
 /// Issues a workload certificate through the harness and checks it with openssl
@@ -232,19 +207,7 @@ async fn csr_flow_under_openssl_root(db: Db) {
 
     // A key that is not the pending CA's, signed properly.
     openssl_ec_key(dir, "stranger.key");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "stranger.key",
-            "-subj",
-            "/O=Tessera",
-            "-out",
-            "stranger.csr",
-        ],
-    );
+    openssl_csr(dir, "stranger.key", "/O=Tessera", "stranger.csr");
     sign_csr(
         dir,
         "root",
@@ -335,18 +298,11 @@ async fn import_existing_intermediate_key_and_cert() {
     operator_root(dir, "root");
     std::fs::write(dir.join("ext.cnf"), CA_EXT).unwrap();
     pkcs8_key(dir, "int");
-    openssl(
+    openssl_csr(
         dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "int.key",
-            "-subj",
-            "/O=Operator/CN=Tessera intermediate",
-            "-out",
-            "int.csr",
-        ],
+        "int.key",
+        "/O=Operator/CN=Tessera intermediate",
+        "int.csr",
     );
     openssl(
         dir,
@@ -396,19 +352,7 @@ async fn import_existing_intermediate_key_and_cert() {
     )
     .unwrap();
     pkcs8_key(dir, "forged");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "forged.key",
-            "-subj",
-            "/O=Tessera",
-            "-out",
-            "forged.csr",
-        ],
-    );
+    openssl_csr(dir, "forged.key", "/O=Tessera", "forged.csr");
     openssl(
         dir,
         &[
@@ -809,18 +753,11 @@ fn uri_name_constraints_openssl_accepts_webpki_refuses() {
     operator_root(dir, "root");
     let key = |name: &str| {
         openssl_ec_key(dir, &format!("{name}.key"));
-        openssl(
+        openssl_csr(
             dir,
-            &[
-                "req",
-                "-new",
-                "-key",
-                &format!("{name}.key"),
-                "-subj",
-                "/O=Tessera",
-                "-out",
-                &format!("{name}.csr"),
-            ],
+            &format!("{name}.key"),
+            "/O=Tessera",
+            &format!("{name}.csr"),
         );
     };
     key("int");
