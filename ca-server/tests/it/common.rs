@@ -11,12 +11,28 @@ use std::sync::Arc;
 use tessera_ca::authority::Authority;
 use tessera_ca::config::{Config, Options};
 use tessera_ca::server::Running;
-use tessera_core::api::Role;
+use tessera_core::api::{AuditRecord, Role};
 use tessera_core::client::Client;
 pub use tessera_test_support::{
     Clients, Db, TestDb, array, ca_ids, call, csr, delete, field_strs, get, id, issue, post, renew,
     revoke, strs,
 };
+
+/// The whole audit log as the API serves it (to an admin or auditor).
+pub async fn audit_log(admin: &Client) -> Vec<AuditRecord> {
+    let (s, v) = get(admin, "/v1/audit?limit=1000").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let items: Vec<AuditRecord> = serde_json::from_value(v["items"].clone()).unwrap();
+    assert!(items.len() < 1000, "more than one page");
+    items
+}
+
+/// [`audit_log`], its hash chain verified from the start.
+pub async fn verified_audit_log(admin: &Client) -> Vec<AuditRecord> {
+    let records = audit_log(admin).await;
+    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
+    records
+}
 
 /// A CA server running in this process on a loopback port.
 pub struct Harness {

@@ -9,7 +9,7 @@
 //! the server closes the socket that held it) a retry is bounded by attempts.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, field_strs, get, issue, revoke, test_audit};
+use crate::common::{Clients, Db, Harness, audit_log, field_strs, get, issue, revoke, test_audit};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ca::store::{NewCert, PruneBefore, TokenRow};
-use tessera_core::api::{AuditRecord, Role};
+use tessera_core::api::Role;
 use tessera_core::now_unix;
 use tessera_test_support::{CaBuilder, Metrics, await_closed, random_kek, read_until_closed};
 use tokio::net::TcpStream;
@@ -666,15 +666,6 @@ async fn background_pruner_removes_expired_history() {
         .get_cert(&recent)
         .await
         .expect("a certificate within keep_expired_seconds was pruned");
-}
-
-/// The whole audit log as the API serves it (admin).
-async fn audit_log(admin: &tessera_core::client::Client) -> Vec<AuditRecord> {
-    let (s, v) = get(admin, "/v1/audit?limit=1000").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let items: Vec<AuditRecord> = serde_json::from_value(v["items"].clone()).unwrap();
-    assert!(items.len() < 1000, "more than one page");
-    items
 }
 
 /// Changing a field of one audit row, or deleting a row, is caught by the hash

@@ -342,19 +342,17 @@ async fn posture_policy(db: Db) {
         assert!(v["detail"].as_str().unwrap().contains(why), "{v}");
     }
     assert_eq!(h.count("certificates").await, before);
-    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
-    let refusals: Vec<&Value> = audit["items"]
-        .as_array()
-        .unwrap()
+    let audit = crate::common::audit_log(&admin).await;
+    let refusals: Vec<_> = audit
         .iter()
-        .filter(|r| r["action"] == "attestation.refuse")
+        .filter(|r| r.action == "attestation.refuse")
         .collect();
     assert_eq!(refusals.len(), 5);
-    let details: Value = serde_json::from_str(refusals[0]["details"].as_str().unwrap()).unwrap();
+    let details: Value = serde_json::from_str(&refusals[0].details).unwrap();
     assert!(details["reason"].as_str().unwrap().contains("privileged"));
     assert_eq!(details["node"], NODE1);
     assert_eq!(details["container_id"], cid.as_str());
-    assert_eq!(refusals[0]["actor"], NODE1);
+    assert_eq!(refusals[0].actor, NODE1);
 
     // The same container, well confined, is issued.
     let mut att = evidence(&cid, &["app:web"], &["posture:memory-limit:true"]);
@@ -434,8 +432,8 @@ async fn ban_and_unban(db: Db) {
     let (_, rec) = get(&admin, &format!("/v1/certs/{serial}")).await;
     assert_ne!(rec["revoked_at"], Value::Null);
     // Audited.
-    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
-    let actions = field_strs(&audit["items"], "action");
+    let audit = crate::common::audit_log(&admin).await;
+    let actions: Vec<&str> = audit.iter().map(|r| r.action.as_str()).collect();
     assert!(actions.contains(&"node.attest"));
     assert!(actions.contains(&"node.ban"));
     assert!(actions.contains(&"node.unban"));
@@ -582,14 +580,12 @@ async fn agent_jwt_svids(db: Db) {
     );
     let (s, v) = jwt(privileged, json!({})).await;
     assert_problem(s, &v, StatusCode::FORBIDDEN, "posture_refused");
-    let (_, audit) = get(&admin, "/v1/audit?limit=1000").await;
+    let audit = crate::common::audit_log(&admin).await;
     assert!(
-        audit["items"]
-            .as_array()
-            .unwrap()
+        audit
             .iter()
-            .any(|r| r["action"] == "attestation.refuse" && r["target"] == cid.as_str()),
-        "{audit}"
+            .any(|r| r.action == "attestation.refuse" && r.target == cid.as_str()),
+        "{audit:?}"
     );
     // Only a node's certificate may ask (here an operator's).
     let (s, v) = post(

@@ -4,7 +4,7 @@
 //! the issue lists. Certificates are checked with openssl against the bundle.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, ca_ids, csr, field_strs, get, post, revoke};
+use crate::common::{Clients, Db, Harness, ca_ids, csr, get, post, revoke};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -199,14 +199,11 @@ async fn lifecycle_by_hand(db: Db) {
     assert_eq!(s, StatusCode::CONFLICT, "activating a removed CA");
 
     // Every transition is audited and the chain holds.
-    let (_, audit) = get(&admin(&h).await, "/v1/audit?limit=1000").await;
-    let actions = field_strs(&audit["items"], "action");
+    let records = crate::common::verified_audit_log(&admin(&h).await).await;
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     for a in ["ca.prepare", "ca.activate", "ca.retire"] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
-    let records: Vec<tessera_core::api::AuditRecord> =
-        serde_json::from_value(audit["items"].clone()).unwrap();
-    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
 
     // Metrics name each generation's state and expiry.
     let r = h.fetch("/metrics").await;
@@ -263,23 +260,20 @@ async fn schedule_rotates_on_its_own(db: Db) {
     }
     // Every activation came from the schedule, after its generation had been
     // published for the overlap.
-    let (_, audit) = get(&admin(&h).await, "/v1/audit?limit=1000").await;
-    let recs = audit["items"].as_array().unwrap();
-    let at_of = |action: &str, target: &str| {
+    let recs = crate::common::audit_log(&admin(&h).await).await;
+    let find = |action: &str, target: &str| {
         recs.iter()
-            .find(|r| r["action"] == action && r["target"] == target)
-            .map(|r| r["at"].as_i64().unwrap())
+            .find(|r| r.action == action && r.target == target)
     };
     for id in &activated[1..] {
-        let p = at_of("ca.prepare", id).expect("prepared by the schedule");
-        let a = at_of("ca.activate", id).expect("activated by the schedule");
-        assert!(a - p >= 2, "{id}: prepared at {p}, activated at {a}");
-        let actor = recs
-            .iter()
-            .find(|r| r["action"] == "ca.activate" && r["target"] == id.as_str())
-            .unwrap()["actor"]
-            .clone();
-        assert_eq!(actor, "system");
+        let p = find("ca.prepare", id).expect("prepared by the schedule").at;
+        let a = find("ca.activate", id).expect("activated by the schedule");
+        assert!(
+            a.at - p >= 2,
+            "{id}: prepared at {p}, activated at {}",
+            a.at
+        );
+        assert_eq!(a.actor, "system");
     }
     // A leaf never outlives its issuer.
     h.entry("spiffe://example.org/s").await;

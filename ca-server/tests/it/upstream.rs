@@ -659,10 +659,7 @@ async fn intermediate_rotation_through_csr(db: Db) {
     assert_eq!(s, StatusCode::OK);
 
     // The whole flow is in the (intact) audit chain.
-    let (_, audit) = get(&h.operator(Role::Admin).await, "/v1/audit?limit=1000").await;
-    let records: Vec<tessera_core::api::AuditRecord> =
-        serde_json::from_value(audit["items"].clone()).unwrap();
-    tessera_core::audit::verify_chain([0; 32], &records).unwrap();
+    let records = crate::common::verified_audit_log(&h.operator(Role::Admin).await).await;
     let has = |action: &str, target: &str| {
         records
             .iter()
