@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Agent, host_entry, node_token, node_token_ttl};
+use support::{Agent, host_entry, host_node, node_token, node_token_ttl};
 use tessera_test_support::{Ca, Process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -162,9 +162,7 @@ async fn raw_request(socket: &std::path::Path, authority: Option<&str>) -> Answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_authority_form_is_served() {
     let ca = Ca::start();
-    let token = node_token(&ca, "raw1").await;
-    let node = "spiffe://example.org/tessera/agent/raw1";
-    host_entry(&ca, "spiffe://example.org/raw", node, None).await;
+    let (token, _) = host_node(&ca, "raw1", "spiffe://example.org/raw").await;
     let agent = Agent::start(&ca, "raw1", &token, None);
     let path = agent.socket.display().to_string();
     let encoded = path.trim_start_matches('/').replace('/', "%2F");

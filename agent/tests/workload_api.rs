@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde_json::json;
-use support::{Agent, host_entry, node_token, node_token_ttl, uid_selector};
+use support::{Agent, host_entry, host_node, node_token, node_token_ttl, uid_selector};
 use tessera_test_support::{Ca, CaBuilder};
 use tessera_workload_api::X509SvidResponse;
 
@@ -60,10 +60,9 @@ fn assert_no_entry(e: &tonic::Status) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_crate_fetches_svid_and_bundle() {
     let ca = Ca::start();
-    let token = node_token(&ca, "host1").await;
-    let node = "spiffe://example.org/tessera/agent/host1";
+    let (token, node) = host_node(&ca, "host1", "spiffe://example.org/host-workload").await;
+    let node = node.as_str();
     let selector = uid_selector();
-    host_entry(&ca, "spiffe://example.org/host-workload", node, None).await;
     // Parented to another node: never this agent's to give.
     ca.entry(
         "spiffe://example.org/elsewhere",
@@ -285,9 +284,8 @@ async fn spiffe_crate_fetches_and_validates_jwt_svids() {
     let ca = CaBuilder::new()
         .args(["--set", "rotation.enabled=false"])
         .start("tessera-ca");
-    let token = node_token(&ca, "host5").await;
-    let node = "spiffe://example.org/tessera/agent/host5";
-    host_entry(&ca, "spiffe://example.org/jwt-workload", node, None).await;
+    let (token, node) = host_node(&ca, "host5", "spiffe://example.org/jwt-workload").await;
+    let node = node.as_str();
     // This caller does not match it.
     ca.entry("spiffe://example.org/other", &["unix:uid:4242"], Some(node))
         .await;
@@ -494,9 +492,8 @@ async fn ca_rotation_reaches_workload_api_clients_before_use() {
 async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     use std::os::unix::fs::PermissionsExt;
     let ca = Ca::start();
-    let token = node_token(&ca, "host6").await;
-    let node = "spiffe://example.org/tessera/agent/host6";
-    host_entry(&ca, "spiffe://example.org/resumed", node, None).await;
+    let (token, node) = host_node(&ca, "host6", "spiffe://example.org/resumed").await;
+    let node = node.as_str();
     let state = tempfile::tempdir().unwrap();
     let data_dir = state.path().join("agent");
     let sets = [format!("data_dir=\"{}\"", data_dir.display())];

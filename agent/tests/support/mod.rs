@@ -51,6 +51,15 @@ pub async fn node_token(ca: &Ca, name: &str) -> String {
     node_token_ttl(ca, name, None).await
 }
 
+/// A node entry for `name`, its join token and one host-workload entry
+/// ([`host_entry`]) for `spiffe_id` under it: (token, node SPIFFE ID).
+pub async fn host_node(ca: &Ca, name: &str, spiffe_id: &str) -> (String, String) {
+    let token = node_token(ca, name).await;
+    let node = format!("spiffe://example.org/tessera/agent/{name}");
+    host_entry(ca, spiffe_id, &node, None).await;
+    (token, node)
+}
+
 /// A node entry (certificate lifetime `ttl` seconds) and a join token for it.
 pub async fn node_token_ttl(ca: &Ca, name: &str, ttl: Option<u64>) -> String {
     let sid = format!("spiffe://example.org/tessera/agent/{name}");
