@@ -313,31 +313,18 @@ async fn check(
                 }
             }
             Precondition::EntryExists(id) => {
-                // Under the write lock nothing deletes entries mid-batch: one look per entry.
-                if seen.entries.contains(id) {
-                    continue;
-                }
-                if sqlx::query("SELECT 1 FROM entries WHERE id = $1")
-                    .bind(id.clone())
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .is_none()
-                {
+                let sql = "SELECT 1 FROM entries WHERE id = $1";
+                if !found_once(tx, &mut seen.entries, sql, id).await? {
                     return Ok(Err(Refusal::EntryGone));
                 }
-                seen.entries.insert(id.clone());
             }
             Precondition::NotRevoked {
                 serial,
                 unless_ca_compromise,
             } => {
-                let r = sqlx::query(
-                    "SELECT revoked_at, revocation_reason FROM certificates WHERE serial = $1",
-                )
-                .bind(serial.clone())
-                .fetch_optional(&mut **tx)
-                .await?;
-                match r {
+                let sql =
+                    "SELECT revoked_at, revocation_reason FROM certificates WHERE serial = $1";
+                match lookup(tx, sql, serial).await? {
                     Some(row) if row.get::<Option<i64>, _>(0).is_none() => {}
                     Some(row)
                         if *unless_ca_compromise
@@ -347,30 +334,22 @@ async fn check(
                 }
             }
             Precondition::IssuerUsable(ca) => {
-                if seen.cas.contains(ca) {
-                    continue;
-                }
-                let ok = sqlx::query(
-                    "SELECT 1 FROM cas WHERE id = $1 AND state IN ('active', 'retired')",
-                )
-                .bind(ca.clone())
-                .fetch_optional(&mut **tx)
-                .await?
-                .is_some();
-                if !ok {
+                let sql = "SELECT 1 FROM cas WHERE id = $1 AND state IN ('active', 'retired')";
+                if !found_once(tx, &mut seen.cas, sql, ca).await? {
                     return Ok(Err(Refusal::IssuerUnusable));
                 }
-                seen.cas.insert(ca.clone());
             }
             Precondition::NodeNotBanned {
                 spiffe_id,
                 must_exist,
             } => {
-                let r = sqlx::query("SELECT banned FROM nodes WHERE spiffe_id = $1")
-                    .bind(spiffe_id.clone())
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                match r {
+                match lookup(
+                    tx,
+                    "SELECT banned FROM nodes WHERE spiffe_id = $1",
+                    spiffe_id,
+                )
+                .await?
+                {
                     Some(row) if row.get::<i64, _>(0) != 0 => {
                         return Ok(Err(Refusal::NodeBanned));
                     }
@@ -401,6 +380,38 @@ async fn check(
         }
     }
     Ok(Ok(()))
+}
+
+/// The row `sql` (a query with the one parameter `$1`) finds for `key`, in
+/// the commit transaction.
+async fn lookup(
+    tx: &mut Tx,
+    sql: &'static str,
+    key: &str,
+) -> Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(key.to_owned())
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// Whether [`lookup`] finds `key`, asked once per batch: under the write lock
+/// nothing deletes entries or changes a CA's state mid-batch, so a key found
+/// once (remembered in `seen`) stays found.
+async fn found_once(
+    tx: &mut Tx,
+    seen: &mut HashSet<String>,
+    sql: &'static str,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    if seen.contains(key) {
+        return Ok(true);
+    }
+    let found = lookup(tx, sql, key).await?.is_some();
+    if found {
+        seen.insert(key.to_owned());
+    }
+    Ok(found)
 }
 
 /// The certificates INSERT, before `VALUES`.
