@@ -16,6 +16,13 @@ use tessera_core::time::rfc3339;
 use tessera_core::{SpiffeId, now_unix, pem};
 
 impl Authority {
+    /// What an entry grants: its SPIFFE ID (in this trust domain) and the
+    /// lifetime of its certificates (the entry's cap within the issuance limits).
+    pub(super) fn entry_grant(&self, entry: &crate::store::EntryRow) -> Result<(SpiffeId, i64)> {
+        let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
+        Ok((id, self.resolve_ttl(None, entry.ttl_seconds as i64)?))
+    }
+
     pub(super) fn resolve_ttl(&self, requested: Option<u64>, cap: i64) -> Result<i64> {
         let i = &self.cfg.issuance;
         let cap = cap.min(i.max_ttl_seconds);
@@ -223,8 +230,7 @@ impl Authority {
         let Some(entry) = self.store.get_entry(&row.entry_id).await.optional()? else {
             return Err(AuthorityError::Token("refers to a deleted entry"));
         };
-        let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
-        let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
+        let (id, ttl) = self.entry_grant(&entry)?;
         let att = json!({
             "method": "join_token",
             "token_id": row.id,
@@ -343,8 +349,7 @@ impl Authority {
                 "registration entry now grants another SPIFFE ID".into(),
             ));
         }
-        let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
-        let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
+        let (id, ttl) = self.entry_grant(&entry)?;
         let att = json!({
             "method": "renewal",
             "previous_serial": cert.serial,

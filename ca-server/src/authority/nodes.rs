@@ -469,8 +469,7 @@ impl Authority {
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
         for (entry, via) in &entries {
-            let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
-            let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
+            let (id, ttl) = self.entry_grant(entry)?;
             let mut att = json!({
                 "method": "agent",
                 "node": node_id.as_str(),

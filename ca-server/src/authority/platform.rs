@@ -356,9 +356,8 @@ impl Authority {
                 });
             }
         };
-        let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
+        let (id, ttl) = self.entry_grant(&entry)?;
         let csr = self.verify_csr(&req.csr)?;
-        let ttl = self.resolve_ttl(None, entry.ttl_seconds as i64)?;
         let now = now_unix();
         let mut pre: Vec<Precondition> = a.consume_jti(now).into_iter().collect();
         pre.push(Precondition::EntryExists(entry.id.clone()));
