@@ -441,15 +441,44 @@ async fn openssl_peers_both_ways() {
     }
 }
 
-/// `[svid_files]` into `dir`, touching `reloaded` after each write, and an
-/// inbound listener to `app` allowing the whole trust domain.
-fn svid_files_config(dir: &Path, reloaded: &Path, app: &str) -> String {
-    format!(
-        "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
-        dir.display(),
-        reloaded.display(),
-        inbound("in", app, "spiffe://example.org/*")
-    )
+/// The `[svid_files]` cases: a CA, a join token for `spiffe://example.org/<name>`,
+/// and a temp dir `out` whose `svid` directory (`dir`) the config names,
+/// touching `out/reloaded` after each write, beside an inbound listener to an
+/// echo app allowing the whole trust domain.
+struct SvidFilesCase {
+    ca: Ca,
+    token: String,
+    out: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    config: String,
+}
+
+impl SvidFilesCase {
+    async fn new(name: &str) -> Self {
+        let ca = Ca::start();
+        let app = echo_server().await;
+        let token = token(&ca, name).await;
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("svid");
+        let config = format!(
+            "[svid_files]\ndir = \"{}\"\ncommand = \"touch {}\"\n{}",
+            dir.display(),
+            out.path().join("reloaded").display(),
+            inbound("in", &app, "spiffe://example.org/*")
+        );
+        Self {
+            ca,
+            token,
+            out,
+            dir,
+            config,
+        }
+    }
+
+    /// Whether the reload command has run.
+    fn reloaded(&self) -> bool {
+        self.out.path().join("reloaded").exists()
+    }
 }
 
 /// For apps doing their own TLS: svid.pem, svid_key.pem (0600) and bundle.pem
@@ -458,17 +487,14 @@ fn svid_files_config(dir: &Path, reloaded: &Path, app: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svid_files_and_exit_with_the_app() {
     use std::os::unix::fs::PermissionsExt;
-    let ca = Ca::start();
-    let app = echo_server().await;
-    let token = token(&ca, "files").await;
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("svid");
+    let case = SvidFilesCase::new("files").await;
+    let dir = &case.dir;
     let mut app_proc = Command::new("sleep").arg("600").spawn().unwrap();
     let pid = app_proc.id().to_string();
     let mut s = Sidecar::start_args(
-        &ca,
-        &token,
-        &svid_files_config(&dir, &out.path().join("reloaded"), &app),
+        &case.ca,
+        &case.token,
+        &case.config,
         &["--exit-with-pid", &pid],
     );
     let mode = std::fs::metadata(dir.join("svid_key.pem"))
@@ -477,13 +503,13 @@ async fn svid_files_and_exit_with_the_app() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(out.path().join("reloaded").exists(), "reload command ran");
+    assert!(case.reloaded(), "reload command ran");
     let leaf = tessera_core::pem::certs(&std::fs::read(dir.join("svid.pem")).unwrap()).unwrap();
     let info = tessera_core::svid::check_tessera_leaf(&leaf[0]).unwrap();
     assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/files");
     assert!(s.admin_get("/identity").await.contains(&info.serial));
     tessera_core::pem::private_key(&std::fs::read(dir.join("svid_key.pem")).unwrap()).unwrap();
-    let v = openssl_output(&dir, &["verify", "-CAfile", "bundle.pem", "svid.pem"]);
+    let v = openssl_output(dir, &["verify", "-CAfile", "bundle.pem", "svid.pem"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 
     // The app exits: the sidecar drains and exits 0.
@@ -501,20 +527,13 @@ async fn svid_files_and_exit_with_the_app() {
 /// not, no temporary file is left and the reload command does not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svid_files_rename_the_certificate_last() {
-    let ca = Ca::start();
-    let app = echo_server().await;
-    let token = token(&ca, "files-last").await;
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("svid");
+    let case = SvidFilesCase::new("files-last").await;
+    let dir = &case.dir;
     std::fs::create_dir_all(dir.join("svid_key.pem/occupied")).unwrap();
-    let s = Sidecar::start(
-        &ca,
-        &token,
-        &svid_files_config(&dir, &out.path().join("reloaded"), &app),
-    );
+    let s = Sidecar::start(&case.ca, &case.token, &case.config);
     let line = s.await_log("writing SVID files failed");
     assert!(line.contains("svid_key.pem"), "{line}");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -524,10 +543,7 @@ async fn svid_files_rename_the_certificate_last() {
         ["bundle.pem", "svid_key.pem"],
         "certificate written before its key"
     );
-    assert!(
-        !out.path().join("reloaded").exists(),
-        "reload ran on incomplete files"
-    );
+    assert!(!case.reloaded(), "reload ran on incomplete files");
 }
 
 /// A client certificate from another CA (same SPIFFE ID shape, allowed ID) is
