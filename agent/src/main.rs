@@ -18,12 +18,9 @@ use tessera_agent::{Attestor, EngineClient};
 use tessera_core::SpiffeId;
 use tessera_workload_api::WorkloadApiServer;
 
+/// Tessera node agent: SPIFFE Workload API for the containers on this host
 #[derive(Parser)]
-#[command(
-    name = "tessera-agent",
-    version,
-    about = "Tessera node agent: SPIFFE Workload API for the containers on this host"
-)]
+#[command(version)]
 struct Cli {
     /// Configuration file (see config/agent.toml).
     #[arg(long, short, env = "TESSERA_AGENT_CONFIG")]

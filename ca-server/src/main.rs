@@ -10,12 +10,9 @@ use tessera_ca::config::{Config, Options};
 use tessera_ca::keystore::write_private_file;
 use tessera_core::api::{CaState, Role};
 
+/// Tessera CA server: SPIFFE X.509-SVIDs for containers
 #[derive(Parser)]
-#[command(
-    name = "tessera-ca",
-    version,
-    about = "Tessera CA server: SPIFFE X.509-SVIDs for containers"
-)]
+#[command(name = "tessera-ca", version)]
 struct Cli {
     /// Configuration file (TOML); see config/ca-server.toml.
     #[arg(long, short, env = "TESSERA_CONFIG")]

@@ -9,12 +9,9 @@ use tessera_sidecar::identity::{
     IdentitySource, JoinTokenSource, PlatformTokenSource, WorkloadApiSource,
 };
 
+/// Tessera sidecar: SPIFFE mTLS beside one container
 #[derive(Parser)]
-#[command(
-    name = "tessera-sidecar",
-    version,
-    about = "Tessera sidecar: SPIFFE mTLS beside one container"
-)]
+#[command(version)]
 struct Cli {
     /// Configuration file (see config/sidecar.toml).
     #[arg(long, short, env = "TESSERA_SIDECAR_CONFIG")]
