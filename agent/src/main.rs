@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tessera_agent::config::{Config, Options};
+use tessera_agent::config::Config;
 use tessera_agent::node::NodeLink;
 use tessera_agent::server::{Endpoint, Sync};
 use tessera_agent::{Attestor, EngineClient};
@@ -60,12 +60,9 @@ fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    tessera_core::daemon::init_logging(&cli.flags.log_format);
-    let cfg = Config::load(cli.config.as_deref(), std::env::vars_os(), &cli.flags.sets)?;
-    if cli.flags.join_token.is_some() && cfg.platform_token_file.is_some() {
-        bail!("give a join token or platform_token_file, not both");
-    }
+    let Cli { config, flags } = Cli::parse();
+    let with_platform_token = |c: &Config| c.platform_token_file.is_some();
+    let cfg: Config = flags.start(config.as_deref(), with_platform_token)?;
     let bootstrap = tessera_workload::read_anchors(&cfg.ca_bundle)?;
     let engine = match &cfg.runtime_socket {
         Some(p) => EngineClient::new(p),
@@ -114,7 +111,7 @@ async fn main() -> Result<()> {
         }
         None => {
             let token =
-                tessera_workload::join_token(cli.flags.join_token, cfg.join_token_file.as_deref())?;
+                tessera_workload::join_token(flags.join_token, cfg.join_token_file.as_deref())?;
             if let Some(dir) = &cfg.data_dir {
                 // Before the single-use token is spent on an identity that
                 // could then not be kept.

@@ -19,6 +19,26 @@ pub struct WorkloadFlags {
     pub log_format: String,
 }
 
+impl WorkloadFlags {
+    /// Starts logging (`--log-format`) and loads the configuration `C` from
+    /// `file`, the environment and `--set`; a join token together with a
+    /// platform token file (`platform_token_file` reads it from `C`) is refused.
+    pub fn start<C: crate::config::Options>(
+        &self,
+        file: Option<&std::path::Path>,
+        platform_token_file: fn(&C) -> bool,
+    ) -> Result<C, crate::config::ConfigError> {
+        init_logging(&self.log_format);
+        let cfg = C::load(file, std::env::vars_os(), &self.sets)?;
+        if self.join_token.is_some() && platform_token_file(&cfg) {
+            return Err(crate::config::ConfigError(
+                "give a join token or platform_token_file, not both".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
 /// Logs to stderr at the filter `TESSERA_LOG` gives (default `info`): as
 /// text (colours only on a terminal) or, with `format` `json`, one JSON
 /// object per line.

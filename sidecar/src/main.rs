@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
-use tessera_sidecar::config::{Config, Options};
+use tessera_sidecar::config::Config;
 use tessera_sidecar::identity::{
     IdentitySource, JoinTokenSource, PlatformTokenSource, WorkloadApiSource,
 };
@@ -27,11 +27,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    tessera_core::daemon::init_logging(&cli.flags.log_format);
-    let cfg = Config::load(cli.config.as_deref(), std::env::vars_os(), &cli.flags.sets)?;
-    if cli.flags.join_token.is_some() && cfg.platform_token_file.is_some() {
-        anyhow::bail!("give a join token or platform_token_file, not both");
-    }
+    let cfg: Config = cli.flags.start(cli.config.as_deref(), |c: &Config| {
+        c.platform_token_file.is_some()
+    })?;
     let token = tessera_workload::join_token(cli.flags.join_token, cfg.join_token_file.as_deref())?;
     let workload_api = cfg.workload_api_socket.is_some()
         || std::env::var_os(tessera_workload_api::ENDPOINT_SOCKET_ENV).is_some();

@@ -875,3 +875,48 @@ async fn environment_overrides_reach_the_sidecar() {
         "spiffe://example.org/from-env"
     );
 }
+
+/// A join token (flag or `TESSERA_JOIN_TOKEN`) together with
+/// `platform_token_file` is refused at start, before anything is contacted,
+/// by the sidecar and by the agent (`tessera_core::daemon::WorkloadFlags::start`).
+#[test]
+fn join_token_with_platform_token_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = dir.path().join("platform.jwt");
+    std::fs::write(&platform, "x.y.z").unwrap();
+    let sidecar = format!(
+        "platform_token_file = \"{}\"\n{}",
+        platform.display(),
+        inbound("in", "127.0.0.1:9", "spiffe://example.org/*")
+    );
+    let agent = format!(
+        "node_name = \"n1\"\nsocket_path = \"{}\"\nplatform_token_file = \"{}\"\n",
+        dir.path().join("sock/agent.sock").display(),
+        platform.display()
+    );
+    for (bin, cfg) in [
+        (env!("CARGO_BIN_EXE_tessera-sidecar").to_owned(), sidecar),
+        (
+            tessera_test_support::workspace_binary("tessera-agent", "tessera-agent")
+                .display()
+                .to_string(),
+            agent,
+        ),
+    ] {
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, cfg).unwrap();
+        let out = Command::new(&bin)
+            .arg("--config")
+            .arg(&file)
+            .args(["--join-token", "not-a-token"])
+            .env_remove("TESSERA_JOIN_TOKEN")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bin} started");
+        assert!(
+            err.contains("give a join token or platform_token_file, not both"),
+            "{bin}: {err}"
+        );
+    }
+}
