@@ -59,7 +59,7 @@ pub struct AgentJwtSvidRequest {
     #[serde(default)]
     pub spiffe_id: Option<String>,
     /// Lifetime, seconds (60 to 3600; default 300).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub ttl_seconds: Option<u64>,
     /// Fresh evidence about the workload.
     pub attestation: WorkloadAttestation,

@@ -11,7 +11,7 @@ pub struct IssueRequest {
     /// The PKCS#10 CSR, PEM.
     pub csr: String,
     /// Requested lifetime in seconds (bounded by the entry and the server).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub ttl_seconds: Option<u64>,
 }
 

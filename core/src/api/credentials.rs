@@ -45,7 +45,7 @@ pub struct ApiTokenCreateRequest {
     /// The role it carries.
     pub role: Role,
     /// Lifetime in seconds (default 30 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -57,6 +57,7 @@ impl DenialReason {
 #[serde(deny_unknown_fields)]
 pub struct Denial {
     /// When, unix seconds.
+    #[serde(deserialize_with = "super::whole::int")]
     pub at: i64,
     /// The listener's name (inbound) or upstream's name (outbound).
     pub listener: String,

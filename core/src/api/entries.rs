@@ -14,7 +14,7 @@ pub struct EntryRequest {
     #[serde(default)]
     pub parent_id: Option<String>,
     /// Certificate lifetime for this entry, seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub ttl_seconds: Option<u64>,
     /// DNS SANs to put in certificates issued under this entry.
     #[serde(default)]

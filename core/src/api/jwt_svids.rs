@@ -9,7 +9,7 @@ pub struct JwtSvidRequest {
     /// Audiences (`aud`), 1 to 16, each 1 to 256 printable characters.
     pub audience: Vec<String>,
     /// Lifetime, seconds (60 to 3600; default 300).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub ttl_seconds: Option<u64>,
 }
 

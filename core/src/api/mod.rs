@@ -21,6 +21,7 @@ mod platform;
 mod problem;
 mod tokens;
 mod webhooks;
+pub mod whole;
 
 pub use agent::{
     AgentJwtSvidRequest, AgentJwtSvidResponse, AgentSvidRequest, AgentSvidResponse,

@@ -13,7 +13,7 @@ pub struct TokenCreateRequest {
     #[serde(default)]
     pub spiffe_id: Option<String>,
     /// Lifetime in seconds (default 600).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub ttl_seconds: Option<u64>,
 }
 
