@@ -27,6 +27,8 @@ use tower::ServiceExt;
 pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The public listeners' addresses (bundle endpoint, OIDC discovery).
+    pub public: crate::federation::Listeners,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -68,6 +70,7 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
         }));
     }
     spawn_background(auth.clone(), cert, shutdown_rx.clone());
+    let public = crate::federation::start_listeners(&auth, shutdown_rx.clone()).await?;
     let acceptor = acceptor.subscribe();
     {
         // Event streams never end on their own: end them so connections drain.
@@ -81,6 +84,7 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
     let task = tokio::spawn(accept_loop(auth, listener, acceptor, router, shutdown_rx));
     Ok(Running {
         addr,
+        public,
         shutdown,
         task,
     })
@@ -97,7 +101,9 @@ fn acceptor_for(auth: &Authority, cert: &Arc<RotatingKey>) -> std::io::Result<Tl
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-async fn accept_loop(
+/// Accepts TLS connections and serves `router` on each (also used by the
+/// public listeners, see `crate::federation`).
+pub(crate) async fn accept_loop(
     auth: Arc<Authority>,
     listener: TcpListener,
     acceptor: watch::Receiver<TlsAcceptor>,
