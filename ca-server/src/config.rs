@@ -47,7 +47,13 @@ pub struct Config {
     pub rotation: RotationConfig,
     /// Minimum isolation posture for workloads attested by node agents.
     pub attestation: AttestationConfig,
+    /// Federation: the bundle endpoint and the polling of foreign ones.
+    pub federation: FederationConfig,
+    /// The OIDC discovery document for JWT-SVIDs.
+    pub oidc_discovery: OidcDiscoveryConfig,
 }
+
+pub use crate::federation::config::{BundleEndpointConfig, FederationConfig, OidcDiscoveryConfig};
 
 /// The CA-wide minimum isolation posture: a container attested by a node
 /// agent that violates it gets no identity, whatever its entries say. Each
@@ -435,6 +441,8 @@ impl Default for Config {
             attestation: AttestationConfig::default(),
             events: EventsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            federation: FederationConfig::default(),
+            oidc_discovery: OidcDiscoveryConfig::default(),
         }
     }
 }
@@ -563,6 +571,12 @@ impl Options for Config {
     const ENV_PREFIX: &'static str = "TESSERA__";
 
     fn validate(&self) -> Result<(), ConfigError> {
+        crate::federation::config::validate(
+            &self.federation,
+            &self.oidc_discovery,
+            self.rotation.min_overlap_seconds,
+        )
+        .map_err(ConfigError)?;
         let issuers = &self.attestation.jwt_issuers;
         for (at, j) in issuers.iter().enumerate() {
             j.validate(at, &self.issuance)?;

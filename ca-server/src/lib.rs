@@ -14,6 +14,7 @@ mod cache;
 pub mod config;
 pub mod csr;
 pub mod events;
+pub mod federation;
 mod jwks;
 pub mod keystore;
 mod metrics;

@@ -30,6 +30,8 @@ use tower::ServiceExt;
 pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The public listeners' addresses (bundle endpoint, OIDC discovery).
+    pub public: crate::federation::Listeners,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -71,6 +73,7 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
         }));
     }
     spawn_background(auth.clone(), cert, shutdown_rx.clone());
+    let public = crate::federation::start_listeners(&auth, shutdown_rx.clone()).await?;
     let acceptor = acceptor.subscribe();
     {
         // Event streams never end on their own: end them so connections drain.
@@ -84,6 +87,7 @@ pub async fn start(auth: Arc<Authority>, listen: SocketAddr) -> std::io::Result<
     let task = tokio::spawn(accept_loop(auth, listener, acceptor, router, shutdown_rx));
     Ok(Running {
         addr,
+        public,
         shutdown,
         task,
     })
@@ -100,7 +104,9 @@ fn acceptor_for(auth: &Authority, cert: &Arc<RotatingKey>) -> std::io::Result<Tl
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-async fn accept_loop(
+/// Accepts TLS connections and serves `router` on each (also used by the
+/// public listeners, see `crate::federation`).
+pub(crate) async fn accept_loop(
     auth: Arc<Authority>,
     listener: TcpListener,
     acceptor: watch::Receiver<TlsAcceptor>,

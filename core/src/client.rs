@@ -106,6 +106,8 @@ pub struct Reply {
     pub body: Bytes,
     /// The ETag header, if any.
     pub etag: Option<String>,
+    /// The Location header, if any (redirects).
+    pub location: Option<String>,
 }
 
 impl Client {
@@ -338,12 +340,22 @@ pub async fn read_limited(resp: hyper::Response<Incoming>, max_bytes: usize) -> 
         .get(hyper::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let location = resp
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = http_body_util::Limited::new(resp.into_body(), max_bytes)
         .collect()
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?
         .to_bytes();
-    Ok(Reply { status, body, etag })
+    Ok(Reply {
+        status,
+        body,
+        etag,
+        location,
+    })
 }
 
 /// A response whose body is still arriving.

@@ -147,8 +147,24 @@ impl JwtSigner {
 
     /// Signs a JWT-SVID for `sub` and `aud`, valid from `iat` until `exp`.
     pub fn sign(&self, sub: &str, aud: &[String], iat: i64, exp: i64) -> Result<String, JwtError> {
+        self.sign_issued(None, sub, aud, iat, exp)
+    }
+
+    /// Signs a JWT-SVID as [`Self::sign`], with an `iss` claim when `iss` is
+    /// given (the configured OIDC discovery issuer).
+    pub fn sign_issued(
+        &self,
+        iss: Option<&str>,
+        sub: &str,
+        aud: &[String],
+        iat: i64,
+        exp: i64,
+    ) -> Result<String, JwtError> {
         let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let claims = json!({"sub": sub, "aud": aud, "iat": iat, "exp": exp});
+        let mut claims = json!({"sub": sub, "aud": aud, "iat": iat, "exp": exp});
+        if let Some(iss) = iss {
+            claims["iss"] = iss.into();
+        }
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod bundle;
 pub mod client;
 pub mod config;
 #[cfg(feature = "daemon")]

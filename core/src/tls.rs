@@ -73,6 +73,19 @@ pub fn server_config_optional_client_auth(
     Ok(cfg)
 }
 
+/// Server configuration without client authentication (the SPIFFE bundle
+/// endpoint and the OIDC discovery document: public by design).
+pub fn server_config_no_client_auth(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<ServerConfig, TlsError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// The handshake-signature methods of a verifier that wraps a webpki
 /// verifier in `self.inner` (the same for the client and server traits).
 macro_rules! inner_signatures {
@@ -599,6 +612,21 @@ pub fn spiffe_client_config(
     revoked: Arc<RevokedSerials>,
     tls12: bool,
 ) -> Result<ClientConfig, TlsError> {
+    let verifier = spiffe_server_verifier(anchors, expected, revoked)?;
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(tls12))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(resolver);
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(cfg)
+}
+
+fn spiffe_server_verifier(
+    anchors: &[CertificateDer<'static>],
+    expected: crate::SpiffeIdPattern,
+    revoked: Arc<RevokedSerials>,
+) -> Result<Arc<SpiffeServerVerifier>, TlsError> {
     let anchors: Vec<_> = anchors
         .iter()
         .filter_map(|c| {
@@ -610,18 +638,33 @@ pub fn spiffe_client_config(
     if anchors.is_empty() {
         return Err(TlsError::NoAnchors);
     }
-    let verifier = Arc::new(SpiffeServerVerifier {
+    Ok(Arc::new(SpiffeServerVerifier {
         anchors,
         expected,
         revoked,
         provider: provider(),
-    });
+    }))
+}
+
+/// Client configuration for a foreign SPIFFE bundle endpoint of profile
+/// `https_spiffe`: the server's X.509-SVID must chain to `anchors` (that
+/// trust domain's bundle, never ours) and carry exactly `expected`; no
+/// client certificate is sent.
+pub fn bundle_endpoint_client_config(
+    anchors: &[CertificateDer<'static>],
+    expected: SpiffeId,
+) -> Result<ClientConfig, TlsError> {
+    let verifier = spiffe_server_verifier(
+        anchors,
+        crate::SpiffeIdPattern::Exact(expected),
+        Arc::new(RevokedSerials::default()),
+    )?;
     let mut cfg = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions(tls12))?
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(resolver);
-    cfg.resumption = rustls::client::Resumption::disabled();
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
 

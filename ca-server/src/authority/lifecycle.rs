@@ -241,8 +241,10 @@ impl Authority {
             Arc::new(crl_signers(&self.kek, &cas, &self.signing_ca()));
         let jwt_keys = self.load_jwt_keys(&cas, active).await?;
         let bundle = build_bundle(&cas, &jwt_keys)?;
-        let changed_bundle = bundle.sequence != self.bundle().sequence;
+        let changed_bundle = bundle.digest != self.bundle().digest;
         if changed_bundle {
+            let sequence = self.store.bundle_sequence(&bundle.digest).await?;
+            let bundle = bundle.numbered(sequence, self.cfg.federation.refresh_hint_seconds);
             *self.bundle.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(bundle);
         }
         *self
@@ -359,7 +361,13 @@ impl Authority {
         // Never beyond the active generation: its key leaves the bundle with it.
         let exp = (now + ttl as i64).min(self.signing_ca().not_after);
         let token = signer
-            .sign(spiffe_id.as_str(), audience, now, exp)
+            .sign_issued(
+                self.cfg.oidc_discovery.issuer(),
+                spiffe_id.as_str(),
+                audience,
+                now,
+                exp,
+            )
             .map_err(jwt_err)?;
         self.metrics.jwt_issued.inc(&[]);
         Ok(api::JwtSvid {

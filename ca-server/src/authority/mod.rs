@@ -302,7 +302,9 @@ impl Authority {
         let signing = Arc::new(lifecycle::open_ca(&kek, active)?);
         let server_signer = lifecycle::server_signer(&kek, &cas, &signing);
         let crl_signers = lifecycle::crl_signers(&kek, &cas, &signing);
-        let bundle = revocation::build_bundle(&cas, &[])?;
+        let mut bundle = revocation::build_bundle(&cas, &[])?;
+        // Not yet numbered: `reload_cas` below sees a change and numbers it.
+        bundle.digest.clear();
         let version = store.revocation_version().await?;
         let (rev_version, _) = watch::channel(version);
         let (bundle_seq, _) = watch::channel(bundle.sequence);

@@ -131,6 +131,17 @@ impl Authority {
             .td
             .workload_id("/tessera/ca-server")
             .map_err(|e| AuthorityError::SpiffeId("trust_domain", e))?;
+        self.own_certified_key(&id, &self.cfg.server_dns_names, &self.cfg.server_ips)
+    }
+
+    /// An X.509-SVID for one of the server's own listeners (the API, the
+    /// bundle endpoint), signed like the API's: key made here, never stored.
+    pub fn own_certified_key(
+        &self,
+        id: &tessera_core::SpiffeId,
+        dns_names: &[String],
+        ip_addrs: &[std::net::IpAddr],
+    ) -> Result<rustls::sign::CertifiedKey> {
         let key = KeyAlgorithm::EcdsaP256.generate()?;
         let ca = self
             .server_signer
@@ -139,9 +150,9 @@ impl Authority {
             .unwrap_or_else(|p| p.into_inner().clone());
         let leaf = ca.sign_leaf(
             &LeafSpec {
-                spiffe_id: &id,
-                dns_names: &self.cfg.server_dns_names,
-                ip_addrs: &self.cfg.server_ips,
+                spiffe_id: id,
+                dns_names,
+                ip_addrs,
                 ttl_seconds: self.cfg.issuance.max_ttl_seconds,
                 skew_seconds: self.cfg.issuance.clock_skew_seconds,
                 attestation_hash: None,

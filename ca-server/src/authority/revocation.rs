@@ -2,7 +2,7 @@
 //! published generations, the revocation feed's version (its watch wakes
 //! long-polls, also across replicas) and the trust bundle.
 
-use super::{Authority, AuthorityError, Principal, Result, not_found, sha256};
+use super::{Authority, AuthorityError, Principal, Result, not_found};
 use crate::store::CaRow;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -19,8 +19,11 @@ pub struct Bundle {
     pub pem: String,
     /// SPIFFE bundle (JWKS) JSON.
     pub jwks: String,
-    /// Sequence number (changes when the anchors or JWT-SVID keys do).
+    /// The SPIFFE bundle sequence: rises whenever the anchors or JWT-SVID
+    /// keys change (numbered by the store, the same on every replica).
     pub sequence: i64,
+    /// Digest of the content (anchors and JWT-SVID keys): what a change is.
+    pub digest: String,
     /// The JWT-SVID keys of the published generations.
     pub jwt_keys: Vec<tessera_core::jwt::Jwk>,
 }
@@ -182,8 +185,18 @@ impl Authority {
     }
 }
 
-/// Builds the trust bundle: the published self-signed CAs, plus the upstream
-/// anchors of published intermediates.
+impl Bundle {
+    /// The bundle numbered `sequence`, its document advertising `refresh_hint`.
+    pub(super) fn numbered(mut self, sequence: i64, refresh_hint: u64) -> Self {
+        self.sequence = sequence;
+        self.jwks =
+            crate::jwks::spiffe_bundle(&self.anchors, &self.jwt_keys, sequence, refresh_hint);
+        self
+    }
+}
+
+/// Builds the trust bundle (numbered 0 until [`Bundle::numbered`]): the
+/// published generations' certificates.
 pub(super) fn build_bundle(cas: &[CaRow], jwt_keys: &[tessera_core::jwt::Jwk]) -> Result<Bundle> {
     let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
     // The active generation first, then the prepared one, then retired ones:
@@ -208,19 +221,15 @@ pub(super) fn build_bundle(cas: &[CaRow], jwt_keys: &[tessera_core::jwt::Jwk]) -
         return Err(AuthorityError::NotFound("trust anchor"));
     }
     let pem = pem::encode_certs(anchors.iter().map(|c| c.as_ref()));
-    // The sequence covers the JWT-SVID keys too: a new one must reach followers.
+    // The digest covers the JWT-SVID keys too: a new one must reach followers.
     let keys_json = serde_json::to_string(jwt_keys).unwrap_or_default();
-    let sequence = i64::from_be_bytes(
-        sha256(format!("{pem}{keys_json}").as_bytes())[..8]
-            .try_into()
-            .unwrap_or([0; 8]),
-    ) & i64::MAX;
-    let jwks = crate::jwks::spiffe_bundle(&anchors, jwt_keys, sequence);
+    let digest = super::sha256_hex(format!("{pem}{keys_json}").as_bytes());
     Ok(Bundle {
         anchors,
         pem,
-        jwks,
-        sequence,
+        jwks: String::new(),
+        sequence: 0,
+        digest,
         jwt_keys: jwt_keys.to_vec(),
     })
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod crls;
 mod denials;
 mod events;
+mod federation;
 mod interop;
 mod jwt;
 mod key_import;

@@ -80,6 +80,9 @@ impl Receiver {
 pub struct Pki {
     pub ca_pem: String,
     key: rustls::sign::CertifiedKey,
+    /// The `localhost` certificate and its key, as files would hold them.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl Pki {
@@ -97,6 +100,11 @@ impl Pki {
 
 /// A test CA and a `localhost` server certificate under it.
 pub fn pki() -> Pki {
+    pki_for("localhost")
+}
+
+/// A test CA and a server certificate for DNS name `name` under it.
+pub fn pki_for(name: &str) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::default();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -108,7 +116,7 @@ pub fn pki() -> Pki {
     ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+    let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
         .unwrap()
         .signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key))
         .unwrap();
@@ -120,6 +128,8 @@ pub fn pki() -> Pki {
     Pki {
         ca_pem: ca_cert.pem(),
         key: ck,
+        cert_pem: leaf.pem(),
+        key_pem: key.serialize_pem(),
     }
 }
 
