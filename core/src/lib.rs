@@ -11,7 +11,6 @@ pub mod config;
 pub mod daemon;
 pub mod idle;
 pub mod jwt;
-pub mod limit;
 pub mod metrics;
 pub mod pem;
 pub mod platform_jwt;
