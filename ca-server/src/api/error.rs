@@ -48,6 +48,11 @@ impl ApiError {
     pub fn no_route() -> Self {
         Self::new(StatusCode::NOT_FOUND, "no_such_route", "no such route")
     }
+
+    /// 405 for a known route asked with another method (`detail` says what is served).
+    pub fn method_not_allowed(detail: &'static str) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)
+    }
 }
 
 impl From<AuthorityError> for ApiError {

@@ -40,7 +40,6 @@ pub use route::Route;
 use crate::authority::Authority;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use route::route;
 use std::sync::Arc;
 use tessera_core::api::Role;
@@ -123,11 +122,7 @@ pub fn router(auth: Arc<Authority>) -> Router {
     router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
+            ApiError::method_not_allowed("method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(auth)

@@ -9,7 +9,7 @@ use crate::authority::Authority;
 use crate::config::OidcDiscoveryConfig;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use rustls::sign::CertifiedKey;
@@ -201,11 +201,7 @@ fn get_only(router: Router) -> Router {
     router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "only GET is served here",
-            )
+            ApiError::method_not_allowed("only GET is served here")
         })
         .layer(DefaultBodyLimit::max(1024))
 }

@@ -20,6 +20,17 @@ use tessera_test_support::poll_until;
 
 const T: Duration = Duration::from_secs(10);
 
+/// The port of the harness's bundle-endpoint listener.
+fn bundle_endpoint_port(h: &Harness) -> u16 {
+    h.running
+        .as_ref()
+        .unwrap()
+        .public
+        .bundle_endpoint
+        .unwrap()
+        .port()
+}
+
 fn td() -> TrustDomain {
     TrustDomain::new("example.org").unwrap()
 }
@@ -49,14 +60,7 @@ async fn bundle_endpoint_https_spiffe(db: Db) {
         ],
     )
     .await;
-    let port = h
-        .running
-        .as_ref()
-        .unwrap()
-        .public
-        .bundle_endpoint
-        .unwrap()
-        .port();
+    let port = bundle_endpoint_port(&h);
     let url = format!("https://127.0.0.1:{port}/");
     let b = fetch_bundle(&url, &td(), spiffe_tls(&h, ENDPOINT_ID), T)
         .await
@@ -112,14 +116,7 @@ async fn bundle_endpoint_https_web(db: Db) {
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let h = Harness::start_with(db, &sets).await;
-    let port = h
-        .running
-        .as_ref()
-        .unwrap()
-        .public
-        .bundle_endpoint
-        .unwrap()
-        .port();
+    let port = bundle_endpoint_port(&h);
     let url = format!("https://localhost:{port}");
     let b = fetch_bundle(&url, &td(), web_tls(&one.ca_pem), T)
         .await
