@@ -79,10 +79,19 @@ pub enum ClientError {
 }
 
 fn http_error(e: hyper::Error) -> ClientError {
+    // hyper's own text is only "http2 error"; the cause (an h2 GOAWAY reason,
+    // an I/O error) is what an operator needs to see.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
     if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
-        ClientError::Closed(e.to_string())
+        ClientError::Closed(text)
     } else {
-        ClientError::Http(e.to_string())
+        ClientError::Http(text)
     }
 }
 
