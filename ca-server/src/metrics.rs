@@ -36,6 +36,16 @@ pub struct Metrics {
     pub webhook_deliveries: Arc<CounterVec>,
     /// Attested issuances refused by policy, by reason.
     pub attestation_refused: Arc<CounterVec>,
+    /// Federation polls, by trust domain and outcome (updated, unchanged, failed).
+    pub federation_polls: Arc<CounterVec>,
+    /// 1 while a relationship is healthy, by trust domain.
+    pub federation_healthy: Arc<GaugeVec>,
+    /// `spiffe_sequence` of the foreign bundle held, by trust domain.
+    pub federation_sequence: Arc<GaugeVec>,
+    /// Last successful poll, unix seconds, by trust domain.
+    pub federation_last_success: Arc<GaugeVec>,
+    /// Age of the foreign bundle held, seconds, by trust domain.
+    pub federation_bundle_age: Arc<GaugeVec>,
 }
 
 impl Metrics {
@@ -114,6 +124,31 @@ impl Metrics {
                 "tessera_webhook_deliveries_total",
                 "Webhook delivery attempts.",
                 &["outcome"],
+            )),
+            federation_polls: registry.register(CounterVec::new(
+                "tessera_federation_polls_total",
+                "Polls of foreign bundle endpoints: updated (a newer bundle), unchanged, failed (the last good bundle kept).",
+                &["trust_domain", "outcome"],
+            )),
+            federation_healthy: registry.register(GaugeVec::new(
+                "tessera_federation_healthy",
+                "1 while the relationship's last poll succeeded within federation.stale_after_seconds.",
+                &["trust_domain"],
+            )),
+            federation_sequence: registry.register(GaugeVec::new(
+                "tessera_federation_bundle_sequence",
+                "spiffe_sequence of the foreign bundle held (0: none).",
+                &["trust_domain"],
+            )),
+            federation_last_success: registry.register(GaugeVec::new(
+                "tessera_federation_last_success_seconds",
+                "Last successful poll of the foreign bundle endpoint (unix seconds, 0: never).",
+                &["trust_domain"],
+            )),
+            federation_bundle_age: registry.register(GaugeVec::new(
+                "tessera_federation_bundle_age_seconds",
+                "Age of the foreign bundle held, seconds.",
+                &["trust_domain"],
             )),
             registry,
         }

@@ -6,7 +6,7 @@
 //! the discovery document and the JWKS alone.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, post};
+use crate::common::{Clients, Db, Harness, get, post};
 use crate::receiver::pki_for;
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -205,3 +205,292 @@ async fn oidc_discovery_pyjwt(db: Db) {
     );
 }
 both_backends!(oidc_discovery_pyjwt);
+
+// ---- federation relationships (issue 16, item 2) ----------------------------
+
+const OTHER_ENDPOINT_ID: &str = "spiffe://other.org/tessera/bundle-endpoint";
+
+fn other() -> TrustDomain {
+    TrustDomain::new("other.org").unwrap()
+}
+
+/// B: a second CA, for `other.org`, serving its bundle on `https_spiffe`
+/// with a 2 s refresh hint.
+async fn other_org(db: Db) -> Harness {
+    Harness::start_with(
+        db,
+        &[
+            "trust_domain=\"other.org\"",
+            "federation.endpoint.listen=\"127.0.0.1:0\"",
+            "federation.refresh_hint_seconds=2",
+            "rotation.enabled=false",
+        ],
+    )
+    .await
+}
+
+/// The relationship `td` as A's admin sees it.
+async fn relationship(admin: &Client, td: &str) -> serde_json::Value {
+    let (s, v) = get(admin, &format!("/v1/federation/{td}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+/// The foreign bundle a relationship holds, parsed.
+fn held(v: &serde_json::Value) -> SpiffeBundle {
+    SpiffeBundle::parse(&other(), v["bundle"].as_str().unwrap().as_bytes()).unwrap()
+}
+
+/// Two real CAs: A (example.org) federates with B (other.org) over B's
+/// `https_spiffe` endpoint, bootstrapped with B's bundle; A's poller brings
+/// B's bundle, then its rotation; B down: A keeps the last good bundle and
+/// reports the relationship unhealthy, then stale; removal drops it.
+async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
+    let b = other_org(db).await;
+    let a = Harness::start_with(
+        db,
+        &[
+            "federation.poll_min_seconds=1",
+            "federation.stale_after_seconds=3",
+            "rotation.enabled=false",
+        ],
+    )
+    .await;
+    let admin = a.operator(Role::Admin).await;
+    let b_anchors = b.auth.bundle().anchors.clone();
+    let bootstrap =
+        tessera_core::pem::encode_certs(b_anchors.iter().map(|c| c.as_ref()));
+    let url = format!("https://127.0.0.1:{}/", bundle_endpoint_port(&b));
+    let (s, v) = post(
+        &admin,
+        "/v1/federation",
+        json!({"trust_domain": "other.org", "bundle_endpoint_url": url,
+            "profile": "https_spiffe", "endpoint_spiffe_id": OTHER_ENDPOINT_ID,
+            "bootstrap_bundle": bootstrap}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["x509_authorities"], 1, "the bootstrap bundle is held");
+
+    // The poller (not a refresh) brings B's bundle, sequence and hint.
+    let b_seq = b.auth.bundle().sequence;
+    let v = poll_until(T, "B's bundle at A", || {
+        let admin = &admin;
+        async move {
+            let v = relationship(admin, "other.org").await;
+            (v["sequence"] == b_seq).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(held(&v).x509_authorities, b_anchors);
+    assert_eq!(held(&v).jwt_authorities.len(), 1);
+    assert_eq!(v["refresh_hint_seconds"], 2);
+    assert_eq!(v["healthy"], true, "{v}");
+    assert!(v["last_error"].is_null());
+    // Never merged: A's own bundle holds A's generation only.
+    let own = SpiffeBundle::parse(&td(), &a.fetch("/v1/bundle?format=jwks").await.body).unwrap();
+    assert_eq!(own.x509_authorities, a.auth.bundle().anchors);
+    assert!(!own.x509_authorities.iter().any(|c| b_anchors.contains(c)));
+
+    // B rotates (a prepared generation): A picks up the next sequence, each
+    // poll authenticated by the bundle the previous one brought.
+    let b_admin = b.operator(Role::Admin).await;
+    let (s, p) = post(&b_admin, "/v1/ca/prepare", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let v = poll_until(T, "B's rotation at A", || {
+        let admin = &admin;
+        async move {
+            let v = relationship(admin, "other.org").await;
+            (v["sequence"] == b_seq + 1).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(held(&v).x509_authorities, b.auth.bundle().anchors);
+    assert_eq!(held(&v).x509_authorities.len(), 2);
+    let m = poll_until(T, "the sequence metric", || {
+        let c = a.anonymous();
+        async move {
+            let m = tessera_test_support::Metrics::fetch(&c).await;
+            let s = m.value("tessera_federation_bundle_sequence", &[("trust_domain", "other.org")]);
+            (s == Some((b_seq + 1) as f64)).then_some(m)
+        }
+    })
+    .await;
+    assert_eq!(
+        m.value("tessera_federation_healthy", &[("trust_domain", "other.org")]),
+        Some(1.0)
+    );
+    let records = crate::common::audit_log(&admin).await;
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert!(actions.contains(&"federation.create"), "{actions:?}");
+    assert!(
+        actions.iter().filter(|a| **a == "federation.bundle").count() >= 2,
+        "each new foreign bundle is audited: {actions:?}"
+    );
+
+    // B down: a refresh fails clearly, the last good bundle stays.
+    let kept = v["bundle"].clone();
+    let mut b = b;
+    b.running.take().unwrap().shutdown(T).await;
+    let (s, e) = post(&admin, "/v1/federation/other.org/refresh", None).await;
+    crate::common::assert_problem(s, &e, StatusCode::BAD_GATEWAY, "bundle_endpoint_unreachable");
+    assert!(e["detail"].as_str().unwrap().contains("other.org"), "{e}");
+    let v = relationship(&admin, "other.org").await;
+    assert_eq!(v["bundle"], kept);
+    assert_eq!(v["sequence"], b_seq + 1);
+    assert_eq!(v["healthy"], false);
+    assert!(v["last_error"].is_string(), "{v}");
+    assert!(v["failures"].as_i64().unwrap() >= 1);
+    // ... and once no poll has succeeded for stale_after_seconds, `tessera
+    // ca status` warns (GET /v1/ca) and the list says so.
+    let status = poll_until(T, "a stale warning", || {
+        let admin = &admin;
+        async move {
+            let (_, s) = get(admin, "/v1/ca").await;
+            s["stale_federations"].as_array().is_some_and(|w| !w.is_empty()).then_some(s)
+        }
+    })
+    .await;
+    let warning = status["stale_federations"][0].as_str().unwrap();
+    assert!(warning.contains("other.org"), "{warning}");
+    let (_, list) = get(&admin, "/v1/federation").await;
+    assert_eq!(list["items"][0]["stale"], true, "{list}");
+    assert_eq!(list["items"][0]["bundle"], kept);
+    let m = tessera_test_support::Metrics::fetch(&a.anonymous()).await;
+    assert_eq!(
+        m.value("tessera_federation_healthy", &[("trust_domain", "other.org")]),
+        Some(0.0)
+    );
+    assert!(m.sum("tessera_federation_polls_total", &[("outcome", "failed")]) >= 1.0);
+
+    // Removal: gone from the list, the status and the metrics.
+    let (s, _) = crate::common::delete(&admin, "/v1/federation/other.org").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = get(&admin, "/v1/federation/other.org").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, status) = get(&admin, "/v1/ca").await;
+    assert!(status.get("stale_federations").is_none(), "{status}");
+    poll_until(T, "the metric series removed", || {
+        let c = a.anonymous();
+        async move {
+            let m = tessera_test_support::Metrics::fetch(&c).await;
+            m.value("tessera_federation_healthy", &[("trust_domain", "other.org")])
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+}
+both_backends!(federation_follows_a_foreign_bundle_endpoint);
+
+/// Bad input refused with a clear error, changing nothing: relationships
+/// that cannot be right, and fetched bundles that break the bundle rules
+/// (served by a stand-in `https_web` endpoint the test controls).
+async fn federation_refuses_bad_input(db: Db) {
+    use std::sync::{Arc, Mutex};
+    let b = other_org(db).await;
+    let good = b.fetch("/v1/bundle?format=jwks").await.body;
+    let serving = Arc::new(Mutex::new(good.clone()));
+    let rcv = crate::receiver::start(crate::receiver::Mode::Serve(serving.clone()), 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("web-roots.pem");
+    std::fs::write(&roots, &rcv.ca_pem).unwrap();
+    let roots_set = format!("federation.web_roots_file=\"{}\"", roots.display());
+    // Polls only when asked (the first, at creation, aside).
+    let a = Harness::start_with(
+        db,
+        &[&roots_set, "federation.poll_min_seconds=3600", "federation.poll_max_seconds=3600"],
+    )
+    .await;
+    let admin = a.operator(Role::Admin).await;
+    let pem = tessera_core::pem::encode_certs(b.auth.bundle().anchors.iter().map(|c| c.as_ref()));
+    let audit_before = a.count("audit_log").await;
+    let spiffe = |extra: serde_json::Value| {
+        let mut r = json!({"trust_domain": "other.org", "bundle_endpoint_url": "https://localhost:1/",
+            "profile": "https_spiffe", "endpoint_spiffe_id": OTHER_ENDPOINT_ID, "bootstrap_bundle": pem});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+    for (body, code, says) in [
+        (spiffe(json!({"trust_domain": "example.org"})), "invalid_field", "own trust domain"),
+        (spiffe(json!({"trust_domain": "Other.Org"})), "invalid_field", "trust_domain"),
+        (spiffe(json!({"bundle_endpoint_url": "http://localhost:1/"})), "invalid_field", "https://"),
+        (spiffe(json!({"profile": "https"})), "invalid_field", "profile"),
+        (spiffe(json!({"endpoint_spiffe_id": "spiffe://example.org/x"})), "wrong_trust_domain", "endpoint_spiffe_id"),
+        (spiffe(json!({"bootstrap_bundle": null})), "invalid_field", "bootstrap_bundle"),
+        (spiffe(json!({"bootstrap_bundle": "{\"spiffe_sequence\": 1}"})), "invalid_field", "\"keys\""),
+        (spiffe(json!({"bootstrap_bundle": a.auth.bundle().pem.clone()})), "invalid_field", "trust domain example.org"),
+        (spiffe(json!({"unknown": 1})), "invalid_body", "unknown"),
+    ] {
+        let (s, v) = post(&admin, "/v1/federation", body.clone()).await;
+        assert_eq!(v["code"], code, "{body}: {v}");
+        assert!(s.is_client_error(), "{body}: {s}");
+        assert!(v["detail"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+    assert_eq!(a.count("federation_relationships").await, 0);
+    assert_eq!(a.count("audit_log").await, audit_before, "refusals record nothing");
+
+    // A good https_web relationship; a duplicate is refused.
+    let url = rcv.url("/bundle");
+    let web = json!({"trust_domain": "other.org", "bundle_endpoint_url": url, "profile": "https_web"});
+    let (s, v) = post(&admin, "/v1/federation", web.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = post(&admin, "/v1/federation", web).await;
+    crate::common::assert_problem(s, &v, StatusCode::CONFLICT, "conflict");
+    let (s, v) = post(&admin, "/v1/federation/other.org/refresh", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let first = relationship(&admin, "other.org").await;
+    assert_eq!(held(&first).x509_authorities, b.auth.bundle().anchors);
+
+    // Documents the bundle rules refuse: each poll fails, nothing changes
+    // but the health record.
+    let doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let x5c = doc["keys"][0]["x5c"][0].clone();
+    let mut two_certs = doc.clone();
+    two_certs["keys"][0]["x5c"] = json!([x5c, x5c]);
+    let mut no_kid = doc.clone();
+    let jwt = no_kid["keys"].as_array_mut().unwrap().iter_mut().find(|k| k["use"] == "jwt-svid").unwrap();
+    jwt.as_object_mut().unwrap().remove("kid");
+    let higher = |mut d: serde_json::Value| {
+        d["spiffe_sequence"] = json!(1000);
+        d.to_string()
+    };
+    let wrong_domain = a.fetch("/v1/bundle?format=jwks").await.body;
+    for (served, says) in [
+        (higher(serde_json::from_slice(&wrong_domain).unwrap()), "trust domain example.org"),
+        ("{\"spiffe_sequence\": 1000}".to_owned(), "\"keys\""),
+        (higher(two_certs), "exactly one certificate"),
+        (higher(no_kid), "without kid"),
+        ("not json".to_owned(), "JSON"),
+        (format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20)), "larger than"),
+    ] {
+        *serving.lock().unwrap() = served.into();
+        let audit = a.count("audit_log").await;
+        let (s, v) = post(&admin, "/v1/federation/other.org/refresh", None).await;
+        crate::common::assert_problem(s, &v, StatusCode::BAD_GATEWAY, "foreign_bundle_refused");
+        assert!(v["detail"].as_str().unwrap().contains(says), "{says}: {v}");
+        let now = relationship(&admin, "other.org").await;
+        assert_eq!((&now["bundle"], &now["sequence"]), (&first["bundle"], &first["sequence"]));
+        assert!(now["last_error"].as_str().unwrap().contains(says), "{now}");
+        assert_eq!(a.count("audit_log").await, audit, "a refused bundle is not recorded");
+    }
+    // An older or equal sequence is ignored (and the poll is a success).
+    let mut older = doc.clone();
+    older["spiffe_sequence"] = json!(0);
+    older["keys"] = json!([]);
+    *serving.lock().unwrap() = older.to_string().into();
+    let (s, v) = post(&admin, "/v1/federation/other.org/refresh", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((&v["bundle"], &v["sequence"]), (&first["bundle"], &first["sequence"]));
+    assert!(v["last_error"].is_null(), "{v}");
+
+    // Auditors read, only admins change.
+    let auditor = a.operator(Role::Auditor).await;
+    let (s, _) = get(&auditor, "/v1/federation").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = post(&auditor, "/v1/federation/other.org/refresh", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+both_backends!(federation_refuses_bad_input);
