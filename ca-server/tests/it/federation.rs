@@ -434,7 +434,7 @@ async fn federation_refuses_bad_input(db: Db) {
 
     // A good https_web relationship; a duplicate is refused.
     let url = rcv.url("/bundle");
-    let web = json!({"trust_domain": "other.org", "bundle_endpoint_url": url, "profile": "https_web"});
+    let web = json!({"trust_domain": "other.org", "bundle_endpoint_url": &url, "profile": "https_web"});
     let (s, v) = post(&admin, "/v1/federation", web.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, v) = post(&admin, "/v1/federation", web).await;
@@ -443,6 +443,24 @@ async fn federation_refuses_bad_input(db: Db) {
     assert_eq!(s, StatusCode::OK, "{v}");
     let first = relationship(&admin, "other.org").await;
     assert_eq!(held(&first).x509_authorities, b.auth.bundle().anchors);
+
+    // Updates are validated like creation, and a refused one changes nothing.
+    let path = "/v1/federation/other.org";
+    for (body, code) in [
+        (json!({"bundle_endpoint_url": "ftp://x"}), "invalid_field"),
+        (json!({"profile": "https_spiffe"}), "invalid_field"),
+        (json!({"endpoint_spiffe_id": OTHER_ENDPOINT_ID}), "invalid_field"),
+        (json!({"bootstrap_bundle": "junk"}), "invalid_field"),
+        (json!({"trust_domain": "x.org"}), "invalid_body"),
+    ] {
+        let (s, v) = crate::common::call(&admin, hyper::Method::PUT, path, Some(body.clone())).await;
+        crate::common::assert_problem(s, &v, StatusCode::BAD_REQUEST, code);
+    }
+    let (s, v) = crate::common::call(&admin, hyper::Method::PUT, "/v1/federation/none.org", Some(json!({}))).await;
+    crate::common::assert_problem(s, &v, StatusCode::NOT_FOUND, "not_found");
+    let unchanged = relationship(&admin, "other.org").await;
+    assert_eq!(unchanged["bundle_endpoint_url"], url);
+    assert_eq!(unchanged["bundle"], first["bundle"]);
 
     // Documents the bundle rules refuse: each poll fails, nothing changes
     // but the health record.
@@ -494,3 +512,71 @@ async fn federation_refuses_bad_input(db: Db) {
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 both_backends!(federation_refuses_bad_input);
+
+/// Polls of the replica `c` serves, whatever their outcome.
+async fn polls(c: &Client) -> f64 {
+    tessera_test_support::Metrics::fetch(c)
+        .await
+        .sum("tessera_federation_polls_total", &[("trust_domain", "other.org")])
+}
+
+/// Two replicas on one database: exactly one polls (the lease); when it
+/// stops, the other takes over once the lease lapses.
+async fn one_poller_among_replicas(db: Db) {
+    let b = other_org(db).await;
+    let sets = [
+        "federation.poll_min_seconds=1".to_owned(),
+        "federation.lease_seconds=2".to_owned(),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let mut a1 = Harness::start_with(db, &sets).await;
+    let cfg = crate::common::config(&a1.db, a1.dir.path(), &sets);
+    let auth2 = tessera_ca::authority::Authority::start(cfg).await.unwrap();
+    let running2 = tessera_ca::server::start(auth2.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c2 = tessera_test_support::client(
+        &format!("https://localhost:{}", running2.addr.port()),
+        &a1.anchors(),
+        None,
+        None,
+    );
+    let admin = a1.operator(Role::Admin).await;
+    let pem = tessera_core::pem::encode_certs(b.auth.bundle().anchors.iter().map(|c| c.as_ref()));
+    let url = format!("https://127.0.0.1:{}/", bundle_endpoint_port(&b));
+    let (s, v) = post(
+        &admin,
+        "/v1/federation",
+        json!({"trust_domain": "other.org", "bundle_endpoint_url": url,
+            "profile": "https_spiffe", "endpoint_spiffe_id": OTHER_ENDPOINT_ID,
+            "bootstrap_bundle": pem}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let c1 = a1.anonymous();
+    let (p1, p2) = poll_until(T, "three polls", || {
+        let (c1, c2) = (&c1, &c2);
+        async move {
+            let (p1, p2) = (polls(c1).await, polls(c2).await);
+            (p1 + p2 >= 3.0).then_some((p1, p2))
+        }
+    })
+    .await;
+    assert_eq!(p1.min(p2), 0.0, "one replica polls: {p1} and {p2}");
+    // The polling replica stops: the other takes over.
+    let (rest, before) = if p1 > 0.0 {
+        a1.running.take().unwrap().shutdown(T).await;
+        let before = polls(&c2).await;
+        (c2, before)
+    } else {
+        running2.shutdown(T).await;
+        let before = polls(&c1).await;
+        (c1, before)
+    };
+    poll_until(T, "the other replica polling", || {
+        let rest = &rest;
+        async move { (polls(rest).await > before).then_some(()) }
+    })
+    .await;
+}
+both_backends!(one_poller_among_replicas);
