@@ -755,7 +755,10 @@ mod tests {
         let cfg = Config::load(Some(&f), NO_ENV, &[]).unwrap();
         assert_eq!(cfg.federation.endpoint.profile, "https_spiffe");
         assert!(cfg.federation.endpoint.listen.is_some());
-        assert_eq!(cfg.oidc_discovery.issuer(), Some("https://oidc.example.org/tessera"));
+        assert_eq!(
+            cfg.oidc_discovery.issuer(),
+            Some("https://oidc.example.org/tessera")
+        );
     }
 
     #[test]

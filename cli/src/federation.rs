@@ -112,8 +112,13 @@ pub async fn run(ctx: &Ctx, cmd: FederationCmd) -> Result<()> {
             ctx.out.record(&f)
         }
         FederationCmd::Remove { trust_domain } => {
-            ctx.delete("/v1/federation", &trust_domain, "removed", "federation with")
-                .await
+            ctx.delete(
+                "/v1/federation",
+                &trust_domain,
+                "removed",
+                "federation with",
+            )
+            .await
         }
         FederationCmd::Refresh { trust_domain } => {
             let path = format!("{}/refresh", path_of(&trust_domain));

@@ -22,40 +22,92 @@ fn federation_commands() {
     drop(dead);
 
     // Refused: exit 2 (invalid), nothing created.
-    let e = ca.exits(&["federation", "add", "example.org", "--url", &url, "--profile", "https_web"], 2);
+    let e = ca.exits(
+        &[
+            "federation",
+            "add",
+            "example.org",
+            "--url",
+            &url,
+            "--profile",
+            "https_web",
+        ],
+        2,
+    );
     assert!(e.contains("own trust domain"), "{e}");
     let e = ca.exits(&["federation", "add", "other.org", "--url", &url], 2);
     assert!(e.contains("endpoint_spiffe_id"), "{e}");
-    assert_eq!(ca.json(&["federation", "list"])["items"], serde_json::json!([]));
+    assert_eq!(
+        ca.json(&["federation", "list"])["items"],
+        serde_json::json!([])
+    );
 
-    let added = ca.json(&["federation", "add", "other.org", "--url", &url, "--profile", "https_web"]);
+    let added = ca.json(&[
+        "federation",
+        "add",
+        "other.org",
+        "--url",
+        &url,
+        "--profile",
+        "https_web",
+    ]);
     assert_eq!(added["trust_domain"], "other.org");
     assert_eq!(added["profile"], "https_web");
     // A duplicate is a conflict: exit 4.
-    let e = ca.exits(&["federation", "add", "other.org", "--url", &url, "--profile", "https_web"], 4);
+    let e = ca.exits(
+        &[
+            "federation",
+            "add",
+            "other.org",
+            "--url",
+            &url,
+            "--profile",
+            "https_web",
+        ],
+        4,
+    );
     assert!(e.contains("exists"), "{e}");
 
     // The poller fails (endpoint down): the table says unhealthy, then stale.
-    wait_until(std::time::Duration::from_secs(15), "a stale relationship", || {
-        let table = ca.ok(&["federation", "list"]);
-        table.contains("other.org") && table.contains("STALE")
-    });
+    wait_until(
+        std::time::Duration::from_secs(15),
+        "a stale relationship",
+        || {
+            let table = ca.ok(&["federation", "list"]);
+            table.contains("other.org") && table.contains("STALE")
+        },
+    );
     let shown = ca.json(&["federation", "show", "other.org"]);
     assert_eq!(shown["healthy"], false);
-    assert!(shown["last_error"].as_str().unwrap().contains("fetch failed"), "{shown}");
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("fetch failed"),
+        "{shown}"
+    );
     let o = ca.tessera(&["ca", "status"]);
     let warned = String::from_utf8_lossy(&o.stderr);
-    assert!(warned.contains("warning: federation with other.org"), "{warned}");
+    assert!(
+        warned.contains("warning: federation with other.org"),
+        "{warned}"
+    );
     // Polling now fails too: exit 5, the reason named.
     let e = ca.exits(&["federation", "refresh", "other.org"], 5);
-    assert!(e.contains("bundle_endpoint_unreachable") || e.contains("fetch failed"), "{e}");
+    assert!(
+        e.contains("bundle_endpoint_unreachable") || e.contains("fetch failed"),
+        "{e}"
+    );
 
     let moved = format!("{url}moved");
     let updated = ca.json(&["federation", "update", "other.org", "--url", &moved]);
     assert_eq!(updated["bundle_endpoint_url"], moved.as_str());
 
     let removed = ca.ok(&["federation", "remove", "other.org"]);
-    assert!(removed.contains("removed federation with other.org"), "{removed}");
+    assert!(
+        removed.contains("removed federation with other.org"),
+        "{removed}"
+    );
     ca.exits(&["federation", "show", "other.org"], 3);
     let o = ca.tessera(&["ca", "status"]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("federation"));

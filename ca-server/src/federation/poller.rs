@@ -67,7 +67,12 @@ fn publish_health(auth: &Authority, rows: &[crate::store::FederationRow]) {
     let m = &auth.metrics;
     let now = now_unix();
     let names: Vec<&str> = rows.iter().map(|r| r.trust_domain.as_str()).collect();
-    for g in [&m.federation_healthy, &m.federation_sequence, &m.federation_last_success, &m.federation_bundle_age] {
+    for g in [
+        &m.federation_healthy,
+        &m.federation_sequence,
+        &m.federation_last_success,
+        &m.federation_bundle_age,
+    ] {
         g.retain(|labels| names.contains(&labels[0].as_str()));
     }
     for r in rows {
@@ -75,7 +80,8 @@ fn publish_health(auth: &Authority, rows: &[crate::store::FederationRow]) {
         let td = [r.trust_domain.as_str()];
         m.federation_healthy.set(&td, i64::from(v.healthy));
         m.federation_sequence.set(&td, r.sequence.unwrap_or(0));
-        m.federation_last_success.set(&td, r.last_success_at.unwrap_or(0));
+        m.federation_last_success
+            .set(&td, r.last_success_at.unwrap_or(0));
         m.federation_bundle_age
             .set(&td, r.bundle_updated_at.map_or(0, |t| now - t));
     }

@@ -122,7 +122,10 @@ impl Authority {
             .as_deref()
             .map(|b| Self::bootstrap(&td, b))
             .transpose()?;
-        if s.profile == "https_spiffe" && bundle.as_ref().is_none_or(|b| b.x509_authorities.is_empty())
+        if s.profile == "https_spiffe"
+            && bundle
+                .as_ref()
+                .is_none_or(|b| b.x509_authorities.is_empty())
         {
             return Err(invalid(
                 "bootstrap_bundle",
@@ -136,7 +139,10 @@ impl Authority {
             profile: s.profile,
             endpoint_spiffe_id: s.endpoint_id,
             sequence: bundle.as_ref().and_then(|b| b.sequence).map(|v| v as i64),
-            refresh_hint: bundle.as_ref().and_then(|b| b.refresh_hint).map(|v| v as i64),
+            refresh_hint: bundle
+                .as_ref()
+                .and_then(|b| b.refresh_hint)
+                .map(|v| v as i64),
             bundle_updated_at: bundle.as_ref().map(|_| now),
             bundle: bundle.as_ref().map(SpiffeBundle::to_json),
             last_attempt_at: None,
@@ -209,11 +215,11 @@ impl Authority {
             .as_deref()
             .map(|b| Self::bootstrap(&domain, b))
             .transpose()?;
-        if s.profile == "https_spiffe"
-            && bundle.is_none()
-            && row.bundle.is_none()
-        {
-            return Err(invalid("bootstrap_bundle", "https_spiffe needs a bundle for first contact"));
+        if s.profile == "https_spiffe" && bundle.is_none() && row.bundle.is_none() {
+            return Err(invalid(
+                "bootstrap_bundle",
+                "https_spiffe needs a bundle for first contact",
+            ));
         }
         let now = now_unix();
         (row.bundle_endpoint_url, row.profile, row.endpoint_spiffe_id) =
@@ -240,7 +246,11 @@ impl Authority {
     }
 
     /// Deletes a relationship and the bundle held.
-    pub async fn delete_federation(&self, td: &str, actor: &Principal) -> Result<(), AuthorityError> {
+    pub async fn delete_federation(
+        &self,
+        td: &str,
+        actor: &Principal,
+    ) -> Result<(), AuthorityError> {
         let row = self.federation_row(td).await?;
         let audit = actor.audit("federation.delete", row.trust_domain.clone(), json!({}));
         self.store
@@ -300,7 +310,11 @@ impl Authority {
                 let retry = (f.poll_min_seconds.saturating_mul(1 << shift) * 1000)
                     .min(self.poll_period_ms(row.refresh_hint.map(|h| h as u64)) as u64);
                 tracing::warn!(trust_domain = %row.trust_domain, error = %e, "federation poll failed; keeping the last good bundle");
-                (PollOutcome::Failed(e.to_string()), now_ms() + retry as i64, Err(e))
+                (
+                    PollOutcome::Failed(e.to_string()),
+                    now_ms() + retry as i64,
+                    Err(e),
+                )
             }
         };
         let changed = self
@@ -339,10 +353,12 @@ impl Authority {
             }
             _ => {
                 let file = &self.cfg.federation.web_roots_file;
-                let pem = std::fs::read(file)
-                    .map_err(|e| FetchError::Transport(format!("federation.web_roots_file {file}: {e}")))?;
-                let roots = tessera_core::pem::certs(&pem)
-                    .map_err(|e| FetchError::Transport(format!("federation.web_roots_file: {e}")))?;
+                let pem = std::fs::read(file).map_err(|e| {
+                    FetchError::Transport(format!("federation.web_roots_file {file}: {e}"))
+                })?;
+                let roots = tessera_core::pem::certs(&pem).map_err(|e| {
+                    FetchError::Transport(format!("federation.web_roots_file: {e}"))
+                })?;
                 tessera_core::tls::webpki_client_config(&roots, None, true)
             }
         }
@@ -364,7 +380,8 @@ impl Authority {
     /// Whether `row` has had no successful poll for `stale_after_seconds`
     /// (counted from its creation before the first).
     fn federation_stale(&self, row: &FederationRow, now: i64) -> bool {
-        now - row.last_success_at.unwrap_or(row.created_at) > self.cfg.federation.stale_after_seconds
+        now - row.last_success_at.unwrap_or(row.created_at)
+            > self.cfg.federation.stale_after_seconds
     }
 
     /// The API view of a relationship, with its health as of now.

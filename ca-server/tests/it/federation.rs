@@ -258,8 +258,7 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
     .await;
     let admin = a.operator(Role::Admin).await;
     let b_anchors = b.auth.bundle().anchors.clone();
-    let bootstrap =
-        tessera_core::pem::encode_certs(b_anchors.iter().map(|c| c.as_ref()));
+    let bootstrap = tessera_core::pem::encode_certs(b_anchors.iter().map(|c| c.as_ref()));
     let url = format!("https://127.0.0.1:{}/", bundle_endpoint_port(&b));
     let (s, v) = post(
         &admin,
@@ -311,20 +310,30 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
         let c = a.anonymous();
         async move {
             let m = tessera_test_support::Metrics::fetch(&c).await;
-            let s = m.value("tessera_federation_bundle_sequence", &[("trust_domain", "other.org")]);
+            let s = m.value(
+                "tessera_federation_bundle_sequence",
+                &[("trust_domain", "other.org")],
+            );
             (s == Some((b_seq + 1) as f64)).then_some(m)
         }
     })
     .await;
     assert_eq!(
-        m.value("tessera_federation_healthy", &[("trust_domain", "other.org")]),
+        m.value(
+            "tessera_federation_healthy",
+            &[("trust_domain", "other.org")]
+        ),
         Some(1.0)
     );
     let records = crate::common::audit_log(&admin).await;
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert!(actions.contains(&"federation.create"), "{actions:?}");
     assert!(
-        actions.iter().filter(|a| **a == "federation.bundle").count() >= 2,
+        actions
+            .iter()
+            .filter(|a| **a == "federation.bundle")
+            .count()
+            >= 2,
         "each new foreign bundle is audited: {actions:?}"
     );
 
@@ -333,7 +342,12 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
     let mut b = b;
     b.running.take().unwrap().shutdown(T).await;
     let (s, e) = post(&admin, "/v1/federation/other.org/refresh", None).await;
-    crate::common::assert_problem(s, &e, StatusCode::BAD_GATEWAY, "bundle_endpoint_unreachable");
+    crate::common::assert_problem(
+        s,
+        &e,
+        StatusCode::BAD_GATEWAY,
+        "bundle_endpoint_unreachable",
+    );
     assert!(e["detail"].as_str().unwrap().contains("other.org"), "{e}");
     let v = relationship(&admin, "other.org").await;
     assert_eq!(v["bundle"], kept);
@@ -347,7 +361,10 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
         let admin = &admin;
         async move {
             let (_, s) = get(admin, "/v1/ca").await;
-            s["stale_federations"].as_array().is_some_and(|w| !w.is_empty()).then_some(s)
+            s["stale_federations"]
+                .as_array()
+                .is_some_and(|w| !w.is_empty())
+                .then_some(s)
         }
     })
     .await;
@@ -358,7 +375,10 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
     assert_eq!(list["items"][0]["bundle"], kept);
     let m = tessera_test_support::Metrics::fetch(&a.anonymous()).await;
     assert_eq!(
-        m.value("tessera_federation_healthy", &[("trust_domain", "other.org")]),
+        m.value(
+            "tessera_federation_healthy",
+            &[("trust_domain", "other.org")]
+        ),
         Some(0.0)
     );
     assert!(m.sum("tessera_federation_polls_total", &[("outcome", "failed")]) >= 1.0);
@@ -374,9 +394,12 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
         let c = a.anonymous();
         async move {
             let m = tessera_test_support::Metrics::fetch(&c).await;
-            m.value("tessera_federation_healthy", &[("trust_domain", "other.org")])
-                .is_none()
-                .then_some(())
+            m.value(
+                "tessera_federation_healthy",
+                &[("trust_domain", "other.org")],
+            )
+            .is_none()
+            .then_some(())
         }
     })
     .await;
@@ -399,7 +422,11 @@ async fn federation_refuses_bad_input(db: Db) {
     // Polls only when asked (the first, at creation, aside).
     let a = Harness::start_with(
         db,
-        &[&roots_set, "federation.poll_min_seconds=3600", "federation.poll_max_seconds=3600"],
+        &[
+            &roots_set,
+            "federation.poll_min_seconds=3600",
+            "federation.poll_max_seconds=3600",
+        ],
     )
     .await;
     let admin = a.operator(Role::Admin).await;
@@ -414,14 +441,46 @@ async fn federation_refuses_bad_input(db: Db) {
         r
     };
     for (body, code, says) in [
-        (spiffe(json!({"trust_domain": "example.org"})), "invalid_field", "own trust domain"),
-        (spiffe(json!({"trust_domain": "Other.Org"})), "invalid_field", "trust_domain"),
-        (spiffe(json!({"bundle_endpoint_url": "http://localhost:1/"})), "invalid_field", "https://"),
-        (spiffe(json!({"profile": "https"})), "invalid_field", "profile"),
-        (spiffe(json!({"endpoint_spiffe_id": "spiffe://example.org/x"})), "wrong_trust_domain", "endpoint_spiffe_id"),
-        (spiffe(json!({"bootstrap_bundle": null})), "invalid_field", "bootstrap_bundle"),
-        (spiffe(json!({"bootstrap_bundle": "{\"spiffe_sequence\": 1}"})), "invalid_field", "\"keys\""),
-        (spiffe(json!({"bootstrap_bundle": a.auth.bundle().pem.clone()})), "invalid_field", "trust domain example.org"),
+        (
+            spiffe(json!({"trust_domain": "example.org"})),
+            "invalid_field",
+            "own trust domain",
+        ),
+        (
+            spiffe(json!({"trust_domain": "Other.Org"})),
+            "invalid_field",
+            "trust_domain",
+        ),
+        (
+            spiffe(json!({"bundle_endpoint_url": "http://localhost:1/"})),
+            "invalid_field",
+            "https://",
+        ),
+        (
+            spiffe(json!({"profile": "https"})),
+            "invalid_field",
+            "profile",
+        ),
+        (
+            spiffe(json!({"endpoint_spiffe_id": "spiffe://example.org/x"})),
+            "wrong_trust_domain",
+            "endpoint_spiffe_id",
+        ),
+        (
+            spiffe(json!({"bootstrap_bundle": null})),
+            "invalid_field",
+            "bootstrap_bundle",
+        ),
+        (
+            spiffe(json!({"bootstrap_bundle": "{\"spiffe_sequence\": 1}"})),
+            "invalid_field",
+            "\"keys\"",
+        ),
+        (
+            spiffe(json!({"bootstrap_bundle": a.auth.bundle().pem.clone()})),
+            "invalid_field",
+            "trust domain example.org",
+        ),
         (spiffe(json!({"unknown": 1})), "invalid_body", "unknown"),
     ] {
         let (s, v) = post(&admin, "/v1/federation", body.clone()).await;
@@ -430,11 +489,16 @@ async fn federation_refuses_bad_input(db: Db) {
         assert!(v["detail"].as_str().unwrap().contains(says), "{body}: {v}");
     }
     assert_eq!(a.count("federation_relationships").await, 0);
-    assert_eq!(a.count("audit_log").await, audit_before, "refusals record nothing");
+    assert_eq!(
+        a.count("audit_log").await,
+        audit_before,
+        "refusals record nothing"
+    );
 
     // A good https_web relationship; a duplicate is refused.
     let url = rcv.url("/bundle");
-    let web = json!({"trust_domain": "other.org", "bundle_endpoint_url": &url, "profile": "https_web"});
+    let web =
+        json!({"trust_domain": "other.org", "bundle_endpoint_url": &url, "profile": "https_web"});
     let (s, v) = post(&admin, "/v1/federation", web.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, v) = post(&admin, "/v1/federation", web).await;
@@ -449,14 +513,24 @@ async fn federation_refuses_bad_input(db: Db) {
     for (body, code) in [
         (json!({"bundle_endpoint_url": "ftp://x"}), "invalid_field"),
         (json!({"profile": "https_spiffe"}), "invalid_field"),
-        (json!({"endpoint_spiffe_id": OTHER_ENDPOINT_ID}), "invalid_field"),
+        (
+            json!({"endpoint_spiffe_id": OTHER_ENDPOINT_ID}),
+            "invalid_field",
+        ),
         (json!({"bootstrap_bundle": "junk"}), "invalid_field"),
         (json!({"trust_domain": "x.org"}), "invalid_body"),
     ] {
-        let (s, v) = crate::common::call(&admin, hyper::Method::PUT, path, Some(body.clone())).await;
+        let (s, v) =
+            crate::common::call(&admin, hyper::Method::PUT, path, Some(body.clone())).await;
         crate::common::assert_problem(s, &v, StatusCode::BAD_REQUEST, code);
     }
-    let (s, v) = crate::common::call(&admin, hyper::Method::PUT, "/v1/federation/none.org", Some(json!({}))).await;
+    let (s, v) = crate::common::call(
+        &admin,
+        hyper::Method::PUT,
+        "/v1/federation/none.org",
+        Some(json!({})),
+    )
+    .await;
     crate::common::assert_problem(s, &v, StatusCode::NOT_FOUND, "not_found");
     let unchanged = relationship(&admin, "other.org").await;
     assert_eq!(unchanged["bundle_endpoint_url"], url);
@@ -469,7 +543,12 @@ async fn federation_refuses_bad_input(db: Db) {
     let mut two_certs = doc.clone();
     two_certs["keys"][0]["x5c"] = json!([x5c, x5c]);
     let mut no_kid = doc.clone();
-    let jwt = no_kid["keys"].as_array_mut().unwrap().iter_mut().find(|k| k["use"] == "jwt-svid").unwrap();
+    let jwt = no_kid["keys"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|k| k["use"] == "jwt-svid")
+        .unwrap();
     jwt.as_object_mut().unwrap().remove("kid");
     let higher = |mut d: serde_json::Value| {
         d["spiffe_sequence"] = json!(1000);
@@ -477,12 +556,18 @@ async fn federation_refuses_bad_input(db: Db) {
     };
     let wrong_domain = a.fetch("/v1/bundle?format=jwks").await.body;
     for (served, says) in [
-        (higher(serde_json::from_slice(&wrong_domain).unwrap()), "trust domain example.org"),
+        (
+            higher(serde_json::from_slice(&wrong_domain).unwrap()),
+            "trust domain example.org",
+        ),
         ("{\"spiffe_sequence\": 1000}".to_owned(), "\"keys\""),
         (higher(two_certs), "exactly one certificate"),
         (higher(no_kid), "without kid"),
         ("not json".to_owned(), "JSON"),
-        (format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20)), "larger than"),
+        (
+            format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20)),
+            "larger than",
+        ),
     ] {
         *serving.lock().unwrap() = served.into();
         let audit = a.count("audit_log").await;
@@ -490,9 +575,16 @@ async fn federation_refuses_bad_input(db: Db) {
         crate::common::assert_problem(s, &v, StatusCode::BAD_GATEWAY, "foreign_bundle_refused");
         assert!(v["detail"].as_str().unwrap().contains(says), "{says}: {v}");
         let now = relationship(&admin, "other.org").await;
-        assert_eq!((&now["bundle"], &now["sequence"]), (&first["bundle"], &first["sequence"]));
+        assert_eq!(
+            (&now["bundle"], &now["sequence"]),
+            (&first["bundle"], &first["sequence"])
+        );
         assert!(now["last_error"].as_str().unwrap().contains(says), "{now}");
-        assert_eq!(a.count("audit_log").await, audit, "a refused bundle is not recorded");
+        assert_eq!(
+            a.count("audit_log").await,
+            audit,
+            "a refused bundle is not recorded"
+        );
     }
     // An older or equal sequence is ignored (and the poll is a success).
     let mut older = doc.clone();
@@ -501,7 +593,10 @@ async fn federation_refuses_bad_input(db: Db) {
     *serving.lock().unwrap() = older.to_string().into();
     let (s, v) = post(&admin, "/v1/federation/other.org/refresh", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((&v["bundle"], &v["sequence"]), (&first["bundle"], &first["sequence"]));
+    assert_eq!(
+        (&v["bundle"], &v["sequence"]),
+        (&first["bundle"], &first["sequence"])
+    );
     assert!(v["last_error"].is_null(), "{v}");
 
     // Auditors read, only admins change.
@@ -515,9 +610,10 @@ both_backends!(federation_refuses_bad_input);
 
 /// Polls of the replica `c` serves, whatever their outcome.
 async fn polls(c: &Client) -> f64 {
-    tessera_test_support::Metrics::fetch(c)
-        .await
-        .sum("tessera_federation_polls_total", &[("trust_domain", "other.org")])
+    tessera_test_support::Metrics::fetch(c).await.sum(
+        "tessera_federation_polls_total",
+        &[("trust_domain", "other.org")],
+    )
 }
 
 /// Two replicas on one database: exactly one polls (the lease); when it
