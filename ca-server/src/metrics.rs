@@ -52,6 +52,10 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::default();
+        // The federation gauges: one series per foreign trust domain.
+        let by_domain = |name: &'static str, help: &'static str| {
+            registry.register(GaugeVec::new(name, help, &["trust_domain"]))
+        };
         Self {
             issued: registry.register(CounterVec::new(
                 "tessera_certificates_issued_total",
@@ -130,26 +134,22 @@ impl Metrics {
                 "Polls of foreign bundle endpoints: updated (a newer bundle), unchanged, failed (the last good bundle kept).",
                 &["trust_domain", "outcome"],
             )),
-            federation_healthy: registry.register(GaugeVec::new(
+            federation_healthy: by_domain(
                 "tessera_federation_healthy",
                 "1 while the relationship's last poll succeeded within federation.stale_after_seconds.",
-                &["trust_domain"],
-            )),
-            federation_sequence: registry.register(GaugeVec::new(
+            ),
+            federation_sequence: by_domain(
                 "tessera_federation_bundle_sequence",
                 "spiffe_sequence of the foreign bundle held (0: none).",
-                &["trust_domain"],
-            )),
-            federation_last_success: registry.register(GaugeVec::new(
+            ),
+            federation_last_success: by_domain(
                 "tessera_federation_last_success_seconds",
                 "Last successful poll of the foreign bundle endpoint (unix seconds, 0: never).",
-                &["trust_domain"],
-            )),
-            federation_bundle_age: registry.register(GaugeVec::new(
+            ),
+            federation_bundle_age: by_domain(
                 "tessera_federation_bundle_age_seconds",
                 "Age of the foreign bundle held, seconds.",
-                &["trust_domain"],
-            )),
+            ),
             registry,
         }
     }

@@ -5,7 +5,7 @@ use crate::connection::read;
 use crate::output::Failure;
 use crate::request::{Ctx, escape};
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use hyper::Method;
 use std::path::{Path, PathBuf};
 use tessera_core::api;
@@ -13,23 +13,13 @@ use tessera_core::api;
 /// `tessera federation …`.
 #[derive(Subcommand)]
 pub enum FederationCmd {
-    /// Federate with a foreign trust domain (admin).
+    /// Federate with a foreign trust domain (admin): `--url` is required,
+    /// the profile defaults to https_spiffe.
     Add {
         /// The foreign trust domain.
         trust_domain: String,
-        /// Its bundle endpoint, https://host[:port][/path].
-        #[arg(long)]
-        url: String,
-        /// https_spiffe or https_web.
-        #[arg(long, default_value = "https_spiffe")]
-        profile: String,
-        /// https_spiffe: the endpoint's SPIFFE ID (in the foreign trust domain).
-        #[arg(long)]
-        endpoint_spiffe_id: Option<String>,
-        /// The foreign bundle for first contact (PEM or SPIFFE bundle JSON;
-        /// required for https_spiffe).
-        #[arg(long)]
-        bundle_file: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// Relationships with their health (admin, auditor).
     List,
@@ -38,23 +28,43 @@ pub enum FederationCmd {
     /// Change a relationship; options not given keep their value (admin).
     Update {
         trust_domain: String,
-        /// New bundle endpoint URL.
-        #[arg(long)]
-        url: Option<String>,
-        /// New profile.
-        #[arg(long)]
-        profile: Option<String>,
-        /// New endpoint SPIFFE ID.
-        #[arg(long)]
-        endpoint_spiffe_id: Option<String>,
-        /// A bundle replacing the one held (re-bootstrap).
-        #[arg(long)]
-        bundle_file: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// Remove a relationship and the foreign bundle held (admin).
     Remove { trust_domain: String },
     /// Poll the foreign bundle endpoint now (admin).
     Refresh { trust_domain: String },
+}
+
+/// A relationship's endpoint settings, for `add` and `update`.
+#[derive(Args)]
+pub struct Settings {
+    /// The bundle endpoint, https://host[:port][/path].
+    #[arg(long)]
+    url: Option<String>,
+    /// https_spiffe or https_web.
+    #[arg(long)]
+    profile: Option<String>,
+    /// https_spiffe: the endpoint's SPIFFE ID (in the foreign trust domain).
+    #[arg(long)]
+    endpoint_spiffe_id: Option<String>,
+    /// A bundle of the foreign trust domain (PEM or SPIFFE bundle JSON): for
+    /// first contact (required for https_spiffe), or replacing the one held.
+    #[arg(long)]
+    bundle_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The settings as an update (absent ones unchanged), the file read.
+    fn request(self) -> Result<api::FederationUpdateRequest> {
+        Ok(api::FederationUpdateRequest {
+            bundle_endpoint_url: self.url,
+            profile: self.profile,
+            endpoint_spiffe_id: self.endpoint_spiffe_id,
+            bootstrap_bundle: self.bundle_file.as_deref().map(read_bundle).transpose()?,
+        })
+    }
 }
 
 /// `--bundle-file`: PEM or JSON, text either way.
@@ -69,61 +79,50 @@ fn path_of(td: &str) -> String {
 
 /// Runs one `federation` subcommand.
 pub async fn run(ctx: &Ctx, cmd: FederationCmd) -> Result<()> {
-    match cmd {
+    let f: api::Federation = match cmd {
         FederationCmd::Add {
             trust_domain,
-            url,
-            profile,
-            endpoint_spiffe_id,
-            bundle_file,
+            settings,
         } => {
+            let u = settings.request()?;
             let req = api::FederationCreateRequest {
                 trust_domain,
-                bundle_endpoint_url: url,
-                profile,
-                endpoint_spiffe_id,
-                bootstrap_bundle: bundle_file.as_deref().map(read_bundle).transpose()?,
+                bundle_endpoint_url: u
+                    .bundle_endpoint_url
+                    .ok_or_else(|| Failure::usage("federation add: --url is required"))?,
+                profile: u.profile.unwrap_or_else(|| "https_spiffe".into()),
+                endpoint_spiffe_id: u.endpoint_spiffe_id,
+                bootstrap_bundle: u.bootstrap_bundle,
             };
-            let f: api::Federation = ctx.send(Method::POST, "/v1/federation", &req).await?;
-            ctx.out.record(&f)
+            ctx.send(Method::POST, "/v1/federation", &req).await?
         }
         FederationCmd::List => {
-            ctx.list("/v1/federation", |l: &api::FederationList| &l.items)
-                .await
+            return ctx
+                .list("/v1/federation", |l: &api::FederationList| &l.items)
+                .await;
         }
-        FederationCmd::Show { trust_domain } => {
-            let f: api::Federation = ctx.get(&path_of(&trust_domain)).await?;
-            ctx.out.record(&f)
-        }
+        FederationCmd::Show { trust_domain } => ctx.get(&path_of(&trust_domain)).await?,
         FederationCmd::Update {
             trust_domain,
-            url,
-            profile,
-            endpoint_spiffe_id,
-            bundle_file,
+            settings,
         } => {
-            let req = api::FederationUpdateRequest {
-                bundle_endpoint_url: url,
-                profile,
-                endpoint_spiffe_id,
-                bootstrap_bundle: bundle_file.as_deref().map(read_bundle).transpose()?,
-            };
-            let f: api::Federation = ctx.send(Method::PUT, &path_of(&trust_domain), &req).await?;
-            ctx.out.record(&f)
+            let req = settings.request()?;
+            ctx.send(Method::PUT, &path_of(&trust_domain), &req).await?
         }
         FederationCmd::Remove { trust_domain } => {
-            ctx.delete(
-                "/v1/federation",
-                &trust_domain,
-                "removed",
-                "federation with",
-            )
-            .await
+            return ctx
+                .delete(
+                    "/v1/federation",
+                    &trust_domain,
+                    "removed",
+                    "federation with",
+                )
+                .await;
         }
         FederationCmd::Refresh { trust_domain } => {
             let path = format!("{}/refresh", path_of(&trust_domain));
-            let f: api::Federation = ctx.call(Method::POST, &path, None).await?;
-            ctx.out.record(&f)
+            ctx.call(Method::POST, &path, None).await?
         }
-    }
+    };
+    ctx.out.record(&f)
 }

@@ -21,51 +21,33 @@ fn federation_commands() {
     let url = format!("https://localhost:{}/", dead.local_addr().unwrap().port());
     drop(dead);
 
-    // Refused: exit 2 (invalid), nothing created.
-    let e = ca.exits(
-        &[
+    let web = |td: &'static str| {
+        [
             "federation",
             "add",
-            "example.org",
+            td,
             "--url",
             &url,
             "--profile",
             "https_web",
-        ],
-        2,
-    );
+        ]
+    };
+
+    // Refused: exit 2 (invalid), nothing created.
+    let e = ca.exits(&web("example.org"), 2);
     assert!(e.contains("own trust domain"), "{e}");
     let e = ca.exits(&["federation", "add", "other.org", "--url", &url], 2);
     assert!(e.contains("endpoint_spiffe_id"), "{e}");
-    assert_eq!(
-        ca.json(&["federation", "list"])["items"],
-        serde_json::json!([])
-    );
+    let e = ca.exits(&["federation", "add", "other.org"], 2);
+    assert!(e.contains("--url"), "{e}");
+    let none = ca.json(&["federation", "list"]);
+    assert_eq!(none["items"], serde_json::json!([]));
 
-    let added = ca.json(&[
-        "federation",
-        "add",
-        "other.org",
-        "--url",
-        &url,
-        "--profile",
-        "https_web",
-    ]);
+    let added = ca.json(&web("other.org"));
     assert_eq!(added["trust_domain"], "other.org");
     assert_eq!(added["profile"], "https_web");
     // A duplicate is a conflict: exit 4.
-    let e = ca.exits(
-        &[
-            "federation",
-            "add",
-            "other.org",
-            "--url",
-            &url,
-            "--profile",
-            "https_web",
-        ],
-        4,
-    );
+    let e = ca.exits(&web("other.org"), 4);
     assert!(e.contains("exists"), "{e}");
 
     // The poller fails (endpoint down): the table says unhealthy, then stale.

@@ -3,7 +3,7 @@
 //! record. Operator changes and every change of a held bundle are audited;
 //! a poll that changes no bundle is telemetry (its health columns only).
 
-use super::{AuditEntry, Refusal, Store, StoreError, change_one};
+use super::{AuditEntry, Refusal, Store, StoreError, Tx, change_one};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -97,48 +97,38 @@ impl Store {
         max: i64,
         audit: AuditEntry,
     ) -> Result<FederationRow, StoreError> {
+        self.save_federation(f, Save::Create { max }, audit).await
+    }
+
+    /// Replaces a relationship's endpoint settings (and, with
+    /// `replace_bundle`, its bundle, sequence and hint: a new bootstrap),
+    /// audited; the next poll is due at once. [`StoreError::NotFound`] if it
+    /// does not exist.
+    pub async fn update_federation(
+        &self,
+        f: &FederationRow,
+        replace_bundle: bool,
+        audit: AuditEntry,
+    ) -> Result<FederationRow, StoreError> {
+        self.save_federation(f, Save::Update { replace_bundle }, audit)
+            .await
+    }
+
+    /// Creates or updates `f` in one audited write, and reads it back.
+    async fn save_federation(
+        &self,
+        f: &FederationRow,
+        how: Save,
+        audit: AuditEntry,
+    ) -> Result<FederationRow, StoreError> {
         let r = f.clone();
         self.core()
             .write(vec![audit], move |tx| {
                 Box::pin(async move {
-                    let exists = sqlx::query(
-                        "SELECT 1 FROM federation_relationships WHERE trust_domain = $1",
-                    )
-                    .bind(r.trust_domain.clone())
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    if exists.is_some() {
-                        return Err(Refusal::FederationExists {
-                            trust_domain: r.trust_domain,
-                        }
-                        .into());
+                    match how {
+                        Save::Create { max } => insert(tx, r, max).await,
+                        Save::Update { replace_bundle } => update(tx, r, replace_bundle).await,
                     }
-                    let n: i64 = sqlx::query("SELECT COUNT(*) FROM federation_relationships")
-                        .fetch_one(&mut **tx)
-                        .await?
-                        .get(0);
-                    if n >= max {
-                        return Err(Refusal::FederationLimit { max }.into());
-                    }
-                    sqlx::query(
-                        "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, \
-                         endpoint_spiffe_id, bundle, sequence, refresh_hint, bundle_updated_at, failures, \
-                         next_poll_ms, created_by, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10)",
-                    )
-                    .bind(r.trust_domain)
-                    .bind(r.bundle_endpoint_url)
-                    .bind(r.profile)
-                    .bind(r.endpoint_spiffe_id)
-                    .bind(r.bundle)
-                    .bind(r.sequence)
-                    .bind(r.refresh_hint)
-                    .bind(r.bundle_updated_at)
-                    .bind(r.created_by)
-                    .bind(r.created_at)
-                    .execute(&mut **tx)
-                    .await?;
-                    Ok(())
                 })
             })
             .await?;
@@ -160,50 +150,6 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY trust_domain LIMIT $1"));
         let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row).collect())
-    }
-
-    /// Replaces a relationship's endpoint settings (and, when `f.bundle` is
-    /// set, its bundle, sequence and hint: a new bootstrap), audited; the
-    /// next poll is due at once. [`StoreError::NotFound`] if it does not exist.
-    pub async fn update_federation(
-        &self,
-        f: &FederationRow,
-        replace_bundle: bool,
-        audit: AuditEntry,
-    ) -> Result<FederationRow, StoreError> {
-        let r = f.clone();
-        self.core()
-            .write(vec![audit], move |tx| {
-                Box::pin(async move {
-                    let n = sqlx::query(
-                        "UPDATE federation_relationships SET bundle_endpoint_url = $2, profile = $3, \
-                         endpoint_spiffe_id = $4, updated_at = $5, next_poll_ms = 0, \
-                         bundle = CASE WHEN $6 = 1 THEN $7 ELSE bundle END, \
-                         sequence = CASE WHEN $6 = 1 THEN $8 ELSE sequence END, \
-                         refresh_hint = CASE WHEN $6 = 1 THEN $9 ELSE refresh_hint END, \
-                         bundle_updated_at = CASE WHEN $6 = 1 THEN $5 ELSE bundle_updated_at END \
-                         WHERE trust_domain = $1",
-                    )
-                    .bind(r.trust_domain)
-                    .bind(r.bundle_endpoint_url)
-                    .bind(r.profile)
-                    .bind(r.endpoint_spiffe_id)
-                    .bind(r.updated_at)
-                    .bind(i64::from(replace_bundle))
-                    .bind(r.bundle)
-                    .bind(r.sequence)
-                    .bind(r.refresh_hint)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                    if n != 1 {
-                        return Err(StoreError::NotFound);
-                    }
-                    Ok(())
-                })
-            })
-            .await?;
-        self.get_federation(&f.trust_domain).await
     }
 
     /// Deletes a relationship and the bundle held, audited.
@@ -307,4 +253,80 @@ impl Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// How [`Store::save_federation`] writes.
+#[derive(Clone, Copy)]
+enum Save {
+    /// A new row, unless one exists or `max` do.
+    Create { max: i64 },
+    /// An existing row's settings, and its bundle if asked.
+    Update { replace_bundle: bool },
+}
+
+async fn insert(tx: &mut Tx, r: FederationRow, max: i64) -> Result<(), StoreError> {
+    let exists = sqlx::query("SELECT 1 FROM federation_relationships WHERE trust_domain = $1")
+        .bind(r.trust_domain.clone())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if exists.is_some() {
+        return Err(Refusal::FederationExists {
+            trust_domain: r.trust_domain,
+        }
+        .into());
+    }
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM federation_relationships")
+        .fetch_one(&mut **tx)
+        .await?
+        .get(0);
+    if n >= max {
+        return Err(Refusal::FederationLimit { max }.into());
+    }
+    sqlx::query(
+        "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, \
+         endpoint_spiffe_id, bundle, sequence, refresh_hint, bundle_updated_at, failures, \
+         next_poll_ms, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10)",
+    )
+    .bind(r.trust_domain)
+    .bind(r.bundle_endpoint_url)
+    .bind(r.profile)
+    .bind(r.endpoint_spiffe_id)
+    .bind(r.bundle)
+    .bind(r.sequence)
+    .bind(r.refresh_hint)
+    .bind(r.bundle_updated_at)
+    .bind(r.created_by)
+    .bind(r.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update(tx: &mut Tx, r: FederationRow, replace_bundle: bool) -> Result<(), StoreError> {
+    let n = sqlx::query(
+        "UPDATE federation_relationships SET bundle_endpoint_url = $2, profile = $3, \
+         endpoint_spiffe_id = $4, updated_at = $5, next_poll_ms = 0, \
+         bundle = CASE WHEN $6 = 1 THEN $7 ELSE bundle END, \
+         sequence = CASE WHEN $6 = 1 THEN $8 ELSE sequence END, \
+         refresh_hint = CASE WHEN $6 = 1 THEN $9 ELSE refresh_hint END, \
+         bundle_updated_at = CASE WHEN $6 = 1 THEN $5 ELSE bundle_updated_at END \
+         WHERE trust_domain = $1",
+    )
+    .bind(r.trust_domain)
+    .bind(r.bundle_endpoint_url)
+    .bind(r.profile)
+    .bind(r.endpoint_spiffe_id)
+    .bind(r.updated_at)
+    .bind(i64::from(replace_bundle))
+    .bind(r.bundle)
+    .bind(r.sequence)
+    .bind(r.refresh_hint)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }

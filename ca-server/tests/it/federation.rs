@@ -229,6 +229,27 @@ async fn other_org(db: Db) -> Harness {
     .await
 }
 
+/// `h`'s X.509 authorities as PEM: a bootstrap bundle handed over out of band.
+fn anchors_pem(h: &Harness) -> String {
+    tessera_core::pem::encode_certs(h.auth.bundle().anchors.iter().map(|c| c.as_ref()))
+}
+
+/// Creates, as `admin`, the relationship with B (`other.org`) over its
+/// `https_spiffe` endpoint, bootstrapped with B's authorities.
+async fn federate_with(admin: &Client, b: &Harness) -> serde_json::Value {
+    let url = format!("https://127.0.0.1:{}/", bundle_endpoint_port(b));
+    let (s, v) = post(
+        admin,
+        "/v1/federation",
+        json!({"trust_domain": "other.org", "bundle_endpoint_url": url,
+            "profile": "https_spiffe", "endpoint_spiffe_id": OTHER_ENDPOINT_ID,
+            "bootstrap_bundle": anchors_pem(b)}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v
+}
+
 /// The relationship `td` as A's admin sees it.
 async fn relationship(admin: &Client, td: &str) -> serde_json::Value {
     let (s, v) = get(admin, &format!("/v1/federation/{td}")).await;
@@ -258,17 +279,7 @@ async fn federation_follows_a_foreign_bundle_endpoint(db: Db) {
     .await;
     let admin = a.operator(Role::Admin).await;
     let b_anchors = b.auth.bundle().anchors.clone();
-    let bootstrap = tessera_core::pem::encode_certs(b_anchors.iter().map(|c| c.as_ref()));
-    let url = format!("https://127.0.0.1:{}/", bundle_endpoint_port(&b));
-    let (s, v) = post(
-        &admin,
-        "/v1/federation",
-        json!({"trust_domain": "other.org", "bundle_endpoint_url": url,
-            "profile": "https_spiffe", "endpoint_spiffe_id": OTHER_ENDPOINT_ID,
-            "bootstrap_bundle": bootstrap}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = federate_with(&admin, &b).await;
     assert_eq!(v["x509_authorities"], 1, "the bootstrap bundle is held");
 
     // The poller (not a refresh) brings B's bundle, sequence and hint.
@@ -430,7 +441,7 @@ async fn federation_refuses_bad_input(db: Db) {
     )
     .await;
     let admin = a.operator(Role::Admin).await;
-    let pem = tessera_core::pem::encode_certs(b.auth.bundle().anchors.iter().map(|c| c.as_ref()));
+    let pem = anchors_pem(&b);
     let audit_before = a.count("audit_log").await;
     let spiffe = |extra: serde_json::Value| {
         let mut r = json!({"trust_domain": "other.org", "bundle_endpoint_url": "https://localhost:1/",
@@ -440,49 +451,21 @@ async fn federation_refuses_bad_input(db: Db) {
         }
         r
     };
-    for (body, code, says) in [
-        (
-            spiffe(json!({"trust_domain": "example.org"})),
-            "invalid_field",
-            "own trust domain",
-        ),
-        (
-            spiffe(json!({"trust_domain": "Other.Org"})),
-            "invalid_field",
-            "trust_domain",
-        ),
-        (
-            spiffe(json!({"bundle_endpoint_url": "http://localhost:1/"})),
-            "invalid_field",
-            "https://",
-        ),
-        (
-            spiffe(json!({"profile": "https"})),
-            "invalid_field",
-            "profile",
-        ),
-        (
-            spiffe(json!({"endpoint_spiffe_id": "spiffe://example.org/x"})),
-            "wrong_trust_domain",
-            "endpoint_spiffe_id",
-        ),
-        (
-            spiffe(json!({"bootstrap_bundle": null})),
-            "invalid_field",
-            "bootstrap_bundle",
-        ),
-        (
-            spiffe(json!({"bootstrap_bundle": "{\"spiffe_sequence\": 1}"})),
-            "invalid_field",
-            "\"keys\"",
-        ),
-        (
-            spiffe(json!({"bootstrap_bundle": a.auth.bundle().pem.clone()})),
-            "invalid_field",
-            "trust domain example.org",
-        ),
+    let own_pem = a.auth.bundle().pem.clone();
+    let (field, bad) = ("invalid_field", "wrong_trust_domain");
+    #[rustfmt::skip]
+    let cases = [
+        (spiffe(json!({"trust_domain": "example.org"})), field, "own trust domain"),
+        (spiffe(json!({"trust_domain": "Other.Org"})), field, "trust_domain"),
+        (spiffe(json!({"bundle_endpoint_url": "http://x/"})), field, "https://"),
+        (spiffe(json!({"profile": "https"})), field, "profile"),
+        (spiffe(json!({"endpoint_spiffe_id": "spiffe://a.b/x"})), bad, "endpoint_spiffe_id"),
+        (spiffe(json!({"bootstrap_bundle": null})), field, "bootstrap_bundle"),
+        (spiffe(json!({"bootstrap_bundle": "{\"keys\": 1}"})), field, "\"keys\""),
+        (spiffe(json!({"bootstrap_bundle": own_pem})), field, "domain example.org"),
         (spiffe(json!({"unknown": 1})), "invalid_body", "unknown"),
-    ] {
+    ];
+    for (body, code, says) in cases {
         let (s, v) = post(&admin, "/v1/federation", body.clone()).await;
         assert_eq!(v["code"], code, "{body}: {v}");
         assert!(s.is_client_error(), "{body}: {s}");
@@ -638,17 +621,7 @@ async fn one_poller_among_replicas(db: Db) {
         None,
     );
     let admin = a1.operator(Role::Admin).await;
-    let pem = tessera_core::pem::encode_certs(b.auth.bundle().anchors.iter().map(|c| c.as_ref()));
-    let url = format!("https://127.0.0.1:{}/", bundle_endpoint_port(&b));
-    let (s, v) = post(
-        &admin,
-        "/v1/federation",
-        json!({"trust_domain": "other.org", "bundle_endpoint_url": url,
-            "profile": "https_spiffe", "endpoint_spiffe_id": OTHER_ENDPOINT_ID,
-            "bootstrap_bundle": pem}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    federate_with(&admin, &b).await;
     let c1 = a1.anonymous();
     let (p1, p2) = poll_until(T, "three polls", || {
         let (c1, c2) = (&c1, &c2);
