@@ -179,6 +179,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0009_federation",
         include_str!("../../../migrations/sqlite/0009_federation.sql"),
     ),
+    (
+        10,
+        "0010_entry_federates_with",
+        include_str!("../../../migrations/sqlite/0010_entry_federates_with.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -225,6 +230,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "0009_federation",
         include_str!("../../../migrations/postgres/0009_federation.sql"),
+    ),
+    (
+        10,
+        "0010_entry_federates_with",
+        include_str!("../../../migrations/postgres/0010_entry_federates_with.sql"),
     ),
 ];
 

@@ -649,3 +649,51 @@ async fn one_poller_among_replicas(db: Db) {
     .await;
 }
 both_backends!(one_poller_among_replicas);
+
+/// Issue 16 item 3 (start): entries name the foreign trust domains their
+/// workloads receive bundles of; each must have a relationship.
+async fn entries_federate_with_known_domains(db: Db) {
+    let a = Harness::start(db).await;
+    let admin = a.operator(Role::Admin).await;
+    let entry = |fw: serde_json::Value| {
+        json!({"spiffe_id": "spiffe://example.org/web", "selectors": ["unix:uid:1"],
+            "federates_with": fw})
+    };
+    for (fw, says) in [
+        (
+            json!(["other.org"]),
+            "no federation relationship with other.org",
+        ),
+        (json!(["example.org"]), "own trust domain"),
+        (json!(["Other.Org"]), "federates_with"),
+    ] {
+        let (s, v) = post(&admin, "/v1/entries", entry(fw)).await;
+        crate::common::assert_problem(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
+        assert!(v["detail"].as_str().unwrap().contains(says), "{v}");
+    }
+    assert_eq!(a.count("entries").await, 0);
+    let (s, v) = post(
+        &admin,
+        "/v1/federation",
+        json!({"trust_domain": "other.org", "bundle_endpoint_url": "https://localhost:1/",
+            "profile": "https_web"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, e) = post(
+        &admin,
+        "/v1/entries",
+        entry(json!(["other.org", "other.org"])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(e["federates_with"], json!(["other.org"]));
+    let path = format!("/v1/entries/{}", e["id"].as_str().unwrap());
+    let (_, shown) = get(&admin, &path).await;
+    assert_eq!(shown["federates_with"], json!(["other.org"]));
+    let (s, u) =
+        crate::common::call(&admin, hyper::Method::PUT, &path, Some(entry(json!([])))).await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(u["federates_with"], json!([]));
+}
+both_backends!(entries_federate_with_known_domains);
