@@ -113,6 +113,7 @@ pub const ROUTES: &[Route] = &[
     route!(DELETE "/v1/federation/{trust_domain}", Access::Roles(ADMIN), federation::delete),
     route!(POST "/v1/federation/{trust_domain}/refresh", Access::Roles(ADMIN), federation::refresh),
     route!(GET "/v1/agent/entries", Access::Node, agent::entries),
+    route!(GET "/v1/agent/federated-bundles", Access::Node, agent::federated_bundles),
     route!(POST "/v1/agent/svids", Access::Node, agent::svids),
     route!(POST "/v1/agent/jwt-svids", Access::Node, agent::jwt_svids),
     // Platform-token (JWT) attestation: the token is the credential.

@@ -417,6 +417,34 @@ impl Authority {
         }
     }
 
+    /// The foreign bundles of every trust domain an entry the node `node`
+    /// serves federates with (a domain without a relationship or a bundle
+    /// held is left out): what its agent may hand to workloads, and
+    /// nothing more.
+    pub async fn agent_federated_bundles(
+        &self,
+        node: &SpiffeId,
+    ) -> Result<api::AgentFederatedBundles, AuthorityError> {
+        let entries = self.agent_entries(node).await?;
+        let wanted: std::collections::BTreeSet<&str> = entries
+            .iter()
+            .flat_map(|e| e.federates_with.iter().map(String::as_str))
+            .collect();
+        let mut out = api::AgentFederatedBundles::default();
+        for td in wanted {
+            match self.store.get_federation(td).await {
+                Ok(FederationRow {
+                    bundle: Some(b), ..
+                }) => {
+                    out.bundles.insert(td.to_owned(), b);
+                }
+                Ok(_) | Err(crate::store::StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
     /// One sentence per stale relationship, for `GET /v1/ca`.
     pub(crate) async fn stale_federations(&self) -> Result<Vec<String>, AuthorityError> {
         let now = now_unix();

@@ -25,8 +25,8 @@ mod webhooks;
 pub mod whole;
 
 pub use agent::{
-    AgentJwtSvidRequest, AgentJwtSvidResponse, AgentSvidRequest, AgentSvidResponse,
-    WorkloadAttestation,
+    AgentFederatedBundles, AgentJwtSvidRequest, AgentJwtSvidResponse, AgentSvidRequest,
+    AgentSvidResponse, WorkloadAttestation,
 };
 pub use audit::{AuditList, AuditRecord};
 pub use ca::{CaInfo, CaRevokeResponse, CaState, CaStatus, NextTransition, ScheduleInfo};
