@@ -549,33 +549,10 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_bundles_reach_only_federating_workloads() {
     let ca = Ca::start();
-    let other = CaBuilder::new()
-        .trust_domain("other.org")
-        .start("other.org");
-    let other_pem = std::fs::read_to_string(other.bundle_path()).unwrap();
-    let other_anchors = tessera_core::pem::certs(other_pem.as_bytes()).unwrap();
-    ca.expect(
-        Method::POST,
-        "/v1/federation",
-        Some(
-            json!({"trust_domain": "other.org", "bundle_endpoint_url": "https://127.0.0.1:1/",
-            "profile": "https_spiffe",
-            "endpoint_spiffe_id": "spiffe://other.org/tessera/bundle-endpoint",
-            "bootstrap_bundle": other_pem}),
-        ),
-        201,
-    )
-    .await;
+    let (_other, other_anchors) = support::federated_other_org(&ca).await;
     let token = node_token(&ca, "fed1").await;
     let node = "spiffe://example.org/tessera/agent/fed1";
-    ca.expect(
-        Method::POST,
-        "/v1/entries",
-        Some(json!({"spiffe_id": "spiffe://example.org/fed-workload",
-            "selectors": [uid_selector()], "parent_id": node, "federates_with": ["other.org"]})),
-        201,
-    )
-    .await;
+    support::federating_host_entry(&ca, "spiffe://example.org/fed-workload", node).await;
     let agent = Agent::start(&ca, "fed1", &token, None);
     let client = agent.spiffe_client().await;
     let ctx = client
