@@ -110,6 +110,14 @@ pub enum AuthorityError {
     /// A platform token (JWT) was refused; the reason never holds the token.
     #[error("platform token refused: {0}")]
     PlatformToken(String),
+    /// A foreign bundle endpoint could not be polled, or its bundle was refused.
+    #[error("{reason}")]
+    Upstream {
+        /// The problem code (`bundle_endpoint_unreachable`, `foreign_bundle_refused`).
+        code: &'static str,
+        /// What failed.
+        reason: String,
+    },
     /// The store failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -267,6 +275,8 @@ pub struct Authority {
     pub events: crate::events::EventHub,
     /// Trusted platform-token issuers and their keys.
     pub issuers: crate::platform::Issuers,
+    /// Wakes the federation poller (a relationship was created or changed here).
+    pub(crate) federation_poke: tokio::sync::Notify,
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -342,6 +352,7 @@ impl Authority {
             entries: Recent::new(Duration::from_secs(2), 4096),
             events,
             issuers,
+            federation_poke: tokio::sync::Notify::new(),
         });
         // JWKS URLs: fetched once now (a failure is logged; the issuer's
         // tokens are refused until a later fetch succeeds).

@@ -11,8 +11,8 @@ use tessera_core::time::{parse_rfc3339, rfc3339};
 pub type EntryRow = api::Entry;
 
 /// The entry columns [`Store::entries_from_rows`] reads, before `WHERE`.
-const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at, hint \
-     FROM entries";
+const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at, hint, \
+     federates_with FROM entries";
 
 impl Store {
     /// Creates an entry, audited.
@@ -23,8 +23,8 @@ impl Store {
                 Box::pin(async move {
                     bind_fields(
                         sqlx::query(
-                            "INSERT INTO entries (id, spiffe_id, parent_id, ttl_seconds, dns_names, note, hint, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            "INSERT INTO entries (id, spiffe_id, parent_id, ttl_seconds, dns_names, note, hint, federates_with, \
+                             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                         ),
                         &e,
                     )
@@ -47,7 +47,7 @@ impl Store {
                     let r = bind_fields(
                         sqlx::query(
                             "UPDATE entries SET spiffe_id = $2, parent_id = $3, ttl_seconds = $4, dns_names = $5, \
-                             note = $6, hint = $7, updated_at = $8 WHERE id = $1",
+                             note = $6, hint = $7, federates_with = $8, updated_at = $9 WHERE id = $1",
                         ),
                         &e,
                     )
@@ -166,6 +166,7 @@ impl Store {
                 dns_names: serde_json::from_str(&dns).unwrap_or_default(),
                 note: r.get(5),
                 hint: r.get(8),
+                federates_with: serde_json::from_str(&r.get::<String, _>(9)).unwrap_or_default(),
                 created_at: rfc3339(r.get(6)),
                 updated_at: rfc3339(r.get(7)),
                 selectors: sel.iter().map(|s| s.get(0)).collect(),
@@ -175,7 +176,8 @@ impl Store {
     }
 }
 
-/// Binds `$1..$7`: ID, SPIFFE ID, parent, TTL, DNS names, note, hint.
+/// Binds `$1..$8`: ID, SPIFFE ID, parent, TTL, DNS names, note, hint,
+/// federated trust domains.
 fn bind_fields<'q>(q: AnyQuery<'q>, e: &EntryRow) -> AnyQuery<'q> {
     q.bind(e.id.clone())
         .bind(e.spiffe_id.clone())
@@ -184,6 +186,7 @@ fn bind_fields<'q>(q: AnyQuery<'q>, e: &EntryRow) -> AnyQuery<'q> {
         .bind(serde_json::to_string(&e.dns_names).unwrap_or_default())
         .bind(e.note.clone())
         .bind(e.hint.clone())
+        .bind(serde_json::to_string(&e.federates_with).unwrap_or_default())
 }
 
 async fn insert_selectors(
