@@ -108,9 +108,18 @@ pub struct NodeLink {
     data_dir: Option<PathBuf>,
 }
 
-/// Foreign X.509 authorities by trust domain ID (`spiffe://<td>`, as the
-/// Workload API keys `federated_bundles`).
-pub type Federated = std::collections::BTreeMap<String, Vec<CertificateDer<'static>>>;
+/// Foreign bundles by trust domain ID (`spiffe://<td>`, as the Workload
+/// API keys `federated_bundles` and bundle maps).
+pub type Federated = std::collections::BTreeMap<String, ForeignBundle>;
+
+/// One foreign trust domain's bundle, in the forms the Workload API sends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ForeignBundle {
+    /// X.509 authorities.
+    pub x509: Vec<CertificateDer<'static>>,
+    /// JWT authorities as a JWKS document (`{"keys": [...]}`).
+    pub jwks: bytes::Bytes,
+}
 
 /// The trust domain's JWT-SVID keys (the `jwt-svid` keys of the CA's bundle).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -382,7 +391,12 @@ impl NodeLink {
                 });
             match parsed {
                 Ok(b) => {
-                    out.insert(b.trust_domain.id_string(), b.x509_authorities);
+                    let jwks = serde_json::json!({ "keys": b.jwt_authorities }).to_string();
+                    let foreign = ForeignBundle {
+                        x509: b.x509_authorities,
+                        jwks: jwks.into(),
+                    };
+                    out.insert(b.trust_domain.id_string(), foreign);
                 }
                 Err(e) => {
                     tracing::warn!(trust_domain = %td, error = %e, "federated bundle refused")

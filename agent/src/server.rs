@@ -52,7 +52,9 @@ use tessera_workload_api::{
 
 use crate::attest::{AttestError, Attestation, Attestor};
 use crate::conn::ConnInfo;
-use crate::node::{Federated, JwtBundle, NodeError, NodeLink, RENEWAL, WorkloadSvid};
+use crate::node::{
+    Federated, ForeignBundle, JwtBundle, NodeError, NodeLink, RENEWAL, WorkloadSvid,
+};
 use crate::peer::PeerCred;
 
 /// What the poller last saw: the node's entries and the bundle.
@@ -241,8 +243,12 @@ fn matching(entries: &[api::Entry], selectors: &[String]) -> BTreeSet<(String, S
 }
 
 /// The foreign bundles a workload receives: those of the trust domains its
-/// matching entries federate with, DER concatenated.
-fn federated_for(snap: &Snapshot, selectors: &[String]) -> FederatedDer {
+/// matching entries federate with, each in the form `form` picks.
+fn foreign_for(
+    snap: &Snapshot,
+    selectors: &[String],
+    form: fn(&ForeignBundle) -> bytes::Bytes,
+) -> FederatedDer {
     let wanted: BTreeSet<&str> = snap
         .entries
         .iter()
@@ -259,11 +265,21 @@ fn federated_for(snap: &Snapshot, selectors: &[String]) -> FederatedDer {
             id.strip_prefix("spiffe://")
                 .is_some_and(|td| wanted.contains(td))
         })
-        .map(|(id, certs)| (id.clone(), bytes::Bytes::from(concat_der(certs))))
+        .map(|(id, b)| (id.clone(), form(b)))
         .collect()
 }
 
-/// Foreign bundles as sent: trust domain ID to concatenated DER.
+/// [`foreign_for`] as X.509 authorities, DER concatenated.
+fn federated_for(snap: &Snapshot, selectors: &[String]) -> FederatedDer {
+    foreign_for(snap, selectors, |b| concat_der(&b.x509).into())
+}
+
+/// [`foreign_for`] as JWKS documents.
+fn federated_jwks_for(snap: &Snapshot, selectors: &[String]) -> FederatedDer {
+    foreign_for(snap, selectors, |b| b.jwks.clone())
+}
+
+/// Foreign bundles as sent, by trust domain ID (concatenated DER or JWKS).
 type FederatedDer = std::collections::BTreeMap<String, bytes::Bytes>;
 
 fn svid_response(
@@ -313,25 +329,31 @@ impl Shared {
     /// public, but only attested callers are served): `first` (read after
     /// the attestation) at once, then
     /// whatever `pick` reads from each new snapshot when it differs from what
-    /// was sent, each as `message(trust domain ID, bundle)`; ends with
+    /// was sent, each as `message(trust domain ID, bundle, foreign)`, where
+    /// `foreign` holds the foreign bundles the caller's entries (matched by
+    /// the selectors of that attestation) federate with; ends with
     /// `Unavailable` when the CA refuses the node.
     async fn bundle_stream<R, B, M>(
         &self,
         request: &Request<R>,
         first: fn(&NodeLink) -> Arc<B>,
         pick: fn(&Snapshot) -> Arc<B>,
-        message: fn(&str, &B) -> M,
+        foreign: fn(&Snapshot, &[String]) -> FederatedDer,
+        message: fn(&str, &B, FederatedDer) -> M,
     ) -> Result<Response<ResponseStream<M>>, Status>
     where
         B: PartialEq + Send + std::marker::Sync + 'static,
         M: Send + 'static,
     {
         let (peer, conn) = caller(request)?;
-        self.attest(peer, &conn).await?;
+        let selectors = self.attest(peer, &conn).await?.selectors;
         // The Workload API keys bundles by the trust domain's ID.
         let td = self.node.trust_domain().id_string();
-        let message = move |b: &B| message(&td, b);
-        let first = first(&self.node);
+        let message = move |(b, f): &(Arc<B>, FederatedDer)| message(&td, b, f.clone());
+        let first = (
+            first(&self.node),
+            foreign(&self.snapshot.borrow(), &selectors),
+        );
         let mut snap = self.snapshot.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -349,7 +371,7 @@ impl Shared {
                     let _ = tx.send(Err(Status::unavailable(why))).await;
                     return;
                 }
-                let next = pick(&current);
+                let next = (pick(&current), foreign(&current, &selectors));
                 if next != sent {
                     sent = next;
                     if tx.send(Ok(message(&sent))).await.is_err() {
@@ -583,10 +605,12 @@ impl WorkloadApi for Endpoint {
                 &request,
                 |n| n.bundle(),
                 |s| s.bundle.clone(),
-                |td, b| X509BundlesResponse {
+                federated_for,
+                |td, b, foreign| X509BundlesResponse {
                     crl: vec![],
-                    bundles: [(td.to_owned(), concat_der(b.iter()).into())]
+                    bundles: foreign
                         .into_iter()
+                        .chain([(td.to_owned(), concat_der(b.iter()).into())])
                         .collect(),
                 },
             )
@@ -638,8 +662,12 @@ impl WorkloadApi for Endpoint {
                 &request,
                 |n| n.jwt_bundle(),
                 |s| s.jwt_bundle.clone(),
-                |td, b| JwtBundlesResponse {
-                    bundles: [(td.to_owned(), b.jwks.clone())].into_iter().collect(),
+                federated_jwks_for,
+                |td, b, foreign| JwtBundlesResponse {
+                    bundles: foreign
+                        .into_iter()
+                        .chain([(td.to_owned(), b.jwks.clone())])
+                        .collect(),
                 },
             )
             .await

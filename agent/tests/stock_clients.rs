@@ -98,6 +98,9 @@ async fn py_spiffe_sees_the_federated_bundle() {
         "{seen}\n{}",
         agent.log()
     );
+    // FetchJWTBundles carries other.org's JWT authorities too.
+    let keys = seen["jwt_bundles"]["other.org"].as_array();
+    assert!(keys.is_some_and(|k| !k.is_empty()), "{seen}");
 }
 
 /// The HTTP/2 client connection preface.

@@ -565,6 +565,14 @@ async fn federated_bundles_reach_only_federating_workloads() {
     assert_eq!(got.authorities()[0].as_ref(), other_anchors[0].as_ref());
     let own = spiffe::TrustDomain::new("example.org").unwrap();
     assert!(ctx.bundle_set().get(&own).is_some(), "and our own");
+    // FetchX509Bundles and FetchJWTBundles carry it too.
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let got = bundles.get(&td).expect("other.org in FetchX509Bundles");
+    assert_eq!(got.authorities()[0].as_ref(), other_anchors[0].as_ref());
+    assert!(bundles.get(&own).is_some());
+    let jwt = client.fetch_jwt_bundles().await.unwrap();
+    let keys = jwt.get(&td).expect("other.org in FetchJWTBundles");
+    assert!(keys.jwt_authorities().next().is_some(), "with its keys");
 
     // Removing the relationship: pushed on the open stream, bundle gone.
     let path =

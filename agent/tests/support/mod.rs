@@ -47,7 +47,7 @@ pub async fn host_entry(ca: &Ca, spiffe_id: &str, node: &str, ttl: Option<u64>) 
 }
 
 /// A second CA for `other.org`, whose bundle `ca` holds through a federation
-/// relationship bootstrapped with it (the endpoint itself is never
+/// relationship bootstrapped with its SPIFFE bundle document (the endpoint itself is never
 /// reachable: the bootstrap is the bundle held); returns the CA and its
 /// authorities.
 pub async fn federated_other_org(ca: &Ca) -> (Ca, Vec<rustls::pki_types::CertificateDer<'static>>) {
@@ -56,6 +56,11 @@ pub async fn federated_other_org(ca: &Ca) -> (Ca, Vec<rustls::pki_types::Certifi
         .start("other.org");
     let pem = std::fs::read_to_string(other.bundle_path()).unwrap();
     let anchors = tessera_core::pem::certs(pem.as_bytes()).unwrap();
+    // The SPIFFE bundle document: X.509 and JWT authorities.
+    let doc = other
+        .expect(Method::GET, "/v1/bundle?format=jwks", None, 200)
+        .await
+        .to_string();
     ca.expect(
         Method::POST,
         "/v1/federation",
@@ -63,7 +68,7 @@ pub async fn federated_other_org(ca: &Ca) -> (Ca, Vec<rustls::pki_types::Certifi
             json!({"trust_domain": "other.org", "bundle_endpoint_url": "https://127.0.0.1:1/",
             "profile": "https_spiffe",
             "endpoint_spiffe_id": "spiffe://other.org/tessera/bundle-endpoint",
-            "bootstrap_bundle": pem}),
+            "bootstrap_bundle": doc}),
         ),
         201,
     )
