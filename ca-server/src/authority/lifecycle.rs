@@ -141,7 +141,7 @@ fn new_root_generation(
     now: i64,
     ttl: i64,
 ) -> Result<(CaRow, CertificateDer<'static>)> {
-    let id = ca::random_id();
+    let id = ca::random_id()?;
     let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
     let (cert, key_der) = ca::new_root(td, &id, alg, now, ttl)?;
     let loaded = SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
@@ -305,7 +305,7 @@ impl Authority {
         if !missing.is_empty() {
             for c in missing {
                 let der = JwtSigner::generate().map_err(jwt_err)?;
-                let kid = ca::random_id();
+                let kid = ca::random_id()?;
                 let sealed = self.kek.seal(&label(&c.id), &der)?;
                 self.store.insert_jwt_key(&c.id, &kid, &sealed).await?;
             }

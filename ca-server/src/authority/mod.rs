@@ -335,7 +335,7 @@ impl Authority {
             ca_states: std::sync::Mutex::new(states),
             reissue_anchors: RwLock::new(Arc::new(reissue)),
             schedule: Default::default(),
-            replica_id: crate::ca::random_id(),
+            replica_id: crate::ca::random_id()?,
             cred_epoch: AtomicU64::new(0),
             entry_epoch: AtomicU64::new(0),
             principals: Recent::new(Duration::from_secs(5), 4096),

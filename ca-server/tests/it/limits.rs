@@ -389,7 +389,7 @@ async fn metrics_after_issuance() {
 /// Records a certificate row straight into the ledger (the store does not parse
 /// DER), with the given validity.
 async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i64) -> String {
-    let serial = tessera_ca::ca::random_id();
+    let serial = tessera_ca::ca::random_id().unwrap();
     h.auth
         .store
         .record_certificate(
@@ -416,7 +416,7 @@ async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i6
 
 /// Stores a join token expiring at `expires_at`; returns its ID.
 async fn record_token(h: &Harness, entry_id: &str, expires_at: i64) -> String {
-    let id = tessera_ca::ca::random_id();
+    let id = tessera_ca::ca::random_id().unwrap();
     h.store_token(TokenRow {
         id: id.clone(),
         token_hash: "00".repeat(32),
