@@ -379,9 +379,9 @@ async fn deliver_hook(auth: Arc<Authority>, hook: WebhookRow) {
         .kek
         .open(&seal_label(&hook.id), &hook.secret_sealed)
         .ok()
-        .and_then(|s| String::from_utf8(s).ok())
+        .and_then(|s| String::from_utf8(s.to_vec()).ok())
     {
-        Some(s) => s,
+        Some(s) => zeroize::Zeroizing::new(s),
         None => {
             tracing::error!(webhook = %hook.id, "webhook secret does not open (wrong KEK?)");
             // Retried when the deliverer next lists webhooks.
