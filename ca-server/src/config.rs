@@ -336,6 +336,13 @@ pub struct LimitsConfig {
     pub agent_requests_per_second_per_node: u32,
     /// `/v1/agent/*` requests one node may make at once before its rate applies.
     pub agent_burst_per_node: u32,
+    /// Denials a second one sidecar (the reporter's SPIFFE ID) may report in
+    /// `POST /v1/denials`; a report past it answers `429 rate_limited` and
+    /// stores nothing. 0: no limit.
+    pub denials_per_second_per_reporter: u32,
+    /// Denials one reporter may report at once before its rate applies (a
+    /// report larger than this costs the whole burst).
+    pub denial_burst_per_reporter: u32,
     /// Most request headers.
     pub max_headers: usize,
     /// Longest revocation-feed long-poll, seconds.
@@ -516,6 +523,8 @@ impl Default for LimitsConfig {
             public_burst_per_source: 200,
             agent_requests_per_second_per_node: 50,
             agent_burst_per_node: 500,
+            denials_per_second_per_reporter: 100,
+            denial_burst_per_reporter: 2000,
             max_headers: 64,
             max_wait_seconds: 60,
         }

@@ -84,7 +84,7 @@ impl Metrics {
             )),
             rate_limited: registry.register(CounterVec::new(
                 "tessera_requests_rate_limited_total",
-                "Requests answered 429: a source address over its public-route rate (public), a node over its /v1/agent/* rate (agent).",
+                "Requests answered 429: a source address over its public-route rate (public), a node over its /v1/agent/* rate (agent), a sidecar over its denial-report rate (denials).",
                 &["scope"],
             )),
             denials: registry.register(CounterVec::new(

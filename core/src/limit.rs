@@ -35,6 +35,13 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 
     /// Takes one token for `key`, or says how long until one is available.
     pub fn take(&self, key: &K) -> Result<(), Duration> {
+        self.take_n(key, 1)
+    }
+
+    /// Takes `n` tokens for `key` at once (at most `burst` are asked: a
+    /// larger `n` costs the whole burst), or says how long until they are
+    /// available; nothing is taken then.
+    pub fn take_n(&self, key: &K, n: u32) -> Result<(), Duration> {
         if self.rate <= 0.0 {
             return Ok(());
         }
@@ -54,13 +61,14 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         let (tokens, at) = map.entry(key.clone()).or_insert((self.burst, now));
         let available =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        let want = f64::from(n.max(1)).min(self.burst);
         *at = now;
-        if available >= 1.0 {
-            *tokens = available - 1.0;
+        if available >= want {
+            *tokens = available - want;
             Ok(())
         } else {
             *tokens = available;
-            Err(Duration::from_secs_f64((1.0 - available) / self.rate))
+            Err(Duration::from_secs_f64((want - available) / self.rate))
         }
     }
 }
@@ -144,6 +152,19 @@ mod tests {
         // Rate 0: no limit.
         let open: Buckets<u8> = Buckets::new(0.0, 1, 1);
         assert!((0..100).all(|_| open.take(&1).is_ok()));
+    }
+
+    #[test]
+    fn buckets_take_several_at_once() {
+        let b: Buckets<u8> = Buckets::new(1.0, 10, 16);
+        assert!(b.take_n(&1, 8).is_ok());
+        // 2 left: 5 more are refused and take nothing.
+        let wait = b.take_n(&1, 5).unwrap_err();
+        assert!(wait > Duration::from_secs(2) && wait <= Duration::from_secs(3), "{wait:?}");
+        assert!(b.take_n(&1, 2).is_ok());
+        // More than the burst costs the whole burst (never impossible).
+        assert!(b.take_n(&2, 100).is_ok());
+        assert!(b.take(&2).is_err());
     }
 
     #[test]

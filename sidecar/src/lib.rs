@@ -624,10 +624,14 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 if feed.bundle_sequence != shared.bundle_seq.load(Ordering::Acquire) {
                     shared.bundle_wake.notify_one();
                 }
+                // Expired certificates fail the chain check anyway: their
+                // serials are dropped, so the set holds live revocations only.
+                let revoked = feed.revocations.iter();
+                shared.revoked.extend(
+                    revoked.map(|r| (r.serial.clone(), r.not_after)),
+                    tessera_core::now_unix(),
+                );
                 if !feed.revocations.is_empty() {
-                    shared
-                        .revoked
-                        .extend(feed.revocations.iter().map(|r| r.serial.clone()));
                     shared.revoked_gen.send_modify(|g| *g += 1);
                     if let Some(own) = shared.identity()
                         && feed

@@ -5,7 +5,7 @@ use super::route::Route;
 use crate::authority::{Authority, Principal};
 use axum::extract::{Request, State};
 use crate::config::LimitsConfig;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rustls::pki_types::CertificateDer;
@@ -78,16 +78,7 @@ impl Fairness {
 /// `429 rate_limited`, with the seconds until the next request is admitted.
 fn rate_limited(auth: &Authority, scope: &'static str, wait: Duration, who: &str) -> Response {
     auth.metrics.rate_limited.inc(&[scope]);
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many requests from this {who}; retry in {secs} s"),
-    )
-    .into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    resp
+    ApiError::rate_limited(who, wait).into_response()
 }
 
 /// The state of one route's gate: the route it guards.

@@ -110,6 +110,14 @@ pub enum AuthorityError {
     /// A platform token (JWT) was refused; the reason never holds the token.
     #[error("platform token refused: {0}")]
     PlatformToken(String),
+    /// Over a rate limit: `who` (such as "reporter") may ask again after `retry`.
+    #[error("too many requests from this {who}")]
+    RateLimited {
+        /// Whose rate (the word the answer uses).
+        who: &'static str,
+        /// Until the request would be admitted.
+        retry: std::time::Duration,
+    },
     /// The store failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -267,6 +275,9 @@ pub struct Authority {
     pub events: crate::events::EventHub,
     /// Trusted platform-token issuers and their keys.
     pub issuers: crate::platform::Issuers,
+    /// Denials each reporter (SPIFFE ID) may still report
+    /// (`limits.denials_per_second_per_reporter`).
+    pub(crate) denial_rate: tessera_core::limit::Buckets<String>,
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -309,6 +320,12 @@ impl Authority {
         let (rev_version, _) = watch::channel(version);
         let (bundle_seq, _) = watch::channel(bundle.sequence);
         let states = cas.iter().map(|c| (c.id.clone(), c.state)).collect();
+        // Bounded memory: at most this many reporters tracked at once.
+        let denial_rate = tessera_core::limit::Buckets::new(
+            f64::from(cfg.limits.denials_per_second_per_reporter),
+            cfg.limits.denial_burst_per_reporter,
+            65_536,
+        );
         let reissue = lifecycle::reissue_anchors(&cas, &cfg, now_unix());
         let events = crate::events::EventHub::new(cfg.events.max_streams);
         let issuers = crate::platform::Issuers::new(&cfg.attestation.jwt_issuers).map_err(|e| {
@@ -342,6 +359,7 @@ impl Authority {
             entries: Recent::new(Duration::from_secs(2), 4096),
             events,
             issuers,
+            denial_rate,
         });
         // JWKS URLs: fetched once now (a failure is logged; the issuer's
         // tokens are refused until a later fetch succeeds).
