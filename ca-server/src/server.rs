@@ -1,12 +1,13 @@
-//! The HTTPS server: TLS accept with a handshake deadline and a connection cap,
-//! HTTP/1.1 and HTTP/2 via hyper-util, an idle deadline per connection (no
-//! request in flight and nothing read), the client certificate passed to the
-//! router as [`PeerCert`], a whole-request deadline, graceful shutdown, and the
+//! The HTTPS server: TLS accept with a handshake deadline, a connection cap
+//! and a cap per source address, HTTP/1.1 and HTTP/2 via hyper-util, an idle
+//! deadline per connection (no request in flight; shorter until a request
+//! authenticates), the client certificate and source passed to the router as
+//! [`PeerCert`] and [`PeerConn`], a whole-request deadline, graceful shutdown, and the
 //! background tasks (CRL refresh, cross-replica revocation polling, pruning,
 //! SQLite WAL checkpoints,
 //! rotation of the server's own certificate).
 
-use crate::api::{self, ApiError, PeerCert};
+use crate::api::{self, ApiError, PeerCert, PeerConn};
 use crate::authority::Authority;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -14,8 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tessera_core::idle::{Activity, IdleIo};
+use tessera_core::idle::Activity;
+use tessera_core::limit::Slots;
 use tessera_core::tls::RotatingKey;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -112,9 +115,14 @@ pub(crate) async fn accept_loop(
 ) {
     let limits = auth.cfg.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // One source cannot take every slot: each address holds at most its share.
+    let per_source = Arc::new(Slots::new(
+        limits.max_connections_per_source,
+        limits.max_connections,
+    ));
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer_addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -124,6 +132,11 @@ pub(crate) async fn accept_loop(
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        let Some(source_slot) = per_source.acquire(&peer_addr.ip()) else {
+            auth.metrics.refused.inc(&["connection_limit_source"]);
+            drop(tcp);
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             auth.metrics.refused.inc(&["connection_limit"]);
@@ -139,7 +152,7 @@ pub(crate) async fn accept_loop(
         );
         let limits = limits.clone();
         conns.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, source_slot);
             let hs = Duration::from_millis(limits.handshake_timeout_ms);
             let tls = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -160,12 +173,19 @@ pub(crate) async fn accept_loop(
                     .and_then(|c| c.first())
                     .map(|c| Arc::new(c.clone().into_owned())),
             );
+            let conn_info = PeerConn {
+                addr: peer_addr,
+                authenticated: Arc::new(AtomicBool::new(false)),
+            };
+            let authenticated = conn_info.authenticated.clone();
             let req_timeout = Duration::from_millis(limits.request_timeout_ms);
+            // Only requests are activity: bytes read (an HTTP/2 PING, a
+            // trickle of headers) do not hold a connection open.
             let activity = Activity::new();
-            let tls = IdleIo::new(tls, activity.clone());
             let svc_activity = activity.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());
+                req.extensions_mut().insert(conn_info.clone());
                 let router = router.clone();
                 let busy = svc_activity.request();
                 let busy_body = svc_activity.request();
@@ -207,15 +227,29 @@ pub(crate) async fn accept_loop(
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             let idle = Duration::from_millis(limits.idle_timeout_ms);
+            let unauthenticated = idle.min(Duration::from_millis(
+                limits.unauthenticated_idle_timeout_ms,
+            ));
+            // A connection that never authenticated gets the shorter deadline
+            // (also for its first request); the gate marks it during a
+            // request, so the flag is settled whenever nothing is in flight.
+            let idle_out = async {
+                activity.idle_for(unauthenticated).await;
+                if !authenticated.load(Ordering::Acquire) {
+                    return "unauthenticated_idle_timeout";
+                }
+                activity.idle_for(idle).await;
+                "idle_timeout"
+            };
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = shutdown.changed() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
-                _ = activity.idle_for(idle) => {
+                reason = idle_out => {
                     // Dropping the connection closes it; nothing was in flight.
-                    auth.metrics.refused.inc(&["idle_timeout"]);
+                    auth.metrics.refused.inc(&[reason]);
                 }
             }
         });
