@@ -5,10 +5,9 @@
 //! served). Each verifies the server against the bundle and by host name.
 
 use crate::common::{Clients, Db, Harness};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use tessera_core::api::Role;
+use tessera_test_support::tls_clients::{TLS_CLIENTS, Verify, http_status};
 use tessera_test_support::{openssl_csr, openssl_ec_key};
 
 /// Which client certificate a client presents.
@@ -30,102 +29,18 @@ impl Cred {
     }
 }
 
-const REQUEST: &str = "GET PATH HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-
-/// Runs `cmd` with `stdin` written and kept open until it exits (gnutls-cli
-/// hangs up at end of input, before the answer; the request's
-/// `Connection: close` ends every client when the server closes); returns
-/// stdout and stderr together.
-fn run(mut cmd: Command, stdin: &str) -> String {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (.ci/run installs it)"));
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin.as_bytes());
-    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = read(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = read(child.stderr.take().map(|r| Box::new(r) as _));
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    let _ = child.wait();
-    drop(input);
-    format!("{out}{err}")
-}
-
-/// The HTTP status `client` got for `GET path` on port `port`, or `None`
-/// when no answer came (the handshake was refused); with its output.
+/// The HTTP status `client` got for `GET path` on port `port` (checking the
+/// server by the bundle and the name `localhost`), with its output.
 fn status(dir: &Path, client: &str, port: u16, cred: Cred, path: &str) -> (Option<u16>, String) {
-    let url = format!("https://localhost:{port}{path}");
-    let request = REQUEST.replace("PATH", path);
-    let text = match client {
-        "curl" => {
-            let mut c = Command::new("curl");
-            c.current_dir(dir)
-                .args(["-sS", "-o", "/dev/null", "-w", "HTTP/1.1 %{http_code}\n"])
-                .args(["--cacert", "bundle.pem", "--max-time", "20"]);
-            if let Some((cert, key)) = cred.files() {
-                c.args(["--cert", cert, "--key", key]);
-            }
-            c.arg(&url);
-            run(c, "")
-        }
-        "openssl" => {
-            let mut c = Command::new("openssl");
-            c.current_dir(dir)
-                .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-                .args(["-servername", "localhost", "-verify_hostname", "localhost"])
-                .args(["-CAfile", "bundle.pem", "-verify_return_error", "-quiet"])
-                .args(["-ign_eof"]);
-            if let Some((cert, key)) = cred.files() {
-                c.args(["-cert", cert, "-key", key]);
-            }
-            run(c, &request)
-        }
-        "gnutls" => {
-            let mut c = Command::new("gnutls-cli");
-            c.current_dir(dir)
-                .args(["--x509cafile", "bundle.pem", "-p", &port.to_string()]);
-            if let Some((cert, key)) = cred.files() {
-                c.args(["--x509certfile", cert, "--x509keyfile", key]);
-            }
-            c.arg("localhost");
-            run(c, &request)
-        }
-        "python" => {
-            let script = "import http.client, ssl, sys\n\
-                ctx = ssl.create_default_context(cafile='bundle.pem')\n\
-                ctx.minimum_version = ssl.TLSVersion.TLSv1_2\n\
-                if len(sys.argv) > 3: ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
-                c = http.client.HTTPSConnection('localhost', int(sys.argv[1]), context=ctx, timeout=20)\n\
-                c.request('GET', sys.argv[2])\n\
-                print('HTTP/1.1', c.getresponse().status)\n";
-            let mut c = Command::new("python3");
-            c.current_dir(dir)
-                .args(["-c", script, &port.to_string(), path]);
-            if let Some((cert, key)) = cred.files() {
-                c.args([cert, key]);
-            }
-            run(c, "")
-        }
-        other => panic!("unknown client {other}"),
-    };
-    let code = text
-        .lines()
-        .find_map(|l| l.strip_prefix("HTTP/1.1 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|c| c.parse().ok())
-        .filter(|c| *c != 0);
-    (code, text)
+    http_status(
+        dir,
+        client,
+        port,
+        "bundle.pem",
+        cred.files(),
+        path,
+        Verify::Localhost,
+    )
 }
 
 /// A foreign CA (made by openssl) and a leaf it signed for the admin
@@ -166,7 +81,7 @@ async fn curl_openssl_gnutls_and_python_as_ca_api_clients() {
     foreign_identity(dir);
     let port = h.running.as_ref().unwrap().addr.port();
 
-    for client in ["curl", "openssl", "gnutls", "python"] {
+    for client in TLS_CLIENTS {
         let dir = dir.to_owned();
         let (op, none, none_public, foreign) = tokio::task::spawn_blocking(move || {
             (
