@@ -4,14 +4,15 @@
 //! (the app answers), without one and with one of another trust domain
 //! (refused); GnuTLS's `gnutls-serv` and a Python `ssl` server as the
 //! upstream of an outbound listener, presenting a Tessera certificate with
-//! the expected SPIFFE ID (relayed) or another (refused).
+//! the expected SPIFFE ID (relayed) or another (refused). Then sslyze scans
+//! an inbound listener.
 
 mod common;
 
 use common::*;
 use std::path::Path;
 use tessera_test_support::tls_clients::{TLS_CLIENTS, Verify, http_status};
-use tessera_test_support::{Ca, Process, openssl_foreign_leaf};
+use tessera_test_support::{Ca, Process, openssl_foreign_leaf, openssl_output, sslyze};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -220,5 +221,81 @@ async fn gnutls_and_python_servers_as_upstreams() {
                 assert!(line.contains("spiffe://example.org/ix-wrong"), "{line}");
             }
         }
+    }
+}
+
+/// sslyze on an inbound listener, presenting a workload certificate the
+/// listener admits: by default TLS 1.3 only (Mozilla's modern
+/// configuration); with `tls12 = true` also TLS 1.2 with strong suites
+/// (intermediate). Either way no compression or renegotiation, only strong
+/// groups, and the chain is the sidecar's own SVID under the CA's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_scan_of_an_inbound_listener() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let files = tempfile::tempdir().unwrap();
+    let d = files.path().to_owned();
+    issue_files(&ca, "scanner", &d).await;
+    for (mozilla, tls12) in [("modern", false), ("intermediate", true)] {
+        let tb = token(&ca, &format!("scanned-{mozilla}")).await;
+        let b = Sidecar::start_args(
+            &ca,
+            &tb,
+            &inbound("in", &app, &sid("scanner")),
+            &["--set", &format!("tls12={tls12}")],
+        );
+        let target = b.addr("inbound", "in").replace("127.0.0.1", "localhost");
+        let dir = d.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let d = dir;
+            let client = (d.join("cert.pem"), d.join("key.pem"));
+            sslyze::scan(
+                &target,
+                &d.join("bundle.pem"),
+                Some((&client.0, &client.1)),
+                mozilla,
+            )
+        })
+        .await
+        .unwrap();
+        // sslyze's path validation (and so Mozilla's check of it) wants the
+        // host name in the certificate; an SVID names a SPIFFE ID, so openssl
+        // verifies the chain instead.
+        scan.assert_hardened(
+            &format!("an inbound listener ({mozilla})"),
+            &["certificate_path_validation"],
+        );
+        assert_eq!(scan.supports("tls_1_2"), tls12, "{}", scan.report);
+        let chain = scan.received_chain();
+        assert_eq!(
+            chain.len(),
+            1,
+            "the SVID alone, no anchor:\n{}",
+            scan.report
+        );
+        std::fs::write(d.join("leaf.pem"), chain[0]["as_pem"].as_str().unwrap()).unwrap();
+        let verify = openssl_output(
+            &d,
+            &[
+                "verify",
+                "-x509_strict",
+                "-purpose",
+                "sslserver",
+                "-CAfile",
+                "bundle.pem",
+                "leaf.pem",
+            ],
+        );
+        assert!(verify.status.success(), "{verify:?}\n{}", scan.report);
+        // The sidecar's own SVID (sslyze's JSON serial is a float: read the PEM).
+        let serial = openssl_output(&d, &["x509", "-noout", "-serial", "-in", "leaf.pem"]);
+        assert_eq!(
+            String::from_utf8_lossy(&serial.stdout)
+                .trim()
+                .to_lowercase(),
+            format!("serial={}", b.serial().await.to_lowercase()),
+            "{}",
+            scan.report
+        );
     }
 }

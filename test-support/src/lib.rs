@@ -13,6 +13,7 @@
 //! - [`python::venv_python`]: the interpreter of the virtual environment
 //!   holding the suite's PyPI tools (`.ci/requirements.txt`);
 //! - [`pkilint`]: the RFC 5280 linter on certificates and CRLs;
+//! - [`sslyze`]: a TLS server scan and the hardening every listener must show;
 //! - [`tls_clients`]: curl, openssl, gnutls-cli and Python `ssl` as HTTPS clients;
 //! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
 
@@ -30,6 +31,7 @@ mod platform;
 mod poll;
 mod process;
 pub mod python;
+pub mod sslyze;
 pub mod tls_clients;
 
 pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};

@@ -3,10 +3,12 @@
 //! certificate (served), without one (public routes served, the rest 401) and
 //! with a certificate of a foreign CA claiming the same SPIFFE ID (never
 //! served). Each verifies the server against the bundle and by host name.
+//! Then sslyze scans the port.
 
 use crate::common::{Clients, Db, Harness};
 use std::path::Path;
 use tessera_core::api::Role;
+use tessera_test_support::sslyze;
 use tessera_test_support::tls_clients::{TLS_CLIENTS, Verify, http_status};
 use tessera_test_support::{openssl_csr, openssl_ec_key};
 
@@ -117,4 +119,47 @@ async fn curl_openssl_gnutls_and_python_as_ca_api_clients() {
             foreign.1
         );
     }
+}
+
+/// sslyze on the CA API port: TLS 1.2 and 1.3 only, strong suites and
+/// groups, no compression or renegotiation, Mozilla's intermediate
+/// configuration; the chain is the server certificate (for `localhost` and
+/// 127.0.0.1) under the CA's root, verified against the bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_scan_of_the_ca_api() {
+    let h = Harness::start(Db::Sqlite).await;
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref())),
+    )
+    .unwrap();
+    let target = format!("localhost:{}", h.running.as_ref().unwrap().addr.port());
+    let scan =
+        tokio::task::spawn_blocking(move || sslyze::scan(&target, &bundle, None, "intermediate"))
+            .await
+            .unwrap();
+    scan.assert_hardened("the CA API", &[]);
+    assert!(scan.supports("tls_1_2"), "{}", scan.report);
+    let chain = scan.verified_chain();
+    assert_eq!(
+        chain.len(),
+        2,
+        "server certificate and root:\n{}",
+        scan.report
+    );
+    let san = &chain[0]["subject_alternative_name"];
+    assert_eq!(
+        san["dns_names"],
+        serde_json::json!(["localhost"]),
+        "{}",
+        scan.report
+    );
+    assert_eq!(
+        san["ip_addresses"],
+        serde_json::json!(["127.0.0.1"]),
+        "{}",
+        scan.report
+    );
 }
