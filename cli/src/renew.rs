@@ -567,7 +567,7 @@ async fn refresh_bundle(
     if reply.status == hyper::StatusCode::NOT_MODIFIED {
         return Ok(false);
     }
-    let reply_etag = reply.etag.clone();
+    let reply_etag = reply.etag();
     let body = tessera_workload::success(reply).map_err(ca_error)?;
     let bundle = tessera_core::pem::certs(&body)
         .map_err(|e| RenewError::Local(format!("the CA's bundle: {e}")))?;

@@ -95,21 +95,32 @@ fn number(doc: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, B
     }
 }
 
+/// The members and `keys` of a JWK Set document (RFC 7517 §5) within the
+/// size and count limits; shared by SPIFFE bundles and OIDC JWKS, which then
+/// read the keys each by its own rules.
+pub(crate) fn jwk_set(
+    doc: &[u8],
+    max_bytes: usize,
+    max_keys: usize,
+) -> Result<(Map<String, Value>, Vec<Value>), BundleError> {
+    if doc.len() > max_bytes {
+        return Err(BundleError::TooLarge);
+    }
+    let mut doc: Map<String, Value> =
+        serde_json::from_slice(doc).map_err(|e| BundleError::Json(e.to_string()))?;
+    let Some(Value::Array(keys)) = doc.remove("keys") else {
+        return Err(BundleError::MissingKeys);
+    };
+    if keys.len() > max_keys {
+        return Err(BundleError::TooManyKeys);
+    }
+    Ok((doc, keys))
+}
+
 impl SpiffeBundle {
     /// Parses a SPIFFE bundle document for `trust_domain` (rules in the module docs).
     pub fn parse(trust_domain: &TrustDomain, doc: &[u8]) -> Result<Self, BundleError> {
-        if doc.len() > MAX_BUNDLE_BYTES {
-            return Err(BundleError::TooLarge);
-        }
-        let doc: Map<String, Value> =
-            serde_json::from_slice(doc).map_err(|e| BundleError::Json(e.to_string()))?;
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or(BundleError::MissingKeys)?;
-        if keys.len() > MAX_KEYS {
-            return Err(BundleError::TooManyKeys);
-        }
+        let (doc, keys) = jwk_set(doc, MAX_BUNDLE_BYTES, MAX_KEYS)?;
         let mut bundle = SpiffeBundle {
             trust_domain: trust_domain.clone(),
             x509_authorities: vec![],

@@ -79,10 +79,19 @@ pub enum ClientError {
 }
 
 fn http_error(e: hyper::Error) -> ClientError {
+    // hyper's own text is only "http2 error"; the cause (an h2 GOAWAY reason,
+    // an I/O error) is what an operator needs to see.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
     if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
-        ClientError::Closed(e.to_string())
+        ClientError::Closed(text)
     } else {
-        ClientError::Http(e.to_string())
+        ClientError::Http(text)
     }
 }
 
@@ -104,10 +113,28 @@ pub struct Reply {
     pub status: StatusCode,
     /// Body bytes.
     pub body: Bytes,
+    /// Response headers (see [`Reply::etag`], [`Reply::location`]).
+    pub headers: hyper::HeaderMap,
+}
+
+impl Reply {
+    /// A header's value, if present and visible ASCII.
+    fn header(&self, name: hyper::header::HeaderName) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
     /// The ETag header, if any.
-    pub etag: Option<String>,
+    pub fn etag(&self) -> Option<String> {
+        self.header(hyper::header::ETAG)
+    }
+
     /// The Location header, if any (redirects).
-    pub location: Option<String>,
+    pub fn location(&self) -> Option<String> {
+        self.header(hyper::header::LOCATION)
+    }
 }
 
 impl Client {
@@ -334,27 +361,16 @@ impl Connection {
 /// Reads a whole body of at most `max_bytes` (a longer one is an error, not
 /// read to the end).
 pub async fn read_limited(resp: hyper::Response<Incoming>, max_bytes: usize) -> Result<Reply> {
-    let status = resp.status();
-    let etag = resp
-        .headers()
-        .get(hyper::header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let location = resp
-        .headers()
-        .get(hyper::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = http_body_util::Limited::new(resp.into_body(), max_bytes)
+    let (head, body) = resp.into_parts();
+    let body = http_body_util::Limited::new(body, max_bytes)
         .collect()
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?
         .to_bytes();
     Ok(Reply {
-        status,
+        status: head.status,
         body,
-        etag,
-        location,
+        headers: head.headers,
     })
 }
 

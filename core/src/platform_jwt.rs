@@ -242,17 +242,13 @@ impl KeySet {
     /// Parses a JWKS document, keeping the keys Tessera can verify with
     /// (others, such as encryption keys or P-384, are skipped).
     pub fn parse(doc: &[u8]) -> Result<KeySet, JwksError> {
-        if doc.len() > MAX_JWKS_BYTES {
-            return Err(JwksError::TooLarge);
-        }
-        let v: Value = serde_json::from_slice(doc).map_err(|_| JwksError::Malformed)?;
-        let keys = v
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or(JwksError::Malformed)?;
-        if keys.len() > MAX_JWKS_KEYS {
-            return Err(JwksError::TooManyKeys);
-        }
+        use crate::bundle::BundleError as E;
+        let (_, keys) =
+            crate::bundle::jwk_set(doc, MAX_JWKS_BYTES, MAX_JWKS_KEYS).map_err(|e| match e {
+                E::TooLarge => JwksError::TooLarge,
+                E::TooManyKeys => JwksError::TooManyKeys,
+                _ => JwksError::Malformed,
+            })?;
         let keys: Vec<PublicKey> = keys.iter().filter_map(PublicKey::from_jwk).collect();
         if keys.is_empty() {
             return Err(JwksError::NoUsableKey);

@@ -656,7 +656,7 @@ async fn follow_bundle(shared: Arc<Shared>) {
                 .await
                 .map_err(|_| "unreachable")?;
             let seq = r
-                .etag
+                .etag()
                 .as_deref()
                 .and_then(|e| e.trim_matches('"').parse::<i64>().ok());
             match r.status.as_u16() {

@@ -72,7 +72,7 @@ async fn fetch(
         match reply.status.as_u16() {
             200 => return Ok(SpiffeBundle::parse(trust_domain, &reply.body)?),
             301 | 302 | 307 | 308 => {
-                let to = reply.location.unwrap_or_default();
+                let to = reply.location().unwrap_or_default();
                 (server, path) = if to.starts_with('/') {
                     (server, to)
                 } else {
