@@ -44,14 +44,20 @@ async fn http_app() -> String {
     addr
 }
 
+/// A temporary directory (and its path) holding a workload certificate for
+/// `spiffe://example.org/<name>`: key.pem, cert.pem, bundle.pem.
+async fn workload_dir(ca: &Ca, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    issue_files(ca, name, dir.path()).await;
+    let path = dir.path().to_owned();
+    (dir, path)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_tls_clients_at_an_inbound_listener() {
     let ca = Ca::start();
     let app = http_app().await;
-    let files = tempfile::tempdir().unwrap();
-    let d = files.path().to_owned();
-    std::fs::create_dir_all(d.join("client")).unwrap();
-    issue_files(&ca, "ix-client", &d.join("client")).await;
+    let (_files, d) = workload_dir(&ca, "ix-client").await;
     // Same path, another trust domain, a CA the sidecar does not know.
     openssl_foreign_leaf(&d, "foreign", "spiffe://other.org/ix-client");
     let tb = token(&ca, "ix-b").await;
@@ -67,19 +73,9 @@ async fn four_tls_clients_at_an_inbound_listener() {
     for client in TLS_CLIENTS {
         let d = d.clone();
         let (ok, none, foreign) = tokio::task::spawn_blocking(move || {
-            let get = |cred| {
-                http_status(
-                    &d,
-                    client,
-                    port,
-                    "client/bundle.pem",
-                    cred,
-                    "/",
-                    Verify::Chain,
-                )
-            };
+            let get = |cred| http_status(&d, client, port, "bundle.pem", cred, "/", Verify::Chain);
             (
-                get(Some(("client/cert.pem", "client/key.pem"))),
+                get(Some(("cert.pem", "key.pem"))),
                 get(None),
                 get(Some(("foreign.pem", "foreign.key"))),
             )
@@ -233,9 +229,7 @@ async fn gnutls_and_python_servers_as_upstreams() {
 async fn sslyze_scan_of_an_inbound_listener() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let files = tempfile::tempdir().unwrap();
-    let d = files.path().to_owned();
-    issue_files(&ca, "scanner", &d).await;
+    let (_files, d) = workload_dir(&ca, "scanner").await;
     for (mozilla, tls12) in [("modern", false), ("intermediate", true)] {
         let tb = token(&ca, &format!("scanned-{mozilla}")).await;
         let b = Sidecar::start_args(
