@@ -359,10 +359,11 @@ async fn prune_once(auth: &Authority) {
 /// A response body that keeps its request counted in flight (for the idle
 /// deadline) until the body has been sent or dropped.
 /// The most of a request body the server still reads, and throws away, after
-/// answering without reading it all (a refused caller, a 413): a client that
-/// writes its whole body before it reads (Python's `requests`, which
-/// schemathesis uses) otherwise meets a reset connection instead of the answer.
-/// Twice the default largest body a route takes (a denial report); beyond it, or after
+/// answering without reading it all (a refused caller, a 413), so that the
+/// connection stays open for the next request: otherwise hyper closes it, and
+/// a client that pools connections (Python's `requests`, which schemathesis
+/// uses) meets a reset on its next request there. Twice the default largest
+/// body a route takes (a denial report); beyond it, or after
 /// [`DRAIN_DEADLINE`], the connection is closed as before.
 const DRAIN_MAX_BYTES: u64 = 2 * 1024 * 1024;
 

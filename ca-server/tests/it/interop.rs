@@ -163,3 +163,56 @@ async fn sslyze_scan_of_the_ca_api() {
         scan.report
     );
 }
+
+/// A client that keeps its connection after an early answer (Python's
+/// `http.client`; `requests`, which schemathesis uses, pools connections)
+/// can go on using it: a body over the 64 KiB limit → 413, the admin on a
+/// workload-only route, refused before its body is read → 403, then a
+/// `GET` on the same connection → 200. Without draining the unread bodies
+/// the server closed the connection, and the next request met a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_keep_the_connection_usable() {
+    let h = Harness::start(Db::Sqlite).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_owned();
+    let bundle = tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref()));
+    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
+    let (key, cert) = h
+        .auth
+        .issue_operator_cert("admin", Role::Admin)
+        .await
+        .unwrap();
+    std::fs::write(dir.join("op.pem"), cert).unwrap();
+    std::fs::write(dir.join("op.key"), key).unwrap();
+    let port = h.running.as_ref().unwrap().addr.port().to_string();
+    let script = "import http.client, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile='bundle.pem')\n\
+        ctx.load_cert_chain('op.pem', 'op.key')\n\
+        c = http.client.HTTPSConnection('localhost', int(sys.argv[1]), context=ctx, timeout=20)\n\
+        body = b'{\"x\": \"' + b'a' * 300000 + b'\"}'\n\
+        for method, path in [('POST', '/v1/entries'), ('POST', '/v1/denials'), ('GET', '/v1/ca')]:\n\
+        \x20   try:\n\
+        \x20       c.request(method, path, body=body if method == 'POST' else None,\n\
+        \x20                 headers={'content-type': 'application/json'})\n\
+        \x20       r = c.getresponse()\n\
+        \x20       r.read()\n\
+        \x20       print(path, r.status)\n\
+        \x20   except OSError as e:\n\
+        \x20       print(path, 'failed:', e)\n";
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .current_dir(&dir)
+            .args(["-c", script, &port])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["/v1/entries 413", "/v1/denials 403", "/v1/ca 200"],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
