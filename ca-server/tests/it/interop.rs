@@ -45,6 +45,23 @@ fn status(dir: &Path, client: &str, port: u16, cred: Cred, path: &str) -> (Optio
     )
 }
 
+/// A temporary directory with the CA's bundle (bundle.pem) and an admin
+/// operator's certificate and key (op.pem, op.key).
+async fn admin_files(h: &Harness) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let bundle = tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref()));
+    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
+    let (key, cert) = h
+        .auth
+        .issue_operator_cert("admin", Role::Admin)
+        .await
+        .unwrap();
+    std::fs::write(dir.join("op.pem"), cert).unwrap();
+    std::fs::write(dir.join("op.key"), key).unwrap();
+    work
+}
+
 /// A foreign CA (made by openssl) and a leaf it signed for the admin
 /// operator's SPIFFE ID: foreign.pem, foreign.key.
 fn foreign_identity(dir: &Path) {
@@ -69,17 +86,8 @@ fn foreign_identity(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_openssl_gnutls_and_python_as_ca_api_clients() {
     let h = Harness::start(Db::Sqlite).await;
-    let work = tempfile::tempdir().unwrap();
+    let work = admin_files(&h).await;
     let dir = work.path();
-    let bundle = tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref()));
-    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
-    let (key, cert) = h
-        .auth
-        .issue_operator_cert("admin", Role::Admin)
-        .await
-        .unwrap();
-    std::fs::write(dir.join("op.pem"), cert).unwrap();
-    std::fs::write(dir.join("op.key"), key).unwrap();
     foreign_identity(dir);
     let port = h.running.as_ref().unwrap().addr.port();
 
@@ -128,13 +136,8 @@ async fn curl_openssl_gnutls_and_python_as_ca_api_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslyze_scan_of_the_ca_api() {
     let h = Harness::start(Db::Sqlite).await;
-    let work = tempfile::tempdir().unwrap();
+    let work = admin_files(&h).await;
     let bundle = work.path().join("bundle.pem");
-    std::fs::write(
-        &bundle,
-        tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref())),
-    )
-    .unwrap();
     let target = format!("localhost:{}", h.running.as_ref().unwrap().addr.port());
     let scan =
         tokio::task::spawn_blocking(move || sslyze::scan(&target, &bundle, None, "intermediate"))
@@ -173,17 +176,8 @@ async fn sslyze_scan_of_the_ca_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_answers_keep_the_connection_usable() {
     let h = Harness::start(Db::Sqlite).await;
-    let work = tempfile::tempdir().unwrap();
+    let work = admin_files(&h).await;
     let dir = work.path().to_owned();
-    let bundle = tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref()));
-    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
-    let (key, cert) = h
-        .auth
-        .issue_operator_cert("admin", Role::Admin)
-        .await
-        .unwrap();
-    std::fs::write(dir.join("op.pem"), cert).unwrap();
-    std::fs::write(dir.join("op.key"), key).unwrap();
     let port = h.running.as_ref().unwrap().addr.port().to_string();
     let script = "import http.client, ssl, sys\n\
         ctx = ssl.create_default_context(cafile='bundle.pem')\n\
