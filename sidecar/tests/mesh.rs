@@ -11,8 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tessera_test_support::{
-    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_csr, openssl_ec_key, openssl_output,
-    openssl_self_signed_ca,
+    Ca, CaBuilder, Metrics, await_closed, openssl_foreign_leaf, openssl_output,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -346,23 +345,6 @@ fn s_client_presents_leaf(dir: &Path, addr: &str) -> String {
     )
 }
 
-/// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
-/// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
-async fn issue_files(ca: &Ca, name: &str, dir: &Path) {
-    let token = token(ca, name).await;
-    let (key, csr) = tessera_test_support::csr();
-    let r = ca
-        .call(
-            Method::POST,
-            "/v1/certs/redeem",
-            Some(serde_json::json!({"token": token, "csr": csr})),
-        )
-        .await;
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), r["certificate"].as_str().unwrap()).unwrap();
-    std::fs::write(dir.join("bundle.pem"), r["bundle"].as_str().unwrap()).unwrap();
-}
-
 /// openssl as an independent peer on both sides: `s_client` with a proper
 /// Tessera certificate gets through an inbound listener; `s_server` presenting
 /// the expected SPIFFE ID is accepted as an upstream, one presenting another ID
@@ -556,33 +538,7 @@ async fn certificate_from_another_ca_is_refused() {
     let b = Sidecar::start(&ca, &tb, &inbound("in", &app, "spiffe://example.org/*"));
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
-    let run = |args: &[&str]| openssl(d, args);
-    openssl_ec_key(d, "evil.key");
-    openssl_self_signed_ca(d, "evil.key", "evil.pem", "/CN=evil", &[]);
-    openssl_ec_key(d, "leaf.key");
-    openssl_csr(d, "leaf.key", "/O=x", "leaf.csr");
-    std::fs::write(
-        d.join("leaf.ext"),
-        "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=URI:spiffe://example.org/web\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "evil.pem",
-        "-CAkey",
-        "evil.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "leaf.pem",
-    ]);
+    openssl_foreign_leaf(d, "leaf", "spiffe://example.org/web");
     let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
     let line = b.await_log("connection denied");
     assert!(line.contains("untrusted_chain"), "{line}\n{text}");
