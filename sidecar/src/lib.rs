@@ -12,6 +12,7 @@
 pub mod config;
 pub mod identity;
 mod metrics;
+pub mod probe;
 pub mod proxy;
 mod relay;
 
