@@ -24,8 +24,10 @@ struct Cli {
     exit_with_pid: Option<u32>,
     /// Health check for images without a shell: GET this loopback URL
     /// (e.g. http://127.0.0.1:15000/readyz) and exit 0 iff the answer is 2xx;
-    /// nothing else runs and no configuration is read.
-    #[arg(long, value_name = "URL", exclusive = true)]
+    /// nothing else runs, no configuration is read and every other option is
+    /// ignored (a probe inherits the container's environment, which sets
+    /// some of them).
+    #[arg(long, value_name = "URL")]
     probe: Option<String>,
 }
 
