@@ -63,6 +63,11 @@ fn pod_specs(doc: &Value) -> Vec<(String, Value)> {
     vec![(name, spec.clone())]
 }
 
+/// `f` of every item of a sequence.
+fn each<'a, T>(seq: &'a Value, f: impl Fn(&'a Value) -> T) -> Vec<T> {
+    seq.as_sequence().unwrap().iter().map(f).collect()
+}
+
 fn named<'a>(list: &'a Value, name: &str) -> Vec<&'a Value> {
     list.as_sequence()
         .map(|s| s.iter().filter(|c| c["name"] == name).collect())
@@ -219,12 +224,7 @@ fn annotations_become_sidecar_arguments_the_sidecar_accepts() {
         &api["spec"]["template"]["spec"]["containers"],
         SIDECAR_CONTAINER,
     )[0];
-    let args: Vec<&str> = sidecar["args"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = each(&sidecar["args"], |a| a.as_str().unwrap());
     assert_eq!(
         args,
         [
@@ -237,12 +237,7 @@ fn annotations_become_sidecar_arguments_the_sidecar_accepts() {
             "workload_api_spiffe_id=\"spiffe://example.org/api\"",
         ]
     );
-    let ports: Vec<u64> = sidecar["ports"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| p["containerPort"].as_u64().unwrap())
-        .collect();
+    let ports = each(&sidecar["ports"], |p| p["containerPort"].as_u64().unwrap());
     assert_eq!(ports, [8443, 9443]);
     // The sidecar's own loader takes exactly these arguments.
     use tessera_sidecar::config::Options as _;
