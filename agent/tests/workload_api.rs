@@ -637,7 +637,9 @@ async fn streams_per_process_are_capped() {
     const X509: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";
     let mut held = Vec::new();
     for i in 0..3 {
-        let mut s = open(X509).await.unwrap_or_else(|e| panic!("stream {i}: {e:?}"));
+        let mut s = open(X509)
+            .await
+            .unwrap_or_else(|e| panic!("stream {i}: {e:?}"));
         // Served: the first bundle arrives.
         s.get_mut().message().await.unwrap().unwrap();
         held.push(s);

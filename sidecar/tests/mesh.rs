@@ -670,14 +670,21 @@ async fn inbound_and_outbound_caps_are_separate() {
             outbound("out", &b.addr("inbound", "in"), &sid("cap-b"))
         ),
     );
-    let a = Sidecar::start(&ca, &ta, &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")));
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")),
+    );
     let (m_in, m_out) = (a.addr("outbound", "out"), m.addr("outbound", "out"));
 
     // The outbound cap full: a second outbound connection is refused, an
     // inbound one is served.
     let mut held_out = TcpStream::connect(&m_out).await.unwrap();
     echo(&mut held_out, b"out one").await.unwrap();
-    assert!(echo_refused(&m_out, b"out two").await, "outbound over its cap");
+    assert!(
+        echo_refused(&m_out, b"out two").await,
+        "outbound over its cap"
+    );
     let mut held_in = TcpStream::connect(&m_in).await.unwrap();
     echo(&mut held_in, b"in one while outbound is full")
         .await
@@ -692,9 +699,14 @@ async fn inbound_and_outbound_caps_are_separate() {
     let (mut served, until) = (false, std::time::Instant::now() + DEADLINE);
     while !served && std::time::Instant::now() < until {
         let mut s = TcpStream::connect(&m_out).await.unwrap();
-        served = echo(&mut s, b"out again while inbound is full").await.is_ok();
+        served = echo(&mut s, b"out again while inbound is full")
+            .await
+            .is_ok();
     }
-    assert!(served, "outbound refused while only the inbound cap was full");
+    assert!(
+        served,
+        "outbound refused while only the inbound cap was full"
+    );
     echo(&mut held_in, b"still relaying").await.unwrap();
     let metrics = m.admin_get("/metrics").await;
     for listener in ["in", "out"] {
