@@ -43,6 +43,11 @@ pub struct Config {
     pub sync_interval_seconds: u64,
     /// Runtime (Engine API) call deadline, milliseconds.
     pub runtime_timeout_ms: u64,
+    /// Most Workload API streams (X.509-SVID and bundle streams) one process
+    /// may hold open at once; a further one is refused with
+    /// `ResourceExhausted`. Bounds what one caller makes the agent re-attest
+    /// and re-issue every sync.
+    pub max_streams_per_process: usize,
     /// Where the node identity (certificate chain, key, bundle) is saved, so
     /// a restart resumes it instead of needing a new join token. Unset: no
     /// credential is written anywhere.
@@ -61,6 +66,7 @@ impl Default for Config {
             runtime_socket: None,
             sync_interval_seconds: 5,
             runtime_timeout_ms: 5000,
+            max_streams_per_process: 64,
             data_dir: None,
         }
     }
@@ -73,6 +79,11 @@ impl Options for Config {
     const ENV_PREFIX: &'static str = "TESSERA_AGENT__";
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.max_streams_per_process) {
+            return Err(ConfigError(
+                "max_streams_per_process: between 1 and 10000".into(),
+            ));
+        }
         if !self.ca_url.starts_with("https://") {
             return Err(ConfigError("ca_url: must start with https://".into()));
         }

@@ -150,7 +150,8 @@ async fn main() -> Result<()> {
     let node = Arc::new(node);
     let interval = Duration::from_secs(cfg.sync_interval_seconds);
     let snapshot = Sync::start(node.clone(), interval).await;
-    let endpoint = Endpoint::new(attestor, node.clone(), snapshot, interval);
+    let endpoint = Endpoint::new(attestor, node.clone(), snapshot, interval)
+        .with_max_streams_per_process(cfg.max_streams_per_process);
     let listener = bind_socket(&cfg.socket_path)?;
     // One line on stdout, for scripts and tests.
     println!(

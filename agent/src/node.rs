@@ -178,12 +178,12 @@ impl NodeLink {
     pub async fn attest(
         ca_url: &str,
         bootstrap: &[CertificateDer<'static>],
-        join_token: String,
+        join_token: zeroize::Zeroizing<String>,
     ) -> Result<Self, NodeError> {
         let client = CaClient::new(ca_url, bootstrap, None)?;
         let (key, csr) = key_and_csr()?;
         let body = api::RedeemRequest {
-            token: join_token,
+            token: join_token.to_string(),
             csr,
         };
         let issued = client.issue("/v1/certs/redeem", &body, key).await?;

@@ -346,7 +346,12 @@ impl Shared {
         M: Send + 'static,
     {
         let (peer, conn) = caller(request)?;
-        let selectors = self.attest(peer, &conn).await?.selectors;
+        let att = {
+            let _slot = self.issue_slot().await?;
+            self.attest(peer, &conn).await?
+        };
+        let stream_slot = self.stream_slot(peer, att.start_time)?;
+        let selectors = att.selectors;
         // The Workload API keys bundles by the trust domain's ID.
         let td = self.node.trust_domain().id_string();
         let message = move |(b, f): &(Arc<B>, FederatedDer)| message(&td, b, f.clone());
@@ -357,6 +362,7 @@ impl Shared {
         let mut snap = self.snapshot.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _stream_slot = stream_slot;
             let mut sent = first;
             if tx.send(Ok(message(&sent))).await.is_err() {
                 return;
@@ -383,6 +389,24 @@ impl Shared {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    /// One of the caller's stream slots (`max_streams_per_process`), held
+    /// while its stream is open; the process is known by PID and start time.
+    fn stream_slot(&self, peer: PeerCred, start_time: u64) -> Result<StreamSlot, Status> {
+        self.streams
+            .acquire(&(peer.pid, start_time))
+            .ok_or_else(|| {
+                tracing::warn!(
+                    pid = peer.pid,
+                    max = self.max_streams,
+                    "too many streams from one process"
+                );
+                Status::resource_exhausted(format!(
+                    "at most {} open Workload API streams per process",
+                    self.max_streams
+                ))
+            })
     }
 
     /// Attests the caller of a request on connection `conn`: the process
@@ -428,8 +452,12 @@ impl Shared {
     }
 }
 
+/// A stream slot of one process, keyed by (PID, start time).
+type StreamSlot = tessera_core::limit::Slot<(u32, u64)>;
+
 /// One `FetchX509SVID` stream after its first message.
 struct SvidStream {
+    _slot: StreamSlot,
     agent: Arc<Shared>,
     peer: PeerCred,
     start_time: u64,
@@ -451,6 +479,9 @@ const MAX_CONCURRENT_ISSUES: usize = 16;
 struct Shared {
     /// Bounds concurrent attest-and-issue rounds ([`MAX_CONCURRENT_ISSUES`]).
     issue_slots: tokio::sync::Semaphore,
+    /// Open streams per process (`max_streams_per_process`).
+    streams: tessera_core::limit::Slots<(u32, u64)>,
+    max_streams: usize,
     attestor: Attestor,
     node: Arc<NodeLink>,
     snapshot: watch::Receiver<Snapshot>,
@@ -491,6 +522,9 @@ impl SvidStream {
 
     /// Re-attests; re-issues or re-sends when something changed.
     async fn step(&mut self, snap: &Snapshot) -> Result<Option<X509SvidResponse>, Status> {
+        // Re-attesting and re-issuing on an open stream takes a slot like
+        // the first issuance: N streams cannot bypass the bound.
+        let _slot = self.agent.issue_slot().await?;
         let att = self
             .agent
             .attestor
@@ -557,13 +591,33 @@ impl Endpoint {
     ) -> Self {
         Endpoint(Arc::new(Shared {
             issue_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_ISSUES),
+            streams: tessera_core::limit::Slots::new(DEFAULT_MAX_STREAMS, MAX_TRACKED_PROCESSES),
+            max_streams: DEFAULT_MAX_STREAMS,
             attestor,
             node,
             snapshot,
             sync_interval,
         }))
     }
+
+    /// At most `max` open streams per process (default
+    /// [`DEFAULT_MAX_STREAMS`]); call before serving.
+    pub fn with_max_streams_per_process(self, max: usize) -> Self {
+        let mut shared = Arc::try_unwrap(self.0).unwrap_or_else(|_| {
+            unreachable!("with_max_streams_per_process is called before serving")
+        });
+        shared.streams = tessera_core::limit::Slots::new(max, MAX_TRACKED_PROCESSES);
+        shared.max_streams = max;
+        Endpoint(Arc::new(shared))
+    }
 }
+
+/// Open streams one process may hold unless configured
+/// (`max_streams_per_process`).
+pub const DEFAULT_MAX_STREAMS: usize = 64;
+
+/// Most processes whose streams are counted at once (bounded memory).
+const MAX_TRACKED_PROCESSES: usize = 65_536;
 
 impl WorkloadApi for Endpoint {
     async fn fetch_x509_svid(
@@ -573,6 +627,7 @@ impl WorkloadApi for Endpoint {
         let (peer, conn) = caller(&request)?;
         let shared = self.0.clone();
         let (att, svids) = shared.attest_and_issue(peer, &conn).await?;
+        let slot = shared.stream_slot(peer, att.start_time)?;
         let snap = shared.snapshot.borrow().clone();
         let bundle = shared.node.bundle();
         let federated = federated_for(&snap, &att.selectors);
@@ -580,6 +635,7 @@ impl WorkloadApi for Endpoint {
         let (tx, rx) = mpsc::channel(4);
         let _ = tx.send(Ok(first)).await;
         let stream = SvidStream {
+            _slot: slot,
             agent: shared,
             peer,
             start_time: att.start_time,
@@ -681,7 +737,10 @@ impl WorkloadApi for Endpoint {
         let req = request.into_inner();
         required(req.audience.is_empty(), "audience")?;
         required(req.svid.is_empty(), "svid")?;
-        self.0.attest(peer, &conn).await?;
+        {
+            let _slot = self.0.issue_slot().await?;
+            self.0.attest(peer, &conn).await?;
+        }
         let bundle = self.0.node.jwt_bundle();
         let verified = tessera_core::jwt::validate(
             &req.svid,

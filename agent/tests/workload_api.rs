@@ -57,6 +57,23 @@ fn assert_no_entry(e: &tonic::Status) {
     assert!(e.message().contains("no_entry"), "{e:?}");
 }
 
+/// A raw gRPC client on the agent's socket (no metadata of its own).
+async fn raw_grpc(agent: &Agent) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let socket = agent.socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://x.invalid")
+        .connect_with_connector(tower::service_fn(move |_: hyper::Uri| {
+            let s = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(s).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_crate_fetches_svid_and_bundle() {
     let ca = Ca::start();
@@ -192,19 +209,7 @@ async fn refusals() {
     let ca = Ca::start();
     let token = node_token(&ca, "host2").await;
     let agent = Agent::start(&ca, "host2", &token, None);
-    let socket = agent.socket.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://x.invalid")
-        .connect_with_connector(tower::service_fn(move |_: hyper::Uri| {
-            let s = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(s).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    let grpc = tonic::client::Grpc::new(channel);
+    let grpc = raw_grpc(&agent).await;
     let call = |path: &'static str, with_header: bool| {
         let mut grpc = grpc.clone();
         async move {
@@ -608,4 +613,70 @@ async fn federated_bundles_reach_only_federating_workloads() {
         .await
         .unwrap();
     assert!(ctx.bundle_set().get(&td).is_none());
+}
+
+/// Issue 11 item 8: one process holds at most `max_streams_per_process`
+/// Workload API streams (X.509-SVID and bundle streams together); one more
+/// is refused with ResourceExhausted, and a closed stream gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_process_are_capped() {
+    let ca = Ca::start();
+    let token = node_token(&ca, "host-cap").await;
+    let agent = Agent::try_start(
+        &ca,
+        "host-cap",
+        Some(&token),
+        &["max_streams_per_process=3".into()],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let grpc = raw_grpc(&agent).await;
+    let open = |path: &'static str| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.server_streaming::<_, tessera_workload_api::X509BundlesResponse, _>(
+                request(tessera_workload_api::X509BundlesRequest {}, true),
+                hyper::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+        }
+    };
+    const X509: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = open(X509)
+            .await
+            .unwrap_or_else(|e| panic!("stream {i}: {e:?}"));
+        // Served: the first bundle arrives.
+        s.get_mut().message().await.unwrap().unwrap();
+        held.push(s);
+    }
+    let e = open(X509).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("per process"), "{e:?}");
+    // The JWT bundle stream counts against the same budget.
+    let mut grpc_jwt = grpc.clone();
+    grpc_jwt.ready().await.unwrap();
+    let e = grpc_jwt
+        .server_streaming::<_, tessera_workload_api::JwtBundlesResponse, _>(
+            request(tessera_workload_api::JwtBundlesRequest {}, true),
+            hyper::http::uri::PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchJWTBundles"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    // Closing one gives its slot back (the agent notices the closed stream
+    // a moment later: retried until the deadline).
+    drop(held.pop());
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        match open(X509).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted && Instant::now() < until => {}
+            Err(e) => panic!("no slot came back: {e:?}"),
+        }
+    }
+    assert!(agent.log().contains("too many streams from one process"));
 }

@@ -311,11 +311,38 @@ pub struct LimitsConfig {
     pub handshake_timeout_ms: u64,
     /// Whole-request deadline, milliseconds (long-polls are capped below it).
     pub request_timeout_ms: u64,
-    /// A connection with no request in flight and no bytes read for this long
-    /// is closed, milliseconds (also bounds a client that handshakes, then waits).
+    /// A connection with no request in flight for this long is closed,
+    /// milliseconds. Only requests count as activity: bytes that are not a
+    /// request (an HTTP/2 PING, a trickle of headers) never keep it open.
     pub idle_timeout_ms: u64,
+    /// The idle deadline of a connection none of whose requests has yet
+    /// authenticated (no valid client certificate or API token), also the
+    /// deadline for its first request after the handshake, milliseconds
+    /// (`idle_timeout_ms` if that is shorter).
+    pub unauthenticated_idle_timeout_ms: u64,
     /// Most concurrent connections.
     pub max_connections: usize,
+    /// Most concurrent connections from one source address; further ones
+    /// are closed at once (`connection_limit_source`).
+    pub max_connections_per_source: usize,
+    /// Requests a second one source address may make to the public routes
+    /// (`GET /healthz`, `POST /v1/nodes/attest`, ...); more answer
+    /// `429 rate_limited`. 0: no limit.
+    pub public_requests_per_second_per_source: u32,
+    /// Public-route requests one source may make at once before its rate applies.
+    pub public_burst_per_source: u32,
+    /// Requests a second one node agent may make to `/v1/agent/*`; more
+    /// answer `429 rate_limited`. 0: no limit.
+    pub agent_requests_per_second_per_node: u32,
+    /// `/v1/agent/*` requests one node may make at once before its rate applies.
+    pub agent_burst_per_node: u32,
+    /// Denials a second one sidecar (the reporter's SPIFFE ID) may report in
+    /// `POST /v1/denials`; a report past it answers `429 rate_limited` and
+    /// stores nothing. 0: no limit.
+    pub denials_per_second_per_reporter: u32,
+    /// Denials one reporter may report at once before its rate applies (a
+    /// report larger than this costs the whole burst).
+    pub denial_burst_per_reporter: u32,
     /// Most request headers.
     pub max_headers: usize,
     /// Longest revocation-feed long-poll, seconds.
@@ -489,7 +516,15 @@ impl Default for LimitsConfig {
             handshake_timeout_ms: 10_000,
             request_timeout_ms: 90_000,
             idle_timeout_ms: 30_000,
+            unauthenticated_idle_timeout_ms: 10_000,
             max_connections: 1024,
+            max_connections_per_source: 256,
+            public_requests_per_second_per_source: 50,
+            public_burst_per_source: 200,
+            agent_requests_per_second_per_node: 50,
+            agent_burst_per_node: 500,
+            denials_per_second_per_reporter: 100,
+            denial_burst_per_reporter: 2000,
             max_headers: 64,
             max_wait_seconds: 60,
         }
@@ -623,8 +658,15 @@ impl Options for Config {
         if self.limits.idle_timeout_ms < 100 {
             return Err(ConfigError("limits.idle_timeout_ms: at least 100".into()));
         }
-        if self.limits.max_connections == 0 {
-            return Err(ConfigError("limits.max_connections: at least 1".into()));
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_source == 0 {
+            return Err(ConfigError(
+                "limits.max_connections / max_connections_per_source: at least 1".into(),
+            ));
+        }
+        if self.limits.unauthenticated_idle_timeout_ms < 100 {
+            return Err(ConfigError(
+                "limits.unauthenticated_idle_timeout_ms: at least 100".into(),
+            ));
         }
         let (e, w) = (&self.events, &self.webhooks);
         if !(10..=60_000).contains(&e.poll_interval_ms) {

@@ -89,19 +89,26 @@ impl Kek {
         Ok(out)
     }
 
-    /// Opens a sealed key for the CA `ca_id`.
-    pub fn open(&self, ca_id: &str, sealed: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+    /// Opens a sealed key for the CA `ca_id`; the plaintext is wiped from
+    /// memory when dropped.
+    pub fn open(
+        &self,
+        ca_id: &str,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, KeystoreError> {
         if sealed.len() < NONCE_LEN + 16 {
             return Err(KeystoreError::Open);
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeystoreError::Open)?;
-        let mut buf = ct.to_vec();
+        // Decrypted in place: the buffer holds the plaintext key, so it is
+        // wiped when dropped, and so is the copy returned.
+        let mut buf = zeroize::Zeroizing::new(ct.to_vec());
         let plain = self
             .0
             .open_in_place(nonce, Aad::from(aad(ca_id)), &mut buf)
             .map_err(|_| KeystoreError::Open)?;
-        Ok(plain.to_vec())
+        Ok(zeroize::Zeroizing::new(plain.to_vec()))
     }
 }
 
@@ -152,7 +159,9 @@ mod tests {
     fn seal_open_and_binding() {
         let kek = Kek::from_hex(&"11".repeat(32)).unwrap();
         let sealed = kek.seal("ca-1", b"secret key").unwrap();
-        assert_eq!(kek.open("ca-1", &sealed).unwrap(), b"secret key");
+        // The plaintext comes wrapped so that it is wiped when dropped.
+        let opened: zeroize::Zeroizing<Vec<u8>> = kek.open("ca-1", &sealed).unwrap();
+        assert_eq!(*opened, b"secret key");
         assert!(matches!(
             kek.open("ca-2", &sealed),
             Err(KeystoreError::Open)

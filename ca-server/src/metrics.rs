@@ -46,6 +46,8 @@ pub struct Metrics {
     pub federation_last_success: Arc<GaugeVec>,
     /// Age of the foreign bundle held, seconds, by trust domain.
     pub federation_bundle_age: Arc<GaugeVec>,
+    /// Requests refused by a per-source or per-node rate limit, by scope.
+    pub rate_limited: Arc<CounterVec>,
 }
 
 impl Metrics {
@@ -93,6 +95,11 @@ impl Metrics {
                 "tessera_attestation_refused_total",
                 "Attestations refused: by the minimum posture policy (posture), a refused platform token whose signature verified (platform_token), or one that never verified (platform_token_unverified).",
                 &["reason"],
+            )),
+            rate_limited: registry.register(CounterVec::new(
+                "tessera_requests_rate_limited_total",
+                "Requests answered 429: a source address over its public-route rate (public), a node over its /v1/agent/* rate (agent), a sidecar over its denial-report rate (denials).",
+                &["scope"],
             )),
             denials: registry.register(CounterVec::new(
                 "tessera_denials_reported_total",

@@ -1,12 +1,13 @@
-//! The HTTPS server: TLS accept with a handshake deadline and a connection cap,
-//! HTTP/1.1 and HTTP/2 via hyper-util, an idle deadline per connection (no
-//! request in flight and nothing read), the client certificate passed to the
-//! router as [`PeerCert`], a whole-request deadline, graceful shutdown, and the
+//! The HTTPS server: TLS accept with a handshake deadline, a connection cap
+//! and a cap per source address, HTTP/1.1 and HTTP/2 via hyper-util, an idle
+//! deadline per connection (no request in flight; shorter until a request
+//! authenticates), the client certificate and source passed to the router as
+//! [`PeerCert`] and [`PeerConn`], a whole-request deadline, graceful shutdown, and the
 //! background tasks (CRL refresh, cross-replica revocation polling, pruning,
 //! SQLite WAL checkpoints,
 //! rotation of the server's own certificate).
 
-use crate::api::{self, ApiError, PeerCert};
+use crate::api::{self, ApiError, PeerCert, PeerConn};
 use crate::authority::Authority;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -14,8 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tessera_core::idle::{Activity, IdleIo};
+use tessera_core::idle::Activity;
+use tessera_core::limit::Slots;
 use tessera_core::tls::RotatingKey;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -112,9 +115,14 @@ pub(crate) async fn accept_loop(
 ) {
     let limits = auth.cfg.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // One source cannot take every slot: each address holds at most its share.
+    let per_source = Arc::new(Slots::new(
+        limits.max_connections_per_source,
+        limits.max_connections,
+    ));
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer_addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -124,6 +132,11 @@ pub(crate) async fn accept_loop(
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        let Some(source_slot) = per_source.acquire(&peer_addr.ip()) else {
+            auth.metrics.refused.inc(&["connection_limit_source"]);
+            drop(tcp);
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             auth.metrics.refused.inc(&["connection_limit"]);
@@ -139,7 +152,7 @@ pub(crate) async fn accept_loop(
         );
         let limits = limits.clone();
         conns.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, source_slot);
             let hs = Duration::from_millis(limits.handshake_timeout_ms);
             let tls = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -160,36 +173,42 @@ pub(crate) async fn accept_loop(
                     .and_then(|c| c.first())
                     .map(|c| Arc::new(c.clone().into_owned())),
             );
+            let conn_info = PeerConn {
+                addr: peer_addr,
+                authenticated: Arc::new(AtomicBool::new(false)),
+            };
+            let authenticated = conn_info.authenticated.clone();
             let req_timeout = Duration::from_millis(limits.request_timeout_ms);
+            // Only requests are activity: bytes read (an HTTP/2 PING, a
+            // trickle of headers) do not hold a connection open.
             let activity = Activity::new();
-            let tls = IdleIo::new(tls, activity.clone());
             let svc_activity = activity.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());
+                req.extensions_mut().insert(conn_info.clone());
                 let router = router.clone();
                 let busy = svc_activity.request();
                 let busy_body = svc_activity.request();
                 async move {
                     let _busy = busy;
-                    let resp =
-                        match tokio::time::timeout(req_timeout, router.oneshot(req.map(Body::new)))
-                            .await
-                        {
-                            // The request stays in flight until its body is sent
-                            // (event streams), so the idle deadline never cuts it.
-                            Ok(Ok(r)) => r.map(|b| {
-                                Body::new(Guarded {
-                                    inner: b,
-                                    _busy: busy_body,
-                                })
-                            }),
-                            Ok(Err(infallible)) => match infallible {},
-                            Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "timeout",
-                                "request took too long",
-                            )),
-                        };
+                    let (req, unread) = Unread::wrap(req);
+                    let resp = match tokio::time::timeout(req_timeout, router.oneshot(req)).await {
+                        // The request stays in flight until its body is sent
+                        // (event streams), so the idle deadline never cuts it.
+                        Ok(Ok(r)) => r.map(|b| {
+                            Body::new(Guarded {
+                                inner: b,
+                                _busy: busy_body,
+                            })
+                        }),
+                        Ok(Err(infallible)) => match infallible {},
+                        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            "request took too long",
+                        )),
+                    };
+                    unread.drain().await;
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
@@ -207,15 +226,29 @@ pub(crate) async fn accept_loop(
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             let idle = Duration::from_millis(limits.idle_timeout_ms);
+            let unauthenticated = idle.min(Duration::from_millis(
+                limits.unauthenticated_idle_timeout_ms,
+            ));
+            // A connection that never authenticated gets the shorter deadline
+            // (also for its first request); the gate marks it during a
+            // request, so the flag is settled whenever nothing is in flight.
+            let idle_out = async {
+                activity.idle_for(unauthenticated).await;
+                if !authenticated.load(Ordering::Acquire) {
+                    return "unauthenticated_idle_timeout";
+                }
+                activity.idle_for(idle).await;
+                "idle_timeout"
+            };
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = shutdown.changed() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
-                _ = activity.idle_for(idle) => {
+                reason = idle_out => {
                     // Dropping the connection closes it; nothing was in flight.
-                    auth.metrics.refused.inc(&["idle_timeout"]);
+                    auth.metrics.refused.inc(&[reason]);
                 }
             }
         });
@@ -360,6 +393,95 @@ async fn prune_once(auth: &Authority) {
 
 /// A response body that keeps its request counted in flight (for the idle
 /// deadline) until the body has been sent or dropped.
+/// The most of a request body the server still reads, and throws away, after
+/// answering without reading it all (a refused caller, a 413), so that the
+/// connection stays open for the next request: otherwise hyper closes it, and
+/// a client that pools connections (Python's `requests`, which schemathesis
+/// uses) meets a reset on its next request there. Twice the default largest
+/// body a route takes (a denial report); beyond it, or after
+/// [`DRAIN_DEADLINE`], the connection is closed as before.
+const DRAIN_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The longest the server spends draining one unread request body.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A request's body, shared between the router (which reads what it needs)
+/// and the connection's service, which drains the rest once the answer is
+/// made (see [`DRAIN_MAX_BYTES`]).
+struct Unread(Arc<std::sync::Mutex<Option<Incoming>>>);
+
+impl Unread {
+    /// The request for the router, its body read through the shared handle;
+    /// and the handle. A client that asked `Expect: 100-continue` waits for
+    /// the answer before it sends: nothing to drain (draining would invite
+    /// the body).
+    fn wrap(req: hyper::Request<Incoming>) -> (hyper::Request<Body>, Unread) {
+        let expects = req.headers().contains_key(hyper::header::EXPECT);
+        let (parts, body) = req.into_parts();
+        let shared = Arc::new(std::sync::Mutex::new(Some(body)));
+        let keep = if expects {
+            Arc::new(std::sync::Mutex::new(None))
+        } else {
+            shared.clone()
+        };
+        (
+            hyper::Request::from_parts(parts, Body::new(Unread(shared))),
+            Unread(keep),
+        )
+    }
+
+    /// Reads and discards what the router left of the body, within the bounds.
+    async fn drain(self) {
+        use http_body_util::BodyExt;
+        let body = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut body) = body else { return };
+        if hyper::body::Body::is_end_stream(&body)
+            || hyper::body::Body::size_hint(&body).lower() > DRAIN_MAX_BYTES
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+            let mut read = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl hyper::body::Body for Unread {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match body.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        body.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        body.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            hyper::body::Body::size_hint,
+        )
+    }
+}
+
 struct Guarded {
     inner: Body,
     _busy: tessera_core::idle::Busy,

@@ -203,15 +203,8 @@ impl Authority {
                 format!("at most {MAX_DESCRIPTION_BYTES} bytes, no control characters"),
             ));
         }
-        let id = crate::ca::random_id();
-        let secret = {
-            use ring::rand::{SecureRandom, SystemRandom};
-            let mut b = [0u8; 32];
-            SystemRandom::new()
-                .fill(&mut b)
-                .map_err(|_| crate::keystore::KeystoreError::Seal)?;
-            hex::encode(b)
-        };
+        let id = crate::ca::random_id()?;
+        let secret = hex::encode(crate::ca::random_bytes::<32>()?);
         let row = WebhookRow {
             id: id.clone(),
             url: req.url.clone(),
@@ -297,7 +290,17 @@ fn now_ms() -> i64 {
 /// Runs the deliverer (until dropped): holds the lease, keeps one task per
 /// webhook while it does, stops them all when it loses it.
 pub async fn run_deliverer(auth: Arc<Authority>) {
-    let holder = crate::ca::random_id();
+    // The lease holder's ID must be unique among replicas: wait for the RNG
+    // rather than share a predictable one.
+    let holder = loop {
+        match crate::ca::random_id() {
+            Ok(id) => break id,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook deliverer waits for randomness");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     let lease_ms = auth.cfg.webhooks.lease_seconds * 1000;
     let renew_every = Duration::from_millis((lease_ms / 3) as u64);
     let mut tip = auth.store.audit_watch();
@@ -376,9 +379,9 @@ async fn deliver_hook(auth: Arc<Authority>, hook: WebhookRow) {
         .kek
         .open(&seal_label(&hook.id), &hook.secret_sealed)
         .ok()
-        .and_then(|s| String::from_utf8(s).ok())
+        .and_then(|s| String::from_utf8(s.to_vec()).ok())
     {
-        Some(s) => s,
+        Some(s) => zeroize::Zeroizing::new(s),
         None => {
             tracing::error!(webhook = %hook.id, "webhook secret does not open (wrong KEK?)");
             // Retried when the deliverer next lists webhooks.

@@ -23,8 +23,8 @@ pub const NO_ENV: [(&str, &str); 0] = [];
 /// and the checks across options that deserializing cannot express.
 pub trait Options: DeserializeOwned {
     /// The prefix of the environment variables that override options, such
-    /// as `TESSERA_SIDECAR__` (`TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS=512`
-    /// sets `limits.max_connections`).
+    /// as `TESSERA_SIDECAR__` (`TESSERA_SIDECAR__LIMITS__MAX_INBOUND_CONNECTIONS=512`
+    /// sets `limits.max_inbound_connections`).
     const ENV_PREFIX: &'static str;
 
     /// Checks across options; the error names the option at fault.

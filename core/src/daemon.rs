@@ -6,7 +6,7 @@ use std::future::Future;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The flags the node agent and the sidecar share (`#[command(flatten)]`).
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct WorkloadFlags {
     /// Override any option: --set section.key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -17,6 +17,16 @@ pub struct WorkloadFlags {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+}
+
+impl std::fmt::Debug for WorkloadFlags {
+    // The join token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadFlags")
+            .field("sets", &self.sets)
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkloadFlags {
@@ -69,4 +79,25 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
             _ = int.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: WorkloadFlags,
+    }
+
+    /// The join token given as a flag never shows in `Debug`.
+    #[test]
+    fn debug_hides_the_join_token() {
+        let cli = Cli::parse_from(["x", "--join-token", "tsj_SECRET", "--set", "a.b=1"]);
+        let shown = format!("{:?}", cli.flags);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("a.b=1"), "{shown}");
+    }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod idle;
 pub mod jwt;
+pub mod limit;
 pub mod metrics;
 pub mod pem;
 pub mod platform_jwt;

@@ -274,22 +274,35 @@ impl rustls::client::danger::ServerCertVerifier for CaServerVerifier {
     inner_signatures!();
 }
 
-/// Serials (lowercase hex) of revoked certificates, shared by every verifier of
-/// a process and updated by the revocation-feed follower.
+/// Serials (lowercase hex) of revoked certificates with their notAfter (unix
+/// seconds), shared by every verifier of a process and updated by the
+/// revocation-feed follower. A serial is kept only while its certificate is
+/// valid: once expired the chain check refuses it anyway, so the set stays
+/// the size of the live revocations, not of all history.
 #[derive(Debug, Default)]
-pub struct RevokedSerials(std::sync::RwLock<std::collections::HashSet<String>>);
+pub struct RevokedSerials(std::sync::RwLock<std::collections::HashMap<String, i64>>);
 
 impl RevokedSerials {
     /// Whether `serial` is revoked.
     pub fn contains(&self, serial: &str) -> bool {
-        self.0.read().map(|s| s.contains(serial)).unwrap_or(false)
+        self.0
+            .read()
+            .map(|s| s.contains_key(serial))
+            .unwrap_or(false)
     }
 
-    /// Adds revoked serials.
-    pub fn extend(&self, serials: impl IntoIterator<Item = String>) {
+    /// Adds revoked `(serial, not_after)` pairs and drops every serial whose
+    /// certificate has expired by `now` (unix seconds), new ones included.
+    pub fn extend(&self, serials: impl IntoIterator<Item = (String, i64)>, now: i64) {
         if let Ok(mut s) = self.0.write() {
             s.extend(serials);
+            s.retain(|_, not_after| *not_after >= now);
         }
+    }
+
+    /// Drops every serial whose certificate has expired by `now`.
+    pub fn prune(&self, now: i64) {
+        self.extend([], now);
     }
 
     /// How many serials are held.
@@ -762,7 +775,7 @@ mod tests {
         revoked: &[&str],
     ) -> (Option<SpiffeRefusal>, Option<SpiffeRefusal>) {
         let list = Arc::new(RevokedSerials::default());
-        list.extend(revoked.iter().map(|s| s.to_string()));
+        list.extend(revoked.iter().map(|s| (s.to_string(), i64::MAX)), 0);
         let anchors = std::slice::from_ref(anchors);
         let scfg = spiffe_server_config(
             anchors,
@@ -796,6 +809,26 @@ mod tests {
     }
 
     use rustls::pki_types::ServerName;
+
+    /// Issue 11 item 9: a revoked serial is forgotten once its certificate
+    /// has expired (the chain check refuses it then), so the set does not
+    /// grow with all of history.
+    #[test]
+    fn revoked_serials_drop_expired_certificates() {
+        let set = RevokedSerials::default();
+        set.extend([("live".into(), 2_000), ("expired".into(), 999)], 1_000);
+        assert!(set.contains("live"));
+        assert!(
+            !set.contains("expired"),
+            "an expired certificate's serial was kept"
+        );
+        assert_eq!(set.len(), 1);
+        set.extend([("later".into(), 5_000)], 1_500);
+        assert_eq!(set.len(), 2);
+        set.prune(2_001);
+        assert!(!set.contains("live") && set.contains("later"));
+        assert_eq!(set.len(), 1);
+    }
 
     #[tokio::test]
     async fn refusals_carry_their_reason_and_the_peer_id() {

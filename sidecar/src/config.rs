@@ -122,8 +122,13 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Close a proxied connection idle in both directions this long, milliseconds.
     pub idle_timeout_ms: u64,
-    /// Most concurrent connections across listeners.
-    pub max_connections: usize,
+    /// Most concurrent connections across the inbound listeners, handshakes
+    /// included. Separate from the outbound cap so that peers filling it
+    /// cannot stop the app's own outbound connections.
+    pub max_inbound_connections: usize,
+    /// Most concurrent connections across the outbound listeners (the app's
+    /// side), handshakes included; separate from the inbound cap.
+    pub max_outbound_connections: usize,
 }
 
 /// Renewal timing.
@@ -195,7 +200,8 @@ impl Default for Limits {
         Self {
             handshake_timeout_ms: 5000,
             idle_timeout_ms: 300_000,
-            max_connections: 10_000,
+            max_inbound_connections: 10_000,
+            max_outbound_connections: 10_000,
         }
     }
 }
@@ -233,7 +239,7 @@ impl Default for Denials {
 
 pub use tessera_core::config::{ConfigError, Options};
 
-/// Overridden by `TESSERA_SIDECAR__SECTION__KEY` (`TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS=512`).
+/// Overridden by `TESSERA_SIDECAR__SECTION__KEY` (`TESSERA_SIDECAR__LIMITS__MAX_INBOUND_CONNECTIONS=512`).
 impl Options for Config {
     const ENV_PREFIX: &'static str = "TESSERA_SIDECAR__";
 
@@ -301,9 +307,13 @@ impl Options for Config {
                 "renew.at_fraction (0.1..0.9) / renew.jitter_fraction (0..0.3)".into(),
             ));
         }
-        if self.limits.max_connections == 0 || self.limits.handshake_timeout_ms == 0 {
+        let l = &self.limits;
+        if l.max_inbound_connections == 0
+            || l.max_outbound_connections == 0
+            || l.handshake_timeout_ms == 0
+        {
             return Err(ConfigError(
-                "limits: max_connections and handshake_timeout_ms must be positive".into(),
+                "limits: max_inbound_connections, max_outbound_connections and handshake_timeout_ms must be positive".into(),
             ));
         }
         Ok(())
@@ -347,15 +357,16 @@ mod tests {
         assert!(e.0.contains("workload_api_spiffe_id"), "{e}");
         // Environment overrides: over the file, under --set.
         let env = [
-            ("TESSERA_SIDECAR__LIMITS__MAX_CONNECTIONS", "512"),
+            ("TESSERA_SIDECAR__LIMITS__MAX_INBOUND_CONNECTIONS", "512"),
             ("TESSERA_SIDECAR__METRICS", "false"),
             ("TESSERA__METRICS", "true"),
         ];
         let cfg = Config::load(Some(&p), env, &[]).unwrap();
-        assert_eq!(cfg.limits.max_connections, 512);
+        assert_eq!(cfg.limits.max_inbound_connections, 512);
         assert!(!cfg.metrics);
-        let cfg = Config::load(Some(&p), env, &["limits.max_connections=9".into()]).unwrap();
-        assert_eq!(cfg.limits.max_connections, 9);
+        let cfg =
+            Config::load(Some(&p), env, &["limits.max_inbound_connections=9".into()]).unwrap();
+        assert_eq!(cfg.limits.max_inbound_connections, 9);
         let e = Config::load(Some(&p), [("TESSERA_SIDECAR__LIMITS__BOGUS", "1")], &[]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");
         let e = Config::load(

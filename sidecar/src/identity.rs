@@ -14,6 +14,7 @@ use tessera_core::api::{PlatformAttestRequest, RedeemRequest, RenewRequest};
 use tessera_workload::{
     CaClient, CaError, Identity, KeyAlgorithm, PrivateKey, Svid, new_key_and_csr, split_der,
 };
+use zeroize::Zeroizing;
 
 /// Errors getting or renewing an identity.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub trait IdentitySource: Send + Sync {
 pub struct JoinTokenSource {
     ca_url: String,
     bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
-    token: std::sync::Mutex<Option<String>>,
+    token: std::sync::Mutex<Option<Zeroizing<String>>>,
 }
 
 impl JoinTokenSource {
@@ -60,7 +61,7 @@ impl JoinTokenSource {
     pub fn new(
         ca_url: String,
         bootstrap: Vec<rustls::pki_types::CertificateDer<'static>>,
-        token: String,
+        token: Zeroizing<String>,
     ) -> Self {
         Self {
             ca_url,
@@ -80,7 +81,7 @@ impl IdentitySource for JoinTokenSource {
             .token
             .lock()
             .ok()
-            .and_then(|t| t.clone())
+            .and_then(|t| t.as_ref().map(|t| t.to_string()))
             .ok_or_else(|| IdentityError::Local("join token already redeemed".into()))?;
         let client = CaClient::new(&self.ca_url, &self.bootstrap, None)?;
         let (key, csr) = key_and_csr()?;

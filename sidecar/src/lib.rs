@@ -12,6 +12,7 @@
 pub mod config;
 pub mod identity;
 mod metrics;
+pub mod probe;
 pub mod proxy;
 mod relay;
 
@@ -339,9 +340,41 @@ pub struct Running {
     pub addrs: Addresses,
     stop: watch::Sender<bool>,
     accept_loops: Vec<tokio::task::JoinHandle<()>>,
-    /// Connection slots: every accepted connection holds one from accept to
-    /// close, handshakes included.
-    slots: Arc<tokio::sync::Semaphore>,
+    /// Connection slots, inbound and outbound apart: every accepted
+    /// connection holds one of its side's from accept to close, handshakes
+    /// included.
+    slots: Slots,
+}
+
+/// The inbound and the outbound listeners' connection slots.
+#[derive(Clone)]
+pub(crate) struct Slots {
+    inbound: Arc<tokio::sync::Semaphore>,
+    outbound: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    fn new(l: &config::Limits) -> Self {
+        Self {
+            inbound: Arc::new(tokio::sync::Semaphore::new(l.max_inbound_connections)),
+            outbound: Arc::new(tokio::sync::Semaphore::new(l.max_outbound_connections)),
+        }
+    }
+
+    /// The slots of the inbound (`true`) or outbound listeners.
+    pub(crate) fn side(&self, inbound: bool) -> &Arc<tokio::sync::Semaphore> {
+        if inbound {
+            &self.inbound
+        } else {
+            &self.outbound
+        }
+    }
+
+    /// Whether some connection (in a handshake or relaying) holds a slot.
+    fn any_held(&self, l: &config::Limits) -> bool {
+        self.inbound.available_permits() < l.max_inbound_connections
+            || self.outbound.available_permits() < l.max_outbound_connections
+    }
 }
 
 impl Running {
@@ -361,8 +394,8 @@ impl Running {
         let deadline = tokio::time::Instant::now() + drain;
         // Connections still in their TLS handshake hold a slot but are not
         // counted as active yet: wait for both.
-        let max = self.shared.cfg.limits.max_connections;
-        while (self.slots.available_permits() < max || self.shared.metrics.active_total() > 0)
+        let limits = &self.shared.cfg.limits;
+        while (self.slots.any_held(limits) || self.shared.metrics.active_total() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -415,9 +448,7 @@ pub async fn start<S: IdentitySource + 'static>(
             listeners.push((is_inbound, i, sock));
         }
     }
-    let slots = Arc::new(tokio::sync::Semaphore::new(
-        shared.cfg.limits.max_connections,
-    ));
+    let slots = Slots::new(&shared.cfg.limits);
     let mut accept_loops = Vec::with_capacity(listeners.len());
     for (inbound, i, sock) in listeners {
         accept_loops.push(tokio::spawn(proxy::accept_loop(
@@ -425,7 +456,7 @@ pub async fn start<S: IdentitySource + 'static>(
             inbound,
             i,
             sock,
-            slots.clone(),
+            slots.side(inbound).clone(),
             stop_rx.clone(),
         )));
     }
@@ -598,10 +629,14 @@ async fn follow_revocations(shared: Arc<Shared>) {
                 if feed.bundle_sequence != shared.bundle_seq.load(Ordering::Acquire) {
                     shared.bundle_wake.notify_one();
                 }
+                // Expired certificates fail the chain check anyway: their
+                // serials are dropped, so the set holds live revocations only.
+                let revoked = feed.revocations.iter();
+                shared.revoked.extend(
+                    revoked.map(|r| (r.serial.clone(), r.not_after)),
+                    tessera_core::now_unix(),
+                );
                 if !feed.revocations.is_empty() {
-                    shared
-                        .revoked
-                        .extend(feed.revocations.iter().map(|r| r.serial.clone()));
                     shared.revoked_gen.send_modify(|g| *g += 1);
                     if let Some(own) = shared.identity()
                         && feed

@@ -11,8 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tessera_test_support::{
-    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_csr, openssl_ec_key, openssl_output,
-    openssl_self_signed_ca,
+    Ca, CaBuilder, Metrics, await_closed, openssl_foreign_leaf, openssl_output,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -346,23 +345,6 @@ fn s_client_presents_leaf(dir: &Path, addr: &str) -> String {
     )
 }
 
-/// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
-/// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
-async fn issue_files(ca: &Ca, name: &str, dir: &Path) {
-    let token = token(ca, name).await;
-    let (key, csr) = tessera_test_support::csr();
-    let r = ca
-        .call(
-            Method::POST,
-            "/v1/certs/redeem",
-            Some(serde_json::json!({"token": token, "csr": csr})),
-        )
-        .await;
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), r["certificate"].as_str().unwrap()).unwrap();
-    std::fs::write(dir.join("bundle.pem"), r["bundle"].as_str().unwrap()).unwrap();
-}
-
 /// openssl as an independent peer on both sides: `s_client` with a proper
 /// Tessera certificate gets through an inbound listener; `s_server` presenting
 /// the expected SPIFFE ID is accepted as an upstream, one presenting another ID
@@ -556,33 +538,7 @@ async fn certificate_from_another_ca_is_refused() {
     let b = Sidecar::start(&ca, &tb, &inbound("in", &app, "spiffe://example.org/*"));
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
-    let run = |args: &[&str]| openssl(d, args);
-    openssl_ec_key(d, "evil.key");
-    openssl_self_signed_ca(d, "evil.key", "evil.pem", "/CN=evil", &[]);
-    openssl_ec_key(d, "leaf.key");
-    openssl_csr(d, "leaf.key", "/O=x", "leaf.csr");
-    std::fs::write(
-        d.join("leaf.ext"),
-        "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=URI:spiffe://example.org/web\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "evil.pem",
-        "-CAkey",
-        "evil.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "leaf.pem",
-    ]);
+    openssl_foreign_leaf(d, "leaf", "spiffe://example.org/web");
     let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
     let line = b.await_log("connection denied");
     assert!(line.contains("untrusted_chain"), "{line}\n{text}");
@@ -658,18 +614,18 @@ async fn tls12_only_when_enabled() {
 }
 
 /// SIGTERM: the sidecar stops accepting, lets the open connection finish, and
-/// exits 0 once it has. `limits.max_connections` refuses connections beyond it.
+/// exits 0 once it has. `limits.max_inbound_connections` refuses connections beyond it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_and_graceful_drain() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let one = "[limits]\nmax_connections = 1\n";
+    let one = "[limits]\nmax_inbound_connections = 1\n";
     let (a, mut b) = token_pair(&ca, &app, ("drain-a", ""), ("drain-b", one)).await;
     let mut open = TcpStream::connect(a.addr("outbound", "out")).await.unwrap();
     echo(&mut open, b"first").await.unwrap();
     assert!(
         echo_refused(&a.addr("outbound", "out"), b"second").await,
-        "a second connection exceeds max_connections = 1"
+        "a second connection exceeds max_inbound_connections = 1"
     );
     assert!(
         b.admin_get("/metrics").await.contains(
@@ -687,6 +643,80 @@ async fn connection_cap_and_graceful_drain() {
     );
     drop(open);
     b.assert_clean_exit("did not exit cleanly after draining");
+}
+
+/// The inbound and outbound listeners have caps of their own
+/// (`max_inbound_connections`, `max_outbound_connections`): with its outbound
+/// cap full, sidecar M still accepts inbound connections, and with its inbound
+/// cap full it still serves the app's outbound ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_and_outbound_caps_are_separate() {
+    let ca = Ca::start();
+    let app = echo_server().await;
+    let (ta, tm, tb) = (
+        token(&ca, "cap-a").await,
+        token(&ca, "cap-m").await,
+        token(&ca, "cap-b").await,
+    );
+    // B: the upstream of M's outbound listener. M: inbound from A, outbound to B.
+    let b = Sidecar::start(&ca, &tb, &inbound("in", &app, &sid("cap-m")));
+    let caps = "[limits]\nmax_inbound_connections = 1\nmax_outbound_connections = 1\n";
+    let m = Sidecar::start(
+        &ca,
+        &tm,
+        &format!(
+            "{caps}{}{}",
+            inbound("in", &app, &sid("cap-a")),
+            outbound("out", &b.addr("inbound", "in"), &sid("cap-b"))
+        ),
+    );
+    let a = Sidecar::start(
+        &ca,
+        &ta,
+        &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")),
+    );
+    let (m_in, m_out) = (a.addr("outbound", "out"), m.addr("outbound", "out"));
+
+    // The outbound cap full: a second outbound connection is refused, an
+    // inbound one is served.
+    let mut held_out = TcpStream::connect(&m_out).await.unwrap();
+    echo(&mut held_out, b"out one").await.unwrap();
+    assert!(
+        echo_refused(&m_out, b"out two").await,
+        "outbound over its cap"
+    );
+    let mut held_in = TcpStream::connect(&m_in).await.unwrap();
+    echo(&mut held_in, b"in one while outbound is full")
+        .await
+        .expect("inbound refused while only the outbound cap was full");
+
+    // Now the inbound cap is full too: a second inbound is refused.
+    assert!(echo_refused(&m_in, b"in two").await, "inbound over its cap");
+    // Free the outbound slot: outbound is served again while inbound stays
+    // full. The slot comes back a moment after the relay ends (no event to
+    // await): retried until the deadline.
+    drop(held_out);
+    let (mut served, until) = (false, std::time::Instant::now() + DEADLINE);
+    while !served && std::time::Instant::now() < until {
+        let mut s = TcpStream::connect(&m_out).await.unwrap();
+        served = echo(&mut s, b"out again while inbound is full")
+            .await
+            .is_ok();
+    }
+    assert!(
+        served,
+        "outbound refused while only the inbound cap was full"
+    );
+    echo(&mut held_in, b"still relaying").await.unwrap();
+    let metrics = m.admin_get("/metrics").await;
+    for listener in ["in", "out"] {
+        assert!(
+            metrics.contains(&format!(
+                "tessera_sidecar_denied_total{{listener=\"{listener}\",reason=\"connection_limit\"}}"
+            )),
+            "{listener}: {metrics}"
+        );
+    }
 }
 
 /// A client certificate that chains to the bundle but has expired is refused

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
+use zeroize::Zeroizing;
 
 /// A bootstrap file is unreadable or malformed.
 #[derive(Debug, thiserror::Error)]
@@ -30,15 +31,17 @@ pub fn read_anchors(path: &Path) -> Result<Vec<CertificateDer<'static>>, Bootstr
 
 /// The join token given directly (a flag or the environment), else the
 /// contents of `file` (the `join_token_file` option) without surrounding
-/// whitespace; `None` when neither is given.
+/// whitespace; `None` when neither is given. The token is wiped from memory
+/// when dropped (so is what was read from the file).
 pub fn join_token(
     given: Option<String>,
     file: Option<&Path>,
-) -> Result<Option<String>, BootstrapError> {
+) -> Result<Option<Zeroizing<String>>, BootstrapError> {
     match (given, file) {
-        (Some(t), _) => Ok(Some(t)),
+        (Some(t), _) => Ok(Some(Zeroizing::new(t))),
         (None, Some(f)) => std::fs::read_to_string(f)
-            .map(|t| Some(t.trim().to_owned()))
+            .map(Zeroizing::new)
+            .map(|t| Some(Zeroizing::new(t.trim().to_owned())))
             .map_err(|e| BootstrapError {
                 option: "join_token_file",
                 path: f.to_owned(),
@@ -60,11 +63,15 @@ mod tests {
         assert_eq!(
             join_token(Some("flag".into()), Some(&file))
                 .unwrap()
-                .as_deref(),
+                .as_deref()
+                .map(String::as_str),
             Some("flag")
         );
         assert_eq!(
-            join_token(None, Some(&file)).unwrap().as_deref(),
+            join_token(None, Some(&file))
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
             Some("secret")
         );
         assert_eq!(join_token(None, None).unwrap(), None);

@@ -3,13 +3,18 @@
 use super::ApiError;
 use super::route::Route;
 use crate::authority::{Authority, Principal};
+use crate::config::LimitsConfig;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rustls::pki_types::CertificateDer;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tessera_core::api::Role;
+use tessera_core::limit::Buckets;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,11 +38,55 @@ pub enum Access {
 #[derive(Debug, Clone, Default)]
 pub struct PeerCert(pub Option<Arc<CertificateDer<'static>>>);
 
+/// The connection's source address and whether any of its requests has
+/// authenticated yet (set by the server, which gives a connection that never
+/// authenticated a shorter idle deadline; the gate marks it).
+#[derive(Debug, Clone)]
+pub struct PeerConn {
+    /// The source address of the TCP connection.
+    pub addr: std::net::SocketAddr,
+    /// Set once a request of the connection resolved to a principal.
+    pub authenticated: Arc<AtomicBool>,
+}
+
+/// The per-source and per-node request rates, shared by every route's gate.
+pub(super) struct Fairness {
+    public: Buckets<IpAddr>,
+    agent: Buckets<String>,
+}
+
+/// Most sources and nodes whose rates are tracked at once (bounded memory).
+const MAX_TRACKED: usize = 65_536;
+
+impl Fairness {
+    pub(super) fn new(l: &LimitsConfig) -> Self {
+        Self {
+            public: Buckets::new(
+                f64::from(l.public_requests_per_second_per_source),
+                l.public_burst_per_source,
+                MAX_TRACKED,
+            ),
+            agent: Buckets::new(
+                f64::from(l.agent_requests_per_second_per_node),
+                l.agent_burst_per_node,
+                MAX_TRACKED,
+            ),
+        }
+    }
+}
+
+/// `429 rate_limited`, with the seconds until the next request is admitted.
+fn rate_limited(auth: &Authority, scope: &'static str, wait: Duration, who: &str) -> Response {
+    auth.metrics.rate_limited.inc(&[scope]);
+    ApiError::rate_limited(who, wait).into_response()
+}
+
 /// The state of one route's gate: the route it guards.
 #[derive(Clone)]
 pub(super) struct Gate {
     pub(super) auth: Arc<Authority>,
     pub(super) route: &'static Route,
+    pub(super) fairness: Arc<Fairness>,
 }
 
 /// Middleware in front of one route's handler: identifies the caller, admits
@@ -54,11 +103,20 @@ pub(super) async fn gate(State(gate): State<Gate>, mut req: Request, next: Next)
             .map(|h| h.to_str().unwrap_or("").to_owned()),
         peer: req.extensions().get::<PeerCert>().and_then(|p| p.0.clone()),
     };
+    let conn = req.extensions().get::<PeerConn>().cloned();
     let resp = match check(&gate.auth, gate.route, &method, creds).await {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
+        Ok(principal) => match limit(&gate, conn.as_ref(), &principal) {
+            Err(resp) => resp,
+            Ok(()) => {
+                if let Some(c) = &conn
+                    && !matches!(principal, Principal::Anonymous)
+                {
+                    c.authenticated.store(true, Ordering::Release);
+                }
+                req.extensions_mut().insert(principal);
+                next.run(req).await
+            }
+        },
         Err(e) => e.into_response(),
     };
     let auth = &gate.auth;
@@ -69,6 +127,27 @@ pub(super) async fn gate(State(gate): State<Gate>, mut req: Request, next: Next)
         .request_latency
         .observe(&[path, method.as_str()], started.elapsed().as_secs_f64());
     resp
+}
+
+/// Admits a public request by its source's rate and a node's request by the
+/// node's, or answers `429`. Authenticated callers other than nodes are
+/// bounded by their connection slots and the request deadline instead.
+fn limit(gate: &Gate, conn: Option<&PeerConn>, p: &Principal) -> Result<(), Response> {
+    let f = &gate.fairness;
+    match (gate.route.access, p) {
+        (Access::Public, _) => match conn {
+            Some(c) => f
+                .public
+                .take(&c.addr.ip())
+                .map_err(|wait| rate_limited(&gate.auth, "public", wait, "address")),
+            None => Ok(()),
+        },
+        (Access::Node, Principal::Node { spiffe_id, .. }) => f
+            .agent
+            .take(&spiffe_id.as_str().to_owned())
+            .map_err(|wait| rate_limited(&gate.auth, "agent", wait, "node")),
+        _ => Ok(()),
+    }
 }
 
 /// What the gate reads from a request to identify the caller.

@@ -54,6 +54,7 @@ macro_rules! certified_caller {
         pub struct $name {
             spiffe_id: SpiffeId,
             principal: Principal,
+            not_after: i64,
         }
 
         impl $name {
@@ -62,6 +63,7 @@ macro_rules! certified_caller {
                     Principal::$kind { spiffe_id, .. } => Some(Self {
                         spiffe_id: spiffe_id.clone(),
                         principal: p.clone(),
+                        not_after: 0,
                     }),
                     _ => None,
                 }
@@ -70,6 +72,13 @@ macro_rules! certified_caller {
             /// The SPIFFE ID its certificate proved.
             pub fn spiffe_id(&self) -> &SpiffeId {
                 &self.spiffe_id
+            }
+
+            /// notAfter (unix seconds) of the certificate the caller
+            /// authenticated with: nothing issued on its strength (a
+            /// JWT-SVID) may outlive it.
+            pub fn cert_not_after(&self) -> i64 {
+                self.not_after
             }
 
             /// The caller, as the domain's audit names it.
@@ -161,7 +170,33 @@ macro_rules! caller_extractor {
         }
     )+};
 }
-caller_extractor!(Operator, Workload, Node, Caller);
+caller_extractor!(Operator, Caller);
+
+/// The extractors of callers known by a certificate: the principal, and the
+/// presented certificate's notAfter (no certificate: unauthenticated).
+macro_rules! certified_extractor {
+    ($($t:ident),+) => {$(
+        impl<S: Send + Sync> FromRequestParts<S> for $t {
+            type Rejection = ApiError;
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+                let mut caller = principal_as(parts, $t::of)?;
+                caller.not_after = parts
+                    .extensions
+                    .get::<PeerCert>()
+                    .and_then(|c| c.0.as_ref())
+                    .and_then(|c| tessera_core::svid::check_leaf(c).ok())
+                    .map(|leaf| leaf.not_after)
+                    .ok_or_else(ApiError::unauthenticated)?;
+                Ok(caller)
+            }
+        }
+
+        impl Arg for $t {
+            const CALLER: Option<Accepts> = Some(|p| $t::of(p).is_some());
+        }
+    )+};
+}
+certified_extractor!(Workload, Node);
 
 /// The principal the gate admitted, as caller `T`.
 fn principal_as<T>(parts: &Parts, of: impl FnOnce(&Principal) -> Option<T>) -> Result<T, ApiError> {

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Client-safe explanation.
     pub detail: String,
+    /// Seconds for a `Retry-After` header (`429 rate_limited`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,7 +29,21 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// 429: `who` (this address, node, reporter) is over its rate; the
+    /// answer says when to retry, in its text and in `Retry-After`.
+    pub fn rate_limited(who: &str, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests from this {who}; retry in {secs} s"),
+        );
+        e.retry_after = Some(secs);
+        e
     }
 
     /// 401: no usable credentials.
@@ -91,6 +107,7 @@ impl From<AuthorityError> for ApiError {
             A::Posture(_) => Self::new(S::FORBIDDEN, "posture_refused", e.to_string()),
             A::PlatformToken(_) => Self::new(S::FORBIDDEN, "platform_token_refused", e.to_string()),
             A::Upstream { code, .. } => Self::new(S::BAD_GATEWAY, code, e.to_string()),
+            A::RateLimited { who, retry } => Self::rate_limited(who, *retry),
             A::Store(_) | A::Ca(_) | A::Keystore(_) => {
                 tracing::error!(error = %e, "internal error");
                 Self::new(
@@ -149,6 +166,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }

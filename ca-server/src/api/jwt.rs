@@ -7,5 +7,6 @@ use tessera_core::api::JwtSvidRequest;
 
 /// `POST /v1/jwt-svids`: a JWT-SVID for the calling workload.
 pub async fn issue(a: St, caller: Workload, Body(req): Body<JwtSvidRequest>) -> Reply {
-    Ok(created(a.issue_jwt_svid(caller.spiffe_id(), &req)?))
+    let svid = a.issue_jwt_svid(caller.spiffe_id(), caller.cert_not_after(), &req)?;
+    Ok(created(svid))
 }

@@ -33,7 +33,7 @@ mod revocations;
 mod tokens;
 mod webhooks;
 
-pub use access::{Access, PeerCert};
+pub use access::{Access, PeerCert, PeerConn};
 pub use caller::{Caller, Node, Operator, Renewer, Workload};
 pub use error::ApiError;
 pub use route::Route;
@@ -124,8 +124,9 @@ pub const ROUTES: &[Route] = &[
 /// Builds the API router: every route of [`ROUTES`] behind its gate.
 pub fn router(auth: Arc<Authority>) -> Router {
     let mut router: Router<Arc<Authority>> = Router::new();
+    let fairness = Arc::new(access::Fairness::new(&auth.cfg.limits));
     for route in ROUTES {
-        router = router.route(route.path, route.method_router(&auth));
+        router = router.route(route.path, route.method_router(&auth, &fairness));
     }
     let limit = auth.cfg.limits.max_body_bytes;
     router

@@ -67,6 +67,7 @@ impl Route {
     pub(super) fn method_router(
         &'static self,
         auth: &Arc<Authority>,
+        fairness: &Arc<access::Fairness>,
     ) -> MethodRouter<Arc<Authority>> {
         let mut router = (self.handler)().router;
         if let Some(limit) = self.body_limit {
@@ -75,6 +76,7 @@ impl Route {
         let gate = Gate {
             auth: auth.clone(),
             route: self,
+            fairness: fairness.clone(),
         };
         router.route_layer(middleware::from_fn_with_state(gate, access::gate))
     }

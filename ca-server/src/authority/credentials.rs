@@ -12,13 +12,12 @@ use tessera_core::api;
 use tessera_core::now_unix;
 use tessera_core::time::rfc3339;
 
-/// Makes a secret of 256 random bits in URL-safe base64.
-pub(super) fn random_secret() -> String {
+/// Makes a secret of 256 random bits in URL-safe base64 (an RNG failure is
+/// an error: no token is made from a predictable secret).
+pub(super) fn random_secret() -> Result<String> {
     use base64::Engine;
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut b = [0u8; 32];
-    let _ = SystemRandom::new().fill(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    let b = crate::ca::random_bytes::<32>()?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
 /// Splits `prefix_<id>.<secret>` tokens.
@@ -51,7 +50,11 @@ impl Authority {
         req: &api::ApiTokenCreateRequest,
         actor: &Principal,
     ) -> Result<api::ApiTokenCreated> {
-        if req.name.is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control) {
+        // Characters, not bytes: what the message and the OpenAPI document say.
+        if req.name.is_empty()
+            || req.name.chars().count() > 128
+            || req.name.chars().any(char::is_control)
+        {
             return Err(AuthorityError::Invalid {
                 field: "name",
                 reason: "1 to 128 printable characters".into(),
@@ -64,8 +67,8 @@ impl Authority {
                 reason: "between 60 and 31622400".into(),
             });
         }
-        let id = crate::ca::random_id();
-        let secret = random_secret();
+        let id = crate::ca::random_id()?;
+        let secret = random_secret()?;
         let expires_at = now_unix() + ttl as i64;
         let row = CredentialRow {
             id: id.clone(),

@@ -22,7 +22,10 @@ impl Authority {
     /// [`MAX_DENIALS_PER_REPORT`], `at` more than a day ahead or older than
     /// `retention.keep_denials_seconds`, an over-long or non-printable
     /// `listener` or `peer_addr`, or a `peer_spiffe_id` that is not a SPIFFE ID
-    /// (of any trust domain). Returns how many were stored.
+    /// (of any trust domain). A valid report past the reporter's rate
+    /// (`limits.denials_per_second_per_reporter`, counted in denials, so one
+    /// sidecar cannot fill the table) is [`AuthorityError::RateLimited`] and
+    /// stores nothing. Returns how many were stored.
     pub async fn report_denials(
         &self,
         reporter: &SpiffeId,
@@ -75,6 +78,14 @@ impl Authority {
                 SpiffeId::new(p)
                     .map_err(|e| invalid("peer_spiffe_id", format!("not a SPIFFE ID: {e}")))?;
             }
+        }
+        let n = u32::try_from(denials.len()).unwrap_or(u32::MAX);
+        if let Err(retry) = self.denial_rate.take_n(&reporter.as_str().to_owned(), n) {
+            self.metrics.rate_limited.inc(&["denials"]);
+            return Err(AuthorityError::RateLimited {
+                who: "reporter",
+                retry,
+            });
         }
         let stored = self
             .store

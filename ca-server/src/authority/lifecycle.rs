@@ -141,7 +141,7 @@ fn new_root_generation(
     now: i64,
     ttl: i64,
 ) -> Result<(CaRow, CertificateDer<'static>)> {
-    let id = ca::random_id();
+    let id = ca::random_id()?;
     let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
     let (cert, key_der) = ca::new_root(td, &id, alg, now, ttl)?;
     let loaded = SigningCa::load(&id, cert.clone(), vec![], &key_der)?;
@@ -305,7 +305,7 @@ impl Authority {
         if !missing.is_empty() {
             for c in missing {
                 let der = JwtSigner::generate().map_err(jwt_err)?;
-                let kid = ca::random_id();
+                let kid = ca::random_id()?;
                 let sealed = self.kek.seal(&label(&c.id), &der)?;
                 self.store.insert_jwt_key(&c.id, &kid, &sealed).await?;
             }
@@ -333,23 +333,28 @@ impl Authority {
 
     /// Signs a JWT-SVID for a workload's own SPIFFE ID (the one its
     /// certificate proved) with the active generation's JWT key (published
-    /// in the bundle since its preparation).
+    /// in the bundle since its preparation). It expires no later than
+    /// `cert_not_after`, the end of that certificate.
     pub fn issue_jwt_svid(
         &self,
         spiffe_id: &SpiffeId,
+        cert_not_after: i64,
         req: &api::JwtSvidRequest,
     ) -> Result<api::JwtSvid> {
         let ttl = check_jwt_request(&req.audience, req.ttl_seconds)?;
-        self.sign_jwt_svid(spiffe_id, &req.audience, ttl)
+        self.sign_jwt_svid(spiffe_id, &req.audience, ttl, cert_not_after)
     }
 
     /// Signs a JWT-SVID for `spiffe_id` (already authorised and checked by
-    /// [`check_jwt_request`]) with the active generation's JWT key.
+    /// [`check_jwt_request`]) with the active generation's JWT key, expiring
+    /// by `not_after` at the latest (the authenticating certificate's end:
+    /// a bearer token must not outlive the credential that obtained it).
     pub(crate) fn sign_jwt_svid(
         &self,
         spiffe_id: &SpiffeId,
         audience: &[String],
         ttl: u64,
+        not_after: i64,
     ) -> Result<api::JwtSvid> {
         let signer = self
             .jwt_signer
@@ -359,7 +364,9 @@ impl Authority {
             .ok_or(AuthorityError::NotFound("JWT-SVID signing key"))?;
         let now = now_unix();
         // Never beyond the active generation: its key leaves the bundle with it.
-        let exp = (now + ttl as i64).min(self.signing_ca().not_after);
+        let exp = (now + ttl as i64)
+            .min(self.signing_ca().not_after)
+            .min(not_after);
         let token = signer
             .sign_issued(
                 self.cfg.oidc_discovery.issuer(),
@@ -816,13 +823,14 @@ pub(crate) fn check_jwt_request(audience: &[String], ttl_seconds: Option<u64>) -
     }
     if let Some(bad) = audience
         .iter()
-        .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_control()))
+        // Characters, not bytes: what the message and the OpenAPI document say.
+        .find(|a| a.is_empty() || a.chars().count() > 256 || a.chars().any(|c| c.is_control()))
     {
         return Err(AuthorityError::Invalid {
             field: "audience",
             reason: format!(
-                "each audience is 1 to 256 printable characters (got {} bytes)",
-                bad.len()
+                "each audience is 1 to 256 printable characters (got {} characters)",
+                bad.chars().count()
             ),
         });
     }

@@ -118,6 +118,14 @@ pub enum AuthorityError {
         /// What failed.
         reason: String,
     },
+    /// Over a rate limit: `who` (such as "reporter") may ask again after `retry`.
+    #[error("too many requests from this {who}")]
+    RateLimited {
+        /// Whose rate (the word the answer uses).
+        who: &'static str,
+        /// Until the request would be admitted.
+        retry: std::time::Duration,
+    },
     /// The store failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -277,6 +285,9 @@ pub struct Authority {
     pub issuers: crate::platform::Issuers,
     /// Wakes the federation poller (a relationship was created or changed here).
     pub(crate) federation_poke: tokio::sync::Notify,
+    /// Denials each reporter (SPIFFE ID) may still report
+    /// (`limits.denials_per_second_per_reporter`).
+    pub(crate) denial_rate: tessera_core::limit::Buckets<String>,
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -319,6 +330,12 @@ impl Authority {
         let (rev_version, _) = watch::channel(version);
         let (bundle_seq, _) = watch::channel(bundle.sequence);
         let states = cas.iter().map(|c| (c.id.clone(), c.state)).collect();
+        // Bounded memory: at most this many reporters tracked at once.
+        let denial_rate = tessera_core::limit::Buckets::new(
+            f64::from(cfg.limits.denials_per_second_per_reporter),
+            cfg.limits.denial_burst_per_reporter,
+            65_536,
+        );
         let reissue = lifecycle::reissue_anchors(&cas, &cfg, now_unix());
         let events = crate::events::EventHub::new(cfg.events.max_streams);
         let issuers = crate::platform::Issuers::new(&cfg.attestation.jwt_issuers).map_err(|e| {
@@ -345,7 +362,7 @@ impl Authority {
             ca_states: std::sync::Mutex::new(states),
             reissue_anchors: RwLock::new(Arc::new(reissue)),
             schedule: Default::default(),
-            replica_id: crate::ca::random_id(),
+            replica_id: crate::ca::random_id()?,
             cred_epoch: AtomicU64::new(0),
             entry_epoch: AtomicU64::new(0),
             principals: Recent::new(Duration::from_secs(5), 4096),
@@ -353,6 +370,7 @@ impl Authority {
             events,
             issuers,
             federation_poke: tokio::sync::Notify::new(),
+            denial_rate,
         });
         // JWKS URLs: fetched once now (a failure is logged; the issuer's
         // tokens are refused until a later fetch succeeds).

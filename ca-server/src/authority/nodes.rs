@@ -428,10 +428,12 @@ impl Authority {
     /// `FetchJWTSVID`): the same node, posture and entry checks as
     /// [`Self::agent_svids`], one token per matching entry. Nothing is
     /// written: a JWT-SVID is not a ledger record (it cannot be revoked; its
-    /// lifetime is its bound), as for `POST /v1/jwt-svids`.
+    /// lifetime is its bound, never beyond `node_not_after`, the end of the
+    /// node certificate that asked), as for `POST /v1/jwt-svids`.
     pub async fn agent_jwt_svids(
         &self,
         node_id: &SpiffeId,
+        node_not_after: i64,
         req: &api::AgentJwtSvidRequest,
         actor: &Principal,
     ) -> Result<api::AgentJwtSvidResponse> {
@@ -443,7 +445,7 @@ impl Authority {
         let mut svids = Vec::with_capacity(entries.len());
         for (entry, _) in &entries {
             let id = self.check_td("spiffe_id", &entry.spiffe_id)?;
-            let mut svid = self.sign_jwt_svid(&id, &req.audience, ttl)?;
+            let mut svid = self.sign_jwt_svid(&id, &req.audience, ttl, node_not_after)?;
             svid.hint = entry.hint.clone();
             svids.push(svid);
         }

@@ -58,7 +58,7 @@ impl Authority {
         )?;
         {
             let row = CredentialRow {
-                id: crate::ca::random_id(),
+                id: crate::ca::random_id()?,
                 kind: "certificate".into(),
                 name: name.to_owned(),
                 role,

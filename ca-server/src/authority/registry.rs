@@ -241,7 +241,7 @@ impl Authority {
         self.validate_entry(req)?;
         self.check_federated(req).await?;
         let now = now_unix();
-        let e = self.entry_from(crate::ca::random_id(), req, rfc3339(now), now);
+        let e = self.entry_from(crate::ca::random_id()?, req, rfc3339(now), now);
         let audit = actor.audit(
             "entry.create",
             e.id.clone(),
@@ -329,8 +329,8 @@ impl Authority {
             });
         }
         let now = now_unix();
-        let id = crate::ca::random_id();
-        let secret = random_secret();
+        let id = crate::ca::random_id()?;
+        let secret = random_secret()?;
         let row = TokenRow {
             id: id.clone(),
             token_hash: sha256_hex(secret.as_bytes()),

@@ -20,7 +20,7 @@ type Result<T, E = AuthorityError> = std::result::Result<T, E>;
 /// The active generation `ca.import_cert` / `ca.import_key` (and, for an
 /// intermediate, `ca.import_bundle`) name, its key sealed under the KEK.
 pub(crate) fn imported_generation(cfg: &Config, kek: &Kek, now: i64) -> Result<CaRow> {
-    let id = super::random_id();
+    let id = super::random_id()?;
     let cert_pem =
         std::fs::read(&cfg.ca.import_cert).map_err(AuthorityError::invalid_as("ca.import_cert"))?;
     let key_pem = std::fs::read_to_string(&cfg.ca.import_key)
@@ -66,7 +66,7 @@ pub(crate) fn imported_generation(cfg: &Config, kek: &Kek, now: i64) -> Result<C
 pub async fn prepare_intermediate(cfg: &Config) -> Result<(String, String)> {
     let (td, store, kek) = open_parts(cfg).await?;
     let alg = KeyAlgorithm::parse(&cfg.ca.key_algorithm).unwrap_or_default();
-    let id = super::random_id();
+    let id = super::random_id()?;
     let (csr, key_der) = super::intermediate_csr(&td, &id, alg)?;
     let row = CaRow {
         id: id.clone(),

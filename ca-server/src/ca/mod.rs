@@ -94,17 +94,35 @@ impl KeyAlgorithm {
 
 /// A random positive serial number of 127 bits (16 octets, top bit clear, second set).
 pub fn random_serial() -> Result<[u8; 16], CaError> {
-    let mut s = [0u8; 16];
-    SystemRandom::new().fill(&mut s).map_err(|_| CaError::Rng)?;
+    let mut s = random_bytes::<16>()?;
     s[0] = (s[0] & 0x7f) | 0x40;
     Ok(s)
 }
 
 /// A random identifier (hex, 128 bits), for CAs, entries, tokens and credentials.
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = SystemRandom::new().fill(&mut b);
-    hex::encode(b)
+pub fn random_id() -> Result<String, CaError> {
+    Ok(hex::encode(random_bytes::<16>()?))
+}
+
+/// `N` bytes from the system's RNG, for every secret and identifier the CA
+/// makes (join tokens, API tokens, webhook secrets, IDs). A failing RNG is
+/// [`CaError::Rng`], never a predictable (all-zero) secret.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CaError> {
+    filled(|b| SystemRandom::new().fill(b))
+}
+
+/// `N` bytes from `fill`, refused if it fails or leaves them all zero (a
+/// chance of 2^-128 and worse for a working RNG of 16 bytes and more; for a
+/// broken one, the likeliest output).
+fn filled<const N: usize>(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), ring::error::Unspecified>,
+) -> Result<[u8; N], CaError> {
+    let mut b = [0u8; N];
+    fill(&mut b).map_err(|_| CaError::Rng)?;
+    if b.iter().all(|&x| x == 0) {
+        return Err(CaError::Rng);
+    }
+    Ok(b)
 }
 
 fn odt(unix: i64) -> OffsetDateTime {
@@ -449,4 +467,27 @@ fn crl_reason(code: i64) -> Option<rcgen::RevocationReason> {
         9 => R::PrivilegeWithdrawn,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 item 9: an RNG that fails, or "succeeds" with nothing but
+    /// zeros, yields an error, never a secret.
+    #[test]
+    fn rng_failure_is_an_error_never_a_zero_secret() {
+        let failed = filled::<32>(|_| Err(ring::error::Unspecified));
+        assert!(matches!(failed, Err(CaError::Rng)), "{failed:?}");
+        let zeros = filled::<32>(|_| Ok(()));
+        assert!(matches!(zeros, Err(CaError::Rng)), "{zeros:?}");
+        let ones = filled::<4>(|b| {
+            b.fill(1);
+            Ok(())
+        });
+        assert_eq!(ones.unwrap(), [1; 4]);
+        let a = random_bytes::<32>().unwrap();
+        assert_ne!(a, random_bytes::<32>().unwrap());
+        assert_eq!(random_id().unwrap().len(), 32);
+    }
 }

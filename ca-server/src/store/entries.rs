@@ -10,9 +10,23 @@ use tessera_core::time::{parse_rfc3339, rfc3339};
 /// A registration entry as stored.
 pub type EntryRow = api::Entry;
 
-/// The entry columns [`Store::entries_from_rows`] reads, before `WHERE`.
+/// The entry columns [`with_selectors`] wraps, before `WHERE`.
 const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at, hint, \
      federates_with FROM entries";
+
+/// `entries` (a query of [`ENTRY_SELECT`] with its filter, order and
+/// limit) joined with the entries' selectors: one row per selector (one with
+/// a NULL selector for an entry without any), in SPIFFE ID, ID and selector
+/// order, so one query reads every entry whole (see
+/// `Store::entries_from_rows`).
+fn with_selectors(entries: &str) -> String {
+    format!(
+        "SELECT e.id, e.spiffe_id, e.parent_id, e.ttl_seconds, e.dns_names, e.note, \
+         e.created_at, e.updated_at, e.hint, e.federates_with, s.selector FROM ({entries}) AS e \
+         LEFT JOIN entry_selectors s ON s.entry_id = e.id \
+         ORDER BY e.spiffe_id, e.id, s.selector"
+    )
+}
 
 impl Store {
     /// Creates an entry, audited.
@@ -89,27 +103,26 @@ impl Store {
 
     /// Reads one entry.
     pub async fn get_entry(&self, id: &str) -> Result<EntryRow, StoreError> {
-        let sql = format!("{ENTRY_SELECT} WHERE id = $1");
+        let sql = with_selectors(&format!("{ENTRY_SELECT} WHERE id = $1"));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_owned())
             .fetch_all(&self.pool)
             .await?;
-        self.entries_from_rows(rows)
-            .await?
+        Self::entries_from_rows(rows)
             .pop()
             .ok_or(StoreError::NotFound)
     }
 
     /// Lists entries, optionally for one SPIFFE ID.
     pub async fn list_entries(&self, spiffe_id: Option<&str>) -> Result<Vec<EntryRow>, StoreError> {
-        let sql = format!(
+        let sql = with_selectors(&format!(
             "{ENTRY_SELECT} WHERE (CAST($1 AS TEXT) IS NULL OR spiffe_id = $1) ORDER BY spiffe_id, id LIMIT 10000"
-        );
+        ));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(spiffe_id.map(str::to_owned))
             .fetch_all(&self.pool)
             .await?;
-        self.entries_from_rows(rows).await
+        Ok(Self::entries_from_rows(rows))
     }
 
     /// The entries whose parent is `parent_id` (a node's SPIFFE ID), at most
@@ -119,13 +132,15 @@ impl Store {
         parent_id: &str,
         limit: i64,
     ) -> Result<Vec<EntryRow>, StoreError> {
-        let sql = format!("{ENTRY_SELECT} WHERE parent_id = $1 ORDER BY spiffe_id, id LIMIT $2");
+        let sql = with_selectors(&format!(
+            "{ENTRY_SELECT} WHERE parent_id = $1 ORDER BY spiffe_id, id LIMIT $2"
+        ));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(parent_id.to_owned())
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        self.entries_from_rows(rows).await
+        Ok(Self::entries_from_rows(rows))
     }
 
     /// Entries whose SPIFFE ID starts with `prefix` (node sets), at most `limit`.
@@ -135,44 +150,48 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EntryRow>, StoreError> {
         // substr, not LIKE: '_' (legal in trust domains) is a LIKE wildcard.
-        let sql = format!(
+        let sql = with_selectors(&format!(
             "{ENTRY_SELECT} WHERE substr(spiffe_id, 1, CAST($2 AS INTEGER)) = $1 ORDER BY spiffe_id, id LIMIT $3"
-        );
+        ));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(prefix.to_owned())
             .bind(prefix.len() as i64)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        self.entries_from_rows(rows).await
+        Ok(Self::entries_from_rows(rows))
     }
 
-    async fn entries_from_rows(&self, rows: Vec<AnyRow>) -> Result<Vec<EntryRow>, StoreError> {
-        let mut out = Vec::with_capacity(rows.len());
+    /// The entries in rows of a [`with_selectors`] query (all of an entry's
+    /// rows are adjacent). Not async on purpose: it cannot run a query of
+    /// its own (it once ran one per entry, up to 10,001 per request).
+    fn entries_from_rows(rows: Vec<AnyRow>) -> Vec<EntryRow> {
+        let mut out: Vec<EntryRow> = Vec::new();
         for r in rows {
             let id: String = r.get(0);
-            let sel = sqlx::query(
-                "SELECT selector FROM entry_selectors WHERE entry_id = $1 ORDER BY selector",
-            )
-            .bind(id.clone())
-            .fetch_all(&self.pool)
-            .await?;
-            let dns: String = r.get(4);
-            out.push(api::Entry {
-                id,
-                spiffe_id: r.get(1),
-                parent_id: r.get(2),
-                ttl_seconds: r.get::<i64, _>(3) as u64,
-                dns_names: serde_json::from_str(&dns).unwrap_or_default(),
-                note: r.get(5),
-                hint: r.get(8),
-                federates_with: serde_json::from_str(&r.get::<String, _>(9)).unwrap_or_default(),
-                created_at: rfc3339(r.get(6)),
-                updated_at: rfc3339(r.get(7)),
-                selectors: sel.iter().map(|s| s.get(0)).collect(),
-            });
+            let selector: Option<String> = r.get(10);
+            if out.last().is_none_or(|e| e.id != id) {
+                let dns: String = r.get(4);
+                out.push(api::Entry {
+                    id,
+                    spiffe_id: r.get(1),
+                    parent_id: r.get(2),
+                    ttl_seconds: r.get::<i64, _>(3) as u64,
+                    dns_names: serde_json::from_str(&dns).unwrap_or_default(),
+                    note: r.get(5),
+                    hint: r.get(8),
+                    federates_with: serde_json::from_str(&r.get::<String, _>(9))
+                        .unwrap_or_default(),
+                    created_at: rfc3339(r.get(6)),
+                    updated_at: rfc3339(r.get(7)),
+                    selectors: Vec::new(),
+                });
+            }
+            if let (Some(e), Some(sel)) = (out.last_mut(), selector) {
+                e.selectors.push(sel);
+            }
         }
-        Ok(out)
+        out
     }
 }
 

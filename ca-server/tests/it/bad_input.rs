@@ -418,7 +418,7 @@ async fn join_tokens_refused(db: Db) {
 
     // An expired token, put straight into the store.
     let now = tessera_core::now_unix();
-    let expired_id = tessera_ca::ca::random_id();
+    let expired_id = tessera_ca::ca::random_id().unwrap();
     let expired_secret = "expired-token-secret-0123456789";
     h.store_token(TokenRow {
         id: expired_id.clone(),
@@ -448,7 +448,11 @@ async fn join_tokens_refused(db: Db) {
 
     let r = redeem(format!("tsj_{expired_id}.{expired_secret}")).await;
     problem("expired", &r, refused, code, &["join token", "expired"]);
-    let r = redeem(format!("tsj_{}.{secret}", tessera_ca::ca::random_id())).await;
+    let r = redeem(format!(
+        "tsj_{}.{secret}",
+        tessera_ca::ca::random_id().unwrap()
+    ))
+    .await;
     problem("unknown id", &r, refused, code, &["join token", "unknown"]);
     let r = redeem(format!("tsj_{id}.{}", "A".repeat(secret.len()))).await;
     problem(
@@ -939,14 +943,14 @@ async fn revocations_refused(db: Db) {
         ),
         (
             "unknown serial",
-            json!({"serial": tessera_ca::ca::random_id()}),
+            json!({"serial": tessera_ca::ca::random_id().unwrap()}),
             StatusCode::NOT_FOUND,
             "not_found",
             &["certificate"][..],
         ),
         (
             "unknown entry",
-            json!({"entry_id": tessera_ca::ca::random_id()}),
+            json!({"entry_id": tessera_ca::ca::random_id().unwrap()}),
             StatusCode::NOT_FOUND,
             "not_found",
             &["entry"][..],

@@ -554,3 +554,41 @@ async fn pruning_removes_old_denials(db: Db) {
     assert_eq!(h.count("certificates").await, certs, "pruned other history");
 }
 both_backends!(pruning_removes_old_denials);
+
+/// Issue 11 item 9: a reporter's denials are rate-limited by count: past
+/// its burst a report answers `429 rate_limited` (the same answer, with
+/// `Retry-After`, as `limits::public_routes_are_rate_limited_per_source`) and
+/// stores nothing, while another reporter is still heard; what is stored is
+/// attributed to its reporter.
+async fn reports_are_rate_limited_per_reporter(db: Db) {
+    let h = Harness::start_with(
+        db,
+        &[
+            "limits.denials_per_second_per_reporter=1",
+            "limits.denial_burst_per_reporter=5",
+            NO_BACKGROUND_PRUNING[0],
+            NO_BACKGROUND_PRUNING[1],
+        ],
+    )
+    .await;
+    let (web, api) = (workload(&h, WEB).await, workload(&h, API).await);
+    let now = now_unix();
+    let batch = |n: usize| {
+        (0..n)
+            .map(|i| denial(now, "in", &format!("10.0.0.{i}:1"), None, "no_certificate"))
+            .collect::<Vec<_>>()
+    };
+    let (s, v) = report(&web, batch(5)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (s, v) = report(&web, batch(3)).await;
+    assert_problem(s, &v, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another reporter has its own budget.
+    let (s, v) = report(&api, batch(4)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let admin = h.operator(Role::Auditor).await;
+    let stored = list(&admin, "").await;
+    let by = |who: &str| stored.iter().filter(|d| d.1 == who).count();
+    assert_eq!((by(WEB), by(API), stored.len()), (5, 4, 9), "{stored:?}");
+    assert_eq!(h.auth.metrics.rate_limited.get(&["denials"]), 1);
+}
+both_backends!(reports_are_rate_limited_per_reporter);

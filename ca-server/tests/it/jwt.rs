@@ -162,3 +162,42 @@ async fn jwt_svids(db: Db) {
     jwt::validate(&fresh, "db", &keys, now).unwrap();
 }
 both_backends!(jwt_svids);
+
+/// Issue 11 item 9: a JWT-SVID never outlives the certificate that obtained
+/// it: a workload whose certificate ends in about 90 s asking for an hour
+/// gets a token that expires with the certificate.
+async fn jwt_svids_end_with_the_certificate(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let id = "spiffe://example.org/short";
+    let (s, v) = post(
+        &admin,
+        "/v1/entries",
+        json!({"spiffe_id": id, "selectors": ["unix:uid:1"], "ttl_seconds": 90}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (cert, key, _) = h.workload(id).await;
+    let not_after =
+        tessera_core::svid::check_leaf(&tessera_core::pem::certs(cert.as_bytes()).unwrap()[0])
+            .unwrap()
+            .not_after;
+    let web = h.with_cert(&cert, &key);
+    let (s, v) = post(
+        &web,
+        "/v1/jwt-svids",
+        json!({"audience": ["db"], "ttl_seconds": 3600}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let keys = jwks(&h).await;
+    let now = tessera_core::now_unix();
+    let ok = jwt::validate(v["token"].as_str().unwrap(), "db", &keys, now).unwrap();
+    assert!(
+        ok.expires_at <= not_after,
+        "the JWT-SVID expires at {}, after its certificate ({not_after})",
+        ok.expires_at
+    );
+    assert!(ok.expires_at > now + 30, "{} (now {now})", ok.expires_at);
+}
+both_backends!(jwt_svids_end_with_the_certificate);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use tessera_core::api::Role;
 use tessera_core::now_unix;
 use tessera_test_support::{CaBuilder, Metrics, await_closed, random_kek, read_until_closed};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Longest wait for anything the server should do within a second or so.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -388,7 +389,7 @@ async fn metrics_after_issuance() {
 /// Records a certificate row straight into the ledger (the store does not parse
 /// DER), with the given validity.
 async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i64) -> String {
-    let serial = tessera_ca::ca::random_id();
+    let serial = tessera_ca::ca::random_id().unwrap();
     h.auth
         .store
         .record_certificate(
@@ -415,7 +416,7 @@ async fn record_cert(h: &Harness, entry_id: &str, not_before: i64, not_after: i6
 
 /// Stores a join token expiring at `expires_at`; returns its ID.
 async fn record_token(h: &Harness, entry_id: &str, expires_at: i64) -> String {
-    let id = tessera_ca::ca::random_id();
+    let id = tessera_ca::ca::random_id().unwrap();
     h.store_token(TokenRow {
         id: id.clone(),
         token_hash: "00".repeat(32),
@@ -797,13 +798,99 @@ fn json_logs_without_the_kek() {
     );
 }
 
+/// A TLS connection to the server from the loopback address `source` (so a
+/// test can be two clients at once: 127.0.0.1 and 127.0.0.2), offering h2 by
+/// ALPN or only HTTP/1.1, presenting `client` (certificate PEM, key PEM) if any.
+async fn tls_from(
+    h: &Harness,
+    source: IpAddr,
+    http2: bool,
+    client: Option<(&str, &str)>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let creds = client.map(|(c, k)| {
+        (
+            tessera_core::pem::certs(c.as_bytes()).unwrap(),
+            tessera_core::pem::private_key(k.as_bytes()).unwrap(),
+        )
+    });
+    let cfg = tessera_core::tls::api_client_config(&h.anchors(), creds, http2).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let tcp = socket.connect(addr(h)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+/// An HTTP/2 client connection over `tls`, PINGing the server every `ping`
+/// (also with no request open) if given; the task ends when the server
+/// closes the connection.
+async fn h2_over(
+    tls: TlsStream<TcpStream>,
+    ping: Option<Duration>,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut b = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.timer(hyper_util::rt::TokioTimer::new());
+    if let Some(every) = ping {
+        b.keep_alive_interval(every)
+            .keep_alive_timeout(DEADLINE)
+            .keep_alive_while_idle(true);
+    }
+    let (send, conn) = b
+        .handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("HTTP/2 handshake");
+    (send, tokio::spawn(async move { drop(conn.await) }))
+}
+
+/// `GET path` on an HTTP/2 connection: status, headers and the whole body.
+async fn h2_get(
+    send: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (StatusCode, hyper::HeaderMap, Bytes) {
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("https://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let call = async {
+        let resp = send.send_request(req).await.expect("HTTP/2 request");
+        let (parts, body) = resp.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    };
+    tokio::time::timeout(DEADLINE, call)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} timed out"))
+}
+
+const FIRST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+const SECOND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
 /// A client that completes the TLS handshake and then sends nothing (over
 /// HTTP/1.1, or after an HTTP/2 preface) still holds a connection slot: the
-/// idle deadline closes it, and counts it.
+/// deadline for connections that never authenticated closes it, and counts it
+/// (`unauthenticated_idle_timeout`). A connection whose request authenticated
+/// gets the longer idle deadline (`idle_timeout`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_deadline_closes_connections_that_say_nothing_after_the_handshake() {
     use tokio::io::AsyncWriteExt;
-    let h = Harness::start_with(Db::Sqlite, &["limits.idle_timeout_ms=300"]).await;
+    let h = Harness::start_with(
+        Db::Sqlite,
+        &[
+            "limits.unauthenticated_idle_timeout_ms=300",
+            "limits.idle_timeout_ms=1500",
+        ],
+    )
+    .await;
     for (http2, preface) in [
         (false, &b""[..]),
         (
@@ -811,13 +898,7 @@ async fn idle_deadline_closes_connections_that_say_nothing_after_the_handshake()
             &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"[..],
         ),
     ] {
-        let cfg = tessera_core::tls::api_client_config(&h.anchors(), None, http2).unwrap();
-        let tcp = TcpStream::connect(addr(&h)).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_from(&h, FIRST, http2, None).await.unwrap();
         tls.write_all(preface).await.unwrap();
         let t = Instant::now();
         read_until_closed(&mut tls, DEADLINE)
@@ -830,17 +911,158 @@ async fn idle_deadline_closes_connections_that_say_nothing_after_the_handshake()
             "closed before the idle deadline"
         );
     }
-    let text = await_metric_at_least(
+    await_metric_at_least(
         &h,
-        "tessera_connections_refused_total{reason=\"idle_timeout\"}",
+        r#"tessera_connections_refused_total{reason="unauthenticated_idle_timeout"}"#,
         2.0,
     )
     .await;
-    assert!(text.text().contains("idle_timeout"));
+    assert_eq!(h.auth.metrics.refused.get(&["idle_timeout"]), 0);
+
+    // An operator's connection, idle after one request, lasts the full deadline.
+    let (key, cert) = h
+        .auth
+        .issue_operator_cert("auditor", Role::Auditor)
+        .await
+        .unwrap();
+    let tls = tls_from(&h, FIRST, true, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (mut send, conn) = h2_over(tls, None).await;
+    let (s, _, body) = h2_get(&mut send, "/v1/revocations?since=0").await;
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+    let t = Instant::now();
+    tokio::time::timeout(DEADLINE, conn)
+        .await
+        .expect("an idle authenticated connection was not closed")
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "an authenticated connection was closed after {:?}, before its 1500 ms idle deadline",
+        t.elapsed()
+    );
+    await_metric_at_least(
+        &h,
+        r#"tessera_connections_refused_total{reason="idle_timeout"}"#,
+        1.0,
+    )
+    .await;
+
     // A long-poll in flight is not idle: it outlives the idle deadline.
     let admin = h.operator(Role::Auditor).await;
     let t = Instant::now();
-    let (s, _) = get(&admin, "/v1/revocations?since=0&wait=1").await;
+    let (s, _) = get(&admin, "/v1/revocations?since=0&wait=2").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert!(t.elapsed() >= Duration::from_millis(1900));
+}
+
+/// One client holding many HTTP/2 connections open with nothing but PINGs
+/// cannot stop another client: it gets at most
+/// `limits.max_connections_per_source` of the slots (further connections are
+/// closed at once, `connection_limit_source`), PINGs do not count as activity
+/// (the connections are closed at the deadline for connections that never
+/// authenticated), and a client from another address is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_of_one_client_do_not_stop_another() {
+    let h = Harness::start_with(
+        Db::Sqlite,
+        &[
+            "limits.max_connections=8",
+            "limits.max_connections_per_source=4",
+            "limits.unauthenticated_idle_timeout_ms=1000",
+        ],
+    )
+    .await;
+    let ping = Some(Duration::from_millis(50));
+    let mut pingers = vec![];
+    let mut refused = 0;
+    let opened = Instant::now();
+    for _ in 0..8 {
+        match tls_from(&h, FIRST, true, None).await {
+            Ok(tls) => pingers.push(h2_over(tls, ping).await),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(
+        (pingers.len(), refused),
+        (4, 4),
+        "connections from one source (held, refused)"
+    );
+    // The other client connects and is served while the PINGers hold theirs.
+    let tls = tls_from(&h, SECOND, true, None)
+        .await
+        .expect("a second client could not connect while the first held its connections");
+    let (mut other, _other_conn) = h2_over(tls, None).await;
+    let (s, _, body) = h2_get(&mut other, "/healthz").await;
+    assert_eq!((s, &body[..]), (StatusCode::OK, &b"ok\n"[..]));
+    assert!(
+        pingers.iter().any(|(_, conn)| !conn.is_finished()),
+        "the PINGing connections were gone before the other client was served"
+    );
+    // PINGs keep none of them open past the deadline.
+    for (i, (_, conn)) in pingers.into_iter().enumerate() {
+        tokio::time::timeout(DEADLINE, conn)
+            .await
+            .unwrap_or_else(|_| panic!("PINGing connection {i} still open after {DEADLINE:?}"))
+            .unwrap();
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(950),
+        "closed after {:?}, before the 1000 ms deadline",
+        opened.elapsed()
+    );
+    assert_eq!(h.auth.metrics.refused.get(&["connection_limit_source"]), 4);
+    assert!(
+        h.auth
+            .metrics
+            .refused
+            .get(&["unauthenticated_idle_timeout"])
+            >= 4
+    );
+}
+
+/// The public routes are rate-limited per source address: past its burst a
+/// source gets `429 rate_limited` (problem details, `Retry-After`), while
+/// another source, and authenticated routes from the same one, are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_routes_are_rate_limited_per_source() {
+    let h = Harness::start_with(
+        Db::Sqlite,
+        &[
+            "limits.public_requests_per_second_per_source=1",
+            "limits.public_burst_per_source=5",
+        ],
+    )
+    .await;
+    let (mut first, _c1) = h2_over(tls_from(&h, FIRST, true, None).await.unwrap(), None).await;
+    for i in 0..5 {
+        let (s, _, body) = h2_get(&mut first, "/healthz").await;
+        assert_eq!(s, StatusCode::OK, "request {i} within the burst: {body:?}");
+    }
+    let (s, headers, body) = h2_get(&mut first, "/v1/bundle").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body:?}");
+    assert_eq!(
+        headers.get(hyper::header::CONTENT_TYPE).unwrap(),
+        "application/problem+json"
+    );
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["code"], "rate_limited", "{problem}");
+    assert_eq!(problem["status"], 429, "{problem}");
+    let retry: u64 = headers
+        .get(hyper::header::RETRY_AFTER)
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+
+    // Another source has its own budget.
+    let (mut second, _c2) = h2_over(tls_from(&h, SECOND, true, None).await.unwrap(), None).await;
+    let (s, _, body) = h2_get(&mut second, "/healthz").await;
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+    // An operator from the limited source is not a public caller.
+    let (s, v) = get(&h.operator(Role::Auditor).await, "/v1/revocations?since=0").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(h.auth.metrics.rate_limited.get(&["public"]), 1);
 }

@@ -778,3 +778,35 @@ async fn environment_overrides_reach_the_server() {
         bad.describe()
     );
 }
+
+/// Issue 11 item 9 (the README's way): the PostgreSQL password stays off the
+/// command line. The URL names no password; the server reads it from a
+/// pgpass file (`PGPASSFILE`, mode 0600), and `ps` (`/proc/PID/cmdline`)
+/// shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_password_from_a_pgpass_file_not_the_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Db::Postgres).await;
+    let rest = db.url.strip_prefix("postgres://").unwrap();
+    let (creds, location) = rest.split_once('@').unwrap();
+    let (user, password) = creds.split_once(':').unwrap();
+    let (host_port, name) = location.split_once('/').unwrap();
+    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
+    let dir = tempfile::tempdir().unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(&pgpass, format!("{host}:{port}:{name}:{user}:{password}\n")).unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = CaBuilder::new()
+        .database_url(&format!("postgres://{user}@{host_port}/{name}"))
+        .env("PGPASSFILE", pgpass.to_str().unwrap())
+        .start("tessera-ca pgpass");
+    let (s, _) = get(ca.admin(), "/v1/ca").await;
+    assert_eq!(s, StatusCode::OK);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", ca.process().id())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains(name), "{cmdline}");
+    assert!(
+        !cmdline.contains(&format!(":{password}@")),
+        "the password is on the command line: {cmdline}"
+    );
+}

@@ -138,6 +138,13 @@ async fn openapi_document_matches_router_and_file() {
             if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
                 continue;
             }
+            // The per-source and per-node rate limits answer 429 there.
+            if ["public", "node"].contains(&op["x-tessera-access"].as_str().unwrap_or("")) {
+                assert_eq!(
+                    op["responses"]["429"]["$ref"], "#/components/responses/RateLimited",
+                    "{method} {path}: the rate-limited 429 is not documented"
+                );
+            }
             documented.push((
                 method.to_uppercase(),
                 path.clone(),

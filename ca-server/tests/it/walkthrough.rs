@@ -251,3 +251,66 @@ async fn p384_and_ed25519_cas_issue_verifiable_certificates() {
         );
     }
 }
+
+/// Issue 11 item 9: entries are read with their selectors in one query
+/// (`store::entries`, a join): every entry comes back whole, with its own
+/// selectors sorted, through each lookup (by ID, the list, by parent, by
+/// SPIFFE ID prefix), however many entries share a parent or a prefix.
+async fn entries_come_back_whole_from_one_query(db: Db) {
+    let h = Harness::start(db).await;
+    let admin = h.operator(Role::Admin).await;
+    let parent = "spiffe://example.org/tessera/agent/n1";
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let sid = format!("spiffe://example.org/set/w{i:02}");
+        // Inserted out of order; 1 to 5 selectors each, some shared.
+        let mut sel: Vec<String> = (0..=(i % 5))
+            .rev()
+            .map(|k| format!("k8s:label:s{}", (i + k) % 7))
+            .collect();
+        sel.push(format!("unix:uid:{i}"));
+        let (s, v) = post(
+            &admin,
+            "/v1/entries",
+            json!({"spiffe_id": sid, "parent_id": parent, "selectors": sel}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        sel.sort();
+        sel.dedup();
+        want.push((v["id"].as_str().unwrap().to_owned(), sid, sel));
+    }
+    let check = |what: &str, got: Vec<tessera_core::api::Entry>| {
+        let got: Vec<_> = got
+            .into_iter()
+            .map(|e| (e.id, e.spiffe_id, e.selectors))
+            .collect();
+        assert_eq!(got, want, "{what}");
+    };
+    let store = &h.auth.store;
+    check(
+        "by parent",
+        store.entries_by_parent(parent, 100).await.unwrap(),
+    );
+    check(
+        "by prefix",
+        store
+            .entries_by_id_prefix("spiffe://example.org/set/", 100)
+            .await
+            .unwrap(),
+    );
+    let all = store.list_entries(None).await.unwrap();
+    check(
+        "the list",
+        all.into_iter()
+            .filter(|e| e.spiffe_id.contains("/set/"))
+            .collect(),
+    );
+    let (id, sid, sel) = &want[7];
+    let one = store.get_entry(id).await.unwrap();
+    assert_eq!((&one.spiffe_id, &one.selectors), (sid, sel));
+    let (s, v) = get(&admin, &format!("/v1/entries/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["selectors"], json!(sel));
+}
+both_backends!(entries_come_back_whole_from_one_query);

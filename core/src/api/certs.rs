@@ -16,13 +16,27 @@ pub struct IssueRequest {
 }
 
 /// Redeem a join token with a CSR.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemRequest {
     /// The join token, as returned once at creation.
     pub token: String,
     /// The PKCS#10 CSR, PEM.
     pub csr: String,
+}
+
+impl std::fmt::Debug for RedeemRequest {
+    // The join token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedeemRequest").finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedeemRequest {
+    // The join token is not left in freed memory.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
 }
 
 /// Renew over mTLS with the caller's current certificate.

@@ -50,7 +50,7 @@ pub struct ApiTokenCreateRequest {
 }
 
 /// A new API token; `token` is shown only here, once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ApiTokenCreated {
     /// The credential's ID.
     pub id: String,
@@ -60,6 +60,17 @@ pub struct ApiTokenCreated {
     pub role: Role,
     /// Expiry, RFC 3339.
     pub expires_at: String,
+}
+
+impl std::fmt::Debug for ApiTokenCreated {
+    // The API token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiTokenCreated")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An API credential (client certificate or token), never its secret.

@@ -14,7 +14,7 @@ pub struct JwtSvidRequest {
 }
 
 /// A JWT-SVID.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct JwtSvid {
     /// The token (compact JWS, ES256).
     pub token: String,
@@ -25,4 +25,15 @@ pub struct JwtSvid {
     /// The entry's Workload API hint (answers to node agents only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    // The token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
+    }
 }

@@ -52,3 +52,66 @@ pub use webhooks::{
     DeliveryOutcome, Webhook, WebhookCreateRequest, WebhookCreated, WebhookDelivery,
     WebhookDeliveryList, WebhookList,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 item 9: no `Debug` of a type holding a token or secret shows it.
+    #[test]
+    fn debug_never_shows_a_secret() {
+        const S: &str = "SECRET-d0d0cafe";
+        let webhook = serde_json::json!({
+            "id": "w", "url": "https://h/", "kinds": [], "private_ca": false,
+            "created_by": "admin", "created_at": "t", "last_event_id": 0, "attempts": 0,
+            "secret": S
+        });
+        let shown = [
+            format!(
+                "{:?}",
+                RedeemRequest {
+                    token: S.into(),
+                    csr: "csr".into()
+                }
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_value::<JwtSvid>(serde_json::json!({
+                    "token": S, "spiffe_id": "spiffe://td/w", "expires_at": "t"
+                }))
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_value::<TokenCreated>(serde_json::json!({
+                    "id": "i", "token": S, "entry_id": "e", "expires_at": "t"
+                }))
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_value::<ApiTokenCreated>(serde_json::json!({
+                    "id": "i", "token": S, "role": "admin", "expires_at": "t"
+                }))
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_value::<WebhookCreated>(webhook).unwrap()
+            ),
+            format!(
+                "{:?}",
+                PlatformAttestRequest {
+                    token: S.into(),
+                    csr: "csr".into(),
+                    spiffe_id: None
+                }
+            ),
+        ];
+        for s in &shown {
+            assert!(!s.contains(S), "{s}");
+        }
+        // The rest is still there to debug with.
+        assert!(shown[3].contains("Admin"), "{}", shown[3]);
+    }
+}

@@ -18,7 +18,7 @@ pub struct TokenCreateRequest {
 }
 
 /// A newly created join token; `token` is shown only here, once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenCreated {
     /// The token's public ID.
     pub id: String,
@@ -28,6 +28,17 @@ pub struct TokenCreated {
     pub entry_id: String,
     /// Expiry, RFC 3339.
     pub expires_at: String,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    // The join token is a bearer credential: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("id", &self.id)
+            .field("entry_id", &self.entry_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A join token's public information (never the secret).

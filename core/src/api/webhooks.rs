@@ -44,13 +44,22 @@ pub struct Webhook {
 }
 
 /// A webhook just registered: its signing secret is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct WebhookCreated {
     /// The webhook.
     #[serde(flatten)]
     pub webhook: Webhook,
     /// The HMAC-SHA256 key (64 hex characters; the key is this text itself).
     pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookCreated {
+    // The signing secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookCreated")
+            .field("webhook", &self.webhook)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Registered webhooks.
