@@ -108,6 +108,10 @@ pub struct NodeLink {
     data_dir: Option<PathBuf>,
 }
 
+/// Foreign X.509 authorities by trust domain ID (`spiffe://<td>`, as the
+/// Workload API keys `federated_bundles`).
+pub type Federated = std::collections::BTreeMap<String, Vec<CertificateDer<'static>>>;
+
 /// The trust domain's JWT-SVID keys (the `jwt-svid` keys of the CA's bundle).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JwtBundle {
@@ -356,6 +360,36 @@ impl NodeLink {
     pub async fn entries(&self) -> Result<Vec<api::Entry>, NodeError> {
         let list: api::EntryList = self.state().client.get_json("/v1/agent/entries").await?;
         Ok(list.items)
+    }
+
+    /// Fetches the foreign bundles this node's workloads may receive (their
+    /// entries' `federates_with`), X.509 authorities by trust domain; each
+    /// is parsed by the one bundle parser for the domain it is filed under,
+    /// and one that does not parse is left out (logged).
+    pub async fn federated_bundles(&self) -> Result<Federated, NodeError> {
+        let got: api::AgentFederatedBundles = self
+            .state()
+            .client
+            .get_json("/v1/agent/federated-bundles")
+            .await?;
+        let mut out = Federated::new();
+        for (td, doc) in got.bundles {
+            let parsed = TrustDomain::new(&td)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    tessera_core::bundle::SpiffeBundle::parse(&t, doc.as_bytes())
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(b) => {
+                    out.insert(b.trust_domain.id_string(), b.x509_authorities);
+                }
+                Err(e) => {
+                    tracing::warn!(trust_domain = %td, error = %e, "federated bundle refused")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Fetches the trust bundle (X.509 anchors and JWT-SVID keys); true if

@@ -52,7 +52,7 @@ use tessera_workload_api::{
 
 use crate::attest::{AttestError, Attestation, Attestor};
 use crate::conn::ConnInfo;
-use crate::node::{JwtBundle, NodeError, NodeLink, RENEWAL, WorkloadSvid};
+use crate::node::{Federated, JwtBundle, NodeError, NodeLink, RENEWAL, WorkloadSvid};
 use crate::peer::PeerCred;
 
 /// What the poller last saw: the node's entries and the bundle.
@@ -64,6 +64,8 @@ pub struct Snapshot {
     pub bundle: Arc<Vec<CertificateDer<'static>>>,
     /// JWT-SVID keys.
     pub jwt_bundle: Arc<JwtBundle>,
+    /// Foreign bundles the node's entries federate with.
+    pub federated: Arc<Federated>,
     /// Set when the CA refused the node itself (banned): streams end.
     pub node_refused: Option<String>,
 }
@@ -85,6 +87,7 @@ impl Sync {
             entries: Arc::new(node.entries().await.unwrap_or_default()),
             bundle: node.bundle(),
             jwt_bundle: node.jwt_bundle(),
+            federated: Arc::new(node.federated_bundles().await.unwrap_or_default()),
             node_refused: None,
         };
         let (tx, rx) = watch::channel(first);
@@ -100,6 +103,10 @@ impl Sync {
                 }
                 let entries = poll_node.entries().await;
                 let bundle = poll_node.refresh_bundle().await;
+                let federated = poll_node.federated_bundles().await;
+                if let Err(e) = federated.as_ref() {
+                    tracing::warn!(error = %e, "polling the CA for federated bundles");
+                }
                 let refused = [entries.as_ref().err(), bundle.as_ref().err()]
                     .into_iter()
                     .flatten()
@@ -112,6 +119,9 @@ impl Sync {
                     let mut next = s.clone();
                     if let Ok(e) = &entries {
                         next.entries = Arc::new(e.clone());
+                    }
+                    if let Ok(f) = &federated {
+                        next.federated = Arc::new(f.clone());
                     }
                     next.bundle = poll_node.bundle();
                     next.jwt_bundle = poll_node.jwt_bundle();
@@ -230,9 +240,40 @@ fn matching(entries: &[api::Entry], selectors: &[String]) -> BTreeSet<(String, S
         .collect()
 }
 
-fn svid_response(svids: &[WorkloadSvid], bundle: &[CertificateDer<'static>]) -> X509SvidResponse {
+/// The foreign bundles a workload receives: those of the trust domains its
+/// matching entries federate with, DER concatenated.
+fn federated_for(snap: &Snapshot, selectors: &[String]) -> FederatedDer {
+    let wanted: BTreeSet<&str> = snap
+        .entries
+        .iter()
+        .filter(|e| {
+            e.selectors
+                .iter()
+                .all(|s| selectors.binary_search(s).is_ok())
+        })
+        .flat_map(|e| e.federates_with.iter().map(String::as_str))
+        .collect();
+    snap.federated
+        .iter()
+        .filter(|(id, _)| {
+            id.strip_prefix("spiffe://")
+                .is_some_and(|td| wanted.contains(td))
+        })
+        .map(|(id, certs)| (id.clone(), bytes::Bytes::from(concat_der(certs))))
+        .collect()
+}
+
+/// Foreign bundles as sent: trust domain ID to concatenated DER.
+type FederatedDer = std::collections::BTreeMap<String, bytes::Bytes>;
+
+fn svid_response(
+    svids: &[WorkloadSvid],
+    bundle: &[CertificateDer<'static>],
+    federated: &FederatedDer,
+) -> X509SvidResponse {
     let bundle = bytes::Bytes::from(concat_der(bundle));
     X509SvidResponse {
+        federated_bundles: federated.clone().into_iter().collect(),
         svids: svids
             .iter()
             .map(|WorkloadSvid { svid: s, hint }| X509Svid {
@@ -395,6 +436,8 @@ struct SvidStream {
     matched: BTreeSet<(String, String, String)>,
     svids: Vec<WorkloadSvid>,
     bundle: Arc<Vec<CertificateDer<'static>>>,
+    /// The foreign bundles last sent.
+    federated: FederatedDer,
     tx: mpsc::Sender<Result<X509SvidResponse, Status>>,
 }
 
@@ -486,13 +529,21 @@ impl SvidStream {
             self.selectors = att.selectors;
             self.matched = matched;
             self.bundle = self.agent.node.bundle();
-            return Ok(Some(svid_response(&self.svids, &self.bundle)));
+            self.federated = federated_for(snap, &self.selectors);
+            return Ok(Some(self.response()));
         }
-        if snap.bundle != self.bundle {
+        // A changed (or removed) foreign bundle is pushed like our own.
+        let federated = federated_for(snap, &self.selectors);
+        if snap.bundle != self.bundle || federated != self.federated {
             self.bundle = snap.bundle.clone();
-            return Ok(Some(svid_response(&self.svids, &self.bundle)));
+            self.federated = federated;
+            return Ok(Some(self.response()));
         }
         Ok(None)
+    }
+
+    fn response(&self) -> X509SvidResponse {
+        svid_response(&self.svids, &self.bundle, &self.federated)
     }
 }
 
@@ -550,7 +601,8 @@ impl WorkloadApi for Endpoint {
         let slot = shared.stream_slot(peer, att.start_time)?;
         let snap = shared.snapshot.borrow().clone();
         let bundle = shared.node.bundle();
-        let first = svid_response(&svids, &bundle);
+        let federated = federated_for(&snap, &att.selectors);
+        let first = svid_response(&svids, &bundle, &federated);
         let (tx, rx) = mpsc::channel(4);
         let _ = tx.send(Ok(first)).await;
         let stream = SvidStream {
@@ -562,6 +614,7 @@ impl WorkloadApi for Endpoint {
             selectors: att.selectors,
             svids,
             bundle,
+            federated,
             tx,
         };
         tokio::spawn(stream.run());

@@ -79,6 +79,27 @@ async fn py_spiffe_uses_the_workload_api() {
     );
 }
 
+/// py-spiffe sees a foreign bundle through the agent: the workload's entry
+/// federates with `other.org`, so its X.509 context holds both trust
+/// domains' bundles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_spiffe_sees_the_federated_bundle() {
+    let ca = Ca::start();
+    let (_other, _) = support::federated_other_org(&ca).await;
+    let token = node_token_ttl(&ca, "pyfed", None).await;
+    let node = "spiffe://example.org/tessera/agent/pyfed";
+    support::federating_host_entry(&ca, "spiffe://example.org/py-fed", node).await;
+    let agent = Agent::start(&ca, "pyfed", &token, None);
+    let socket = agent.socket.display().to_string();
+    let seen = py_spiffe(&[&socket, "db"]).await;
+    assert_eq!(
+        seen["x509_bundles"],
+        serde_json::json!(["example.org", "other.org"]),
+        "{seen}\n{}",
+        agent.log()
+    );
+}
+
 /// The HTTP/2 client connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

@@ -609,3 +609,64 @@ async fn streams_per_process_are_capped() {
     }
     assert!(agent.log().contains("too many streams from one process"));
 }
+
+/// Issue 16 item 3 (start): a workload whose entry federates with
+/// `other.org` receives the bundle the CA holds for that relationship (here
+/// its bootstrap: a second CA's real bundle) in its X.509 context, seen by
+/// the stock `spiffe` crate; a workload whose entry does not gets none; and
+/// removing the relationship takes the bundle away within one sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_bundles_reach_only_federating_workloads() {
+    let ca = Ca::start();
+    let (_other, other_anchors) = support::federated_other_org(&ca).await;
+    let token = node_token(&ca, "fed1").await;
+    let node = "spiffe://example.org/tessera/agent/fed1";
+    support::federating_host_entry(&ca, "spiffe://example.org/fed-workload", node).await;
+    let agent = Agent::start(&ca, "fed1", &token, None);
+    let client = agent.spiffe_client().await;
+    let ctx = client
+        .fetch_x509_context()
+        .await
+        .unwrap_or_else(|e| panic!("fetch_x509_context: {e}\n{}", agent.log()));
+    let td = spiffe::TrustDomain::new("other.org").unwrap();
+    let got = ctx.bundle_set().get(&td).expect("other.org's bundle");
+    assert_eq!(got.authorities().len(), other_anchors.len());
+    assert_eq!(got.authorities()[0].as_ref(), other_anchors[0].as_ref());
+    let own = spiffe::TrustDomain::new("example.org").unwrap();
+    assert!(ctx.bundle_set().get(&own).is_some(), "and our own");
+
+    // Removing the relationship: pushed on the open stream, bundle gone.
+    let path =
+        tessera_workload_api::parse_address(&format!("unix://{}", agent.socket.display())).unwrap();
+    let mut ours = tessera_workload_api::Client::new(&path).unwrap();
+    let mut stream = ours.fetch_x509_svid().await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    let keys: Vec<&String> = first.federated_bundles.keys().collect();
+    assert_eq!(keys, ["spiffe://other.org"]);
+    ca.expect(Method::DELETE, "/v1/federation/other.org", None, 204)
+        .await;
+    let next = next_push(&mut stream, "removing the relationship").await;
+    assert!(
+        next.federated_bundles.is_empty(),
+        "{:?}",
+        next.federated_bundles.keys()
+    );
+
+    // An entry without federates_with: no foreign bundle for its workload.
+    let token = node_token(&ca, "fed2").await;
+    host_entry(
+        &ca,
+        "spiffe://example.org/plain",
+        "spiffe://example.org/tessera/agent/fed2",
+        None,
+    )
+    .await;
+    let plain = Agent::start(&ca, "fed2", &token, None);
+    let ctx = plain
+        .spiffe_client()
+        .await
+        .fetch_x509_context()
+        .await
+        .unwrap();
+    assert!(ctx.bundle_set().get(&td).is_none());
+}

@@ -768,19 +768,45 @@ mod tests {
         Config::load(Some(&p), NO_ENV, &[]).unwrap();
     }
 
-    #[test]
-    fn jwt_issuers_are_validated() {
-        // The shipped, commented-out issuer examples, uncommented, load.
+    /// The commented-out examples of the shipped configuration from the line
+    /// `from` up to the line `to` (or the end), uncommented.
+    fn shipped_example(from: &str, to: Option<&str>) -> String {
         let shipped = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca-server.toml"),
         )
         .unwrap();
-        let tail = &shipped[shipped.find("# [[attestation.jwt_issuers]]").unwrap()..];
-        let uncommented: String = tail
-            .lines()
-            .filter(|l| !l.starts_with("# #") && *l != "#")
-            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-            .collect();
+        let tail = &shipped[shipped.find(from).unwrap()..];
+        let part = to.map_or(tail, |to| &tail[..tail.find(to).unwrap()]);
+        // Option lines and table headers only; "# # ..." and prose are comments.
+        part.lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| l.trim_start_matches("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_federation_examples_load() {
+        // The commented [federation] and [oidc_discovery] examples, uncommented,
+        // are valid options (files are only read when the server starts).
+        let text = shipped_example("# [federation]", Some("# ---- Platform-token"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.toml");
+        std::fs::write(&f, &text).unwrap();
+        let cfg = Config::load(Some(&f), NO_ENV, &[]).unwrap();
+        assert_eq!(cfg.federation.endpoint.profile, "https_spiffe");
+        assert!(cfg.federation.endpoint.listen.is_some());
+        assert_eq!(
+            cfg.oidc_discovery.issuer(),
+            Some("https://oidc.example.org/tessera")
+        );
+    }
+
+    #[test]
+    fn jwt_issuers_are_validated() {
+        // The shipped, commented-out issuer examples, uncommented, load.
+        let uncommented = shipped_example("# [[attestation.jwt_issuers]]", None);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("ca.toml");
         std::fs::write(&f, &uncommented).unwrap();

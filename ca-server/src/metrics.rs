@@ -38,12 +38,26 @@ pub struct Metrics {
     pub attestation_refused: Arc<CounterVec>,
     /// Requests refused by a per-source or per-node rate limit, by scope.
     pub rate_limited: Arc<CounterVec>,
+    /// Federation polls, by trust domain and outcome (updated, unchanged, failed).
+    pub federation_polls: Arc<CounterVec>,
+    /// 1 while a relationship is healthy, by trust domain.
+    pub federation_healthy: Arc<GaugeVec>,
+    /// `spiffe_sequence` of the foreign bundle held, by trust domain.
+    pub federation_sequence: Arc<GaugeVec>,
+    /// Last successful poll, unix seconds, by trust domain.
+    pub federation_last_success: Arc<GaugeVec>,
+    /// Age of the foreign bundle held, seconds, by trust domain.
+    pub federation_bundle_age: Arc<GaugeVec>,
 }
 
 impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::default();
+        // The federation gauges: one series per foreign trust domain.
+        let by_domain = |name: &'static str, help: &'static str| {
+            registry.register(GaugeVec::new(name, help, &["trust_domain"]))
+        };
         Self {
             issued: registry.register(CounterVec::new(
                 "tessera_certificates_issued_total",
@@ -122,6 +136,27 @@ impl Metrics {
                 "Webhook delivery attempts.",
                 &["outcome"],
             )),
+            federation_polls: registry.register(CounterVec::new(
+                "tessera_federation_polls_total",
+                "Polls of foreign bundle endpoints: updated (a newer bundle), unchanged, failed (the last good bundle kept).",
+                &["trust_domain", "outcome"],
+            )),
+            federation_healthy: by_domain(
+                "tessera_federation_healthy",
+                "1 while the relationship's last poll succeeded within federation.stale_after_seconds.",
+            ),
+            federation_sequence: by_domain(
+                "tessera_federation_bundle_sequence",
+                "spiffe_sequence of the foreign bundle held (0: none).",
+            ),
+            federation_last_success: by_domain(
+                "tessera_federation_last_success_seconds",
+                "Last successful poll of the foreign bundle endpoint (unix seconds, 0: never).",
+            ),
+            federation_bundle_age: by_domain(
+                "tessera_federation_bundle_age_seconds",
+                "Age of the foreign bundle held, seconds.",
+            ),
             registry,
         }
     }

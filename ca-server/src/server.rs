@@ -335,6 +335,7 @@ fn spawn_background(auth: Arc<Authority>, cert: Arc<RotatingKey>, shutdown: watc
     tasks.push(Box::pin(crate::events::run_poller(auth.clone())));
     tasks.push(Box::pin(crate::events::run_expiring_scan(auth.clone())));
     tasks.push(Box::pin(crate::webhooks::run_deliverer(auth.clone())));
+    tasks.push(Box::pin(crate::federation::run_poller(auth.clone())));
     tasks.push(periodic(
         interval(Duration::from_secs(1)),
         &auth,

@@ -59,6 +59,9 @@ pub async fn run(ctx: &Ctx, cmd: CaCmd) -> Result<()> {
             if let Some(why) = &s.schedule.stalled {
                 eprintln!("warning: CA rotation schedule has stalled: {why}");
             }
+            for stale in &s.stale_federations {
+                eprintln!("warning: {stale}");
+            }
             ctx.out.show(&s, || status_text(&s, true))
         }
         CaCmd::List => {
@@ -151,6 +154,9 @@ fn status_text(s: &api::CaStatus, header: bool) -> String {
         );
         if let Some(why) = &s.schedule.stalled {
             t += &format!("WARNING:      schedule stalled: {why}\n");
+        }
+        for stale in &s.stale_federations {
+            t += &format!("WARNING:      {stale}\n");
         }
         t += "\n";
     }

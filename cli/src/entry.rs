@@ -32,6 +32,10 @@ pub struct EntryFields {
     /// Workload API hint for this entry's SVIDs (e.g. web), 1-64 printable ASCII characters.
     #[arg(long)]
     hint: Option<String>,
+    /// A foreign trust domain whose bundle the workload receives (it needs a
+    /// federation relationship); repeat.
+    #[arg(long = "federates-with")]
+    federates_with: Vec<String>,
 }
 
 impl EntryFields {
@@ -45,6 +49,7 @@ impl EntryFields {
             dns_names: self.dns_names,
             note: self.note,
             hint: self.hint,
+            federates_with: self.federates_with,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! subcommands live beside their handlers (`ca::CaCmd`, `entry::EntryCmd`, …);
 //! this module only assembles them.
 
-use crate::{api_token, audit, ca, cert, crl, denials, entry, events, node, token, webhook};
+use crate::{
+    api_token, audit, ca, cert, crl, denials, entry, events, federation, node, token, webhook,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -95,6 +97,9 @@ pub enum Cmd {
     /// Webhooks: signed HTTPS deliveries of events.
     #[command(subcommand)]
     Webhook(webhook::WebhookCmd),
+    /// Federation with foreign trust domains (their SPIFFE bundle endpoints).
+    #[command(subcommand)]
+    Federation(federation::FederationCmd),
     /// Events (certificates issued, renewed, revoked, expiring; CA changes;
     /// node bans) from the audit log; `--follow` streams new ones.
     Events(events::EventsArgs),

@@ -14,6 +14,7 @@ mod crl;
 mod denials;
 mod entry;
 mod events;
+mod federation;
 mod flags;
 mod node;
 mod output;
@@ -90,6 +91,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::ApiToken(cmd) => api_token::run(&ctx, cmd).await,
         Cmd::Denials(cmd) => denials::run(&ctx, cmd).await,
         Cmd::Webhook(cmd) => webhook::run(&ctx, cmd).await,
+        Cmd::Federation(cmd) => federation::run(&ctx, cmd).await,
         Cmd::Node(cmd) => node::run(&ctx, cmd).await,
         Cmd::Events(args) => events::run(&ctx, args).await,
     }

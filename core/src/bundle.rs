@@ -68,6 +68,15 @@ pub enum BundleError {
     /// `spiffe_sequence` or `spiffe_refresh_hint` is not a non-negative integer.
     #[error("{0} is not a non-negative integer")]
     BadNumber(&'static str),
+    /// An X.509 authority names another trust domain (its URI SAN is
+    /// `spiffe://<other>`): the document is some other domain's bundle.
+    #[error("key {index}: the X.509 authority belongs to trust domain {named}, not this one")]
+    ForeignAuthority {
+        /// Position in `keys` (or in the PEM).
+        index: usize,
+        /// The trust domain it names.
+        named: String,
+    },
     /// A PEM bootstrap bundle held no certificate.
     #[error("PEM bundle holds no certificate")]
     EmptyPem,
@@ -117,6 +126,19 @@ pub(crate) fn jwk_set(
     Ok((doc, keys))
 }
 
+/// Refuses an authority whose URI SAN names a trust domain other than
+/// `td`. An authority naming none (an operator's root) is accepted: the
+/// standard does not require CA certificates to carry a SPIFFE ID.
+fn own_domain(td: &TrustDomain, index: usize, der: &[u8]) -> Result<(), BundleError> {
+    match crate::svid::signing_trust_domain(der) {
+        Some(named) if &named != td => Err(BundleError::ForeignAuthority {
+            index,
+            named: named.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl SpiffeBundle {
     /// Parses a SPIFFE bundle document for `trust_domain` (rules in the module docs).
     pub fn parse(trust_domain: &TrustDomain, doc: &[u8]) -> Result<Self, BundleError> {
@@ -148,6 +170,7 @@ impl SpiffeBundle {
                     .and_then(|s| STANDARD.decode(s).ok())
                     .filter(|d| crate::svid::parse(d).is_ok())
                     .ok_or(BundleError::X5cCertificate(index))?;
+                own_domain(trust_domain, index, &der)?;
                 bundle.x509_authorities.push(CertificateDer::from(der));
             } else {
                 let kid = key
@@ -169,6 +192,9 @@ impl SpiffeBundle {
         let certs = crate::pem::certs(pem).map_err(|_| BundleError::EmptyPem)?;
         if certs.is_empty() {
             return Err(BundleError::EmptyPem);
+        }
+        for (index, c) in certs.iter().enumerate() {
+            own_domain(trust_domain, index, c)?;
         }
         Ok(SpiffeBundle {
             trust_domain: trust_domain.clone(),
@@ -299,6 +325,36 @@ mod tests {
             SpiffeBundle::parse(&td(), b.to_json().as_bytes()).unwrap(),
             b
         );
+    }
+
+    /// A CA certificate naming `spiffe://<td>` by its URI SAN, base64 DER.
+    fn ca_of(td: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(format!("spiffe://{td}")).unwrap(),
+        )];
+        STANDARD.encode(p.self_signed(&key).unwrap().der())
+    }
+
+    #[test]
+    fn an_authority_of_another_trust_domain_is_refused() {
+        let key = |c: String| json!({"keys": [{"use": "x509-svid", "kty": "EC", "x5c": [c]}]});
+        assert!(parse(key(ca_of("other.org"))).is_ok());
+        assert_eq!(
+            parse(key(ca_of("example.org"))),
+            Err(BundleError::ForeignAuthority {
+                index: 0,
+                named: "example.org".into()
+            })
+        );
+        let der = STANDARD.decode(ca_of("example.org")).unwrap();
+        let pem = crate::pem::encode_certs([der.as_slice()]);
+        assert!(matches!(
+            SpiffeBundle::from_pem(&td(), pem.as_bytes()),
+            Err(BundleError::ForeignAuthority { .. })
+        ));
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub enum ClientError {
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(String),
+    /// The answer's body is longer than the caller allows.
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
     /// The connection closed before the answer arrived (or before the
     /// request could be sent on it).
     #[error("connection closed: {0}")]
@@ -365,7 +368,13 @@ pub async fn read_limited(resp: hyper::Response<Incoming>, max_bytes: usize) -> 
     let body = http_body_util::Limited::new(body, max_bytes)
         .collect()
         .await
-        .map_err(|e| ClientError::Http(e.to_string()))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ClientError::TooLarge(max_bytes)
+            } else {
+                ClientError::Http(e.to_string())
+            }
+        })?
         .to_bytes();
     Ok(Reply {
         status: head.status,

@@ -135,6 +135,14 @@ impl<V: SeriesValue> Family<V> {
         }
     }
 
+    /// Keeps only the series whose label values `keep` accepts (for a
+    /// family whose subjects can disappear, such as a deleted relationship).
+    pub fn retain(&self, keep: impl Fn(&[String]) -> bool) {
+        if let Ok(mut m) = self.values.lock() {
+            m.retain(|k, _| keep(k));
+        }
+    }
+
     /// The current value of one series (zero if never touched).
     pub fn get(&self, values: &[&str]) -> V {
         self.values

@@ -46,6 +46,39 @@ pub async fn host_entry(ca: &Ca, spiffe_id: &str, node: &str, ttl: Option<u64>) 
         .await
 }
 
+/// A second CA for `other.org`, whose bundle `ca` holds through a federation
+/// relationship bootstrapped with it (the endpoint itself is never
+/// reachable: the bootstrap is the bundle held); returns the CA and its
+/// authorities.
+pub async fn federated_other_org(ca: &Ca) -> (Ca, Vec<rustls::pki_types::CertificateDer<'static>>) {
+    let other = tessera_test_support::CaBuilder::new()
+        .trust_domain("other.org")
+        .start("other.org");
+    let pem = std::fs::read_to_string(other.bundle_path()).unwrap();
+    let anchors = tessera_core::pem::certs(pem.as_bytes()).unwrap();
+    ca.expect(
+        Method::POST,
+        "/v1/federation",
+        Some(
+            json!({"trust_domain": "other.org", "bundle_endpoint_url": "https://127.0.0.1:1/",
+            "profile": "https_spiffe",
+            "endpoint_spiffe_id": "spiffe://other.org/tessera/bundle-endpoint",
+            "bootstrap_bundle": pem}),
+        ),
+        201,
+    )
+    .await;
+    (other, anchors)
+}
+
+/// A host-workload entry ([`host_entry`]) under `node` that federates with `other.org`.
+pub async fn federating_host_entry(ca: &Ca, spiffe_id: &str, node: &str) -> Value {
+    let body = json!({"spiffe_id": spiffe_id, "selectors": [uid_selector()], "parent_id": node,
+        "federates_with": ["other.org"]});
+    ca.expect(Method::POST, "/v1/entries", Some(body), 201)
+        .await
+}
+
 /// A node entry (`spiffe://example.org/tessera/agent/<name>`) and a join token for it.
 pub async fn node_token(ca: &Ca, name: &str) -> String {
     node_token_ttl(ca, name, None).await

@@ -6,13 +6,19 @@ use super::caller::Node;
 use super::extract::{Body, St};
 use super::reply::{Reply, Res, created, created_secret};
 use axum::Json;
-use tessera_core::api::{AgentJwtSvidRequest, AgentSvidRequest, EntryList};
+use tessera_core::api::{AgentFederatedBundles, AgentJwtSvidRequest, AgentSvidRequest, EntryList};
 
 /// `GET /v1/agent/entries`: the entries the calling node may serve.
 pub async fn entries(a: St, node: Node) -> Res<Json<EntryList>> {
     Ok(Json(EntryList {
         items: a.agent_entries(node.spiffe_id()).await?,
     }))
+}
+
+/// `GET /v1/agent/federated-bundles`: the foreign bundles the calling
+/// node's workloads may receive (their entries' `federates_with`).
+pub async fn federated_bundles(a: St, node: Node) -> Res<Json<AgentFederatedBundles>> {
+    Ok(Json(a.agent_federated_bundles(node.spiffe_id()).await?))
 }
 
 /// `POST /v1/agent/svids`: X.509-SVIDs for a workload the node attested.

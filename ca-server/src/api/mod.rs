@@ -24,6 +24,7 @@ mod credentials;
 mod denials;
 mod entries;
 mod events;
+mod federation;
 mod health;
 mod jwt;
 mod nodes;
@@ -54,6 +55,7 @@ const AUDIT: &[Role] = &[Role::Admin, Role::Auditor];
 const DENIALS: &[Role] = &[Role::Admin, Role::Auditor];
 const EVENTS: &[Role] = &[Role::Admin, Role::Auditor];
 const READ_NODES: &[Role] = &[Role::Admin, Role::Auditor];
+const READ_FEDERATION: &[Role] = &[Role::Admin, Role::Auditor];
 
 /// Every route the server has: method, path, access rule and handler. The
 /// OpenAPI document must list exactly these (a test checks it).
@@ -104,7 +106,14 @@ pub const ROUTES: &[Route] = &[
     route!(GET "/v1/nodes/{id}", Access::Roles(READ_NODES), nodes::show),
     route!(POST "/v1/nodes/{id}/ban", Access::Roles(ADMIN), nodes::ban),
     route!(POST "/v1/nodes/{id}/unban", Access::Roles(ADMIN), nodes::unban),
+    route!(GET "/v1/federation", Access::Roles(READ_FEDERATION), federation::list),
+    route!(POST "/v1/federation", Access::Roles(ADMIN), federation::create),
+    route!(GET "/v1/federation/{trust_domain}", Access::Roles(READ_FEDERATION), federation::show),
+    route!(PUT "/v1/federation/{trust_domain}", Access::Roles(ADMIN), federation::update),
+    route!(DELETE "/v1/federation/{trust_domain}", Access::Roles(ADMIN), federation::delete),
+    route!(POST "/v1/federation/{trust_domain}/refresh", Access::Roles(ADMIN), federation::refresh),
     route!(GET "/v1/agent/entries", Access::Node, agent::entries),
+    route!(GET "/v1/agent/federated-bundles", Access::Node, agent::federated_bundles),
     route!(POST "/v1/agent/svids", Access::Node, agent::svids),
     route!(POST "/v1/agent/jwt-svids", Access::Node, agent::jwt_svids),
     // Platform-token (JWT) attestation: the token is the credential.

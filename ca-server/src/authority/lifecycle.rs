@@ -665,6 +665,7 @@ impl Authority {
 
     /// The CA server's generations and schedule.
     pub async fn ca_status(&self) -> Result<api::CaStatus> {
+        let stale_federations = self.stale_federations().await?;
         let cas = self.store.list_cas().await?;
         let now = now_unix();
         let mut infos = Vec::with_capacity(cas.len());
@@ -744,6 +745,7 @@ impl Authority {
                 stalled,
             },
             bundle_sequence: self.bundle().sequence,
+            stale_federations,
         })
     }
 }

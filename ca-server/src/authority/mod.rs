@@ -118,6 +118,14 @@ pub enum AuthorityError {
         /// Until the request would be admitted.
         retry: std::time::Duration,
     },
+    /// A foreign bundle endpoint could not be polled, or its bundle was refused.
+    #[error("{reason}")]
+    Upstream {
+        /// The problem code (`bundle_endpoint_unreachable`, `foreign_bundle_refused`).
+        code: &'static str,
+        /// What failed.
+        reason: String,
+    },
     /// The store failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -278,6 +286,8 @@ pub struct Authority {
     /// Denials each reporter (SPIFFE ID) may still report
     /// (`limits.denials_per_second_per_reporter`).
     pub(crate) denial_rate: tessera_core::limit::Buckets<String>,
+    /// Wakes the federation poller (a relationship was created or changed here).
+    pub(crate) federation_poke: tokio::sync::Notify,
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -360,6 +370,7 @@ impl Authority {
             events,
             issuers,
             denial_rate,
+            federation_poke: tokio::sync::Notify::new(),
         });
         // JWKS URLs: fetched once now (a failure is logged; the issuer's
         // tokens are refused until a later fetch succeeds).

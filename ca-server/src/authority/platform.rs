@@ -288,6 +288,7 @@ impl Authority {
             dns_names: vec![],
             note: None,
             hint: None,
+            federates_with: vec![],
             created_at: String::new(),
             updated_at: String::new(),
         };

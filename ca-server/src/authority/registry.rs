@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use tessera_core::api;
 use tessera_core::spiffe;
 use tessera_core::time::rfc3339;
-use tessera_core::{SpiffeId, now_unix};
+use tessera_core::{SpiffeId, TrustDomain, now_unix};
 
 impl Authority {
     fn validate_entry(&self, req: &api::EntryRequest) -> Result<SpiffeId> {
@@ -153,6 +153,24 @@ impl Authority {
         if let Some(h) = &req.hint {
             check_hint(h)?;
         }
+        if req.federates_with.len() > MAX_FEDERATES_WITH {
+            return Err(AuthorityError::Invalid {
+                field: "federates_with",
+                reason: format!("at most {MAX_FEDERATES_WITH}"),
+            });
+        }
+        for td in &req.federates_with {
+            let ok = TrustDomain::new(td).map_err(|e| AuthorityError::Invalid {
+                field: "federates_with",
+                reason: format!("{td:?}: {e}"),
+            })?;
+            if ok == self.td {
+                return Err(AuthorityError::Invalid {
+                    field: "federates_with",
+                    reason: "this CA's own trust domain is always trusted".into(),
+                });
+            }
+        }
         if req.note.as_ref().is_some_and(|n| n.len() > 1024) {
             return Err(AuthorityError::Invalid {
                 field: "note",
@@ -203,6 +221,12 @@ impl Authority {
             dns_names: req.dns_names.clone(),
             note: req.note.clone(),
             hint: req.hint.clone(),
+            federates_with: {
+                let mut f = req.federates_with.clone();
+                f.sort();
+                f.dedup();
+                f
+            },
             created_at,
             updated_at: rfc3339(now),
         }
@@ -215,6 +239,7 @@ impl Authority {
         actor: &Principal,
     ) -> Result<api::Entry> {
         self.validate_entry(req)?;
+        self.check_federated(req).await?;
         let now = now_unix();
         let e = self.entry_from(crate::ca::random_id()?, req, rfc3339(now), now);
         let audit = actor.audit(
@@ -236,6 +261,7 @@ impl Authority {
         actor: &Principal,
     ) -> Result<api::Entry> {
         self.validate_entry(req)?;
+        self.check_federated(req).await?;
         let old = self.get_entry(id).await?;
         let e = self.entry_from(old.id.clone(), req, old.created_at.clone(), now_unix());
         let audit = actor.audit(
@@ -332,6 +358,31 @@ impl Authority {
             .delete_token(id, audit)
             .await
             .map_err(not_found("token"))
+    }
+}
+
+/// Most trust domains one entry federates with.
+const MAX_FEDERATES_WITH: usize = 16;
+
+impl Authority {
+    /// Every trust domain an entry federates with must have a federation
+    /// relationship: a typo would otherwise silently deliver nothing.
+    async fn check_federated(&self, req: &api::EntryRequest) -> Result<()> {
+        for td in &req.federates_with {
+            match self.store.get_federation(td).await {
+                Ok(_) => {}
+                Err(crate::store::StoreError::NotFound) => {
+                    return Err(AuthorityError::Invalid {
+                        field: "federates_with",
+                        reason: format!(
+                            "no federation relationship with {td} (tessera federation add {td} ...)"
+                        ),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 

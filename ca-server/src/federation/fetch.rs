@@ -5,7 +5,7 @@
 use std::time::Duration;
 use tessera_core::TrustDomain;
 use tessera_core::bundle::{BundleError, MAX_BUNDLE_BYTES, SpiffeBundle};
-use tessera_core::client::Client;
+use tessera_core::client::{Client, ClientError};
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum FetchError {
 }
 
 /// Splits `https://host:port/path` into the server and the path.
-fn split(url: &str) -> Result<(String, String), FetchError> {
+pub(crate) fn split(url: &str) -> Result<(String, String), FetchError> {
     let rest = url
         .strip_prefix("https://")
         .ok_or_else(|| FetchError::Url(format!("{url:?} is not https://")))?;
@@ -68,7 +68,10 @@ async fn fetch(
         let reply = client
             .get_limited(&path, MAX_BUNDLE_BYTES)
             .await
-            .map_err(|e| FetchError::Transport(e.to_string()))?;
+            .map_err(|e| match e {
+                ClientError::TooLarge(_) => FetchError::Bundle(BundleError::TooLarge),
+                e => FetchError::Transport(e.to_string()),
+            })?;
         match reply.status.as_u16() {
             200 => return Ok(SpiffeBundle::parse(trust_domain, &reply.body)?),
             301 | 302 | 307 | 308 => {

@@ -11,8 +11,8 @@ use tessera_core::time::{parse_rfc3339, rfc3339};
 pub type EntryRow = api::Entry;
 
 /// The entry columns [`with_selectors`] wraps, before `WHERE`.
-const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at, hint \
-     FROM entries";
+const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_names, note, created_at, updated_at, hint, \
+     federates_with FROM entries";
 
 /// `entries` (a query of [`ENTRY_SELECT`] with its filter, order and
 /// limit) joined with the entries' selectors: one row per selector (one with
@@ -22,7 +22,7 @@ const ENTRY_SELECT: &str = "SELECT id, spiffe_id, parent_id, ttl_seconds, dns_na
 fn with_selectors(entries: &str) -> String {
     format!(
         "SELECT e.id, e.spiffe_id, e.parent_id, e.ttl_seconds, e.dns_names, e.note, \
-         e.created_at, e.updated_at, e.hint, s.selector FROM ({entries}) AS e \
+         e.created_at, e.updated_at, e.hint, e.federates_with, s.selector FROM ({entries}) AS e \
          LEFT JOIN entry_selectors s ON s.entry_id = e.id \
          ORDER BY e.spiffe_id, e.id, s.selector"
     )
@@ -37,8 +37,8 @@ impl Store {
                 Box::pin(async move {
                     bind_fields(
                         sqlx::query(
-                            "INSERT INTO entries (id, spiffe_id, parent_id, ttl_seconds, dns_names, note, hint, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            "INSERT INTO entries (id, spiffe_id, parent_id, ttl_seconds, dns_names, note, hint, federates_with, \
+                             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                         ),
                         &e,
                     )
@@ -61,7 +61,7 @@ impl Store {
                     let r = bind_fields(
                         sqlx::query(
                             "UPDATE entries SET spiffe_id = $2, parent_id = $3, ttl_seconds = $4, dns_names = $5, \
-                             note = $6, hint = $7, updated_at = $8 WHERE id = $1",
+                             note = $6, hint = $7, federates_with = $8, updated_at = $9 WHERE id = $1",
                         ),
                         &e,
                     )
@@ -169,7 +169,7 @@ impl Store {
         let mut out: Vec<EntryRow> = Vec::new();
         for r in rows {
             let id: String = r.get(0);
-            let selector: Option<String> = r.get(9);
+            let selector: Option<String> = r.get(10);
             if out.last().is_none_or(|e| e.id != id) {
                 let dns: String = r.get(4);
                 out.push(api::Entry {
@@ -180,6 +180,7 @@ impl Store {
                     dns_names: serde_json::from_str(&dns).unwrap_or_default(),
                     note: r.get(5),
                     hint: r.get(8),
+                    federates_with: serde_json::from_str(&r.get::<String, _>(9)).unwrap_or_default(),
                     created_at: rfc3339(r.get(6)),
                     updated_at: rfc3339(r.get(7)),
                     selectors: Vec::new(),
@@ -193,7 +194,8 @@ impl Store {
     }
 }
 
-/// Binds `$1..$7`: ID, SPIFFE ID, parent, TTL, DNS names, note, hint.
+/// Binds `$1..$8`: ID, SPIFFE ID, parent, TTL, DNS names, note, hint,
+/// federated trust domains.
 fn bind_fields<'q>(q: AnyQuery<'q>, e: &EntryRow) -> AnyQuery<'q> {
     q.bind(e.id.clone())
         .bind(e.spiffe_id.clone())
@@ -202,6 +204,7 @@ fn bind_fields<'q>(q: AnyQuery<'q>, e: &EntryRow) -> AnyQuery<'q> {
         .bind(serde_json::to_string(&e.dns_names).unwrap_or_default())
         .bind(e.note.clone())
         .bind(e.hint.clone())
+        .bind(serde_json::to_string(&e.federates_with).unwrap_or_default())
 }
 
 async fn insert_selectors(

@@ -26,6 +26,7 @@ mod certs;
 mod credentials;
 mod denials;
 mod entries;
+mod federation;
 mod leases;
 mod ledger;
 mod meta;
@@ -42,6 +43,7 @@ pub use certs::{CertFilter, CertRow, NewCert};
 pub use credentials::CredentialRow;
 pub use denials::{DenialFilter, MAX_DENIALS_PER_INSERT};
 pub use entries::EntryRow;
+pub use federation::{FederationRow, PollOutcome};
 pub use ledger::Precondition;
 pub use prune::PruneBefore;
 pub use refusal::Refusal;
@@ -172,6 +174,16 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "0008_revoked_by_ca",
         include_str!("../../../migrations/sqlite/0008_revoked_by_ca.sql"),
     ),
+    (
+        9,
+        "0009_federation",
+        include_str!("../../../migrations/sqlite/0009_federation.sql"),
+    ),
+    (
+        10,
+        "0010_entry_federates_with",
+        include_str!("../../../migrations/sqlite/0010_entry_federates_with.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -213,6 +225,16 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "0008_revoked_by_ca",
         include_str!("../../../migrations/postgres/0008_revoked_by_ca.sql"),
+    ),
+    (
+        9,
+        "0009_federation",
+        include_str!("../../../migrations/postgres/0009_federation.sql"),
+    ),
+    (
+        10,
+        "0010_entry_federates_with",
+        include_str!("../../../migrations/postgres/0010_entry_federates_with.sql"),
     ),
 ];
 

@@ -103,6 +103,22 @@ pub enum Refusal {
     /// A certificate credential for this SPIFFE ID exists already.
     #[error("a credential for this SPIFFE ID exists")]
     CredentialExists,
+    /// The trust domain already has a federation relationship.
+    #[error("a federation relationship with {trust_domain} exists; change it with update")]
+    FederationExists {
+        /// The foreign trust domain.
+        trust_domain: String,
+    },
+    /// The relationship limit is reached.
+    #[error("at most {max} federation relationships")]
+    FederationLimit {
+        /// The limit.
+        max: i64,
+    },
+    /// A fetched bundle's sequence is not higher than the one held (internal:
+    /// the poll keeps the bundle held, nobody sees this refusal).
+    #[error("the fetched bundle is not newer than the one held")]
+    BundleNotNewer,
     /// The webhook limit is reached.
     #[error("at most {max} webhooks (webhooks.max_webhooks)")]
     WebhookLimit {

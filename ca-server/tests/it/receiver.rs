@@ -32,6 +32,9 @@ pub enum Mode {
     Statuses(Vec<u16>),
     /// Reads the request, reports it, never answers.
     Hang,
+    /// Answers 200 with the body held now (the test changes it between
+    /// requests): a stand-in for a foreign bundle endpoint.
+    Serve(Arc<Mutex<Bytes>>),
 }
 
 /// A running receiver; stops when dropped.
@@ -177,6 +180,7 @@ pub async fn start_with(mode: Mode, port: u16, pki: Pki) -> Receiver {
                                 headers,
                                 body,
                             });
+                            let mut body = Bytes::from_static(b"ok");
                             let status = match &mode {
                                 Mode::Hang => {
                                     std::future::pending::<()>().await;
@@ -188,19 +192,27 @@ pub async fn start_with(mode: Mode, port: u16, pki: Pki) -> Receiver {
                                     *n += 1;
                                     s
                                 }
+                                Mode::Serve(held) => {
+                                    body = held.lock().unwrap().clone();
+                                    200
+                                }
                             };
                             Ok::<_, std::convert::Infallible>(
                                 hyper::Response::builder()
                                     .status(status)
-                                    .body(Full::new(Bytes::from_static(b"ok")))
+                                    .body(Full::new(body))
                                     .unwrap(),
                             )
                         }
                     },
                 );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                // The server configuration offers h2 and http/1.1 (ALPN):
+                // answer whichever the client picked.
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
             });
         }
     });

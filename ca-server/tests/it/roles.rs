@@ -60,7 +60,8 @@ async fn every_route_every_role(db: Db) {
         let mut path = route
             .path
             .replace("{serial}", "0badc0de")
-            .replace("{id}", "00000000000000000000000000000000");
+            .replace("{id}", "00000000000000000000000000000000")
+            .replace("{trust_domain}", "other.org");
         if route.path == "/v1/events" {
             // A stream that ends once caught up, so the call returns.
             path += "?follow=false";

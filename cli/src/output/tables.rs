@@ -195,3 +195,33 @@ impl Row for api::Event {
         ]
     }
 }
+
+impl Row for api::Federation {
+    const HEADERS: &'static [&'static str] = &[
+        "TRUST DOMAIN",
+        "PROFILE",
+        "HEALTH",
+        "SEQUENCE",
+        "BUNDLE AGE",
+        "LAST SUCCESS",
+        "LAST ERROR",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        let health = match (self.healthy, self.stale) {
+            (true, _) => "healthy",
+            (false, true) => "STALE",
+            (false, false) => "unhealthy",
+        };
+        vec![
+            self.trust_domain.clone(),
+            self.profile.clone(),
+            health.into(),
+            or_dash(&self.sequence),
+            self.bundle_age_seconds
+                .map_or_else(|| "-".into(), |s| format!("{s}s")),
+            or_dash(&self.last_success_at),
+            or_dash(&self.last_error),
+        ]
+    }
+}

@@ -2,6 +2,7 @@
 
 use super::{IssuedCertificate, JwtSvid};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What a node agent attested about a workload (the evidence the CA records).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -70,4 +71,13 @@ pub struct AgentJwtSvidRequest {
 pub struct AgentJwtSvidResponse {
     /// One token per matching entry.
     pub svids: Vec<JwtSvid>,
+}
+
+/// The foreign bundles the calling node's workloads may receive
+/// (`GET /v1/agent/federated-bundles`): those of every trust domain an entry
+/// the node serves federates with, as held by the CA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentFederatedBundles {
+    /// Trust domain to its SPIFFE bundle document.
+    pub bundles: BTreeMap<String, String>,
 }

@@ -166,4 +166,8 @@ pub struct CaStatus {
     /// The current trust bundle's sequence.
     #[serde(default)]
     pub bundle_sequence: i64,
+    /// Federation relationships without a successful poll for
+    /// `federation.stale_after_seconds`, one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_federations: Vec<String>,
 }

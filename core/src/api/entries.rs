@@ -27,6 +27,10 @@ pub struct EntryRequest {
     /// pick one (`web`, `db-client`): 1 to 64 printable ASCII characters.
     #[serde(default)]
     pub hint: Option<String>,
+    /// Foreign trust domains whose bundles the workload receives with this
+    /// entry's SVIDs; each needs a federation relationship (at most 16).
+    #[serde(default)]
+    pub federates_with: Vec<String>,
 }
 
 /// A registration entry.
@@ -49,6 +53,9 @@ pub struct Entry {
     /// The Workload API hint for this entry's SVIDs.
     #[serde(default)]
     pub hint: Option<String>,
+    /// Foreign trust domains whose bundles the workload receives, sorted.
+    #[serde(default)]
+    pub federates_with: Vec<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Last change, RFC 3339.

@@ -15,6 +15,7 @@ mod credentials;
 mod denials;
 mod entries;
 mod events;
+mod federation;
 mod jwt_svids;
 mod nodes;
 mod platform;
@@ -24,8 +25,8 @@ mod webhooks;
 pub mod whole;
 
 pub use agent::{
-    AgentJwtSvidRequest, AgentJwtSvidResponse, AgentSvidRequest, AgentSvidResponse,
-    WorkloadAttestation,
+    AgentFederatedBundles, AgentJwtSvidRequest, AgentJwtSvidResponse, AgentSvidRequest,
+    AgentSvidResponse, WorkloadAttestation,
 };
 pub use audit::{AuditList, AuditRecord};
 pub use ca::{CaInfo, CaRevokeResponse, CaState, CaStatus, NextTransition, ScheduleInfo};
@@ -39,6 +40,9 @@ pub use credentials::{
 pub use denials::{Denial, DenialList, DenialReason, DenialRecord, DenialReport};
 pub use entries::{Entry, EntryList, EntryRequest};
 pub use events::{Event, EventKind};
+pub use federation::{
+    Federation, FederationCreateRequest, FederationList, FederationUpdateRequest,
+};
 pub use jwt_svids::{JwtSvid, JwtSvidRequest};
 pub use nodes::{NodeBanResponse, NodeInfo, NodeList};
 pub use platform::PlatformAttestRequest;
