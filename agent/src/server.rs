@@ -371,13 +371,19 @@ impl Shared {
     /// One of the caller's stream slots (`max_streams_per_process`), held
     /// while its stream is open; the process is known by PID and start time.
     fn stream_slot(&self, peer: PeerCred, start_time: u64) -> Result<StreamSlot, Status> {
-        self.streams.acquire(&(peer.pid, start_time)).ok_or_else(|| {
-            tracing::warn!(pid = peer.pid, max = self.max_streams, "too many streams from one process");
-            Status::resource_exhausted(format!(
-                "at most {} open Workload API streams per process",
-                self.max_streams
-            ))
-        })
+        self.streams
+            .acquire(&(peer.pid, start_time))
+            .ok_or_else(|| {
+                tracing::warn!(
+                    pid = peer.pid,
+                    max = self.max_streams,
+                    "too many streams from one process"
+                );
+                Status::resource_exhausted(format!(
+                    "at most {} open Workload API streams per process",
+                    self.max_streams
+                ))
+            })
     }
 
     /// Attests the caller of a request on connection `conn`: the process

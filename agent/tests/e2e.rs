@@ -22,9 +22,11 @@
 //! the bridge to the host alone), so the sidecars follow the revocation feed
 //! and report denials. Nothing else listens beyond loopback.
 //!
-//! The sidecar binary is dynamically linked against glibc: it and the
-//! libraries `ldd` lists are bind-mounted read-only into a busybox image
-//! (curl likewise, as a TLS client without a certificate). Containers, the
+//! The sidecars run from the sidecar image (`deploy/images/build.sh`,
+//! `FROM scratch`, user 65532, no shell: their admin endpoints are asked
+//! from the apps' containers, which share their network namespaces); the
+//! apps are a busybox image, curl (a TLS client without a certificate) is
+//! bind-mounted into one with the libraries `ldd` lists. Containers, the
 //! network, the Podman API service, the processes and temp directories are
 //! removed by drop guards, pass or fail. Podman missing is a failure.
 
@@ -36,7 +38,8 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use serde_json::{Value, json};
 use support::podman::{
-    Containers, Network, Service, binary_mounts, ensure_image, id_of, podman_try,
+    Containers, Network, Service, binary_mounts, build_tessera_images, ensure_image, id_of,
+    podman_try, tessera_image,
 };
 use support::{Agent, node_token};
 use tessera_test_support::{Ca, CaBuilder, Metrics, workspace_binary};
@@ -82,19 +85,23 @@ server_id = "spiffe://example.org/api"
         )
 }
 
-/// What the sidecars need: the agent's socket directory and the sidecar
-/// binary (with its libraries).
+/// What the sidecars need: the agent's socket directory.
 struct Mesh<'a> {
     sock_dir: &'a Path,
-    sidecar: &'a Path,
 }
 
 impl Mesh<'_> {
-    /// A sidecar container joined to `app`'s network namespace, the agent's
-    /// socket mounted read-only and `SPIFFE_ENDPOINT_SOCKET` pointing at it,
-    /// its configuration from `cfg_dir/sidecar.toml`.
+    /// A sidecar container from the sidecar image (deploy/images/build.sh),
+    /// joined to `app`'s network namespace, the agent's socket mounted
+    /// read-only and `SPIFFE_ENDPOINT_SOCKET` pointing at it, its
+    /// configuration from `cfg_dir/sidecar.toml`.
     fn sidecar(&self, c: &mut Containers, prefix: &str, app: &str, cfg_dir: &Path) -> String {
-        let mut opts: Vec<String> = vec![
+        // The image runs as user 65532: the configuration must be readable.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        mode(cfg_dir, 0o755).unwrap();
+        mode(&cfg_dir.join("sidecar.toml"), 0o644).unwrap();
+        let opts: Vec<String> = vec![
             "--network".into(),
             format!("container:{app}"),
             "-v".into(),
@@ -106,18 +113,11 @@ impl Mesh<'_> {
             "-e".into(),
             "TESSERA_LOG=info".into(),
         ];
-        opts.extend(binary_mounts(
-            self.sidecar,
-            "/usr/local/bin/tessera-sidecar",
-        ));
-        c.run(
+        c.run_image(
             prefix,
             &opts,
-            &[
-                "/usr/local/bin/tessera-sidecar",
-                "--config",
-                "/etc/tessera/sidecar.toml",
-            ],
+            &tessera_image("sidecar"),
+            &["--config", "/etc/tessera/sidecar.toml"],
         )
     }
 }
@@ -175,17 +175,18 @@ fn logs(container: &str) -> String {
     podman_try(&["logs", container]).1
 }
 
-/// The sidecar's identity from its admin endpoint.
-fn identity(sidecar: &str) -> Value {
-    let body = wget(sidecar, "http://127.0.0.1:15000/identity")
-        .unwrap_or_else(|e| panic!("identity of {sidecar}: {e}"));
+/// The identity of `app`'s sidecar, from its admin endpoint (asked from
+/// the app's container: they share the network namespace).
+fn identity(app: &str) -> Value {
+    let body = wget(app, "http://127.0.0.1:15000/identity")
+        .unwrap_or_else(|e| panic!("identity of {app}'s sidecar: {e}"));
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"))
 }
 
 /// The sum of `tessera_sidecar_denied_total` samples whose labels contain
-/// `reason="<reason>"`, from the sidecar's metrics.
-fn denied(sidecar: &str, reason: &str) -> f64 {
-    let page = wget(sidecar, "http://127.0.0.1:15000/metrics").unwrap_or_default();
+/// `reason="<reason>"`, from the metrics of `app`'s sidecar.
+fn denied(app: &str, reason: &str) -> f64 {
+    let page = wget(app, "http://127.0.0.1:15000/metrics").unwrap_or_default();
     Metrics::parse(page).sum("tessera_sidecar_denied_total", &[("reason", reason)])
 }
 
@@ -213,7 +214,8 @@ const API: &str = "spiffe://example.org/api";
 async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let started = Instant::now();
     ensure_image();
-    let sidecar = workspace_binary("tessera-sidecar", "tessera-sidecar");
+    // The sidecar image, built from the repository (cached after the first time).
+    build_tessera_images();
     // Built now (the CA builder finds it fresh), so no container waits on it.
     workspace_binary("tessera-ca-server", "tessera-ca");
     let curl = PathBuf::from("/usr/bin/curl");
@@ -264,7 +266,6 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let sock_dir = agent.socket.parent().unwrap().to_owned();
     let mesh = Mesh {
         sock_dir: &sock_dir,
-        sidecar: &sidecar,
     };
     let api_cfg = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -289,17 +290,19 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
         &["/bin/busybox", "sleep", "600"],
     );
     let web_side = mesh.sidecar(&mut c, "web-sidecar", &web_app, client_cfg.path());
-    for side in [&api_side, &web_side] {
+    // The sidecar image has no shell: its admin endpoint is asked from the
+    // app's container, which shares its network namespace.
+    for (side, app) in [(&api_side, &api_app), (&web_side, &web_app)] {
         assert!(
-            wget_until_ok(side, "http://127.0.0.1:15000/readyz", DEADLINE).is_some(),
+            wget_until_ok(app, "http://127.0.0.1:15000/readyz", DEADLINE).is_some(),
             "{side} never became ready:\n{}\nagent:\n{}",
             logs(side),
             agent.log()
         );
     }
-    let web_id = identity(&web_side);
+    let web_id = identity(&web_app);
     assert_eq!(web_id["spiffe_id"], WEB, "{web_id}");
-    let api_id = identity(&api_side);
+    let api_id = identity(&api_app);
     assert_eq!(api_id["spiffe_id"], API, "{api_id}");
     // The CA recorded the container it attested (the app the sidecar serves).
     let web_serial = web_id["serial"].as_str().unwrap().to_owned();
@@ -342,7 +345,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
         logs(&other_side)
     );
     assert!(
-        wget(&other_side, "http://127.0.0.1:15000/readyz").is_err(),
+        wget(&other_app, "http://127.0.0.1:15000/readyz").is_err(),
         "a sidecar without identity must not be ready"
     );
     let refused = wget(&other_app, through_mesh);
@@ -433,7 +436,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     // 4. web's certificate is renewed at half-life (a new serial)...
     let end = Instant::now() + DEADLINE;
     let renewed = loop {
-        let now = identity(&web_side);
+        let now = identity(&web_app);
         if now["serial"] != web_serial.as_str() {
             break now["serial"].as_str().unwrap().to_owned();
         }
@@ -478,7 +481,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(certs_for(&ca, WEB).await, issued, "issued after deletion");
-    assert_eq!(identity(&web_side)["serial"], renewed.as_str());
+    assert_eq!(identity(&web_app)["serial"], renewed.as_str());
     let answer = wget(&web_app, through_mesh);
     assert_eq!(
         answer.as_deref().map(str::trim),
@@ -489,7 +492,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     eprintln!("step 5 at {:?}", started.elapsed());
     // 5. Banning the node revokes what was issued through it, and the peers
     // refuse each other within seconds (the revocation feed).
-    let before = denied(&web_side, "revoked") + denied(&api_side, "revoked");
+    let before = denied(&web_app, "revoked") + denied(&api_app, "revoked");
     let banned_at = Instant::now();
     let ban = ca
         .expect(Method::POST, "/v1/nodes/e2e/ban", Some(json!({})), 200)
@@ -508,7 +511,7 @@ async fn two_apps_talk_through_sidecars_with_identities_from_the_agent() {
     let end = banned_at + Duration::from_secs(15);
     loop {
         let call = wget(&web_app, through_mesh);
-        let now = denied(&web_side, "revoked") + denied(&api_side, "revoked");
+        let now = denied(&web_app, "revoked") + denied(&api_app, "revoked");
         if call.is_err() && now > before {
             break;
         }

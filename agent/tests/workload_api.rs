@@ -546,70 +546,6 @@ async fn restarted_agent_resumes_its_node_identity_from_data_dir() {
     assert!(e.contains("TESSERA_JOIN_TOKEN"), "{e}");
 }
 
-/// Issue 11 item 8: one process holds at most `max_streams_per_process`
-/// Workload API streams (X.509-SVID and bundle streams together); one more
-/// is refused with ResourceExhausted, and a closed stream gives its slot back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_per_process_are_capped() {
-    let ca = Ca::start();
-    let token = node_token(&ca, "host-cap").await;
-    let agent = Agent::try_start(
-        &ca,
-        "host-cap",
-        Some(&token),
-        &["max_streams_per_process=3".into()],
-    )
-    .unwrap_or_else(|log| panic!("{log}"));
-    let grpc = raw_grpc(&agent).await;
-    let open = |path: &'static str| {
-        let mut grpc = grpc.clone();
-        async move {
-            grpc.ready().await.unwrap();
-            grpc.server_streaming::<_, tessera_workload_api::X509BundlesResponse, _>(
-                request(tessera_workload_api::X509BundlesRequest {}, true),
-                hyper::http::uri::PathAndQuery::from_static(path),
-                tonic_prost::ProstCodec::default(),
-            )
-            .await
-        }
-    };
-    const X509: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";
-    let mut held = Vec::new();
-    for i in 0..3 {
-        let mut s = open(X509).await.unwrap_or_else(|e| panic!("stream {i}: {e:?}"));
-        // Served: the first bundle arrives.
-        s.get_mut().message().await.unwrap().unwrap();
-        held.push(s);
-    }
-    let e = open(X509).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("per process"), "{e:?}");
-    // The JWT bundle stream counts against the same budget.
-    let mut grpc_jwt = grpc.clone();
-    grpc_jwt.ready().await.unwrap();
-    let e = grpc_jwt
-        .server_streaming::<_, tessera_workload_api::JwtBundlesResponse, _>(
-            request(tessera_workload_api::JwtBundlesRequest {}, true),
-            hyper::http::uri::PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchJWTBundles"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-    // Closing one gives its slot back (the agent notices the closed stream
-    // a moment later: retried until the deadline).
-    drop(held.pop());
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        match open(X509).await {
-            Ok(_) => break,
-            Err(e) if e.code() == tonic::Code::ResourceExhausted && Instant::now() < until => {}
-            Err(e) => panic!("no slot came back: {e:?}"),
-        }
-    }
-    assert!(agent.log().contains("too many streams from one process"));
-}
-
 /// Issue 16 item 3 (start): a workload whose entry federates with
 /// `other.org` receives the bundle the CA holds for that relationship (here
 /// its bootstrap: a second CA's real bundle) in its X.509 context, seen by
@@ -669,4 +605,70 @@ async fn federated_bundles_reach_only_federating_workloads() {
         .await
         .unwrap();
     assert!(ctx.bundle_set().get(&td).is_none());
+}
+
+/// Issue 11 item 8: one process holds at most `max_streams_per_process`
+/// Workload API streams (X.509-SVID and bundle streams together); one more
+/// is refused with ResourceExhausted, and a closed stream gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_process_are_capped() {
+    let ca = Ca::start();
+    let token = node_token(&ca, "host-cap").await;
+    let agent = Agent::try_start(
+        &ca,
+        "host-cap",
+        Some(&token),
+        &["max_streams_per_process=3".into()],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let grpc = raw_grpc(&agent).await;
+    let open = |path: &'static str| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.server_streaming::<_, tessera_workload_api::X509BundlesResponse, _>(
+                request(tessera_workload_api::X509BundlesRequest {}, true),
+                hyper::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+        }
+    };
+    const X509: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = open(X509)
+            .await
+            .unwrap_or_else(|e| panic!("stream {i}: {e:?}"));
+        // Served: the first bundle arrives.
+        s.get_mut().message().await.unwrap().unwrap();
+        held.push(s);
+    }
+    let e = open(X509).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("per process"), "{e:?}");
+    // The JWT bundle stream counts against the same budget.
+    let mut grpc_jwt = grpc.clone();
+    grpc_jwt.ready().await.unwrap();
+    let e = grpc_jwt
+        .server_streaming::<_, tessera_workload_api::JwtBundlesResponse, _>(
+            request(tessera_workload_api::JwtBundlesRequest {}, true),
+            hyper::http::uri::PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchJWTBundles"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    // Closing one gives its slot back (the agent notices the closed stream
+    // a moment later: retried until the deadline).
+    drop(held.pop());
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        match open(X509).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted && Instant::now() < until => {}
+            Err(e) => panic!("no slot came back: {e:?}"),
+        }
+    }
+    assert!(agent.log().contains("too many streams from one process"));
 }

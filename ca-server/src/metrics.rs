@@ -36,8 +36,6 @@ pub struct Metrics {
     pub webhook_deliveries: Arc<CounterVec>,
     /// Attested issuances refused by policy, by reason.
     pub attestation_refused: Arc<CounterVec>,
-    /// Requests refused by a per-source or per-node rate limit, by scope.
-    pub rate_limited: Arc<CounterVec>,
     /// Federation polls, by trust domain and outcome (updated, unchanged, failed).
     pub federation_polls: Arc<CounterVec>,
     /// 1 while a relationship is healthy, by trust domain.
@@ -48,6 +46,8 @@ pub struct Metrics {
     pub federation_last_success: Arc<GaugeVec>,
     /// Age of the foreign bundle held, seconds, by trust domain.
     pub federation_bundle_age: Arc<GaugeVec>,
+    /// Requests refused by a per-source or per-node rate limit, by scope.
+    pub rate_limited: Arc<CounterVec>,
 }
 
 impl Metrics {

@@ -191,25 +191,24 @@ pub(crate) async fn accept_loop(
                 let busy_body = svc_activity.request();
                 async move {
                     let _busy = busy;
-                    let resp =
-                        match tokio::time::timeout(req_timeout, router.oneshot(req.map(Body::new)))
-                            .await
-                        {
-                            // The request stays in flight until its body is sent
-                            // (event streams), so the idle deadline never cuts it.
-                            Ok(Ok(r)) => r.map(|b| {
-                                Body::new(Guarded {
-                                    inner: b,
-                                    _busy: busy_body,
-                                })
-                            }),
-                            Ok(Err(infallible)) => match infallible {},
-                            Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "timeout",
-                                "request took too long",
-                            )),
-                        };
+                    let (req, unread) = Unread::wrap(req);
+                    let resp = match tokio::time::timeout(req_timeout, router.oneshot(req)).await {
+                        // The request stays in flight until its body is sent
+                        // (event streams), so the idle deadline never cuts it.
+                        Ok(Ok(r)) => r.map(|b| {
+                            Body::new(Guarded {
+                                inner: b,
+                                _busy: busy_body,
+                            })
+                        }),
+                        Ok(Err(infallible)) => match infallible {},
+                        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            "request took too long",
+                        )),
+                    };
+                    unread.drain().await;
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
@@ -394,6 +393,95 @@ async fn prune_once(auth: &Authority) {
 
 /// A response body that keeps its request counted in flight (for the idle
 /// deadline) until the body has been sent or dropped.
+/// The most of a request body the server still reads, and throws away, after
+/// answering without reading it all (a refused caller, a 413), so that the
+/// connection stays open for the next request: otherwise hyper closes it, and
+/// a client that pools connections (Python's `requests`, which schemathesis
+/// uses) meets a reset on its next request there. Twice the default largest
+/// body a route takes (a denial report); beyond it, or after
+/// [`DRAIN_DEADLINE`], the connection is closed as before.
+const DRAIN_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The longest the server spends draining one unread request body.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A request's body, shared between the router (which reads what it needs)
+/// and the connection's service, which drains the rest once the answer is
+/// made (see [`DRAIN_MAX_BYTES`]).
+struct Unread(Arc<std::sync::Mutex<Option<Incoming>>>);
+
+impl Unread {
+    /// The request for the router, its body read through the shared handle;
+    /// and the handle. A client that asked `Expect: 100-continue` waits for
+    /// the answer before it sends: nothing to drain (draining would invite
+    /// the body).
+    fn wrap(req: hyper::Request<Incoming>) -> (hyper::Request<Body>, Unread) {
+        let expects = req.headers().contains_key(hyper::header::EXPECT);
+        let (parts, body) = req.into_parts();
+        let shared = Arc::new(std::sync::Mutex::new(Some(body)));
+        let keep = if expects {
+            Arc::new(std::sync::Mutex::new(None))
+        } else {
+            shared.clone()
+        };
+        (
+            hyper::Request::from_parts(parts, Body::new(Unread(shared))),
+            Unread(keep),
+        )
+    }
+
+    /// Reads and discards what the router left of the body, within the bounds.
+    async fn drain(self) {
+        use http_body_util::BodyExt;
+        let body = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut body) = body else { return };
+        if hyper::body::Body::is_end_stream(&body)
+            || hyper::body::Body::size_hint(&body).lower() > DRAIN_MAX_BYTES
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+            let mut read = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl hyper::body::Body for Unread {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match body.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        body.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        body.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            hyper::body::Body::size_hint,
+        )
+    }
+}
+
 struct Guarded {
     inner: Body,
     _busy: tessera_core::idle::Busy,

@@ -3,7 +3,8 @@
 //! this module only assembles them.
 
 use crate::{
-    api_token, audit, ca, cert, crl, denials, entry, events, federation, node, token, webhook,
+    api_token, audit, ca, cert, crl, denials, entry, events, federation, inject, node, token,
+    webhook,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -103,6 +104,9 @@ pub enum Cmd {
     /// Events (certificates issued, renewed, revoked, expiring; CA changes;
     /// node bans) from the audit log; `--follow` streams new ones.
     Events(events::EventsArgs),
+    /// Add the Tessera sidecar to Kubernetes manifests (files, directories
+    /// or stdin) and print them; configured by tessera.dev/* pod annotations.
+    Inject(inject::InjectArgs),
 }
 
 /// Parses `90`, `90s`, `15m`, `2h` or `7d` into seconds.

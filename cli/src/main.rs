@@ -16,6 +16,7 @@ mod entry;
 mod events;
 mod federation;
 mod flags;
+mod inject;
 mod node;
 mod output;
 mod renew;
@@ -77,22 +78,27 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Cert(c) => c.needs_credentials(),
         _ => true,
     };
-    let ctx = Ctx {
-        client: connection::connect(&cli.conn, need_creds)?,
-        out,
+    // Connected only for the commands that talk to the CA.
+    let json = out.json;
+    let ctx = || -> Result<Ctx> {
+        Ok(Ctx {
+            client: connection::connect(&cli.conn, need_creds)?,
+            out: Out { json },
+        })
     };
     match cli.command {
-        Cmd::Ca(cmd) => ca::run(&ctx, cmd).await,
-        Cmd::Entry(cmd) => entry::run(&ctx, cmd).await,
-        Cmd::Token(cmd) => token::run(&ctx, cmd).await,
-        Cmd::Cert(cmd) => cert::run(&ctx, cmd).await,
-        Cmd::Crl(cmd) => crl::run(&ctx, cmd).await,
-        Cmd::Audit(cmd) => audit::run(&ctx, cmd).await,
-        Cmd::ApiToken(cmd) => api_token::run(&ctx, cmd).await,
-        Cmd::Denials(cmd) => denials::run(&ctx, cmd).await,
-        Cmd::Webhook(cmd) => webhook::run(&ctx, cmd).await,
-        Cmd::Federation(cmd) => federation::run(&ctx, cmd).await,
-        Cmd::Node(cmd) => node::run(&ctx, cmd).await,
-        Cmd::Events(args) => events::run(&ctx, args).await,
+        Cmd::Inject(args) => inject::run(args),
+        Cmd::Ca(cmd) => ca::run(&ctx()?, cmd).await,
+        Cmd::Entry(cmd) => entry::run(&ctx()?, cmd).await,
+        Cmd::Token(cmd) => token::run(&ctx()?, cmd).await,
+        Cmd::Cert(cmd) => cert::run(&ctx()?, cmd).await,
+        Cmd::Crl(cmd) => crl::run(&ctx()?, cmd).await,
+        Cmd::Audit(cmd) => audit::run(&ctx()?, cmd).await,
+        Cmd::ApiToken(cmd) => api_token::run(&ctx()?, cmd).await,
+        Cmd::Denials(cmd) => denials::run(&ctx()?, cmd).await,
+        Cmd::Webhook(cmd) => webhook::run(&ctx()?, cmd).await,
+        Cmd::Federation(cmd) => federation::run(&ctx()?, cmd).await,
+        Cmd::Node(cmd) => node::run(&ctx()?, cmd).await,
+        Cmd::Events(args) => events::run(&ctx()?, args).await,
     }
 }

@@ -160,7 +160,10 @@ mod tests {
         assert!(b.take_n(&1, 8).is_ok());
         // 2 left: 5 more are refused and take nothing.
         let wait = b.take_n(&1, 5).unwrap_err();
-        assert!(wait > Duration::from_secs(2) && wait <= Duration::from_secs(3), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(2) && wait <= Duration::from_secs(3),
+            "{wait:?}"
+        );
         assert!(b.take_n(&1, 2).is_ok());
         // More than the burst costs the whole burst (never impossible).
         assert!(b.take_n(&2, 100).is_ok());

@@ -285,7 +285,10 @@ pub struct RevokedSerials(std::sync::RwLock<std::collections::HashMap<String, i6
 impl RevokedSerials {
     /// Whether `serial` is revoked.
     pub fn contains(&self, serial: &str) -> bool {
-        self.0.read().map(|s| s.contains_key(serial)).unwrap_or(false)
+        self.0
+            .read()
+            .map(|s| s.contains_key(serial))
+            .unwrap_or(false)
     }
 
     /// Adds revoked `(serial, not_after)` pairs and drops every serial whose
@@ -815,7 +818,10 @@ mod tests {
         let set = RevokedSerials::default();
         set.extend([("live".into(), 2_000), ("expired".into(), 999)], 1_000);
         assert!(set.contains("live"));
-        assert!(!set.contains("expired"), "an expired certificate's serial was kept");
+        assert!(
+            !set.contains("expired"),
+            "an expired certificate's serial was kept"
+        );
         assert_eq!(set.len(), 1);
         set.extend([("later".into(), 5_000)], 1_500);
         assert_eq!(set.len(), 2);

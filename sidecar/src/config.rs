@@ -364,7 +364,8 @@ mod tests {
         let cfg = Config::load(Some(&p), env, &[]).unwrap();
         assert_eq!(cfg.limits.max_inbound_connections, 512);
         assert!(!cfg.metrics);
-        let cfg = Config::load(Some(&p), env, &["limits.max_inbound_connections=9".into()]).unwrap();
+        let cfg =
+            Config::load(Some(&p), env, &["limits.max_inbound_connections=9".into()]).unwrap();
         assert_eq!(cfg.limits.max_inbound_connections, 9);
         let e = Config::load(Some(&p), [("TESSERA_SIDECAR__LIMITS__BOGUS", "1")], &[]).unwrap_err();
         assert!(e.0.contains("bogus"), "{e}");

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use tessera_core::SpiffeId;
 use tessera_core::api::{PlatformAttestRequest, RedeemRequest, RenewRequest};
-use zeroize::Zeroizing;
 use tessera_workload::{
     CaClient, CaError, Identity, KeyAlgorithm, PrivateKey, Svid, new_key_and_csr, split_der,
 };
+use zeroize::Zeroizing;
 
 /// Errors getting or renewing an identity.
 #[derive(Debug, thiserror::Error)]

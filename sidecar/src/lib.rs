@@ -12,6 +12,7 @@
 pub mod config;
 pub mod identity;
 mod metrics;
+pub mod probe;
 pub mod proxy;
 mod relay;
 
@@ -362,7 +363,11 @@ impl Slots {
 
     /// The slots of the inbound (`true`) or outbound listeners.
     pub(crate) fn side(&self, inbound: bool) -> &Arc<tokio::sync::Semaphore> {
-        if inbound { &self.inbound } else { &self.outbound }
+        if inbound {
+            &self.inbound
+        } else {
+            &self.outbound
+        }
     }
 
     /// Whether some connection (in a handshake or relaying) holds a slot.

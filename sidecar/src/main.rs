@@ -22,11 +22,28 @@ struct Cli {
     /// sidecar should not outlive them.
     #[arg(long, value_name = "PID")]
     exit_with_pid: Option<u32>,
+    /// Health check for images without a shell: GET this loopback URL
+    /// (e.g. http://127.0.0.1:15000/readyz) and exit 0 iff the answer is 2xx;
+    /// nothing else runs, no configuration is read and every other option is
+    /// ignored (a probe inherits the container's environment, which sets
+    /// some of them).
+    #[arg(long, value_name = "URL")]
+    probe: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(url) = &cli.probe {
+        // No runtime, no logging setup: a probe runs every few seconds.
+        return Ok(tessera_sidecar::probe::probe(url)?);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> Result<()> {
     let cfg: Config = cli.flags.start(cli.config.as_deref(), |c: &Config| {
         c.platform_token_file.is_some()
     })?;

@@ -11,8 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tessera_test_support::{
-    Ca, CaBuilder, Metrics, await_closed, openssl, openssl_csr, openssl_ec_key, openssl_output,
-    openssl_self_signed_ca,
+    Ca, CaBuilder, Metrics, await_closed, openssl_foreign_leaf, openssl_output,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -346,23 +345,6 @@ fn s_client_presents_leaf(dir: &Path, addr: &str) -> String {
     )
 }
 
-/// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
-/// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
-async fn issue_files(ca: &Ca, name: &str, dir: &Path) {
-    let token = token(ca, name).await;
-    let (key, csr) = tessera_test_support::csr();
-    let r = ca
-        .call(
-            Method::POST,
-            "/v1/certs/redeem",
-            Some(serde_json::json!({"token": token, "csr": csr})),
-        )
-        .await;
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), r["certificate"].as_str().unwrap()).unwrap();
-    std::fs::write(dir.join("bundle.pem"), r["bundle"].as_str().unwrap()).unwrap();
-}
-
 /// openssl as an independent peer on both sides: `s_client` with a proper
 /// Tessera certificate gets through an inbound listener; `s_server` presenting
 /// the expected SPIFFE ID is accepted as an upstream, one presenting another ID
@@ -556,33 +538,7 @@ async fn certificate_from_another_ca_is_refused() {
     let b = Sidecar::start(&ca, &tb, &inbound("in", &app, "spiffe://example.org/*"));
     let w = tempfile::tempdir().unwrap();
     let d = w.path();
-    let run = |args: &[&str]| openssl(d, args);
-    openssl_ec_key(d, "evil.key");
-    openssl_self_signed_ca(d, "evil.key", "evil.pem", "/CN=evil", &[]);
-    openssl_ec_key(d, "leaf.key");
-    openssl_csr(d, "leaf.key", "/O=x", "leaf.csr");
-    std::fs::write(
-        d.join("leaf.ext"),
-        "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=URI:spiffe://example.org/web\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "evil.pem",
-        "-CAkey",
-        "evil.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "leaf.pem",
-    ]);
+    openssl_foreign_leaf(d, "leaf", "spiffe://example.org/web");
     let text = s_client_presents_leaf(d, &b.addr("inbound", "in"));
     let line = b.await_log("connection denied");
     assert!(line.contains("untrusted_chain"), "{line}\n{text}");
@@ -714,14 +670,21 @@ async fn inbound_and_outbound_caps_are_separate() {
             outbound("out", &b.addr("inbound", "in"), &sid("cap-b"))
         ),
     );
-    let a = Sidecar::start(&ca, ta, &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")));
+    let a = Sidecar::start(
+        &ca,
+        ta,
+        &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")),
+    );
     let (m_in, m_out) = (a.addr("outbound", "out"), m.addr("outbound", "out"));
 
     // The outbound cap full: a second outbound connection is refused, an
     // inbound one is served.
     let mut held_out = TcpStream::connect(&m_out).await.unwrap();
     echo(&mut held_out, b"out one").await.unwrap();
-    assert!(echo_refused(&m_out, b"out two").await, "outbound over its cap");
+    assert!(
+        echo_refused(&m_out, b"out two").await,
+        "outbound over its cap"
+    );
     let mut held_in = TcpStream::connect(&m_in).await.unwrap();
     echo(&mut held_in, b"in one while outbound is full")
         .await
@@ -736,9 +699,14 @@ async fn inbound_and_outbound_caps_are_separate() {
     let (mut served, until) = (false, std::time::Instant::now() + DEADLINE);
     while !served && std::time::Instant::now() < until {
         let mut s = TcpStream::connect(&m_out).await.unwrap();
-        served = echo(&mut s, b"out again while inbound is full").await.is_ok();
+        served = echo(&mut s, b"out again while inbound is full")
+            .await
+            .is_ok();
     }
-    assert!(served, "outbound refused while only the inbound cap was full");
+    assert!(
+        served,
+        "outbound refused while only the inbound cap was full"
+    );
     echo(&mut held_in, b"still relaying").await.unwrap();
     let metrics = m.admin_get("/metrics").await;
     for listener in ["in", "out"] {

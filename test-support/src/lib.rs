@@ -13,6 +13,8 @@
 //! - [`python::venv_python`]: the interpreter of the virtual environment
 //!   holding the suite's PyPI tools (`.ci/requirements.txt`);
 //! - [`pkilint`]: the RFC 5280 linter on certificates and CRLs;
+//! - [`sslyze`]: a TLS server scan and the hardening every listener must show;
+//! - [`tls_clients`]: curl, openssl, gnutls-cli and Python `ssl` as HTTPS clients;
 //! - JSON calls to the CA API, CSRs, openssl, bounded polling and socket helpers.
 
 mod api;
@@ -29,6 +31,8 @@ mod platform;
 mod poll;
 mod process;
 pub mod python;
+pub mod sslyze;
+pub mod tls_clients;
 
 pub use api::{Clients, call, client, delete, get, issue, post, renew, revoke};
 pub use binary::workspace_binary;
@@ -38,8 +42,8 @@ pub use json::{array, ca_ids, field_strs, id, strs};
 pub use metrics::Metrics;
 pub use net::{await_closed, http_get, read_until_closed};
 pub use openssl::{
-    SPIFFE_INTERMEDIATE_EXT, openssl, openssl_csr, openssl_ec_key, openssl_output,
-    openssl_pkcs8_key, openssl_self_signed_ca,
+    SPIFFE_INTERMEDIATE_EXT, openssl, openssl_csr, openssl_ec_key, openssl_foreign_leaf,
+    openssl_output, openssl_pkcs8_key, openssl_self_signed_ca,
 };
 pub use pki::{csr, spiffe_root_params, svid_params};
 pub use platform::{

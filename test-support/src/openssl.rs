@@ -89,3 +89,50 @@ pub fn openssl_self_signed_ca(dir: &Path, key: &str, out: &str, subject: &str, e
     args.extend_from_slice(extra);
     openssl(dir, &args);
 }
+
+/// A CA no Tessera process knows (self-signed by openssl, `<name>-ca.pem`)
+/// and a leaf it signed for `spiffe_id` (`<name>.pem`, key `<name>.key`),
+/// with the extensions of an X.509-SVID: what a peer from another trust
+/// domain, or an impostor, presents.
+pub fn openssl_foreign_leaf(dir: &Path, name: &str, spiffe_id: &str) {
+    let (ca_key, ca, key, csr, cert, ext) = (
+        format!("{name}-ca.key"),
+        format!("{name}-ca.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    openssl_ec_key(dir, &ca_key);
+    openssl_self_signed_ca(dir, &ca_key, &ca, &format!("/CN={name} CA"), &[]);
+    openssl_ec_key(dir, &key);
+    openssl_csr(dir, &key, "/O=x", &csr);
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=URI:{spiffe_id}\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
+}

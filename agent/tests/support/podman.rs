@@ -91,6 +91,48 @@ pub fn ensure_image() {
     *done = true;
 }
 
+/// `localhost/tessera-<name>:<version>`, as `deploy/images/build.sh` tags it.
+pub fn tessera_image(name: &str) -> String {
+    format!("localhost/tessera-{name}:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the Tessera images with `deploy/images/build.sh`, once per test
+/// process; panics with its output on failure. Its release build goes to
+/// this test's target directory (cargo rebuilds only what changed).
+pub fn build_tessera_images() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // <target>/debug/deps/<test binary>
+    let target = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    // A clean environment: cargo's test environment (CARGO_PKG_*,
+    // LD_LIBRARY_PATH, ...) would make this release build differ from the
+    // one `build.sh` run by hand makes, and rebuild all of it every time.
+    let mut build = Command::new(repo.join("deploy/images/build.sh"));
+    build.env_clear().env("CARGO_TARGET_DIR", target);
+    for keep in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(keep) {
+            build.env(keep, v);
+        }
+    }
+    let out = build.output().expect("deploy/images/build.sh");
+    assert!(
+        out.status.success(),
+        "deploy/images/build.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *done = true;
+}
+
 /// A `podman system service` on a private socket, killed on drop.
 pub struct Service {
     pub socket: PathBuf,
@@ -155,11 +197,22 @@ pub struct Containers {
 impl Containers {
     /// `podman run -d` with `options`, the test image and `cmd`; returns the name.
     pub fn run<S: AsRef<str>>(&mut self, prefix: &str, options: &[S], cmd: &[&str]) -> String {
+        self.run_image(prefix, options, IMAGE, cmd)
+    }
+
+    /// `podman run -d` with `options`, `image` and `cmd`; returns the name.
+    pub fn run_image<S: AsRef<str>>(
+        &mut self,
+        prefix: &str,
+        options: &[S],
+        image: &str,
+        cmd: &[&str],
+    ) -> String {
         let name = unique(prefix);
         self.names.push(name.clone());
         let mut args = vec!["run", "-d", "--name", &name];
         args.extend(options.iter().map(AsRef::as_ref));
-        args.push(IMAGE);
+        args.push(image);
         args.extend_from_slice(cmd);
         podman(&args);
         name
@@ -212,6 +265,14 @@ impl Network {
     pub fn create() -> Network {
         let name = unique("net");
         podman(&["network", "create", "--disable-dns", &name]);
+        Network { name }
+    }
+
+    /// Creates a network whose containers find each other by name through
+    /// Podman's DNS server (aardvark-dns) on the bridge.
+    pub fn create_with_dns() -> Network {
+        let name = unique("net");
+        podman(&["network", "create", &name]);
         Network { name }
     }
 

@@ -3,8 +3,8 @@
 use super::ApiError;
 use super::route::Route;
 use crate::authority::{Authority, Principal};
-use axum::extract::{Request, State};
 use crate::config::LimitsConfig;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};

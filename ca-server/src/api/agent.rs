@@ -32,7 +32,12 @@ pub async fn svids(a: St, node: Node, Body(req): Body<AgentSvidRequest>) -> Repl
 /// `POST /v1/agent/jwt-svids`: JWT-SVIDs for a workload the node attested.
 pub async fn jwt_svids(a: St, node: Node, Body(req): Body<AgentJwtSvidRequest>) -> Reply {
     let out = a
-        .agent_jwt_svids(node.spiffe_id(), node.cert_not_after(), &req, node.principal())
+        .agent_jwt_svids(
+            node.spiffe_id(),
+            node.cert_not_after(),
+            &req,
+            node.principal(),
+        )
         .await?;
     // Bearer tokens: never cached by anything in between.
     Ok(created_secret(out))

@@ -13,9 +13,18 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use tessera_core::api::{CaRevokeResponse, CaStatus};
 
+/// `GET /v1/bundle`'s query: only the format (the bundle is every CA's, so
+/// a `ca_id` is refused as an unknown parameter rather than ignored).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FormatQuery {
+pub struct BundleQuery {
+    format: Option<String>,
+}
+
+/// `GET /v1/crl`'s query: the format and which CA's CRL.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlQuery {
     format: Option<String>,
     ca_id: Option<String>,
 }
@@ -26,7 +35,7 @@ fn bad_format(other: &str, known: &str) -> ApiError {
 }
 
 /// `GET /v1/bundle`: the trust bundle (PEM or SPIFFE JWKS), with an ETag.
-pub async fn bundle(a: St, headers: HeaderMap, Query(q): Query<FormatQuery>) -> Reply {
+pub async fn bundle(a: St, headers: HeaderMap, Query(q): Query<BundleQuery>) -> Reply {
     let b = a.bundle();
     let etag = format!("\"{}\"", b.sequence);
     if headers
@@ -52,7 +61,7 @@ pub async fn bundle(a: St, headers: HeaderMap, Query(q): Query<FormatQuery>) -> 
 }
 
 /// `GET /v1/crl`: a CA's CRL (DER or PEM).
-pub async fn crl(a: St, Query(q): Query<FormatQuery>) -> Reply {
+pub async fn crl(a: St, Query(q): Query<CrlQuery>) -> Reply {
     let crl = a
         .crl(q.ca_id.as_deref())
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no CRL for that CA"))?;

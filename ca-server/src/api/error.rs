@@ -106,8 +106,8 @@ impl From<AuthorityError> for ApiError {
             A::Forbidden(_) => Self::new(S::FORBIDDEN, "node_refused", e.to_string()),
             A::Posture(_) => Self::new(S::FORBIDDEN, "posture_refused", e.to_string()),
             A::PlatformToken(_) => Self::new(S::FORBIDDEN, "platform_token_refused", e.to_string()),
-            A::RateLimited { who, retry } => Self::rate_limited(who, *retry),
             A::Upstream { code, .. } => Self::new(S::BAD_GATEWAY, code, e.to_string()),
+            A::RateLimited { who, retry } => Self::rate_limited(who, *retry),
             A::Store(_) | A::Ca(_) | A::Keystore(_) => {
                 tracing::error!(error = %e, "internal error");
                 Self::new(

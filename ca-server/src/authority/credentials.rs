@@ -50,7 +50,11 @@ impl Authority {
         req: &api::ApiTokenCreateRequest,
         actor: &Principal,
     ) -> Result<api::ApiTokenCreated> {
-        if req.name.is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control) {
+        // Characters, not bytes: what the message and the OpenAPI document say.
+        if req.name.is_empty()
+            || req.name.chars().count() > 128
+            || req.name.chars().any(char::is_control)
+        {
             return Err(AuthorityError::Invalid {
                 field: "name",
                 reason: "1 to 128 printable characters".into(),

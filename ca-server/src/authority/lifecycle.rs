@@ -823,13 +823,14 @@ pub(crate) fn check_jwt_request(audience: &[String], ttl_seconds: Option<u64>) -
     }
     if let Some(bad) = audience
         .iter()
-        .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_control()))
+        // Characters, not bytes: what the message and the OpenAPI document say.
+        .find(|a| a.is_empty() || a.chars().count() > 256 || a.chars().any(|c| c.is_control()))
     {
         return Err(AuthorityError::Invalid {
             field: "audience",
             reason: format!(
-                "each audience is 1 to 256 printable characters (got {} bytes)",
-                bad.len()
+                "each audience is 1 to 256 printable characters (got {} characters)",
+                bad.chars().count()
             ),
         });
     }

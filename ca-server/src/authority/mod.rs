@@ -110,14 +110,6 @@ pub enum AuthorityError {
     /// A platform token (JWT) was refused; the reason never holds the token.
     #[error("platform token refused: {0}")]
     PlatformToken(String),
-    /// Over a rate limit: `who` (such as "reporter") may ask again after `retry`.
-    #[error("too many requests from this {who}")]
-    RateLimited {
-        /// Whose rate (the word the answer uses).
-        who: &'static str,
-        /// Until the request would be admitted.
-        retry: std::time::Duration,
-    },
     /// A foreign bundle endpoint could not be polled, or its bundle was refused.
     #[error("{reason}")]
     Upstream {
@@ -125,6 +117,14 @@ pub enum AuthorityError {
         code: &'static str,
         /// What failed.
         reason: String,
+    },
+    /// Over a rate limit: `who` (such as "reporter") may ask again after `retry`.
+    #[error("too many requests from this {who}")]
+    RateLimited {
+        /// Whose rate (the word the answer uses).
+        who: &'static str,
+        /// Until the request would be admitted.
+        retry: std::time::Duration,
     },
     /// The store failed.
     #[error("storage: {0}")]
@@ -283,11 +283,11 @@ pub struct Authority {
     pub events: crate::events::EventHub,
     /// Trusted platform-token issuers and their keys.
     pub issuers: crate::platform::Issuers,
+    /// Wakes the federation poller (a relationship was created or changed here).
+    pub(crate) federation_poke: tokio::sync::Notify,
     /// Denials each reporter (SPIFFE ID) may still report
     /// (`limits.denials_per_second_per_reporter`).
     pub(crate) denial_rate: tessera_core::limit::Buckets<String>,
-    /// Wakes the federation poller (a relationship was created or changed here).
-    pub(crate) federation_poke: tokio::sync::Notify,
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -369,8 +369,8 @@ impl Authority {
             entries: Recent::new(Duration::from_secs(2), 4096),
             events,
             issuers,
-            denial_rate,
             federation_poke: tokio::sync::Notify::new(),
+            denial_rate,
         });
         // JWKS URLs: fetched once now (a failure is logged; the issuer's
         // tokens are refused until a later fetch succeeds).

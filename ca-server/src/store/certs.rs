@@ -146,7 +146,7 @@ impl Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(f.spiffe_id.clone())
-            .bind(f.expiring_within.map(|w| now + w))
+            .bind(f.expiring_within.map(|w| now.saturating_add(w)))
             .bind(now)
             .bind(f.revoked.map(|b| b as i64))
             .bind(f.attestation_hash.clone())

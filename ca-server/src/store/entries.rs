@@ -180,7 +180,8 @@ impl Store {
                     dns_names: serde_json::from_str(&dns).unwrap_or_default(),
                     note: r.get(5),
                     hint: r.get(8),
-                    federates_with: serde_json::from_str(&r.get::<String, _>(9)).unwrap_or_default(),
+                    federates_with: serde_json::from_str(&r.get::<String, _>(9))
+                        .unwrap_or_default(),
                     created_at: rfc3339(r.get(6)),
                     updated_at: rfc3339(r.get(7)),
                     selectors: Vec::new(),

@@ -448,7 +448,11 @@ async fn join_tokens_refused(db: Db) {
 
     let r = redeem(format!("tsj_{expired_id}.{expired_secret}")).await;
     problem("expired", &r, refused, code, &["join token", "expired"]);
-    let r = redeem(format!("tsj_{}.{secret}", tessera_ca::ca::random_id().unwrap())).await;
+    let r = redeem(format!(
+        "tsj_{}.{secret}",
+        tessera_ca::ca::random_id().unwrap()
+    ))
+    .await;
     problem("unknown id", &r, refused, code, &["join token", "unknown"]);
     let r = redeem(format!("tsj_{id}.{}", "A".repeat(secret.len()))).await;
     problem(

@@ -3,12 +3,13 @@
 //! certificate (served), without one (public routes served, the rest 401) and
 //! with a certificate of a foreign CA claiming the same SPIFFE ID (never
 //! served). Each verifies the server against the bundle and by host name.
+//! Then sslyze scans the port.
 
 use crate::common::{Clients, Db, Harness};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use tessera_core::api::Role;
+use tessera_test_support::sslyze;
+use tessera_test_support::tls_clients::{TLS_CLIENTS, Verify, http_status};
 use tessera_test_support::{openssl_csr, openssl_ec_key};
 
 /// Which client certificate a client presents.
@@ -30,102 +31,35 @@ impl Cred {
     }
 }
 
-const REQUEST: &str = "GET PATH HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-
-/// Runs `cmd` with `stdin` written and kept open until it exits (gnutls-cli
-/// hangs up at end of input, before the answer; the request's
-/// `Connection: close` ends every client when the server closes); returns
-/// stdout and stderr together.
-fn run(mut cmd: Command, stdin: &str) -> String {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (.ci/run installs it)"));
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin.as_bytes());
-    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = read(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = read(child.stderr.take().map(|r| Box::new(r) as _));
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    let _ = child.wait();
-    drop(input);
-    format!("{out}{err}")
+/// The HTTP status `client` got for `GET path` on port `port` (checking the
+/// server by the bundle and the name `localhost`), with its output.
+fn status(dir: &Path, client: &str, port: u16, cred: Cred, path: &str) -> (Option<u16>, String) {
+    http_status(
+        dir,
+        client,
+        port,
+        "bundle.pem",
+        cred.files(),
+        path,
+        Verify::Localhost,
+    )
 }
 
-/// The HTTP status `client` got for `GET path` on port `port`, or `None`
-/// when no answer came (the handshake was refused); with its output.
-fn status(dir: &Path, client: &str, port: u16, cred: Cred, path: &str) -> (Option<u16>, String) {
-    let url = format!("https://localhost:{port}{path}");
-    let request = REQUEST.replace("PATH", path);
-    let text = match client {
-        "curl" => {
-            let mut c = Command::new("curl");
-            c.current_dir(dir)
-                .args(["-sS", "-o", "/dev/null", "-w", "HTTP/1.1 %{http_code}\n"])
-                .args(["--cacert", "bundle.pem", "--max-time", "20"]);
-            if let Some((cert, key)) = cred.files() {
-                c.args(["--cert", cert, "--key", key]);
-            }
-            c.arg(&url);
-            run(c, "")
-        }
-        "openssl" => {
-            let mut c = Command::new("openssl");
-            c.current_dir(dir)
-                .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-                .args(["-servername", "localhost", "-verify_hostname", "localhost"])
-                .args(["-CAfile", "bundle.pem", "-verify_return_error", "-quiet"])
-                .args(["-ign_eof"]);
-            if let Some((cert, key)) = cred.files() {
-                c.args(["-cert", cert, "-key", key]);
-            }
-            run(c, &request)
-        }
-        "gnutls" => {
-            let mut c = Command::new("gnutls-cli");
-            c.current_dir(dir)
-                .args(["--x509cafile", "bundle.pem", "-p", &port.to_string()]);
-            if let Some((cert, key)) = cred.files() {
-                c.args(["--x509certfile", cert, "--x509keyfile", key]);
-            }
-            c.arg("localhost");
-            run(c, &request)
-        }
-        "python" => {
-            let script = "import http.client, ssl, sys\n\
-                ctx = ssl.create_default_context(cafile='bundle.pem')\n\
-                ctx.minimum_version = ssl.TLSVersion.TLSv1_2\n\
-                if len(sys.argv) > 3: ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
-                c = http.client.HTTPSConnection('localhost', int(sys.argv[1]), context=ctx, timeout=20)\n\
-                c.request('GET', sys.argv[2])\n\
-                print('HTTP/1.1', c.getresponse().status)\n";
-            let mut c = Command::new("python3");
-            c.current_dir(dir)
-                .args(["-c", script, &port.to_string(), path]);
-            if let Some((cert, key)) = cred.files() {
-                c.args([cert, key]);
-            }
-            run(c, "")
-        }
-        other => panic!("unknown client {other}"),
-    };
-    let code = text
-        .lines()
-        .find_map(|l| l.strip_prefix("HTTP/1.1 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|c| c.parse().ok())
-        .filter(|c| *c != 0);
-    (code, text)
+/// A temporary directory with the CA's bundle (bundle.pem) and an admin
+/// operator's certificate and key (op.pem, op.key).
+async fn admin_files(h: &Harness) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let bundle = tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref()));
+    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
+    let (key, cert) = h
+        .auth
+        .issue_operator_cert("admin", Role::Admin)
+        .await
+        .unwrap();
+    std::fs::write(dir.join("op.pem"), cert).unwrap();
+    std::fs::write(dir.join("op.key"), key).unwrap();
+    work
 }
 
 /// A foreign CA (made by openssl) and a leaf it signed for the admin
@@ -152,21 +86,12 @@ fn foreign_identity(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_openssl_gnutls_and_python_as_ca_api_clients() {
     let h = Harness::start(Db::Sqlite).await;
-    let work = tempfile::tempdir().unwrap();
+    let work = admin_files(&h).await;
     let dir = work.path();
-    let bundle = tessera_core::pem::encode_certs(h.anchors().iter().map(|c| c.as_ref()));
-    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
-    let (key, cert) = h
-        .auth
-        .issue_operator_cert("admin", Role::Admin)
-        .await
-        .unwrap();
-    std::fs::write(dir.join("op.pem"), cert).unwrap();
-    std::fs::write(dir.join("op.key"), key).unwrap();
     foreign_identity(dir);
     let port = h.running.as_ref().unwrap().addr.port();
 
-    for client in ["curl", "openssl", "gnutls", "python"] {
+    for client in TLS_CLIENTS {
         let dir = dir.to_owned();
         let (op, none, none_public, foreign) = tokio::task::spawn_blocking(move || {
             (
@@ -202,4 +127,86 @@ async fn curl_openssl_gnutls_and_python_as_ca_api_clients() {
             foreign.1
         );
     }
+}
+
+/// sslyze on the CA API port: TLS 1.2 and 1.3 only, strong suites and
+/// groups, no compression or renegotiation, Mozilla's intermediate
+/// configuration; the chain is the server certificate (for `localhost` and
+/// 127.0.0.1) under the CA's root, verified against the bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_scan_of_the_ca_api() {
+    let h = Harness::start(Db::Sqlite).await;
+    let work = admin_files(&h).await;
+    let bundle = work.path().join("bundle.pem");
+    let target = format!("localhost:{}", h.running.as_ref().unwrap().addr.port());
+    let scan =
+        tokio::task::spawn_blocking(move || sslyze::scan(&target, &bundle, None, "intermediate"))
+            .await
+            .unwrap();
+    scan.assert_hardened("the CA API", &[]);
+    assert!(scan.supports("tls_1_2"), "{}", scan.report);
+    let chain = scan.verified_chain();
+    assert_eq!(
+        chain.len(),
+        2,
+        "server certificate and root:\n{}",
+        scan.report
+    );
+    let san = &chain[0]["subject_alternative_name"];
+    assert_eq!(
+        san["dns_names"],
+        serde_json::json!(["localhost"]),
+        "{}",
+        scan.report
+    );
+    assert_eq!(
+        san["ip_addresses"],
+        serde_json::json!(["127.0.0.1"]),
+        "{}",
+        scan.report
+    );
+}
+
+/// A client that keeps its connection after an early answer (Python's
+/// `http.client`; `requests`, which schemathesis uses, pools connections)
+/// can go on using it: a body over the 64 KiB limit → 413, the admin on a
+/// workload-only route, refused before its body is read → 403, then a
+/// `GET` on the same connection → 200. Without draining the unread bodies
+/// the server closed the connection, and the next request met a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_keep_the_connection_usable() {
+    let h = Harness::start(Db::Sqlite).await;
+    let work = admin_files(&h).await;
+    let dir = work.path().to_owned();
+    let port = h.running.as_ref().unwrap().addr.port().to_string();
+    let script = "import http.client, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile='bundle.pem')\n\
+        ctx.load_cert_chain('op.pem', 'op.key')\n\
+        c = http.client.HTTPSConnection('localhost', int(sys.argv[1]), context=ctx, timeout=20)\n\
+        body = b'{\"x\": \"' + b'a' * 300000 + b'\"}'\n\
+        for method, path in [('POST', '/v1/entries'), ('POST', '/v1/denials'), ('GET', '/v1/ca')]:\n\
+        \x20   try:\n\
+        \x20       c.request(method, path, body=body if method == 'POST' else None,\n\
+        \x20                 headers={'content-type': 'application/json'})\n\
+        \x20       r = c.getresponse()\n\
+        \x20       r.read()\n\
+        \x20       print(path, r.status)\n\
+        \x20   except OSError as e:\n\
+        \x20       print(path, 'failed:', e)\n";
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .current_dir(&dir)
+            .args(["-c", script, &port])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["/v1/entries 413", "/v1/denials 403", "/v1/ca 200"],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

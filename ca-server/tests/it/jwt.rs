@@ -178,11 +178,10 @@ async fn jwt_svids_end_with_the_certificate(db: Db) {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (cert, key, _) = h.workload(id).await;
-    let not_after = tessera_core::svid::check_leaf(
-        &tessera_core::pem::certs(cert.as_bytes()).unwrap()[0],
-    )
-    .unwrap()
-    .not_after;
+    let not_after =
+        tessera_core::svid::check_leaf(&tessera_core::pem::certs(cert.as_bytes()).unwrap()[0])
+            .unwrap()
+            .not_after;
     let web = h.with_cert(&cert, &key);
     let (s, v) = post(
         &web,

@@ -861,7 +861,11 @@ async fn h2_get(
     let call = async {
         let resp = send.send_request(req).await.expect("HTTP/2 request");
         let (parts, body) = resp.into_parts();
-        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
     };
     tokio::time::timeout(DEADLINE, call)
         .await
@@ -921,7 +925,9 @@ async fn idle_deadline_closes_connections_that_say_nothing_after_the_handshake()
         .issue_operator_cert("auditor", Role::Auditor)
         .await
         .unwrap();
-    let tls = tls_from(&h, FIRST, true, Some((&cert, &key))).await.unwrap();
+    let tls = tls_from(&h, FIRST, true, Some((&cert, &key)))
+        .await
+        .unwrap();
     let (mut send, conn) = h2_over(tls, None).await;
     let (s, _, body) = h2_get(&mut send, "/v1/revocations?since=0").await;
     assert_eq!(s, StatusCode::OK, "{body:?}");
@@ -1006,7 +1012,13 @@ async fn idle_h2_connections_of_one_client_do_not_stop_another() {
         opened.elapsed()
     );
     assert_eq!(h.auth.metrics.refused.get(&["connection_limit_source"]), 4);
-    assert!(h.auth.metrics.refused.get(&["unauthenticated_idle_timeout"]) >= 4);
+    assert!(
+        h.auth
+            .metrics
+            .refused
+            .get(&["unauthenticated_idle_timeout"])
+            >= 4
+    );
 }
 
 /// The public routes are rate-limited per source address: past its burst a

@@ -21,6 +21,7 @@ mod processes;
 mod receiver;
 mod roles;
 mod rotation;
+mod schemathesis;
 mod upstream;
 mod walkthrough;
 mod webhooks;

@@ -284,7 +284,10 @@ async fn entries_come_back_whole_from_one_query(db: Db) {
         assert_eq!(got, want, "{what}");
     };
     let store = &h.auth.store;
-    check("by parent", store.entries_by_parent(parent, 100).await.unwrap());
+    check(
+        "by parent",
+        store.entries_by_parent(parent, 100).await.unwrap(),
+    );
     check(
         "by prefix",
         store
@@ -295,7 +298,9 @@ async fn entries_come_back_whole_from_one_query(db: Db) {
     let all = store.list_entries(None).await.unwrap();
     check(
         "the list",
-        all.into_iter().filter(|e| e.spiffe_id.contains("/set/")).collect(),
+        all.into_iter()
+            .filter(|e| e.spiffe_id.contains("/set/"))
+            .collect(),
     );
     let (id, sid, sel) = &want[7];
     let one = store.get_entry(id).await.unwrap();

@@ -67,7 +67,13 @@ mod tests {
             "secret": S
         });
         let shown = [
-            format!("{:?}", RedeemRequest { token: S.into(), csr: "csr".into() }),
+            format!(
+                "{:?}",
+                RedeemRequest {
+                    token: S.into(),
+                    csr: "csr".into()
+                }
+            ),
             format!(
                 "{:?}",
                 serde_json::from_value::<JwtSvid>(serde_json::json!({
@@ -91,8 +97,7 @@ mod tests {
             ),
             format!(
                 "{:?}",
-                serde_json::from_value::<WebhookCreated>(webhook)
-                .unwrap()
+                serde_json::from_value::<WebhookCreated>(webhook).unwrap()
             ),
             format!(
                 "{:?}",

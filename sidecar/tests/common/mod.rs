@@ -20,6 +20,23 @@ pub async fn token(ca: &Ca, name: &str) -> String {
     ca.join_token(&id).await
 }
 
+/// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
+/// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
+pub async fn issue_files(ca: &Ca, name: &str, dir: &std::path::Path) {
+    let token = token(ca, name).await;
+    let (key, csr) = tessera_test_support::csr();
+    let r = ca
+        .call(
+            hyper::Method::POST,
+            "/v1/certs/redeem",
+            Some(serde_json::json!({"token": token, "csr": csr})),
+        )
+        .await;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), r["certificate"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("bundle.pem"), r["bundle"].as_str().unwrap()).unwrap();
+}
+
 /// `spiffe://example.org/<name>`.
 pub fn sid(name: &str) -> String {
     format!("spiffe://example.org/{name}")
