@@ -19,15 +19,8 @@ pub struct WorkloadFlags {
     pub log_format: String,
 }
 
-impl std::fmt::Debug for WorkloadFlags {
-    // The join token is a bearer credential: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkloadFlags")
-            .field("sets", &self.sets)
-            .field("log_format", &self.log_format)
-            .finish_non_exhaustive()
-    }
-}
+// The join token is a bearer credential: never in a log line.
+crate::debug_without_secrets!(WorkloadFlags: sets, log_format);
 
 impl WorkloadFlags {
     /// Starts logging (`--log-format`) and loads the configuration `C` from

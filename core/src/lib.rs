@@ -2,6 +2,22 @@
 //! PEM helpers, metrics, and the single module that configures rustls.
 #![forbid(unsafe_code)]
 
+/// Implements `Debug` for the struct `$ty` showing only the named fields
+/// (then `..`): for types that hold a token, secret or key, which no log line
+/// may show (`debug_without_secrets!(Type: shown_a, shown_b)`).
+#[macro_export]
+macro_rules! debug_without_secrets {
+    ($ty:ident: $($field:ident),*) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 pub mod api;
 pub mod audit;
 pub mod bundle;

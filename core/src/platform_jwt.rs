@@ -149,14 +149,7 @@ enum KeyMaterial {
     Ed(Vec<u8>),
 }
 
-impl std::fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_without_secrets!(PublicKey: kid, alg);
 
 impl PublicKey {
     /// The key ID, if the JWKS gave one.

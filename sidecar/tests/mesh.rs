@@ -652,18 +652,18 @@ async fn connection_cap_and_graceful_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_and_outbound_caps_are_separate() {
     let ca = Ca::start();
+    let mut tokens = Vec::new();
+    for name in ["cap-a", "cap-m", "cap-b"] {
+        tokens.push(token(&ca, name).await);
+    }
+    let (ta, tm, tb) = (&tokens[0], &tokens[1], &tokens[2]);
     let app = echo_server().await;
-    let (ta, tm, tb) = (
-        token(&ca, "cap-a").await,
-        token(&ca, "cap-m").await,
-        token(&ca, "cap-b").await,
-    );
     // B: the upstream of M's outbound listener. M: inbound from A, outbound to B.
-    let b = Sidecar::start(&ca, &tb, &inbound("in", &app, &sid("cap-m")));
+    let b = Sidecar::start(&ca, tb, &inbound("in", &app, &sid("cap-m")));
     let caps = "[limits]\nmax_inbound_connections = 1\nmax_outbound_connections = 1\n";
     let m = Sidecar::start(
         &ca,
-        &tm,
+        tm,
         &format!(
             "{caps}{}{}",
             inbound("in", &app, &sid("cap-a")),
@@ -672,7 +672,7 @@ async fn inbound_and_outbound_caps_are_separate() {
     );
     let a = Sidecar::start(
         &ca,
-        &ta,
+        ta,
         &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")),
     );
     let (m_in, m_out) = (a.addr("outbound", "out"), m.addr("outbound", "out"));

@@ -45,15 +45,7 @@ pub struct Svid {
     received_at: i64,
 }
 
-impl std::fmt::Debug for Svid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Svid")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("serial", &self.serial)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
-}
+tessera_core::debug_without_secrets!(Svid: spiffe_id, serial, not_after);
 
 /// The span renewal timing counts: from when the certificate arrived (never
 /// before its notBefore) to its notAfter, unix seconds.

@@ -289,14 +289,7 @@ pub struct SigningCa {
     issuer: Issuer<'static, KeyPair>,
 }
 
-impl std::fmt::Debug for SigningCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningCa")
-            .field("id", &self.id)
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
-    }
-}
+tessera_core::debug_without_secrets!(SigningCa: id, subject);
 
 impl SigningCa {
     /// Loads a CA from its certificate, upstream chain and PKCS#8 (or PEM) key,

@@ -84,15 +84,16 @@ impl Harness {
 
     /// Creates an entry as admin and returns its JSON.
     pub async fn entry(&self, spiffe_id: &str) -> Value {
+        self.entry_with(serde_json::json!({
+            "spiffe_id": spiffe_id, "selectors": ["unix:uid:1000"]
+        }))
+        .await
+    }
+
+    /// Creates the entry `body` describes as admin and returns its JSON.
+    pub async fn entry_with(&self, body: Value) -> Value {
         let admin = self.operator(Role::Admin).await;
-        let (s, v) = post(
-            &admin,
-            "/v1/entries",
-            serde_json::json!({
-                "spiffe_id": spiffe_id, "selectors": ["unix:uid:1000"]
-            }),
-        )
-        .await;
+        let (s, v) = post(&admin, "/v1/entries", body).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v
     }

@@ -1026,14 +1026,11 @@ async fn idle_h2_connections_of_one_client_do_not_stop_another() {
 /// another source, and authenticated routes from the same one, are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_routes_are_rate_limited_per_source() {
-    let h = Harness::start_with(
-        Db::Sqlite,
-        &[
-            "limits.public_requests_per_second_per_source=1",
-            "limits.public_burst_per_source=5",
-        ],
-    )
-    .await;
+    const RATE: [&str; 2] = [
+        "limits.public_requests_per_second_per_source=1",
+        "limits.public_burst_per_source=5",
+    ];
+    let h = Harness::start_with(Db::Sqlite, &RATE).await;
     let (mut first, _c1) = h2_over(tls_from(&h, FIRST, true, None).await.unwrap(), None).await;
     for i in 0..5 {
         let (s, _, body) = h2_get(&mut first, "/healthz").await;

@@ -106,14 +106,8 @@ async fn refusals_audited(h: &Harness) -> i64 {
 }
 
 async fn entry(h: &Harness, spiffe_id: &str, selectors: &[&str], parent: &str) {
-    let admin = h.operator(Role::Admin).await;
-    let (s, v) = post(
-        &admin,
-        "/v1/entries",
-        json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    h.entry_with(json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent}))
+        .await;
 }
 
 /// A server trusting the OIDC issuer `ci` with `keys` (key, kid), and the

@@ -269,13 +269,9 @@ async fn entries_come_back_whole_from_one_query(db: Db) {
             .map(|k| format!("k8s:label:s{}", (i + k) % 7))
             .collect();
         sel.push(format!("unix:uid:{i}"));
-        let (s, v) = post(
-            &admin,
-            "/v1/entries",
-            json!({"spiffe_id": sid, "parent_id": parent, "selectors": sel}),
-        )
-        .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let v = h
+            .entry_with(json!({"spiffe_id": sid, "parent_id": parent, "selectors": sel}))
+            .await;
         sel.sort();
         sel.dedup();
         want.push((v["id"].as_str().unwrap().to_owned(), sid, sel));

@@ -25,12 +25,8 @@ pub struct RedeemRequest {
     pub csr: String,
 }
 
-impl std::fmt::Debug for RedeemRequest {
-    // The join token is a bearer credential: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedeemRequest").finish_non_exhaustive()
-    }
-}
+// The join token is a bearer credential: never in a log line.
+crate::debug_without_secrets!(RedeemRequest: );
 
 impl Drop for RedeemRequest {
     // The join token is not left in freed memory.

@@ -62,16 +62,8 @@ pub struct ApiTokenCreated {
     pub expires_at: String,
 }
 
-impl std::fmt::Debug for ApiTokenCreated {
-    // The API token is a bearer credential: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiTokenCreated")
-            .field("id", &self.id)
-            .field("role", &self.role)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
+// The API token is a bearer credential: never in a log line.
+crate::debug_without_secrets!(ApiTokenCreated: id, role, expires_at);
 
 /// An API credential (client certificate or token), never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]

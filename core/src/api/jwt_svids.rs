@@ -27,13 +27,5 @@ pub struct JwtSvid {
     pub hint: Option<String>,
 }
 
-impl std::fmt::Debug for JwtSvid {
-    // The token is a bearer credential: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSvid")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("expires_at", &self.expires_at)
-            .field("hint", &self.hint)
-            .finish_non_exhaustive()
-    }
-}
+// The token is a bearer credential: never in a log line.
+crate::debug_without_secrets!(JwtSvid: spiffe_id, expires_at, hint);

@@ -18,11 +18,5 @@ pub struct PlatformAttestRequest {
     pub spiffe_id: Option<String>,
 }
 
-impl std::fmt::Debug for PlatformAttestRequest {
-    // The token is a bearer credential: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlatformAttestRequest")
-            .field("spiffe_id", &self.spiffe_id)
-            .finish_non_exhaustive()
-    }
-}
+// The token is a bearer credential: never in a log line.
+crate::debug_without_secrets!(PlatformAttestRequest: spiffe_id);

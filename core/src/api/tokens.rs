@@ -30,16 +30,8 @@ pub struct TokenCreated {
     pub expires_at: String,
 }
 
-impl std::fmt::Debug for TokenCreated {
-    // The join token is a bearer credential: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCreated")
-            .field("id", &self.id)
-            .field("entry_id", &self.entry_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
+// The join token is a bearer credential: never in a log line.
+crate::debug_without_secrets!(TokenCreated: id, entry_id, expires_at);
 
 /// A join token's public information (never the secret).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -53,14 +53,8 @@ pub struct WebhookCreated {
     pub secret: String,
 }
 
-impl std::fmt::Debug for WebhookCreated {
-    // The signing secret: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookCreated")
-            .field("webhook", &self.webhook)
-            .finish_non_exhaustive()
-    }
-}
+// The signing secret: never in a log line.
+crate::debug_without_secrets!(WebhookCreated: webhook);
 
 /// Registered webhooks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
