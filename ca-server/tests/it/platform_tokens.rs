@@ -6,7 +6,9 @@
 //! unknown `kid` at most once per window.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, TestDb, assert_problem, config, csr, get, post, strs};
+use crate::common::{
+    Clients, Db, Harness, TestDb, assert_problem, config, create_entry, csr, get, post, strs,
+};
 use crate::receiver;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -107,13 +109,11 @@ async fn refusals_audited(h: &Harness) -> i64 {
 
 async fn entry(h: &Harness, spiffe_id: &str, selectors: &[&str], parent: &str) {
     let admin = h.operator(Role::Admin).await;
-    let (s, v) = post(
+    create_entry(
         &admin,
-        "/v1/entries",
         json!({"spiffe_id": spiffe_id, "selectors": selectors, "parent_id": parent}),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
 /// A server trusting the OIDC issuer `ci` with `keys` (key, kid), and the

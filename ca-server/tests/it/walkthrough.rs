@@ -2,7 +2,9 @@
 //! revocation → CRL and feed, checked with our own checker and with openssl.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, csr, delete, get, id, issue, post, renew, revoke};
+use crate::common::{
+    Clients, Db, Harness, create_entry, csr, delete, get, id, issue, post, renew, revoke,
+};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use tessera_core::api::Role;
@@ -269,13 +271,11 @@ async fn entries_come_back_whole_from_one_query(db: Db) {
             .map(|k| format!("k8s:label:s{}", (i + k) % 7))
             .collect();
         sel.push(format!("unix:uid:{i}"));
-        let (s, v) = post(
+        let v = create_entry(
             &admin,
-            "/v1/entries",
             json!({"spiffe_id": sid, "parent_id": parent, "selectors": sel}),
         )
         .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
         sel.sort();
         sel.dedup();
         want.push((v["id"].as_str().unwrap().to_owned(), sid, sel));
