@@ -15,6 +15,8 @@
 # load tool takes the same share of the machine from each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/cfssl.sh
+source bench/cfssl.sh
 ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-16}
 SECONDS_PER=${SECONDS_PER:-10}
@@ -73,23 +75,10 @@ printf '{"spiffe_id":"spiffe://example.org/load","csr":%s}' "$csr_json" >"$work/
 
 # cfssl 1.2 serve, TLS, no certificate database.
 cf="$work/cfssl"
-mkdir -p "$cf"
-(
-    cd "$cf"
-    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
-    openssl req -x509 -new -key ca.key -out ca.pem -days 30 -subj /CN=cfssl-bench-ca \
-        -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,cRLSign
-    openssl ecparam -name prime256v1 -genkey -noout -out srv.key
-    openssl req -new -key srv.key -subj /CN=localhost -out srv.csr
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
-    openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -extfile srv.ext -out srv.pem
-    echo '{"signing":{"default":{"expiry":"1h","usages":["digital signature","server auth","client auth"]}}}' >cfg.json
-) 2>/dev/null
+cfssl_pki "$cf"
 cf_port=$(free_port)
-cfssl serve -address 127.0.0.1 -port "$cf_port" -ca "$cf/ca.pem" -ca-key "$cf/ca.key" -config "$cf/cfg.json" \
-    -tls-cert "$cf/srv.pem" -tls-key "$cf/srv.key" -loglevel 5 >"$cf/log" 2>&1 &
+cfssl_serve "$cf" "$cf_port"
 pids+=($!)
-for _ in $(seq 100); do curl -s -o /dev/null --cacert "$cf/ca.pem" "https://localhost:$cf_port/" && break; sleep 0.1; done
 cfssl_url="https://127.0.0.1:$cf_port"
 printf '{"certificate_request":%s,"hosts":["load.internal"]}' "$csr_json" >"$work/cfssl.json"
 

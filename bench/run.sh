@@ -8,6 +8,8 @@
 #   CLIENTS=16 REQUESTS=20000 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/cfssl.sh
+source bench/cfssl.sh
 CLIENTS=${CLIENTS:-16}
 REQUESTS=${REQUESTS:-20000}
 PG_ADMIN=${TESSERA_BENCH_POSTGRES_URL:-postgres://tessera:tessera@127.0.0.1:5432/postgres}
@@ -50,23 +52,10 @@ run_load sqlite ""
 echo "== cfssl 1.2 serve (TLS, no ledger), $CLIENTS clients"
 command -v cfssl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-cfssl >/dev/null
 cf="$work/cfssl"
-mkdir -p "$cf"
-(
-    cd "$cf"
-    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
-    openssl req -x509 -new -key ca.key -out ca.pem -days 30 -subj /CN=cfssl-bench-ca \
-        -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,cRLSign
-    openssl ecparam -name prime256v1 -genkey -noout -out srv.key
-    openssl req -new -key srv.key -subj /CN=localhost -out srv.csr
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
-    openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -extfile srv.ext -out srv.pem
-    echo '{"signing":{"default":{"expiry":"1h","usages":["digital signature","server auth","client auth"]}}}' >cfg.json
-) 2>/dev/null
+cfssl_pki "$cf"
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-cfssl serve -address 127.0.0.1 -port "$port" -ca "$cf/ca.pem" -ca-key "$cf/ca.key" -config "$cf/cfg.json" \
-    -tls-cert "$cf/srv.pem" -tls-key "$cf/srv.key" -loglevel 5 >"$cf/log" 2>&1 &
+cfssl_serve "$cf" "$port"
 ca_pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null --cacert "$cf/ca.pem" "https://localhost:$port/" && break; sleep 0.1; done
 ./target/release/tessera-load --cfssl "https://localhost:$port" --ca-bundle "$cf/ca.pem" --clients "$CLIENTS" --requests "$REQUESTS"
 kill "$ca_pid"; wait "$ca_pid" 2>/dev/null || true; ca_pid=""
 pg_db="tessera_bench_$$"

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Sidecar, echo, echo_server, inbound, outbound, sid, token};
+use common::{DEADLINE, Sidecar, echo, echo_server, inbound, outbound, sid, tokens};
 use hyper::Method;
 use tessera_test_support::Ca;
 use tokio::net::{TcpListener, TcpStream};
@@ -72,7 +72,7 @@ impl Relay {
 async fn a_frozen_ca_connection_is_replaced_and_the_lag_shows_it() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (token(&ca, "fa").await, token(&ca, "fb").await);
+    let [ta, tb] = tokens(&ca, ["fa", "fb"]).await;
     let relay = Relay::start(ca.addr()).await;
     let wait = 2u64;
     // The long-poll deadline the CA client gives itself: wait plus margin.

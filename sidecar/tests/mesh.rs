@@ -20,11 +20,7 @@ use tokio::net::TcpStream;
 async fn allowed_denied_refused_and_revoked() {
     let ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb, tc) = (
-        token(&ca, "a").await,
-        token(&ca, "b").await,
-        token(&ca, "c").await,
-    );
+    let [ta, tb, tc] = tokens(&ca, ["a", "b", "c"]).await;
     let b = Sidecar::start(&ca, &tb, &inbound("api", &app, "spiffe://example.org/a"));
     let b_in = b.addr("inbound", "api");
     let to_b = outbound("to-b", &b_in, "spiffe://example.org/b");
@@ -568,7 +564,7 @@ async fn proxy_protocol_v2_passes_the_peer_identity() {
         let (mut r, mut w) = s.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;
     });
-    let (ta, tb) = (token(&ca, "pp-a").await, token(&ca, "pp-b").await);
+    let [ta, tb] = tokens(&ca, ["pp-a", "pp-b"]).await;
     let listener = inbound("in", &app, "spiffe://example.org/pp-a") + "proxy_protocol = true\n";
     let b = Sidecar::start(&ca, &tb, &listener);
     let upstream = b.addr("inbound", "in");
@@ -652,18 +648,14 @@ async fn connection_cap_and_graceful_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_and_outbound_caps_are_separate() {
     let ca = Ca::start();
-    let mut tokens = Vec::new();
-    for name in ["cap-a", "cap-m", "cap-b"] {
-        tokens.push(token(&ca, name).await);
-    }
-    let (ta, tm, tb) = (&tokens[0], &tokens[1], &tokens[2]);
     let app = echo_server().await;
+    let [ta, tm, tb] = tokens(&ca, ["cap-a", "cap-m", "cap-b"]).await;
     // B: the upstream of M's outbound listener. M: inbound from A, outbound to B.
-    let b = Sidecar::start(&ca, tb, &inbound("in", &app, &sid("cap-m")));
+    let b = Sidecar::start(&ca, &tb, &inbound("in", &app, &sid("cap-m")));
     let caps = "[limits]\nmax_inbound_connections = 1\nmax_outbound_connections = 1\n";
     let m = Sidecar::start(
         &ca,
-        tm,
+        &tm,
         &format!(
             "{caps}{}{}",
             inbound("in", &app, &sid("cap-a")),
@@ -672,7 +664,7 @@ async fn inbound_and_outbound_caps_are_separate() {
     );
     let a = Sidecar::start(
         &ca,
-        ta,
+        &ta,
         &outbound("out", &m.addr("inbound", "in"), &sid("cap-m")),
     );
     let (m_in, m_out) = (a.addr("outbound", "out"), m.addr("outbound", "out"));
@@ -787,7 +779,7 @@ async fn expired_client_certificate_is_refused() {
 async fn metrics_track_connections_bytes_and_feed_lag() {
     let mut ca = Ca::start();
     let app = echo_server().await;
-    let (ta, tb) = (token(&ca, "ma").await, token(&ca, "mb").await);
+    let [ta, tb] = tokens(&ca, ["ma", "mb"]).await;
     let lag = "[revocation]\nwait_seconds = 2\n";
     let listener = inbound("api", &app, "spiffe://example.org/ma");
     let b = Sidecar::start(&ca, &tb, &format!("{lag}{listener}"));

@@ -103,26 +103,21 @@ impl Store {
 
     /// Reads one entry.
     pub async fn get_entry(&self, id: &str) -> Result<EntryRow, StoreError> {
-        let sql = with_selectors(&format!("{ENTRY_SELECT} WHERE id = $1"));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_owned())
-            .fetch_all(&self.pool)
-            .await?;
-        Self::entries_from_rows(rows)
+        let id = id.to_owned();
+        self.entries_where("WHERE id = $1", |q| q.bind(id))
+            .await?
             .pop()
             .ok_or(StoreError::NotFound)
     }
 
     /// Lists entries, optionally for one SPIFFE ID.
     pub async fn list_entries(&self, spiffe_id: Option<&str>) -> Result<Vec<EntryRow>, StoreError> {
-        let sql = with_selectors(&format!(
-            "{ENTRY_SELECT} WHERE (CAST($1 AS TEXT) IS NULL OR spiffe_id = $1) ORDER BY spiffe_id, id LIMIT 10000"
-        ));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(spiffe_id.map(str::to_owned))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Self::entries_from_rows(rows))
+        let spiffe_id = spiffe_id.map(str::to_owned);
+        self.entries_where(
+            "WHERE (CAST($1 AS TEXT) IS NULL OR spiffe_id = $1) ORDER BY spiffe_id, id LIMIT 10000",
+            |q| q.bind(spiffe_id),
+        )
+        .await
     }
 
     /// The entries whose parent is `parent_id` (a node's SPIFFE ID), at most
@@ -132,15 +127,12 @@ impl Store {
         parent_id: &str,
         limit: i64,
     ) -> Result<Vec<EntryRow>, StoreError> {
-        let sql = with_selectors(&format!(
-            "{ENTRY_SELECT} WHERE parent_id = $1 ORDER BY spiffe_id, id LIMIT $2"
-        ));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(parent_id.to_owned())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Self::entries_from_rows(rows))
+        let parent_id = parent_id.to_owned();
+        self.entries_where(
+            "WHERE parent_id = $1 ORDER BY spiffe_id, id LIMIT $2",
+            |q| q.bind(parent_id).bind(limit),
+        )
+        .await
     }
 
     /// Entries whose SPIFFE ID starts with `prefix` (node sets), at most `limit`.
@@ -150,13 +142,24 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EntryRow>, StoreError> {
         // substr, not LIKE: '_' (legal in trust domains) is a LIKE wildcard.
-        let sql = with_selectors(&format!(
-            "{ENTRY_SELECT} WHERE substr(spiffe_id, 1, CAST($2 AS INTEGER)) = $1 ORDER BY spiffe_id, id LIMIT $3"
-        ));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(prefix.to_owned())
-            .bind(prefix.len() as i64)
-            .bind(limit)
+        let (prefix, len) = (prefix.to_owned(), prefix.len() as i64);
+        self.entries_where(
+            "WHERE substr(spiffe_id, 1, CAST($2 AS INTEGER)) = $1 ORDER BY spiffe_id, id LIMIT $3",
+            |q| q.bind(prefix).bind(len).bind(limit),
+        )
+        .await
+    }
+
+    /// The entries an [`ENTRY_SELECT`] query with `filter` (its `WHERE`,
+    /// order and limit, with `bind` supplying its parameters) selects, read
+    /// whole with their selectors in one query ([`with_selectors`]).
+    async fn entries_where(
+        &self,
+        filter: &str,
+        bind: impl FnOnce(AnyQuery<'_>) -> AnyQuery<'_>,
+    ) -> Result<Vec<EntryRow>, StoreError> {
+        let sql = with_selectors(&format!("{ENTRY_SELECT} {filter}"));
+        let rows = bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
             .fetch_all(&self.pool)
             .await?;
         Ok(Self::entries_from_rows(rows))

@@ -18,6 +18,14 @@ pub use tessera_test_support::{
     revoke, strs,
 };
 
+/// Creates an entry from `body` as `client`, which must answer
+/// `201 Created`, and returns its JSON.
+pub async fn create_entry(client: &Client, body: Value) -> Value {
+    let (s, v) = post(client, "/v1/entries", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v
+}
+
 /// The whole audit log as the API serves it (to an admin or auditor).
 pub async fn audit_log(admin: &Client) -> Vec<AuditRecord> {
     let (s, v) = get(admin, "/v1/audit?limit=1000").await;
@@ -93,8 +101,7 @@ impl Harness {
     /// Creates the entry `body` describes as admin and returns its JSON.
     pub async fn entry_with(&self, body: Value) -> Value {
         let admin = self.operator(Role::Admin).await;
-        let (s, v) = post(&admin, "/v1/entries", body).await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let v = create_entry(&admin, body).await;
         v
     }
 
@@ -135,13 +142,11 @@ impl Harness {
     pub async fn node(&self, name: &str) -> (String, String, Value) {
         let admin = self.operator(Role::Admin).await;
         let sid = format!("spiffe://example.org/tessera/agent/{name}");
-        let (s, v) = post(
+        create_entry(
             &admin,
-            "/v1/entries",
             serde_json::json!({"spiffe_id": sid, "selectors": ["node:name:x"]}),
         )
         .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
         self.workload(&sid).await
     }
 

@@ -4,7 +4,7 @@
 //! CA generation (published before use) and leave the bundle when it is revoked.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, ca_ids, post};
+use crate::common::{Clients, Db, Harness, ca_ids, create_entry, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::StatusCode;
@@ -170,13 +170,11 @@ async fn jwt_svids_end_with_the_certificate(db: Db) {
     let h = Harness::start(db).await;
     let admin = h.operator(Role::Admin).await;
     let id = "spiffe://example.org/short";
-    let (s, v) = post(
+    create_entry(
         &admin,
-        "/v1/entries",
         json!({"spiffe_id": id, "selectors": ["unix:uid:1"], "ttl_seconds": 90}),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
     let (cert, key, _) = h.workload(id).await;
     let not_after =
         tessera_core::svid::check_leaf(&tessera_core::pem::certs(cert.as_bytes()).unwrap()[0])

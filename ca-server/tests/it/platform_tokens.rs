@@ -6,7 +6,9 @@
 //! unknown `kid` at most once per window.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, TestDb, assert_problem, config, csr, get, post, strs};
+use crate::common::{
+    Clients, Db, Harness, TestDb, assert_problem, config, create_entry, csr, get, post, strs,
+};
 use crate::receiver;
 use bytes::Bytes;
 use http_body_util::Full;

@@ -7,7 +7,7 @@
 //! wait has a generous deadline that fails the test, and every child is killed
 //! and reaped when its guard drops.
 
-use crate::common::{Db, TestDb, ca_ids, csr, get, issue, post, renew, revoke};
+use crate::common::{Db, TestDb, ca_ids, create_entry, csr, get, issue, post, renew, revoke};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -142,13 +142,11 @@ async fn two_replicas_share_postgres() {
         (&a, "spiffe://example.org/web"),
         (&b, "spiffe://example.org/batch"),
     ] {
-        let (s, v) = post(
+        create_entry(
             r.admin(),
-            "/v1/entries",
             json!({"spiffe_id": id, "selectors": ["unix:uid:1000"]}),
         )
         .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
     }
     let (s, v) = post(
         a.admin(),
@@ -452,13 +450,11 @@ async fn restart_keeps_ca_and_admin() {
     assert_eq!(ids.len(), 1, "{status}");
     let (bundle, admin_cert) = (first.read("bundle.pem"), first.read("cert.pem"));
     let admin = first.admin();
-    let (s, v) = post(
+    create_entry(
         admin,
-        "/v1/entries",
         json!({"spiffe_id": "spiffe://example.org/db", "selectors": ["unix:uid:70"]}),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, issued) = issue(admin, "spiffe://example.org/db").await;
     assert_eq!(s, StatusCode::CREATED, "{issued}");
     let t = Instant::now();

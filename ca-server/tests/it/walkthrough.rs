@@ -2,7 +2,9 @@
 //! revocation → CRL and feed, checked with our own checker and with openssl.
 
 use crate::both_backends;
-use crate::common::{Clients, Db, Harness, csr, delete, get, id, issue, post, renew, revoke};
+use crate::common::{
+    Clients, Db, Harness, create_entry, csr, delete, get, id, issue, post, renew, revoke,
+};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use tessera_core::api::Role;

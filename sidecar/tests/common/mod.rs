@@ -20,6 +20,15 @@ pub async fn token(ca: &Ca, name: &str) -> String {
     ca.join_token(&id).await
 }
 
+/// [`token`] for each of `names`, in order.
+pub async fn tokens<const N: usize>(ca: &Ca, names: [&str; N]) -> [String; N] {
+    let mut out = Vec::with_capacity(N);
+    for name in names {
+        out.push(token(ca, name).await);
+    }
+    out.try_into().expect("one token a name")
+}
+
 /// Issues a certificate for `spiffe://example.org/<name>` into `dir` (key.pem,
 /// cert.pem, bundle.pem) the way a workload would: key made here, CSR sent.
 pub async fn issue_files(ca: &Ca, name: &str, dir: &std::path::Path) {
