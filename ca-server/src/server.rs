@@ -393,9 +393,9 @@ async fn prune_once(auth: &Authority) {
 
 /// A response body that keeps its request counted in flight (for the idle
 /// deadline) until the body has been sent or dropped.
-/// The most of a request body the server still reads, and throws away, after
-/// answering without reading it all (a refused caller, a 413), so that the
-/// connection stays open for the next request: otherwise hyper closes it, and
+/// The most of an HTTP/1.1 request body the server still reads, and throws
+/// away, after answering without reading it all (a refused caller, a 413), so
+/// that the connection stays open for the next request: otherwise hyper closes it, and
 /// a client that pools connections (Python's `requests`, which schemathesis
 /// uses) meets a reset on its next request there. Twice the default largest
 /// body a route takes (a denial report); beyond it, or after
@@ -412,21 +412,26 @@ struct Unread(Arc<std::sync::Mutex<Option<Incoming>>>);
 
 impl Unread {
     /// The request for the router, its body read through the shared handle;
-    /// and the handle. A client that asked `Expect: 100-continue` waits for
-    /// the answer before it sends: nothing to drain (draining would invite
-    /// the body).
+    /// and the handle. Only HTTP/1.1 needs it: an HTTP/2 stream answered
+    /// early is reset on its own and the connection stays open, so its body
+    /// goes to the router as it is (no lock per frame, no drain delaying the
+    /// answer). A client that asked `Expect: 100-continue` waits for the
+    /// answer before it sends: nothing to drain (draining would invite the
+    /// body).
     fn wrap(req: hyper::Request<Incoming>) -> (hyper::Request<Body>, Unread) {
+        let h1 = req.version() < hyper::Version::HTTP_2;
         let expects = req.headers().contains_key(hyper::header::EXPECT);
         let (parts, body) = req.into_parts();
+        if !h1 || expects {
+            return (
+                hyper::Request::from_parts(parts, Body::new(body)),
+                Unread(Arc::new(std::sync::Mutex::new(None))),
+            );
+        }
         let shared = Arc::new(std::sync::Mutex::new(Some(body)));
-        let keep = if expects {
-            Arc::new(std::sync::Mutex::new(None))
-        } else {
-            shared.clone()
-        };
         (
-            hyper::Request::from_parts(parts, Body::new(Unread(shared))),
-            Unread(keep),
+            hyper::Request::from_parts(parts, Body::new(Unread(shared.clone()))),
+            Unread(shared),
         )
     }
 
